@@ -1,0 +1,31 @@
+"""Domain types for privacy events and their codecs (JSON lines and Avro)."""
+
+from auditor.events.model import (
+    Actor,
+    ActorType,
+    ConsentState,
+    Event,
+    EventKind,
+    Identifiability,
+    LegalRequest,
+    LegalRequestType,
+    Recipient,
+    Safeguard,
+    Subject,
+    Transfer,
+)
+
+__all__ = [
+    "Actor",
+    "ActorType",
+    "ConsentState",
+    "Event",
+    "EventKind",
+    "Identifiability",
+    "LegalRequest",
+    "LegalRequestType",
+    "Recipient",
+    "Safeguard",
+    "Subject",
+    "Transfer",
+]

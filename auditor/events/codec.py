@@ -1,0 +1,311 @@
+"""Decoding and encoding of events: JSON lines, Avro container files, mappings.
+
+Every decoder funnels through :func:`event_from_mapping`, so JSON and Avro input
+become the same :class:`~auditor.events.model.Event`, and every fault becomes a
+:class:`~auditor.errors.DecodeError` naming the field at fault. Schemas are
+parsed once, at import.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator, Mapping
+
+import fastavro
+
+from auditor.errors import DecodeError
+from auditor.events.model import (
+    Actor,
+    ActorType,
+    ConsentState,
+    Event,
+    EventKind,
+    Identifiability,
+    LegalRequest,
+    LegalRequestType,
+    Recipient,
+    Safeguard,
+    Subject,
+    Transfer,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def schema_path(name: str) -> Path:
+    """Path of a bundled ``.avsc`` schema (shipped inside the package)."""
+    return Path(str(resources.files("auditor.schemas").joinpath(name)))
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str) -> Any:
+    """Parse a bundled schema once; later calls return the same parsed schema."""
+    with schema_path(name).open("rb") as fh:
+        return fastavro.parse_schema(json.load(fh))
+
+
+def event_schema() -> Any:
+    return load_schema("privacy_event.avsc")
+
+
+# ---------------------------------------------------------------- mapping -> Event
+
+def _req(m: Mapping[str, Any], key: str, where: str) -> Any:
+    value = m.get(key)
+    if value is None:
+        raise DecodeError(f"missing required field '{where}{key}'", reason="missing_field")
+    return value
+
+
+def _str(m: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
+    value = _req(m, key, where) if required else m.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or (required and not value):
+        raise DecodeError(f"field '{where}{key}' must be a non-empty string", reason="bad_field")
+    return value
+
+
+def _bool(m: Mapping[str, Any], key: str, where: str, default: bool | None) -> bool | None:
+    value = m.get(key, default)
+    if value is not None and not isinstance(value, bool):
+        raise DecodeError(f"field '{where}{key}' must be true or false", reason="bad_field")
+    return value
+
+
+def _enum(cls: Any, m: Mapping[str, Any], key: str, where: str, default: Any = None) -> Any:
+    value = m.get(key)
+    if value is None:
+        if default is None:
+            raise DecodeError(f"missing required field '{where}{key}'", reason="missing_field")
+        return default
+    try:
+        return cls(value.upper() if isinstance(value, str) else value)
+    except ValueError:
+        allowed = ", ".join(x.value for x in cls)
+        raise DecodeError(f"field '{where}{key}' is {value!r}; expected one of {allowed}",
+                          reason="bad_field") from None
+
+
+def _time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1_000_000, tz=timezone.utc)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    raise DecodeError("field 'occurred_at' must be an ISO-8601 time or microseconds since epoch",
+                      reason="bad_field")
+
+
+def _sub(m: Mapping[str, Any], key: str, required: bool) -> Mapping[str, Any] | None:
+    value = m.get(key)
+    if value is None:
+        if required:
+            raise DecodeError(f"missing required field '{key}'", reason="missing_field")
+        return None
+    if not isinstance(value, Mapping):
+        raise DecodeError(f"field '{key}' must be an object", reason="bad_field")
+    return value
+
+
+def event_from_mapping(m: Mapping[str, Any]) -> Event:
+    """Build an Event from a decoded JSON object or Avro datum; raise DecodeError on faults."""
+    if not isinstance(m, Mapping):
+        raise DecodeError("an event must be a JSON object", reason="bad_field")
+    kind = _enum(EventKind, m, "kind", "")
+    actor_m = _sub(m, "actor", True)
+    subject_m = _sub(m, "subject", True)
+    assert actor_m is not None and subject_m is not None
+    age = subject_m.get("age")
+    if age is not None and (not isinstance(age, int) or isinstance(age, bool) or not 0 <= age < 200):
+        raise DecodeError("field 'subject.age' must be a whole number from 0 to 199", reason="bad_field")
+    categories = _req(m, "data_categories", "")
+    if not isinstance(categories, list) or not all(isinstance(c, str) and c for c in categories):
+        raise DecodeError("field 'data_categories' must be a list of strings", reason="bad_field")
+    if not categories:
+        raise DecodeError("field 'data_categories' must name at least one category",
+                          reason="missing_field")
+    recipient = None
+    recipient_m = _sub(m, "recipient", False)
+    if recipient_m is not None:
+        recipient = Recipient(
+            type=str(_str(recipient_m, "type", "recipient.")),
+            id=str(_str(recipient_m, "id", "recipient.")),
+            country=_str(recipient_m, "country", "recipient.", required=False),
+            on_our_behalf=_bool(recipient_m, "on_our_behalf", "recipient.", None),
+        )
+    if kind is EventKind.DISCLOSURE and recipient is None:
+        raise DecodeError("a DISCLOSURE must name its 'recipient'", reason="missing_field")
+    if kind is not EventKind.DISCLOSURE and recipient is not None:
+        raise DecodeError(f"an {kind.value} must not have a 'recipient'; use kind DISCLOSURE",
+                          reason="bad_field")
+    legal_m = _sub(m, "legal_request", False) or {}
+    consent_m = _sub(m, "consent", False) or {}
+    transfer_m = _sub(m, "transfer", False) or {}
+    attributes = m.get("attributes") or {}
+    if not isinstance(attributes, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()):
+        raise DecodeError("field 'attributes' must map strings to strings", reason="bad_field")
+    return Event(
+        event_id=str(_str(m, "event_id", "")),
+        occurred_at=_time(_req(m, "occurred_at", "")),
+        kind=kind,
+        policy_id=str(_str(m, "policy_id", "")),
+        source_system=str(_str(m, "source_system", "")),
+        actor=Actor(
+            type=_enum(ActorType, actor_m, "type", "actor.", ActorType.OTHER),
+            id=str(_str(actor_m, "id", "actor.")),
+            role=_str(actor_m, "role", "actor.", required=False),
+        ),
+        subject=Subject(
+            id=str(_str(subject_m, "id", "subject.")),
+            age=age,
+            is_minor=_bool(subject_m, "is_minor", "subject.", None),
+            region=_str(subject_m, "region", "subject.", required=False),
+        ),
+        data_categories=tuple(categories),
+        purpose=str(_str(m, "purpose", "")),
+        recipient=recipient,
+        identifiability=_enum(Identifiability, m, "identifiability", "", Identifiability.IDENTIFIED),
+        legal_basis=_str(m, "legal_basis", "", required=False),
+        legal_request=LegalRequest(
+            type=_enum(LegalRequestType, legal_m, "type", "legal_request.", LegalRequestType.NONE),
+            reference=_str(legal_m, "reference", "legal_request.", required=False),
+        ),
+        consent=ConsentState(**{k: bool(_bool(consent_m, k, "consent.", False))
+                                for k in ("marketing", "third_party_sharing", "guardian",
+                                          "marketing_opt_out")}),
+        transfer=Transfer(
+            cross_border=bool(_bool(transfer_m, "cross_border", "transfer.", False)),
+            destination_country=_str(transfer_m, "destination_country", "transfer.", required=False),
+            safeguard=_enum(Safeguard, transfer_m, "safeguard", "transfer.", Safeguard.NONE),
+        ),
+        attributes=dict(attributes),
+    )
+
+
+# ---------------------------------------------------------------- Event -> mapping
+
+def event_to_mapping(e: Event, *, json_time: bool = False) -> dict[str, Any]:
+    """The Avro datum of an event (with ``json_time`` the time is ISO-8601 for JSON)."""
+    return {
+        "event_id": e.event_id,
+        "occurred_at": e.occurred_at.isoformat() if json_time else e.occurred_at,
+        "kind": e.kind.value,
+        "policy_id": e.policy_id,
+        "source_system": e.source_system,
+        "actor": {"type": e.actor.type.value, "id": e.actor.id, "role": e.actor.role},
+        "subject": {"id": e.subject.id, "age": e.subject.age, "is_minor": e.subject.is_minor,
+                    "region": e.subject.region},
+        "data_categories": list(e.data_categories),
+        "purpose": e.purpose,
+        "recipient": None if e.recipient is None else {
+            "type": e.recipient.type, "id": e.recipient.id, "country": e.recipient.country,
+            "on_our_behalf": e.recipient.on_our_behalf},
+        "identifiability": e.identifiability.value,
+        "legal_basis": e.legal_basis,
+        "legal_request": {"type": e.legal_request.type.value, "reference": e.legal_request.reference},
+        "consent": {"marketing": e.consent.marketing,
+                    "third_party_sharing": e.consent.third_party_sharing,
+                    "guardian": e.consent.guardian,
+                    "marketing_opt_out": e.consent.marketing_opt_out},
+        "transfer": {"cross_border": e.transfer.cross_border,
+                     "destination_country": e.transfer.destination_country,
+                     "safeguard": e.transfer.safeguard.value},
+        "attributes": dict(e.attributes),
+    }
+
+
+def event_to_json(e: Event) -> str:
+    return json.dumps(event_to_mapping(e, json_time=True), separators=(",", ":"), sort_keys=True)
+
+
+# ---------------------------------------------------------------- files
+
+class DecodedLine:
+    """One line or record of an input file: an Event, or the DecodeError that replaced it."""
+
+    __slots__ = ("source", "line", "event", "error", "raw")
+
+    def __init__(self, source: str, line: int, event: Event | None, error: DecodeError | None,
+                 raw: bytes) -> None:
+        self.source, self.line, self.event, self.error, self.raw = source, line, event, error, raw
+
+
+def decode_json_line(text: str | bytes) -> Event:
+    try:
+        obj = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"not valid JSON ({exc.__class__.__name__}: {exc})",
+                          reason="undecodable") from exc
+    return event_from_mapping(obj)
+
+
+def iter_json_lines(path: Path) -> Iterator[DecodedLine]:
+    """Decode a JSON-lines file; blank lines and ``#`` comments are skipped."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            stripped = raw.strip()
+            if not stripped or stripped.startswith(b"#"):
+                continue
+            try:
+                yield DecodedLine(str(path), number, decode_json_line(stripped), None, stripped)
+            except DecodeError as exc:
+                exc.source, exc.line = str(path), number
+                yield DecodedLine(str(path), number, None, exc, stripped)
+
+
+def iter_avro_file(path: Path) -> Iterator[DecodedLine]:
+    """Decode an Avro object container file of PrivacyEvent records (record n = line n)."""
+    with path.open("rb") as fh:
+        try:
+            reader = fastavro.reader(fh, reader_schema=event_schema())
+        except Exception as exc:  # fastavro raises plain ValueError/SchemaResolutionError
+            raise DecodeError(f"not a readable Avro container file: {exc}", reason="undecodable",
+                              source=str(path)) from exc
+        number = 0
+        while True:
+            number += 1
+            try:
+                datum = next(reader)
+            except StopIteration:
+                return
+            except Exception as exc:
+                err = DecodeError(f"corrupt Avro record: {exc.__class__.__name__}",
+                                  reason="undecodable", source=str(path), line=number)
+                yield DecodedLine(str(path), number, None, err, b"")
+                return
+            try:
+                yield DecodedLine(str(path), number, event_from_mapping(datum), None, b"")
+            except DecodeError as exc:
+                exc.source, exc.line = str(path), number
+                yield DecodedLine(str(path), number, None, exc, b"")
+
+
+def iter_event_file(path: Path) -> Iterator[DecodedLine]:
+    """Decode a JSON-lines or Avro container file, chosen by its first bytes."""
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic == b"Obj\x01":
+        return iter_avro_file(path)
+    return iter_json_lines(path)
+
+
+def write_avro_file(path: Path, events: list[Event], fh: BinaryIO | None = None) -> None:
+    """Write events as an Avro object container file (used by tests and tools)."""
+    records = [event_to_mapping(e) for e in events]
+    if fh is not None:
+        fastavro.writer(fh, event_schema(), records)
+        return
+    with path.open("wb") as out:
+        fastavro.writer(out, event_schema(), records)

@@ -1,0 +1,128 @@
+"""The Event domain type: one access, use or disclosure of personal data.
+
+Mirrors ``schemas/privacy_event.avsc`` field by field. Instances are immutable;
+decoders in :mod:`auditor.events.codec` are the only way in from the outside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Mapping
+
+
+class EventKind(str, Enum):
+    ACCESS = "ACCESS"
+    USE = "USE"
+    DISCLOSURE = "DISCLOSURE"
+
+
+class ActorType(str, Enum):
+    EMPLOYEE = "EMPLOYEE"
+    CONTRACTOR = "CONTRACTOR"
+    SERVICE = "SERVICE"
+    AGENT = "AGENT"
+    OTHER = "OTHER"
+
+
+class Identifiability(str, Enum):
+    IDENTIFIED = "IDENTIFIED"
+    PSEUDONYMISED = "PSEUDONYMISED"
+    DEIDENTIFIED = "DEIDENTIFIED"
+    AGGREGATE = "AGGREGATE"
+
+
+class LegalRequestType(str, Enum):
+    NONE = "NONE"
+    COURT_ORDER = "COURT_ORDER"
+    SUBPOENA = "SUBPOENA"
+    WARRANT = "WARRANT"
+    AUTHORITY_REQUEST = "AUTHORITY_REQUEST"
+    REQUIRED_BY_LAW = "REQUIRED_BY_LAW"
+
+
+class Safeguard(str, Enum):
+    NONE = "NONE"
+    ADEQUACY_DECISION = "ADEQUACY_DECISION"
+    STANDARD_CONTRACTUAL_CLAUSES = "STANDARD_CONTRACTUAL_CLAUSES"
+    BINDING_CORPORATE_RULES = "BINDING_CORPORATE_RULES"
+    CONSENT = "CONSENT"
+
+
+#: Recipient types the auditor knows. Packs declare which of them their policy mentions.
+RECIPIENT_TYPES: frozenset[str] = frozenset({
+    "service_provider", "affiliate", "bank", "credit_agency", "law_enforcement", "government",
+    "regulator", "professional_advisor", "insurer", "acquirer", "business_partner",
+    "transaction_counterparty", "public", "other_third_party",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    type: ActorType
+    id: str
+    role: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    id: str
+    age: int | None = None
+    is_minor: bool | None = None
+    region: str | None = None
+
+    def minor(self, minor_age: int) -> bool:
+        """True when the subject is known to be a minor under ``minor_age``."""
+        if self.is_minor is not None:
+            return self.is_minor
+        return self.age is not None and self.age < minor_age
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    type: str
+    id: str
+    country: str | None = None
+    on_our_behalf: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LegalRequest:
+    type: LegalRequestType = LegalRequestType.NONE
+    reference: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentState:
+    marketing: bool = False
+    third_party_sharing: bool = False
+    guardian: bool = False
+    marketing_opt_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    cross_border: bool = False
+    destination_country: str | None = None
+    safeguard: Safeguard = Safeguard.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    occurred_at: datetime
+    kind: EventKind
+    policy_id: str
+    source_system: str
+    actor: Actor
+    subject: Subject
+    data_categories: tuple[str, ...]
+    purpose: str
+    recipient: Recipient | None = None
+    identifiability: Identifiability = Identifiability.IDENTIFIED
+    legal_basis: str | None = None
+    legal_request: LegalRequest = field(default_factory=LegalRequest)
+    consent: ConsentState = field(default_factory=ConsentState)
+    transfer: Transfer = field(default_factory=Transfer)
+    attributes: Mapping[str, str] = field(default_factory=dict)

@@ -1,0 +1,126 @@
+"""The evaluator on a small hand-written pack: each outcome kind, and the lookup index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auditor.events.codec import event_from_mapping
+from auditor.policy import Verdict, ViolationKind, evaluate, load_pack
+from auditor.policy.examples import deep_merge
+
+TINY = Path(__file__).resolve().parents[2] / "data" / "packs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return load_pack(TINY)
+
+
+def make_event(**over: Any):
+    base = {
+        "event_id": "e-1", "occurred_at": "2026-01-01T00:00:00Z", "kind": "USE", "policy_id": "tiny",
+        "source_system": "crm", "actor": {"type": "EMPLOYEE", "id": "a-1", "role": "support_agent"},
+        "subject": {"id": "s-1", "age": 30}, "data_categories": ["contact"], "purpose": "marketing",
+    }
+    return event_from_mapping(deep_merge(base, over))
+
+
+def test_permit_with_all_conditions_allows_and_names_the_rule(pack):
+    d = evaluate(make_event(consent={"marketing": True}), pack)
+    assert d.verdict is Verdict.ALLOW
+    assert d.permitted_by is not None and d.permitted_by.rule_id == "tiny.use.marketing"
+    assert d.permitted_by.clause == "3" and d.permitted_by.quote == "only with your consent"
+    assert d.pack_id == "tiny" and d.pack_hash.startswith("sha256:")
+
+
+def test_failed_condition_cites_rule_clause_and_plain_reason(pack):
+    d = evaluate(make_event(), pack)
+    assert d.verdict is Verdict.VIOLATION
+    (v,) = d.violations
+    assert v.rule_id == "tiny.use.marketing" and v.kind is ViolationKind.CONDITION_FAILED
+    assert v.rule.quote == "only with your consent"
+    assert "marketing consent" in v.reason
+
+
+def test_opt_out_beats_consent(pack):
+    d = evaluate(make_event(consent={"marketing": True, "marketing_opt_out": True}), pack)
+    assert d.violated_rule_ids == ("tiny.use.marketing",)
+    assert "opted out" in d.violations[0].reason
+
+
+def test_category_outside_rule_is_named(pack):
+    d = evaluate(make_event(consent={"marketing": True}, data_categories=["contact", "card"]), pack)
+    assert d.verdict is Verdict.VIOLATION
+    assert "card" in d.violations[0].reason
+
+
+def test_prohibition_applies_even_when_permitted(pack):
+    d = evaluate(make_event(consent={"marketing": True}, subject={"age": 12}), pack)
+    assert d.permitted_by is not None
+    assert d.violated_rule_ids == ("tiny.minors",)
+    assert d.violations[0].kind is ViolationKind.PROHIBITED
+
+
+def test_prohibition_exception_holds_records_rule_as_held(pack):
+    d = evaluate(make_event(consent={"marketing": True, "guardian": True}, subject={"age": 12}), pack)
+    assert d.verdict is Verdict.ALLOW
+    assert "tiny.minors" in d.held
+
+
+def test_is_minor_flag_counts_without_age(pack):
+    d = evaluate(make_event(consent={"marketing": True}, subject={"age": None, "is_minor": True}), pack)
+    assert d.violated_rule_ids == ("tiny.minors",)
+
+
+def test_default_deny_when_no_permit_covers(pack):
+    d = evaluate(make_event(kind="DISCLOSURE", recipient={"type": "law_enforcement", "id": "pd"}), pack)
+    assert d.violated_rule_ids == ("tiny.default-deny",)
+    assert d.violations[0].kind is ViolationKind.DEFAULT_DENY
+    assert d.violations[0].rule.quote == "We only do what this policy says."
+
+
+@pytest.mark.parametrize(("over", "rule"), [
+    ({"data_categories": ["health"]}, "tiny.undeclared-category"),
+    ({"purpose": "resale"}, "tiny.undeclared-purpose"),
+    ({"kind": "DISCLOSURE", "recipient": {"type": "acquirer", "id": "bigco"}}, "tiny.undeclared-recipient"),
+])
+def test_undeclared_processing_is_its_own_violation(pack, over, rule):
+    d = evaluate(make_event(**over), pack)
+    assert d.verdict is Verdict.VIOLATION
+    assert rule in d.violated_rule_ids
+    assert all(v.kind is ViolationKind.UNDECLARED for v in d.violations)
+
+
+def test_legal_request_condition(pack):
+    ev = {"kind": "DISCLOSURE", "purpose": "legal", "recipient": {"type": "law_enforcement", "id": "pd"}}
+    assert evaluate(make_event(**ev), pack).verdict is Verdict.VIOLATION
+    d = evaluate(make_event(**ev, legal_request={"type": "COURT_ORDER", "reference": "C-1"}), pack)
+    assert d.verdict is Verdict.ALLOW and d.permitted_by.rule_id == "tiny.disclose.police"
+
+
+def test_on_our_behalf_and_cross_border_safeguard(pack):
+    ev = {"kind": "DISCLOSURE", "purpose": "support",
+          "recipient": {"type": "service_provider", "id": "helpdesk", "on_our_behalf": True}}
+    assert evaluate(make_event(**ev), pack).verdict is Verdict.ALLOW
+    own = deep_merge(ev, {"recipient": {"on_our_behalf": False}})
+    assert "own purposes" in evaluate(make_event(**own), pack).violations[0].reason
+    abroad = deep_merge(ev, {"transfer": {"cross_border": True, "safeguard": "NONE"}})
+    assert evaluate(make_event(**abroad), pack).verdict is Verdict.VIOLATION
+    scc = deep_merge(abroad, {"transfer": {"safeguard": "STANDARD_CONTRACTUAL_CLAUSES"}})
+    assert evaluate(make_event(**scc), pack).verdict is Verdict.ALLOW
+
+
+def test_roles_restrict_access(pack):
+    ev = {"kind": "ACCESS", "purpose": "support"}
+    assert evaluate(make_event(**ev), pack).verdict is Verdict.ALLOW
+    d = evaluate(make_event(**ev, actor={"role": "intern"}), pack)
+    assert d.verdict is Verdict.VIOLATION and "intern" in d.violations[0].reason
+
+
+def test_candidates_come_from_the_index_not_a_scan(pack):
+    permits, prohibitions = pack.candidates(make_event().kind, "*", "marketing")
+    assert [r.id for r in permits] == ["tiny.use.marketing"]
+    assert [r.id for r in prohibitions] == ["tiny.minors"]
