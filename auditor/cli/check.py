@@ -57,7 +57,7 @@ class _Table:
     def decision(self, row: DecodedLine, d: Decision) -> None:
         if not d.violations:
             rule = d.permitted_by.rule_id if d.permitted_by else "-"
-            clause = d.permitted_by.clause if d.permitted_by else "-"
+            clause = d.permitted_by.clause[:12] if d.permitted_by else "-"
             print(f"{d.event_id[:24]:<24} {'ALLOW':<9} {rule:<40} {clause:<12} permitted", file=self.out)
             return
         for i, v in enumerate(d.violations):

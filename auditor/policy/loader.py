@@ -323,7 +323,7 @@ def parse_pack(path: Path) -> Pack:
     if p.findings:
         raise PolicyLintError(p.findings)
     synthetic = {
-        name: RuleRef(f"{pack_id}.{name}", default.clause, default.quote, "high" if name != "default-deny" else "high")
+        name: RuleRef(f"{pack_id}.{name}", default.clause, default.quote, "high")
         for name in ("default-deny", "undeclared-category", "undeclared-purpose", "undeclared-recipient")
     }
     return Pack(
