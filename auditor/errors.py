@@ -7,7 +7,8 @@
     ├── PolicyError          a pack that cannot be loaded, or fails lint
     ├── TrailError           trail I/O problems
     │   └── TrailCorruption  tampering or damage found by verification
-    └── BrokerError          Kafka problems that are not retried away
+    ├── BrokerError          Kafka problems that are not retried away
+    └── TransientError       a dependency is briefly unavailable (registry, broker): pause, retry
 
 Third-party exceptions are translated at one boundary with ``raise ... from exc``.
 Errors carry their context (file, line, topic, partition, offset, seq) as attributes.
@@ -93,3 +94,7 @@ class TrailCorruption(TrailError):
 
 class BrokerError(AuditorError):
     """A Kafka error that retrying does not cure."""
+
+
+class TransientError(AuditorError):
+    """A dependency is unavailable for now; the caller pauses and retries, never dead-letters."""

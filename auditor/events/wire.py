@@ -1,0 +1,190 @@
+"""Decoding Kafka message values into Events, defensively.
+
+Two framings are understood:
+
+* Avro single-object encoding: ``C3 01`` + 8-byte little-endian CRC-64-AVRO fingerprint of the
+  writer schema + body.
+* Confluent Schema Registry wire format: ``00`` + 4-byte big-endian schema id + body.
+
+Writer schemas are allow-listed by fingerprint: only schemas from local ``.avsc`` files (the
+bundled one plus any configured) are ever used to decode. Confluent schema ids map to them by
+configuration, or by asking a registry whose answer must match an allow-listed fingerprint.
+
+Hostile input is rejected before or during decoding: a size gate; a body that does not
+re-encode to exactly the bytes received (negative union indexes, non-minimal varints, trailing
+bytes, negative block counts); lengths and counts larger than the message (EOF). Decoding is
+bounded by the size gate, so time and memory are bounded too.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from auditor.errors import DecodeError, SchemaError, TransientError
+from auditor.events.codec import event_from_mapping, event_schema
+from auditor.events.model import Event
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = 0
+DEFAULT_MAX_BYTES = 256 * 1024
+
+
+def schema_fingerprint(parsed: Any) -> bytes:
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+
+
+@dataclass(frozen=True)
+class WriterSchema:
+    parsed: Any
+    fingerprint: bytes
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    event: Event
+    canonical: bytes  # the event encoded under the reader schema: what the trail digests
+
+
+class SchemaAllowList:
+    """Writer schemas we accept, by fingerprint and by Confluent schema id."""
+
+    def __init__(self, extra_schema_files: list[Path] | None = None,
+                 confluent_ids: dict[int, str] | None = None, registry_url: str | None = None,
+                 fetch: Callable[[str], bytes] | None = None) -> None:
+        self.reader = event_schema()
+        self.reader_fp = schema_fingerprint(self.reader)
+        self.by_fp: dict[bytes, WriterSchema] = {
+            self.reader_fp: WriterSchema(self.reader, self.reader_fp, "bundled:privacy_event.avsc")}
+        for path in extra_schema_files or []:
+            try:
+                parsed = fastavro.parse_schema(json.loads(Path(path).read_text()))
+            except (OSError, ValueError) as exc:
+                raise SchemaError(f"cannot load allow-listed schema {path}: {exc}", reason="unknown_schema") from exc
+            fp = schema_fingerprint(parsed)
+            self.by_fp[fp] = WriterSchema(parsed, fp, str(path))
+        self.by_id: dict[int, WriterSchema] = {}
+        for schema_id, fp_hex in (confluent_ids or {}).items():
+            ws = self.by_fp.get(bytes.fromhex(fp_hex)) if fp_hex != "bundled" else self.by_fp[self.reader_fp]
+            if ws is None:
+                raise SchemaError(f"schema id {schema_id} maps to fingerprint {fp_hex}, which is not allow-listed",
+                                  reason="unknown_schema")
+            self.by_id[int(schema_id)] = ws
+        self.registry_url = registry_url.rstrip("/") if registry_url else None
+        self._fetch = fetch or _http_get
+
+    def for_fingerprint(self, fp: bytes) -> WriterSchema:
+        ws = self.by_fp.get(fp)
+        if ws is None:
+            raise SchemaError(f"writer schema fingerprint {fp.hex()} is not allow-listed", reason="unknown_schema")
+        return ws
+
+    def for_id(self, schema_id: int) -> WriterSchema:
+        ws = self.by_id.get(schema_id)
+        if ws is not None:
+            return ws
+        if self.registry_url is None:
+            raise SchemaError(f"schema id {schema_id} is not configured and no registry is set",
+                              reason="unknown_schema")
+        body = self._fetch(f"{self.registry_url}/schemas/ids/{schema_id}")
+        try:
+            parsed = fastavro.parse_schema(json.loads(json.loads(body)["schema"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SchemaError(f"registry returned an unreadable schema for id {schema_id}",
+                              reason="unknown_schema") from exc
+        ws = self.for_fingerprint(schema_fingerprint(parsed))
+        self.by_id[schema_id] = ws
+        return ws
+
+
+def _http_get(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - configured registry URL
+            return bytes(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise SchemaError(f"schema registry does not know {url.rsplit('/', 1)[-1]}",
+                              reason="unknown_schema") from exc
+        raise TransientError(f"schema registry answered HTTP {exc.code}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise TransientError(f"schema registry unreachable: {exc}") from exc
+
+
+class EventDecoder:
+    """Turns one Kafka message value into a Decoded event, or raises DecodeError with a reason."""
+
+    def __init__(self, allow: SchemaAllowList | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.allow = allow or SchemaAllowList()
+        self.max_bytes = max_bytes
+
+    def decode(self, value: bytes | None) -> Decoded:
+        if value is None:
+            raise DecodeError("message has no value (tombstone)", reason="undecodable")
+        if len(value) > self.max_bytes:
+            raise DecodeError(f"message of {len(value)} bytes exceeds the {self.max_bytes}-byte limit",
+                              reason="oversize")
+        if value[:2] == SINGLE_OBJECT_MAGIC and len(value) >= 10:
+            writer = self.allow.for_fingerprint(value[2:10])
+            body = value[10:]
+        elif len(value) >= 5 and value[0] == CONFLUENT_MAGIC:
+            writer = self.allow.for_id(struct.unpack(">I", value[1:5])[0])
+            body = value[5:]
+        else:
+            raise DecodeError("neither Avro single-object encoding nor Confluent wire format",
+                              reason="undecodable")
+        return self.decode_body(body, writer)
+
+    def decode_body(self, body: bytes, writer: WriterSchema) -> Decoded:
+        reader = self.allow.reader
+        datum = _read(body, writer.parsed, reader)
+        if writer.fingerprint == self.allow.reader_fp:
+            canonical = _write(reader, datum)
+            if canonical != body:
+                raise DecodeError("non-canonical or trailing bytes in the Avro body (hostile encoding)",
+                                  reason="hostile_encoding")
+        else:
+            as_written = _read(body, writer.parsed, writer.parsed)
+            if _write(writer.parsed, as_written) != body:
+                raise DecodeError("non-canonical or trailing bytes in the Avro body (hostile encoding)",
+                                  reason="hostile_encoding")
+            canonical = _write(reader, datum)
+        return Decoded(event_from_mapping(datum), canonical)
+
+
+def _read(body: bytes, writer: Any, reader: Any) -> Any:
+    try:
+        return fastavro.schemaless_reader(io.BytesIO(body), writer, reader)
+    except EOFError as exc:
+        raise DecodeError("Avro body ends early: a length or count is larger than the message",
+                          reason="hostile_encoding") from exc
+    except (IndexError, ValueError, UnicodeDecodeError, TypeError, OverflowError, MemoryError) as exc:
+        raise DecodeError(f"undecodable Avro body ({exc.__class__.__name__})", reason="undecodable") from exc
+    except Exception as exc:  # fastavro raises assorted errors on garbage; none may crash the daemon
+        raise DecodeError(f"undecodable Avro body ({exc.__class__.__name__})", reason="undecodable") from exc
+
+
+def _write(schema: Any, datum: Any) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, schema, datum)
+    return buf.getvalue()
+
+
+def encode_single_object(datum: dict[str, Any], schema: Any | None = None) -> bytes:
+    """Frame a datum with the Avro single-object encoding (used by producers and tests)."""
+    schema = schema if schema is not None else event_schema()
+    return SINGLE_OBJECT_MAGIC + schema_fingerprint(schema) + _write(schema, datum)
+
+
+def encode_confluent(datum: dict[str, Any], schema_id: int, schema: Any | None = None) -> bytes:
+    schema = schema if schema is not None else event_schema()
+    return bytes([CONFLUENT_MAGIC]) + struct.pack(">I", schema_id) + _write(schema, datum)

@@ -1,0 +1,98 @@
+"""Assemble a daemon from the configuration: packs, keys, decoder, processor, metrics, file copy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client import CollectorRegistry, disable_created_metrics
+
+from auditor.config import Config
+from auditor.errors import BrokerError, ConfigError, PolicyError
+from auditor.events.wire import EventDecoder, SchemaAllowList
+from auditor.metrics import Metrics, build_metrics
+from auditor.policy import CompiledPack, load_pack
+from auditor.stream.filecopy import FileCopy
+from auditor.stream.processor import BatchProcessor, BatchResult, Routing
+from auditor.stream.runner import Daemon
+from auditor.trail.canonical import record_from_bytes
+from auditor.trail.keys import KeyRing
+from auditor.trail.record import AuditRecord
+from auditor.trail.store import TrailWriter
+
+
+def load_packs(names: tuple[str, ...]) -> dict[str, CompiledPack]:
+    packs: dict[str, CompiledPack] = {}
+    for name in names:
+        try:
+            pack = load_pack(name)
+        except PolicyError as exc:
+            raise ConfigError(f"policy pack '{name}' does not load:\n{exc}") from exc
+        if pack.id in packs:
+            raise ConfigError(f"two packs have the id '{pack.id}'")
+        packs[pack.id] = pack
+    return packs
+
+
+def build_daemon(cfg: Config, *, registry: CollectorRegistry | None = None,
+                 on_batch: Callable[[BatchResult], None] | None = None) -> Daemon:
+    disable_created_metrics()
+    packs = load_packs(cfg.packs)
+    keys = KeyRing.resolve(cfg.keys_dir)
+    pseudonymizer = keys.pseudonymizer
+    allow = SchemaAllowList(list(cfg.schemas.extra_files), dict(cfg.schemas.confluent_ids), cfg.schemas.registry_url)
+    decoder = EventDecoder(allow, cfg.schemas.max_message_bytes)
+    routing = Routing(cfg.topics.audit, cfg.topics.violations, cfg.topics.dead_letter, audit_partitions=1)
+    processor = BatchProcessor(decoder, packs, pseudonymizer, routing, cfg.instance_id)
+    metrics: Metrics = build_metrics(registry)
+    for pack in packs.values():
+        metrics.pack_info.labels(pack.id, pack.content_hash).set(1)
+    file_copy = None
+    if cfg.trail_dir is not None:
+        writer = TrailWriter.open(cfg.trail_dir, keys, checkpoint_every=cfg.checkpoint_every,
+                                  checkpoint_seconds=cfg.checkpoint_seconds)
+        file_copy = FileCopy(writer, lambda chain, first, stop: read_chain(cfg, chain, first, stop))
+    return Daemon(cfg, processor, metrics, file_copy=file_copy, on_batch=on_batch)
+
+
+def read_chain(cfg: Config, chain_id: str, first: int, stop: int, timeout: float = 30.0) -> list[AuditRecord]:
+    """Committed records of one chain with seq in [first, stop), from the audit topic."""
+    topic, _, part = chain_id.rpartition("/")
+    md = AdminClient(cfg.admin_conf()).list_topics(cfg.topics.audit, timeout=timeout)
+    audit_partition = int(part) % len(md.topics[cfg.topics.audit].partitions)
+    consumer = Consumer({**cfg.admin_conf(), "group.id": "auditor-backfill", "enable.auto.commit": False,
+                         "isolation.level": "read_committed", "enable.partition.eof": True})
+    out: list[AuditRecord] = []
+    try:
+        consumer.assign([TopicPartition(cfg.topics.audit, audit_partition, 0)])
+        while len(out) < stop - first:
+            msg = consumer.poll(timeout)
+            if msg is None:
+                raise BrokerError(f"timed out reading {cfg.topics.audit}/{audit_partition}")
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    break
+                raise BrokerError(str(msg.error()))
+            r = record_from_bytes(msg.value())
+            if r.chain_id == chain_id and first <= r.seq < stop:
+                out.append(r)
+    finally:
+        consumer.close()
+    return out
+
+
+def create_topics(cfg: Config, partitions: int = 3, *, timeout: float = 30.0) -> list[str]:
+    """Create the event and output topics that do not exist yet (audit partitioned like the input)."""
+    admin = AdminClient(cfg.admin_conf())
+    existing = admin.list_topics(timeout=timeout).topics
+    wanted = [*cfg.topics.events, cfg.topics.audit, cfg.topics.violations, cfg.topics.dead_letter]
+    new = [NewTopic(t, num_partitions=partitions, replication_factor=-1) for t in wanted if t not in existing]
+    if new:
+        for topic, fut in admin.create_topics(new, operation_timeout=timeout).items():
+            try:
+                fut.result()
+            except Exception as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise BrokerError(f"cannot create topic {topic}: {exc}") from exc
+    return [n.topic for n in new]
