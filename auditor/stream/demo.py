@@ -1,0 +1,165 @@
+"""``auditor demo``: broker, topics, keys, a realistic stream, the daemon and a live summary."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+
+from auditor.config import load_config
+from auditor.errors import ConfigError
+from auditor.stream.processor import BatchResult
+
+
+class LiveSummary:
+    """Counts what the daemon committed and prints a status line (in place on a terminal)."""
+
+    def __init__(self, total: int, out=sys.stdout) -> None:  # type: ignore[no-untyped-def]
+        self.total, self.out = total, out
+        self.audited = 0
+        self.verdicts: Counter[str] = Counter()
+        self.rules: Counter[str] = Counter()
+        self.dead: Counter[str] = Counter()
+        self.started = time.monotonic()
+        self.last_print = 0.0
+        self.tty = out.isatty()
+        self.done = threading.Event()
+
+    @property
+    def processed(self) -> int:
+        return self.audited + sum(self.dead.values())
+
+    def on_batch(self, r: BatchResult) -> None:
+        self.audited += len(r.audited)
+        self.verdicts.update(v for _, _, v in r.audited)
+        self.rules.update(rule for _, rule, _, _, _ in r.violations)
+        self.dead.update(r.dead_letters)
+        now = time.monotonic()
+        if self.processed >= self.total:
+            self.done.set()
+        if now - self.last_print >= (0.5 if self.tty else 3.0) or self.done.is_set():
+            self.last_print = now
+            self.print_line()
+
+    def rate(self) -> float:
+        return self.processed / max(1e-9, time.monotonic() - self.started)
+
+    def print_line(self) -> None:
+        top = ", ".join(f"{r.split('.', 1)[-1]}={n}" for r, n in self.rules.most_common(3))
+        line = (f"{self.processed:>8}/{self.total} events  {self.rate():>8.0f} ev/s  "
+                f"ALLOW {self.verdicts['ALLOW']}  VIOLATION {self.verdicts['VIOLATION']}  "
+                f"dead letters {sum(self.dead.values())}  top rules: {top}")
+        if self.tty:
+            self.out.write("\r" + line[:160].ljust(160))
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def report(self) -> str:
+        lines = [f"audited {self.audited} events in {time.monotonic() - self.started:.1f}s "
+                 f"({self.rate():.0f} events/s): {self.verdicts['ALLOW']} ALLOW, "
+                 f"{self.verdicts['VIOLATION']} VIOLATION; {sum(self.dead.values())} dead letters "
+                 f"({', '.join(f'{k} {v}' for k, v in self.dead.most_common()) or 'none'})",
+                 "violations by rule:"]
+        lines += [f"  {n:>7}  {rule}" for rule, n in self.rules.most_common(12)]
+        if len(self.rules) > 12:
+            lines.append(f"  ... and {len(self.rules) - 12} more rules (auditor replay --stats shows all)")
+        return "\n".join(lines)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from auditor.localkafka.broker import LocalKafka
+    from auditor.policy import load_pack
+    from auditor.stream.app import build_daemon, create_topics
+    from auditor.stream.generate import stream
+    from auditor.stream.produce import produce
+    from auditor.trail.keys import KeyRing
+
+    if args.events < 1:
+        raise ConfigError("--events must be at least 1")
+    say = lambda msg: print(f"[demo] {msg}", flush=True)  # noqa: E731
+    work = args.workdir.absolute()
+    keys_dir = work / "keys"
+    if not (keys_dir / "keys.json").exists():
+        KeyRing.generate(keys_dir)
+        say(f"generated keys in {keys_dir}")
+    run_dir = work / datetime.now(timezone.utc).strftime("run-%Y%m%dT%H%M%SZ")
+    trail_dir = run_dir / "trail"
+    broker = None
+    daemon = None
+    try:
+        if args.bootstrap_servers:
+            bootstrap = args.bootstrap_servers
+        else:
+            say("starting a local Apache Kafka broker (the first run fetches its jars with Maven)...")
+            broker = LocalKafka(progress=lambda m: say(m)).start()
+            bootstrap = broker.bootstrap_servers
+            say(f"broker up at {bootstrap} in {broker.startup_seconds:.1f}s")
+        suffix = run_dir.name.removeprefix("run-").lower()
+        cfg = load_config(overrides={
+            "kafka.bootstrap_servers": bootstrap, "kafka.group_id": f"auditor-demo-{suffix}",
+            "topics.events": [f"demo.privacy-events.{suffix}"], "topics.audit": f"demo.audit.{suffix}",
+            "topics.violations": f"demo.violations.{suffix}", "topics.dead_letter": f"demo.dead-letter.{suffix}",
+            "keys_dir": str(keys_dir), "trail_dir": str(trail_dir), "http.port": args.http_port,
+            "instance_id": "demo-1", "checkpoint.every": 5000, "checkpoint.seconds": 5,
+        })
+        create_topics(cfg, 3)
+        say(f"topics: {cfg.topics.events[0]} -> {cfg.topics.audit}, {cfg.topics.violations}, "
+            f"{cfg.topics.dead_letter} (3 partitions)")
+        packs = [load_pack(p) for p in cfg.packs]
+        summary = LiveSummary(args.events)
+        items = [x for _, x in zip(range(args.events), stream(packs, seed=args.seed))]
+        producer = threading.Thread(target=produce, args=(bootstrap, cfg.topics.events[0], items), daemon=True)
+        producer.start()
+        say(f"producing {args.events} events for {', '.join(p.id for p in packs)} "
+            "(mostly compliant, some violations of each kind, a few malformed)")
+        daemon = build_daemon(cfg, on_batch=summary.on_batch)
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            daemon.request_stop(signum)  # type: ignore[union-attr]
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        if not args.keep_running:
+            threading.Thread(target=lambda: (summary.done.wait(), daemon.request_stop()),  # type: ignore[union-attr]
+                             daemon=True).start()
+        say(f"daemon running; metrics on http://localhost:{args.http_port}/metrics"
+            + ("  (Ctrl-C to stop)" if args.keep_running else ""))
+        code = daemon.run()
+        if summary.tty:
+            print()
+        print(summary.report())
+        if code != 0:
+            return code
+        return _verify_and_point(trail_dir, keys_dir, cfg.topics.audit, say)
+    finally:
+        if daemon is not None:
+            daemon.close()
+        if broker is not None:
+            broker.stop()
+            say("local broker stopped and removed")
+
+
+def _verify_and_point(trail_dir: Path, keys_dir: Path, audit_topic: str, say) -> int:  # type: ignore[no-untyped-def]
+    from auditor.trail.keys import KeyRing
+    from auditor.trail.verify import verify_trail
+
+    report = verify_trail(trail_dir, KeyRing.load(keys_dir).verifier)
+    status = "intact" if report.ok else f"NOT intact: {len(report.issues)} issues"
+    say(f"trail copy {trail_dir}: {report.records} records in {len(report.chains)} chains, "
+        f"{report.checkpoints} signed checkpoints, {status}")
+    print(f"""
+where to look next:
+  auditor verify {trail_dir} --pubkey {keys_dir}/signing.pub
+  auditor replay {trail_dir} --keys {keys_dir} --stats
+  auditor replay {trail_dir} --keys {keys_dir} --verdict VIOLATION --format table | head
+  auditor replay {trail_dir} --keys {keys_dir} --reevaluate --policy ./my-pack.yaml
+  auditor demo --keep-running      then open http://localhost:9400/metrics (Prometheus scrape target)
+  docs: README.md sections 'Policy language', 'Operating auditor'; alerts: deploy/RUNBOOK.md""")
+    return 0 if report.ok else 1
