@@ -8,6 +8,7 @@ parsed once, at import.
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -224,6 +225,17 @@ def event_to_mapping(e: Event, *, json_time: bool = False) -> dict[str, Any]:
                      "safeguard": e.transfer.safeguard.value},
         "attributes": dict(e.attributes),
     }
+
+
+def canonical_bytes(e: Event) -> bytes:
+    """The event's canonical bytes: its Avro binary encoding under the bundled schema.
+
+    The audit record's ``input_digest`` is SHA-256 of these bytes, whether the event came from
+    Kafka or from a file, so the same event always has the same digest.
+    """
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, event_schema(), event_to_mapping(e))
+    return buf.getvalue()
 
 
 def event_to_json(e: Event) -> str:

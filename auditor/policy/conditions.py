@@ -128,6 +128,18 @@ class OnlyCategories:
 
 
 @dataclass(frozen=True, slots=True)
+class PurposeIn:
+    purposes: frozenset[str]
+    name: str = "purposes"
+
+    def holds(self, e: Event, minor_age: int) -> bool:
+        return e.purpose in self.purposes
+
+    def reason(self, e: Event, minor_age: int) -> str:
+        return f"purpose {e.purpose} is not one this rule allows ({', '.join(sorted(self.purposes))})"
+
+
+@dataclass(frozen=True, slots=True)
 class RoleIn:
     roles: frozenset[str]
     name: str = "roles"

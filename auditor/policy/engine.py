@@ -75,6 +75,8 @@ def _residual_match(rule: Rule, e: Event, minor_age: int) -> bool:
         return False
     if s.minor is not None and e.subject.minor(minor_age) != s.minor:
         return False
+    if s.regions is not None and (e.subject.region or "").upper() not in s.regions:
+        return False
     return s.cross_border is None or e.transfer.cross_border == s.cross_border
 
 

@@ -22,7 +22,14 @@ from auditor.policy.yamlsrc import LineDict, load_yaml
 TOP_KEYS = {"pack", "title", "source", "version", "minor_age", "default", "vocabulary", "rules"}
 VOCAB_KEYS = {"categories", "purposes", "recipients", "roles"}
 RULE_KEYS = {"id", "effect", "clause", "quote", "severity", "when", "require", "explain"}
-WHEN_KEYS = {"kinds", "recipients", "purposes", "categories", "minor", "cross_border"}
+WHEN_KEYS = {"kinds", "recipients", "purposes", "categories", "minor", "cross_border", "regions"}
+
+#: Region groups a pack may name in ``when.regions``; expanded to ISO 3166 codes.
+REGION_GROUPS = {
+    "EEA": frozenset({"AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT",
+                      "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO",
+                      "EEA", "EU"}),
+}
 CONSENT_FLAGS = {"marketing", "third_party_sharing", "guardian"}
 
 
@@ -170,6 +177,14 @@ class _Parser:
                 if cat not in pack["categories"]:
                     self.fail(f"rule '{rid}': unknown category '{cat}' (not in vocabulary.categories)", line)
             return c.OnlyCategories(frozenset(cats))
+        if name == "purposes":
+            wanted = [arg] if isinstance(arg, str) else list(arg or [])
+            if not wanted:
+                self.fail(f"rule '{rid}': purposes is empty, so it can never hold", line)
+            for pu in wanted:
+                if pu not in pack["purposes"]:
+                    self.fail(f"rule '{rid}': unknown purpose '{pu}' (not in vocabulary.purposes)", line)
+            return c.PurposeIn(frozenset(wanted))
         if name == "roles":
             roles = [arg] if isinstance(arg, str) else list(arg or [])
             if not roles:
@@ -221,11 +236,18 @@ class _Parser:
         for key in ("minor", "cross_border"):
             if key in when and not isinstance(when[key], bool):
                 self.fail(f"rule '{rid}': when.{key} must be true or false", when.line_of(key))
+        regions = None
+        names_r = self.str_list(when, "regions", f"rule '{rid}' when")
+        if names_r is not None:
+            expanded: set[str] = set()
+            for r in names_r:
+                expanded |= REGION_GROUPS.get(r.upper(), frozenset({r.upper()}))
+            regions = frozenset(expanded)
         if lists["recipients"] is not None and kinds is not None and EventKind.DISCLOSURE not in kinds:
             self.fail(f"rule '{rid}': names recipients but its kinds exclude DISCLOSURE, so it can "
                       "never match", when.line_of("recipients"))
         return Scope(kinds, lists["recipients"], lists["purposes"], lists["categories"],
-                     when.get("minor"), when.get("cross_border"))
+                     when.get("minor"), when.get("cross_border"), regions)
 
     def rule(self, node: Any, pack: dict[str, Any], seen: set[str], index: int) -> Rule | None:
         if not isinstance(node, LineDict):
@@ -267,6 +289,8 @@ class _Parser:
             if isinstance(cond, c.OnOurBehalf) and not disclosure_possible:
                 self.fail(f"rule '{rid}': on_our_behalf can never hold: the rule's kinds exclude "
                           "DISCLOSURE, so there is no recipient", line)
+            if isinstance(cond, c.PurposeIn) and scope.purposes is not None and not (cond.purposes & scope.purposes):
+                self.fail(f"rule '{rid}': purposes is disjoint from when.purposes, so it can never hold", line)
             if (isinstance(cond, c.OnlyCategories) and scope.categories is not None
                     and not (cond.allowed & scope.categories)):
                 self.fail(f"rule '{rid}': only_categories is disjoint from when.categories, so it "
@@ -310,6 +334,7 @@ def parse_pack(path: Path) -> Pack:
     seen: set[str] = set()
     rules = [r for i, n in enumerate(rules_node) if (r := p.rule(n, names, seen, i)) is not None]
     used = {pu for r in rules if r.scope.purposes for pu in r.scope.purposes}
+    used |= {pu for r in rules for cond in r.conditions if isinstance(cond, c.PurposeIn) for pu in cond.purposes}
     any_purpose = any(r.scope.purposes is None and r.effect is Effect.PERMIT for r in rules)
     if not any_purpose:
         for purpose in purposes:

@@ -36,6 +36,7 @@ class Scope:
     categories: frozenset[str] | None = None
     minor: bool | None = None
     cross_border: bool | None = None
+    regions: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,3 +124,20 @@ def test_candidates_come_from_the_index_not_a_scan(pack):
     permits, prohibitions = pack.candidates(make_event().kind, "*", "marketing")
     assert [r.id for r in permits] == ["tiny.use.marketing"]
     assert [r.id for r in prohibitions] == ["tiny.minors"]
+
+
+def test_regions_scope_and_purposes_condition(tmp_path):
+    from auditor.policy import parse_pack
+    from auditor.policy.engine import compile_pack
+
+    text = TINY.read_text().replace(
+        "    when: {minor: true}\n    require: [{consent: guardian}]",
+        "    when: {minor: true, regions: [EEA]}\n    require: [{consent: guardian}]",
+    ).replace("require: [{roles: [support_agent]}]", "require: [{roles: [support_agent]}, {purposes: [support]}]")
+    p = tmp_path / "p.yaml"
+    p.write_text(text)
+    pack = compile_pack(parse_pack(p))
+    child = {"consent": {"marketing": True}, "subject": {"age": 12}}
+    assert evaluate(make_event(**child, subject={"region": "DE"}), pack).violated_rule_ids == ("tiny.minors",)
+    assert evaluate(make_event(**child, subject={"region": "SG"}), pack).verdict is Verdict.ALLOW
+    assert evaluate(make_event(**child), pack).verdict is Verdict.ALLOW  # no region stated: not in scope
