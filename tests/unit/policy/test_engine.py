@@ -137,7 +137,11 @@ def test_regions_scope_and_purposes_condition(tmp_path):
     p = tmp_path / "p.yaml"
     p.write_text(text)
     pack = compile_pack(parse_pack(p))
-    child = {"consent": {"marketing": True}, "subject": {"age": 12}}
-    assert evaluate(make_event(**child, subject={"region": "DE"}), pack).violated_rule_ids == ("tiny.minors",)
-    assert evaluate(make_event(**child, subject={"region": "SG"}), pack).verdict is Verdict.ALLOW
-    assert evaluate(make_event(**child), pack).verdict is Verdict.ALLOW  # no region stated: not in scope
+    def child(region=None):
+        return make_event(consent={"marketing": True}, subject={"age": 12, "region": region})
+
+    assert evaluate(child("DE"), pack).violated_rule_ids == ("tiny.minors",)
+    assert evaluate(child("SG"), pack).verdict is Verdict.ALLOW
+    assert evaluate(child(), pack).verdict is Verdict.ALLOW  # no region stated: not in scope
+    access = make_event(kind="ACCESS", purpose="support")
+    assert evaluate(access, pack).verdict is Verdict.ALLOW
