@@ -124,7 +124,8 @@ def evaluate(e: Event, compiled: CompiledPack) -> Decision:
                 permitted_by = rule.ref
             held.append(rule.id)
         else:
-            reason = rule.explain or "; ".join(cond.reason(e, minor_age) for cond in broken)
+            why = "; ".join(cond.reason(e, minor_age) for cond in broken)
+            reason = f"{rule.explain} ({why})" if rule.explain else why
             failed.append(Violation(rule.ref, ViolationKind.CONDITION_FAILED, reason))
     if permitted_by is None:
         if failed:
@@ -140,7 +141,7 @@ def evaluate(e: Event, compiled: CompiledPack) -> Decision:
             held.append(rule.id)
             continue
         why = "; ".join(cond.reason(e, minor_age) for cond in broken)
-        reason = rule.explain or f"prohibited: {_describe(e)}" + (f" ({why})" if why else "")
+        reason = (rule.explain or f"prohibited: {_describe(e)}") + (f" ({why})" if why else "")
         violations.append(Violation(rule.ref, ViolationKind.PROHIBITED, reason))
     verdict = Verdict.VIOLATION if violations else Verdict.ALLOW
     return Decision(e.event_id, verdict, tuple(violations), permitted_by, pack.id, pack.content_hash,
