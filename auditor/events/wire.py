@@ -31,7 +31,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from auditor.errors import DecodeError, SchemaError, TransientError
-from auditor.events.codec import event_from_mapping, event_schema
+from auditor.events.codec import event_from_datum, event_from_mapping, event_schema, raw_event_schema
 from auditor.events.model import Event
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -63,12 +63,13 @@ class SchemaAllowList:
                  confluent_ids: dict[int, str] | None = None, registry_url: str | None = None,
                  fetch: Callable[[str], bytes] | None = None) -> None:
         self.reader = event_schema()
+        self.raw_reader = raw_event_schema()
         self.reader_fp = schema_fingerprint(self.reader)
         self.by_fp: dict[bytes, WriterSchema] = {
-            self.reader_fp: WriterSchema(self.reader, self.reader_fp, "bundled:privacy_event.avsc")}
+            self.reader_fp: WriterSchema(self.raw_reader, self.reader_fp, "bundled:privacy_event.avsc")}
         for path in extra_schema_files or []:
             try:
-                parsed = fastavro.parse_schema(json.loads(Path(path).read_text()))
+                parsed = fastavro.parse_schema(json.loads(Path(path).read_text()))  # with logical types
             except (OSError, ValueError) as exc:
                 raise SchemaError(f"cannot load allow-listed schema {path}: {exc}", reason="unknown_schema") from exc
             fp = schema_fingerprint(parsed)
@@ -145,19 +146,20 @@ class EventDecoder:
         return self.decode_body(body, writer)
 
     def decode_body(self, body: bytes, writer: WriterSchema) -> Decoded:
-        reader = self.allow.reader
-        datum = _read(body, writer.parsed, reader)
+        reader = self.allow.raw_reader
         if writer.fingerprint == self.allow.reader_fp:
+            datum = _read(body, reader, None)
             canonical = _write(reader, datum)
             if canonical != body:
                 raise DecodeError("non-canonical or trailing bytes in the Avro body (hostile encoding)",
                                   reason="hostile_encoding")
-        else:
-            as_written = _read(body, writer.parsed, writer.parsed)
-            if _write(writer.parsed, as_written) != body:
-                raise DecodeError("non-canonical or trailing bytes in the Avro body (hostile encoding)",
-                                  reason="hostile_encoding")
-            canonical = _write(reader, datum)
+            return Decoded(event_from_datum(datum), canonical)
+        as_written = _read(body, writer.parsed, None)
+        if _write(writer.parsed, as_written) != body:
+            raise DecodeError("non-canonical or trailing bytes in the Avro body (hostile encoding)",
+                              reason="hostile_encoding")
+        datum = _read(body, writer.parsed, self.allow.reader)
+        canonical = _write(self.allow.reader, datum)
         return Decoded(event_from_mapping(datum), canonical)
 
 
