@@ -48,10 +48,18 @@ class FileCopy:
                                       actual=sealed.record_hash.hex())
 
     def commit(self) -> None:
+        """Make appended records durable; sign checkpoints that are due (also when idle)."""
         self.writer.commit()
+        self.writer.maybe_checkpoint()
 
     def checkpoint_ages(self) -> dict[str, float]:
-        return {}
+        """Per chain: seconds its oldest unsigned record has waited for a checkpoint (0 if all signed)."""
+        now = self.writer.clock()
+        ages = {}
+        for chain, head in self.writer.heads.items():
+            size, at = self.writer._last_cp.get(chain, (0, now))
+            ages[chain] = (now - at).total_seconds() if head.size > size else 0.0
+        return ages
 
     def close(self) -> None:
         self.writer.close()

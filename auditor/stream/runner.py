@@ -22,6 +22,7 @@ get their chain heads restored from the audit topic before any of their messages
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -44,7 +45,7 @@ from auditor.stream.restore import restore_heads
 
 log = get_logger("auditor.stream")
 
-EXIT_OK, EXIT_FATAL = 0, 3
+EXIT_OK, EXIT_FATAL, EXIT_SHUTDOWN_TIMEOUT = 0, 3, 4
 
 
 class Daemon:
@@ -66,8 +67,17 @@ class Daemon:
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         if not self.stop_requested.is_set():
-            log.info("shutdown requested", signal=signum)
+            log.info("shutdown requested", signal=signum, bound_s=self.cfg.shutdown_timeout_s)
+            if signum is not None:
+                threading.Thread(target=self._watchdog, name="auditor-shutdown-watchdog", daemon=True).start()
         self.stop_requested.set()
+
+    def _watchdog(self) -> None:
+        """If draining hangs (e.g. the broker is gone), exit non-zero at the bound rather than never."""
+        time.sleep(self.cfg.shutdown_timeout_s)
+        log.error("shutdown did not finish within the bound; exiting without a clean commit",
+                  bound_s=self.cfg.shutdown_timeout_s)
+        os._exit(EXIT_SHUTDOWN_TIMEOUT)
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -269,6 +279,7 @@ class Daemon:
         if self.file_copy is not None:
             self.file_copy.append(result.records)
             self.file_copy.commit()
+            self._checkpoint_ages()
         self.batches += 1
         if self.batches % 20 == 0:
             self._update_lag()
@@ -278,7 +289,13 @@ class Daemon:
     def _idle(self) -> None:
         if self.file_copy is not None:
             self.file_copy.commit()
+            self._checkpoint_ages()
         self._update_lag()
+
+    def _checkpoint_ages(self) -> None:
+        assert self.file_copy is not None
+        for chain, age in self.file_copy.checkpoint_ages().items():
+            self.metrics.checkpoint_age.labels(chain).set(age)
 
     def _update_lag(self) -> None:
         if self.consumer is None or not self.assigned:

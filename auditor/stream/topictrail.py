@@ -8,6 +8,7 @@ the topic is named with its chain and seq.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterator
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -34,10 +35,16 @@ def iter_topic(bootstrap_conf: dict[str, object], topic: str, timeout: float = 3
             if high <= low:
                 continue
             consumer.assign([TopicPartition(topic, p, low)])
+            # consume() waits for all 5000 messages or the whole timeout, so poll in short slices
+            # and give up only after `timeout` seconds without any message.
+            deadline = time.monotonic() + timeout
             while True:
-                msgs = consumer.consume(5000, timeout)
+                msgs = consumer.consume(5000, 0.2)
                 if not msgs:
-                    raise BrokerError(f"timed out reading {topic}/{p}")
+                    if time.monotonic() > deadline:
+                        raise BrokerError(f"timed out reading {topic}/{p}")
+                    continue
+                deadline = time.monotonic() + timeout
                 eof = False
                 for m in msgs:
                     err = m.error()
