@@ -1,0 +1,303 @@
+"""The AuditRecord domain type and the builders that make one from an Event and its Decision.
+
+A record keeps the facts an investigator needs, and enough of them to rebuild an Event with
+pseudonymous ids (:func:`record_to_event`) for what-if re-evaluation. Subject and actor appear
+only as keyed pseudonyms; the raw identifiers never reach a record. A rejected input gets a
+record too, with a bounded reason label and a redacted message instead of facts.
+
+Records are built unsealed (``seq == -1``); :func:`auditor.trail.chain.seal` places them in their
+chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Mapping, Protocol
+
+from auditor import __version__
+from auditor.events.model import (
+    Actor,
+    ActorType,
+    ConsentState,
+    Event,
+    EventKind,
+    Identifiability,
+    LegalRequest,
+    LegalRequestType,
+    Recipient,
+    Safeguard,
+    Subject,
+    Transfer,
+)
+from auditor.policy.decision import Decision, Verdict
+
+
+class RecordType(StrEnum):
+    DECISION = "DECISION"
+    REJECTION = "REJECTION"
+
+
+class Pseudonymize(Protocol):
+    key_id: str
+
+    def __call__(self, identifier: str) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """Where the input came from: a Kafka topic/partition/offset, or a file and line."""
+
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    file: str | None = None
+    line: int | None = None
+
+    @classmethod
+    def kafka(cls, topic: str, partition: int, offset: int) -> SourceRef:
+        return cls(topic=topic, partition=partition, offset=offset)
+
+    @classmethod
+    def from_file(cls, file: str, line: int) -> SourceRef:
+        return cls(file=file, line=line)
+
+    @property
+    def chain_id(self) -> str:
+        """One chain per source partition: ``"<topic>/<partition>"`` or ``"file:<name>"``."""
+        if self.topic is not None:
+            return f"{self.topic}/{self.partition if self.partition is not None else 0}"
+        return f"file:{self.file or '-'}"
+
+    def __str__(self) -> str:
+        if self.topic is not None:
+            return f"{self.topic}/{self.partition}@{self.offset}"
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientFacts:
+    type: str
+    id: str
+    country: str | None = None
+    on_our_behalf: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What happened, with subject and actor pseudonymised."""
+
+    kind: EventKind
+    occurred_at: datetime
+    policy_id: str
+    source_system: str
+    actor_type: ActorType
+    actor_pseudonym: str
+    actor_role: str | None
+    subject_pseudonym: str
+    subject_age: int | None
+    subject_is_minor: bool | None
+    subject_region: str | None
+    data_categories: tuple[str, ...]
+    purpose: str
+    recipient: RecipientFacts | None
+    identifiability: Identifiability
+    legal_basis: str | None
+    legal_request_type: LegalRequestType
+    consent_marketing: bool
+    consent_third_party_sharing: bool
+    consent_guardian: bool
+    consent_marketing_opt_out: bool
+    cross_border: bool
+    destination_country: str | None
+    safeguard: Safeguard
+    attributes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ViolationFacts:
+    rule_id: str
+    clause: str
+    kind: str
+    severity: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionFacts:
+    verdict: Verdict
+    pack_id: str
+    pack_hash: str
+    violations: tuple[ViolationFacts, ...]
+    permitted_by: str | None = None
+    permitted_clause: str | None = None
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        return tuple(v.rule_id for v in self.violations)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One trail entry. ``seq``/``prev_hash``/``record_hash`` are set when the record is sealed."""
+
+    chain_id: str
+    record_type: RecordType
+    source: SourceRef
+    event_id: str | None
+    input_digest: bytes
+    processed_at: datetime
+    auditor_version: str
+    instance_id: str
+    pseudonym_key_id: str
+    facts: Facts | None = None
+    decision: DecisionFacts | None = None
+    rejection: Rejection | None = None
+    seq: int = -1
+    prev_hash: bytes = b""
+    record_hash: bytes = b""
+
+    @property
+    def sealed(self) -> bool:
+        return self.seq >= 0 and len(self.record_hash) == 32
+
+
+# ---------------------------------------------------------------- builders
+
+def decision_facts(decision: Decision) -> DecisionFacts:
+    return DecisionFacts(
+        verdict=decision.verdict,
+        pack_id=decision.pack_id,
+        pack_hash=decision.pack_hash,
+        violations=tuple(ViolationFacts(v.rule.rule_id, v.rule.clause, v.kind.value,
+                                        v.rule.severity, v.reason) for v in decision.violations),
+        permitted_by=decision.permitted_by.rule_id if decision.permitted_by else None,
+        permitted_clause=decision.permitted_by.clause if decision.permitted_by else None,
+    )
+
+
+def event_facts(event: Event, pseudonymize: Pseudonymize) -> Facts:
+    r = event.recipient
+    return Facts(
+        kind=event.kind,
+        occurred_at=event.occurred_at,
+        policy_id=event.policy_id,
+        source_system=event.source_system,
+        actor_type=event.actor.type,
+        actor_pseudonym=pseudonymize(event.actor.id),
+        actor_role=event.actor.role,
+        subject_pseudonym=pseudonymize(event.subject.id),
+        subject_age=event.subject.age,
+        subject_is_minor=event.subject.is_minor,
+        subject_region=event.subject.region,
+        data_categories=tuple(event.data_categories),
+        purpose=event.purpose,
+        recipient=None if r is None else RecipientFacts(r.type, r.id, r.country, r.on_our_behalf),
+        identifiability=event.identifiability,
+        legal_basis=event.legal_basis,
+        legal_request_type=event.legal_request.type,
+        consent_marketing=event.consent.marketing,
+        consent_third_party_sharing=event.consent.third_party_sharing,
+        consent_guardian=event.consent.guardian,
+        consent_marketing_opt_out=event.consent.marketing_opt_out,
+        cross_border=event.transfer.cross_border,
+        destination_country=event.transfer.destination_country,
+        safeguard=event.transfer.safeguard,
+        attributes=tuple(sorted(event.attributes.items())),
+    )
+
+
+def event_digest(event: Event) -> bytes:
+    """SHA-256 of the event's canonical bytes: its Avro encoding under the bundled schema.
+
+    The Kafka path and the file path both digest these bytes, so one event has one digest.
+    """
+    from auditor.events.codec import canonical_bytes
+
+    return hashlib.sha256(canonical_bytes(event)).digest()
+
+
+def build_record(event: Event, decision: Decision, source: SourceRef, pseudonymizer: Pseudonymize,
+                 instance_id: str, now: datetime, *, digest: bytes | None = None,
+                 version: str = __version__) -> AuditRecord:
+    """An unsealed record of one audited event. ``digest`` defaults to :func:`event_digest`."""
+    return AuditRecord(
+        chain_id=source.chain_id,
+        record_type=RecordType.DECISION,
+        source=source,
+        event_id=event.event_id,
+        input_digest=digest if digest is not None else event_digest(event),
+        processed_at=now,
+        auditor_version=version,
+        instance_id=instance_id,
+        pseudonym_key_id=pseudonymizer.key_id,
+        facts=event_facts(event, pseudonymizer),
+        decision=decision_facts(decision),
+    )
+
+
+def build_rejection(raw_digest: bytes, reason: str, message: str, source: SourceRef, *,
+                    pseudonym_key_id: str, instance_id: str, now: datetime,
+                    event_id: str | None = None, version: str = __version__) -> AuditRecord:
+    """An unsealed record of an input that could not be audited.
+
+    ``reason`` is a bounded label (e.g. DecodeError.reason); ``message`` must already be
+    redacted (DecodeError messages never carry payload values). Pass ``raw_digest`` as the
+    SHA-256 of the raw input bytes (see :func:`raw_digest`).
+    """
+    return AuditRecord(
+        chain_id=source.chain_id,
+        record_type=RecordType.REJECTION,
+        source=source,
+        event_id=event_id,
+        input_digest=raw_digest,
+        processed_at=now,
+        auditor_version=version,
+        instance_id=instance_id,
+        pseudonym_key_id=pseudonym_key_id,
+        rejection=Rejection(reason=reason[:64], message=message[:500]),
+    )
+
+
+def raw_digest(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
+
+
+def record_to_event(record: AuditRecord) -> Event:
+    """Rebuild the audited Event from a record's facts, with pseudonyms in place of ids."""
+    f = record.facts
+    if f is None:
+        raise ValueError(f"record {record.chain_id}#{record.seq} is a rejection and has no event")
+    attributes: Mapping[str, str] = dict(f.attributes)
+    return Event(
+        event_id=record.event_id or "",
+        occurred_at=f.occurred_at,
+        kind=f.kind,
+        policy_id=f.policy_id,
+        source_system=f.source_system,
+        actor=Actor(type=f.actor_type, id=f.actor_pseudonym, role=f.actor_role),
+        subject=Subject(id=f.subject_pseudonym, age=f.subject_age, is_minor=f.subject_is_minor,
+                        region=f.subject_region),
+        data_categories=f.data_categories,
+        purpose=f.purpose,
+        recipient=None if f.recipient is None else Recipient(
+            f.recipient.type, f.recipient.id, f.recipient.country, f.recipient.on_our_behalf),
+        identifiability=f.identifiability,
+        legal_basis=f.legal_basis,
+        legal_request=LegalRequest(type=f.legal_request_type),
+        consent=ConsentState(marketing=f.consent_marketing,
+                             third_party_sharing=f.consent_third_party_sharing,
+                             guardian=f.consent_guardian,
+                             marketing_opt_out=f.consent_marketing_opt_out),
+        transfer=Transfer(cross_border=f.cross_border, destination_country=f.destination_country,
+                          safeguard=f.safeguard),
+        attributes=attributes,
+    )

@@ -1,0 +1,233 @@
+"""Replay a trail for an investigation: filter, format, count, and re-judge under another pack.
+
+Records are streamed segment by segment. Every equality filter is also a byte pattern (the
+Avro encoding of the wanted string) that must occur in a record's bytes, so records that cannot
+match are skipped without being decoded; only candidates are decoded and checked exactly.
+A subject or actor is given raw and pseudonymised with the trail's key on the fly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from auditor.policy.decision import Decision
+from auditor.trail.canonical import enc_str, record_from_bytes
+from auditor.trail.record import AuditRecord, record_to_event
+from auditor.trail.segment import list_segments, scan_segment
+
+
+@dataclass(frozen=True)
+class ReplayFilter:
+    subject: str | None = None          # pseudonyms, not raw ids
+    actor: str | None = None
+    recipient_type: str | None = None
+    purpose: str | None = None
+    category: str | None = None
+    verdict: str | None = None
+    rule: str | None = None
+    pack: str | None = None
+    chain: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def needs_facts(self) -> bool:
+        return any(v is not None for v in (self.subject, self.actor, self.recipient_type, self.purpose,
+                                           self.category, self.verdict, self.rule, self.pack,
+                                           self.since, self.until))
+
+    def tokens(self) -> tuple[bytes, ...]:
+        values = (self.subject, self.actor, self.recipient_type, self.purpose, self.category, self.verdict,
+                  self.rule, self.pack, self.chain)
+        return tuple(enc_str(v) for v in values if v is not None)
+
+    def matches(self, r: AuditRecord) -> bool:
+        if self.chain is not None and r.chain_id != self.chain:
+            return False
+        if not self.needs_facts():
+            return True
+        f, d = r.facts, r.decision
+        if f is None:
+            return False
+        checks = (
+            self.subject is None or f.subject_pseudonym == self.subject,
+            self.actor is None or f.actor_pseudonym == self.actor,
+            self.recipient_type is None
+            or (f.recipient is not None and f.recipient.type == self.recipient_type),
+            self.purpose is None or f.purpose == self.purpose,
+            self.category is None or self.category in f.data_categories,
+            self.verdict is None or (d is not None and d.verdict.value == self.verdict),
+            self.rule is None or (d is not None and (self.rule in d.rule_ids or d.permitted_by == self.rule)),
+            self.pack is None or (d is not None and d.pack_id == self.pack),
+            self.since is None or f.occurred_at >= self.since,
+            self.until is None or f.occurred_at < self.until,
+        )
+        return all(checks)
+
+
+def iter_records(trail_dir: Path, flt: ReplayFilter = ReplayFilter(), *,
+                 progress: Callable[[int], None] | None = None) -> Iterator[AuditRecord]:
+    """Matching records in trail order, decoding only candidates."""
+    tokens = flt.tokens()
+    for index, path in list_segments(trail_dir):
+        scan = scan_segment(path, index)
+        buf = scan.buf
+        for _, f in scan.frames():
+            data = buf[f.start:f.end]
+            if tokens and not all(t in data for t in tokens):
+                continue
+            record = record_from_bytes(data)
+            if flt.matches(record):
+                yield record
+        if progress:
+            progress(len(buf))
+
+
+# ---------------------------------------------------------------- output
+
+def record_row(r: AuditRecord) -> dict[str, Any]:
+    """A flat, JSON-ready view of a record (hashes in hex)."""
+    f, d, j = r.facts, r.decision, r.rejection
+    return {
+        "chain": r.chain_id, "seq": r.seq, "type": r.record_type.value, "source": str(r.source),
+        "event_id": r.event_id, "processed_at": r.processed_at.isoformat(),
+        "occurred_at": f.occurred_at.isoformat() if f else None,
+        "kind": f.kind.value if f else None, "policy_id": f.policy_id if f else None,
+        "subject": f.subject_pseudonym if f else None, "actor": f.actor_pseudonym if f else None,
+        "actor_type": f.actor_type.value if f else None, "actor_role": f.actor_role if f else None,
+        "purpose": f.purpose if f else None,
+        "categories": list(f.data_categories) if f else [],
+        "recipient_type": f.recipient.type if f and f.recipient else None,
+        "recipient_id": f.recipient.id if f and f.recipient else None,
+        "recipient_country": f.recipient.country if f and f.recipient else None,
+        "cross_border": f.cross_border if f else None, "safeguard": f.safeguard.value if f else None,
+        "legal_request": f.legal_request_type.value if f else None,
+        "verdict": d.verdict.value if d else None, "pack": d.pack_id if d else None,
+        "pack_hash": d.pack_hash if d else None,
+        "violations": [{"rule": v.rule_id, "clause": v.clause, "kind": v.kind, "severity": v.severity,
+                        "reason": v.reason} for v in d.violations] if d else [],
+        "permitted_by": d.permitted_by if d else None,
+        "reject_reason": j.reason if j else None, "reject_message": j.message if j else None,
+        "record_hash": r.record_hash.hex(),
+    }
+
+
+TABLE_COLUMNS = ("chain", "seq", "occurred_at", "kind", "subject", "actor_role", "purpose", "recipient_type",
+                 "verdict", "rules")
+
+
+def _cell(row: dict[str, Any], col: str) -> str:
+    if col == "rules":
+        rules = ",".join(v["rule"] for v in row["violations"])
+        return rules or (row["permitted_by"] or row["reject_reason"] or "")
+    if col == "subject":
+        return (row["subject"] or "")[:12]
+    value = row.get(col)
+    return "" if value is None else str(value)[:32]
+
+
+def write_records(records: Iterable[AuditRecord], out: io.TextIOBase | Any, fmt: str) -> int:
+    n = 0
+    if fmt == "jsonl":
+        for r in records:
+            out.write(json.dumps(record_row(r), separators=(",", ":")) + "\n")
+            n += 1
+    elif fmt == "csv":
+        writer: Any = None
+        for r in records:
+            row = record_row(r)
+            row["categories"] = ";".join(row["categories"])
+            row["violations"] = ";".join(f"{v['rule']}({v['clause']})" for v in row["violations"])
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=list(row))
+                writer.writeheader()
+            writer.writerow(row)
+            n += 1
+    else:
+        out.write("  ".join(f"{c:<14}" for c in TABLE_COLUMNS).rstrip() + "\n")
+        for r in records:
+            row = record_row(r)
+            out.write("  ".join(f"{_cell(row, c):<14}" for c in TABLE_COLUMNS).rstrip() + "\n")
+            n += 1
+    return n
+
+
+@dataclass
+class Stats:
+    records: int = 0
+    by_recipient: Counter[str] = field(default_factory=Counter)
+    by_purpose: Counter[str] = field(default_factory=Counter)
+    by_verdict: Counter[str] = field(default_factory=Counter)
+    by_rule: Counter[str] = field(default_factory=Counter)
+
+    def add(self, r: AuditRecord) -> None:
+        self.records += 1
+        if r.facts is None:
+            self.by_verdict["REJECTED"] += 1
+            return
+        self.by_recipient[r.facts.recipient.type if r.facts.recipient else "(none)"] += 1
+        self.by_purpose[r.facts.purpose] += 1
+        if r.decision is not None:
+            self.by_verdict[r.decision.verdict.value] += 1
+            self.by_rule.update(r.decision.rule_ids)
+
+    def render(self) -> str:
+        lines = [f"records: {self.records}"]
+        for title, counter in (("recipient", self.by_recipient), ("purpose", self.by_purpose),
+                               ("verdict", self.by_verdict), ("violated rule", self.by_rule)):
+            lines.append(f"\nby {title}:")
+            lines += [f"  {count:>10}  {key}" for key, count in counter.most_common()]
+        return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- what-if re-evaluation
+
+@dataclass(frozen=True)
+class VerdictChange:
+    chain: str
+    seq: int
+    event_id: str | None
+    old_verdict: str
+    new_verdict: str
+    rules_added: tuple[str, ...]
+    rules_removed: tuple[str, ...]
+    reasons: tuple[str, ...]
+
+    def __str__(self) -> str:
+        why = "; ".join(self.reasons) or "no violations under the new pack"
+        delta = " ".join([*(f"+{r}" for r in self.rules_added), *(f"-{r}" for r in self.rules_removed)])
+        return (f"{self.chain}#{self.seq} {self.event_id}: {self.old_verdict} -> {self.new_verdict} "
+                f"[{delta}] {why}")
+
+
+@dataclass
+class WhatIf:
+    judged: int = 0
+    changed: int = 0
+    transitions: Counter[str] = field(default_factory=Counter)
+
+
+def reevaluate(records: Iterable[AuditRecord], pack: Any, evaluate: Callable[[Any, Any], Decision],
+               summary: WhatIf) -> Iterator[VerdictChange]:
+    """Re-judge each decision record under ``pack``; yield the ones whose outcome changes."""
+    for r in records:
+        if r.facts is None or r.decision is None:
+            continue
+        new = evaluate(record_to_event(r), pack)
+        summary.judged += 1
+        old_rules, new_rules = set(r.decision.rule_ids), set(new.violated_rule_ids)
+        if new.verdict == r.decision.verdict and old_rules == new_rules:
+            continue
+        summary.changed += 1
+        summary.transitions[f"{r.decision.verdict.value} -> {new.verdict.value}"] += 1
+        added = tuple(sorted(new_rules - old_rules))
+        yield VerdictChange(r.chain_id, r.seq, r.event_id, r.decision.verdict.value, new.verdict.value,
+                            added, tuple(sorted(old_rules - new_rules)),
+                            tuple(f"{v.rule.rule_id} ({v.rule.clause}): {v.reason}" for v in new.violations
+                                  if v.rule.rule_id in added))

@@ -1,0 +1,152 @@
+"""Benchmark the audit trail: append (group commit), verify, replay with a subject filter.
+
+Each measurement runs in its own subprocess so its peak RSS is its own::
+
+    python bench/trail.py            # 1,000,000 and 10,000,000 records
+    python bench/trail.py --quick    # 100,000 and 1,000,000 records
+    python bench/trail.py --sizes 200000 --dir /tmp/trail-bench
+
+Records are pre-built from a pool of 10,000 distinct events over 16 partitions (building and
+pseudonymising is the caller's cost, reported separately as "build"); every 1,000th pool event
+is about the subject the replay looks for. Targets: append >= 100k/s, verify >= 200k/s,
+replay with a subject filter >= 100k/s, and flat memory from 1M to 10M records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+POOL = 10_000
+BATCH = 5_000
+PARTITIONS = 16
+NEEDLE = "needle-subject-0001"
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def _pool(keys):  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit" / "trail"))
+    from trailkit import make_decision, make_event
+
+    from auditor.trail import SourceRef, build_record
+
+    rng = random.Random(42)
+    out = []
+    start = time.perf_counter()
+    for i in range(POOL):
+        event = make_event(i, rng, NEEDLE if i % 1000 == 0 else None)
+        source = SourceRef.kafka("events", i % PARTITIONS, i)
+        out.append(build_record(event, make_decision(event), source, keys.pseudonymizer, "bench-1",
+                                T0 + timedelta(seconds=i)))
+    return out, POOL / (time.perf_counter() - start)
+
+
+def work_append(trail: Path, keys_dir: Path, n: int) -> dict:
+    from auditor.trail import KeyRing, TrailWriter
+
+    keys = KeyRing.load(keys_dir)
+    pool, build_rate = _pool(keys)
+    start = time.perf_counter()
+    with TrailWriter.open(trail, keys, checkpoint_every=100_000, checkpoint_seconds=3600) as w:
+        done = 0
+        while done < n:
+            k = min(BATCH, n - done)
+            offset = done % POOL
+            batch = pool[offset:offset + k] if offset + k <= POOL else (pool[offset:] + pool)[:k]
+            w.append(batch)
+            w.commit()
+            done += k
+    elapsed = time.perf_counter() - start
+    return {"rate": n / elapsed, "seconds": elapsed, "build_rate": build_rate}
+
+
+def work_verify(trail: Path, keys_dir: Path, n: int) -> dict:
+    from auditor.trail import KeyRing, verify_trail
+
+    keys = KeyRing.load(keys_dir)
+    start = time.perf_counter()
+    report = verify_trail(trail, keys.verifier)
+    elapsed = time.perf_counter() - start
+    assert report.ok and report.records == n, report.issues[:5]
+    return {"rate": n / elapsed, "seconds": elapsed}
+
+
+def work_replay(trail: Path, keys_dir: Path, n: int) -> dict:
+    from auditor.trail import KeyRing, ReplayFilter, iter_records
+
+    keys = KeyRing.load(keys_dir)
+    start = time.perf_counter()
+    found = sum(1 for _ in iter_records(trail, ReplayFilter(subject=keys.pseudonymizer(NEEDLE))))
+    elapsed = time.perf_counter() - start
+    assert found == -(-n // 1000), found  # every 1,000th record is about the needle
+    return {"rate": n / elapsed, "seconds": elapsed, "found": found}
+
+
+WORK = {"append": work_append, "verify": work_verify, "replay": work_replay}
+
+
+def run_worker(kind: str, trail: Path, keys_dir: Path, n: int) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--trail", str(trail),
+                           "--keys", str(keys_dir), "--n", str(n)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} worker failed:\n{proc.stderr}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="100k and 1M records instead of 1M and 10M")
+    ap.add_argument("--sizes", type=int, nargs="+")
+    ap.add_argument("--dir", type=Path, help="where to put the trails (default: a temp dir, removed)")
+    ap.add_argument("--worker", choices=list(WORK), help=argparse.SUPPRESS)
+    ap.add_argument("--trail", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--keys", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        result = WORK[args.worker](args.trail, args.keys, args.n)
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from auditor.trail import KeyRing
+
+    sizes = args.sizes or ([100_000, 1_000_000] if args.quick else [1_000_000, 10_000_000])
+    base = args.dir or Path(tempfile.mkdtemp(prefix="trail-bench-"))
+    base.mkdir(parents=True, exist_ok=True)
+    keys_dir = base / "keys"
+    if not keys_dir.exists():
+        KeyRing.generate(keys_dir)
+    print(f"{'records':>11} {'step':<7} {'rate/s':>10} {'seconds':>8} {'peak RSS MB':>12}  notes")
+    try:
+        for n in sizes:
+            trail = base / f"trail-{n}"
+            shutil.rmtree(trail, ignore_errors=True)
+            for kind in ("append", "verify", "replay"):
+                r = run_worker(kind, trail, keys_dir, n)
+                notes = ""
+                if kind == "append":
+                    size = sum(p.stat().st_size for p in (trail / "segments").iterdir())
+                    notes = f"build_record {r['build_rate']:,.0f}/s; {size / n:.0f} B/record"
+                if kind == "replay":
+                    notes = f"{r['found']} matches"
+                print(f"{n:>11,} {kind:<7} {r['rate']:>10,.0f} {r['seconds']:>8.1f} "
+                      f"{r['peak_rss_mb']:>12.0f}  {notes}", flush=True)
+            shutil.rmtree(trail, ignore_errors=True)
+    finally:
+        if args.dir is None:
+            shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Golden trails and tampered copies: every attack is detected and named at the right seq."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from trailkit import (
+    flip_body_byte,
+    frame_of,
+    make_records,
+    reseal,
+    rewrite_segment,
+    segment_records,
+    write_trail,
+)
+
+from auditor.trail import ChainHead, Checkpoint, KeyRing, TrailWriter, verify_trail
+from auditor.trail.checkpoint import make_checkpoint
+from auditor.trail.segment import list_segments
+
+N = 200  # one chain, checkpoints every 50
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    return KeyRing.generate(tmp_path_factory.mktemp("k") / "keys")
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory, keys):
+    trail = tmp_path_factory.mktemp("golden") / "trail"
+    write_trail(trail, keys, N, batch=25, checkpoint_every=50)
+    return trail
+
+
+@pytest.fixture
+def copy(golden, tmp_path):
+    dst = tmp_path / "trail"
+    shutil.copytree(golden, dst)
+    (dst / ".lock").unlink(missing_ok=True)
+    return dst
+
+
+def only_segment(trail):
+    (_, seg), = list_segments(trail)
+    return seg
+
+
+def issues_of(trail, keys, **kw):
+    report = verify_trail(trail, keys.verifier, **kw)
+    assert not report.ok
+    return report.issues
+
+
+def test_untouched_golden_trail_verifies(golden, keys):
+    report = verify_trail(golden, keys.verifier)
+    assert report.ok, report.issues
+    assert report.records == N and report.checkpoints == 4 and report.chains == {"events/0": N}
+
+
+def test_modified_record_is_named_with_expected_and_actual_hash(copy, keys):
+    seg = only_segment(copy)
+    recs = segment_records(seg)
+    recs[77] = flip_body_byte(recs[77])
+    rewrite_segment(seg, recs)
+    (issue,) = issues_of(copy, keys)
+    assert (issue.kind, issue.chain, issue.seq) == ("modified", "events/0", 77)
+    assert issue.expected == frame_of(recs[77]).record_hash.hex() and issue.actual != issue.expected
+
+
+def test_modified_and_rehashed_record_is_named_by_its_successor_link(copy, keys):
+    seg = only_segment(copy)
+    recs = segment_records(seg)
+    original = frame_of(recs[120]).record_hash
+    recs[120] = reseal(flip_body_byte(recs[120]))
+    rewrite_segment(seg, recs)
+    issues = issues_of(copy, keys)
+    assert issues[0].kind == "modified" and issues[0].seq == 120
+    assert issues[0].expected == original.hex()
+    assert len(issues) == 1  # later checkpoints compare against the genuine leaf
+
+
+def test_deleted_record_is_named(copy, keys):
+    seg = only_segment(copy)
+    recs = segment_records(seg)
+    del recs[33]
+    rewrite_segment(seg, recs)
+    issues = issues_of(copy, keys)
+    assert (issues[0].kind, issues[0].seq) == ("deleted", 33)
+    assert "record seq 33 is missing" in issues[0].message
+
+
+def test_inserted_record_is_named_even_before_the_genuine_one(copy, keys):
+    seg = only_segment(copy)
+    recs = segment_records(seg)
+    forged = reseal(flip_body_byte(recs[60], 9))  # same seq 60, links to 59, self-hash valid
+    recs.insert(60, forged)
+    rewrite_segment(seg, recs)
+    (issue,) = issues_of(copy, keys)
+    assert (issue.kind, issue.seq) == ("inserted", 60)
+
+
+def test_inserted_record_after_the_genuine_one_is_named(copy, keys):
+    seg = only_segment(copy)
+    recs = segment_records(seg)
+    recs.insert(61, reseal(flip_body_byte(recs[60], 9)))
+    rewrite_segment(seg, recs)
+    (issue,) = issues_of(copy, keys)
+    assert (issue.kind, issue.seq) == ("inserted", 60)
+
+
+def test_rewritten_history_is_caught_by_the_signed_checkpoint(copy, keys):
+    """A forger who edits seq 70 and re-seals everything after it defeats the links, not the signatures."""
+    seg = only_segment(copy)
+    recs = segment_records(seg)
+    recs[70] = reseal(flip_body_byte(recs[70]))
+    for i in range(71, N):
+        recs[i] = reseal(recs[i], prev=frame_of(recs[i - 1]).record_hash)
+    rewrite_segment(seg, recs)
+    issues = issues_of(copy, keys)
+    assert issues[0].kind == "checkpoint" and issues[0].seq == 99
+    assert "after seq 49" in issues[0].message  # the rewrite lies between the checkpoints at 50 and 100
+
+
+def test_reordered_segments_are_named(tmp_path, keys):
+    trail = tmp_path / "t"
+    records = make_records(keys, 120)
+    with TrailWriter.open(trail, keys, segment_bytes=15_000, checkpoint_every=40) as w:
+        for i in range(0, 120, 10):
+            w.append(records[i:i + 10])
+            w.commit()
+    segs = [p for _, p in list_segments(trail)]
+    assert len(segs) >= 3
+    a, b = segs[1], segs[2]
+    a.rename(a.with_suffix(".x"))
+    b.rename(a)
+    a.with_suffix(".x").rename(b)
+    issues = issues_of(trail, keys)
+    assert {i.kind for i in issues} == {"reordered"}
+    assert any(a.name in i.message and "holds segment 2" in i.message for i in issues)
+
+
+def test_missing_segment_is_named(tmp_path, keys):
+    trail = tmp_path / "t"
+    records = make_records(keys, 120)
+    with TrailWriter.open(trail, keys, segment_bytes=15_000, checkpoint_every=40) as w:
+        for i in range(0, 120, 10):
+            w.append(records[i:i + 10])
+            w.commit()
+    [p for _, p in list_segments(trail)][1].unlink()
+    issues = issues_of(trail, keys)
+    assert any(i.kind == "reordered" and "segment 1 is missing" in i.message for i in issues)
+    assert any(i.kind == "deleted" for i in issues)
+
+
+def test_truncation_below_a_signed_checkpoint_is_detected(copy, keys):
+    seg = only_segment(copy)
+    rewrite_segment(seg, segment_records(seg)[:130])
+    (issue,) = issues_of(copy, keys)
+    assert (issue.kind, issue.seq) == ("truncated", 130) and "130..199" in issue.message
+
+
+def test_truncated_tail_after_the_last_checkpoint_is_a_note_within_the_cadence(tmp_path, keys):
+    trail = tmp_path / "t"
+    write_trail(trail, keys, 100, checkpoint_every=50)
+    w = TrailWriter.open(trail, keys, checkpoint_every=50)
+    w.append(make_records(keys, 30, seed=5))
+    w.commit()  # durable, not yet checkpointed; then the process dies
+    w._unlock()
+    seg = only_segment(trail)
+    rewrite_segment(seg, segment_records(seg)[:115])
+    report = verify_trail(trail, keys.verifier)
+    assert report.ok, report.issues
+    assert any("last 15 records are not yet covered" in n for n in report.notes)
+
+
+def test_removed_checkpoints_beyond_the_cadence_are_detected(copy, keys):
+    lines = (copy / "checkpoints.jsonl").read_text().splitlines()
+    (copy / "checkpoints.jsonl").write_text(lines[0] + "\n")
+    (issue,) = issues_of(copy, keys)
+    assert issue.kind == "unsigned" and issue.seq == 50
+
+
+def test_rollback_to_an_older_copy_is_detected_against_a_trusted_checkpoint(tmp_path, golden, keys):
+    old = tmp_path / "old"
+    shutil.copytree(golden, old)
+    new = tmp_path / "new"
+    shutil.copytree(golden, new)
+    with TrailWriter.open(new, keys, checkpoint_every=50) as w:
+        w.append(make_records(keys, 60, seed=11))
+    trusted = Checkpoint.from_json((new / "checkpoints.jsonl").read_text().splitlines()[-1])
+    assert verify_trail(old, keys.verifier).ok  # alone, the old copy looks fine
+    assert verify_trail(new, keys.verifier, [trusted]).ok
+    (issue,) = issues_of(old, keys, trusted=[trusted])
+    assert (issue.kind, issue.seq) == ("rollback", N) and "260" in issue.message
+
+
+def test_forked_trail_differs_from_a_trusted_checkpoint(tmp_path, golden, keys):
+    trusted = Checkpoint.from_json((golden / "checkpoints.jsonl").read_text().splitlines()[-1])
+    fork = tmp_path / "fork"
+    write_trail(fork, keys, N, seed=123)  # same size, other content, validly signed
+    (issue,) = issues_of(fork, keys, trusted=[trusted])
+    assert (issue.kind, issue.seq) == ("rollback", N - 1)
+
+
+def test_forged_checkpoint_has_a_bad_signature(copy, keys):
+    lines = (copy / "checkpoints.jsonl").read_text().splitlines()
+    m = json.loads(lines[1])
+    m["size"] = 99
+    lines[1] = json.dumps(m)
+    (copy / "checkpoints.jsonl").write_text("\n".join(lines) + "\n")
+    (issue,) = issues_of(copy, keys)
+    assert issue.kind == "signature" and "bad signature" in issue.message
+
+
+def test_checkpoint_signed_by_an_unknown_key_is_named(copy, keys, tmp_path):
+    other = KeyRing.generate(tmp_path / "other")
+    lines = (copy / "checkpoints.jsonl").read_text().splitlines()
+    cp = Checkpoint.from_json(lines[-1])
+    head = ChainHead(cp.chain_id, cp.size, cp.head_hash)
+    forged = make_checkpoint(head, cp.merkle_root, cp.time, other.signer)
+    lines[-1] = forged.to_json()
+    (copy / "checkpoints.jsonl").write_text("\n".join(lines) + "\n")
+    issues = issues_of(copy, keys)
+    assert issues[0].kind == "signature" and "unknown key" in issues[0].message
