@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -85,7 +86,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     v = sub.add_parser("verify", help="prove a trail untouched", description=VERIFY_HELP,
                        formatter_class=_RAW)
-    v.add_argument("trail", type=Path, metavar="TRAIL")
+    v.add_argument("trail", metavar="TRAIL",
+                   help="a trail directory, or the audit topic as kafka://HOST:PORT/TOPIC (read_committed)")
     _key_args(v)
     v.add_argument("--trusted-checkpoint", type=Path, action="append", default=[], metavar="FILE",
                    help="a checkpoint kept outside the trail (JSON line or proof file); repeatable")
@@ -195,10 +197,14 @@ def _load_trusted(path: Path) -> Checkpoint:
 def run_verify(args: argparse.Namespace) -> int:
     from auditor.trail.verify import verify_trail
 
-    verifier = _verifier(args)
-    trusted = [_load_trusted(p) for p in args.trusted_checkpoint]
-    with _progress(_trail_bytes(args.trail), "verify") as progress:
-        report = verify_trail(args.trail, verifier, trusted, progress=progress)
+    if args.trail.startswith("kafka://"):
+        report = _verify_topic(args.trail)
+    else:
+        args.trail = Path(args.trail)
+        verifier = _verifier(args)
+        trusted = [_load_trusted(p) for p in args.trusted_checkpoint]
+        with _progress(_trail_bytes(args.trail), "verify") as progress:
+            report = verify_trail(args.trail, verifier, trusted, progress=progress)
     if args.format == "json":
         print(json.dumps({"ok": report.ok, "records": report.records, "chains": report.chains,
                           "checkpoints": report.checkpoints, "issues": [vars(i) for i in report.issues],
@@ -212,6 +218,20 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"{args.trail}: {report.records} records in {len(report.chains)} chain(s), "
               f"{report.checkpoints} valid checkpoint(s): {state}")
     return 0 if report.ok else 1
+
+
+def _verify_topic(url: str) -> Any:
+    """Verify the chains held in an audit topic: kafka://HOST:PORT[,HOST:PORT]/TOPIC."""
+    from auditor.stream.topictrail import verify_topic
+
+    rest = url.removeprefix("kafka://")
+    bootstrap, _, topic = rest.partition("/")
+    if not bootstrap or not topic:
+        raise ConfigError(f"'{url}' is not kafka://HOST:PORT/TOPIC")
+    extra = {k.removeprefix("AUDITOR_KAFKA_PROPERTY_").lower().replace("_", "."): v
+             for k, v in os.environ.items() if k.startswith("AUDITOR_KAFKA_PROPERTY_")}
+    with tqdm(desc="verify", unit=" records", disable=not sys.stderr.isatty()) as bar:
+        return verify_topic({**extra, "bootstrap.servers": bootstrap}, topic, progress=bar.update)
 
 
 def run_prove(args: argparse.Namespace) -> int:
