@@ -13,6 +13,7 @@ bench/results/policy_eval.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -54,11 +55,13 @@ def synthetic_pack(n_rules: int, directory: Path) -> Path:
     lines += ["  purposes:"] + [f"    p{i}: {{clause: '2', quote: 'p{i}'}}" for i in range(purposes)]
     lines += ["  recipients:", "    service_provider: {clause: '3', quote: 'sp'}", "rules:"]
     for i in range(purposes):
-        lines += [f"  - {{id: r{i}.use, effect: permit, clause: '2', quote: q, when: {{kinds: [USE], purposes: [p{i}]}},"
-                  f" require: [{{only_categories: [c0, c1]}}, not_opted_out]}}",
+        lines += [f"  - {{id: r{i}.use, effect: permit, clause: '2', quote: q, "
+                  f"when: {{kinds: [USE], purposes: [p{i}]}}, "
+                  f"require: [{{only_categories: [c0, c1]}}, not_opted_out]}}",
                   f"  - {{id: r{i}.sp, effect: permit, clause: '3', quote: q, when: {{kinds: [DISCLOSURE], "
                   f"recipients: [service_provider], purposes: [p{i}]}}, require: [on_our_behalf]}}"]
-    lines += ["  - {id: minors, effect: prohibit, clause: '4', quote: q, when: {minor: true}, require: [{consent: guardian}]}"]
+    lines += ["  - {id: minors, effect: prohibit, clause: '4', quote: q, when: {minor: true}, "
+              "require: [{consent: guardian}]}"]
     path = directory / f"synth{n_rules}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -96,7 +99,7 @@ def main() -> None:
         {"pack": name, "rules": rules, "events": n, "decisions_per_s": round(r)})
     for pid in SEEDS:
         pack = load_pack(pid)
-        events = [e for _, e in zip(range(2000), stream([pack], seed=3, malformed_rate=0.0)) if isinstance(e, Event)]
+        events = [e for e in itertools.islice(stream([pack], seed=3, malformed_rate=0.0), 2000) if isinstance(e, Event)]
         report(pid, len(pack.pack.rules), len(events), rate(events, pack, seconds))
     with TemporaryDirectory() as tmp:
         synth: dict[tuple[int, str], float] = {}
@@ -108,7 +111,8 @@ def main() -> None:
                 report(f"synthetic-{n}, events over {mix}", len(pack.pack.rules), len(events), synth[(n, mix)])
     ratio = synth[(100, "same 50 purposes")] / synth[(10_000, "same 50 purposes")]
     spread = synth[(100, "all purposes")] / synth[(10_000, "all purposes")]
-    print(f"policy evaluation, one core ({platform.processor() or platform.machine()}, Python {platform.python_version()})\n")
+    cpu = platform.processor() or platform.machine()
+    print(f"policy evaluation, one core ({cpu}, Python {platform.python_version()})\n")
     print("| pack | rules | decisions/s |\n|---|---:|---:|")
     for r in rows:
         print(f"| {r['pack']} | {r['rules']} | {r['decisions_per_s']:,} |")
@@ -117,7 +121,8 @@ def main() -> None:
           "(also grows the events' working set: 5,000 distinct lookup keys instead of 50)")
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "policy_eval.json").write_text(json.dumps({"rows": rows, "ratio_100_vs_10000": ratio, "ratio_spread": spread}, indent=2))
+    result = {"rows": rows, "ratio_100_vs_10000": ratio, "ratio_spread": spread}
+    (out / "policy_eval.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

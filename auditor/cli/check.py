@@ -31,7 +31,7 @@ exit status: 0 audited (violations allowed), 1 violations or malformed input wit
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="audit event files offline against a policy pack",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--policy", required=True, metavar="NAME|PATH",

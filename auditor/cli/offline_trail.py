@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from auditor.events.codec import DecodedLine, canonical_bytes
@@ -31,7 +31,7 @@ class OfflineTrail:
     def record(self, row: DecodedLine, decision: Decision) -> None:
         assert row.event is not None
         rec = build_record(row.event, decision, SourceRef.from_file(row.source, row.line), self.pseudonymizer,
-                           self.instance_id, datetime.now(timezone.utc),
+                           self.instance_id, datetime.now(UTC),
                            digest=hashlib.sha256(canonical_bytes(row.event)).digest())
         self._append(rec)
 
@@ -40,7 +40,7 @@ class OfflineTrail:
         rec = build_rejection(hashlib.sha256(row.raw).digest(), row.error.reason, str(row.error)[:500],
                               SourceRef.from_file(row.source, row.line),
                               pseudonym_key_id=self.pseudonymizer.key_id, instance_id=self.instance_id,
-                              now=datetime.now(timezone.utc))
+                              now=datetime.now(UTC))
         self._append(rec)
 
     def _append(self, rec: object) -> None:

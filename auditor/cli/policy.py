@@ -22,7 +22,7 @@ examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("policy", help="validate and inspect policy packs", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     psub = p.add_subparsers(dest="policy_command", metavar="SUBCOMMAND", required=True)
@@ -106,7 +106,7 @@ def run_show(args: argparse.Namespace) -> int:
     if pack.roles:
         print(f"roles: {', '.join(sorted(pack.roles))}")
     print("\nrules:")
-    for r, d in zip(pack.rules, doc["rules"]):  # type: ignore[call-overload]
+    for r, d in zip(pack.rules, doc["rules"], strict=True):  # type: ignore[call-overload]
         print(f"  {r.effect.value.upper():<8} {r.id}  [{r.severity}]  clause {r.clause}")
         print(f"           when {json.dumps(d['when'])}")
         if r.conditions:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from auditor.config import load_config
+from auditor.config import Config, load_config
 from auditor.errors import ConfigError
 
 RUN_HELP = """\
@@ -40,7 +40,7 @@ examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run the auditor daemon on Kafka", description=RUN_HELP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--config", type=Path, metavar="FILE", help="YAML config file")
@@ -89,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     topics.set_defaults(func=cmd_topics)
 
 
-def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _config(args: argparse.Namespace) -> Config:
     return load_config(getattr(args, "config", None), overrides={
         "kafka.bootstrap_servers": getattr(args, "bootstrap_servers", None),
         "keys_dir": str(args.keys) if getattr(args, "keys", None) else None,

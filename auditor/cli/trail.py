@@ -231,7 +231,7 @@ def _verify_topic(url: str) -> Any:
     extra = {k.removeprefix("AUDITOR_KAFKA_PROPERTY_").lower().replace("_", "."): v
              for k, v in os.environ.items() if k.startswith("AUDITOR_KAFKA_PROPERTY_")}
     with tqdm(desc="verify", unit=" records", disable=not sys.stderr.isatty()) as bar:
-        return verify_topic({**extra, "bootstrap.servers": bootstrap}, topic, progress=bar.update)
+        return verify_topic({**extra, "bootstrap.servers": bootstrap}, topic, progress=lambda n: bar.update(n))
 
 
 def run_prove(args: argparse.Namespace) -> int:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timedelta, timezone
-from functools import lru_cache
+from datetime import UTC, datetime, timedelta
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Mapping
@@ -34,7 +34,7 @@ from auditor.events.model import (
     Transfer,
 )
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def schema_path(name: str) -> Path:
@@ -42,7 +42,7 @@ def schema_path(name: str) -> Path:
     return Path(str(resources.files("auditor.schemas").joinpath(name)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> Any:
     """Parse a bundled schema once; later calls return the same parsed schema."""
     with schema_path(name).open("rb") as fh:
@@ -61,7 +61,7 @@ def _strip_logical(node: Any) -> Any:
     return node
 
 
-@lru_cache(maxsize=None)
+@cache
 def raw_event_schema() -> Any:
     """The event schema without logical types: same bytes, but times stay integers (faster)."""
     with schema_path("privacy_event.avsc").open("rb") as fh:
@@ -109,16 +109,16 @@ def _enum(cls: Any, m: Mapping[str, Any], key: str, where: str, default: Any = N
 
 def _time(value: Any) -> datetime:
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, int) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1_000_000, tz=timezone.utc)
+        return datetime.fromtimestamp(value / 1_000_000, tz=UTC)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             pass
         else:
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     raise DecodeError("field 'occurred_at' must be an ISO-8601 time or microseconds since epoch",
                       reason="bad_field")
 
@@ -357,7 +357,7 @@ def iter_avro_file(path: Path) -> Iterator[DecodedLine]:
                 yield DecodedLine(str(path), number, None, err, b"")
                 return
             try:
-                yield DecodedLine(str(path), number, event_from_mapping(datum), None, b"")
+                yield DecodedLine(str(path), number, event_from_mapping(datum), None, b"")  # type: ignore[arg-type]
             except DecodeError as exc:
                 exc.source, exc.line = str(path), number
                 yield DecodedLine(str(path), number, None, exc, b"")

@@ -13,7 +13,8 @@ from auditor.events.model import ActorType, Event, EventKind, Identifiability, L
 
 
 class Condition(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def holds(self, e: Event, minor_age: int) -> bool: ...
 

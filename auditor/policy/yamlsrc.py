@@ -10,7 +10,7 @@ import yaml
 from auditor.errors import PolicyError
 
 
-class LineDict(dict):  # type: ignore[type-arg]
+class LineDict(dict):
     """A mapping from YAML that knows its own line and the line of each key."""
 
     line: int = 0
@@ -20,7 +20,7 @@ class LineDict(dict):  # type: ignore[type-arg]
         return self.key_lines.get(key, self.line)
 
 
-class LineList(list):  # type: ignore[type-arg]
+class LineList(list):
     line: int = 0
 
 

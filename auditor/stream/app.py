@@ -70,11 +70,12 @@ def read_chain(cfg: Config, chain_id: str, first: int, stop: int, timeout: float
             msg = consumer.poll(timeout)
             if msg is None:
                 raise BrokerError(f"timed out reading {cfg.topics.audit}/{audit_partition}")
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
                     break
-                raise BrokerError(str(msg.error()))
-            r = record_from_bytes(msg.value())
+                raise BrokerError(str(err))
+            r = record_from_bytes(msg.value() or b"")
             if r.chain_id == chain_id and first <= r.seq < stop:
                 out.append(r)
     finally:

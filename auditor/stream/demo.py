@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import signal
 import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
 
 from auditor.config import load_config
 from auditor.errors import ConfigError
@@ -20,7 +23,7 @@ from auditor.stream.processor import BatchResult
 class LiveSummary:
     """Counts what the daemon committed and prints a status line (in place on a terminal)."""
 
-    def __init__(self, total: int, out=sys.stdout) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, total: int, out: TextIO = sys.stdout) -> None:
         self.total, self.out = total, out
         self.audited = 0
         self.verdicts: Counter[str] = Counter()
@@ -89,7 +92,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if not (keys_dir / "keys.json").exists():
         KeyRing.generate(keys_dir)
         say(f"generated keys in {keys_dir}")
-    run_dir = work / datetime.now(timezone.utc).strftime("run-%Y%m%dT%H%M%SZ")
+    run_dir = work / datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")
     trail_dir = run_dir / "trail"
     broker = None
     daemon = None
@@ -114,21 +117,24 @@ def run_demo(args: argparse.Namespace) -> int:
             f"{cfg.topics.dead_letter} (3 partitions)")
         packs = [load_pack(p) for p in cfg.packs]
         summary = LiveSummary(args.events)
-        items = [x for _, x in zip(range(args.events), stream(packs, seed=args.seed))]
+        items = list(itertools.islice(stream(packs, seed=args.seed), args.events))
         producer = threading.Thread(target=produce, args=(bootstrap, cfg.topics.events[0], items), daemon=True)
         producer.start()
         say(f"producing {args.events} events for {', '.join(p.id for p in packs)} "
             "(mostly compliant, some violations of each kind, a few malformed)")
-        daemon = build_daemon(cfg, on_batch=summary.on_batch)
+        daemon = running = build_daemon(cfg, on_batch=summary.on_batch)
 
         def stop(signum: int, frame: FrameType | None) -> None:
-            daemon.request_stop(signum)  # type: ignore[union-attr]
+            running.request_stop(signum)
+
+        def stop_when_done() -> None:
+            summary.done.wait()
+            running.request_stop()
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         if not args.keep_running:
-            threading.Thread(target=lambda: (summary.done.wait(), daemon.request_stop()),  # type: ignore[union-attr]
-                             daemon=True).start()
+            threading.Thread(target=stop_when_done, daemon=True).start()
         say(f"daemon running; metrics on http://localhost:{args.http_port}/metrics"
             + ("  (Ctrl-C to stop)" if args.keep_running else ""))
         code = daemon.run()
@@ -146,7 +152,7 @@ def run_demo(args: argparse.Namespace) -> int:
             say("local broker stopped and removed")
 
 
-def _verify_and_point(trail_dir: Path, keys_dir: Path, audit_topic: str, say) -> int:  # type: ignore[no-untyped-def]
+def _verify_and_point(trail_dir: Path, keys_dir: Path, audit_topic: str, say: Callable[[str], None]) -> int:
     from auditor.trail.keys import KeyRing
     from auditor.trail.verify import verify_trail
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from auditor.events.model import (
     Actor,
@@ -75,7 +75,7 @@ def witness(rule: Rule, pack: CompiledPack) -> Event | None:
     purpose = sorted(s.purposes)[0] if s.purposes else sorted(p.purposes)[0]
     role = fields.get("role") or (sorted(p.roles)[0] if p.roles else "staff")
     e = Event(
-        event_id="w", occurred_at=datetime(2026, 1, 1, tzinfo=timezone.utc), kind=kind, policy_id=p.id,
+        event_id="w", occurred_at=datetime(2026, 1, 1, tzinfo=UTC), kind=kind, policy_id=p.id,
         source_system=SYSTEMS[hash(rule.id) % len(SYSTEMS)],
         actor=Actor(fields.get("actor_type", ActorType.EMPLOYEE), "emp-1", str(role)),  # type: ignore[arg-type]
         subject=Subject("u-1", 34, None, "MY"), data_categories=tuple(fields["categories"]),  # type: ignore[arg-type]
@@ -132,7 +132,7 @@ MALFORMED = (b"not avro at all", b"\xc3\x01" + b"\x00" * 8 + b"\x02", b"{\"json\
 
 def stream(packs: list[CompiledPack], *, seed: int = 7, violation_rate: float = 0.08,
            malformed_rate: float = 0.01, subjects: int = 5000,
-           clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Iterator[Event | bytes]:
+           clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Iterator[Event | bytes]:
     """Endless mixed stream: Events (mostly compliant) and, now and then, malformed bytes."""
     rng = random.Random(seed)
     pools = [(p, templates(p)) for p in packs]

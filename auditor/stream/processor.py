@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from auditor.errors import DecodeError
@@ -69,7 +69,7 @@ class Routing:
 class BatchProcessor:
     def __init__(self, decoder: EventDecoder, packs: Mapping[str, CompiledPack], pseudonymizer: Any,
                  routing: Routing, instance_id: str,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.decoder = decoder
         self.packs = dict(packs)
         self.pseudonymizer = pseudonymizer

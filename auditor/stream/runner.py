@@ -22,6 +22,7 @@ get their chain heads restored from the audit topic before any of their messages
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -336,10 +337,8 @@ class Daemon:
         self.processor.forget(f"{tp.topic}/{tp.partition}" for tp in partitions)
         self.assigned.difference_update((tp.topic, tp.partition) for tp in partitions)
         for tp in partitions:
-            try:
+            with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
-            except KeyError:
-                pass
 
 
 class _Fatal(Exception):

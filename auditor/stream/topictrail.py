@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -20,7 +21,7 @@ from auditor.trail.chain import RECORD_PREFIX
 from auditor.trail.verify import Issue, VerifyReport, _Chain, _finish
 
 
-def iter_topic(bootstrap_conf: dict[str, object], topic: str, timeout: float = 30.0,
+def iter_topic(bootstrap_conf: dict[str, Any], topic: str, timeout: float = 30.0,
                ) -> Iterator[tuple[int, int, bytes]]:
     """(partition, offset, value) of every committed message, partition by partition."""
     md = AdminClient(bootstrap_conf).list_topics(topic, timeout=timeout)
@@ -53,7 +54,7 @@ def iter_topic(bootstrap_conf: dict[str, object], topic: str, timeout: float = 3
                             eof = True
                             break
                         raise BrokerError(f"reading {topic}/{p}: {err}")
-                    yield p, m.offset(), m.value() or b""
+                    yield p, m.offset() or 0, m.value() or b""
                 if eof:
                     break
             consumer.unassign()
@@ -61,8 +62,8 @@ def iter_topic(bootstrap_conf: dict[str, object], topic: str, timeout: float = 3
         consumer.close()
 
 
-def verify_topic(bootstrap_conf: dict[str, object], topic: str,
-                 progress: Callable[[int], None] | None = None) -> VerifyReport:
+def verify_topic(bootstrap_conf: dict[str, Any], topic: str,
+                 progress: Callable[[int], object] | None = None) -> VerifyReport:
     report = VerifyReport()
     chains: dict[str, _Chain] = {}
     sha256 = hashlib.sha256

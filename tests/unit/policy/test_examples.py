@@ -47,7 +47,8 @@ def test_every_rule_quotes_its_seed_verbatim(pack_id):
     text = norm(seed.read_text(encoding="utf-8"))
     quotes = [r.quote for r in pack.rules] + [t.quote for d in (pack.categories, pack.purposes, pack.recipients)
                                              for t in d.values()]
-    missing = [frag for q in quotes for frag in (norm(f) for f in re.split(r"\.\.\.|…", q)) if frag and frag not in text]
+    fragments = [norm(f) for q in quotes for f in re.split(r"\.\.\.|…", q)]
+    missing = [frag for frag in fragments if frag and frag not in text]
     assert missing == []
 
 
