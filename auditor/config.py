@@ -19,6 +19,7 @@ AUDITOR_INSTANCE_ID                instance_id
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -31,6 +32,9 @@ import yaml
 from auditor.errors import ConfigError
 
 _SECRET_WORDS = ("password", "secret", "key", "token")
+
+#: librdkafka's log lines go to this stdlib logger, rendered as structured logs by auditor.logging.
+KAFKA_LOGGER = logging.getLogger("librdkafka")
 
 
 def _mask(props: Mapping[str, str]) -> dict[str, str]:
@@ -100,6 +104,7 @@ class Config:
             "max.poll.interval.ms": 300_000,
             "fetch.wait.max.ms": 50,
             "queued.max.messages.kbytes": 65536,
+            "logger": KAFKA_LOGGER,
         }
 
     def producer_conf(self, transactional_id: str) -> dict[str, Any]:
@@ -115,10 +120,12 @@ class Config:
             "compression.type": "lz4",
             "transaction.timeout.ms": self.transaction_timeout_ms,
             "message.max.bytes": 4 * 1024 * 1024,
+            "logger": KAFKA_LOGGER,
         }
 
     def admin_conf(self) -> dict[str, Any]:
-        return {**self.kafka.properties, "bootstrap.servers": self.kafka.bootstrap_servers}
+        # log_level 4: librdkafka's warnings and errors only (its info lines are noise for tools)
+        return {"log_level": 4, **self.kafka.properties, "bootstrap.servers": self.kafka.bootstrap_servers}
 
 
 def _get(doc: Mapping[str, Any], path: str) -> Any:

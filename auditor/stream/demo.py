@@ -18,6 +18,7 @@ from typing import TextIO
 from auditor.config import load_config
 from auditor.errors import ConfigError
 from auditor.stream.processor import BatchResult
+from auditor.stream.runner import Daemon
 
 
 class LiveSummary:
@@ -135,8 +136,12 @@ def run_demo(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, stop)
         if not args.keep_running:
             threading.Thread(target=stop_when_done, daemon=True).start()
-        say(f"daemon running; metrics on http://localhost:{args.http_port}/metrics"
-            + ("  (Ctrl-C to stop)" if args.keep_running else ""))
+        def started(d: Daemon) -> None:
+            port = d.http.port if d.http is not None else args.http_port
+            say(f"daemon running; metrics on http://localhost:{port}/metrics"
+                + ("  (Ctrl-C to stop)" if args.keep_running else ""))
+
+        daemon.on_started = started
         code = daemon.run()
         if summary.tty:
             print()

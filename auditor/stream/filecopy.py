@@ -39,6 +39,18 @@ class FileCopy:
                 self._append_exact(missing)
             self._append_exact([r])
 
+    def catch_up(self, chain_id: str, committed: int) -> None:
+        """Backfill a chain whose committed size in the audit topic exceeds the file's.
+
+        Called when the chain's partition is assigned: without it a chain that receives no new
+        input after a crash (between the Kafka commit and the file append) would stay short.
+        """
+        size = self.writer.head(chain_id).size
+        if committed > size:
+            missing = self.backfill(chain_id, size, committed)
+            log.warning("file copy behind the audit topic; backfilled", chain=chain_id, records=len(missing))
+            self._append_exact(missing)
+
     def _append_exact(self, records: list[AuditRecord]) -> None:
         for r in records:
             (sealed,) = self.writer.append([r])

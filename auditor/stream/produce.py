@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import Producer
 
+from auditor.config import KAFKA_LOGGER
 from auditor.errors import BrokerError
 from auditor.events.codec import event_to_mapping
 from auditor.events.model import Event
@@ -25,7 +26,7 @@ def produce(bootstrap: str, topic: str, items: Iterable[Event | bytes], *, frami
             schema_id: int | None = None, properties: dict[str, str] | None = None,
             partition_by_subject: bool = True) -> int:
     """Produce events (or raw bytes, for malformed test input); return how many were delivered."""
-    producer = Producer({**(properties or {}), "bootstrap.servers": bootstrap, "linger.ms": 20,
+    producer = Producer({"logger": KAFKA_LOGGER, **(properties or {}), "bootstrap.servers": bootstrap, "linger.ms": 20,
                          "enable.idempotence": True, "compression.type": "lz4"})
     failures: list[str] = []
     delivered = 0

@@ -64,6 +64,7 @@ class Daemon:
         self.producer: Producer | None = None
         self.http: OpsServer | None = None
         self.batches = 0
+        self.on_started: Callable[[Daemon], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -102,6 +103,8 @@ class Daemon:
                  topics=list(cfg.topics.events), audit_topic=cfg.topics.audit,
                  packs={p.id: p.content_hash for p in self.processor.packs.values()},
                  http_port=self.http.port, transactional_id=txn_id)
+        if self.on_started is not None:
+            self.on_started(self)
 
     def _check_topics(self) -> None:
         admin = AdminClient(self.cfg.admin_conf())
@@ -321,6 +324,8 @@ class Daemon:
             for chain, head in heads.items():
                 self.processor.set_head(chain, head)
                 log.info("chain restored", chain=chain, size=head.size if head else 0)
+                if self.file_copy is not None and head is not None:
+                    self.file_copy.catch_up(chain, head.size)
         self.assigned.update((tp.topic, tp.partition) for tp in partitions)
         self.metrics.ready.set(1 if self.ready() else 0)
 
