@@ -45,18 +45,29 @@ def pseudonym_key_id(key: bytes) -> str:
 
 
 class Pseudonymizer:
-    """Keyed pseudonyms: hex of the first 16 bytes of HMAC-SHA256(key, identifier)."""
+    """Keyed pseudonyms: hex of the first 16 bytes of HMAC-SHA256(key, identifier).
 
-    __slots__ = ("key_id", "_key")
+    Pseudonyms are memoised (actors and busy subjects recur constantly); the memo is bounded
+    and simply dropped when full, so memory stays flat however many subjects pass through.
+    """
+
+    __slots__ = ("key_id", "_key", "_memo")
+    MEMO_MAX = 100_000
 
     def __init__(self, key: bytes) -> None:
         if len(key) < 32:
             raise ConfigError("the pseudonymisation key must be at least 32 bytes")
         self._key = key
         self.key_id = pseudonym_key_id(key)
+        self._memo: dict[str, str] = {}
 
     def __call__(self, identifier: str) -> str:
-        return hmac.digest(self._key, identifier.encode(), "sha256")[:16].hex()
+        hit = self._memo.get(identifier)
+        if hit is None:
+            if len(self._memo) >= self.MEMO_MAX:
+                self._memo.clear()
+            hit = self._memo[identifier] = hmac.digest(self._key, identifier.encode(), "sha256")[:16].hex()
+        return hit
 
     def __repr__(self) -> str:
         return f"Pseudonymizer(key_id={self.key_id!r})"
