@@ -1,0 +1,518 @@
+"""Benchmark the daemon end to end on a real Kafka broker, against the raw consume+decode ceiling.
+
+    python bench/stream.py                      # 1,000,000 events (several minutes)
+    python bench/stream.py --quick              # 100,000 events
+    python bench/stream.py --events 300000 --bootstrap localhost:9092
+    python bench/stream.py --quick --profile    # also cProfile the daemon in-process
+
+One run, on a local broker started from the Apache Kafka jars unless --bootstrap is given:
+
+1. pre-produce M events to a 3-partition topic: the synthetic mixed stream (mostly compliant,
+   ~8% violations, ~1% malformed), a pool of 50,000 distinct encoded messages cycled to M;
+2. (a) ceiling: one consumer with the daemon's own client settings (Config.consumer_conf()),
+   consume() batches of 1000, EventDecoder.decode each message; events/s;
+3. (b) the daemon (``python -m auditor run`` subprocess, shipped defaults: batches of 1000/100 ms,
+   exactly-once transactions, no file copy unless --trail) from start until its
+   auditor_events_consumed_total reaches M (incremented only after a batch's transaction
+   committed, so the audit topic then holds M records); events/s, and the ratio b/a
+   (target >= 0.5). Rates are given from the first message/batch ("steady") and from process
+   start ("wall", including group join and init_transactions);
+4. RSS of the daemon right after the M events (VmRSS and peak VmHWM from /proc);
+5. latency at 50% of the max: fresh events (occurred_at = now) produced at 0.5 x (b) for
+   --latency-seconds; end-to-end latency is measured two ways:
+   * observed: a read_committed consumer in a separate process receives each audit record
+     (every 10th is decoded) and takes receive time - facts.occurred_at: the time until the
+     record is *visible* to readers, the definition that matters downstream;
+   * metric: the daemon's auditor_end_to_end_latency_seconds histogram (occurred_at -> right
+     after the commit), the delta over this phase, percentiles interpolated in its buckets
+     (coarse: 50/100/250/500 ms bounds).
+
+Prints a markdown table and writes bench/results/stream.json (and stream.prof with --profile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import dataclasses
+import io
+import json
+import multiprocessing as mp
+import os
+import pstats
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from itertools import cycle, islice
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+POOL = 50_000
+PARTITIONS = 3
+PACKS = ("ipasar", "waimaotong", "ipmart", "inper", "thisproduct")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- setup
+
+def make_workdir(bootstrap: str, work: Path, tag: str, trail: bool, batch: int | None) -> dict[str, Any]:
+    from auditor.localkafka.broker import create_topics
+    from auditor.trail.keys import KeyRing
+
+    KeyRing.generate(work / "keys")
+    names = {"events": f"bench-events-{tag}", "audit": f"bench-audit-{tag}",
+             "violations": f"bench-violations-{tag}", "dead_letter": f"bench-dead-letter-{tag}"}
+    create_topics(bootstrap, list(names.values()), PARTITIONS)
+    doc: dict[str, Any] = {
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": f"bench-auditor-{tag}"},
+        "topics": {"events": [names["events"]], "audit": names["audit"], "violations": names["violations"],
+                   "dead_letter": names["dead_letter"]},
+        "keys_dir": str(work / "keys"),
+    }
+    if trail:
+        doc["trail_dir"] = str(work / "trail")
+    if batch:
+        doc["batch"] = {"max_events": batch}
+    (work / "auditor.yaml").write_text(yaml.safe_dump(doc))
+    return names
+
+
+def packs() -> list[Any]:
+    from auditor.policy import load_pack
+
+    return [load_pack(p) for p in PACKS]
+
+
+def pool_messages(n: int) -> list[tuple[bytes | None, bytes]]:
+    from auditor.events.model import Event
+    from auditor.stream.generate import stream
+    from auditor.stream.produce import encode
+
+    out = []
+    for item in islice(stream(packs(), seed=1), n):
+        if isinstance(item, Event):
+            out.append((item.subject.id.encode(), encode(item)))
+        else:
+            out.append((None, item))
+    return out
+
+
+def produce_backlog(bootstrap: str, topic: str, m: int) -> float:
+    from confluent_kafka import Producer
+
+    pool = pool_messages(POOL)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10_000,
+                         "compression.type": "lz4", "queue.buffering.max.messages": 500_000,
+                         "enable.idempotence": True})
+    start = time.perf_counter()
+    for i, (key, value) in enumerate(islice(cycle(pool), m)):
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    left = producer.flush(120)
+    if left:
+        raise RuntimeError(f"{left} messages not delivered")
+    return m / (time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------- (a) the ceiling
+
+def ceiling(cfg: Any, topic: str, m: int) -> dict[str, float]:
+    from confluent_kafka import Consumer
+
+    from auditor.errors import DecodeError
+    from auditor.events.wire import EventDecoder, SchemaAllowList
+
+    decoder = EventDecoder(SchemaAllowList(), cfg.schemas.max_message_bytes)
+    consumer = Consumer({**cfg.consumer_conf(), "group.id": f"bench-ceiling-{uuid.uuid4().hex[:6]}"})
+    consumer.subscribe([topic])
+    start = time.perf_counter()
+    first = None
+    n = bad = 0
+    try:
+        while n < m:
+            msgs = consumer.consume(1000, 1.0)
+            if msgs and first is None:
+                first = time.perf_counter()
+            for msg in msgs:
+                if msg.error() is not None:
+                    continue
+                n += 1
+                try:
+                    decoder.decode(msg.value())
+                except DecodeError:
+                    bad += 1
+            if time.perf_counter() - start > 1800:
+                raise RuntimeError(f"ceiling: only {n} of {m} messages after 30 min")
+    finally:
+        consumer.close()
+    end = time.perf_counter()
+    assert first is not None
+    return {"steady_eps": m / (end - first), "wall_eps": m / (end - start), "seconds": end - first,
+            "malformed": bad}
+
+
+# ---------------------------------------------------------------- (b) the daemon
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DaemonProc:
+    def __init__(self, work: Path, instance: str) -> None:
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITOR_")}
+        self.log = (work / f"{instance}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "auditor", "--log-level", "warning", "run", "--config", str(work / "auditor.yaml"),
+             "--instance-id", instance, "--http-port", str(self.port)],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample on /metrics, keyed by name{labels}; {} while the server is not up."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:  # noqa: S310
+                text = r.read().decode()
+        except OSError:
+            return {}
+        out = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+                out[f"{s.name}{{{labels}}}"] = s.value
+        return out
+
+    def total(self, name: str, metrics: dict[str, float] | None = None) -> float:
+        metrics = self.metrics() if metrics is None else metrics
+        return sum(v for k, v in metrics.items() if k.split("{", 1)[0] == name)
+
+    def rss(self) -> dict[str, int]:
+        out = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) * 1024
+        return out
+
+    def stop(self, timeout: float = 60.0) -> tuple[int, float]:
+        start = time.perf_counter()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.log.close()
+        return rc, time.perf_counter() - start
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def daemon_run(d: DaemonProc, m: int, started: float) -> dict[str, float]:
+    first = first_count = None
+    count = 0.0
+    while count < m:
+        if d.proc.poll() is not None:
+            raise RuntimeError(f"the daemon exited with {d.proc.returncode}; see its log")
+        count = d.total("auditor_events_consumed_total")
+        now = time.perf_counter()
+        if count > 0 and first is None:
+            first, first_count = now, count
+        if now - started > 3600:
+            raise RuntimeError(f"daemon: only {count:.0f} of {m} after 60 min")
+        time.sleep(0.1 if m <= 200_000 else 0.25)
+    end = time.perf_counter()
+    assert first is not None and first_count is not None
+    steady = (m - first_count) / (end - first) if end > first else float("nan")
+    return {"steady_eps": steady, "wall_eps": m / (end - started), "seconds": end - started,
+            "startup_s": first - started}
+
+
+# ---------------------------------------------------------------- (c) latency at half the max
+
+def latency_reader(bootstrap: str, topic: str, starts: dict[int, int], stop: Any, out: Any) -> None:
+    """Child process: receive audit records read_committed; every 10th: receive time - occurred_at."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from auditor.trail.canonical import record_from_bytes
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-latency-{uuid.uuid4().hex[:6]}",
+                  "isolation.level": "read_committed", "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    c.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
+    lat: list[float] = []
+    n = 0
+    while not stop.is_set():
+        for msg in c.consume(1000, 0.05):
+            if msg.error() is not None:
+                continue
+            n += 1
+            if n % 10:
+                continue
+            now = time.time()
+            r = record_from_bytes(msg.value())
+            if r.facts is not None:
+                lat.append(now - r.facts.occurred_at.timestamp())
+    c.close()
+    out.put((n, lat))
+
+
+def histogram(metrics: dict[str, float], name: str) -> list[tuple[float, float]]:
+    buckets = []
+    for k, v in metrics.items():
+        if k.startswith(name + "_bucket{"):
+            le = k.split("le=", 1)[1].split(",", 1)[0].rstrip("}")
+            buckets.append((float("inf") if le == "+Inf" else float(le), v))
+    return sorted(buckets)
+
+
+def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Prometheus histogram_quantile: linear interpolation inside the bucket holding rank q."""
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return float("nan")
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_count) / max(count - prev_count, 1e-9)
+        prev_le, prev_count = le, count
+    return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def paced_latency(bootstrap: str, names: dict[str, str], d: DaemonProc, rate: float, seconds: float,
+                  already: int) -> dict[str, Any]:
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from auditor.events.model import Event
+    from auditor.stream.generate import stream
+    from auditor.stream.produce import encode
+
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-probe"})
+    starts = {p: probe.get_watermark_offsets(TopicPartition(names["audit"], p), timeout=10)[1]
+              for p in range(PARTITIONS)}
+    probe.close()
+    ctx = mp.get_context("spawn")
+    stop, out = ctx.Event(), ctx.Queue()
+    reader = ctx.Process(target=latency_reader, args=(bootstrap, names["audit"], starts, stop, out), daemon=True)
+    reader.start()
+    time.sleep(3.0)  # the reader imports and gets its assignment before the first event
+    name = "auditor_end_to_end_latency_seconds"
+    before = histogram(d.metrics(), name)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "compression.type": "lz4",
+                         "enable.idempotence": True})
+    items = stream(packs(), seed=99, clock=lambda: datetime.now(UTC))
+    start = time.perf_counter()
+    sent = 0
+    tick = 0.01
+    while (elapsed := time.perf_counter() - start) < seconds:
+        due = int(rate * elapsed) - sent
+        for _ in range(max(0, due)):
+            item = next(items)
+            if isinstance(item, Event):
+                item = dataclasses.replace(item, occurred_at=datetime.now(UTC))
+                producer.produce(names["events"], value=encode(item), key=item.subject.id.encode())
+            else:
+                producer.produce(names["events"], value=item)
+            sent += 1
+        producer.poll(0)
+        time.sleep(tick)
+    producer.flush(30)
+    produce_seconds = time.perf_counter() - start
+    deadline = time.perf_counter() + 60  # the daemon drains this phase; the reader catches up
+    while d.total("auditor_events_consumed_total") < already + sent and time.perf_counter() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)
+    after = histogram(d.metrics(), name)
+    stop.set()
+    received, observed = out.get(timeout=60)
+    reader.join(10)
+    delta = [(le, a - b) for (le, a), (_, b) in zip(after, before, strict=True)]
+    return {
+        "rate_target_eps": rate, "rate_sent_eps": sent / produce_seconds, "seconds": produce_seconds,
+        "sent": sent, "received_by_reader": received, "sampled": len(observed),
+        "observed_p50_s": percentile(observed, 0.50), "observed_p99_s": percentile(observed, 0.99),
+        "observed_max_s": max(observed) if observed else float("nan"),
+        "metric_p50_s": bucket_quantile(delta, 0.50), "metric_p99_s": bucket_quantile(delta, 0.99),
+        "metric_count": delta[-1][1] if delta else 0,
+    }
+
+
+# ---------------------------------------------------------------- profile
+
+def profile_in_process(bootstrap: str, work: Path, names: dict[str, str], n: int) -> str:
+    """Run the daemon in-process under cProfile over n events of the backlog; return the top lines."""
+    from auditor.config import load_config
+    from auditor.localkafka.broker import create_topics
+    from auditor.stream.app import build_daemon
+
+    tag = uuid.uuid4().hex[:6]
+    out_topics = {k: f"{v}-prof-{tag}" for k, v in names.items() if k != "events"}
+    create_topics(bootstrap, list(out_topics.values()), PARTITIONS)
+    cfg = load_config(work / "auditor.yaml", env={}, overrides={
+        "kafka.group_id": f"bench-profile-{tag}", "topics.audit": out_topics["audit"],
+        "topics.violations": out_topics["violations"], "topics.dead_letter": out_topics["dead_letter"],
+        "trail_dir": None, "http.port": 0, "instance_id": f"profile-{tag}"})
+    cfg = dataclasses.replace(cfg, trail_dir=None)
+    done = [0]
+    daemon = build_daemon(cfg, on_batch=lambda r: done.__setitem__(0, done[0] + len(r.records)))
+    prof = cProfile.Profile()
+
+    def run() -> None:
+        prof.enable()
+        try:
+            daemon.run()
+        finally:
+            prof.disable()
+
+    t = threading.Thread(target=run)
+    start = time.perf_counter()
+    t.start()
+    while done[0] < n and t.is_alive():
+        time.sleep(0.1)
+    seconds = time.perf_counter() - start
+    daemon.request_stop()
+    t.join(60)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    prof.dump_stats(RESULTS / "stream.prof")
+    buf = io.StringIO()
+    stats = pstats.Stats(prof, stream=buf).strip_dirs()
+    buf.write(f"in-process daemon under cProfile: {done[0]} records in {seconds:.1f}s "
+              f"({done[0] / seconds:,.0f}/s with profiling overhead)\n")
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(30)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--quick", action="store_true", help="100,000 events, 15 s latency phase")
+    ap.add_argument("--bootstrap", help="use this broker instead of starting a local one")
+    ap.add_argument("--latency-seconds", type=float, default=None, help="paced phase length (default 25, quick 15)")
+    ap.add_argument("--trail", action="store_true", help="the daemon also keeps the file copy of the trail")
+    ap.add_argument("--batch", type=int, help="batch.max_events for the daemon (default: shipped 1000)")
+    ap.add_argument("--profile", action="store_true", help="always cProfile the daemon (also done when b/a < 0.5)")
+    ap.add_argument("--profile-events", type=int, default=200_000)
+    args = ap.parse_args()
+    m = 100_000 if args.quick else args.events
+    latency_s = args.latency_seconds or (15.0 if args.quick else 25.0)
+
+    from auditor.config import load_config
+
+    results: dict[str, Any] = {"events": m, "partitions": PARTITIONS, "cpus": os.cpu_count(),
+                               "python": sys.version.split()[0], "trail_file_copy": args.trail}
+    with ExitStack() as stack:
+        if args.bootstrap:
+            bootstrap = args.bootstrap
+        else:
+            from auditor.localkafka.broker import LocalKafka
+
+            kafka = stack.enter_context(LocalKafka(progress=log))
+            bootstrap = kafka.bootstrap_servers
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-stream-")))
+        tag = uuid.uuid4().hex[:6]
+        names = make_workdir(bootstrap, work, tag, args.trail, args.batch)
+        cfg = load_config(work / "auditor.yaml", env={})
+
+        log(f"producing {m:,} events to {names['events']} ({PARTITIONS} partitions)")
+        results["produce_eps"] = produce_backlog(bootstrap, names["events"], m)
+
+        log("(a) consume + decode ceiling")
+        results["ceiling"] = ceiling(cfg, names["events"], m)
+        log(f"    {results['ceiling']['steady_eps']:,.0f} events/s")
+
+        log("(b) daemon end to end, exactly-once")
+        started = time.perf_counter()
+        d = DaemonProc(work, f"bench-{tag}")
+        stack.callback(d.kill)
+        results["daemon"] = daemon_run(d, m, started)
+        results["daemon"]["rss_after_bytes"] = d.rss().get("VmRSS", 0)
+        results["daemon"]["rss_peak_bytes"] = d.rss().get("VmHWM", 0)
+        metrics = d.metrics()
+        results["daemon"]["transactions"] = {o: metrics.get(f"auditor_transactions_total{{outcome={o}}}", 0.0)
+                                             for o in ("commit", "abort")}
+        log(f"    {results['daemon']['steady_eps']:,.0f} events/s")
+        results["ratio_steady"] = results["daemon"]["steady_eps"] / results["ceiling"]["steady_eps"]
+        results["ratio_wall"] = results["daemon"]["wall_eps"] / results["ceiling"]["wall_eps"]
+
+        rate = 0.5 * results["daemon"]["steady_eps"]
+        log(f"(c) latency at {rate:,.0f} events/s for {latency_s:.0f}s")
+        results["latency"] = paced_latency(bootstrap, names, d, rate, latency_s, already=m)
+        rc, stop_s = d.stop()
+        results["daemon"]["sigterm_exit"] = rc
+        results["daemon"]["sigterm_seconds"] = stop_s
+
+        if args.profile or results["ratio_steady"] < 0.5:
+            log("profiling the daemon in-process (cProfile)")
+            results["profile_top"] = profile_in_process(bootstrap, work, names, min(m, args.profile_events))
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "stream.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(report(results))
+    if "profile_top" in results:
+        print("\n```\n" + results["profile_top"] + "```")
+    return 0
+
+
+def report(r: dict[str, Any]) -> str:
+    a, b, lat = r["ceiling"], r["daemon"], r["latency"]
+    mib = 1024 * 1024
+    rows = [
+        ("events", f"{r['events']:,} ({r['partitions']} partitions, {r['cpus']} CPUs)"),
+        ("pre-produce", f"{r['produce_eps']:,.0f} events/s"),
+        ("(a) consume + decode ceiling", f"{a['steady_eps']:,.0f} events/s (wall {a['wall_eps']:,.0f})"),
+        ("(b) daemon, exactly-once", f"{b['steady_eps']:,.0f} events/s (wall {b['wall_eps']:,.0f}, "
+                                     f"startup {b['startup_s']:.1f} s)"),
+        ("ratio b/a (target >= 0.5)", f"{r['ratio_steady']:.2f} (wall {r['ratio_wall']:.2f})"),
+        ("transactions", f"{b['transactions']['commit']:.0f} committed, {b['transactions']['abort']:.0f} aborted"),
+        ("daemon RSS after M events", f"{b['rss_after_bytes'] / mib:,.0f} MiB (peak {b['rss_peak_bytes'] / mib:,.0f})"),
+        ("paced rate (0.5 x b)", f"{lat['rate_sent_eps']:,.0f} events/s for {lat['seconds']:.0f} s"),
+        ("latency p50 / p99, observed", f"{lat['observed_p50_s'] * 1000:,.0f} / {lat['observed_p99_s'] * 1000:,.0f} ms"
+                                        f" ({lat['sampled']:,} samples)"),
+        ("latency p50 / p99, metric", f"{lat['metric_p50_s'] * 1000:,.0f} / {lat['metric_p99_s'] * 1000:,.0f} ms"
+                                      " (histogram buckets)"),
+        ("SIGTERM", f"exit {b['sigterm_exit']} in {b['sigterm_seconds']:.1f} s"),
+    ]
+    lines = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

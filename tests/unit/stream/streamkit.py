@@ -1,0 +1,72 @@
+"""Factories for the stream unit tests: a stub message, a processor over the real packs, events."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from auditor.events.codec import event_to_mapping
+from auditor.events.model import Event
+from auditor.events.wire import EventDecoder, SchemaAllowList, encode_single_object
+from auditor.policy import CompiledPack, load_pack
+from auditor.stream.generate import templates
+from auditor.stream.processor import BatchProcessor, Routing
+from auditor.trail.keys import Pseudonymizer
+
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+TOPIC = "events"
+ROUTING = Routing("audit", "violations", "dead-letter", audit_partitions=3)
+PACK_IDS = ("ipasar", "waimaotong", "ipmart", "inper", "thisproduct")
+
+
+@dataclass(frozen=True)
+class StubMessage:
+    """What :class:`auditor.stream.processor.MessageLike` asks for, and nothing else."""
+
+    _topic: str
+    _partition: int
+    _offset: int
+    _value: bytes | None
+
+    def topic(self) -> str | None:
+        return self._topic
+
+    def partition(self) -> int | None:
+        return self._partition
+
+    def offset(self) -> int | None:
+        return self._offset
+
+    def value(self) -> bytes | None:
+        return self._value
+
+
+@lru_cache(maxsize=1)
+def packs() -> dict[str, CompiledPack]:
+    return {p.id: p for p in (load_pack(name) for name in PACK_IDS)}
+
+
+def compliant(pack: str = "ipasar", i: int = 0, event_id: str | None = None) -> Event:
+    t = templates(packs()[pack])
+    return dataclasses.replace(t.compliant[i % len(t.compliant)], event_id=event_id or f"{pack}-ok-{i}")
+
+
+def violating(pack: str = "ipasar", i: int = 0, event_id: str | None = None) -> Event:
+    t = templates(packs()[pack])
+    return dataclasses.replace(t.violating[i % len(t.violating)][1], event_id=event_id or f"{pack}-bad-{i}")
+
+
+def wire(event: Event) -> bytes:
+    return encode_single_object(event_to_mapping(event))
+
+
+def processor(allow: SchemaAllowList | None = None, routing: Routing = ROUTING) -> BatchProcessor:
+    return BatchProcessor(EventDecoder(allow), packs(), Pseudonymizer(b"k" * 32), routing, "unit-1",
+                          clock=lambda: NOW)
+
+
+def messages(values: list[bytes | None], partition: int = 0, first_offset: int = 0,
+             topic: str = TOPIC) -> list[StubMessage]:
+    return [StubMessage(topic, partition, first_offset + i, v) for i, v in enumerate(values)]
