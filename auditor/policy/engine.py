@@ -146,3 +146,44 @@ def evaluate(e: Event, compiled: CompiledPack) -> Decision:
     verdict = Verdict.VIOLATION if violations else Verdict.ALLOW
     return Decision(e.event_id, verdict, tuple(violations), permitted_by, pack.id, pack.content_hash,
                     tuple(held))
+
+
+def fact_key(e: Event, minor_age: int) -> tuple[object, ...]:
+    """Every fact of an event that a rule, a condition or a reason can read, and nothing else.
+
+    Two events with equal keys get equal decisions (but for the event id), which is what
+    :class:`MemoEvaluator` relies on. Ids, times and the recipient's name and country are not
+    in it because no rule reads them.
+    """
+    r = e.recipient
+    return (e.kind, e.data_categories, e.purpose, None if r is None else (r.type, r.on_our_behalf),
+            e.identifiability, e.legal_request.type, e.consent, e.subject.minor(minor_age), e.subject.region,
+            e.transfer.cross_border, e.transfer.safeguard, e.actor.type, e.actor.role,
+            tuple(sorted(e.attributes.items())) if e.attributes else ())
+
+
+class MemoEvaluator:
+    """``evaluate`` with a bounded memo keyed by :func:`fact_key`, for high-volume streams.
+
+    Real streams repeat the same kinds of processing over and over; the memo turns most
+    decisions into one tuple build and one dictionary lookup. It is dropped when full, so
+    memory stays bounded. Returns (decision, template): the template is shared by every event
+    with the same facts, so callers can cache work derived from it (see the stream processor).
+    """
+
+    def __init__(self, compiled: CompiledPack, max_entries: int = 50_000) -> None:
+        self.compiled = compiled
+        self.max_entries = max_entries
+        self._memo: dict[tuple[object, ...], Decision] = {}
+
+    def __call__(self, e: Event) -> tuple[Decision, Decision]:
+        key = fact_key(e, self.compiled.pack.minor_age)
+        template = self._memo.get(key)
+        if template is None:
+            if len(self._memo) >= self.max_entries:
+                self._memo.clear()
+            template = self._memo[key] = evaluate(e, self.compiled)
+        if template.event_id == e.event_id:
+            return template, template
+        t = template
+        return Decision(e.event_id, t.verdict, t.violations, t.permitted_by, t.pack_id, t.pack_hash, t.held), t

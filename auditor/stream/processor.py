@@ -20,10 +20,11 @@ from typing import Any, Protocol
 
 from auditor.errors import DecodeError
 from auditor.events.wire import EventDecoder
-from auditor.policy import CompiledPack, Decision, Verdict, evaluate
+from auditor.policy import CompiledPack, Decision, Verdict
 from auditor.policy.decision import decision_to_dict
-from auditor.trail.chain import ChainHead, seal_encoded
-from auditor.trail.record import AuditRecord, SourceRef, build_record, build_rejection
+from auditor.policy.engine import MemoEvaluator
+from auditor.trail.chain import ChainHead, SealedBatch, seal_bytes
+from auditor.trail.record import AuditRecord, DecisionFacts, SourceRef, build_record, build_rejection, decision_facts
 
 UNDECLARED = "undeclared"
 
@@ -46,16 +47,25 @@ class Outgoing:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+#: one decision latency in this many is observed (timing every evaluation costs more than it tells)
+DECISION_TIMING_SAMPLE = 16
+
+
 @dataclass
 class BatchResult:
     outgoing: list[Outgoing] = field(default_factory=list)
-    records: list[AuditRecord] = field(default_factory=list)
+    #: (unsealed record, seq, prev_hash, record_hash); ``records`` builds the sealed records on demand
+    sealed: list[tuple[AuditRecord, int, bytes, bytes]] = field(default_factory=list)
     #: (pack, kind, verdict) counts; violation label tuples; dead letter reasons; decision seconds
     audited: list[tuple[str, str, str]] = field(default_factory=list)
     violations: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     dead_letters: list[str] = field(default_factory=list)
     decision_seconds: list[float] = field(default_factory=list)
     occurred_at: list[float] = field(default_factory=list)
+
+    @property
+    def records(self) -> SealedBatch:
+        return SealedBatch(self.sealed)
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,9 @@ class BatchProcessor:
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.decoder = decoder
         self.packs = dict(packs)
+        self.evaluators = {pid: MemoEvaluator(p) for pid, p in self.packs.items()}
+        self._decided: dict[int, tuple[Decision, DecisionFacts]] = {}
+        self._timed = 0
         self.pseudonymizer = pseudonymizer
         self.routing = routing
         self.instance_id = instance_id
@@ -102,31 +115,36 @@ class BatchProcessor:
     def process(self, messages: Iterable[MessageLike]) -> BatchResult:
         out = BatchResult()
         now = self.clock()
+        decode, evaluators, sha256 = self.decoder.decode, self.evaluators, hashlib.sha256
+        pseudonymizer, instance_id = self.pseudonymizer, self.instance_id
         for msg in messages:
-            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-            source = SourceRef.kafka(topic, partition, offset)
+            source = SourceRef(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
             raw = msg.value()
             try:
-                decoded = self.decoder.decode(raw)
+                decoded = decode(raw)
                 event = decoded.event
-                pack = self.packs.get(event.policy_id)
-                if pack is None:
+                evaluator = evaluators.get(event.policy_id)
+                if evaluator is None:
                     raise DecodeError(f"event names policy '{event.policy_id[:64]}', which this auditor "
                                       f"does not load ({', '.join(sorted(self.packs))})",
                                       reason="unknown_policy")
             except DecodeError as exc:
                 self._reject(out, source, raw or b"", exc, now)
                 continue
-            t0 = time.perf_counter()
-            decision = evaluate(event, pack)
-            out.decision_seconds.append(time.perf_counter() - t0)
-            record = build_record(event, decision, source, self.pseudonymizer, self.instance_id, now,
-                                  digest=hashlib.sha256(decoded.canonical).digest())
-            sealed, encoded = self._seal(record)
-            out.records.append(sealed)
-            out.outgoing.append(self._audit_message(sealed, encoded, source))
-            kind = event.kind.value
-            out.audited.append((pack.id, kind, decision.verdict.value))
+            self._timed += 1
+            if self._timed % DECISION_TIMING_SAMPLE == 1:
+                t0 = time.perf_counter()
+                decision, template = evaluator(event)
+                out.decision_seconds.append(time.perf_counter() - t0)
+            else:
+                decision, template = evaluator(event)
+            record = build_record(event, decision, source, pseudonymizer, instance_id, now,
+                                  digest=sha256(decoded.canonical).digest(), decided=self._facts_of(template))
+            data, seq, digest = self._seal(out, record)
+            out.outgoing.append(Outgoing(self.routing.audit_topic, self.audit_partition(source),
+                                         record.chain_id.encode(), data))
+            pack = evaluator.compiled
+            out.audited.append((pack.id, event.kind.value, decision.verdict.value))
             out.occurred_at.append(event.occurred_at.timestamp())
             if decision.verdict is Verdict.VIOLATION:
                 rtype = event.recipient.type if event.recipient is not None else "none"
@@ -135,26 +153,34 @@ class BatchProcessor:
                 purpose = event.purpose if event.purpose in pack.pack.purposes else UNDECLARED
                 for v in decision.violations:
                     out.violations.append((pack.id, v.rule_id, v.rule.severity, rtype, purpose))
-                out.outgoing.append(self._violation_message(decision, sealed, source))
+                out.outgoing.append(self._violation_message(decision, record, seq, digest, source))
         return out
 
-    def _seal(self, record: AuditRecord) -> tuple[AuditRecord, bytes]:
+    def _facts_of(self, template: Decision) -> DecisionFacts:
+        """The record form of a memoised decision, built once per template."""
+        hit = self._decided.get(id(template))
+        if hit is None or hit[0] is not template:
+            if len(self._decided) >= 100_000:
+                self._decided.clear()
+            hit = self._decided[id(template)] = (template, decision_facts(template))
+        return hit[1]
+
+    def _seal(self, out: BatchResult, record: AuditRecord) -> tuple[bytes, int, bytes]:
+        """Seal after the chain's working head: (the record's bytes, its seq, its hash)."""
         chain = record.chain_id
         head = self._working.get(chain) or self.heads.get(chain) or ChainHead.genesis(chain)
-        sealed, encoded, new_head = seal_encoded(head, record)
+        data, new_head = seal_bytes(head, record)
         self._working[chain] = new_head
-        return sealed, encoded
+        out.sealed.append((record, head.size, head.head_hash, new_head.head_hash))
+        return data, head.size, new_head.head_hash
 
-    def _audit_message(self, record: AuditRecord, encoded: bytes, source: SourceRef) -> Outgoing:
-        return Outgoing(self.routing.audit_topic, self.audit_partition(source),
-                        record.chain_id.encode(), encoded)
-
-    def _violation_message(self, d: Decision, record: AuditRecord, source: SourceRef) -> Outgoing:
+    def _violation_message(self, d: Decision, record: AuditRecord, seq: int, record_hash: bytes,
+                           source: SourceRef) -> Outgoing:
         doc: dict[str, Any] = decision_to_dict(d)
         facts = record.facts
         doc.update({
-            "source": str(source), "chain_id": record.chain_id, "seq": record.seq,
-            "record_hash": record.record_hash.hex(),
+            "source": str(source), "chain_id": record.chain_id, "seq": seq,
+            "record_hash": record_hash.hex(),
             "kind": facts.kind.value if facts else None,
             "purpose": facts.purpose if facts else None,
             "recipient_type": facts.recipient.type if facts and facts.recipient else None,
@@ -171,9 +197,9 @@ class BatchProcessor:
         record = build_rejection(hashlib.sha256(raw).digest(), exc.reason, message, source,
                                  pseudonym_key_id=self.pseudonymizer.key_id,
                                  instance_id=self.instance_id, now=now)
-        sealed, encoded = self._seal(record)
-        out.records.append(sealed)
-        out.outgoing.append(self._audit_message(sealed, encoded, source))
+        data, seq, _ = self._seal(out, record)
+        out.outgoing.append(Outgoing(self.routing.audit_topic, self.audit_partition(source),
+                                     record.chain_id.encode(), data))
         out.dead_letters.append(exc.reason)
         headers = (
             ("auditor.source.topic", (source.topic or "").encode()),
@@ -182,7 +208,7 @@ class BatchProcessor:
             ("auditor.error.class", type(exc).__name__.encode()),
             ("auditor.error.reason", exc.reason.encode()),
             ("auditor.error.message", message.encode()),
-            ("auditor.trail.chain", sealed.chain_id.encode()),
-            ("auditor.trail.seq", str(sealed.seq).encode()),
+            ("auditor.trail.chain", record.chain_id.encode()),
+            ("auditor.trail.seq", str(seq).encode()),
         )
         out.outgoing.append(Outgoing(self.routing.dead_letter_topic, None, None, raw, headers))

@@ -27,7 +27,7 @@ import os
 import signal
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -270,12 +270,12 @@ class Daemon:
         for topic, n in per_topic.items():
             m.consumed.labels(topic).inc(n)
             m.last_audit.labels(topic).set(now)
-        for labels in result.audited:
-            m.audited.labels(*labels).inc()
-        for vlabels in result.violations:
-            m.violations.labels(*vlabels).inc()
-        for reason in result.dead_letters:
-            m.dead_letters.labels(reason).inc()
+        for labels, n in Counter(result.audited).items():
+            m.audited.labels(*labels).inc(n)
+        for vlabels, n in Counter(result.violations).items():
+            m.violations.labels(*vlabels).inc(n)
+        for reason, n in Counter(result.dead_letters).items():
+            m.dead_letters.labels(reason).inc(n)
         for s in result.decision_seconds:
             m.decision_latency.observe(s)
         for t in result.occurred_at:

@@ -227,8 +227,9 @@ def event_digest(event: Event) -> bytes:
 
 def build_record(event: Event, decision: Decision, source: SourceRef, pseudonymizer: Pseudonymize,
                  instance_id: str, now: datetime, *, digest: bytes | None = None,
-                 version: str = __version__) -> AuditRecord:
-    """An unsealed record of one audited event. ``digest`` defaults to :func:`event_digest`."""
+                 version: str = __version__, decided: DecisionFacts | None = None) -> AuditRecord:
+    """An unsealed record of one audited event. ``digest`` defaults to :func:`event_digest`;
+    ``decided`` may pass ``decision_facts(decision)`` when the caller already has it."""
     return AuditRecord(
         chain_id=source.chain_id,
         record_type=RecordType.DECISION,
@@ -240,7 +241,7 @@ def build_record(event: Event, decision: Decision, source: SourceRef, pseudonymi
         instance_id=instance_id,
         pseudonym_key_id=pseudonymizer.key_id,
         facts=event_facts(event, pseudonymizer),
-        decision=decision_facts(decision),
+        decision=decided if decided is not None else decision_facts(decision),
     )
 
 

@@ -145,3 +145,22 @@ def test_regions_scope_and_purposes_condition(tmp_path):
     assert evaluate(child(), pack).verdict is Verdict.ALLOW  # no region stated: not in scope
     access = make_event(kind="ACCESS", purpose="support")
     assert evaluate(access, pack).verdict is Verdict.ALLOW
+
+
+def test_memo_evaluator_agrees_with_evaluate_on_every_example_and_mutation():
+    """The memo key covers every fact rules read: memoised and fresh decisions never differ."""
+    import dataclasses
+
+    from auditor.policy.engine import MemoEvaluator
+    from auditor.policy.examples import examples_path, load_examples
+    from auditor.stream.generate import MUTATIONS
+
+    for pack_id in ("ipasar", "waimaotong", "ipmart", "inper", "thisproduct"):
+        pack = load_pack(pack_id)
+        memo = MemoEvaluator(pack)
+        events = [ex.event for ex in load_examples(examples_path(pack_id))]
+        events += [mutate(e) for e in events for mutate in MUTATIONS.values()]
+        events += [dataclasses.replace(e, event_id=e.event_id + "-again") for e in events]  # memo hits
+        for e in events:
+            got, _ = memo(e)
+            assert got == evaluate(e, pack), e.event_id
