@@ -95,7 +95,7 @@ def test_any_changed_fact_changes_the_hash(keys):
     (r,) = make_records(keys, 1)
     base, _ = seal(ChainHead.genesis(r.chain_id), r)
     assert r.facts is not None
-    changed = dataclasses.replace(r, facts=dataclasses.replace(r.facts, purpose="other"))
+    changed = r._replace(facts=r.facts._replace(purpose="other"))
     other, _ = seal(ChainHead.genesis(r.chain_id), changed)
     assert other.record_hash != base.record_hash
 
