@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from auditor.errors import DecodeError
 from auditor.events.wire import EventDecoder
@@ -38,8 +38,9 @@ class MessageLike(Protocol):
     def value(self) -> bytes | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outgoing(NamedTuple):
+    """A message for the transaction: one per audit record, violation or dead letter."""
+
     topic: str
     partition: int | None
     key: bytes | None

@@ -223,14 +223,13 @@ class Daemon:
 
     @staticmethod
     def _produce(producer: Producer, o: Outgoing) -> None:
-        kwargs: dict[str, Any] = {"key": o.key, "value": o.value}
-        if o.partition is not None:
-            kwargs["partition"] = o.partition
-        if o.headers:
-            kwargs["headers"] = list(o.headers)
+        partition = -1 if o.partition is None else o.partition  # -1: the partitioner decides
         while True:
             try:
-                producer.produce(o.topic, **kwargs)
+                if o.headers:
+                    producer.produce(o.topic, o.value, o.key, partition, headers=list(o.headers))
+                else:
+                    producer.produce(o.topic, o.value, o.key, partition)
                 return
             except BufferError:
                 producer.poll(0.05)
@@ -278,8 +277,7 @@ class Daemon:
             m.dead_letters.labels(reason).inc(n)
         for s in result.decision_seconds:
             m.decision_latency.observe(s)
-        for t in result.occurred_at:
-            m.end_to_end_latency.observe(max(0.0, now - t))
+        m.end_to_end_latency.observe_many([now - t if t < now else 0.0 for t in result.occurred_at])
         if self.file_copy is not None:
             self.file_copy.append(result.records)
             self.file_copy.commit()

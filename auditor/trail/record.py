@@ -46,8 +46,7 @@ class Pseudonymize(Protocol):
     def __call__(self, identifier: str) -> str: ...
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRef:
+class SourceRef(NamedTuple):
     """Where the input came from: a Kafka topic/partition/offset, or a file and line."""
 
     topic: str | None = None
