@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TextIO
 
+from tqdm import tqdm
+
 from auditor.errors import ConfigError, DecodeError
 from auditor.events.codec import DecodedLine, iter_event_file
 from auditor.policy import Decision, evaluate, load_pack
@@ -97,9 +99,16 @@ def run(args: argparse.Namespace) -> int:
     verdicts: Counter[str] = Counter()
     rules: Counter[str] = Counter()
     malformed = 0
+    total = sum(p.stat().st_size for p in args.events)
+    # A progress bar only when a person watches stderr and the decisions go somewhere else.
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="check", leave=False,
+               disable=not (sys.stderr.isatty() and not out.isatty()))
     try:
         for path in args.events:
+            done = bar.n
             for row in iter_event_file(path):
+                if row.raw:
+                    bar.update(len(row.raw) + 1)
                 if row.error is not None:
                     malformed += 1
                     sink.error(row.error)
@@ -113,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
                 sink.decision(row, d)
                 if writer is not None:
                     writer.record(row, d)
+            bar.update(done + path.stat().st_size - bar.n)
     finally:
+        bar.close()
         if writer is not None:
             writer.close()
     summary = {"pack": pack.id, "pack_hash": pack.content_hash, "events": sum(verdicts.values()),
