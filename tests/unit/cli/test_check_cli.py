@@ -81,3 +81,35 @@ def test_event_files_are_up_to_date():
 def test_console_script_installed():
     result = subprocess.run(["auditor", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "auditor check" in result.stdout
+
+
+def test_check_reads_avro_container_files_like_jsonl(tmp_path, capsys):
+    from auditor.events.codec import iter_event_file, write_avro_file
+
+    src = DATA / "events" / "ipmart.jsonl"
+    events = [row.event for row in iter_event_file(src) if row.event is not None]
+    avro = tmp_path / "ipmart.avro"
+    write_avro_file(avro, events)
+    assert main(["check", "--policy", "ipmart", str(src), "--format", "jsonl"]) == 0
+    from_json = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["check", "--policy", "ipmart", str(avro), "--format", "jsonl"]) == 0
+    from_avro = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    strip = lambda docs: [{k: v for k, v in d.items() if k != "source"} for d in docs]  # noqa: E731
+    assert len(from_avro) == len(events) > 0
+    assert strip(from_avro) == strip(from_json)
+    assert from_avro[0]["source"] == f"{avro}:1"
+
+
+def test_check_trail_writes_a_verifiable_trail_without_raw_ids(tmp_path, capsys):
+    from auditor.trail.keys import KeyRing
+
+    KeyRing.generate(tmp_path / "keys")
+    trail = tmp_path / "trail"
+    src = DATA / "events" / "malformed.jsonl"
+    assert main(["check", "--policy", "ipmart", str(src), "--trail", str(trail),
+                 "--keys", str(tmp_path / "keys")]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(trail), "--keys", str(tmp_path / "keys")]) == 0
+    assert "7 records in 1 chain(s)" in capsys.readouterr().out  # 3 audited + 4 rejected lines
+    blob = b"".join(p.read_bytes() for p in trail.rglob("*") if p.is_file())
+    assert b"u-1" not in blob and b"e-9" not in blob  # raw subject and actor ids never stored
