@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import signal
 import sys
 import threading
@@ -87,6 +88,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     if args.events < 1:
         raise ConfigError("--events must be at least 1")
+    # A fresh broker makes librdkafka warn while its coordinator loads; harmless, and noise here.
+    logging.getLogger("librdkafka").setLevel(logging.ERROR)
     say = lambda msg: print(f"[demo] {msg}", flush=True)  # noqa: E731
     work = args.workdir.absolute()
     keys_dir = work / "keys"
