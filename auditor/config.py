@@ -125,7 +125,8 @@ class Config:
 
     def admin_conf(self) -> dict[str, Any]:
         # log_level 4: librdkafka's warnings and errors only (its info lines are noise for tools)
-        return {"log_level": 4, **self.kafka.properties, "bootstrap.servers": self.kafka.bootstrap_servers}
+        return {"log_level": 4, "logger": KAFKA_LOGGER, **self.kafka.properties,
+                "bootstrap.servers": self.kafka.bootstrap_servers}
 
 
 def _get(doc: Mapping[str, Any], path: str) -> Any:
@@ -157,6 +158,31 @@ def _int(value: Any, what: str, lo: int, hi: int) -> int:
 
 KNOWN_KEYS = {"kafka", "topics", "schemas", "policy", "keys_dir", "trail_dir", "http", "instance_id",
               "batch", "checkpoint", "shutdown_timeout_s", "transaction_timeout_ms"}
+SECTION_KEYS = {
+    "kafka": {"bootstrap_servers", "group_id", "properties"},
+    "topics": {"events", "audit", "violations", "dead_letter"},
+    "schemas": {"extra_files", "confluent_ids", "registry_url", "max_message_bytes"},
+    "policy": {"packs"},
+    "http": {"host", "port"},
+    "batch": {"max_events", "max_ms"},
+    "checkpoint": {"every", "seconds"},
+}
+
+
+def _check_keys(doc: Mapping[str, Any], where: str) -> None:
+    unknown = set(doc) - KNOWN_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(KNOWN_KEYS)}")
+    for section, allowed in SECTION_KEYS.items():
+        node = doc.get(section)
+        if node is None:
+            continue
+        if not isinstance(node, Mapping):
+            raise ConfigError(f"{where}: '{section}' must be a mapping of {sorted(allowed)}")
+        bad = set(node) - allowed
+        if bad:
+            raise ConfigError(f"{where}: unknown keys {sorted(f'{section}.{k}' for k in bad)}; "
+                              f"'{section}' takes {sorted(allowed)}")
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
@@ -173,9 +199,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must be a YAML mapping")
-        unknown = set(loaded) - KNOWN_KEYS
-        if unknown:
-            raise ConfigError(f"config file {path}: unknown keys {sorted(unknown)}; known: {sorted(KNOWN_KEYS)}")
+        _check_keys(loaded, f"config file {path}")
         doc = loaded
     for var, dotted in (("AUDITOR_KAFKA_BOOTSTRAP_SERVERS", "kafka.bootstrap_servers"),
                         ("AUDITOR_KAFKA_GROUP_ID", "kafka.group_id"),
