@@ -12,7 +12,6 @@ chain.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Mapping, NamedTuple, Protocol
@@ -76,8 +75,7 @@ class SourceRef(NamedTuple):
         return f"{self.file}:{self.line}"
 
 
-@dataclass(frozen=True, slots=True)
-class RecipientFacts:
+class RecipientFacts(NamedTuple):
     type: str
     id: str
     country: str | None = None
@@ -118,8 +116,7 @@ class Facts(NamedTuple):
     attributes: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ViolationFacts:
+class ViolationFacts(NamedTuple):
     rule_id: str
     clause: str
     kind: str
@@ -127,8 +124,7 @@ class ViolationFacts:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionFacts:
+class DecisionFacts(NamedTuple):
     verdict: Verdict
     pack_id: str
     pack_hash: str
@@ -141,8 +137,7 @@ class DecisionFacts:
         return tuple(v.rule_id for v in self.violations)
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
+class Rejection(NamedTuple):
     reason: str
     message: str
 
