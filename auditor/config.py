@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -264,11 +264,3 @@ def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
 
-
-def with_changes(cfg: Config, **changes: Any) -> Config:
-    """A copy with some top-level fields changed (tests, demo)."""
-    names = {f.name for f in fields(Config)}
-    bad = set(changes) - names
-    if bad:
-        raise ConfigError(f"unknown config fields {sorted(bad)}")
-    return replace(cfg, **changes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from auditor.events.model import ActorType, Event, EventKind, Identifiability, LegalRequestType, Safeguard
+from auditor.events.model import ActorType, Event, Identifiability, LegalRequestType, Safeguard
 
 
 class Condition(Protocol):
@@ -189,7 +189,3 @@ class AnyOf:
     def reason(self, e: Event, minor_age: int) -> str:
         return "none of the alternatives holds: " + "; or ".join(c.reason(e, minor_age) for c in self.options)
 
-
-#: Conditions that only make sense for disclosures (they read the recipient).
-RECIPIENT_CONDITIONS = (OnOurBehalf,)
-DISCLOSURE_ONLY = frozenset({EventKind.DISCLOSURE})

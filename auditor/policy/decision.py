@@ -62,13 +62,6 @@ class Decision:
     def violated_rule_ids(self) -> tuple[str, ...]:
         return tuple(v.rule.rule_id for v in self.violations)
 
-    @property
-    def max_severity(self) -> str | None:
-        order = {"critical": 3, "high": 2, "medium": 1, "low": 0}
-        if not self.violations:
-            return None
-        return max((v.rule.severity for v in self.violations), key=lambda s: order.get(s, 1))
-
 
 def rule_to_dict(ref: RuleRef, *, quote: bool = True) -> dict[str, str]:
     out = {"rule": ref.rule_id, "clause": ref.clause, "severity": ref.severity}

@@ -43,6 +43,7 @@ def build_daemon(cfg: Config, *, registry: CollectorRegistry | None = None,
     pseudonymizer = keys.pseudonymizer
     allow = SchemaAllowList(list(cfg.schemas.extra_files), dict(cfg.schemas.confluent_ids), cfg.schemas.registry_url)
     decoder = EventDecoder(allow, cfg.schemas.max_message_bytes)
+    # audit_partitions is read from the broker when the daemon starts (Daemon._check_topics)
     routing = Routing(cfg.topics.audit, cfg.topics.violations, cfg.topics.dead_letter, audit_partitions=1)
     processor = BatchProcessor(decoder, packs, pseudonymizer, routing, cfg.instance_id)
     metrics: Metrics = build_metrics(registry)

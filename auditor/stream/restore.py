@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from auditor.errors import BrokerError, TrailCorruption
 from auditor.trail.canonical import record_from_bytes
@@ -82,5 +82,3 @@ def _read_window(consumer: Consumer, topic: str, partition: int, start: int, end
     consumer.unassign()
     return latest
 
-
-__all__ = ["OFFSET_END", "restore_heads"]

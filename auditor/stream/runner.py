@@ -41,7 +41,7 @@ from auditor.errors import BrokerError, ConfigError, TransientError
 from auditor.logging import get_logger
 from auditor.metrics import Metrics
 from auditor.stream.http import OpsServer
-from auditor.stream.processor import BatchProcessor, BatchResult, Outgoing
+from auditor.stream.processor import BatchProcessor, BatchResult, Outgoing, Routing
 from auditor.stream.restore import restore_heads
 
 log = get_logger("auditor.stream")
@@ -123,8 +123,7 @@ class Daemon:
         if audit_parts < widest:
             log.warning("audit topic has fewer partitions than an event topic; chains will share audit partitions",
                         audit_partitions=audit_parts, event_partitions=widest)
-        self.processor.routing = type(self.processor.routing)(
-            t.audit, t.violations, t.dead_letter, audit_parts)
+        self.processor.routing = Routing(t.audit, t.violations, t.dead_letter, audit_parts)
 
     def run(self) -> int:
         """Run until stopped; return the process exit code."""
