@@ -38,6 +38,7 @@ from confluent_kafka.admin import AdminClient
 from auditor import __version__
 from auditor.config import Config
 from auditor.errors import BrokerError, ConfigError, TransientError
+from auditor.exitcodes import ExitCode
 from auditor.logging import get_logger
 from auditor.metrics import Metrics
 from auditor.stream.http import OpsServer
@@ -46,7 +47,7 @@ from auditor.stream.restore import restore_heads
 
 log = get_logger("auditor.stream")
 
-EXIT_OK, EXIT_FATAL, EXIT_SHUTDOWN_TIMEOUT = 0, 3, 4
+EXIT_OK, EXIT_FATAL, EXIT_SHUTDOWN_TIMEOUT = ExitCode.OK, ExitCode.BROKER, ExitCode.WATCHDOG
 
 
 class Daemon:
