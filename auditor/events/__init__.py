@@ -2,6 +2,7 @@
 
 from auditor.events.model import (
     Actor,
+    ActorOrganisation,
     ActorType,
     ConsentState,
     Event,
@@ -17,6 +18,7 @@ from auditor.events.model import (
 
 __all__ = [
     "Actor",
+    "ActorOrganisation",
     "ActorType",
     "ConsentState",
     "Event",

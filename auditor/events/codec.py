@@ -21,6 +21,7 @@ import fastavro
 from auditor.errors import DecodeError
 from auditor.events.model import (
     Actor,
+    ActorOrganisation,
     ActorType,
     ConsentState,
     Event,
@@ -182,6 +183,7 @@ def event_from_mapping(m: Mapping[str, Any]) -> Event:
             type=_enum(ActorType, actor_m, "type", "actor.", ActorType.OTHER),
             id=str(_str(actor_m, "id", "actor.")),
             role=_str(actor_m, "role", "actor.", required=False),
+            organisation=_enum(ActorOrganisation, actor_m, "organisation", "actor.", ActorOrganisation.UNKNOWN),
         ),
         subject=Subject(
             id=str(_str(subject_m, "id", "subject.")),
@@ -212,6 +214,7 @@ def event_from_mapping(m: Mapping[str, Any]) -> Event:
 
 _KINDS = {k.value: k for k in EventKind}
 _ACTORS = {a.value: a for a in ActorType}
+_ORGS = {o.value: o for o in ActorOrganisation}
 _IDENT = {i.value: i for i in Identifiability}
 _LEGAL = {t.value: t for t in LegalRequestType}
 _SAFE = {t.value: t for t in Safeguard}
@@ -243,7 +246,8 @@ def event_from_datum(d: dict[str, Any]) -> Event:
     legal, consent, transfer = d["legal_request"], d["consent"], d["transfer"]
     return Event(
         d["event_id"], _EPOCH + timedelta(microseconds=d["occurred_at"]), kind, d["policy_id"],
-        d["source_system"], Actor(_ACTORS[actor["type"]], actor["id"], actor["role"]),
+        d["source_system"], Actor(_ACTORS[actor["type"]], actor["id"], actor["role"],
+                                         _ORGS[actor["organisation"]]),
         Subject(subject["id"], age, subject["is_minor"], subject["region"]),
         tuple(d["data_categories"]), d["purpose"], recipient, _IDENT[d["identifiability"]], d["legal_basis"],
         LegalRequest(_LEGAL[legal["type"]], legal["reference"]),
@@ -264,7 +268,8 @@ def event_to_mapping(e: Event, *, json_time: bool = False) -> dict[str, Any]:
         "kind": e.kind.value,
         "policy_id": e.policy_id,
         "source_system": e.source_system,
-        "actor": {"type": e.actor.type.value, "id": e.actor.id, "role": e.actor.role},
+        "actor": {"type": e.actor.type.value, "id": e.actor.id, "role": e.actor.role,
+                  "organisation": e.actor.organisation.value},
         "subject": {"id": e.subject.id, "age": e.subject.age, "is_minor": e.subject.is_minor,
                     "region": e.subject.region},
         "data_categories": list(e.data_categories),

@@ -26,6 +26,15 @@ class ActorType(str, Enum):
     OTHER = "OTHER"
 
 
+class ActorOrganisation(str, Enum):
+    """Whose organisation the actor belongs to. UNKNOWN when the producer does not say."""
+
+    UNKNOWN = "UNKNOWN"
+    OURS = "OURS"                  # the policy's own company: its staff and systems
+    PROCESSOR = "PROCESSOR"        # a service provider acting for us, on our instructions
+    THIRD_PARTY = "THIRD_PARTY"    # anyone else
+
+
 class Identifiability(str, Enum):
     IDENTIFIED = "IDENTIFIED"
     PSEUDONYMISED = "PSEUDONYMISED"
@@ -63,6 +72,7 @@ class Actor:
     type: ActorType
     id: str
     role: str | None = None
+    organisation: ActorOrganisation = ActorOrganisation.UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +82,12 @@ class Subject:
     is_minor: bool | None = None
     region: str | None = None
 
-    def minor(self, minor_age: int) -> bool:
-        """True when the subject is known to be a minor under ``minor_age``."""
+    def minor(self, minor_age: int) -> bool | None:
+        """True/False when the subject is known to be / not to be a minor under ``minor_age``;
+        None when neither ``is_minor`` nor ``age`` is stated (packs say what that means)."""
         if self.is_minor is not None:
             return self.is_minor
-        return self.age is not None and self.age < minor_age
+        return None if self.age is None else self.age < minor_age
 
 
 @dataclass(frozen=True, slots=True)

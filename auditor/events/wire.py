@@ -33,6 +33,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from auditor.errors import DecodeError, SchemaError, TransientError
 from auditor.events.codec import event_from_datum, event_from_mapping, event_schema, raw_event_schema
 from auditor.events.model import Event
+from auditor.schemas import earlier_event_schemas
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = 0
@@ -67,7 +68,7 @@ class SchemaAllowList:
         self.reader_fp = schema_fingerprint(self.reader)
         self.by_fp: dict[bytes, WriterSchema] = {
             self.reader_fp: WriterSchema(self.raw_reader, self.reader_fp, "bundled:privacy_event.avsc")}
-        for path in extra_schema_files or []:
+        for path in [*earlier_event_schemas(), *(extra_schema_files or [])]:
             try:
                 parsed = fastavro.parse_schema(json.loads(Path(path).read_text()))  # with logical types
             except (OSError, ValueError) as exc:
