@@ -1,97 +1,366 @@
 """The one configuration object, read from a YAML file and ``AUDITOR_*`` environment variables.
 
-This is the only module where librdkafka's dotted keys appear. Secrets (SASL passwords, any
-client property whose name mentions a password, secret or key) are masked in ``repr``.
+Typed and validated by pydantic (v2): every key has a type and a range, unknown keys are errors
+naming the key, and an error message names the key, where its value came from (the file, an
+environment variable or a command-line option) and what is allowed. Nothing is silently replaced
+by a default: ``batch.max_events: 0`` is an error, not 1000.
 
-Environment overrides (they win over the file):
+This is the only module where librdkafka's dotted keys appear. Secrets (``kafka.properties``
+whose name mentions a password, secret, key or token; ``SecretStr`` fields; a password in a URL)
+are masked in ``repr`` and never echoed in an error message.
 
-=================================  ====================================
-AUDITOR_KAFKA_BOOTSTRAP_SERVERS    kafka.bootstrap_servers
-AUDITOR_KAFKA_GROUP_ID             kafka.group_id
-AUDITOR_TOPICS_EVENTS              topics.events (comma-separated)
-AUDITOR_POLICY_PACKS               policy.packs (comma-separated)
-AUDITOR_KEYS                       keys_dir
-AUDITOR_TRAIL_DIR                  trail_dir
-AUDITOR_HTTP_PORT                  http.port
-AUDITOR_INSTANCE_ID                instance_id
-=================================  ====================================
+Environment variables (they win over the file; command-line options win over both). Every key
+has one, made from its path: ``AUDITOR_`` + the path in upper case with ``_`` for ``.``:
+
+=========================================  ===========================================
+AUDITOR_KAFKA_BOOTSTRAP_SERVERS            kafka.bootstrap_servers
+AUDITOR_KAFKA_GROUP_ID                     kafka.group_id
+AUDITOR_KAFKA_PROPERTIES                   kafka.properties (a JSON object)
+AUDITOR_KAFKA_PROPERTIES__<NAME>           one librdkafka property, e.g.
+                                           AUDITOR_KAFKA_PROPERTIES__SASL_PASSWORD
+                                           (``_`` -> ``.``, ``__`` -> ``-``, ``___`` -> ``_``,
+                                           Confluent's convention for its images)
+AUDITOR_TOPICS_EVENTS                      topics.events (comma-separated)
+AUDITOR_TOPICS_AUDIT / _VIOLATIONS / ...   topics.audit, topics.violations, topics.dead_letter
+AUDITOR_SCHEMAS_EXTRA_FILES                schemas.extra_files (comma-separated)
+AUDITOR_SCHEMAS_CONFLUENT_IDS              schemas.confluent_ids (JSON object or ``1=name,2=name``)
+AUDITOR_SCHEMAS_REGISTRY_URL               schemas.registry_url
+AUDITOR_SCHEMAS_MAX_MESSAGE_BYTES          schemas.max_message_bytes
+AUDITOR_POLICY_PACKS                       policy.packs (comma-separated)
+AUDITOR_KEYS_DIR (or AUDITOR_KEYS)         keys_dir
+AUDITOR_TRAIL_DIR                          trail_dir
+AUDITOR_HTTP_HOST / AUDITOR_HTTP_PORT      http.host, http.port
+AUDITOR_INSTANCE_ID                        instance_id
+AUDITOR_BATCH_MAX_EVENTS / _MAX_MS         batch.max_events, batch.max_ms
+AUDITOR_CHECKPOINT_EVERY / _SECONDS        checkpoint.every, checkpoint.seconds
+AUDITOR_SHUTDOWN_TIMEOUT_S                 shutdown_timeout_s
+AUDITOR_TRANSACTION_TIMEOUT_MS             transaction_timeout_ms
+=========================================  ===========================================
+
+:func:`env_names` lists them all (a test checks that every key has one). A new key added to a
+section below gets its variable, its validation and its error messages without further code.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import json
 import logging
 import os
+import re
 import socket
+import typing
 import uuid
-from dataclasses import dataclass, field
+from collections import abc
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
+from pydantic import BeforeValidator, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
 from auditor.errors import ConfigError
-
-_SECRET_WORDS = ("password", "secret", "key", "token")
 
 #: librdkafka's log lines go to this stdlib logger, rendered as structured logs by auditor.logging.
 KAFKA_LOGGER = logging.getLogger("librdkafka")
 
+ENV_PREFIX = "AUDITOR_"
+PROPERTY_ENV_PREFIX = "AUDITOR_KAFKA_PROPERTIES__"
+
+_SECRET_WORDS = ("password", "secret", "key", "token", "credentials")
+
+#: Client properties the auditor sets itself because exactly-once and the audit depend on them.
+RESERVED_PROPERTIES = {
+    "bootstrap.servers": "set kafka.bootstrap_servers instead",
+    "group.id": "set kafka.group_id instead",
+    "transactional.id": "it derives from instance_id",
+    "client.id": "it derives from instance_id",
+    "enable.idempotence": "exactly-once needs it on",
+    "enable.auto.commit": "offsets are committed in the audit transaction",
+    "enable.auto.offset.store": "offsets are committed in the audit transaction",
+    "isolation.level": "the auditor must read committed data only",
+    "acks": "exactly-once needs acks=all",
+    "transaction.timeout.ms": "set transaction_timeout_ms instead",
+    "logger": "the auditor routes librdkafka's logs itself",
+    "error_cb": "the auditor reports client errors itself",
+}
+
+_STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+
+
+def is_secret_name(name: str) -> bool:
+    return any(w in name.lower() for w in _SECRET_WORDS)
+
 
 def _mask(props: Mapping[str, str]) -> dict[str, str]:
-    return {k: ("****" if any(w in k.lower() for w in _SECRET_WORDS) else v) for k, v in props.items()}
+    return {k: ("****" if is_secret_name(k) else v) for k, v in props.items()}
 
 
-@dataclass(frozen=True)
+def mask_url(url: str | None) -> str | None:
+    """The URL with any password in it replaced by ``****``."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:****@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# ---------------------------------------------------------------- field types
+
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+def _text(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {_kind(value)}")
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
+def _names(value: Any) -> Any:
+    """A list of names, from a YAML list or a comma-separated string."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"must be a list of names, got {_kind(value)}")
+    if not value:
+        raise ValueError("must name at least one")
+    for v in value:
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError(f"must be a list of non-empty names, got an item that is {_kind(v)}")
+    return tuple(v.strip() for v in value)
+
+
+def _paths(value: Any) -> Any:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"must be a list of file paths, got {_kind(value)}")
+    return tuple(Path(v).expanduser() for v in value)
+
+
+def _property_value(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise ValueError(f"property '{name}' must be a string, number or true/false, got {_kind(value)}")
+
+
+def _properties(value: Any) -> Any:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a mapping of librdkafka property names to values "
+                         f"(e.g. security.protocol: SASL_SSL), got {_kind(value)}")
+    out: dict[str, str] = {}
+    for name, v in value.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]+([._-][a-z0-9]+)*", name):
+            raise ValueError(f"'{name}' is not a librdkafka property name (e.g. sasl.mechanism)")
+        if name in RESERVED_PROPERTIES:
+            raise ValueError(f"'{name}' cannot be set here: {RESERVED_PROPERTIES[name]}")
+        out[name] = _property_value(name, v)
+    return out
+
+
+def _schema_ids(value: Any) -> Any:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = dict(part.split("=", 1) for part in value.split(",") if "=" in part)
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must map schema ids to schema names, got {_kind(value)}")
+    out: dict[int, str] = {}
+    for k, v in value.items():
+        try:
+            sid = int(k)
+        except (TypeError, ValueError):
+            raise ValueError(f"schema id '{k}' is not a whole number") from None
+        if isinstance(k, bool) or sid < 0:
+            raise ValueError(f"schema id '{k}' must be a whole number >= 0")
+        out[sid] = _text(v)
+    return out
+
+
+def _url(value: Any) -> Any:
+    if value is None:
+        return None
+    text = _text(value)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return text
+
+
+def _opt_path(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | Path):
+        raise ValueError(f"must be a directory path, got {_kind(value)}")
+    return Path(value).expanduser()
+
+
+def _instance_id(value: Any) -> Any:
+    if value is None:
+        return None
+    text = _text(str(value) if isinstance(value, int) and not isinstance(value, bool) else value)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", text):
+        raise ValueError("must be 1-200 letters, digits, '.', '_' or '-' (it becomes part of the "
+                         "Kafka transactional id), starting with a letter or digit")
+    return text
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", tuple: "a list", dict: "a mapping", str: "a string", bool: "true/false",
+            int: "a number", float: "a number", type(None): "empty"}.get(type(value), type(value).__name__)
+
+
+Text = Annotated[str, BeforeValidator(_text)]
+Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+
+
+def _int(lo: int, hi: int) -> Any:
+    return Annotated[int, BeforeValidator(_no_bool), Field(ge=lo, le=hi)]
+
+
+def _seconds(hi: float) -> Any:
+    return Annotated[float, BeforeValidator(_no_bool), Field(gt=0, le=hi, allow_inf_nan=False)]
+
+
+# ---------------------------------------------------------------- sections (the file's layout)
+
+@dataclass(frozen=True, config=_STRICT)
 class KafkaConfig:
-    bootstrap_servers: str = "localhost:9092"
-    group_id: str = "auditor"
+    #: brokers, host:port, comma-separated
+    bootstrap_servers: Text = "localhost:9092"
+    #: the consumer group every instance of one deployment shares
+    group_id: Text = "auditor"
     #: extra librdkafka properties (security.protocol, sasl.*, ssl.*, ...), applied to every client
-    properties: Mapping[str, str] = field(default_factory=dict)
+    properties: Annotated[Mapping[str, str], BeforeValidator(_properties)] = dataclasses.field(default_factory=dict)
 
     def __repr__(self) -> str:
         return (f"KafkaConfig(bootstrap_servers={self.bootstrap_servers!r}, group_id={self.group_id!r}, "
                 f"properties={_mask(self.properties)!r})")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class TopicsConfig:
-    events: tuple[str, ...] = ("privacy-events",)
-    audit: str = "auditor.audit"
-    violations: str = "auditor.violations"
-    dead_letter: str = "auditor.dead-letter"
+    events: Names = ("privacy-events",)
+    audit: Text = "auditor.audit"
+    violations: Text = "auditor.violations"
+    dead_letter: Text = "auditor.dead-letter"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class SchemasConfig:
-    extra_files: tuple[Path, ...] = ()
-    confluent_ids: Mapping[int, str] = field(default_factory=dict)
-    registry_url: str | None = None
-    max_message_bytes: int = 256 * 1024
+    extra_files: Annotated[tuple[Path, ...], BeforeValidator(_paths)] = ()
+    confluent_ids: Annotated[Mapping[int, str], BeforeValidator(_schema_ids)] = dataclasses.field(
+        default_factory=dict)
+    registry_url: Annotated[str | None, BeforeValidator(_url)] = None
+    max_message_bytes: _int(1024, 64 * 1024 * 1024) = 256 * 1024  # type: ignore[valid-type]
+
+    def __repr__(self) -> str:
+        return (f"SchemasConfig(extra_files={self.extra_files!r}, confluent_ids={dict(self.confluent_ids)!r}, "
+                f"registry_url={mask_url(self.registry_url)!r}, max_message_bytes={self.max_message_bytes!r})")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
+class PolicyConfig:
+    #: bundled pack names or paths to pack files
+    packs: Names = ("ipasar", "waimaotong", "ipmart", "inper", "thisproduct")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class HttpConfig:
+    host: Text = "0.0.0.0"
+    #: 0 picks any free port
+    port: _int(0, 65535) = 9400  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class BatchConfig:
+    max_events: _int(1, 100_000) = 1000  # type: ignore[valid-type]
+    max_ms: _int(1, 60_000) = 100  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class CheckpointConfig:
+    every: _int(1, 10**9) = 10_000  # type: ignore[valid-type]
+    seconds: _seconds(86_400) = 60.0  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True, config=_STRICT)
 class Config:
-    kafka: KafkaConfig = field(default_factory=KafkaConfig)
-    topics: TopicsConfig = field(default_factory=TopicsConfig)
-    schemas: SchemasConfig = field(default_factory=SchemasConfig)
-    packs: tuple[str, ...] = ("ipasar", "waimaotong", "ipmart", "inper", "thisproduct")
-    keys_dir: Path | None = None
-    trail_dir: Path | None = None
-    http_host: str = "0.0.0.0"
-    http_port: int = 9400
-    instance_id: str = ""
-    batch_max_events: int = 1000
-    batch_max_ms: int = 100
-    checkpoint_every: int = 10_000
-    checkpoint_seconds: float = 60.0
-    shutdown_timeout_s: float = 30.0
-    transaction_timeout_ms: int = 60_000
+    kafka: KafkaConfig = dataclasses.field(default_factory=KafkaConfig)
+    topics: TopicsConfig = dataclasses.field(default_factory=TopicsConfig)
+    schemas: SchemasConfig = dataclasses.field(default_factory=SchemasConfig)
+    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    keys_dir: Annotated[Path | None, BeforeValidator(_opt_path)] = None
+    trail_dir: Annotated[Path | None, BeforeValidator(_opt_path)] = None
+    http: HttpConfig = dataclasses.field(default_factory=HttpConfig)
+    #: stable id of this instance; its Kafka transactional id derives from it (zombie fencing)
+    instance_id: Annotated[str, BeforeValidator(_instance_id)] = ""
+    batch: BatchConfig = dataclasses.field(default_factory=BatchConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    shutdown_timeout_s: _seconds(3600) = 30.0  # type: ignore[valid-type]
+    transaction_timeout_ms: _int(1000, 900_000) = 60_000  # type: ignore[valid-type]
+    #: True when no instance_id was configured and a random one was made (see load_config)
+    instance_id_generated: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        t = self.topics
+        outputs = {t.audit, t.violations, t.dead_letter}
+        if outputs & set(t.events) or len(outputs) != 3:
+            raise ValueError("topics.audit, topics.violations and topics.dead_letter must be three distinct "
+                             "topics, none of them an event topic")
+
+    # ------------------------------------------------------------------ flat names used across the code
+    @property
+    def packs(self) -> tuple[str, ...]:
+        return self.policy.packs
+
+    @property
+    def http_host(self) -> str:
+        return self.http.host
+
+    @property
+    def http_port(self) -> int:
+        return self.http.port
+
+    @property
+    def batch_max_events(self) -> int:
+        return self.batch.max_events
+
+    @property
+    def batch_max_ms(self) -> int:
+        return self.batch.max_ms
+
+    @property
+    def checkpoint_every(self) -> int:
+        return self.checkpoint.every
+
+    @property
+    def checkpoint_seconds(self) -> float:
+        return self.checkpoint.seconds
 
     # ------------------------------------------------------------------ librdkafka
+    def client_conf(self) -> dict[str, Any]:
+        """What every client needs: the brokers, the security properties, and our log routing."""
+        return {"logger": KAFKA_LOGGER, "error_cb": CLIENT_ERRORS.record, **self.kafka.properties,
+                "bootstrap.servers": self.kafka.bootstrap_servers}
+
     def consumer_conf(self) -> dict[str, Any]:
         return {
-            **self.kafka.properties,
-            "bootstrap.servers": self.kafka.bootstrap_servers,
+            **self.client_conf(),
             "group.id": self.kafka.group_id,
             "client.id": f"auditor-{self.instance_id}",
             "enable.auto.commit": False,
@@ -104,13 +373,11 @@ class Config:
             "max.poll.interval.ms": 300_000,
             "fetch.wait.max.ms": 50,
             "queued.max.messages.kbytes": 65536,
-            "logger": KAFKA_LOGGER,
         }
 
     def producer_conf(self, transactional_id: str) -> dict[str, Any]:
         return {
-            **self.kafka.properties,
-            "bootstrap.servers": self.kafka.bootstrap_servers,
+            **self.client_conf(),
             "client.id": f"auditor-{self.instance_id}",
             "transactional.id": transactional_id,
             "enable.idempotence": True,
@@ -120,147 +387,260 @@ class Config:
             "compression.type": "lz4",
             "transaction.timeout.ms": self.transaction_timeout_ms,
             "message.max.bytes": 4 * 1024 * 1024,
-            "logger": KAFKA_LOGGER,
         }
 
     def admin_conf(self) -> dict[str, Any]:
         # log_level 4: librdkafka's warnings and errors only (its info lines are noise for tools)
-        return {"log_level": 4, "logger": KAFKA_LOGGER, **self.kafka.properties,
-                "bootstrap.servers": self.kafka.bootstrap_servers}
+        return {"log_level": 4, **self.client_conf()}
 
 
-def _get(doc: Mapping[str, Any], path: str) -> Any:
-    node: Any = doc
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+class ClientErrors:
+    """The last few errors librdkafka reported through ``error_cb`` (bounded).
+
+    A blocking call that fails says only "transport failure" or "timed out"; the real cause (the
+    broker refused the SASL password, the TLS handshake failed, the name does not resolve) arrives
+    here, and the CLI's error boundary reads it to say what to fix.
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self.errors: list[Any] = []
+
+    def record(self, err: Any) -> None:
+        self.errors.append(err)
+        del self.errors[: -self.size]
+
+    def clear(self) -> None:
+        self.errors.clear()
 
 
-def _tuple(value: Any, what: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    if not isinstance(value, list | tuple) or not value or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{what} must be a non-empty list of names")
-    return tuple(value)
+#: Filled by every client built from :meth:`Config.client_conf`; read by ``auditor.cli.boundary``.
+CLIENT_ERRORS = ClientErrors()
 
 
-def _int(value: Any, what: str, lo: int, hi: int) -> int:
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be a whole number, got {value!r}") from None
-    if not lo <= n <= hi:
-        raise ConfigError(f"{what} must be between {lo} and {hi}, got {n}")
-    return n
+# ---------------------------------------------------------------- paths, env names
+
+def _sections() -> dict[str, type]:
+    hints = typing.get_type_hints(Config, include_extras=True)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config) if f.init}
 
 
-KNOWN_KEYS = {"kafka", "topics", "schemas", "policy", "keys_dir", "trail_dir", "http", "instance_id",
-              "batch", "checkpoint", "shutdown_timeout_s", "transaction_timeout_ms"}
-SECTION_KEYS = {
-    "kafka": {"bootstrap_servers", "group_id", "properties"},
-    "topics": {"events", "audit", "violations", "dead_letter"},
-    "schemas": {"extra_files", "confluent_ids", "registry_url", "max_message_bytes"},
-    "policy": {"packs"},
-    "http": {"host", "port"},
-    "batch": {"max_events", "max_ms"},
-    "checkpoint": {"every", "seconds"},
-}
-
-
-def _check_keys(doc: Mapping[str, Any], where: str) -> None:
-    unknown = set(doc) - KNOWN_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(KNOWN_KEYS)}")
-    for section, allowed in SECTION_KEYS.items():
-        node = doc.get(section)
-        if node is None:
+def _leaves(cls: type, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for f in dataclasses.fields(cls):
+        if not f.init:
             continue
-        if not isinstance(node, Mapping):
-            raise ConfigError(f"{where}: '{section}' must be a mapping of {sorted(allowed)}")
-        bad = set(node) - allowed
-        if bad:
-            raise ConfigError(f"{where}: unknown keys {sorted(f'{section}.{k}' for k in bad)}; "
-                              f"'{section}' takes {sorted(allowed)}")
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from _leaves(hint, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+        else:
+            yield f"{prefix}{f.name}", hint
 
+
+def config_keys() -> list[str]:
+    """Every key of the file, dotted (``kafka.bootstrap_servers``, ``batch.max_events``, ...)."""
+    return [path for path, _ in _leaves(Config)]
+
+
+def env_name(path: str) -> str:
+    return ENV_PREFIX + path.replace(".", "_").upper()
+
+
+def env_names() -> dict[str, str]:
+    """Environment variable -> dotted key, for every key (plus the AUDITOR_KEYS alias)."""
+    names = {env_name(p): p for p in config_keys()}
+    names["AUDITOR_KEYS"] = "keys_dir"
+    return names
+
+
+def _is_mapping(hint: Any) -> bool:
+    base = typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint
+    return typing.get_origin(base) in (abc.Mapping, dict) or base in (dict, abc.Mapping)
+
+
+def property_from_env(var: str) -> str:
+    """``AUDITOR_KAFKA_PROPERTIES__SASL_PASSWORD`` -> ``sasl.password`` (Confluent's convention)."""
+    rest = var.removeprefix(PROPERTY_ENV_PREFIX).lower()
+    return rest.replace("___", "\0").replace("__", "-").replace("_", ".").replace("\0", "_")
+
+
+def property_env_name(prop: str) -> str:
+    return PROPERTY_ENV_PREFIX + prop.replace("_", "___").replace("-", "__").replace(".", "_").upper()
+
+
+# ---------------------------------------------------------------- loading
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
                 overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read the config file (optional), apply the environment, validate, and freeze."""
+    """Read the config file (optional), apply the environment and then ``overrides`` (dotted keys,
+    from command-line options; ``None`` values are ignored), validate, and freeze."""
     env = os.environ if env is None else env
     doc: dict[str, Any] = {}
+    origin: dict[str, str] = {}
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must be a YAML mapping")
-        _check_keys(loaded, f"config file {path}")
-        doc = loaded
-    for var, dotted in (("AUDITOR_KAFKA_BOOTSTRAP_SERVERS", "kafka.bootstrap_servers"),
-                        ("AUDITOR_KAFKA_GROUP_ID", "kafka.group_id"),
-                        ("AUDITOR_TOPICS_EVENTS", "topics.events"),
-                        ("AUDITOR_POLICY_PACKS", "policy.packs"),
-                        ("AUDITOR_KEYS", "keys_dir"), ("AUDITOR_TRAIL_DIR", "trail_dir"),
-                        ("AUDITOR_HTTP_PORT", "http.port"), ("AUDITOR_INSTANCE_ID", "instance_id")):
-        if env.get(var):
-            _set(doc, dotted, env[var])
+        doc = _read_file(Path(path))
+        for key in _flatten(doc):
+            origin[key] = f"config file {path}"
+    known = env_names()
+    leaf_types = dict(_leaves(Config))
+    for var, dotted in known.items():
+        if env.get(var) and not (var == "AUDITOR_KEYS" and env.get("AUDITOR_KEYS_DIR")):
+            _set(doc, dotted, _env_value(env[var], leaf_types[dotted]))
+            origin[dotted] = var
+    for var, value in env.items():
+        if var.startswith(PROPERTY_ENV_PREFIX) and value:
+            prop = property_from_env(var)
+            props = doc.setdefault("kafka", {}).setdefault("properties", {}) if isinstance(
+                doc.get("kafka", {}), dict) else {}
+            if isinstance(props, dict):
+                props[prop] = value
+            origin[f"kafka.properties.{prop}"] = var
+    _warn_unknown_env(env, known)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set(doc, dotted, value)
-    d = Config()
-    kafka = KafkaConfig(
-        bootstrap_servers=str(_get(doc, "kafka.bootstrap_servers") or d.kafka.bootstrap_servers),
-        group_id=str(_get(doc, "kafka.group_id") or d.kafka.group_id),
-        properties={str(k): str(v) for k, v in (_get(doc, "kafka.properties") or {}).items()},
-    )
-    topics = TopicsConfig(
-        events=_tuple(_get(doc, "topics.events") or list(d.topics.events), "topics.events"),
-        audit=str(_get(doc, "topics.audit") or d.topics.audit),
-        violations=str(_get(doc, "topics.violations") or d.topics.violations),
-        dead_letter=str(_get(doc, "topics.dead_letter") or d.topics.dead_letter),
-    )
-    outputs = {topics.audit, topics.violations, topics.dead_letter}
-    if outputs & set(topics.events) or len(outputs) != 3:
-        raise ConfigError("topics.audit, topics.violations and topics.dead_letter must be three distinct "
-                          "topics, none of them an event topic")
-    schemas = SchemasConfig(
-        extra_files=tuple(Path(p) for p in (_get(doc, "schemas.extra_files") or [])),
-        confluent_ids={int(k): str(v) for k, v in (_get(doc, "schemas.confluent_ids") or {}).items()},
-        registry_url=_get(doc, "schemas.registry_url"),
-        max_message_bytes=_int(_get(doc, "schemas.max_message_bytes") or d.schemas.max_message_bytes,
-                               "schemas.max_message_bytes", 1024, 64 * 1024 * 1024),
-    )
-    keys = _get(doc, "keys_dir")
-    trail = _get(doc, "trail_dir")
-    cfg = Config(
-        kafka=kafka, topics=topics, schemas=schemas,
-        packs=_tuple(_get(doc, "policy.packs") or list(d.packs), "policy.packs"),
-        keys_dir=Path(keys).expanduser() if keys else None,
-        trail_dir=Path(trail).expanduser() if trail else None,
-        http_host=str(_get(doc, "http.host") or d.http_host),
-        http_port=_int(_get(doc, "http.port") if _get(doc, "http.port") is not None else d.http_port,
-                       "http.port", 0, 65535),
-        instance_id=str(_get(doc, "instance_id") or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"),
-        batch_max_events=_int(_get(doc, "batch.max_events") or d.batch_max_events, "batch.max_events", 1, 100_000),
-        batch_max_ms=_int(_get(doc, "batch.max_ms") or d.batch_max_ms, "batch.max_ms", 1, 60_000),
-        checkpoint_every=_int(_get(doc, "checkpoint.every") or d.checkpoint_every, "checkpoint.every", 1, 10**9),
-        checkpoint_seconds=float(_get(doc, "checkpoint.seconds") or d.checkpoint_seconds),
-        shutdown_timeout_s=float(_get(doc, "shutdown_timeout_s") or d.shutdown_timeout_s),
-        transaction_timeout_ms=_int(_get(doc, "transaction_timeout_ms") or d.transaction_timeout_ms,
-                                    "transaction_timeout_ms", 1000, 900_000),
-    )
+            origin[dotted] = "the command line"
+    generated = not doc.get("instance_id")
+    if generated:
+        doc["instance_id"] = f"{_host_part()}-{uuid.uuid4().hex[:6]}"
+    try:
+        cfg = _ADAPTER.validate_python(doc)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, origin)) from None
+    if generated:
+        object.__setattr__(cfg, "instance_id_generated", True)
     return cfg
+
+
+def _host_part() -> str:
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).strip(".-_") or "auditor"
+    return host[:180]
+
+
+_ADAPTER = TypeAdapter(Config)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must be a YAML mapping of keys "
+                          f"({', '.join(_sections())}), got {_kind(loaded)}")
+    return loaded
+
+
+def _flatten(doc: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    for k, v in doc.items():
+        yield f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            yield from _flatten(v, f"{prefix}{k}.")
+
+
+def _env_value(text: str, hint: Any) -> Any:
+    """An environment string as the key's type expects: JSON for mappings, else the string
+    (lists are comma-separated, numbers are parsed by the validation)."""
+    if _is_mapping(hint) and text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _warn_unknown_env(env: Mapping[str, str], known: Mapping[str, str]) -> None:
+    """A variable that looks like one of ours (AUDITOR_<SECTION>_...) but is not: likely a typo."""
+    sections = tuple(f"{ENV_PREFIX}{s.upper()}_" for s, hint in _sections().items() if dataclasses.is_dataclass(hint))
+    for var in env:
+        if var.startswith(sections) and var not in known and not var.startswith(PROPERTY_ENV_PREFIX):
+            close = difflib.get_close_matches(var, list(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            logging.getLogger("auditor.config").warning(f"ignoring unknown environment variable {var}{hint}")
 
 
 def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = doc
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = node[part] = {} if nxt is None else nxt
+            if not isinstance(nxt, dict):
+                return  # the file's value there is not a mapping; validation will report it
+        node = nxt
     node[parts[-1]] = value
+
+
+# ---------------------------------------------------------------- messages
+
+def format_errors(exc: ValidationError, origin: Mapping[str, str]) -> str:
+    """One line: each fault as '<key> (<where from>): <what is wrong>'."""
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc)
+        source = _origin_of(key, origin)
+        msg = _message(err, loc)
+        out.append(f"{key} ({source}): {msg}" if key else f"{msg}")
+    return "invalid configuration: " + "; ".join(out)
+
+
+def _origin_of(key: str, origin: Mapping[str, str]) -> str:
+    while key:
+        if key in origin:
+            return origin[key]
+        key = key.rpartition(".")[0]
+    return "default"
+
+
+def _message(err: Any, loc: list[str]) -> str:
+    kind, msg, value = err["type"], err["msg"], err.get("input")
+    secret = any(is_secret_name(p) for p in loc)
+    if kind == "unexpected_keyword_argument":
+        parent = _section_at(loc[:-1])
+        allowed = [f.name for f in dataclasses.fields(parent) if f.init] if parent else []
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        where = f"'{'.'.join(loc[:-1])}'" if len(loc) > 1 else "the top level"
+        return (f"unknown key; {where} takes {', '.join(allowed)}"
+                + (f" (did you mean '{close[0]}'?)" if close else ""))
+    if kind == "dataclass_type":
+        parent = _section_at(loc)
+        allowed = [f.name for f in dataclasses.fields(parent) if f.init] if parent else []
+        return f"must be a mapping of {', '.join(allowed)}, got {_kind(value)}"
+    msg = msg.removeprefix("Value error, ")
+    msg = re.sub(r"^Input should be", "must be", msg)
+    msg = msg.replace("greater than or equal to", "at least").replace("less than or equal to", "at most")
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "int_parsing",
+                "float_parsing", "int_from_float", "finite_number") and not secret:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        msg += f", got {shown}"
+    return msg
+
+
+def _section_at(loc: list[str]) -> type | None:
+    cls: Any = Config
+    for part in loc:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        if part not in hints or not dataclasses.is_dataclass(hints[part]):
+            return None
+        cls = hints[part]
+    return cls
+
+
+# keep names some callers import
+__all__ = ["Config", "KafkaConfig", "TopicsConfig", "SchemasConfig", "PolicyConfig", "HttpConfig", "BatchConfig",
+           "CheckpointConfig", "ConfigError", "KAFKA_LOGGER", "CLIENT_ERRORS", "load_config", "env_names",
+           "config_keys", "property_env_name", "property_from_env", "mask_url", "SecretStr"]
 

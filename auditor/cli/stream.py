@@ -8,6 +8,7 @@ from pathlib import Path
 
 from auditor.config import Config, load_config
 from auditor.errors import ConfigError
+from auditor.logging import get_logger
 
 RUN_HELP = """\
 Run the auditor daemon: consume events from Kafka, judge each against its policy pack, and
@@ -103,6 +104,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from auditor.stream.app import build_daemon, create_topics
 
     cfg = _config(args)
+    if cfg.instance_id_generated:
+        get_logger("auditor.config").warning(
+            f"instance_id is not set: using {cfg.instance_id}, which changes at every start, so a restarted "
+            "daemon does not fence a zombie of its previous run (Kafka transactional fencing). Set instance_id "
+            "(config file, AUDITOR_INSTANCE_ID or --instance-id) to a stable name such as the pod name")
     if args.create_topics:
         create_topics(cfg, args.create_topics)
     daemon = build_daemon(cfg)
