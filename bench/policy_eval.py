@@ -3,7 +3,7 @@
     python bench/policy_eval.py            # full run (about a minute)
     python bench/policy_eval.py --quick    # fewer repetitions
 
-Events: for seed packs, the pack's own demo stream (witnesses of every permit rule plus
+Events: for seed packs, the pack's example table plus the pack's own demo stream (witnesses of every permit rule plus
 violating mutations, as `auditor demo` produces); for synthetic packs, events spread over all
 purposes. The ratio rate(100 rules) / rate(10,000 rules) shows that evaluation cost does not
 grow with the number of rules (target < 1.5). Results print as a table and go to
@@ -24,6 +24,7 @@ from tempfile import TemporaryDirectory
 
 from auditor.events.model import Event
 from auditor.policy import CompiledPack, evaluate, load_pack
+from auditor.policy.examples import examples_path, load_examples
 from auditor.stream.generate import stream
 
 SEEDS = ["ipasar", "waimaotong", "ipmart", "inper", "thisproduct"]
@@ -49,19 +50,24 @@ def rate(events: list[Event], pack: CompiledPack, seconds: float) -> float:
 
 
 def synthetic_pack(n_rules: int, directory: Path) -> Path:
+    """A language-2 pack of ``n_rules`` permits (two per purpose) plus two pack-wide constraints."""
     purposes = n_rules // 2
-    lines = ["pack: synth", "default: {clause: '0', quote: 'default'}", "vocabulary:", "  categories:"]
-    lines += [f"    c{i}: {{clause: '1', quote: 'c{i}'}}" for i in range(4)]
+    lines = ["language: 2", "pack: synth", "default: {clause: '0', quote: 'default'}",
+             "absent: {subject.minor: not a minor, recipient.on_our_behalf: not on our behalf}",
+             "vocabulary:", "  elements: [e0, e1, e2, e3, e4]", "  categories:"]
+    lines += [f"    c{i}: {{clause: '1', quote: 'c{i}', holds: [e{i}, e{i + 1}]}}" for i in range(4)]
     lines += ["  purposes:"] + [f"    p{i}: {{clause: '2', quote: 'p{i}'}}" for i in range(purposes)]
-    lines += ["  recipients:", "    service_provider: {clause: '3', quote: 'sp'}", "rules:"]
+    lines += ["  recipients:", "    service_provider: {clause: '3', quote: 'sp'}", "permits:"]
     for i in range(purposes):
-        lines += [f"  - {{id: r{i}.use, effect: permit, clause: '2', quote: q, "
+        lines += [f"  - {{id: synth.r{i}.use, clause: '2', quote: q, "
                   f"when: {{kinds: [USE], purposes: [p{i}]}}, "
                   f"require: [{{only_categories: [c0, c1]}}, not_opted_out]}}",
-                  f"  - {{id: r{i}.sp, effect: permit, clause: '3', quote: q, when: {{kinds: [DISCLOSURE], "
+                  f"  - {{id: synth.r{i}.sp, clause: '3', quote: q, when: {{kinds: [DISCLOSURE], "
                   f"recipients: [service_provider], purposes: [p{i}]}}, require: [on_our_behalf]}}"]
-    lines += ["  - {id: minors, effect: prohibit, clause: '4', quote: q, when: {minor: true}, "
-              "require: [{consent: guardian}]}"]
+    lines += ["constraints:",
+              "  - {id: synth.minors, clause: '4', quote: q, when: {minor: true}, require: [{consent: guardian}]}",
+              "  - {id: synth.c3-consent, clause: '5', quote: q, when: {categories: [c3]}, "
+              "require: [{any_of: [{consent: third_party_sharing}, {identifiability: [AGGREGATE]}]}]}"]
     path = directory / f"synth{n_rules}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -99,7 +105,9 @@ def main() -> None:
         {"pack": name, "rules": rules, "events": n, "decisions_per_s": round(r)})
     for pid in SEEDS:
         pack = load_pack(pid)
-        events = [e for e in itertools.islice(stream([pack], seed=3, malformed_rate=0.0), 2000) if isinstance(e, Event)]
+        events = [ex.event for ex in load_examples(examples_path(pid))]
+        demo = itertools.islice(stream([pack], seed=3, malformed_rate=0.0), 2000)
+        events += [e for e in demo if isinstance(e, Event)]
         report(pid, len(pack.pack.rules), len(events), rate(events, pack, seconds))
     with TemporaryDirectory() as tmp:
         synth: dict[tuple[int, str], float] = {}

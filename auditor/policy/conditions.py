@@ -1,191 +1,390 @@
-"""Conditions a rule can require, each a small value with ``holds`` and a plain-words ``reason``.
+"""Tests on the facts of an event: the building blocks of a rule's scope (``when``) and conditions.
 
-Conditions are pure functions of the event (and the pack's minor age). ``reason`` explains,
-for a privacy officer, why the condition failed for this event.
+Each test is a small frozen value with ``holds`` (pure: the event and its derived facts only), a
+plain-words ``reason`` it failed, ``source`` (the test as the pack wrote it) and two sets of fact
+names: ``reads`` (every fact it looks at: the memo key and the probe use it) and ``unknown_unhandled``
+(optional facts it reads without saying what their absence means: lint warns about them unless the
+pack states a reading under ``absent:``).
+
+Absent facts: a fact the producer may leave out (age, region, role, organisation, on_our_behalf,
+countries, legal basis, attributes) is *unknown*. A test matches an unknown fact only when its list
+names ``unknown`` (``~`` for attributes). Consent flags, opt-out, legal request, identifiability,
+actor type and cross_border have schema defaults (false, false, NONE, IDENTIFIED, OTHER, false):
+absent means the default.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from auditor.events.model import ActorType, Event, Identifiability, LegalRequestType, Safeguard
+from auditor.events.model import (
+    ActorOrganisation,
+    ActorType,
+    Event,
+    EventKind,
+    Identifiability,
+    LegalRequestType,
+    Safeguard,
+)
+
+
+class Derived:
+    """Facts derived once per evaluation: the data elements the event holds, the subject's minority."""
+
+    __slots__ = ("atoms", "minor", "minor_age")
+
+    def __init__(self, atoms: frozenset[str], minor: bool | None, minor_age: int) -> None:
+        self.atoms, self.minor, self.minor_age = atoms, minor, minor_age
 
 
 class Condition(Protocol):
     @property
-    def name(self) -> str: ...
+    def source(self) -> str: ...
 
-    def holds(self, e: Event, minor_age: int) -> bool: ...
+    @property
+    def reads(self) -> frozenset[str]: ...
 
-    def reason(self, e: Event, minor_age: int) -> str: ...
+    @property
+    def unknown_unhandled(self) -> frozenset[str]: ...
 
+    def holds(self, e: Event, x: Derived) -> bool: ...
 
-def _words(values: frozenset[str] | tuple[str, ...]) -> str:
-    return ", ".join(sorted(v.lower().replace("_", " ") for v in values))
-
-
-@dataclass(frozen=True, slots=True)
-class Consent:
-    flag: str  # marketing | third_party_sharing | guardian
-    name: str = "consent"
-
-    def holds(self, e: Event, minor_age: int) -> bool:
-        return bool(getattr(e.consent, self.flag))
-
-    def reason(self, e: Event, minor_age: int) -> str:
-        return f"the subject has not given {self.flag.replace('_', '-')} consent"
+    def reason(self, e: Event, x: Derived) -> str: ...
 
 
-@dataclass(frozen=True, slots=True)
-class NotOptedOut:
-    topic: str = "marketing"
-    name: str = "not_opted_out"
+def words(values: object) -> str:
+    out = []
+    for v in values:  # type: ignore[attr-defined]
+        v = getattr(v, "value", v)
+        out.append("unknown" if v is None else str(v).lower().replace("_", " "))
+    return ", ".join(sorted(out))
 
-    def holds(self, e: Event, minor_age: int) -> bool:
-        return not e.consent.marketing_opt_out
 
-    def reason(self, e: Event, minor_age: int) -> str:
-        return "the subject has opted out of marketing"
+def _show(v: object) -> str:
+    v = getattr(v, "value", v)
+    return "unknown" if v is None else str(v)
 
+
+# ---------------------------------------------------------------- one fact against a set of values
 
 @dataclass(frozen=True, slots=True)
-class LegalRequestRequired:
-    accepted: frozenset[LegalRequestType]
-    name: str = "legal_request"
+class FactIn:
+    """``<test>: [values]``: the fact named ``fact`` has one of ``accepted`` (None = unknown)."""
 
-    def holds(self, e: Event, minor_age: int) -> bool:
-        return e.legal_request.type in self.accepted
+    test: str
+    fact: str
+    accepted: frozenset[object]
+    source: str
+    optional: bool = False
+    reads: frozenset[str] = field(default=frozenset())
+    unknown_unhandled: frozenset[str] = field(default=frozenset())
+    get: Callable[[Event, Derived], object] = field(default=lambda e, x: None, compare=False, repr=False)
 
-    def reason(self, e: Event, minor_age: int) -> str:
-        if e.legal_request.type is LegalRequestType.NONE:
-            return f"no legal request backs it (needs: {_words(frozenset(t.value for t in self.accepted))})"
-        return (f"a {e.legal_request.type.value.lower().replace('_', ' ')} is not an accepted legal "
-                f"request here (needs: {_words(frozenset(t.value for t in self.accepted))})")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reads", frozenset({self.fact}))
+        object.__setattr__(self, "get", FACTS[self.fact])
+        if self.optional and None not in self.accepted:
+            object.__setattr__(self, "unknown_unhandled", frozenset({self.fact}))
 
+    def holds(self, e: Event, x: Derived) -> bool:
+        return self.get(e, x) in self.accepted
+
+    def reason(self, e: Event, x: Derived) -> str:
+        have = self.get(e, x)
+        special = SPECIAL_REASONS.get((self.fact, have))
+        if special is not None:
+            return special.format(minor_age=x.minor_age)
+        label = FACT_LABELS.get(self.fact, self.fact)
+        return f"{label} is {words([have])}, not {'one of: ' if len(self.accepted) > 1 else ''}{words(self.accepted)}"
+
+
+def _region(code: str | None) -> str | None:
+    return code.upper() if code else None
+
+
+#: How each fact is read from an event. Optional facts may be None (unknown).
+FACTS = {
+    "kind": lambda e, x: e.kind,
+    "purpose": lambda e, x: e.purpose,
+    "recipient.type": lambda e, x: None if e.recipient is None else e.recipient.type,
+    "recipient.id": lambda e, x: None if e.recipient is None else e.recipient.id,
+    "recipient.country": lambda e, x: None if e.recipient is None else _region(e.recipient.country),
+    "recipient.on_our_behalf": lambda e, x: None if e.recipient is None else e.recipient.on_our_behalf,
+    "identifiability": lambda e, x: e.identifiability,
+    "legal_request.type": lambda e, x: e.legal_request.type,
+    "legal_basis": lambda e, x: e.legal_basis.lower() if e.legal_basis else None,
+    "actor.type": lambda e, x: e.actor.type,
+    "actor.role": lambda e, x: e.actor.role,
+    "actor.organisation": lambda e, x: None if e.actor.organisation is ActorOrganisation.UNKNOWN
+    else e.actor.organisation,
+    "subject.minor": lambda e, x: x.minor,
+    "subject.region": lambda e, x: _region(e.subject.region),
+    "transfer.cross_border": lambda e, x: e.transfer.cross_border,
+    "transfer.destination_country": lambda e, x: _region(e.transfer.destination_country),
+}
+
+FACT_LABELS = {
+    "kind": "the kind", "purpose": "the purpose", "recipient.type": "the recipient type",
+    "recipient.id": "the recipient", "recipient.country": "the recipient's country",
+    "recipient.on_our_behalf": "on-our-behalf processing", "identifiability": "the data's identifiability",
+    "legal_request.type": "the legal request", "legal_basis": "the legal basis", "actor.type": "the actor type",
+    "actor.role": "the actor's role", "actor.organisation": "the actor's organisation",
+    "subject.minor": "the subject being a minor", "subject.region": "the subject's region",
+    "transfer.cross_border": "cross-border", "transfer.destination_country": "the transfer destination",
+}
+
+SPECIAL_REASONS: dict[tuple[str, object], str] = {
+    ("recipient.on_our_behalf", False): "the recipient uses the data for its own purposes, not only on our behalf",
+    ("recipient.on_our_behalf", None): "it is not established that the recipient processes the data only on our behalf",
+    ("subject.minor", True): "the subject is a minor (under {minor_age})",
+    ("subject.minor", False): "the subject is an adult ({minor_age} or over)",
+    ("subject.minor", None): "the subject's age is unknown",
+    ("actor.role", None): "the actor has no stated role",
+    ("legal_request.type", LegalRequestType.NONE): "no legal request backs it",
+}
+
+#: Facts the producer may leave out: tests on them must say what unknown means.
+OPTIONAL_FACTS = frozenset({
+    "recipient.country", "recipient.on_our_behalf", "legal_basis", "actor.role", "actor.organisation",
+    "subject.minor", "subject.region", "transfer.destination_country",
+})
+
+
+# ---------------------------------------------------------------- data categories
 
 @dataclass(frozen=True, slots=True)
-class IdentifiabilityIn:
-    accepted: frozenset[Identifiability]
-    name: str = "identifiability"
+class CategoriesAny:
+    """``categories: [...]``: the event holds at least one data element of these categories."""
 
-    def holds(self, e: Event, minor_age: int) -> bool:
-        return e.identifiability in self.accepted
+    names: frozenset[str]
+    atoms: frozenset[str]
+    source: str
+    reads: frozenset[str] = frozenset({"data_categories"})
+    unknown_unhandled: frozenset[str] = frozenset()
 
-    def reason(self, e: Event, minor_age: int) -> str:
-        return (f"the data is {e.identifiability.value.lower()}; only "
-                f"{_words(frozenset(i.value for i in self.accepted))} data is allowed")
+    def holds(self, e: Event, x: Derived) -> bool:
+        return not self.atoms.isdisjoint(x.atoms)
 
-
-@dataclass(frozen=True, slots=True)
-class OnOurBehalf:
-    name: str = "on_our_behalf"
-
-    def holds(self, e: Event, minor_age: int) -> bool:
-        return e.recipient is not None and e.recipient.on_our_behalf is True
-
-    def reason(self, e: Event, minor_age: int) -> str:
-        if e.recipient is None or e.recipient.on_our_behalf is None:
-            return "it is not established that the recipient processes the data only on our behalf"
-        return "the recipient uses the data for its own purposes, not only on our behalf"
-
-
-@dataclass(frozen=True, slots=True)
-class GuardianConsentIfMinor:
-    name: str = "guardian_consent_if_minor"
-
-    def holds(self, e: Event, minor_age: int) -> bool:
-        return not e.subject.minor(minor_age) or e.consent.guardian
-
-    def reason(self, e: Event, minor_age: int) -> str:
-        return f"the subject is a minor (under {minor_age}) and no parent or guardian consented"
-
-
-@dataclass(frozen=True, slots=True)
-class SafeguardIfCrossBorder:
-    accepted: frozenset[Safeguard]
-    name: str = "safeguard_if_cross_border"
-
-    def holds(self, e: Event, minor_age: int) -> bool:
-        return not e.transfer.cross_border or e.transfer.safeguard in self.accepted
-
-    def reason(self, e: Event, minor_age: int) -> str:
-        have = e.transfer.safeguard.value.lower().replace("_", " ")
-        return (f"the cross-border transfer relies on safeguard '{have}'; needs one of: "
-                f"{_words(frozenset(s.value for s in self.accepted))}")
+    def reason(self, e: Event, x: Derived) -> str:
+        return f"the data ({', '.join(e.data_categories)}) holds nothing of {', '.join(sorted(self.names))}"
 
 
 @dataclass(frozen=True, slots=True)
 class OnlyCategories:
+    """``only_categories: [...]``: every data element the event holds belongs to these categories."""
+
     allowed: frozenset[str]
-    name: str = "only_categories"
+    atoms: frozenset[str]
+    source: str
+    reads: frozenset[str] = frozenset({"data_categories"})
+    unknown_unhandled: frozenset[str] = frozenset()
 
-    def holds(self, e: Event, minor_age: int) -> bool:
-        return all(c in self.allowed for c in e.data_categories)
+    def holds(self, e: Event, x: Derived) -> bool:
+        return x.atoms <= self.atoms
 
-    def reason(self, e: Event, minor_age: int) -> str:
-        extra = sorted(set(e.data_categories) - self.allowed)
-        return f"it includes {', '.join(extra)}, which this rule does not cover"
+    def reason(self, e: Event, x: Derived) -> str:
+        extra = sorted(x.atoms - self.atoms)
+        return (f"it includes {', '.join(extra)}, which is outside {', '.join(sorted(self.allowed))}")
 
 
-@dataclass(frozen=True, slots=True)
-class PurposeIn:
-    purposes: frozenset[str]
-    name: str = "purposes"
+# ---------------------------------------------------------------- consent
 
-    def holds(self, e: Event, minor_age: int) -> bool:
-        return e.purpose in self.purposes
-
-    def reason(self, e: Event, minor_age: int) -> str:
-        return f"purpose {e.purpose} is not one this rule allows ({', '.join(sorted(self.purposes))})"
+CONSENT_FLAGS = ("marketing", "third_party_sharing", "guardian")
 
 
 @dataclass(frozen=True, slots=True)
-class RoleIn:
-    roles: frozenset[str]
-    name: str = "roles"
+class Consent:
+    """``consent: marketing|third_party_sharing|guardian``: the flag is true (absent = not given)."""
 
-    def holds(self, e: Event, minor_age: int) -> bool:
-        return e.actor.role in self.roles
+    flag: str
+    source: str
+    reads: frozenset[str] = frozenset({"consent"})
+    unknown_unhandled: frozenset[str] = frozenset()
 
-    def reason(self, e: Event, minor_age: int) -> str:
-        who = e.actor.role or "an actor with no role"
-        return f"{who} is not among the roles with a need to know ({', '.join(sorted(self.roles))})"
+    def holds(self, e: Event, x: Derived) -> bool:
+        return bool(getattr(e.consent, self.flag))
+
+    def reason(self, e: Event, x: Derived) -> str:
+        who = "a parent or guardian has not" if self.flag == "guardian" else "the subject has not"
+        return f"{who} given {self.flag.replace('_', '-')} consent"
 
 
 @dataclass(frozen=True, slots=True)
-class ActorTypeIn:
-    types: frozenset[ActorType]
-    name: str = "actor_types"
+class NotOptedOut:
+    """``not_opted_out: marketing``: the subject has not opted out (absent = not opted out)."""
 
-    def holds(self, e: Event, minor_age: int) -> bool:
-        return e.actor.type in self.types
+    source: str = "not_opted_out: marketing"
+    reads: frozenset[str] = frozenset({"consent"})
+    unknown_unhandled: frozenset[str] = frozenset()
 
-    def reason(self, e: Event, minor_age: int) -> str:
-        return f"the actor is a {e.actor.type.value.lower()}, not {_words(frozenset(t.value for t in self.types))}"
+    def holds(self, e: Event, x: Derived) -> bool:
+        return not e.consent.marketing_opt_out
 
+    def reason(self, e: Event, x: Derived) -> str:
+        return "the subject has opted out of marketing"
+
+
+# ---------------------------------------------------------------- attributes
 
 @dataclass(frozen=True, slots=True)
 class AttributeEquals:
+    """``attribute: {name: value | [values]}``: attribute ``key`` is one of ``values`` (None = absent)."""
+
     key: str
-    value: str
-    name: str = "attribute"
+    values: frozenset[str | None]
+    source: str
+    reads: frozenset[str] = frozenset()
+    unknown_unhandled: frozenset[str] = frozenset()
 
-    def holds(self, e: Event, minor_age: int) -> bool:
-        return e.attributes.get(self.key) == self.value
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reads", frozenset({f"attributes.{self.key}"}))
+        if None not in self.values:
+            object.__setattr__(self, "unknown_unhandled", frozenset({f"attributes.{self.key}"}))
 
-    def reason(self, e: Event, minor_age: int) -> str:
-        return f"fact '{self.key}' is {e.attributes.get(self.key, 'not stated')!r}, needs {self.value!r}"
+    @property
+    def value(self) -> str:
+        """One accepted value (the demo generator uses it to build a witness)."""
+        return sorted(v for v in self.values if v is not None)[0]
+
+    def holds(self, e: Event, x: Derived) -> bool:
+        return e.attributes.get(self.key) in self.values
+
+    def reason(self, e: Event, x: Derived) -> str:
+        have = e.attributes.get(self.key)
+        return f"fact '{self.key}' is {'not stated' if have is None else repr(have)}, needs {words(self.values)}"
+
+
+# ---------------------------------------------------------------- transfers
+
+@dataclass(frozen=True, slots=True)
+class TransferOutside:
+    """``transfer_outside: [regions]``: a cross-border transfer to a destination outside them.
+
+    An unknown destination counts as outside (the transfer is cross-border and nothing shows it
+    stays inside)."""
+
+    inside: frozenset[str]
+    source: str
+    reads: frozenset[str] = frozenset({"transfer.cross_border", "transfer.destination_country"})
+    unknown_unhandled: frozenset[str] = frozenset()
+
+    def holds(self, e: Event, x: Derived) -> bool:
+        if not e.transfer.cross_border:
+            return False
+        return _region(e.transfer.destination_country) not in self.inside
+
+    def reason(self, e: Event, x: Derived) -> str:
+        if not e.transfer.cross_border:
+            return "the transfer is not cross-border"
+        return f"the destination {_show(_region(e.transfer.destination_country))} is inside the region"
+
+
+@dataclass(frozen=True, slots=True)
+class SafeguardIfCrossBorder:
+    """``safeguard_if_cross_border``: not cross-border; or destination and subject both ``within`` one
+    region (e.g. intra-EEA); or the destination is on an ``adequate`` list; or the transfer states an
+    accepted safeguard. An unknown destination is neither within nor adequate."""
+
+    safeguards: frozenset[Safeguard]
+    adequate: frozenset[str]
+    within: tuple[frozenset[str], ...]
+    source: str
+    reads: frozenset[str] = frozenset({"transfer.cross_border", "transfer.destination_country", "transfer.safeguard",
+                                       "subject.region"})
+    unknown_unhandled: frozenset[str] = frozenset()
+
+    def holds(self, e: Event, x: Derived) -> bool:
+        t = e.transfer
+        if not t.cross_border or t.safeguard in self.safeguards:
+            return True
+        dest = _region(t.destination_country)
+        if dest is None:
+            return False
+        if dest in self.adequate:
+            return True
+        region = _region(e.subject.region)
+        return any(dest in group and region in group for group in self.within)
+
+    def reason(self, e: Event, x: Derived) -> str:
+        have = e.transfer.safeguard.value.lower().replace("_", " ")
+        dest = _show(_region(e.transfer.destination_country))
+        needs = words(self.safeguards) or "none"
+        return (f"the cross-border transfer to {dest} relies on safeguard '{have}'; needs one of: {needs}"
+                + (", or an adequate destination" if self.adequate else ""))
+
+
+# ---------------------------------------------------------------- combinators
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    inner: Condition
+    source: str
+    reads: frozenset[str] = frozenset()
+    unknown_unhandled: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reads", self.inner.reads)
+        object.__setattr__(self, "unknown_unhandled", self.inner.unknown_unhandled)
+
+    def holds(self, e: Event, x: Derived) -> bool:
+        return not self.inner.holds(e, x)
+
+    def reason(self, e: Event, x: Derived) -> str:
+        return f"it is the case that {self.inner.source}, which this rule excludes"
 
 
 @dataclass(frozen=True, slots=True)
 class AnyOf:
     options: tuple[Condition, ...]
-    name: str = "any_of"
+    source: str
+    reads: frozenset[str] = frozenset()
+    unknown_unhandled: frozenset[str] = frozenset()
 
-    def holds(self, e: Event, minor_age: int) -> bool:
-        return any(c.holds(e, minor_age) for c in self.options)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reads", frozenset().union(*(c.reads for c in self.options)))
+        object.__setattr__(self, "unknown_unhandled",
+                           frozenset().union(*(c.unknown_unhandled for c in self.options)))
 
-    def reason(self, e: Event, minor_age: int) -> str:
-        return "none of the alternatives holds: " + "; or ".join(c.reason(e, minor_age) for c in self.options)
+    def holds(self, e: Event, x: Derived) -> bool:
+        return any(c.holds(e, x) for c in self.options)
 
+    def reason(self, e: Event, x: Derived) -> str:
+        return "none of the alternatives holds: " + "; or ".join(c.reason(e, x) for c in self.options)
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    parts: tuple[Condition, ...]
+    source: str
+    reads: frozenset[str] = frozenset()
+    unknown_unhandled: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reads", frozenset().union(*(c.reads for c in self.parts)))
+        object.__setattr__(self, "unknown_unhandled",
+                           frozenset().union(*(c.unknown_unhandled for c in self.parts)))
+
+    def holds(self, e: Event, x: Derived) -> bool:
+        return all(c.holds(e, x) for c in self.parts)
+
+    def reason(self, e: Event, x: Derived) -> str:
+        return "; ".join(c.reason(e, x) for c in self.parts if not c.holds(e, x))
+
+
+# ---------------------------------------------------------------- enum names the parser accepts
+
+ENUMS: dict[str, type] = {
+    "kind": EventKind, "identifiability": Identifiability, "legal_request.type": LegalRequestType,
+    "actor.type": ActorType, "actor.organisation": ActorOrganisation, "safeguard": Safeguard,
+}
+
+#: Named sets of legal requests. ``binding`` compels us; an AUTHORITY_REQUEST is a voluntary ask.
+LEGAL_REQUEST_SETS: dict[str, frozenset[LegalRequestType]] = {
+    "binding": frozenset({LegalRequestType.COURT_ORDER, LegalRequestType.SUBPOENA, LegalRequestType.WARRANT,
+                          LegalRequestType.REQUIRED_BY_LAW}),
+    "voluntary": frozenset({LegalRequestType.AUTHORITY_REQUEST}),
+    "any": frozenset(t for t in LegalRequestType if t is not LegalRequestType.NONE),
+    "none": frozenset({LegalRequestType.NONE}),
+}

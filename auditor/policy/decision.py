@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 
 class Verdict(str, Enum):
@@ -14,8 +15,9 @@ class Verdict(str, Enum):
 class ViolationKind(str, Enum):
     """Why a rule counts as violated."""
 
-    CONDITION_FAILED = "CONDITION_FAILED"   # a permit rule was in scope but a condition failed
-    PROHIBITED = "PROHIBITED"               # a prohibition was in scope and no exception held
+    CONDITION_FAILED = "CONDITION_FAILED"   # no permit held; this, the most specific in scope, failed
+    CONSTRAINT_FAILED = "CONSTRAINT_FAILED" # a constraint was in scope and a required condition failed
+    PROHIBITED = "PROHIBITED"               # a constraint forbids everything in its scope
     DEFAULT_DENY = "DEFAULT_DENY"           # no permit rule covers the event
     UNDECLARED = "UNDECLARED"               # category, purpose or recipient not in the vocabulary
 
@@ -35,19 +37,21 @@ class Violation:
     rule: RuleRef
     kind: ViolationKind
     reason: str
+    failed: tuple[str, ...] = ()   # the conditions that failed, as the pack writes them
 
     @property
     def rule_id(self) -> str:
         return self.rule.rule_id
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The verdict on one event, with every violated rule and the permit that applied, if any.
 
-    ``held`` lists the rules that were in scope and held (permit: allowed the event;
-    prohibit: an exception applied); tests use it for rule coverage, investigators to see
-    which clauses were weighed.
+    ``violations`` lists the most specific rule first. ``held`` lists the rules that were in
+    scope and held (permit: allowed the event; constraint: satisfied); tests use it for
+    coverage, investigators to see which clauses were weighed. ``considered`` holds the other
+    permits that were in scope but failed, when none allowed the event (not violations: only
+    the most specific one is).
     """
 
     event_id: str
@@ -57,6 +61,7 @@ class Decision:
     pack_id: str
     pack_hash: str
     held: tuple[str, ...] = ()
+    considered: tuple[Violation, ...] = ()
 
     @property
     def violated_rule_ids(self) -> tuple[str, ...]:
@@ -78,6 +83,7 @@ def decision_to_dict(d: Decision, *, quote: bool = True) -> dict[str, object]:
         "pack": d.pack_id,
         "pack_hash": d.pack_hash,
         "permitted_by": None if d.permitted_by is None else rule_to_dict(d.permitted_by, quote=quote),
-        "violations": [dict(rule_to_dict(v.rule, quote=quote), kind=v.kind.value, reason=v.reason)
-                       for v in d.violations],
+        "violations": [dict(rule_to_dict(v.rule, quote=quote), kind=v.kind.value, reason=v.reason,
+                            failed=list(v.failed)) for v in d.violations],
+        "also_considered": [{"rule": v.rule.rule_id, "reason": v.reason} for v in d.considered],
     }

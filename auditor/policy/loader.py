@@ -1,36 +1,43 @@
-"""Parse and validate a policy pack file into a :class:`~auditor.policy.model.Pack`.
+"""Parse and validate a policy pack file (language 2) into a :class:`~auditor.policy.model.Pack`.
 
 Validation collects every finding (file, line, fault) before failing, so one run of
-``auditor policy lint`` shows them all.
+``auditor policy lint`` shows them all. Warnings (a rule that silently relies on an absent fact)
+do not stop loading; they are kept on the pack for ``lint`` to print.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from auditor.errors import PolicyError, PolicyLintError
-from auditor.events.model import RECIPIENT_TYPES, ActorType, EventKind, Identifiability, LegalRequestType, Safeguard
+from auditor.events.model import EventKind
 from auditor.policy import conditions as c
 from auditor.policy.decision import RuleRef
+from auditor.policy.lint import check_pack
 from auditor.policy.model import SEVERITIES, Effect, Pack, Rule, Scope, Term
+from auditor.policy.syntax import BUILTIN_REGIONS, COUNTRY, RECIPIENT_TESTS, TestParser, Vocab
 from auditor.policy.yamlsrc import LineDict, load_yaml
 
-TOP_KEYS = {"pack", "title", "source", "version", "minor_age", "default", "vocabulary", "rules"}
-VOCAB_KEYS = {"categories", "purposes", "recipients", "roles"}
-RULE_KEYS = {"id", "effect", "clause", "quote", "severity", "when", "require", "explain"}
-WHEN_KEYS = {"kinds", "recipients", "purposes", "categories", "minor", "cross_border", "regions"}
+LANGUAGE = 2
+TOP_KEYS = {"language", "pack", "title", "source", "version", "minor_age", "notes", "absent", "default",
+            "vocabulary", "permits", "constraints"}
+VOCAB_KEYS = {"elements", "categories", "purposes", "recipients", "roles", "regions"}
+TERM_KEYS = {"clause", "quote", "maps_to"}
+RULE_KEYS = {"id", "clause", "quote", "severity", "when", "require", "explain", "absent"}
+CONSTRAINT_KEYS = RULE_KEYS | {"forbid"}
+INDEXED = ("kinds", "recipients", "purposes")
+SYNTHETIC = ("default-deny", "undeclared-category", "undeclared-purpose", "undeclared-recipient")
 
-#: Region groups a pack may name in ``when.regions``; expanded to ISO 3166 codes.
-REGION_GROUPS = {
-    "EEA": frozenset({"AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT",
-                      "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO",
-                      "EEA", "EU"}),
-}
-CONSENT_FLAGS = {"marketing", "third_party_sharing", "guardian"}
+PACK_ID = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+RULE_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9][a-z0-9_-]*){1,4}$")
+MAPS_TO = re.compile(r"^(fideslang|dpv|pd|dpv-pd):[A-Za-z][A-Za-z0-9_.\-]*$")
 
 
 def packs_dir() -> Path:
@@ -69,6 +76,17 @@ def _plain(x: Any) -> Any:
     return x
 
 
+def _specificity(scope: Scope) -> float:
+    """How narrowly a scope is drawn: each restricted dimension counts 1 + 1/(number of values)."""
+    score = 0.0
+    if scope.kinds is not None and len(scope.kinds) < len(EventKind):
+        score += 1 + 1 / len(scope.kinds)
+    for values in (scope.recipients, scope.purposes, scope.categories):
+        if values:
+            score += 1 + 1 / len(values)
+    return score + sum(1 for t in scope.tests if not isinstance(t, c.CategoriesAny))
+
+
 class _Parser:
     def __init__(self, path: Path) -> None:
         self.path = str(path)
@@ -83,220 +101,228 @@ class _Parser:
                 self.fail(f"unknown key '{key}' in {what}; expected one of {', '.join(sorted(allowed))}",
                           node.line_of(key))
 
-    def text(self, node: LineDict, key: str, what: str) -> str:
+    def text(self, node: LineDict, key: str, what: str, required: bool = True) -> str:
         value = node.get(key)
+        if value is None and not required:
+            return ""
         if not isinstance(value, str | int | float) or not str(value).strip():
             self.fail(f"{what} needs a non-empty '{key}'", node.line_of(key))
             return ""
         return str(value)
 
-    def str_list(self, node: LineDict, key: str, what: str) -> list[str] | None:
-        value = node.get(key)
-        if value is None:
-            return None
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.fail(f"'{key}' in {what} must be a list of names", node.line_of(key))
-            return None
-        if not value:
-            self.fail(f"'{key}' in {what} is empty, so it can never match", node.line_of(key))
-        return value
+    def maps_to(self, body: LineDict, what: str) -> tuple[str, ...]:
+        raw = body.get("maps_to")
+        if raw is None:
+            return ()
+        values = raw if isinstance(raw, list) else [raw]
+        for v in values:
+            if not isinstance(v, str) or not MAPS_TO.match(v):
+                self.fail(f"{what}: maps_to '{v}' is not a fideslang or W3C DPV term "
+                          "(e.g. 'fideslang:user.contact.email', 'dpv:Marketing', 'pd:EmailAddress')",
+                          body.line_of("maps_to"))
+        return tuple(str(v) for v in values)
 
     # ---------------------------------------------------------------- vocabulary
-    def terms(self, vocab: LineDict, key: str) -> dict[str, Term]:
-        node = vocab.get(key) or {}
+    def terms(self, vocab: LineDict, key: str, extra: frozenset[str] = frozenset(),
+              quoted: bool = True) -> dict[str, Term]:
+        node = vocab.get(key)
         out: dict[str, Term] = {}
-        if not isinstance(node, dict):
+        if node is None:
+            return out
+        if isinstance(node, list) and not quoted:   # a plain list of names
+            node = LineDict({str(n): None for n in node}, line=getattr(node, "line", vocab.line_of(key)))
+        if not isinstance(node, LineDict):
             self.fail(f"vocabulary '{key}' must map ids to {{clause, quote}}", vocab.line_of(key))
             return out
         for term_id, body in node.items():
-            line = node.line_of(term_id) if isinstance(node, LineDict) else vocab.line
-            if not isinstance(body, LineDict):
-                self.fail(f"vocabulary {key} '{term_id}' needs clause and quote", line)
+            line = node.line_of(term_id)
+            tid = str(term_id)
+            if not NAME.match(tid):
+                self.fail(f"vocabulary {key} id '{tid}' is not a plain identifier (a-z, 0-9, _)", line)
+            if body is None and not quoted:
+                out[tid] = Term(tid, "", "")
                 continue
-            out[str(term_id)] = Term(str(term_id), self.text(body, "clause", f"{key} '{term_id}'"),
-                                     self.text(body, "quote", f"{key} '{term_id}'"))
+            if not isinstance(body, LineDict):
+                self.fail(f"vocabulary {key} '{tid}' needs clause and quote", line)
+                continue
+            self.unknown_keys(body, TERM_KEYS | extra, f"{key} '{tid}'")
+            what = f"{key} '{tid}'"
+            holds = tuple(str(h) for h in (body.get("holds") or []))
+            countries = tuple(str(h) for h in (body.get("countries") or []))
+            out[tid] = Term(tid, self.text(body, "clause", what, quoted), self.text(body, "quote", what, quoted),
+                            self.maps_to(body, what), holds, countries)
         return out
 
-    # ---------------------------------------------------------------- conditions
-    def enum_set(self, cls: Any, values: Any, what: str, line: int) -> frozenset[Any]:
-        if isinstance(values, str):
-            values = [values]
-        out = set()
-        for v in values or []:
-            try:
-                out.add(cls(str(v).upper()))
-            except ValueError:
-                allowed = ", ".join(x.value for x in cls)
-                self.fail(f"unknown {what} '{v}'; expected one of {allowed}", line)
-        return frozenset(out)
+    def atoms(self, categories: dict[str, Term], elements: dict[str, Term],
+              vocab: LineDict) -> dict[str, frozenset[str]]:
+        """Category or element -> the data elements it holds (a category without ``holds`` is its own)."""
+        out: dict[str, frozenset[str]] = {e: frozenset({e}) for e in elements}
+        node = vocab.get("categories") or LineDict()
 
-    def condition(self, item: Any, rule: LineDict, pack: dict[str, Any], line: int) -> c.Condition | None:
-        if isinstance(item, str):
-            name, arg = item, None
-        elif isinstance(item, dict) and len(item) == 1:
-            name, arg = next(iter(item.items()))
-            line = item.line if isinstance(item, LineDict) else line
-        else:
-            self.fail("each 'require' entry is a condition name or a one-key mapping", line)
-            return None
-        rid = rule.get("id", "?")
-        if name == "consent":
-            if arg not in CONSENT_FLAGS:
-                self.fail(f"rule '{rid}': consent must be one of {', '.join(sorted(CONSENT_FLAGS))}", line)
-                return None
-            return c.Consent(str(arg))
-        if name == "not_opted_out":
-            return c.NotOptedOut()
-        if name == "legal_request":
-            if arg in (None, "any"):
-                return c.LegalRequestRequired(frozenset(t for t in LegalRequestType if t.value != "NONE"))
-            accepted = self.enum_set(LegalRequestType, arg, "legal request type", line)
-            accepted = frozenset(t for t in accepted if t is not LegalRequestType.NONE)
-            if not accepted:
-                self.fail(f"rule '{rid}': legal_request accepts no real request, so it can never hold", line)
-            return c.LegalRequestRequired(accepted)
-        if name == "identifiability":
-            accepted_i = self.enum_set(Identifiability, arg, "identifiability", line)
-            if not accepted_i:
-                self.fail(f"rule '{rid}': identifiability accepts nothing, so it can never hold", line)
-            return c.IdentifiabilityIn(accepted_i)
-        if name == "on_our_behalf":
-            return c.OnOurBehalf()
-        if name == "guardian_consent_if_minor":
-            return c.GuardianConsentIfMinor()
-        if name == "safeguard_if_cross_border":
-            accepted_s = self.enum_set(Safeguard, arg, "safeguard", line)
-            return c.SafeguardIfCrossBorder(frozenset(s for s in accepted_s if s is not Safeguard.NONE))
-        if name == "only_categories":
-            cats = [arg] if isinstance(arg, str) else list(arg or [])
-            if not cats:
-                self.fail(f"rule '{rid}': only_categories is empty, so it can never hold", line)
-            for cat in cats:
-                if cat not in pack["categories"]:
-                    self.fail(f"rule '{rid}': unknown category '{cat}' (not in vocabulary.categories)", line)
-            return c.OnlyCategories(frozenset(cats))
-        if name == "purposes":
-            wanted = [arg] if isinstance(arg, str) else list(arg or [])
-            if not wanted:
-                self.fail(f"rule '{rid}': purposes is empty, so it can never hold", line)
-            for pu in wanted:
-                if pu not in pack["purposes"]:
-                    self.fail(f"rule '{rid}': unknown purpose '{pu}' (not in vocabulary.purposes)", line)
-            return c.PurposeIn(frozenset(wanted))
-        if name == "roles":
-            roles = [arg] if isinstance(arg, str) else list(arg or [])
-            if not roles:
-                self.fail(f"rule '{rid}': roles is empty, so it can never hold", line)
-            for role in roles:
-                if role not in pack["roles"]:
-                    self.fail(f"rule '{rid}': unknown role '{role}' (not in vocabulary.roles)", line)
-            return c.RoleIn(frozenset(roles))
-        if name == "actor_types":
-            types = self.enum_set(ActorType, arg, "actor type", line)
-            if not types:
-                self.fail(f"rule '{rid}': actor_types is empty, so it can never hold", line)
-            return c.ActorTypeIn(types)
-        if name == "attribute":
-            if not isinstance(arg, dict) or len(arg) != 1:
-                self.fail(f"rule '{rid}': attribute takes one 'name: value' pair", line)
-                return None
-            key, value = next(iter(arg.items()))
-            return c.AttributeEquals(str(key), str(value).lower() if isinstance(value, bool) else str(value))
-        if name == "any_of":
-            if not isinstance(arg, list) or len(arg) < 2:
-                self.fail(f"rule '{rid}': any_of needs a list of at least two conditions", line)
-                return None
-            opts = [self.condition(o, rule, pack, line) for o in arg]
-            return c.AnyOf(tuple(o for o in opts if o is not None))
-        self.fail(f"rule '{rid}': unknown condition '{name}'", line)
-        return None
+        def expand(cid: str, trail: tuple[str, ...]) -> frozenset[str]:
+            if cid in out:
+                return out[cid]
+            term = categories[cid]
+            if not term.holds:
+                out[cid] = frozenset({cid})
+                return out[cid]
+            acc: set[str] = set()
+            for h in term.holds:
+                if h in trail:
+                    self.fail(f"category '{cid}' holds itself through {' -> '.join((*trail, h))}",
+                              node.line_of(cid))
+                elif h in elements:
+                    acc.add(h)
+                elif h in categories:
+                    acc |= expand(h, (*trail, h))
+                else:
+                    self.fail(f"category '{cid}' holds '{h}', which is neither a category nor a declared "
+                              "element (vocabulary.elements)", node.line_of(cid))
+            out[cid] = frozenset(acc)
+            return out[cid]
+
+        for cid in categories:
+            if cid in elements:
+                self.fail(f"'{cid}' is declared both as a category and as an element", node.line_of(cid))
+            expand(cid, (cid,))
+        return out
+
+    def regions(self, terms: dict[str, Term], vocab: LineDict) -> dict[str, frozenset[str]]:
+        out = dict(BUILTIN_REGIONS)
+        node = vocab.get("regions") or LineDict()
+        for rid, term in terms.items():
+            codes: set[str] = set()
+            for code in term.countries:
+                if code in out:
+                    codes |= out[code]
+                elif COUNTRY.match(code):
+                    codes.add(code)
+                else:
+                    self.fail(f"region '{rid}': '{code}' is not an ISO 3166 code or a region", node.line_of(rid))
+            if not codes:
+                self.fail(f"region '{rid}' names no countries", node.line_of(rid))
+            out[rid] = frozenset(codes)
+        return out
 
     # ---------------------------------------------------------------- rules
-    def scope(self, rule: LineDict, pack: dict[str, Any]) -> Scope:
-        when = rule.get("when") or LineDict()
-        rid = rule.get("id", "?")
-        if not isinstance(when, LineDict):
-            self.fail(f"rule '{rid}': 'when' must be a mapping", rule.line_of("when"))
-            return Scope()
-        self.unknown_keys(when, WHEN_KEYS, f"rule '{rid}' when")
-        kinds = None
-        if "kinds" in when:
-            kinds = self.enum_set(EventKind, when["kinds"], "event kind", when.line_of("kinds"))
-        lists: dict[str, frozenset[str] | None] = {}
-        for key, vocab in (("recipients", "recipients"), ("purposes", "purposes"),
-                           ("categories", "categories")):
-            names = self.str_list(when, key, f"rule '{rid}' when")
-            lists[key] = None if names is None else frozenset(names)
-            for n in names or []:
-                if n not in pack[vocab]:
-                    self.fail(f"rule '{rid}': unknown {vocab[:-1].replace('ie', 'y')} '{n}' "
-                              f"(not in vocabulary.{vocab})", when.line_of(key))
-        for key in ("minor", "cross_border"):
-            if key in when and not isinstance(when[key], bool):
-                self.fail(f"rule '{rid}': when.{key} must be true or false", when.line_of(key))
-        regions = None
-        names_r = self.str_list(when, "regions", f"rule '{rid}' when")
-        if names_r is not None:
-            expanded: set[str] = set()
-            for r in names_r:
-                expanded |= REGION_GROUPS.get(r.upper(), frozenset({r.upper()}))
-            regions = frozenset(expanded)
-        if lists["recipients"] is not None and kinds is not None and EventKind.DISCLOSURE not in kinds:
-            self.fail(f"rule '{rid}': names recipients but its kinds exclude DISCLOSURE, so it can "
-                      "never match", when.line_of("recipients"))
-        return Scope(kinds, lists["recipients"], lists["purposes"], lists["categories"],
-                     when.get("minor"), when.get("cross_border"), regions)
+    def absent(self, node: Any, what: str, line: int) -> tuple[tuple[str, str], ...]:
+        if node is None:
+            return ()
+        if not isinstance(node, dict):
+            self.fail(f"{what}: 'absent' maps a fact (e.g. subject.minor) to the reading of its absence", line)
+            return ()
+        out = []
+        for fact, reading in node.items():
+            fact = str(fact)
+            if fact not in c.OPTIONAL_FACTS and not fact.startswith("attributes."):
+                self.fail(f"{what}: absent names '{fact}', which is not an optional fact "
+                          f"({', '.join(sorted(c.OPTIONAL_FACTS))}, attributes.<name>)", line)
+            if not isinstance(reading, str) or not reading.strip():
+                self.fail(f"{what}: absent '{fact}' needs the reading in words", line)
+            out.append((fact, str(reading)))
+        return tuple(out)
 
-    def rule(self, node: Any, pack: dict[str, Any], seen: set[str], index: int) -> Rule | None:
+    def rule(self, node: Any, effect: Effect, vocab: Vocab, seen: set[str], index: int, pack_id: str,
+             used: dict[str, set[str]]) -> Rule | None:
+        section = "permits" if effect is Effect.PERMIT else "constraints"
         if not isinstance(node, LineDict):
-            self.fail(f"rule #{index + 1} must be a mapping", None)
+            self.fail(f"{section} entry #{index + 1} must be a mapping", None)
             return None
-        self.unknown_keys(node, RULE_KEYS, f"rule '{node.get('id', index + 1)}'")
-        rid = self.text(node, "id", f"rule #{index + 1}")
+        self.unknown_keys(node, RULE_KEYS if effect is Effect.PERMIT else CONSTRAINT_KEYS,
+                          f"{section} entry '{node.get('id', index + 1)}'")
+        rid = self.text(node, "id", f"{section} entry #{index + 1}")
+        if rid and not RULE_ID.match(rid):
+            self.fail(f"rule id '{rid}' is not a plain identifier: '<pack>.<name>[.<name>]', lower-case letters, "
+                      "digits, '_' and '-'", node.line_of("id"))
+        elif rid and not rid.startswith(pack_id + "."):
+            self.fail(f"rule id '{rid}' must start with the pack id '{pack_id}.'", node.line_of("id"))
+        elif rid.split(".", 1)[-1] in SYNTHETIC:
+            self.fail(f"rule id '{rid}' is reserved for the engine", node.line_of("id"))
         if rid in seen:
             self.fail(f"duplicate rule id '{rid}'", node.line_of("id"))
         seen.add(rid)
-        try:
-            effect = Effect(node.get("effect"))
-        except ValueError:
-            self.fail(f"rule '{rid}': effect must be 'permit' or 'prohibit'", node.line_of("effect"))
-            effect = Effect.PERMIT
         severity = str(node.get("severity", "medium"))
         if severity not in SEVERITIES:
             self.fail(f"rule '{rid}': severity must be one of {', '.join(SEVERITIES)}", node.line_of("severity"))
-        scope = self.scope(node, pack)
+        tp = TestParser(vocab, self.fail, rid)
+        scope = self.scope(node, tp, rid)
+        forbid = node.get("forbid", False)
+        if forbid not in (True, False):
+            self.fail(f"rule '{rid}': forbid must be true or false", node.line_of("forbid"))
+        require = node.get("require")
         conds: list[c.Condition] = []
-        require = node.get("require") or []
-        if not isinstance(require, list):
+        if require is not None and not isinstance(require, list):
             self.fail(f"rule '{rid}': 'require' must be a list", node.line_of("require"))
             require = []
-        line = getattr(require, "line", node.line)
-        for item in require:
-            cond = self.condition(item, node, pack, line)
+        line = getattr(require, "line", 0) or node.line_of("require")
+        for item in require or []:
+            cond = tp.item(item, getattr(item, "line", 0) or line)
             if cond is not None:
                 conds.append(cond)
+        if effect is Effect.CONSTRAINT:
+            if forbid and conds:
+                self.fail(f"constraint '{rid}': forbid and require exclude each other (write the exceptions "
+                          "as 'require', or forbid everything in scope)", node.line_of("forbid"))
+            if not forbid and not conds:
+                self.fail(f"constraint '{rid}' requires nothing: give 'require' conditions, or 'forbid: true' "
+                          "for an outright prohibition", node.line)
+            if forbid and not scope.source:
+                self.fail(f"constraint '{rid}' forbids with no scope: it would prohibit every event "
+                          "(give it a 'when')", node.line)
+        for k, names in tp.used.items():
+            used[k] |= names
         self.never_holds(rid, scope, conds, node)
-        return Rule(rid, effect, self.text(node, "clause", f"rule '{rid}'"),
-                    self.text(node, "quote", f"rule '{rid}'"), severity, scope, tuple(conds),
-                    node.get("explain"), node.line, tuple(_plain(x) for x in require))
+        rule = Rule(rid, effect, self.text(node, "clause", f"rule '{rid}'"), self.text(node, "quote", f"rule '{rid}'"),
+                    severity, scope, tuple(conds), node.get("explain"), node.line,
+                    tuple(_plain(x) for x in require or []), bool(forbid),
+                    self.absent(node.get("absent"), f"rule '{rid}'", node.line_of("absent")))
+        return dataclasses.replace(rule, specificity=_specificity(scope))
+
+    def scope(self, node: LineDict, tp: TestParser, rid: str) -> Scope:
+        when = node.get("when")
+        if when is None:
+            return Scope()
+        if not isinstance(when, LineDict):
+            self.fail(f"rule '{rid}': 'when' must be a mapping of tests", node.line_of("when"))
+            return Scope()
+        idx: dict[str, frozenset[Any] | None] = {k: None for k in INDEXED}
+        tests: list[c.Condition] = []
+        categories = None
+        for key, arg in when.items():
+            cond = tp.test(str(key), arg, when.line_of(key))
+            if cond is None:
+                continue
+            if key in INDEXED and isinstance(cond, c.FactIn):
+                idx[key] = frozenset(v for v in cond.accepted if v is not None)
+                continue
+            if isinstance(cond, c.CategoriesAny):
+                categories = cond.names
+            tests.append(cond)
+        kinds = idx["kinds"]
+        if idx["recipients"] is not None or any(k in RECIPIENT_TESTS for k in when):
+            if kinds is not None and EventKind.DISCLOSURE not in kinds:
+                self.fail(f"rule '{rid}': tests the recipient but its kinds exclude DISCLOSURE, so it can "
+                          "never match", when.line_of("kinds"))
+            kinds = frozenset({EventKind.DISCLOSURE})
+        return Scope(kinds, idx["recipients"], idx["purposes"], categories, tuple(tests),
+                     tuple((str(k), _plain(v)) for k, v in when.items()))
 
     def never_holds(self, rid: str, scope: Scope, conds: list[c.Condition], node: LineDict) -> None:
         line = node.line_of("require")
         disclosure_possible = scope.kinds is None or EventKind.DISCLOSURE in scope.kinds
         for cond in conds:
-            if isinstance(cond, c.OnOurBehalf) and not disclosure_possible:
-                self.fail(f"rule '{rid}': on_our_behalf can never hold: the rule's kinds exclude "
-                          "DISCLOSURE, so there is no recipient", line)
-            if isinstance(cond, c.PurposeIn) and scope.purposes is not None and not (cond.purposes & scope.purposes):
+            if isinstance(cond, c.FactIn) and cond.test in RECIPIENT_TESTS and not disclosure_possible \
+                    and None not in cond.accepted:
+                self.fail(f"rule '{rid}': {cond.test} can never hold: the rule's kinds exclude DISCLOSURE, so "
+                          "there is no recipient", line)
+            if isinstance(cond, c.FactIn) and cond.test == "purposes" and scope.purposes is not None \
+                    and not (cond.accepted & scope.purposes):
                 self.fail(f"rule '{rid}': purposes is disjoint from when.purposes, so it can never hold", line)
-            if (isinstance(cond, c.OnlyCategories) and scope.categories is not None
-                    and not (cond.allowed & scope.categories)):
-                self.fail(f"rule '{rid}': only_categories is disjoint from when.categories, so it "
-                          "can never hold", line)
-            if isinstance(cond, c.Consent) and cond.flag == "guardian" and scope.minor is False:
-                self.fail(f"rule '{rid}': guardian consent is required but the scope excludes minors", line)
+            if isinstance(cond, c.OnlyCategories) and scope.categories is not None:
+                scoped = next(t for t in scope.tests if isinstance(t, c.CategoriesAny))
+                if scoped.atoms.isdisjoint(cond.atoms):
+                    self.fail(f"rule '{rid}': only_categories is disjoint from when.categories, so it "
+                              "can never hold", line)
 
 
 def parse_pack(path: Path) -> Pack:
@@ -305,8 +331,14 @@ def parse_pack(path: Path) -> Pack:
     p = _Parser(path)
     if not isinstance(raw, LineDict):
         raise PolicyError("a pack must be a YAML mapping", path=str(path), line=1)
+    if raw.get("language") != LANGUAGE:
+        raise PolicyError(f"this is not a language {LANGUAGE} pack: add 'language: {LANGUAGE}' at the top "
+                          "(docs/policy-language.md describes the format)", path=str(path),
+                          line=raw.line_of("language"))
     p.unknown_keys(raw, TOP_KEYS, "the pack")
     pack_id = p.text(raw, "pack", "the pack")
+    if pack_id and not PACK_ID.match(pack_id):
+        p.fail(f"pack id '{pack_id}' is not a plain identifier (a-z, 0-9, _; at most 32)", raw.line_of("pack"))
     default_node = raw.get("default")
     if isinstance(default_node, LineDict):
         default = Term("default", p.text(default_node, "clause", "default"), p.text(default_node, "quote", "default"))
@@ -317,43 +349,47 @@ def parse_pack(path: Path) -> Pack:
     if not isinstance(vocab, LineDict):
         p.fail("the pack needs a 'vocabulary' mapping", raw.line_of("vocabulary"))
         vocab = LineDict()
-        vocab.key_lines = {}
     p.unknown_keys(vocab, VOCAB_KEYS, "vocabulary")
-    categories, purposes = p.terms(vocab, "categories"), p.terms(vocab, "purposes")
-    recipients = p.terms(vocab, "recipients")
-    for rtype in recipients:
-        if rtype not in RECIPIENT_TYPES:
-            p.fail(f"recipient type '{rtype}' is not one auditor knows: {', '.join(sorted(RECIPIENT_TYPES))}",
-                   vocab["recipients"].line_of(rtype))
-    roles = frozenset(p.str_list(vocab, "roles", "vocabulary") or [])
-    names = {"categories": categories, "purposes": purposes, "recipients": recipients, "roles": roles}
-    rules_node = raw.get("rules")
-    if not isinstance(rules_node, list) or not rules_node:
-        p.fail("the pack needs a non-empty 'rules' list", raw.line_of("rules"))
-        rules_node = []
+    elements = p.terms(vocab, "elements", quoted=False)
+    categories = p.terms(vocab, "categories", frozenset({"holds"}))
+    purposes, recipients = p.terms(vocab, "purposes"), p.terms(vocab, "recipients")
+    role_terms = p.terms(vocab, "roles", quoted=False)
+    regions = p.regions(p.terms(vocab, "regions", frozenset({"countries"}), quoted=False), vocab)
+    atoms = p.atoms(categories, elements, vocab)
+    names = Vocab(atoms, set(categories), set(purposes), set(recipients), set(role_terms), regions)
+    used: dict[str, set[str]] = {"purposes": set(), "recipients": set(), "categories": set()}
     seen: set[str] = set()
-    rules = [r for i, n in enumerate(rules_node) if (r := p.rule(n, names, seen, i)) is not None]
-    used = {pu for r in rules if r.scope.purposes for pu in r.scope.purposes}
-    used |= {pu for r in rules for cond in r.conditions if isinstance(cond, c.PurposeIn) for pu in cond.purposes}
-    any_purpose = any(r.scope.purposes is None and r.effect is Effect.PERMIT for r in rules)
-    if not any_purpose:
-        for purpose in purposes:
-            if purpose not in used:
-                p.fail(f"purpose '{purpose}' is declared but no rule uses it",
-                       vocab["purposes"].line_of(purpose))
+    rules: list[Rule] = []
+    for section, effect in (("permits", Effect.PERMIT), ("constraints", Effect.CONSTRAINT)):
+        node = raw.get(section)
+        if node is None:
+            continue
+        if not isinstance(node, list):
+            p.fail(f"'{section}' must be a list", raw.line_of(section))
+            continue
+        rules += [r for i, n in enumerate(node) if (r := p.rule(n, effect, names, seen, i, pack_id, used)) is not None]
+    if not any(r.effect is Effect.PERMIT for r in rules):
+        p.fail("the pack needs a non-empty 'permits' list", raw.line_of("permits"))
     minor_age = raw.get("minor_age", 18)
-    if not isinstance(minor_age, int) or not 1 <= minor_age <= 25:
+    if not isinstance(minor_age, int) or isinstance(minor_age, bool) or not 1 <= minor_age <= 25:
         p.fail("minor_age must be a whole number from 1 to 25", raw.line_of("minor_age"))
         minor_age = 18
+    notes = raw.get("notes") or []
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        p.fail("'notes' must be a list of sentences (the pack's reading notes)", raw.line_of("notes"))
+        notes = []
+    pack_absent = p.absent(raw.get("absent"), "the pack", raw.line_of("absent"))
+    warnings = check_pack(p, rules, vocab, purposes, recipients, used, pack_absent)
     if p.findings:
         raise PolicyLintError(p.findings)
-    synthetic = {
-        name: RuleRef(f"{pack_id}.{name}", default.clause, default.quote, "high")
-        for name in ("default-deny", "undeclared-category", "undeclared-purpose", "undeclared-recipient")
-    }
+    synthetic = {name: RuleRef(f"{pack_id}.{name}", default.clause, default.quote, "high") for name in SYNTHETIC}
+    permits = [r for r in rules if r.effect is Effect.PERMIT]
+    constraints = [r for r in rules if r.effect is Effect.CONSTRAINT]
     return Pack(
         id=pack_id, title=str(raw.get("title", pack_id)), source=str(raw.get("source", "")),
         version=str(raw.get("version", "1")), minor_age=minor_age, default=default,
-        categories=categories, purposes=purposes, recipients=recipients, roles=roles,
-        rules=tuple(rules), path=str(path), content_hash=content_hash(raw), synthetic=synthetic,
+        categories=categories, purposes=purposes, recipients=recipients, roles=frozenset(role_terms),
+        rules=tuple(permits + constraints), path=str(path), content_hash=content_hash(raw), synthetic=synthetic,
+        elements=elements, regions={k: Term(k, "", "", countries=tuple(sorted(v))) for k, v in regions.items()},
+        role_terms=role_terms, atoms=atoms, absent=pack_absent, notes=tuple(notes), warnings=tuple(warnings),
     )

@@ -16,6 +16,11 @@ class LineDict(dict):
     line: int = 0
     key_lines: dict[str, int]
 
+    def __init__(self, *args: Any, line: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.line = line
+        self.key_lines = {}
+
     def line_of(self, key: str) -> int:
         return self.key_lines.get(key, self.line)
 
@@ -52,19 +57,75 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequence)
 
 
+#: Bounds on what a pack or example file may expand to. A few kilobytes of YAML anchors and
+#: aliases can otherwise describe billions of nodes (an "alias bomb").
+MAX_BYTES = 8 * 1024 * 1024
+#: aliases may make a document at most this many times larger than it is written (or 100,000 nodes)
+MAX_EXPANSION = 10
+MIN_EXPANSION_ALLOWANCE = 100_000
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int]) -> int:
+    """Node count of the document with every alias expanded, computed without expanding it."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise PolicyError("a YAML alias refers to the node that contains it (a recursive document)",
+                          line=node.start_mark.line + 1)
+    active.add(key)
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, memo, active) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, memo, active) + _expanded_size(v, memo, active) for k, v in node.value)
+    active.discard(key)
+    memo[key] = size
+    return size
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    memo: dict[int, int] = {}
+    expanded = _expanded_size(root, memo, set())
+    allowed = max(MIN_EXPANSION_ALLOWANCE, MAX_EXPANSION * len(memo))
+    if expanded > allowed:
+        raise PolicyError(f"the YAML is written as {len(memo):,} nodes but its anchors and aliases expand it to "
+                          f"{expanded:,} (more than {allowed:,}: an alias bomb?); write the repeated parts out",
+                          line=root.start_mark.line + 1)
+
+
 def load_yaml(path: Path) -> Any:
-    """Load a YAML file; syntax errors become PolicyError with the file and line."""
+    """Load a YAML file safely; faults become PolicyError with the file and line.
+
+    Safe: only plain YAML types (SafeLoader); files over 8 MiB, documents that aliases expand
+    more than tenfold (beyond 100,000 nodes), recursive aliases and absurd nesting are refused with a
+    clear error instead of exhausting memory or the stack.
+    """
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise PolicyError(f"file is {size:,} bytes; the limit is {MAX_BYTES:,}", path=str(path))
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(f"cannot read: {exc.strerror}", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError("not UTF-8 text", path=str(path)) from exc
+    loader = _Loader(text)
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return loader.construct_document(node)
     except PolicyError as exc:
         exc.path = str(path)
         raise
+    except RecursionError as exc:
+        raise PolicyError("the YAML is nested too deeply", path=str(path)) from exc
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         raise PolicyError(f"not valid YAML: {exc.problem}", path=str(path), line=line) from exc
     except yaml.YAMLError as exc:
         raise PolicyError(f"not valid YAML: {exc}", path=str(path)) from exc
+    finally:
+        loader.dispose()

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from auditor.events.model import (
     Actor,
+    ActorOrganisation,
     ActorType,
     ConsentState,
     Event,
@@ -35,29 +36,31 @@ from auditor.policy.model import Effect, Rule
 SYSTEMS = ("crm", "billing", "marketing-mailer", "risk-engine", "data-warehouse", "legal-desk", "support-desk")
 
 
+_FIELD_OF_FACT = {"legal_request.type": "legal", "identifiability": "identifiability",
+                  "recipient.on_our_behalf": "on_our_behalf", "actor.role": "role", "actor.type": "actor_type",
+                  "actor.organisation": "organisation"}
+
+
 def _satisfy(cond: c.Condition, fields: dict[str, object], pack: CompiledPack) -> None:
     if isinstance(cond, c.Consent):
         fields[f"consent_{cond.flag}"] = True
-    elif isinstance(cond, c.LegalRequestRequired):
-        fields["legal"] = sorted(cond.accepted, key=lambda t: t.value)[0]
-    elif isinstance(cond, c.IdentifiabilityIn):
-        fields["identifiability"] = sorted(cond.accepted, key=lambda t: t.value)[0]
-    elif isinstance(cond, c.OnOurBehalf):
-        fields["on_our_behalf"] = True
+    elif isinstance(cond, c.FactIn) and cond.fact in _FIELD_OF_FACT:
+        accepted = sorted((v for v in cond.accepted if v is not None), key=lambda v: str(getattr(v, "value", v)))
+        if accepted:
+            fields[_FIELD_OF_FACT[cond.fact]] = accepted[0]
     elif isinstance(cond, c.OnlyCategories):
         allowed = sorted(cond.allowed)
         current = [x for x in fields.get("categories", []) if x in cond.allowed]  # type: ignore[attr-defined]
         fields["categories"] = current or allowed[:1]
-    elif isinstance(cond, c.RoleIn):
-        fields["role"] = sorted(cond.roles)[0]
-    elif isinstance(cond, c.ActorTypeIn):
-        fields["actor_type"] = sorted(cond.types, key=lambda t: t.value)[0]
     elif isinstance(cond, c.AttributeEquals):
         attrs = dict(fields.get("attributes", {}))  # type: ignore[call-overload]
         attrs[cond.key] = cond.value
         fields["attributes"] = attrs
     elif isinstance(cond, c.AnyOf) and cond.options:
         _satisfy(cond.options[0], fields, pack)
+    elif isinstance(cond, c.AllOf):
+        for part in cond.parts:
+            _satisfy(part, fields, pack)
 
 
 def witness(rule: Rule, pack: CompiledPack) -> Event | None:
@@ -77,7 +80,8 @@ def witness(rule: Rule, pack: CompiledPack) -> Event | None:
     e = Event(
         event_id="w", occurred_at=datetime(2026, 1, 1, tzinfo=UTC), kind=kind, policy_id=p.id,
         source_system=SYSTEMS[hash(rule.id) % len(SYSTEMS)],
-        actor=Actor(fields.get("actor_type", ActorType.EMPLOYEE), "emp-1", str(role)),  # type: ignore[arg-type]
+        actor=Actor(fields.get("actor_type", ActorType.EMPLOYEE), "emp-1", str(role),  # type: ignore[arg-type]
+                    fields.get("organisation", ActorOrganisation.OURS)),  # type: ignore[arg-type]
         subject=Subject("u-1", 34, None, "MY"), data_categories=tuple(fields["categories"]),  # type: ignore[arg-type]
         purpose=purpose, recipient=recipient,
         identifiability=fields.get("identifiability", Identifiability.IDENTIFIED),  # type: ignore[arg-type]

@@ -69,7 +69,7 @@ def test_policy_show_json_round_trips(capsys):
     assert main(["policy", "show", "inper", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["pack"] == "inper" and doc["hash"].startswith("sha256:")
-    assert any(r["id"] == "inper.disclose.corporate-transaction" for r in doc["rules"])
+    assert any(r["id"] == "inper.disclose.corporate-transaction" for r in doc["permits"])
 
 
 def test_event_files_are_up_to_date():

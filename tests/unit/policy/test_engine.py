@@ -57,11 +57,12 @@ def test_category_outside_rule_is_named(pack):
     assert "card" in d.violations[0].reason
 
 
-def test_prohibition_applies_even_when_permitted(pack):
+def test_constraint_applies_even_when_permitted_and_names_the_failed_condition(pack):
     d = evaluate(make_event(consent={"marketing": True}, subject={"age": 12}), pack)
     assert d.permitted_by is not None
     assert d.violated_rule_ids == ("tiny.minors",)
-    assert d.violations[0].kind is ViolationKind.PROHIBITED
+    assert d.violations[0].kind is ViolationKind.CONSTRAINT_FAILED
+    assert d.violations[0].failed == ("consent: guardian",)
 
 
 def test_prohibition_exception_holds_records_rule_as_held(pack):
@@ -94,9 +95,11 @@ def test_undeclared_processing_is_its_own_violation(pack, over, rule):
     assert all(v.kind is ViolationKind.UNDECLARED for v in d.violations)
 
 
-def test_legal_request_condition(pack):
+def test_legal_request_binding_excludes_a_voluntary_authority_request(pack):
     ev = {"kind": "DISCLOSURE", "purpose": "legal", "recipient": {"type": "law_enforcement", "id": "pd"}}
     assert evaluate(make_event(**ev), pack).verdict is Verdict.VIOLATION
+    voluntary = evaluate(make_event(**ev, legal_request={"type": "AUTHORITY_REQUEST"}), pack)
+    assert voluntary.verdict is Verdict.VIOLATION and "authority request" in voluntary.violations[0].reason
     d = evaluate(make_event(**ev, legal_request={"type": "COURT_ORDER", "reference": "C-1"}), pack)
     assert d.verdict is Verdict.ALLOW and d.permitted_by.rule_id == "tiny.disclose.police"
 
@@ -126,6 +129,12 @@ def test_candidates_come_from_the_index_not_a_scan(pack):
     assert [r.id for r in prohibitions] == ["tiny.minors"]
 
 
+def test_unknown_age_is_not_silently_adult_or_minor(pack):
+    unknown = make_event(consent={"marketing": True}, subject={"age": None})
+    assert unknown.subject.minor(18) is None
+    assert evaluate(unknown, pack).verdict is Verdict.ALLOW  # tiny's 'absent' reading: not a child
+
+
 def test_regions_scope_and_purposes_condition(tmp_path):
     from auditor.policy import parse_pack
     from auditor.policy.engine import compile_pack
@@ -133,7 +142,8 @@ def test_regions_scope_and_purposes_condition(tmp_path):
     text = TINY.read_text().replace(
         "    when: {minor: true}\n    require: [{consent: guardian}]",
         "    when: {minor: true, regions: [EEA]}\n    require: [{consent: guardian}]",
-    ).replace("require: [{roles: [support_agent]}]", "require: [{roles: [support_agent]}, {purposes: [support]}]")
+    ).replace("require: [{roles: [support_agent]}]", "require: [{roles: [support_agent]}, {purposes: [support]}]"
+              ).replace("  actor.role:", "  subject.region: not in the EEA\n  actor.role:")
     p = tmp_path / "p.yaml"
     p.write_text(text)
     pack = compile_pack(parse_pack(p))
@@ -153,6 +163,7 @@ def test_memo_evaluator_agrees_with_evaluate_on_every_example_and_mutation():
 
     from auditor.policy.engine import MemoEvaluator
     from auditor.policy.examples import examples_path, load_examples
+    from auditor.policy.probe import single_changes
     from auditor.stream.generate import MUTATIONS
 
     for pack_id in ("ipasar", "waimaotong", "ipmart", "inper", "thisproduct"):
@@ -160,6 +171,7 @@ def test_memo_evaluator_agrees_with_evaluate_on_every_example_and_mutation():
         memo = MemoEvaluator(pack)
         events = [ex.event for ex in load_examples(examples_path(pack_id))]
         events += [mutate(e) for e in events for mutate in MUTATIONS.values()]
+        events += [changed for e in events[:40] for _, changed in single_changes(e, pack.pack)]
         events += [dataclasses.replace(e, event_id=e.event_id + "-again") for e in events]  # memo hits
         for e in events:
             got, _ = memo(e)
