@@ -59,14 +59,6 @@ class Safeguard(str, Enum):
     CONSENT = "CONSENT"
 
 
-#: Recipient types the auditor knows. Packs declare which of them their policy mentions.
-RECIPIENT_TYPES: frozenset[str] = frozenset({
-    "service_provider", "affiliate", "bank", "credit_agency", "law_enforcement", "government",
-    "regulator", "professional_advisor", "insurer", "acquirer", "business_partner",
-    "transaction_counterparty", "public", "other_third_party",
-})
-
-
 @dataclass(frozen=True, slots=True)
 class Actor:
     type: ActorType
