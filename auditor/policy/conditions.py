@@ -260,10 +260,11 @@ class AttributeEquals:
 
 @dataclass(frozen=True, slots=True)
 class TransferOutside:
-    """``transfer_outside: [regions]``: a cross-border transfer to a destination outside them.
+    """``transfer_outside: [regions]``: the data goes to a destination outside them.
 
-    An unknown destination counts as outside (the transfer is cross-border and nothing shows it
-    stays inside)."""
+    A stated destination decides, whatever the ``cross_border`` flag says (a producer cannot keep a
+    transfer to the US in scope of nothing by clearing the flag). With no destination stated, a
+    cross-border transfer counts as outside (nothing shows it stays inside)."""
 
     inside: frozenset[str]
     source: str
@@ -271,21 +272,24 @@ class TransferOutside:
     unknown_unhandled: frozenset[str] = frozenset()
 
     def holds(self, e: Event, x: Derived) -> bool:
-        if not e.transfer.cross_border:
-            return False
-        return _region(e.transfer.destination_country) not in self.inside
+        dest = _region(e.transfer.destination_country)
+        if dest is None:
+            return e.transfer.cross_border
+        return dest not in self.inside
 
     def reason(self, e: Event, x: Derived) -> str:
-        if not e.transfer.cross_border:
-            return "the transfer is not cross-border"
-        return f"the destination {_show(_region(e.transfer.destination_country))} is inside the region"
+        dest = _region(e.transfer.destination_country)
+        if dest is None:
+            return "no destination is stated and the transfer is not cross-border"
+        return f"the destination {dest} is inside the region"
 
 
 @dataclass(frozen=True, slots=True)
 class SafeguardIfCrossBorder:
     """``safeguard_if_cross_border``: not cross-border; or destination and subject both ``within`` one
     region (e.g. intra-EEA); or the destination is on an ``adequate`` list; or the transfer states an
-    accepted safeguard. An unknown destination is neither within nor adequate."""
+    accepted safeguard. An unknown destination is neither within nor adequate. A transfer is
+    cross-border when it says so, or when its stated destination differs from the subject's country."""
 
     safeguards: frozenset[Safeguard]
     adequate: frozenset[str]
@@ -297,14 +301,14 @@ class SafeguardIfCrossBorder:
 
     def holds(self, e: Event, x: Derived) -> bool:
         t = e.transfer
-        if not t.cross_border or t.safeguard in self.safeguards:
+        dest, region = _region(t.destination_country), _region(e.subject.region)
+        crosses = t.cross_border or (dest is not None and region is not None and dest != region)
+        if not crosses or t.safeguard in self.safeguards:
             return True
-        dest = _region(t.destination_country)
         if dest is None:
             return False
         if dest in self.adequate:
             return True
-        region = _region(e.subject.region)
         return any(dest in group and region in group for group in self.within)
 
     def reason(self, e: Event, x: Derived) -> str:

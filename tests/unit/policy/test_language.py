@@ -93,6 +93,8 @@ def test_binding_legal_request_and_recipient_country(pack):
     ({"cross_border": True, "destination_country": "US", "safeguard": "STANDARD_CONTRACTUAL_CLAUSES"}, "DE",
      Verdict.ALLOW),
     ({"cross_border": True}, "DE", Verdict.VIOLATION),                                  # unknown destination
+    ({"cross_border": False, "destination_country": "US"}, "DE", Verdict.VIOLATION),    # the flag hides nothing
+    ({"cross_border": False, "destination_country": "DE"}, "DE", Verdict.ALLOW),
 ])
 def test_transfer_adequacy_and_intra_region_exemption(pack, transfer, region, verdict):
     e = disclosure("processor", recipient={"on_our_behalf": True}, transfer=transfer, subject={"region": region})
@@ -128,6 +130,11 @@ def test_forbid_constraint_and_most_specific_first(pack):
                        recipient={"type": "processor", "id": "p", "on_our_behalf": True},
                        transfer={"cross_border": True, "destination_country": "SG"}), pack)
     assert home.verdict is Verdict.ALLOW
+    flag_cleared = evaluate(ev(kind="DISCLOSURE", purpose="support", data_categories=["payment"],
+                               recipient={"type": "processor", "id": "p", "on_our_behalf": True},
+                               transfer={"cross_border": False, "destination_country": "US"}), pack)
+    # the destination decides, not the flag: the card ban applies, and the processor needs a safeguard
+    assert ids(flag_cleared) == ("features.processor", "features.no-cards-abroad")
     both = evaluate(ev(subject={"age": 10}, consent={"marketing": False}), pack)
     assert ids(both) == ("features.marketing-consent", "features.children")  # 3 scope tests before 1
 
