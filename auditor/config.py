@@ -355,6 +355,7 @@ class Config:
     # ------------------------------------------------------------------ librdkafka
     def client_conf(self) -> dict[str, Any]:
         """What every client needs: the brokers, the security properties, and our log routing."""
+        CLIENT_ERRORS.bootstrap = self.kafka.bootstrap_servers
         return {"logger": KAFKA_LOGGER, "error_cb": CLIENT_ERRORS.record, **self.kafka.properties,
                 "bootstrap.servers": self.kafka.bootstrap_servers}
 
@@ -394,21 +395,28 @@ class Config:
         return {"log_level": 4, **self.client_conf()}
 
 
-class ClientErrors:
-    """The last few errors librdkafka reported through ``error_cb`` (bounded).
+class ClientErrors(logging.Handler):
+    """The last few errors librdkafka reported, through ``error_cb`` or its log (bounded).
 
     A blocking call that fails says only "transport failure" or "timed out"; the real cause (the
     broker refused the SASL password, the TLS handshake failed, the name does not resolve) arrives
-    here, and the CLI's error boundary reads it to say what to fix.
+    here, and the CLI's error boundary reads it to say what to fix. As a logging handler on
+    :data:`KAFKA_LOGGER` it sees librdkafka's warnings whatever the log level shown to the user.
     """
 
     def __init__(self, size: int = 32) -> None:
+        super().__init__(logging.WARNING)
         self.size = size
         self.errors: list[Any] = []
+        #: the bootstrap servers of the last client configured (for messages)
+        self.bootstrap: str | None = None
 
     def record(self, err: Any) -> None:
         self.errors.append(err)
         del self.errors[: -self.size]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.record(record.getMessage())
 
     def clear(self) -> None:
         self.errors.clear()

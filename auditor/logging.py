@@ -41,7 +41,27 @@ class _Stderr:
         return sys.stderr.isatty()
 
 
-def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
+class _BelowLevel(logging.Filter):
+    """Drops a named logger's records below a level (librdkafka's, for one-shot commands)."""
+
+    def __init__(self, name: str, level: int) -> None:
+        super().__init__()
+        self.logger_name, self.level = name, level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name != self.logger_name or record.levelno >= self.level
+
+
+def configure_logging(level: str = "info", *, json: bool | None = None, kafka_level: str | None = None) -> None:
+    """Configure structlog and the stdlib root logger once, in the entry point.
+
+    ``kafka_level``: the least level of librdkafka's lines that reach stderr (default: ``level``).
+    One-shot commands pass ``"debug"`` only when the user asked for debug, and hide them otherwise:
+    their failure is reported as one line by the CLI's error boundary, with the cause librdkafka
+    gave (recorded by :data:`auditor.config.CLIENT_ERRORS`, which sees every warning regardless).
+    """
+    from auditor.config import CLIENT_ERRORS, KAFKA_LOGGER
+
     if json is None:
         json = not sys.stderr.isatty()
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(
@@ -59,6 +79,10 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared]))
+    if kafka_level is not None:
+        handler.addFilter(_BelowLevel(KAFKA_LOGGER.name, _LEVELS.get(kafka_level, logging.CRITICAL + 1)))
+    if CLIENT_ERRORS not in KAFKA_LOGGER.handlers:
+        KAFKA_LOGGER.addHandler(CLIENT_ERRORS)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
@@ -69,6 +93,10 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
+           "none": logging.CRITICAL + 1}
 
 
 def get_logger(name: str) -> Any:

@@ -1,9 +1,9 @@
 """The ``auditor`` command line.
 
 Each sub-command lives in its own module exposing ``register(subparsers)``; this module only
-assembles them, sets up logging, and maps :class:`~auditor.errors.AuditorError` to a clear
-message and exit code 2 (exit 1 is reserved for "the audit found something", e.g. violations
-with ``--fail-on-violation`` or a trail that does not verify).
+assembles them, sets up logging, and runs the chosen command through the one error boundary
+(:mod:`auditor.cli.boundary`), which turns any failure into one line that says what to fix and
+an exit code from the one table (:mod:`auditor.exitcodes`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import sys
 from typing import Sequence
 
 from auditor import __version__
-from auditor.errors import AuditorError
 
 #: Modules that contribute sub-commands, in the order ``--help`` lists them.
 COMMAND_MODULES = (
@@ -34,7 +33,14 @@ common workflows:
   auditor replay TRAIL --subject u-123           what happened to one person's data
 
 Run 'auditor COMMAND --help' for each command's options.
+
+exit status: 0 success, 1 the audit found something (violations with --fail-on-violation, a
+trail or proof that does not verify), 2 usage, configuration or input error, 3 broker, network
+or authentication error, 4 the daemon's watchdog fired, 70 internal error (a bug), 130 Ctrl-C.
 """
+
+#: Commands that run for long and log like a service: librdkafka's warnings are shown there.
+DAEMON_COMMANDS = {"run", "demo"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,20 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from auditor.cli.boundary import run_command
     from auditor.logging import configure_logging
 
-    configure_logging(args.log_level)
-    try:
-        return int(args.func(args) or 0)
-    except AuditorError as exc:
-        print(f"auditor: error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        sys.stderr.close()  # output piped into head & co.: not an error
-        return 0
-    except KeyboardInterrupt:
-        print("auditor: interrupted", file=sys.stderr)
-        return 130
+    daemon = args.command in DAEMON_COMMANDS
+    configure_logging(args.log_level, kafka_level=None if daemon or args.log_level == "debug" else "none")
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from auditor.cli.boundary import note
 from auditor.config import Config, load_config
 from auditor.errors import ConfigError
 from auditor.logging import get_logger
@@ -91,13 +92,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(getattr(args, "config", None), overrides={
+    cfg = load_config(getattr(args, "config", None), overrides={
         "kafka.bootstrap_servers": getattr(args, "bootstrap_servers", None),
         "keys_dir": str(args.keys) if getattr(args, "keys", None) else None,
         "trail_dir": str(args.trail) if getattr(args, "trail", None) else None,
         "instance_id": getattr(args, "instance_id", None),
         "http.port": getattr(args, "http_port", None),
     })
+    note(bootstrap=cfg.kafka.bootstrap_servers, http_port=cfg.http_port, http_host=cfg.http_host)
+    return cfg
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -150,4 +153,5 @@ def cmd_produce(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from auditor.stream.demo import run_demo
 
+    note(http_port=args.http_port, bootstrap=args.bootstrap_servers)
     return run_demo(args)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
+from auditor.cli.boundary import non_negative_int
 from auditor.errors import ConfigError, TrailError
 from auditor.trail.checkpoint import Checkpoint
 from auditor.trail.keys import SIGNING_PUB, KeyRing, Verifier
@@ -92,12 +92,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--trusted-checkpoint", type=Path, action="append", default=[], metavar="FILE",
                    help="a checkpoint kept outside the trail (JSON line or proof file); repeatable")
     v.add_argument("--format", choices=["text", "json"], default="text")
+    v.add_argument("--config", type=Path, metavar="FILE",
+                   help="for kafka://: the config whose kafka.properties (TLS, SASL) reach the cluster "
+                        "(AUDITOR_KAFKA_PROPERTIES__* variables work too)")
     v.set_defaults(func=run_verify)
 
     p = sub.add_parser("prove", help="write an inclusion proof for one record", description=PROVE_HELP,
                        formatter_class=_RAW)
     p.add_argument("trail", type=Path, metavar="TRAIL")
-    p.add_argument("--seq", type=int, required=True, help="the record's seq in its chain")
+    p.add_argument("--seq", type=non_negative_int, required=True, help="the record's seq in its chain")
     p.add_argument("--chain", help="chain id, e.g. events/3 or file:events.jsonl (needed if several)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE")
     _key_args(p)
@@ -198,7 +201,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from auditor.trail.verify import verify_trail
 
     if args.trail.startswith("kafka://"):
-        report = _verify_topic(args.trail)
+        report = _verify_topic(args.trail, args.config)
     else:
         args.trail = Path(args.trail)
         verifier = _verifier(args)
@@ -220,18 +223,18 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _verify_topic(url: str) -> Any:
+def _verify_topic(url: str, config: Path | None = None) -> Any:
     """Verify the chains held in an audit topic: kafka://HOST:PORT[,HOST:PORT]/TOPIC."""
+    from auditor.config import load_config
     from auditor.stream.topictrail import verify_topic
 
     rest = url.removeprefix("kafka://")
     bootstrap, _, topic = rest.partition("/")
     if not bootstrap or not topic:
         raise ConfigError(f"'{url}' is not kafka://HOST:PORT/TOPIC")
-    extra = {k.removeprefix("AUDITOR_KAFKA_PROPERTY_").lower().replace("_", "."): v
-             for k, v in os.environ.items() if k.startswith("AUDITOR_KAFKA_PROPERTY_")}
+    conf = load_config(config, overrides={"kafka.bootstrap_servers": bootstrap}).client_conf()
     with tqdm(desc="verify", unit=" records", disable=not sys.stderr.isatty()) as bar:
-        return verify_topic({**extra, "bootstrap.servers": bootstrap}, topic, progress=lambda n: bar.update(n))
+        return verify_topic(conf, topic, progress=lambda n: bar.update(n))
 
 
 def run_prove(args: argparse.Namespace) -> int:

@@ -151,7 +151,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(summary.report())
         if code != 0:
             return code
-        return _verify_and_point(trail_dir, keys_dir, cfg.topics.audit, say)
+        return _verify_and_point(trail_dir, keys_dir, cfg.topics.audit, say, args.http_port)
     finally:
         if daemon is not None:
             daemon.close()
@@ -160,7 +160,15 @@ def run_demo(args: argparse.Namespace) -> int:
             say("local broker stopped and removed")
 
 
-def _verify_and_point(trail_dir: Path, keys_dir: Path, audit_topic: str, say: Callable[[str], None]) -> int:
+def _keep_running_hint(http_port: int) -> str:
+    if http_port == 0:
+        return "auditor demo --keep-running      then open the metrics URL it prints (Prometheus scrape target)"
+    flag = "" if http_port == 9400 else f" --http-port {http_port}"
+    return f"auditor demo --keep-running{flag}      then open http://localhost:{http_port}/metrics (Prometheus scrape target)"
+
+
+def _verify_and_point(trail_dir: Path, keys_dir: Path, audit_topic: str, say: Callable[[str], None],
+                      http_port: int = 9400) -> int:
     from auditor.trail.keys import KeyRing
     from auditor.trail.verify import verify_trail
 
@@ -174,6 +182,6 @@ where to look next:
   auditor replay {trail_dir} --keys {keys_dir} --stats
   auditor replay {trail_dir} --keys {keys_dir} --verdict VIOLATION --format table | head
   auditor replay {trail_dir} --keys {keys_dir} --reevaluate --policy ./my-pack.yaml
-  auditor demo --keep-running      then open http://localhost:9400/metrics (Prometheus scrape target)
+  {_keep_running_hint(http_port)}
   docs: README.md sections 'Policy language', 'Operating auditor'; alerts: deploy/RUNBOOK.md""")
     return 0 if report.ok else 1
