@@ -52,6 +52,30 @@ class _BelowLevel(logging.Filter):
         return record.name != self.logger_name or record.levelno >= self.level
 
 
+class _Repeats(logging.Filter):
+    """Drops a line that repeats one of the same logger within ``window`` seconds (librdkafka says
+    "Connection refused" about twenty times a second while a broker is down)."""
+
+    def __init__(self, name: str, window: float = 30.0, size: int = 256) -> None:
+        super().__init__()
+        self.logger_name, self.window, self.size = name, window, size
+        self.seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != self.logger_name:
+            return True
+        # librdkafka's lines differ only in their client and thread prefix: compare the rest
+        key = record.getMessage().split("]: ", 1)[-1]
+        now = record.created
+        last = self.seen.get(key)
+        if last is not None and now - last < self.window:
+            return False
+        if len(self.seen) >= self.size:
+            self.seen.clear()
+        self.seen[key] = now
+        return True
+
+
 def configure_logging(level: str = "info", *, json: bool | None = None, kafka_level: str | None = None) -> None:
     """Configure structlog and the stdlib root logger once, in the entry point.
 
@@ -79,6 +103,7 @@ def configure_logging(level: str = "info", *, json: bool | None = None, kafka_le
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared]))
+    handler.addFilter(_Repeats(KAFKA_LOGGER.name))
     if kafka_level is not None:
         handler.addFilter(_BelowLevel(KAFKA_LOGGER.name, _LEVELS.get(kafka_level, logging.CRITICAL + 1)))
     if CLIENT_ERRORS not in KAFKA_LOGGER.handlers:

@@ -112,7 +112,7 @@ def map_exceptions() -> Iterator[None]:
 
 def kafka_error_of(exc: BaseException) -> tuple[str, str] | None:
     """(error name, text) of a confluent-kafka ``KafkaException`` or ``KafkaError``, else None."""
-    err = exc.args[0] if type(exc).__name__ == "KafkaException" and exc.args else exc
+    err: Any = exc.args[0] if type(exc).__name__ == "KafkaException" and exc.args else exc
     if callable(getattr(err, "name", None)) and callable(getattr(err, "str", None)) and \
             callable(getattr(err, "code", None)):
         return str(err.name()), str(err.str())
@@ -148,9 +148,9 @@ def drain_clients(exc: BaseException) -> None:
         chain = chain.__cause__ or chain.__context__
 
 
-def _recorded_cause() -> tuple[str, str] | None:
-    """The most telling error librdkafka reported lately: (kind, text)."""
-    texts: list[tuple[str, str]] = []
+def _recorded_cause(*own: tuple[str, str]) -> tuple[str, str] | None:
+    """The most telling error librdkafka reported lately (or the failing call's ``own``): (kind, text)."""
+    texts: list[tuple[str, str]] = list(own)
     for err in CLIENT_ERRORS.errors:
         kafka = kafka_error_of(err) if not isinstance(err, str) else None
         texts.append(kafka if kafka is not None else ("", str(err)))
@@ -179,7 +179,7 @@ def translate_kafka_error(name: str, text: str, bootstrap: str | None = None) ->
         return _explain("auth", text, bootstrap)
     if name in _AUTHZ:
         return _explain("authz", text, bootstrap)
-    cause = _recorded_cause()
+    cause = _recorded_cause((name, text))
     if cause is not None:
         return _explain(cause[0], cause[1], bootstrap)
     if name in ("_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIMED_OUT", "_RESOLVE", "_MSG_TIMED_OUT"):

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from auditor.cli.boundary import note
+from auditor.cli.boundary import non_negative_int, note
 from auditor.config import Config, load_config
 from auditor.errors import ConfigError
 from auditor.logging import get_logger
+
+if TYPE_CHECKING:
+    from auditor.events.model import Event
 
 RUN_HELP = """\
 Run the auditor daemon: consume events from Kafka, judge each against its policy pack, and
@@ -42,6 +47,22 @@ examples:
 """
 
 
+PRODUCE_HELP = """\
+Send events to a Kafka topic, Avro-encoded, for testing your own packs and producers. Input is
+JSON lines or Avro container files (as 'auditor check' reads them); a malformed line is reported
+and skipped. The brokers and client properties (TLS, SASL) come from --config and AUDITOR_*
+variables, like every Kafka command's.
+
+examples:
+  auditor produce --bootstrap-servers localhost:9092 --topic privacy-events events.jsonl
+  auditor produce --config auditor.yaml events.avro
+  zcat events.jsonl.gz | auditor produce --config auditor.yaml -
+  AUDITOR_KAFKA_PROPERTIES__SASL_PASSWORD=... auditor produce --config sasl.yaml events.jsonl
+
+exit status: 0 sent, 2 usage, configuration or input error, 3 broker, network or authentication error.
+"""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run the auditor daemon on Kafka", description=RUN_HELP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,18 +88,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--seed", type=int, default=7, help="random seed of the demo stream")
     demo.set_defaults(func=cmd_demo)
 
-    prod = sub.add_parser("produce", help="send JSON-lines events to a topic as Avro",
-                          description="Send events from JSON-lines files to a Kafka topic, Avro-encoded, "
-                                      "for testing your own packs and producers.\n\nexample:\n"
-                                      "  auditor produce --bootstrap-servers localhost:9092 --topic privacy-events "
-                                      "events.jsonl",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    prod.add_argument("files", nargs="+", type=Path)
-    prod.add_argument("--bootstrap-servers", required=True, metavar="HOST:PORT")
-    prod.add_argument("--topic", default="privacy-events")
+    prod = sub.add_parser("produce", help="send JSON-lines or Avro events to a topic as Avro",
+                          description=PRODUCE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    prod.add_argument("files", nargs="+", metavar="FILE",
+                      help="JSON-lines or Avro container files of events; - reads standard input")
+    prod.add_argument("--config", type=Path, metavar="FILE",
+                      help="config file: kafka.bootstrap_servers and kafka.properties (TLS, SASL)")
+    prod.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="overrides kafka.bootstrap_servers")
+    prod.add_argument("--topic", help="default: the config's first event topic (privacy-events)")
     prod.add_argument("--framing", choices=["single-object", "confluent"], default="single-object",
                       help="Avro single-object encoding (default) or Confluent wire format")
-    prod.add_argument("--schema-id", type=int, help="schema id for --framing confluent")
+    prod.add_argument("--schema-id", type=non_negative_int, help="schema id for --framing confluent")
     prod.set_defaults(func=cmd_produce)
 
     topics = sub.add_parser("topics", help="create the auditor's topics",
@@ -134,19 +154,23 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
     if args.framing == "confluent" and args.schema_id is None:
         raise ConfigError("--framing confluent needs --schema-id")
-    events = []
+    cfg = _config(args)
+    topic = args.topic or cfg.topics.events[0]
     bad = 0
-    for path in args.files:
-        if not path.is_file():
-            raise ConfigError(f"no such file: {path}")
-        for row in iter_event_file(path):
-            if row.error is not None:
-                bad += 1
-                print(f"skipped: {row.error}", file=sys.stderr)
-            elif row.event is not None:
-                events.append(row.event)
-    n = produce(args.bootstrap_servers, args.topic, events, framing=args.framing, schema_id=args.schema_id)
-    print(f"produced {n} events to {args.topic}" + (f" ({bad} malformed lines skipped)" if bad else ""))
+
+    def events() -> Iterator[Event]:
+        nonlocal bad
+        for path in args.files:
+            for row in iter_event_file(path):
+                if row.error is not None:
+                    bad += 1
+                    print(f"skipped: {row.error}", file=sys.stderr)
+                elif row.event is not None:
+                    yield row.event
+
+    n = produce(cfg.kafka.bootstrap_servers, topic, events(), framing=args.framing, schema_id=args.schema_id,
+                properties=cfg.kafka.properties)
+    print(f"produced {n} events to {topic}" + (f" ({bad} malformed lines skipped)" if bad else ""))
     return 0
 
 

@@ -8,8 +8,11 @@ parsed once, at import.
 
 from __future__ import annotations
 
+import difflib
 import io
 import json
+import re
+import sys
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
@@ -36,6 +39,11 @@ from auditor.events.model import (
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: occurred_at as microseconds since the epoch: what a datetime can hold (years 1 to 9999)
+MIN_MICROS = (datetime(1, 1, 2, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+MAX_MICROS = (datetime(9999, 12, 30, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+#: a JSON line longer than this is refused unread (the daemon's default message limit is 256 KiB)
+MAX_LINE_BYTES = 1024 * 1024
 
 
 def schema_path(name: str) -> Path:
@@ -104,15 +112,17 @@ def _enum(cls: Any, m: Mapping[str, Any], key: str, where: str, default: Any = N
         return cls(value.upper() if isinstance(value, str) else value)
     except ValueError:
         allowed = ", ".join(x.value for x in cls)
-        raise DecodeError(f"field '{where}{key}' is {value!r}; expected one of {allowed}",
-                          reason="bad_field") from None
+        # the value itself is never repeated: it is payload, and this message reaches the trail
+        raise DecodeError(f"field '{where}{key}' is not one of {allowed}", reason="bad_field") from None
 
 
 def _time(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, int) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1_000_000, tz=UTC)
+        if not MIN_MICROS <= value <= MAX_MICROS:
+            raise DecodeError("field 'occurred_at' is out of range (years 1 to 9999)", reason="bad_field")
+        return _EPOCH + timedelta(microseconds=value)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -135,10 +145,52 @@ def _sub(m: Mapping[str, Any], key: str, required: bool) -> Mapping[str, Any] | 
     return value
 
 
+@cache
+def _known_fields() -> dict[str, frozenset[str]]:
+    """Field names of the event record and of each nested record, from the bundled schema."""
+    with schema_path("privacy_event.avsc").open("rb") as fh:
+        doc = json.load(fh)
+    out: dict[str, frozenset[str]] = {"": frozenset(f["name"] for f in doc["fields"])}
+    for f in doc["fields"]:
+        for branch in f["type"] if isinstance(f["type"], list) else [f["type"]]:
+            if isinstance(branch, dict) and branch.get("type") == "record":
+                out[f["name"]] = frozenset(g["name"] for g in branch["fields"])
+    return out
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+
+
+def _check_keys(m: Mapping[str, Any], section: str) -> None:
+    known = _known_fields().get(section)
+    if known is None:
+        return
+    unknown = [k for k in m if k not in known]
+    if not unknown:
+        return
+    where = f"{section}." if section else ""
+    key = unknown[0]
+    if not isinstance(key, str) or not _SAFE_NAME.fullmatch(key):
+        raise DecodeError(f"an unknown field in '{section or 'the event'}' (its name is not shown: not a "
+                          f"field name); known: {', '.join(sorted(known))}", reason="unknown_field")
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f"; did you mean '{where}{close[0]}'?" if close else f"; known: {', '.join(sorted(known))}"
+    raise DecodeError(f"unknown field '{where}{key}'{hint}", reason="unknown_field")
+
+
 def event_from_mapping(m: Mapping[str, Any]) -> Event:
-    """Build an Event from a decoded JSON object or Avro datum; raise DecodeError on faults."""
+    """Build an Event from a decoded JSON object or Avro datum; raise DecodeError on faults.
+
+    Every key must be a field of the schema: a misspelt ``"marketting"`` is an error naming it,
+    never silently read as "no consent".
+    """
     if not isinstance(m, Mapping):
         raise DecodeError("an event must be a JSON object", reason="bad_field")
+    _check_keys(m, "")
+    for section in _known_fields():
+        sub = m.get(section) if section else None
+        if isinstance(sub, Mapping):
+            _check_keys(sub, section)
     kind = _enum(EventKind, m, "kind", "")
     actor_m = _sub(m, "actor", True)
     subject_m = _sub(m, "subject", True)
@@ -235,6 +287,8 @@ def event_from_datum(d: dict[str, Any]) -> Event:
     age = subject["age"]
     if age is not None and not 0 <= age < 200:
         return event_from_mapping(d)
+    if not MIN_MICROS <= d["occurred_at"] <= MAX_MICROS:
+        return event_from_mapping(d)
     if (recipient_d is None) is (kind is EventKind.DISCLOSURE):
         return event_from_mapping(d)
     recipient = None
@@ -311,70 +365,156 @@ def event_to_json(e: Event) -> str:
 class DecodedLine:
     """One line or record of an input file: an Event, or the DecodeError that replaced it."""
 
-    __slots__ = ("source", "line", "event", "error", "raw")
+    __slots__ = ("source", "line", "event", "error", "raw", "canonical")
 
     def __init__(self, source: str, line: int, event: Event | None, error: DecodeError | None,
-                 raw: bytes) -> None:
+                 raw: bytes, canonical: bytes | None = None) -> None:
         self.source, self.line, self.event, self.error, self.raw = source, line, event, error, raw
+        #: the event's canonical Avro encoding when the input carried it (Avro records), else None
+        self.canonical = canonical
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def decode_json_line(text: str | bytes) -> Event:
     try:
         obj = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DecodeError(f"not valid JSON ({exc.__class__.__name__}: {exc})",
-                          reason="undecodable") from exc
+        # the decoder's message names a position, never the content
+        raise DecodeError(f"not valid JSON ({exc.__class__.__name__}: {str(exc)[:120]})",
+                          reason="undecodable") from None
+    except RecursionError:
+        raise DecodeError("not valid JSON: nested too deeply", reason="undecodable") from None
+    raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    if _SURROGATE_ESCAPE.search(raw):
+        _check_unicode(obj)
     return event_from_mapping(obj)
 
 
-def iter_json_lines(path: Path) -> Iterator[DecodedLine]:
-    """Decode a JSON-lines file; blank lines and ``#`` comments are skipped."""
-    with path.open("rb") as fh:
-        for number, raw in enumerate(fh, start=1):
+def _check_unicode(obj: Any) -> None:
+    """JSON may escape a lone UTF-16 surrogate ("\\ud800"), which no UTF-8 output can hold."""
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, v in items:
+            for text in (k, v):
+                if isinstance(text, str):
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise DecodeError("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff escape): "
+                                          "not Unicode text", reason="undecodable") from None
+            if isinstance(v, dict | list):
+                stack.append(v)
+
+
+def open_input(path: Path | str) -> tuple[BinaryIO, str, bool]:
+    """(binary stream, source name, whether to close it) of a path, or of standard input for ``-``."""
+    if str(path) == "-":
+        return sys.stdin.buffer, "<stdin>", False
+    try:
+        return Path(path).open("rb"), str(path), True
+    except IsADirectoryError:
+        raise DecodeError("is a directory, not an events file", reason="undecodable", source=str(path)) from None
+    except OSError as exc:
+        raise DecodeError(f"cannot read: {exc.strerror}", reason="undecodable", source=str(path)) from None
+
+
+class _Peeked:
+    """A binary stream whose first bytes were read to sniff the format, put back in front."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self.head, self.rest = head, rest
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.head:
+            return self.rest.read(n)
+        if n < 0:
+            data, self.head = self.head + self.rest.read(), b""
+            return data
+        data, self.head = self.head[:n], self.head[n:]
+        return data + (self.rest.read(n - len(data)) if len(data) < n else b"")
+
+    def readline(self, limit: int = -1) -> bytes:
+        if not self.head:
+            return self.rest.readline(limit)
+        nl = self.head.find(b"\n")
+        if nl >= 0 and (limit < 0 or nl < limit):
+            data, self.head = self.head[: nl + 1], self.head[nl + 1:]
+            return data
+        data, self.head = self.head, b""
+        more = limit - len(data) if limit >= 0 else -1
+        return data + (self.rest.readline(more) if more != 0 else b"")
+
+
+def iter_json_lines(path: Path | str, fh: Any = None, source: str | None = None,
+                    max_line: int = MAX_LINE_BYTES) -> Iterator[DecodedLine]:
+    """Decode a JSON-lines file; blank lines and ``#`` comments are skipped. A line longer than
+    ``max_line`` bytes is reported and skipped without being held in memory."""
+    own = fh is None
+    if fh is None:
+        fh, source, own = open_input(path)
+    source = source or str(path)
+    try:
+        number = 0
+        while True:
+            raw = fh.readline(max_line + 1)
+            if not raw:
+                return
+            number += 1
+            if len(raw) > max_line and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the line in bounded reads
+                    raw = fh.readline(max_line + 1)
+                err = DecodeError(f"line longer than {max_line} bytes", reason="oversize", source=source,
+                                  line=number)
+                yield DecodedLine(source, number, None, err, b"")
+                continue
             stripped = raw.strip()
             if not stripped or stripped.startswith(b"#"):
                 continue
             try:
-                yield DecodedLine(str(path), number, decode_json_line(stripped), None, stripped)
+                yield DecodedLine(source, number, decode_json_line(stripped), None, stripped)
             except DecodeError as exc:
-                exc.source, exc.line = str(path), number
-                yield DecodedLine(str(path), number, None, exc, stripped)
+                exc.source, exc.line = source, number
+                yield DecodedLine(source, number, None, exc, stripped)
+    finally:
+        if own:
+            fh.close()
 
 
-def iter_avro_file(path: Path) -> Iterator[DecodedLine]:
-    """Decode an Avro object container file of PrivacyEvent records (record n = line n)."""
-    with path.open("rb") as fh:
-        try:
-            reader = fastavro.reader(fh, reader_schema=event_schema())
-        except Exception as exc:  # fastavro raises plain ValueError/SchemaResolutionError
-            raise DecodeError(f"not a readable Avro container file: {exc}", reason="undecodable",
-                              source=str(path)) from exc
-        number = 0
-        while True:
-            number += 1
-            try:
-                datum = next(reader)
-            except StopIteration:
-                return
-            except Exception as exc:
-                err = DecodeError(f"corrupt Avro record: {exc.__class__.__name__}",
-                                  reason="undecodable", source=str(path), line=number)
-                yield DecodedLine(str(path), number, None, err, b"")
-                return
-            try:
-                yield DecodedLine(str(path), number, event_from_mapping(datum), None, b"")  # type: ignore[arg-type]
-            except DecodeError as exc:
-                exc.source, exc.line = str(path), number
-                yield DecodedLine(str(path), number, None, exc, b"")
+def iter_avro_file(path: Path | str) -> Iterator[DecodedLine]:
+    """Decode an Avro object container file of events, with bounds (see auditor.events.container)."""
+    from auditor.events.container import iter_container
+
+    fh, source, own = open_input(path)
+    try:
+        yield from iter_container(fh, source)
+    finally:
+        if own:
+            fh.close()
 
 
-def iter_event_file(path: Path) -> Iterator[DecodedLine]:
-    """Decode a JSON-lines or Avro container file, chosen by its first bytes."""
-    with path.open("rb") as fh:
-        magic = fh.read(4)
-    if magic == b"Obj\x01":
-        return iter_avro_file(path)
-    return iter_json_lines(path)
+def iter_event_file(path: Path | str) -> Iterator[DecodedLine]:
+    """Decode a JSON-lines or Avro container file (``-``: standard input), chosen by its first bytes.
+
+    A file that cannot be used at all raises :class:`DecodeError` (when iteration starts); a bad
+    line or record is yielded as a :class:`DecodedLine` with its error, and the rest is read.
+    """
+    from auditor.events.container import MAGIC, iter_container
+
+    fh, source, own = open_input(path)
+    try:
+        head = fh.read(len(MAGIC))
+        stream: Any = _Peeked(head, fh)
+        if head == MAGIC:
+            yield from iter_container(stream, source)
+        else:
+            yield from iter_json_lines(path, stream, source)
+    finally:
+        if own:
+            fh.close()
 
 
 def write_avro_file(path: Path, events: list[Event], fh: BinaryIO | None = None) -> None:

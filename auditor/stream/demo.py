@@ -164,7 +164,8 @@ def _keep_running_hint(http_port: int) -> str:
     if http_port == 0:
         return "auditor demo --keep-running      then open the metrics URL it prints (Prometheus scrape target)"
     flag = "" if http_port == 9400 else f" --http-port {http_port}"
-    return f"auditor demo --keep-running{flag}      then open http://localhost:{http_port}/metrics (Prometheus scrape target)"
+    return (f"auditor demo --keep-running{flag}      then open http://localhost:{http_port}/metrics "
+            "(Prometheus scrape target)")
 
 
 def _verify_and_point(trail_dir: Path, keys_dir: Path, audit_topic: str, say: Callable[[str], None],

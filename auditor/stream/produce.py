@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from confluent_kafka import Producer
 
-from auditor.config import KAFKA_LOGGER
+from auditor.config import CLIENT_ERRORS, KAFKA_LOGGER
 from auditor.errors import BrokerError
 from auditor.events.codec import event_to_mapping
 from auditor.events.model import Event
@@ -23,11 +23,21 @@ def encode(event: Event, framing: str = "single-object", schema_id: int | None =
 
 
 def produce(bootstrap: str, topic: str, items: Iterable[Event | bytes], *, framing: str = "single-object",
-            schema_id: int | None = None, properties: dict[str, str] | None = None,
-            partition_by_subject: bool = True) -> int:
-    """Produce events (or raw bytes, for malformed test input); return how many were delivered."""
-    producer = Producer({"logger": KAFKA_LOGGER, **(properties or {}), "bootstrap.servers": bootstrap, "linger.ms": 20,
-                         "enable.idempotence": True, "compression.type": "lz4"})
+            schema_id: int | None = None, properties: Mapping[str, str] | None = None,
+            partition_by_subject: bool = True, timeout: float = 60.0) -> int:
+    """Produce events (or raw bytes, for malformed test input); return how many were delivered.
+
+    ``properties`` are the client properties of the config (TLS, SASL). The broker is asked for the
+    topic's metadata first, so an unreachable broker or refused credentials fail within seconds
+    (a ``KafkaException`` the CLI's error boundary explains) instead of after ``timeout``.
+    """
+    producer = Producer({"logger": KAFKA_LOGGER, "error_cb": CLIENT_ERRORS.record, **(properties or {}),
+                         "bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                         "compression.type": "lz4", "message.timeout.ms": int(timeout * 1000)})
+    md = producer.list_topics(topic, timeout=min(timeout, 15.0))
+    meta = md.topics.get(topic)
+    if meta is not None and meta.error is not None and meta.error.name() != "LEADER_NOT_AVAILABLE":
+        raise BrokerError(f"cannot produce to topic {topic}: {meta.error.str()}")
     failures: list[str] = []
     delivered = 0
 
@@ -51,7 +61,7 @@ def produce(bootstrap: str, topic: str, items: Iterable[Event | bytes], *, frami
             except BufferError:
                 producer.poll(0.1)
         producer.poll(0)
-    remaining = producer.flush(60)
+    remaining = producer.flush(timeout)
     if remaining or failures:
         raise BrokerError(f"{remaining} messages undelivered, {len(failures)} failed"
                           + (f": {failures[0]}" if failures else ""))
