@@ -156,10 +156,12 @@ def run_probe(args: argparse.Namespace) -> int:
                                "allowed_by": r.finding.allowed_by, "line": r.line} for r in stale],
         }, indent=2))
     else:
-        violating = sum(1 for _ in examples)
-        print(f"{pack.id}: probed {violating} examples; {len(findings)} findings, {len(findings) - len(open_findings)} "
-              f"reviewed ({reviewed_path if reviewed_path.is_file() else 'no reviewed-findings file'}), "
-              f"{len(open_findings)} unreviewed")
+        from auditor.policy import Verdict, evaluate
+
+        violating = sum(1 for ex in examples if evaluate(ex.event, pack).verdict is Verdict.VIOLATION)
+        where = reviewed_path if reviewed_path.is_file() else "no reviewed-findings file"
+        print(f"{pack.id}: probed the {violating} violating examples of {len(examples)}; {len(findings)} findings, "
+              f"{len(findings) - len(open_findings)} reviewed ({where}), {len(open_findings)} unreviewed")
         for f in shown:
             print(f"  {f.example}: {f.change}  ->  ALLOW by {f.allowed_by}")
         for r in stale:

@@ -29,7 +29,7 @@ ABSENCE = {
 }
 
 
-def check_pack(p: _Reporter, rules: list[Rule], vocab: Any, purposes: dict[str, Term],
+def check_pack(p: _Reporter, rules: list[Rule], vocab: Any, categories: dict[str, Term], purposes: dict[str, Term],
                recipients: dict[str, Term], used: dict[str, set[str]],
                pack_absent: tuple[tuple[str, str], ...]) -> list[PolicyError]:
     vnode = vocab if isinstance(vocab, LineDict) else LineDict()
@@ -41,7 +41,18 @@ def check_pack(p: _Reporter, rules: list[Rule], vocab: Any, purposes: dict[str, 
     for rtype in recipients:
         if rtype not in used["recipients"]:
             p.fail(f"recipient type '{rtype}' is declared but no rule names it", _line(vnode, "recipients", rtype))
-    return absence_warnings(p.path, rules, {f for f, _ in pack_absent})
+    return absence_warnings(p.path, rules, {f for f, _ in pack_absent}) + contents_warnings(p.path, categories, vnode)
+
+
+def contents_warnings(path: str, categories: dict[str, Term], vocab: LineDict) -> list[PolicyError]:
+    """Once some categories declare their contents, one that does not is an element of its own that no
+    rule written about elements reaches: say what it holds (an element of its own name is fine)."""
+    if not any(t.holds for t in categories.values()):
+        return []
+    return [PolicyError(f"warning: category '{cid}' declares no contents while others do, so rules about "
+                        f"data elements never reach it; give it 'holds: [...]'", path=path,
+                        line=_line(vocab, "categories", cid))
+            for cid, t in categories.items() if not t.holds]
 
 
 def absence_warnings(path: str, rules: list[Rule], pack_absent: set[str]) -> list[PolicyError]:

@@ -379,7 +379,7 @@ def parse_pack(path: Path) -> Pack:
         p.fail("'notes' must be a list of sentences (the pack's reading notes)", raw.line_of("notes"))
         notes = []
     pack_absent = p.absent(raw.get("absent"), "the pack", raw.line_of("absent"))
-    warnings = check_pack(p, rules, vocab, purposes, recipients, used, pack_absent)
+    warnings = check_pack(p, rules, vocab, categories, purposes, recipients, used, pack_absent)
     if p.findings:
         raise PolicyLintError(p.findings)
     synthetic = {name: RuleRef(f"{pack_id}.{name}", default.clause, default.quote, "high") for name in SYNTHETIC}

@@ -190,3 +190,14 @@ def test_yaml_alias_bombs_fail_fast_with_a_clear_error(tmp_path, bomb):
 def test_deep_nesting_is_refused(tmp_path):
     with pytest.raises(PolicyError, match="nested too deeply|not valid YAML"):
         parse_pack(write(tmp_path, "a: " + "[" * 20000 + "]" * 20000 + "\n"))
+
+
+def test_a_category_without_contents_among_categories_with_contents_is_a_warning(tmp_path):
+    text = TINY.replace('contact: {clause: "1", quote: "your name and email"}',
+                        'contact: {clause: "1", quote: "your name and email", holds: [email]}'
+                        ).replace("  categories:\n", "  elements: [email, card_number]\n  categories:\n")
+    (w,) = warnings_of(tmp_path, text)
+    assert "category 'card' declares no contents" in w
+    fixed = text.replace('card: {clause: "1", quote: "your card number"}',
+                         'card: {clause: "1", quote: "your card number", holds: [card_number]}')
+    assert warnings_of(tmp_path, fixed) == []
