@@ -30,6 +30,9 @@ _Key = tuple[EventKind, str, str]
 #: Facts that are part of a plan's key: a test reading only these is decided when the plan is made.
 STATIC_FACTS = frozenset({"kind", "purpose", "recipient.type", "data_categories"})
 _CACHE_MAX = 65_536
+_CACHEABLE_CATEGORIES = 16
+#: the memo keeps a decision only when every free-text fact in its key is at most this long
+_MEMO_MAX_TEXT = 64
 
 
 class _Entry:
@@ -94,9 +97,12 @@ class CompiledPack:
         hit = self._plans.get(key)
         if hit is None:
             hit = self._make_plan(e, rtype)
-            if len(self._plans) >= _CACHE_MAX:
-                self._plans.clear()
-            self._plans[key] = hit
+            # only declared names (a bounded vocabulary) in short lists are kept: hostile events naming
+            # huge undeclared categories or thousands of repeats cannot grow the cache by their size
+            if not hit.undeclared and len(e.data_categories) <= _CACHEABLE_CATEGORIES:
+                if len(self._plans) >= _CACHE_MAX:
+                    self._plans.clear()
+                self._plans[key] = hit
         return hit
 
     def _make_plan(self, e: Event, rtype: str) -> _Plan:
@@ -252,6 +258,18 @@ def _key_getters(compiled: CompiledPack) -> tuple[Callable[[Event], object], ...
     return tuple(getters)
 
 
+def _small(e: Event) -> bool:
+    """Whether an event's memo key (and the decision it maps to) is small enough to keep: the memo is
+    bounded in entries, so each entry must be bounded in bytes."""
+    if len(e.data_categories) > _CACHEABLE_CATEGORIES or len(e.purpose) > _MEMO_MAX_TEXT:
+        return False
+    r = e.recipient
+    texts = (e.actor.role, e.subject.region, e.legal_basis, *e.data_categories,
+             *(() if r is None else (r.type, r.id, r.country)), e.transfer.destination_country,
+             *e.attributes.values())
+    return all(t is None or len(t) <= _MEMO_MAX_TEXT for t in texts)
+
+
 class MemoEvaluator:
     """``evaluate`` with a bounded memo keyed on exactly the facts rules and reasons can read.
 
@@ -281,9 +299,11 @@ class MemoEvaluator:
         key = self.fact_key(e)
         template = self._memo.get(key)
         if template is None:
-            if len(self._memo) >= self.max_entries:
-                self._memo.clear()
-            template = self._memo[key] = evaluate(e, self.compiled)
+            template = evaluate(e, self.compiled)
+            if _small(e):
+                if len(self._memo) >= self.max_entries:
+                    self._memo.clear()
+                self._memo[key] = template
         if template.event_id == e.event_id:
             return template, template
         t = template

@@ -176,3 +176,25 @@ def test_memo_evaluator_agrees_with_evaluate_on_every_example_and_mutation():
         for e in events:
             got, _ = memo(e)
             assert got == evaluate(e, pack), e.event_id
+
+
+def test_caches_do_not_grow_with_hostile_events(pack):
+    """The plan cache and the memo are bounded in entries, so they must not keep huge entries:
+    events with undeclared or oversized facts are judged but not kept."""
+    from auditor.policy.engine import MemoEvaluator
+
+    memo = MemoEvaluator(pack)
+    before = len(pack._plans)
+    for i in range(50):
+        junk = make_event(event_id=f"j{i}", data_categories=[f"x{i}" * 10_000])
+        assert evaluate(junk, pack).violated_rule_ids == ("tiny.undeclared-category",)
+        assert memo(junk)[0].violated_rule_ids == ("tiny.undeclared-category",)
+        long_role = make_event(event_id=f"r{i}", kind="ACCESS", purpose="support", actor={"role": "r" * 5000 + str(i)})
+        assert memo(long_role)[0].verdict is Verdict.VIOLATION
+        repeats = make_event(event_id=f"c{i}", data_categories=["contact"] * (20 + i), consent={"marketing": True})
+        assert memo(repeats)[0].verdict is Verdict.ALLOW
+    assert len(pack._plans) == before
+    assert len(memo._memo) == 0
+    normal = make_event(consent={"marketing": True})
+    memo(normal)
+    assert len(memo._memo) == 1
