@@ -18,6 +18,7 @@ from auditor import __version__
 #: Modules that contribute sub-commands, in the order ``--help`` lists them.
 COMMAND_MODULES = (
     "auditor.cli.check",
+    "auditor.cli.convert",
     "auditor.cli.policy",
     "auditor.cli.trail",
     "auditor.cli.stream",
@@ -26,7 +27,8 @@ COMMAND_MODULES = (
 EPILOG = """\
 common workflows:
   auditor demo                                   local broker + demo stream + daemon, end to end
-  auditor check --policy ipasar events.jsonl     audit a file offline, one verdict per event
+  auditor check events.jsonl                     audit a file offline, one verdict per event
+  auditor convert events.jsonl --out e.avro      JSON lines to an Avro container file
   auditor policy lint my-pack.yaml               validate a policy pack
   auditor keys generate --out ~/.auditor/keys    make signing and pseudonymisation keys
   auditor verify TRAIL                           prove a trail untouched

@@ -47,7 +47,7 @@ _CAUSES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("tls", re.compile(r"SSL handshake failed|certificate verify failed|ssl\.|SSL routines|_SSL", re.I)),
     ("resolve", re.compile(r"Failed to resolve|_RESOLVE|Name or service not known", re.I)),
     ("protocol", re.compile(r"Disconnected while requesting ApiVersion|might be caused by incorrect "
-                            r"security\.protocol|Receive failed|unexpected|ApiVersionRequest failed", re.I)),
+                            r"security\.protocol|ApiVersionRequest failed|connection closed by peer", re.I)),
     ("refused", re.compile(r"Connection refused|Connect to .* failed|Network is unreachable|"
                            r"No route to host|Connection timed out", re.I)),
 )
@@ -197,8 +197,9 @@ def _explain(kind: str, cause: str, bootstrap: str) -> BrokerError:
         "tls": f"TLS with Kafka {bootstrap} failed: {cause}. Check kafka.properties security.protocol "
                "and ssl.ca.location (and the broker's certificate name)",
         "resolve": f"cannot resolve the Kafka address {bootstrap}: {cause}. Check {fix_servers}",
-        "protocol": f"Kafka {bootstrap} answered, but not in the protocol this client speaks: {cause}. "
-                    "Check kafka.properties security.protocol (PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL)",
+        "protocol": f"Kafka {bootstrap} accepted the connection but not this client's protocol: {cause}. "
+                    "Check kafka.properties security.protocol (PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL) "
+                    "and sasl.mechanism",
         "refused": f"cannot reach Kafka at {bootstrap}: {cause}. Check that the broker runs and that "
                    f"{fix_servers} names it",
     }

@@ -199,3 +199,31 @@ def test_avro_and_json_inputs_give_the_same_digest(tmp_path, capsys):
         assert main(["check", str(path), "--trail", str(trail), "--keys", str(keys)]) == 0
     digests = [{r.event_id: r.input_digest for r in iter_records(t)} for t in (tmp_path / "t1", tmp_path / "t2")]
     assert digests[0] == digests[1] and len(digests[0]) > 10
+
+
+def test_convert_writes_a_container_that_check_reads_like_the_json(tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text(_events("waimaotong") + "not json\n")
+    avro = tmp_path / "out.avro"
+    assert main(["convert", str(src), "--out", str(avro)]) == 0
+    err = capsys.readouterr().err
+    assert "malformed lines skipped" in err and avro.read_bytes()[:4] == b"Obj\x01"
+    results = []
+    for path in (src, avro):
+        assert main(["check", str(path), "--format", "jsonl"]) == 0
+        out = capsys.readouterr().out
+        results.append({d["event_id"]: d["verdict"] for d in map(json.loads, out.splitlines()) if "event_id" in d})
+    assert results[0] == results[1] and len(results[0]) > 10
+
+
+def test_reasons_read_as_english(capsys):
+    import re
+
+    paths = [str(p) for p in sorted((DATA / "events").glob("*.jsonl")) if p.name != "malformed.jsonl"]
+    assert main(["check", *paths, "--format", "jsonl"]) == 0
+    reasons = [v["reason"] for d in map(json.loads, capsys.readouterr().out.splitlines())
+               for v in d.get("violations", [])]
+    assert reasons
+    wrong = re.compile(r"\ba (other|employee|agent|affiliate|insurer|acquirer|individual|organisation|aggregate)\b"
+                       r"|\ban (service|contractor|bank|regulator|government|court|processor|third)\b", re.I)
+    assert [r for r in reasons if wrong.search(r)] == []
