@@ -7,6 +7,7 @@
     ├── PolicyError          a pack that cannot be loaded, or fails lint
     ├── TrailError           trail I/O problems
     │   └── TrailCorruption  tampering or damage found by verification
+    ├── LedgerError          the subject ledger's store cannot be opened, read or written
     ├── BrokerError          Kafka problems that are not retried away
     └── TransientError       a dependency is briefly unavailable (registry, broker): pause, retry
 
@@ -90,6 +91,14 @@ class TrailCorruption(TrailError):
         self.seq = seq
         self.expected = expected
         self.actual = actual
+
+
+class LedgerError(AuditorError):
+    """The subject ledger's on-disk store failed; ``path`` names it. It is rebuilt from the facts topic."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class BrokerError(AuditorError):

@@ -1,0 +1,174 @@
+"""The state of one subject as of an instant: pure functions over the subject's fact history.
+
+Precedence (one rule for every family):
+
+* a fact is **in force at t** when its effective time is at or before t;
+* among the facts in force that answer a question, the **latest** wins: the greatest by
+  (effective time, recorded time, log position). A fact that says "withdrawn" after one that
+  says "granted" ends the consent from its effective time on; a later grant restores it;
+* for scoped families (consent, opt-out, guardian consent, services), a fact answers a
+  question when its scope covers it (:meth:`Scope.covers`). Specificity does not outrank time:
+  a withdrawal of all marketing consent on Monday ends the consent a subject gave to one
+  partner last year, and a grant to that partner on Tuesday restores it for that partner only.
+  This is what a person means by each instruction, and it never lets an old, narrow grant
+  survive a later, broad withdrawal;
+* services: each ``service_id`` is running or ended by its own latest fact; a question about a
+  service is answered True when any running service covers it, False when services covered it
+  but all have ended, and None when none ever did;
+* a repeated ``fact_id`` is applied once: the first in the log wins;
+* no fact: the answer's value is None ("the ledger does not know"); what that means is for the
+  policy to say.
+
+Age is counted in whole years between the birth date and t's UTC date (a 29 February birthday
+comes on 1 March in other years); before the birth date the age is unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+
+from auditor.ledger.model import (
+    UNKNOWN,
+    Entry,
+    Family,
+    Provenance,
+    Query,
+    Reading,
+    to_us,
+)
+
+
+def normalise(entries: Iterable[Entry]) -> tuple[Entry, ...]:
+    """Entries in precedence order, each ``fact_id`` once (its first position in the log)."""
+    first: dict[str, Entry] = {}
+    for e in entries:
+        seen = first.get(e.fact_id)
+        if seen is None or (e.partition, e.offset) < (seen.partition, seen.offset):
+            first[e.fact_id] = e
+    return tuple(sorted(first.values()))
+
+
+def answer(history: tuple[Entry, ...], at_us: int, q: Query) -> Reading:
+    """The answer to ``q`` at ``at_us`` from a normalised history (see :func:`normalise`)."""
+    family = q.family
+    if family is Family.SERVICE_ACTIVE:
+        return _service(history, at_us, q)
+    scoped = q.family in _SCOPED_QUESTIONS
+    for e in reversed(history):
+        if e.effective_us > at_us or e.family is not family:
+            continue
+        if scoped and e.scope is not None and not e.scope.covers(q.purpose, q.recipient_type, q.recipient_id):
+            continue
+        return Reading(e.value, (e.ref,), e.effective_us)
+    return UNKNOWN
+
+
+_SCOPED_QUESTIONS = frozenset({Family.CONSENT, Family.OPT_OUT, Family.GUARDIAN_CONSENT})
+
+
+def _service(history: tuple[Entry, ...], at_us: int, q: Query) -> Reading:
+    latest: dict[str, Entry] = {}   # service id -> its latest fact in force
+    scope_of: dict[str, Entry] = {}  # service id -> its latest start in force (what it covers)
+    for e in reversed(history):
+        if e.effective_us > at_us or e.family is not Family.SERVICE_ACTIVE:
+            continue
+        sid = e.service_id or ""
+        latest.setdefault(sid, e)
+        if e.value is True:
+            scope_of.setdefault(sid, e)
+    running: list[Entry] = []
+    ended: list[Entry] = []
+    for sid, last in latest.items():
+        start = scope_of.get(sid)
+        if start is None or (start.scope is not None
+                             and not start.scope.covers(q.purpose, q.recipient_type, q.recipient_id)):
+            continue
+        (running if last.value is True else ended).append(last)
+    if running:
+        decided = min(running)  # the earliest running start that covers it: deterministic
+        return Reading(True, (decided.ref,), decided.effective_us)
+    if ended:
+        last_end = max(ended)
+        return Reading(False, tuple(sorted(e.ref for e in ended)), last_end.effective_us)
+    return UNKNOWN
+
+
+def age_on(born: date, at_us: int) -> int | None:
+    """Whole years from ``born`` to the UTC date of ``at_us``; None before the birth date."""
+    day = (_EPOCH + timedelta(microseconds=at_us)).date()
+    years = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+    return years if years >= 0 else None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class SubjectView:
+    """One subject's ledger state as of one instant: the type the policy conditions read.
+
+    Every answer is remembered in :attr:`reads` (question and answer, in the order asked), so
+    the audit record can say which facts a decision read (:meth:`provenance`) and the late-fact
+    index can ask the same questions again when a fact arrives late.
+    """
+
+    __slots__ = ("history", "at_us", "partition", "through_offset", "reads")
+
+    def __init__(self, history: tuple[Entry, ...], at: datetime | int, *, partition: int = 0,
+                 through_offset: int = -1) -> None:
+        self.history = history
+        self.at_us = at if isinstance(at, int) else to_us(at)
+        self.partition = partition
+        self.through_offset = through_offset
+        self.reads: list[tuple[Query, Reading]] = []
+
+    def ask(self, q: Query) -> Reading:
+        reading = answer(self.history, self.at_us, q)
+        self.reads.append((q, reading))
+        return reading
+
+    # -- the questions the policy conditions ask, by name
+    def consent(self, purpose: str | None, recipient_type: str | None = None,
+                recipient_id: str | None = None) -> Reading:
+        return self.ask(Query(Family.CONSENT, purpose, recipient_type, recipient_id))
+
+    def opted_out(self, purpose: str | None, recipient_type: str | None = None,
+                  recipient_id: str | None = None) -> Reading:
+        return self.ask(Query(Family.OPT_OUT, purpose, recipient_type, recipient_id))
+
+    def guardian_consent(self, purpose: str | None, recipient_type: str | None = None,
+                         recipient_id: str | None = None) -> Reading:
+        return self.ask(Query(Family.GUARDIAN_CONSENT, purpose, recipient_type, recipient_id))
+
+    def service_active(self, purpose: str | None, recipient_type: str | None = None,
+                       recipient_id: str | None = None) -> Reading:
+        return self.ask(Query(Family.SERVICE_ACTIVE, purpose, recipient_type, recipient_id))
+
+    def birth_date(self) -> Reading:
+        return self.ask(Query(Family.BIRTH_DATE))
+
+    def age(self) -> Reading:
+        """The age in whole years at the view's instant (value None: unknown)."""
+        born = self.birth_date()
+        if not isinstance(born.value, date):
+            return born
+        return Reading(age_on(born.value, self.at_us), born.refs, born.since_us)
+
+    def minor(self, minor_age: int) -> Reading:
+        years = self.age()
+        if not isinstance(years.value, int):
+            return years
+        return Reading(years.value < minor_age, years.refs, years.since_us)
+
+    def account_closed(self) -> Reading:
+        return self.ask(Query(Family.ACCOUNT_CLOSED))
+
+    def deletion_requested(self) -> Reading:
+        return self.ask(Query(Family.DELETION_REQUESTED))
+
+    def provenance(self) -> Provenance:
+        offsets = sorted({r.offset for _, reading in self.reads for r in reading.refs})
+        return Provenance(self.partition, self.through_offset, tuple(offsets))
+
+    def __repr__(self) -> str:  # never the history: it is about a person
+        return f"SubjectView(at_us={self.at_us}, facts={len(self.history)}, partition={self.partition})"

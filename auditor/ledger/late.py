@@ -1,0 +1,251 @@
+"""Late facts: which audited decisions a newly applied fact would have changed.
+
+The auditor judges an event against the facts it has read when it audits it. A fact can arrive
+after that with an earlier effective time: the consent platform's withdrawal lands a minute
+after the marketing send it should have stopped. For that case every decision that read the
+ledger is kept in a bounded on-disk index (per subject, by event time): the questions it asked
+and the answers it got. When facts are applied, :meth:`DecisionIndex.affected` asks each
+indexed decision of those subjects at or after the facts' effective time the same questions
+again, against the history as it now stands, and returns every decision whose answers change,
+old and new. The caller re-judges those events and writes a correction record for each; after
+the correction is durable, :meth:`DecisionIndex.acknowledge` stores the new answers, so the next
+late fact is compared with what the trail now says.
+
+The index is bounded twice: by a window of event time (decisions older than the newest indexed
+event minus ``window`` are dropped) and by bytes on disk (the oldest go first). A late fact
+older than the horizon cannot be checked; :class:`LateReport` counts those for a metric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Iterable
+from datetime import date, timedelta
+from typing import Any, NamedTuple
+
+from auditor.ledger.asof import answer
+from auditor.ledger.model import FactRef, Family, Query, Reading
+from auditor.ledger.store import Applied, LedgerStore, _bytes, subject_prefix
+
+_BIAS = 1 << 63
+_Q = struct.Struct(">Q")
+_FAMILIES = {f.value: f for f in Family}
+DEFAULT_WINDOW = timedelta(days=7)
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+
+
+class DecisionReads(NamedTuple):
+    """What one audited decision read from the ledger, and where its record sits in the trail."""
+
+    partition: int
+    pseudonym: str
+    occurred_us: int
+    chain_id: str
+    seq: int
+    event_id: str
+    reads: tuple[tuple[Query, Reading], ...]
+
+
+class Change(NamedTuple):
+    query: Query
+    before: bool | int | date | None
+    after: Reading
+
+
+class Correction(NamedTuple):
+    """A decision whose ledger answers changed: re-judge the event and record the outcome."""
+
+    event_id: str
+    chain_id: str
+    seq: int
+    occurred_us: int
+    partition: int
+    pseudonym: str
+    changes: tuple[Change, ...]
+    cause: tuple[FactRef, ...]  # the late facts that were applied
+
+
+class LateReport(NamedTuple):
+    corrections: tuple[Correction, ...]
+    late_facts: int        # applied facts effective before an indexed decision of their subject
+    beyond_window: int     # applied facts effective before the horizon: corrections may be missing
+
+
+def _enc(value: bool | int | date | None) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _dec(value: Any) -> bool | date | None:
+    return date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _key(partition: int, pseudonym: str, occurred_us: int, chain_id: str, seq: int) -> bytes:
+    return (subject_prefix(partition, pseudonym) + _Q.pack(occurred_us + _BIAS)
+            + hashlib.sha256(chain_id.encode()).digest()[:8] + _Q.pack(seq))
+
+
+class DecisionIndex:
+    """The bounded index of recent decisions that read the ledger (in the ledger's LMDB file)."""
+
+    def __init__(self, store: LedgerStore, *, window: timedelta = DEFAULT_WINDOW,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.store = store
+        self.window_us = int(window.total_seconds() * 1_000_000)
+        self.max_bytes = max_bytes
+
+    # ------------------------------------------------------------------ horizon
+    def horizon_us(self) -> int | None:
+        """Decisions of events before this time may have been dropped (None: none dropped yet)."""
+        with self.store.env.begin(db=self.store.meta) as txn:
+            raw = txn.get(b"idx_horizon")
+        return None if raw is None else int(raw)
+
+    # ------------------------------------------------------------------ writing
+    def record(self, decisions: Iterable[DecisionReads]) -> int:
+        """Index decisions that read the ledger (one transaction); returns how many."""
+        rows: list[tuple[bytes, bytes, bytes]] = []
+        newest = -_BIAS
+        for d in decisions:
+            if not d.reads:
+                continue
+            key = _key(d.partition, d.pseudonym, d.occurred_us, d.chain_id, d.seq)
+            value = json.dumps({"e": d.event_id, "c": d.chain_id, "s": d.seq, "r": _reads(d.reads)},
+                               separators=(",", ":")).encode()
+            rows.append((key, value, key[20:28] + key))
+            newest = max(newest, d.occurred_us)
+        if not rows:
+            return 0
+        store = self.store
+
+        def body(txn: Any) -> None:
+            for key, value, tkey in rows:
+                txn.put(key, value, db=store.decisions)
+                txn.put(tkey, b"", db=store.decisions_by_time)
+            raw = txn.get(b"idx_newest", db=store.meta)
+            top = max(newest, int(raw)) if raw is not None else newest
+            txn.put(b"idx_newest", str(top).encode(), db=store.meta)
+            self._prune(txn, top - self.window_us)
+
+        store._write(body)
+        return len(rows)
+
+    def _prune(self, txn: Any, cutoff: int) -> None:
+        """Drop decisions before ``cutoff``, then the oldest while over the byte bound."""
+        store = self.store
+        cur = txn.cursor(db=store.decisions_by_time)
+        dropped: int | None = None
+
+        def drop_first() -> int:
+            occurred = int(_Q.unpack(cur.key()[:8])[0]) - _BIAS
+            txn.delete(cur.key()[8:], db=store.decisions)
+            cur.delete()
+            return occurred
+
+        while cur.first() and int(_Q.unpack(cur.key()[:8])[0]) - _BIAS < cutoff:
+            dropped = drop_first()
+        while self._bytes(txn) > self.max_bytes and cur.first():
+            step = max(16, int(txn.stat(store.decisions)["entries"]) // 16)  # the oldest 1/16th, then re-measure
+            for _ in range(step):
+                if not cur.first():
+                    break
+                dropped = drop_first()
+        if dropped is not None:
+            old = self._get_horizon(txn)
+            if old is None or dropped + 1 > old:
+                txn.put(b"idx_horizon", str(dropped + 1).encode(), db=store.meta)
+
+    def _bytes(self, txn: Any) -> int:
+        return _bytes(txn.stat(self.store.decisions)) + _bytes(txn.stat(self.store.decisions_by_time))
+
+    def _get_horizon(self, txn: Any) -> int | None:
+        raw = txn.get(b"idx_horizon", db=self.store.meta)
+        return None if raw is None else int(raw)
+
+    def acknowledge(self, corrections: Iterable[Correction]) -> None:
+        """Store the new answers of corrected decisions (after their correction records are durable)."""
+        store = self.store
+        updates: list[tuple[bytes, bytes]] = []
+        with store.env.begin(db=store.decisions) as txn:
+            for c in corrections:
+                key = _key(c.partition, c.pseudonym, c.occurred_us, c.chain_id, c.seq)
+                raw = txn.get(key)
+                if raw is None:
+                    continue  # pruned meanwhile
+                doc = json.loads(raw)
+                new = {(q.family.value, q.purpose, q.recipient_type, q.recipient_id): _enc(ch.after.value)
+                       for ch in c.changes for q in (ch.query,)}
+                doc["r"] = [[*row[:4], new.get(tuple(row[:4]), row[4])] for row in doc["r"]]
+                updates.append((key, json.dumps(doc, separators=(",", ":")).encode()))
+        if updates:
+            def body(txn: Any) -> None:
+                for k, v in updates:
+                    txn.put(k, v, db=store.decisions)
+
+            store._write(body)
+
+    # ------------------------------------------------------------------ reading
+    def affected(self, applied: Iterable[Applied]) -> LateReport:
+        """The indexed decisions whose ledger answers the newly applied facts change."""
+        by_subject: dict[tuple[int, str], list[Applied]] = {}
+        for a in applied:
+            by_subject.setdefault((a.entry.partition, a.pseudonym), []).append(a)
+        horizon = self.horizon_us()
+        corrections: list[Correction] = []
+        late = beyond = 0
+        store = self.store
+        for (partition, pseudonym), facts in by_subject.items():
+            earliest = min(a.entry.effective_us for a in facts)
+            if horizon is not None:
+                beyond += sum(1 for a in facts if a.entry.effective_us < horizon)
+            start = subject_prefix(partition, pseudonym) + _Q.pack(max(earliest, -_BIAS) + _BIAS)
+            prefix = start[:20]
+            with store.env.begin(db=store.decisions) as txn:
+                rows = list(_scan_from(txn.cursor(), start, prefix))
+            if not rows:
+                continue
+            late += sum(1 for a in facts if a.entry.effective_us <= max(_occurred(k) for k, _ in rows))
+            history = store.history(partition, pseudonym)
+            cause = tuple(sorted(a.entry.ref for a in facts))
+            for key, raw in rows:
+                occurred = _occurred(key)
+                doc = json.loads(raw)
+                changes = []
+                for family, purpose, rtype, rid, before in doc["r"]:
+                    q = Query(_FAMILIES[family], purpose, rtype, rid)
+                    now = answer(history, occurred, q)
+                    if _enc(now.value) != before:
+                        changes.append(Change(q, _dec(before), now))
+                if changes:
+                    relevant = tuple(r for r in cause if any(
+                        a.entry.ref == r and a.entry.effective_us <= occurred for a in facts))
+                    corrections.append(Correction(doc["e"], doc["c"], doc["s"], occurred, partition, pseudonym,
+                                                  tuple(changes), relevant or cause))
+        return LateReport(tuple(corrections), late, beyond)
+
+    def count(self) -> int:
+        with self.store.env.begin() as txn:
+            return int(txn.stat(self.store.decisions)["entries"])
+
+
+def _reads(reads: tuple[tuple[Query, Reading], ...]) -> list[list[Any]]:
+    seen: dict[tuple[str, str | None, str | None, str | None], Any] = {}
+    for q, r in reads:
+        seen.setdefault((q.family.value, q.purpose, q.recipient_type, q.recipient_id), _enc(r.value))
+    return [[*k, v] for k, v in seen.items()]
+
+
+def _occurred(key: bytes) -> int:
+    return int(_Q.unpack(key[20:28])[0]) - _BIAS
+
+
+def _scan_from(cur: Any, start: bytes, prefix: bytes) -> Iterable[tuple[bytes, bytes]]:
+    if not cur.set_range(start):
+        return
+    for key, value in cur:
+        if not key.startswith(prefix):
+            return
+        yield bytes(key), bytes(value)
+
+

@@ -1,0 +1,305 @@
+"""The embedded on-disk ledger of one auditor instance (LMDB).
+
+It holds every fact of the subjects in the partitions the instance has been assigned, keyed by
+(partition, subject pseudonym, effective time, recorded time, offset), so one subject's history
+is one short range scan, already in precedence order. Raw subject ids never reach it: facts are
+stored under the keyed HMAC pseudonym the trail uses (fact ids and service ids, which producers
+often build from subject ids, are pseudonymised too) (so ``auditor replay``, which only has
+pseudonyms, can ask the ledger too), and the store remembers the pseudonym key id; opened with
+another key, it starts empty and is rebuilt from the facts topic, which is the source of truth.
+
+Per partition the store records the highest offset applied in the same transaction as the facts,
+so a restore resumes where the last one stopped (:func:`resume_from` checks the topic still has
+that range). Memory does not grow with subjects: the data is in the memory-mapped file, whose
+pages the kernel reclaims; the process keeps no per-subject state.
+
+Layout (LMDB named databases):
+
+=============  ===========================================================  ==========================
+``facts``      partition u32 | pseudonym 16 B | effective | recorded | offset   the fact, JSON list
+``meta``       ``format``, ``key_id``, ``hw`` + partition u32                 text
+``decisions``  see :mod:`auditor.ledger.late`
+=============  ===========================================================  ==========================
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import lmdb
+
+from auditor.errors import LedgerError
+from auditor.ledger.asof import SubjectView, normalise
+from auditor.ledger.model import Entry, FactRef, FactType, Scope, SubjectFact, entry_of
+
+FORMAT = b"1"
+DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as data is written
+_BIAS = 1 << 63
+_KEY = struct.Struct(">I16sQQQ")
+_PART = struct.Struct(">I")
+_EPOCH_DATE = date(1970, 1, 1)
+_TYPES = {t.value: t for t in FactType}
+
+
+def pseudonym_bytes(pseudonym: str) -> bytes:
+    """The 16 bytes of a pseudonym (32 hex digits, as :class:`~auditor.trail.keys.Pseudonymizer` makes)."""
+    try:
+        raw = bytes.fromhex(pseudonym)
+    except ValueError:
+        raw = b""
+    if len(raw) != 16:
+        raise LedgerError("the ledger is keyed by subject pseudonyms (32 hex digits), not raw ids")
+    return raw
+
+
+def subject_prefix(partition: int, pseudonym: str) -> bytes:
+    return _PART.pack(partition) + pseudonym_bytes(pseudonym)
+
+
+def encode_entry(pseudonym: bytes, e: Entry) -> tuple[bytes, bytes]:
+    key = _KEY.pack(e.partition, pseudonym, e.effective_us + _BIAS, e.recorded_us + _BIAS, e.offset)
+    s = e.scope
+    body = [e.fact_id, e.type.value, e.source_system,
+            None if s is None else s.purpose, None if s is None else s.recipient_type,
+            None if s is None else s.recipient_id,
+            None if e.birth_date is None else (e.birth_date - _EPOCH_DATE).days, e.service_id]
+    return key, json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_entry(key: bytes, value: bytes) -> Entry:
+    partition, _, eff, rec, offset = _KEY.unpack(key)
+    fact_id, ftype, source, purpose, rtype, rid, days, service = json.loads(value)
+    scope = None if purpose is None and rtype is None and rid is None else Scope(purpose, rtype, rid)
+    born = None if days is None else _EPOCH_DATE + timedelta(days=days)
+    return Entry(eff - _BIAS, rec - _BIAS, partition, offset, fact_id, _TYPES[ftype], source, scope, born, service)
+
+
+def stored_entry(fact: SubjectFact, ref: FactRef, pseudonymize: Callable[[str], str]) -> Entry:
+    """The entry the store keeps: the fact id and service id pseudonymised too, because producers
+    often build them from the subject id ("u-10293/consent/7"); both serve only to compare."""
+    e = entry_of(fact, ref)
+    return e._replace(fact_id=pseudonymize(fact.fact_id),
+                      service_id=None if fact.service_id is None else pseudonymize(fact.service_id))
+
+
+class Applied(NamedTuple):
+    """A fact newly applied to the ledger, under its subject's pseudonym."""
+
+    pseudonym: str
+    entry: Entry
+
+
+class ApplyResult(NamedTuple):
+    applied: tuple[Applied, ...]  # empty when the caller did not ask to collect them
+    written: int                  # facts written
+    skipped: int                  # at or below the partition's high offset: applied before
+    high_offset: int
+
+
+def resume_from(stored_high: int, low: int, high: int) -> int | None:
+    """Where a restore of a partition starts, given the offset stored as applied (-1: none) and
+    the topic's watermarks [low, high). None means "start over from ``low``": the stored range
+    is gone from the topic (retention removed facts never applied, or the topic was recreated
+    and is shorter than what was applied), so the partition's stored facts must be dropped."""
+    if stored_high < 0:
+        return low
+    if stored_high >= high or stored_high + 1 < low:
+        return None
+    return stored_high + 1
+
+
+class LedgerStore:
+    """One instance's ledger. Not thread-safe: the daemon's main loop owns it."""
+
+    def __init__(self, path: Path, key_id: str, *, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        self.path = Path(path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=8, readahead=False,
+                                 subdir=True, lock=True)
+            self.facts = self.env.open_db(b"facts")
+            self.meta = self.env.open_db(b"meta")
+            self.decisions = self.env.open_db(b"decisions")
+            self.decisions_by_time = self.env.open_db(b"decisions_by_time")
+        except lmdb.Error as exc:
+            raise LedgerError(f"cannot open the ledger store at {self.path}: {exc}", path=str(self.path)) from exc
+        self.key_id = key_id
+        self.reset_reason: str | None = None
+        self._check_identity()
+
+    # ------------------------------------------------------------------ lifecycle
+    def _check_identity(self) -> None:
+        with self.env.begin(db=self.meta) as txn:
+            fmt, kid = txn.get(b"format"), txn.get(b"key_id")
+        if fmt is None and kid is None:
+            self._write_identity()
+        elif fmt != FORMAT or kid != self.key_id.encode():
+            self.reset_reason = ("store format changed" if fmt != FORMAT
+                                 else "pseudonym key changed: facts are rebuilt under the new key")
+            self.clear()
+
+    def _write_identity(self) -> None:
+        with self.env.begin(write=True, db=self.meta) as txn:
+            txn.put(b"format", FORMAT)
+            txn.put(b"key_id", self.key_id.encode())
+
+    def clear(self) -> None:
+        """Drop everything (the store is a cache of the facts topic)."""
+        with self.env.begin(write=True) as txn:
+            for db in (self.facts, self.meta, self.decisions, self.decisions_by_time):
+                txn.drop(db, delete=False)
+        self._write_identity()
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self) -> LedgerStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ positions
+    def high_offset(self, partition: int) -> int:
+        """The highest offset applied in ``partition``; -1 when none."""
+        with self.env.begin(db=self.meta) as txn:
+            raw = txn.get(b"hw" + _PART.pack(partition))
+        return -1 if raw is None else int(raw)
+
+    def positions(self) -> dict[int, int]:
+        out = {}
+        with self.env.begin(db=self.meta) as txn:
+            cur = txn.cursor()
+            if cur.set_range(b"hw"):
+                for key, value in cur:
+                    if not key.startswith(b"hw"):
+                        break
+                    out[_PART.unpack(key[2:])[0]] = int(value)
+        return out
+
+    def drop_partition(self, partition: int) -> None:
+        """Forget a partition's facts, decisions and position (to restore it from scratch)."""
+        prefix = _PART.pack(partition)
+        with self.env.begin(write=True) as txn:
+            for db in (self.facts, self.decisions):
+                _delete_prefix(txn, db, prefix)
+            _delete_matching(txn, self.decisions_by_time, lambda k: k[8:12] == prefix)
+            txn.delete(b"hw" + prefix, db=self.meta)
+
+    # ------------------------------------------------------------------ writing
+    def apply(self, partition: int, items: Iterable[tuple[int, SubjectFact]],
+              pseudonymize: Callable[[str], str], *, collect: bool = True) -> ApplyResult:
+        """Apply facts read from ``partition`` (offset, fact), in one transaction with the new
+        high offset. Facts at or below the stored high offset were applied before and are skipped,
+        so applying the same range twice changes nothing."""
+        staged: list[tuple[bytes, bytes]] = []
+        applied: list[Applied] = []
+        high = start = self.high_offset(partition)
+        skipped = 0
+        for offset, fact in items:
+            if offset <= start:
+                skipped += 1
+                continue
+            pseudonym = pseudonymize(fact.subject_id)
+            entry = stored_entry(fact, FactRef(partition, offset), pseudonymize)
+            staged.append(encode_entry(pseudonym_bytes(pseudonym), entry))
+            if collect:
+                applied.append(Applied(pseudonym, entry))
+            high = max(high, offset)
+        if high != start:
+            staged.sort()
+            self._write(lambda txn: self._put_all(txn, partition, staged, high))
+        return ApplyResult(tuple(applied), len(staged), skipped, high)
+
+    def _put_all(self, txn: Any, partition: int, staged: list[tuple[bytes, bytes]], high: int) -> None:
+        cur = txn.cursor(db=self.facts)
+        cur.putmulti(staged, dupdata=False, overwrite=True, append=False)
+        txn.put(b"hw" + _PART.pack(partition), str(high).encode(), db=self.meta)
+
+    def _write(self, body: Callable[[Any], None]) -> None:
+        """Run ``body`` in a write transaction, growing the map when it is full."""
+        for _ in range(8):
+            try:
+                with self.env.begin(write=True) as txn:
+                    body(txn)
+                return
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            except lmdb.Error as exc:
+                raise LedgerError(f"cannot write the ledger store at {self.path}: {exc}", path=str(self.path)) from exc
+        raise LedgerError(f"the ledger store at {self.path} is full and could not grow", path=str(self.path))
+
+    def restore(self, partition: int, items: Iterable[tuple[int, SubjectFact]],
+                pseudonymize: Callable[[str], str], *, chunk: int = 20_000,
+                progress: Callable[[int], None] | None = None) -> int:
+        """Bulk-apply a partition's facts, ``chunk`` per transaction; returns facts written."""
+        written = 0
+        it = iter(items)
+        while True:
+            block = [x for _, x in zip(range(chunk), it, strict=False)]
+            if not block:
+                return written
+            written += self.apply(partition, block, pseudonymize, collect=False).written
+            if progress is not None:
+                progress(len(block))
+
+    # ------------------------------------------------------------------ reading
+    def history(self, partition: int, pseudonym: str) -> tuple[Entry, ...]:
+        """A subject's facts in ``partition``, in precedence order, each fact id once."""
+        prefix = subject_prefix(partition, pseudonym)
+        with self.env.begin(db=self.facts) as txn:
+            return normalise(decode_entry(k, v) for k, v in _scan(txn.cursor(), prefix))
+
+    def view(self, partition: int, pseudonym: str, at: datetime | int) -> SubjectView:
+        """The subject's state as of ``at``: what the policy conditions read."""
+        prefix = subject_prefix(partition, pseudonym)
+        with self.env.begin() as txn:
+            raw = txn.get(b"hw" + _PART.pack(partition), db=self.meta)
+            entries = normalise(decode_entry(k, v) for k, v in _scan(txn.cursor(db=self.facts), prefix))
+        return SubjectView(entries, at, partition=partition, through_offset=-1 if raw is None else int(raw))
+
+    def stats(self) -> dict[str, int]:
+        with self.env.begin() as txn:
+            facts = txn.stat(self.facts)
+            decisions = txn.stat(self.decisions)
+        return {"facts": facts["entries"], "facts_bytes": _bytes(facts),
+                "decisions": decisions["entries"], "decisions_bytes": _bytes(decisions)}
+
+
+def _bytes(stat: Any) -> int:
+    return (stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]) * stat["psize"]
+
+
+def _scan(cur: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    if not cur.set_range(prefix):
+        return
+    for key, value in cur:
+        if not key.startswith(prefix):
+            return
+        yield key, value
+
+
+def _delete_prefix(txn: Any, db: Any, prefix: bytes) -> None:
+    cur = txn.cursor(db=db)
+    if not cur.set_range(prefix):
+        return
+    while cur.key().startswith(prefix):
+        if not cur.delete():
+            break
+
+
+def _delete_matching(txn: Any, db: Any, match: Callable[[bytes], bool]) -> None:
+    cur = txn.cursor(db=db)
+    if not cur.first():
+        return
+    while True:
+        if match(cur.key()):
+            if not cur.delete():
+                break
+        elif not cur.next():
+            break
