@@ -220,3 +220,12 @@ def test_an_unknown_fact_type_from_a_newer_writer_is_rejected_not_guessed(tmp_pa
     with pytest.raises(DecodeError) as err:
         FactDecoder(extra_schema_files=[path]).decode(_encode_with(path, datum))
     assert err.value.reason == "undecodable"
+
+
+def test_the_readme_examples_decode() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("## Subject facts and the ledger", 1)[1].split("\n## ", 1)[0]
+    examples = [ln for ln in section.splitlines() if ln.startswith('{"fact_id"')]
+    assert len(examples) == 3
+    facts = [decode_fact_line(ln) for ln in examples]
+    assert [f.type for f in facts] == [FactType.CONSENT_WITHDRAWN, FactType.ACCOUNT_CLOSED, FactType.SERVICE_STARTED]

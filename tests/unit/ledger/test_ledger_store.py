@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 from auditor.errors import LedgerError
 from auditor.ledger.asof import answer, normalise
 from auditor.ledger.model import FactRef, FactType, Family, Query, Scope, entry_of
-from auditor.ledger.store import LedgerStore, decode_entry, encode_entry, pseudonym_bytes, resume_from, stored_entry
+from auditor.ledger.store import (
+    IdHider,
+    LedgerStore,
+    decode_entry,
+    encode_entry,
+    pseudonym_bytes,
+    resume_from,
+    stored_entry,
+)
 from auditor.trail.keys import Pseudonymizer
 from tests.unit.ledger.ledgerkit import fact, us
 
@@ -174,7 +182,7 @@ def test_store_answers_equal_the_pure_model(tmp_path_factory: pytest.TempPathFac
             s.apply(partition, items, KEY)                        # overlapping: the first half is skipped
         for partition in (0, 1):
             for subject in ("a", "b"):
-                pure = normalise(stored_entry(f, FactRef(p, o), KEY) for p, o, f in log
+                pure = normalise(stored_entry(f, FactRef(p, o), IdHider(KEY)) for p, o, f in log
                                  if p == partition and f.subject_id == subject)
                 assert s.history(partition, KEY(subject)) == pure
                 for minute in range(-1, 7):
