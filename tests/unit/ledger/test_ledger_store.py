@@ -189,3 +189,22 @@ def test_store_answers_equal_the_pure_model(tmp_path_factory: pytest.TempPathFac
                     v = s.view(partition, KEY(subject), us(minute))
                     for q in FAMILY_QUERIES:
                         assert v.ask(q) == answer(pure, us(minute), q)
+
+
+def test_a_facts_file_loads_with_line_numbers_as_offsets_and_names_bad_lines(tmp_path: Path) -> None:
+    from auditor.ledger.codec import fact_to_json
+    from auditor.ledger.offline import load_facts_file
+
+    path = tmp_path / "facts.jsonl"
+    path.write_text("\n".join([
+        "# exported from the consent platform",
+        fact_to_json(fact("CONSENT_GRANTED", 0)),
+        '{"fact_id": "x", "subject_id": "u-1", "type": "CONSENT_GRANTED"}',
+        fact_to_json(fact("CONSENT_WITHDRAWN", 60)),
+    ]) + "\n")
+    with LedgerStore(tmp_path / "ledger", KEY.key_id) as s:
+        report = load_facts_file(path, s, KEY)
+        assert report.applied == 2
+        assert [str(e) for e in report.errors] == [f"{path}:3: missing required field 'effective_at'"]
+        reading = s.view(0, KEY("u-1"), us(61)).consent("marketing")
+        assert reading.value is False and reading.refs == (FactRef(0, 4),)
