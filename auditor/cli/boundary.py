@@ -209,7 +209,10 @@ def _explain(kind: str, cause: str, bootstrap: str) -> BrokerError:
 def _refine_broker(exc: BrokerError) -> BrokerError:
     """A BrokerError raised elsewhere ("cannot reach Kafka ...") with the real cause when known."""
     cause = _recorded_cause()
-    if cause is None or cause[0] in ("refused",):
+    wraps_client_error = exc.__cause__ is not None and kafka_error_of(exc.__cause__) is not None
+    # "refused" is only trusted for an error that wraps the client's own failure: a broker that was
+    # briefly unreachable earlier is not the cause of, say, a missing topic
+    if cause is None or (cause[0] == "refused" and not wraps_client_error):
         return exc
     return _explain(cause[0], cause[1], FACTS.get("bootstrap") or CLIENT_ERRORS.bootstrap or "the brokers")
 

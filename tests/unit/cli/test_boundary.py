@@ -170,3 +170,37 @@ def test_config_type_errors_are_exit_2_in_one_line(tmp_path, text, needle):
 def test_config_error_from_environment_is_exit_2(tmp_path):
     r = run_cli("topics", "create", env={"AUDITOR_BATCH_MAX_EVENTS": "0"})
     assert_one_line_error(r, 2, "AUDITOR_BATCH_MAX_EVENTS")
+
+
+def test_a_wrapped_connection_failure_gets_the_recorded_cause(capsys):
+    CLIENT_ERRORS.record("FAIL [rdkafka#producer-1] [thrd:h:1/bootstrap]: h:1/bootstrap: Connect to ipv4#127.0.0.1:1 "
+                         "failed: Connection refused (after 0ms in state CONNECT)")
+    boundary.note(bootstrap="h:1")
+
+    def fail(_args):
+        try:
+            raise KafkaException(FakeKafkaError("_TRANSPORT", "Failed to get metadata: Local: Broker transport"))
+        except KafkaException as exc:
+            raise BrokerError(f"cannot reach Kafka at h:1: {exc}") from exc
+
+    assert boundary.run_command(fail, None) == ExitCode.BROKER
+    err = capsys.readouterr().err
+    assert "Connection refused" in err and "KafkaError{" not in err
+
+
+def test_a_broker_error_of_its_own_keeps_its_message(capsys):
+    CLIENT_ERRORS.record("Connect to ipv4#127.0.0.1:1 failed: Connection refused")
+
+    def fail(_args):
+        raise BrokerError("audit topic t does not exist")
+
+    assert boundary.run_command(fail, None) == ExitCode.BROKER
+    assert "audit topic t does not exist" in capsys.readouterr().err
+
+
+def test_the_demo_points_at_the_metrics_port_it_used():
+    from auditor.stream.demo import _keep_running_hint
+
+    assert "localhost:9400/metrics" in _keep_running_hint(9400)
+    assert "--http-port 9555" in _keep_running_hint(9555) and "localhost:9555/metrics" in _keep_running_hint(9555)
+    assert "9400" not in _keep_running_hint(0)
