@@ -122,7 +122,8 @@ def run_demo(args: argparse.Namespace) -> int:
         packs = [load_pack(p) for p in cfg.packs]
         summary = LiveSummary(args.events)
         items = list(itertools.islice(stream(packs, seed=args.seed), args.events))
-        producer = threading.Thread(target=produce, args=(bootstrap, cfg.topics.events[0], items), daemon=True)
+        producer = threading.Thread(target=produce, args=(bootstrap, cfg.topics.events[0], items),
+                                    kwargs={"properties": cfg.kafka.properties}, daemon=True)
         producer.start()
         say(f"producing {args.events} events for {', '.join(p.id for p in packs)} "
             "(mostly compliant, some violations of each kind, a few malformed)")

@@ -37,7 +37,8 @@ def produce(bootstrap: str, topic: str, items: Iterable[Event | bytes], *, frami
     md = producer.list_topics(topic, timeout=min(timeout, 15.0))
     meta = md.topics.get(topic)
     if meta is not None and meta.error is not None and meta.error.name() != "LEADER_NOT_AVAILABLE":
-        raise BrokerError(f"cannot produce to topic {topic}: {meta.error.str()}")
+        hint = " (create it: auditor topics create --config ...)" if "UNKNOWN_TOPIC" in meta.error.name() else ""
+        raise BrokerError(f"cannot produce to topic {topic}: {meta.error.str()}{hint}")
     failures: list[str] = []
     delivered = 0
 
