@@ -1,88 +1,158 @@
-"""Read and verify the trail held in the audit topic (read_committed), without the file copy.
+"""The trail held in Kafka as a :class:`~auditor.trail.source.TrailSource`: the audit topic's
+records and the checkpoint topic's signed checkpoints, read with read_committed.
 
-Every record's hash is recomputed from its bytes and every chain link is checked, with the
-same chain logic as the file verifier, so a modified, deleted, inserted or reordered record in
-the topic is named with its chain and seq.
+This is only an I/O adapter: verify, replay, prove and evidence run the same code on it as on a
+trail directory. Every Kafka failure (unreachable broker, authentication, a missing audit topic)
+is translated here, at one boundary, into :class:`~auditor.errors.BrokerError`, which the CLI
+turns into exit 3 with one line.
+
+Checkpoint-topic messages are described in :mod:`auditor.trail.chainlog` (key = origin, value =
+the signed note, the compact range and consistency proof in headers).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from auditor.errors import BrokerError
+from auditor.errors import BrokerError, TrailCorruption
 from auditor.trail.canonical import iter_frames
-from auditor.trail.chain import RECORD_PREFIX
-from auditor.trail.verify import Issue, VerifyReport, _Chain, _finish
+from auditor.trail.chainlog import stored_from_message
+from auditor.trail.keys import Verifier
+from auditor.trail.source import Chunk, Issue, Located, merge_cosignatures
+from auditor.trail.verify import Policy, VerifyReport, verify_source
+
+Message = tuple[int, int, bytes, Any]  # partition, offset, value, headers
 
 
-def iter_topic(bootstrap_conf: dict[str, Any], topic: str, timeout: float = 30.0,
-               ) -> Iterator[tuple[int, int, bytes]]:
-    """(partition, offset, value) of every committed message, partition by partition."""
-    md = AdminClient(bootstrap_conf).list_topics(topic, timeout=timeout)
-    if topic not in md.topics or md.topics[topic].error is not None:
-        raise BrokerError(f"audit topic {topic} does not exist")
-    partitions = sorted(md.topics[topic].partitions)
-    consumer = Consumer({**bootstrap_conf, "group.id": "auditor-verify", "enable.auto.commit": False,
-                         "isolation.level": "read_committed", "enable.partition.eof": True})
+class KafkaSource:
+    """The audit topic and its checkpoint topic on one cluster."""
+
+    def __init__(self, conf: dict[str, Any], audit_topic: str, checkpoint_topic: str, *,
+                 timeout: float = 30.0) -> None:
+        self.conf = dict(conf)
+        self.audit_topic, self.checkpoint_topic = audit_topic, checkpoint_topic
+        self.timeout = timeout
+        self.label = f"kafka://{conf.get('bootstrap.servers', '?')}/{audit_topic}"
+        self.notes: list[str] = []
+
+    def size_hint(self) -> int:
+        return 0  # unknown in bytes; progress is counted anyway
+
+    def checkpoints(self) -> Iterator[Located]:
+        if not self._exists(self.checkpoint_topic, required=False):
+            self.notes.append(f"checkpoint topic {self.checkpoint_topic} does not exist")
+            return
+        entries: list[Located] = []
+        cosigned: list[bytes] = []
+        for partition, offset, value, headers in iter_topic(self.conf, self.checkpoint_topic, self.timeout):
+            where = f"{self.checkpoint_topic}/{partition}@{offset}"
+            try:
+                kind, entry = stored_from_message(value, headers)
+            except TrailCorruption as exc:
+                entries.append(Located(where, None, str(exc)))
+                continue
+            if kind == "cosigned":
+                cosigned.append(entry.note)
+            else:
+                entries.append(Located(where, entry))
+        yield from merge_cosignatures(entries, cosigned)
+
+    def chunks(self) -> Iterator[Chunk | Issue]:
+        self._exists(self.audit_topic, required=True)
+        for partition, offset, value, _ in iter_topic(self.conf, self.audit_topic, self.timeout):
+            where = f"{self.audit_topic}/{partition}@{offset}"
+            try:
+                frames = list(iter_frames(value, 1))
+                if frames[0].end != len(value):
+                    raise TrailCorruption("trailing bytes after the record")
+            except TrailCorruption as exc:
+                yield Issue("damaged", f"unreadable record at {where}: {exc}")
+                continue
+            yield Chunk(where, value, frames)
+
+    def _exists(self, topic: str, *, required: bool) -> bool:
+        try:
+            md = AdminClient(self.conf).list_topics(topic, timeout=self.timeout)
+        except KafkaException as exc:
+            raise BrokerError(f"cannot reach {self.conf.get('bootstrap.servers')}: {_one_line(exc)}") from exc
+        meta = md.topics.get(topic)
+        ok = meta is not None and meta.error is None and bool(meta.partitions)
+        if required and not ok:
+            raise BrokerError(f"topic {topic} does not exist on {self.conf.get('bootstrap.servers')}")
+        return ok
+
+
+def _one_line(exc: BaseException) -> str:
+    arg = exc.args[0] if exc.args else exc
+    text = arg.str() if isinstance(arg, KafkaError) else str(arg)
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def iter_topic(conf: dict[str, Any], topic: str, timeout: float = 30.0) -> Iterator[Message]:
+    """(partition, offset, value, headers) of every committed message, partition by partition."""
+    try:
+        md = AdminClient(conf).list_topics(topic, timeout=timeout)
+        if topic not in md.topics or md.topics[topic].error is not None:
+            raise BrokerError(f"topic {topic} does not exist")
+        partitions = sorted(md.topics[topic].partitions)
+        consumer = Consumer({**conf, "group.id": "auditor-verify", "enable.auto.commit": False,
+                             "isolation.level": "read_committed", "enable.partition.eof": True})
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read {topic}: {_one_line(exc)}") from exc
     try:
         for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(topic, p, low)])
-            # consume() waits for all 5000 messages or the whole timeout, so poll in short slices
-            # and give up only after `timeout` seconds without any message.
-            deadline = time.monotonic() + timeout
-            while True:
-                msgs = consumer.consume(5000, 0.2)
-                if not msgs:
-                    if time.monotonic() > deadline:
-                        raise BrokerError(f"timed out reading {topic}/{p}")
-                    continue
-                deadline = time.monotonic() + timeout
-                eof = False
-                for m in msgs:
-                    err = m.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            eof = True
-                            break
-                        raise BrokerError(f"reading {topic}/{p}: {err}")
-                    yield p, m.offset() or 0, m.value() or b""
-                if eof:
-                    break
-            consumer.unassign()
+            yield from _read_partition(consumer, topic, p, timeout)
+    except KafkaException as exc:
+        raise BrokerError(f"reading {topic}: {_one_line(exc)}") from exc
     finally:
         consumer.close()
 
 
-def verify_topic(bootstrap_conf: dict[str, Any], topic: str,
-                 progress: Callable[[int], object] | None = None) -> VerifyReport:
-    report = VerifyReport()
-    chains: dict[str, _Chain] = {}
-    sha256 = hashlib.sha256
-    for partition, offset, value in iter_topic(bootstrap_conf, topic):
-        try:
-            (f,) = list(iter_frames(value, 1))
-        except Exception:
-            report.issues.append(Issue("damaged", f"unreadable record at {topic}/{partition}@{offset}"))
+def _read_partition(consumer: Consumer, topic: str, p: int, timeout: float) -> Iterator[Message]:
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
+    if high <= low:
+        return
+    consumer.assign([TopicPartition(topic, p, low)])
+    # consume() waits for all 5000 messages or the whole timeout, so poll in short slices and give
+    # up only after `timeout` seconds without any message.
+    deadline = time.monotonic() + timeout
+    while True:
+        msgs = consumer.consume(5000, 0.2)
+        if not msgs:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"timed out reading {topic}/{p}")
             continue
-        chain = chains.get(f.chain_id)
-        if chain is None:
-            chain = chains[f.chain_id] = _Chain(f.chain_id, {}, report)
-        actual = sha256(RECORD_PREFIX + value[f.start:f.end - 32]).digest()
-        if actual != f.record_hash:
-            chain.issue("modified", f"record seq {f.seq} was modified ({topic}/{partition}@{offset})",
-                        f.seq, f.record_hash, actual)
-        chain.add(f.seq, f.prev_hash, f.record_hash)
-        report.records += 1
+        deadline = time.monotonic() + timeout
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    consumer.unassign()
+                    return
+                raise BrokerError(f"reading {topic}/{p}: {err.str()}")
+            yield p, m.offset() or 0, m.value() or b"", m.headers()
+
+
+def verify_topic(bootstrap_conf: dict[str, Any], topic: str, progress: Callable[[int], object] | None = None, *,
+                 verifier: Verifier | None = None, checkpoint_topic: str | None = None,
+                 policy: Policy | None = None) -> VerifyReport:
+    """Verify the chains of an audit topic (and its checkpoint topic).
+
+    Without a ``verifier`` only records and links are checked (what the daemon's integration
+    tests use until the daemon writes checkpoints); ``auditor verify kafka://`` always passes the
+    key, and then checkpoints are required like for a trail directory.
+    """
+    source = KafkaSource(bootstrap_conf, topic, checkpoint_topic or f"{topic}.checkpoints")
+    if verifier is None:
+        policy = Policy(require_checkpoints=False)
+        verifier = Verifier()
+    def count(n: int) -> None:
         if progress is not None:
             progress(1)
-    _finish(chains, {}, {}, None, report)
-    return report
+
+    return verify_source(source, verifier, (), policy or Policy(), progress=count)

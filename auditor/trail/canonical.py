@@ -216,11 +216,14 @@ def record_to_bytes(r: AuditRecord) -> bytes:
 # ---------------------------------------------------------------- framing without decoding
 
 def read_long(buf: bytes, pos: int) -> tuple[int, int]:
+    """Decode a zig-zag varint at ``pos``; IndexError when it runs past the buffer or 10 bytes."""
     b = buf[pos]
     pos += 1
     n = b & 0x7F
     shift = 7
     while b & 0x80:
+        if shift > 63:
+            raise IndexError("varint longer than 10 bytes")
         b = buf[pos]
         pos += 1
         n |= (b & 0x7F) << shift
@@ -240,23 +243,30 @@ class Frame:
 
 
 def iter_frames(buf: bytes, count: int, pos: int = 0) -> Iterator[Frame]:
-    """Frame ``count`` consecutive encoded records starting at ``pos``."""
+    """Frame ``count`` consecutive encoded records starting at ``pos``.
+
+    Every length is checked before it is used, so damaged bytes end in TrailCorruption, never
+    in a read past the buffer or a position that moves backwards.
+    """
+    size = len(buf)
     try:
         for _ in range(count):
             start = pos
             n, pos = read_long(buf, pos)
+            if n < 0 or pos + n > size:
+                raise IndexError
             chain_id = buf[pos:pos + n].decode()
             pos += n
             seq, pos = read_long(buf, pos)
             prev = buf[pos:pos + 32]
             pos += 32
             body_len, pos = read_long(buf, pos)
+            if body_len < 0 or seq < 0 or pos + body_len + 32 > size:
+                raise IndexError
             body_start = pos
             pos += body_len
             record_hash = buf[pos:pos + 32]
             pos += 32
-            if len(record_hash) != 32 or body_len < 0:
-                raise IndexError
             yield Frame(chain_id, seq, prev, record_hash, start, body_start, pos)
     except (IndexError, UnicodeDecodeError) as exc:
         raise TrailCorruption("a record cannot be framed (block damaged)") from exc

@@ -1,13 +1,8 @@
 """The hash chain: pure functions that place records in their chain. No I/O, no clock.
 
-Domain separation (as RFC 6962 separates leaves from nodes):
-
-* ``0x00`` records (leaf): ``record_hash = SHA-256(0x00 || record bytes without record_hash)``,
-  so a record hash *is* its RFC 6962 leaf hash and the Merkle tree is built over record hashes.
-* ``0x01`` Merkle interior nodes (:mod:`auditor.trail.merkle`).
-* ``0x02`` checkpoints (:mod:`auditor.trail.checkpoint`), signed over ``0x02 || canonical JSON``.
-* ``0x03`` chain genesis: ``prev_hash`` of seq 0 is ``SHA-256(0x03 || chain_id)``, so a chain
-  cannot be spliced onto another.
+Hashing is RFC 6962's, from :mod:`auditor.trail.hashing`: ``record_hash`` is the leaf hash of
+the record's bytes before the hash, so the Merkle tree is built over record hashes, and the
+``prev_hash`` of seq 0 is the chain's genesis hash, so a chain cannot be spliced onto another.
 
 A Kafka writer restores a :class:`ChainHead` from the last committed record with
 :meth:`ChainHead.after` and keeps calling :func:`seal`.
@@ -15,20 +10,15 @@ A Kafka writer restores a :class:`ChainHead` from the last committed record with
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Sequence, overload
 
 from auditor.trail.canonical import encode_body, encode_head
+from auditor.trail.hashing import genesis_hash, leaf_hash
 from auditor.trail.record import AuditRecord
 
-RECORD_PREFIX = b"\x00"
-CHECKPOINT_PREFIX = b"\x02"
-GENESIS_PREFIX = b"\x03"
-
-
-def genesis_hash(chain_id: str) -> bytes:
-    return hashlib.sha256(GENESIS_PREFIX + chain_id.encode()).digest()
+__all__ = ["ChainHead", "SealedBatch", "genesis_hash", "hash_record_bytes", "recompute_hash", "seal", "seal_bytes",
+           "seal_encoded", "sealed_copy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +43,7 @@ class ChainHead:
 
 def hash_record_bytes(unhashed: bytes) -> bytes:
     """The record hash of an encoding without its trailing record_hash."""
-    return hashlib.sha256(RECORD_PREFIX + unhashed).digest()
+    return leaf_hash(unhashed)
 
 
 def seal_bytes(head: ChainHead, record: AuditRecord) -> tuple[bytes, ChainHead]:
@@ -65,7 +55,7 @@ def seal_bytes(head: ChainHead, record: AuditRecord) -> tuple[bytes, ChainHead]:
         raise ValueError(f"record of chain {record.chain_id!r} cannot extend chain {head.chain_id!r}")
     body = encode_body(record)
     unhashed = encode_head(head.chain_id, head.size, head.head_hash, len(body)) + body
-    digest = hashlib.sha256(RECORD_PREFIX + unhashed).digest()
+    digest = leaf_hash(unhashed)
     return unhashed + digest, ChainHead(head.chain_id, head.size + 1, digest)
 
 

@@ -4,12 +4,15 @@ A key directory (``auditor keys generate --out DIR``) holds::
 
     signing.key      Ed25519 private key, PKCS#8 PEM          (0600)
     signing.pub      Ed25519 public key, SubjectPublicKeyInfo  (0600; copy it to verifiers)
+    signing.vkey     the same public key as a signed-note vkey (name+hash+key; for Go tooling)
     pseudonym.key    32 random bytes, hex                      (0600)
-    keys.json        key ids                                   (0600)
+    keys.json        key ids and the signing key's note name   (0600)
 
 The directory is 0700. Key ids are the first 8 bytes (hex) of SHA-256 of the public key, and of
-``"auditor-pseudonym-key\\0" || key`` for the HMAC key. Commands find the directory from
-``--keys DIR`` or ``$AUDITOR_KEYS``; a missing key is a ConfigError that says how to make one.
+``"auditor-pseudonym-key\\0" || key`` for the HMAC key. The signing key signs checkpoints as
+C2SP signed notes under a *key name* (``--name``, default ``auditor/<key id>``); a checkpoint's
+origin is ``<key name>/<chain id>``. Commands find the directory from ``--keys DIR`` or
+``$AUDITOR_KEYS``; a missing key is a ConfigError that says how to make one.
 """
 
 from __future__ import annotations
@@ -19,18 +22,18 @@ import hmac
 import json
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from auditor.errors import ConfigError
+from auditor.trail.note import Ed25519Verifier, NoteSigner, parse_vkey, raw_public, valid_key_name
 
 ENV_VAR = "AUDITOR_KEYS"
-SIGNING_KEY, SIGNING_PUB = "signing.key", "signing.pub"
+SIGNING_KEY, SIGNING_PUB, SIGNING_VKEY = "signing.key", "signing.pub", "signing.vkey"
 PSEUDONYM_KEY, KEYS_JSON = "pseudonym.key", "keys.json"
 HOW_TO = "make one with `auditor keys generate --out DIR` and pass --keys DIR or set AUDITOR_KEYS"
 
@@ -38,6 +41,16 @@ HOW_TO = "make one with `auditor keys generate --out DIR` and pass --keys DIR or
 def public_key_id(public: Ed25519PublicKey) -> str:
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).digest()[:8].hex()
+
+
+def default_key_name(public: Ed25519PublicKey) -> str:
+    """The note key name of a signing key generated without ``--name``."""
+    return f"auditor/{public_key_id(public)}"
+
+
+def fingerprint(public: Ed25519PublicKey) -> str:
+    """SHA-256 of the raw 32-byte public key, hex: what to compare with a published key."""
+    return hashlib.sha256(raw_public(public)).hexdigest()
 
 
 def pseudonym_key_id(key: bytes) -> str:
@@ -74,11 +87,15 @@ class Pseudonymizer:
 
 
 class Signer:
-    __slots__ = ("key_id", "_key")
+    """The trail's checkpoint-signing key, with the note key name it signs under."""
 
-    def __init__(self, key: Ed25519PrivateKey) -> None:
+    __slots__ = ("key_id", "name", "_key", "note_signer")
+
+    def __init__(self, key: Ed25519PrivateKey, name: str | None = None) -> None:
         self._key = key
         self.key_id = public_key_id(key.public_key())
+        self.name = name or default_key_name(key.public_key())
+        self.note_signer = NoteSigner(self.name, key)
 
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)
@@ -87,43 +104,55 @@ class Signer:
         return self._key.public_key()
 
     def __repr__(self) -> str:
-        return f"Signer(key_id={self.key_id!r})"
+        return f"Signer(key_id={self.key_id!r}, name={self.name!r})"
 
 
 @dataclass(frozen=True)
 class Verifier:
-    """Checks signatures by key id; knows one or more public keys (for rotation)."""
+    """The log keys a verifier trusts, as note verifiers (name + key); several for rotation."""
 
-    keys: Mapping[str, Ed25519PublicKey] = field(default_factory=dict)
+    notes: tuple[Ed25519Verifier, ...] = ()
 
     @classmethod
-    def of(cls, *publics: Ed25519PublicKey) -> Verifier:
-        return cls({public_key_id(p): p for p in publics})
+    def of(cls, *publics: Ed25519PublicKey, name: str | None = None) -> Verifier:
+        return cls(tuple(Ed25519Verifier(name or default_key_name(p), p) for p in publics))
 
     @classmethod
     def from_file(cls, path: Path) -> Verifier:
+        """A PEM public key (named as in a keys.json beside it, else by default), or vkey lines."""
         try:
-            public = serialization.load_pem_public_key(path.read_bytes())
+            data = path.read_bytes()
         except FileNotFoundError:
             raise ConfigError(f"public key {path} not found; {HOW_TO}") from None
-        except (ValueError, OSError) as exc:
+        except OSError as exc:
+            raise ConfigError(f"cannot read public key {path}: {exc}") from exc
+        if b"-----BEGIN" not in data:
+            try:
+                found = [parse_vkey(line) for line in data.decode().splitlines() if line.strip()]
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{path} is neither a PEM public key nor vkey lines: {exc}") from exc
+            notes = tuple(v for v in found if isinstance(v, Ed25519Verifier))
+            if not notes:
+                raise ConfigError(f"{path} holds no Ed25519 log key (type 0x01 vkey)")
+            return cls(notes)
+        try:
+            public = serialization.load_pem_public_key(data)
+        except ValueError as exc:
             raise ConfigError(f"{path} is not a PEM public key: {exc}") from exc
         if not isinstance(public, Ed25519PublicKey):
             raise ConfigError(f"{path} is not an Ed25519 public key")
-        return cls.of(public)
+        return cls.of(public, name=_name_beside(path))
 
-    def knows(self, key_id: str) -> bool:
-        return key_id in self.keys
+    def __bool__(self) -> bool:
+        return bool(self.notes)
 
-    def verify(self, key_id: str, message: bytes, signature: bytes) -> bool:
-        public = self.keys.get(key_id)
-        if public is None:
-            return False
-        try:
-            public.verify(signature, message)
-        except InvalidSignature:
-            return False
-        return True
+
+def _name_beside(path: Path) -> str | None:
+    try:
+        name = json.loads((path.parent / KEYS_JSON).read_text()).get("signing_key_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and valid_key_name(name) else None
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -163,8 +192,15 @@ class KeyRing:
         return self._pseudonymizer
 
     @classmethod
-    def generate(cls, out_dir: Path) -> KeyRing:
-        """Write a new key set to ``out_dir`` (created 0700; refuses to overwrite or enter a trail)."""
+    def generate(cls, out_dir: Path, name: str | None = None) -> KeyRing:
+        """Write a new key set to ``out_dir`` (created 0700; refuses to overwrite or enter a trail).
+
+        ``name`` is the signing key's note name (default ``auditor/<key id>``); checkpoint origins
+        start with it, so keep it when rotating keys.
+        """
+        if name is not None and not valid_key_name(name):
+            raise ConfigError(f"key name {name!r} must be non-empty, without spaces or '+' "
+                              "(e.g. example.com/auditor)")
         out_dir = Path(out_dir).absolute()
         trail = _inside_trail(out_dir)
         if trail is not None:
@@ -181,7 +217,9 @@ class KeyRing:
         _write_private(out_dir / SIGNING_PUB, private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         _write_private(out_dir / PSEUDONYM_KEY, hkey.hex().encode() + b"\n")
-        ids = {"signing_key_id": public_key_id(private.public_key()),
+        signer = Signer(private, name)
+        _write_private(out_dir / SIGNING_VKEY, signer.note_signer.verifier.vkey().encode() + b"\n")
+        ids = {"signing_key_id": public_key_id(private.public_key()), "signing_key_name": signer.name,
                "pseudonym_key_id": pseudonym_key_id(hkey)}
         _write_private(out_dir / KEYS_JSON, json.dumps(ids, indent=2).encode() + b"\n")
         return cls.load(out_dir)
@@ -192,7 +230,7 @@ class KeyRing:
         if not keys_dir.is_dir():
             raise ConfigError(f"key directory {keys_dir} does not exist; {HOW_TO}")
         signer = pseudonymizer = None
-        publics: list[Ed25519PublicKey] = []
+        verifier = Verifier()
         if (keys_dir / SIGNING_KEY).exists():
             _check_private(keys_dir / SIGNING_KEY)
             try:
@@ -201,19 +239,19 @@ class KeyRing:
                 raise ConfigError(f"{keys_dir / SIGNING_KEY} is not a PEM private key: {exc}") from exc
             if not isinstance(private, Ed25519PrivateKey):
                 raise ConfigError(f"{keys_dir / SIGNING_KEY} is not an Ed25519 key")
-            signer = Signer(private)
-            publics.append(private.public_key())
+            signer = Signer(private, _name_beside(keys_dir / SIGNING_KEY))
+            verifier = Verifier((signer.note_signer.verifier,))  # type: ignore[arg-type]
         elif (keys_dir / SIGNING_PUB).exists():
-            publics.extend(Verifier.from_file(keys_dir / SIGNING_PUB).keys.values())
+            verifier = Verifier.from_file(keys_dir / SIGNING_PUB)
         if (keys_dir / PSEUDONYM_KEY).exists():
             _check_private(keys_dir / PSEUDONYM_KEY)
             try:
                 pseudonymizer = Pseudonymizer(bytes.fromhex((keys_dir / PSEUDONYM_KEY).read_text().strip()))
             except ValueError as exc:
                 raise ConfigError(f"{keys_dir / PSEUDONYM_KEY} must hold the key as hex") from exc
-        if signer is None and pseudonymizer is None and not publics:
+        if signer is None and pseudonymizer is None and not verifier:
             raise ConfigError(f"no keys in {keys_dir}; {HOW_TO}")
-        return cls(keys_dir, signer, pseudonymizer, Verifier.of(*publics))
+        return cls(keys_dir, signer, pseudonymizer, verifier)
 
     @classmethod
     def resolve(cls, keys_dir: str | Path | None, env: Mapping[str, str] | None = None) -> KeyRing:

@@ -17,10 +17,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from auditor.errors import TrailCorruption
 from auditor.policy.decision import Decision
 from auditor.trail.canonical import enc_str, record_from_bytes
 from auditor.trail.record import AuditRecord, record_to_event
-from auditor.trail.segment import list_segments, scan_segment
+from auditor.trail.source import Issue, TrailSource, as_source
 
 
 @dataclass(frozen=True)
@@ -71,14 +72,21 @@ class ReplayFilter:
         return all(checks)
 
 
-def iter_records(trail_dir: Path, flt: ReplayFilter = ReplayFilter(), *,
+def iter_records(trail: TrailSource | Path | str, flt: ReplayFilter = ReplayFilter(), *,
                  progress: Callable[[int], None] | None = None) -> Iterator[AuditRecord]:
-    """Matching records in trail order, decoding only candidates."""
+    """Matching records in trail order, decoding only candidates.
+
+    A source-level problem (a damaged segment) raises TrailCorruption naming it: a replay that
+    silently skipped records would answer an access request wrongly.
+    """
     tokens = flt.tokens()
-    for index, path in list_segments(trail_dir):
-        scan = scan_segment(path, index)
-        buf = scan.buf
-        for _, f in scan.frames():
+    for chunk in as_source(trail).chunks():
+        if isinstance(chunk, Issue):
+            if chunk.kind == "reordered":
+                continue  # the order of segments does not change what they hold
+            raise TrailCorruption(f"{chunk}; run `auditor verify`")
+        buf = chunk.buf
+        for f in chunk.frames:
             data = buf[f.start:f.end]
             if tokens and not all(t in data for t in tokens):
                 continue

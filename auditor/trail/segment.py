@@ -6,17 +6,21 @@ what it has already hashed. The header carries ``auditor.segment`` (the segment'
 renamed or reordered segment is named by the verifier.
 
 A crash can leave a torn block at the end of the last segment: :func:`scan_segment` reports the
-offset of the last complete block, to which the writer truncates on open.
+offset of the last complete block, to which the writer truncates on open. A segment is created
+with its whole header in one atomic rename, so a header that does not parse is damage, never a
+crash: it is reported with the segment's name, and every length read from a segment is bounded
+by the bytes that are there (a flipped bit cannot make a reader loop or run off the end).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from auditor.errors import TrailCorruption
 from auditor.events.codec import schema_path
@@ -48,9 +52,13 @@ def _enc_bytes(b: bytes) -> bytes:
     return enc_long(len(b)) + b
 
 
+@functools.lru_cache(maxsize=1)
+def _schema_bytes() -> bytes:
+    return json.dumps(json.loads(schema_path(SCHEMA_NAME).read_text()), separators=(",", ":")).encode()
+
+
 def header_bytes(index: int, sync: bytes) -> bytes:
-    schema = json.dumps(json.loads(schema_path(SCHEMA_NAME).read_text()), separators=(",", ":"))
-    meta = {"avro.schema": schema.encode(), "avro.codec": b"null",
+    meta = {"avro.schema": _schema_bytes(), "avro.codec": b"null",
             "auditor.segment": str(index).encode(), "auditor.format": b"auditor-trail/1"}
     parts = [MAGIC, enc_long(len(meta))]
     for k, v in meta.items():
@@ -74,7 +82,11 @@ class Block:
 
 @dataclass
 class SegmentScan:
-    """A segment read into memory: its header, its complete blocks, and where a torn tail starts."""
+    """A segment read into memory from ``base``: its header, complete blocks, and where a torn tail starts.
+
+    ``buf`` holds the file's bytes from ``base`` on; block and frame positions are relative to
+    ``buf``; ``good_end`` is the absolute offset just after the last complete block.
+    """
 
     path: Path
     name_index: int
@@ -85,6 +97,7 @@ class SegmentScan:
     blocks: list[Block] = field(default_factory=list)
     good_end: int = 0
     torn: bool = False
+    base: int = 0
 
     @property
     def records(self) -> int:
@@ -93,78 +106,118 @@ class SegmentScan:
     def frames(self) -> Iterator[tuple[Block, Frame]]:
         for block in self.blocks:
             end = block.data_start
-            for frame in iter_frames(self.buf, block.count, block.data_start):
-                end = frame.end
-                yield block, frame
+            try:
+                for frame in iter_frames(self.buf, block.count, block.data_start):
+                    end = frame.end
+                    yield block, frame
+            except TrailCorruption as exc:
+                raise TrailCorruption(f"segment {self.path.name}: block at byte {self.base + block.offset}: "
+                                      f"{exc}") from exc
             if end != block.data_end:
-                raise TrailCorruption(f"{self.path.name}: block at byte {block.offset} does not frame "
-                                      "into whole records")
+                raise TrailCorruption(f"segment {self.path.name}: block at byte {self.base + block.offset} does "
+                                      "not frame into whole records")
+
+
+_MAX_META_ENTRIES = 64
 
 
 def _parse_header(buf: bytes) -> tuple[dict[str, bytes], bytes, int]:
+    """Metadata, sync marker and header length; ValueError (with the byte offset) when damaged."""
     if buf[:4] != MAGIC:
-        raise ValueError("not an Avro container file")
-    pos, meta = 4, {}
-    while True:
-        count, pos = read_long(buf, pos)
-        if count == 0:
-            break
-        if count < 0:
-            count = -count
-            _, pos = read_long(buf, pos)
-        for _ in range(count):
-            n, pos = read_long(buf, pos)
-            key = buf[pos:pos + n].decode()
-            pos += n
-            n, pos = read_long(buf, pos)
-            meta[key] = buf[pos:pos + n]
-            pos += n
+        raise ValueError("not an Avro container file (bad magic)")
+    pos, meta = 4, dict[str, bytes]()
+    try:
+        while True:
+            at = pos
+            count, pos = read_long(buf, pos)
+            if count == 0:
+                break
+            if count < 0:
+                count = -count
+                _, pos = read_long(buf, pos)
+            if len(meta) + count > _MAX_META_ENTRIES:
+                raise ValueError(f"header metadata count {count} at byte {at} is implausible")
+            for _ in range(count):
+                at = pos
+                n, pos = read_long(buf, pos)
+                if n < 0 or pos + n > len(buf):
+                    raise ValueError(f"header key length {n} at byte {at} is out of bounds")
+                key = buf[pos:pos + n].decode()
+                pos += n
+                at = pos
+                n, pos = read_long(buf, pos)
+                if n < 0 or pos + n > len(buf):
+                    raise ValueError(f"header value length {n} at byte {at} is out of bounds")
+                meta[key] = buf[pos:pos + n]
+                pos += n
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"header unreadable near byte {pos}") from exc
     sync = buf[pos:pos + 16]
     if len(sync) != 16:
-        raise IndexError
+        raise ValueError("header ends before its sync marker")
+    if meta.get("avro.schema") != _schema_bytes():
+        raise ValueError("its avro.schema is not the audit record schema")
     return meta, sync, pos + 16
 
 
-def scan_segment(path: Path, name_index: int) -> SegmentScan:
-    buf = path.read_bytes()
-    scan = SegmentScan(path, name_index, buf)
+def _read_header(path: Path, fh: Any) -> tuple[dict[str, bytes], bytes, int]:
+    head = fh.read(_HEADER_MAX)
     try:
-        meta, scan.sync, scan.header_end = _parse_header(buf)
-    except (IndexError, UnicodeDecodeError):
-        scan.torn = True  # header itself incomplete: the file holds no records
-        return scan
+        return _parse_header(head)
     except ValueError as exc:
-        raise TrailCorruption(f"{path.name}: {exc}") from exc
+        raise TrailCorruption(f"segment {path.name}: {exc}: the segment header is damaged") from exc
+
+
+_HEADER_MAX = 1 << 16
+
+
+def scan_segment(path: Path, name_index: int, start: int | None = None) -> SegmentScan:
+    """Read a segment's header and its blocks from ``start`` (default: just after the header).
+
+    A damaged header raises TrailCorruption naming the segment; an incomplete or damaged block
+    ends the scan with ``torn`` set and ``good_end`` at the last complete block.
+    """
+    with path.open("rb") as fh:
+        meta, sync, header_end = _read_header(path, fh)
+        base = header_end if start is None or start < header_end else start
+        fh.seek(base)
+        buf = fh.read()
+        size = base + len(buf)
+    if base > size:
+        raise TrailCorruption(f"segment {path.name} is {size} bytes; position {base} is beyond its end")
+    scan = SegmentScan(path, name_index, buf, sync=sync, header_end=header_end, base=base)
     try:
         scan.meta_index = int(meta.get("auditor.segment", b"-1"))
     except ValueError:
         scan.meta_index = None
-    pos = scan.good_end = scan.header_end
-    while pos < len(buf):
+    pos = 0
+    scan.good_end = base
+    n = len(buf)
+    while pos < n:
         try:
             count, p = read_long(buf, pos)
-            size, p = read_long(buf, p)
+            size_, p = read_long(buf, p)
         except IndexError:
             scan.torn = True
             break
-        end = p + size
-        if count <= 0 or size < 0 or end + 16 > len(buf) or buf[end:end + 16] != scan.sync:
+        end = p + size_
+        if count <= 0 or size_ < 0 or end + 16 > n or buf[end:end + 16] != sync:
             scan.torn = True
             break
         scan.blocks.append(Block(pos, count, p, end))
-        pos = scan.good_end = end + 16
+        pos = end + 16
+        scan.good_end = base + pos
     return scan
 
 
 def peek_segment(path: Path, name_index: int) -> SegmentScan:
-    """Only the header (segment index), without reading the records."""
+    """Only the header (segment index), without reading the records; raises if it is damaged."""
     with path.open("rb") as fh:
-        head = fh.read(1 << 16)
-    scan = SegmentScan(path, name_index, b"")
+        meta, sync, header_end = _read_header(path, fh)
+    scan = SegmentScan(path, name_index, b"", sync=sync, header_end=header_end)
     try:
-        meta, scan.sync, scan.header_end = _parse_header(head)
         scan.meta_index = int(meta.get("auditor.segment", b"-1"))
-    except (IndexError, UnicodeDecodeError, ValueError):
+    except ValueError:
         scan.meta_index = None
     return scan
 

@@ -2,16 +2,26 @@
 
 Layout of a trail directory::
 
-    trail.json           format and checkpoint cadence (written once, atomically)
+    trail.json           format and checkpoint cadence (written once, atomically; not trusted)
     segments/00000000.avro, 00000001.avro, ...   records of every chain, interleaved
-    checkpoints.jsonl    one signed checkpoint per line
+    checkpoints.jsonl    one StoredCheckpoint per line: signed note, compact range,
+                         consistency proof from the chain's previous checkpoint, position
+    cosignatures.jsonl   witness cosignatures obtained later, one line per checkpoint
     .lock                held (flock) by the one writer
 
 Durability order: ``append`` seals records into their chains and buffers them; ``commit`` writes
 the buffer as one Avro block and fsyncs once; only then are checkpoints signed and appended (and
-fsynced) for chains whose cadence is due. On open, a torn tail (a crash mid-block) is truncated
-to the last complete block and every chain head and Merkle range is re-derived from the durable
-records, never from memory.
+fsynced) for chains whose cadence is due.
+
+Reopening costs only the records after the last checkpoints. Each checkpoint line stores the
+position of the block holding the last record it signs (``at``) and the earliest position a
+reopening writer must read from (``resume``: the oldest of every chain's ``at``, or of its first
+block if it was never checkpointed). On open, each chain's last checkpoint is verified with the
+writer's own key and its compact range checked against the signed root; the segments are read
+from ``resume`` only; the record at each checkpoint's last seq must be found there and hash to
+the checkpoint's head, and the next record must point to it (else: records lost or altered, and
+the writer refuses to continue); a torn tail (a crash mid-write) is truncated to the last
+complete block.
 """
 
 from __future__ import annotations
@@ -24,10 +34,12 @@ from pathlib import Path
 from typing import IO, Callable, Iterable
 
 from auditor.errors import ConfigError, TrailCorruption, TrailError
+from auditor.trail.canonical import Frame
 from auditor.trail.chain import ChainHead, SealedBatch, seal_bytes
-from auditor.trail.checkpoint import Checkpoint, make_checkpoint
+from auditor.trail.checkpoint import Checkpoint, SignedCheckpoint, StoredCheckpoint, make_checkpoint
 from auditor.trail.keys import KeyRing
-from auditor.trail.merkle import MerkleRange
+from auditor.trail.merkle import MerkleRange, RangeNodes, consistency_proof
+from auditor.trail.note import Note
 from auditor.trail.record import AuditRecord
 from auditor.trail.segment import (
     SEGMENTS_DIR,
@@ -39,9 +51,10 @@ from auditor.trail.segment import (
     segment_name,
 )
 
-TRAIL_JSON, CHECKPOINTS, LOCK = "trail.json", "checkpoints.jsonl", ".lock"
-TRAIL_FORMAT = "auditor-trail/1"
+TRAIL_JSON, CHECKPOINTS, COSIGNATURES, LOCK = "trail.json", "checkpoints.jsonl", "cosignatures.jsonl", ".lock"
+TRAIL_FORMAT = "auditor-trail/2"
 _FLUSH_BYTES = 4 << 20
+Position = tuple[int, int]  # (segment index, byte offset)
 
 
 def _utcnow() -> datetime:
@@ -55,20 +68,46 @@ def read_trail_meta(trail_dir: Path) -> dict:
         raise TrailError(f"{trail_dir} is not a trail (no {TRAIL_JSON})") from None
     except ValueError as exc:
         raise TrailCorruption(f"{trail_dir / TRAIL_JSON} is not valid JSON") from exc
-    if meta.get("format") != TRAIL_FORMAT:
-        raise TrailError(f"{trail_dir} has unknown trail format {meta.get('format')!r}")
+    if not isinstance(meta, dict) or meta.get("format") != TRAIL_FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise TrailError(f"{trail_dir} has trail format {fmt!r}; this auditor reads {TRAIL_FORMAT}")
     return dict(meta)
 
 
-def read_checkpoint_lines(trail_dir: Path) -> tuple[list[str], bool]:
-    """Complete lines of the checkpoint log, and whether a torn (unterminated) line followed."""
+def read_lines(path: Path) -> tuple[list[str], bool]:
+    """Complete lines of a JSON-lines log, and whether a torn (unterminated) line followed."""
     try:
-        data = (trail_dir / CHECKPOINTS).read_bytes()
+        data = path.read_bytes()
     except FileNotFoundError:
         return [], False
     complete, _, rest = data.rpartition(b"\n")
     lines = [ln.decode("utf-8", "replace") for ln in complete.split(b"\n") if ln.strip()] if complete else []
     return lines, bool(rest.strip())
+
+
+def read_checkpoint_lines(trail_dir: Path) -> tuple[list[str], bool]:
+    return read_lines(trail_dir / CHECKPOINTS)
+
+
+class _ChainState:
+    """Per chain: the last checkpoint (size, compact range, when) and the leaves since."""
+
+    __slots__ = ("cp_size", "cp_head", "cp_roots", "cp_time", "cp_at", "since", "first_at", "last_at", "head_seen")
+
+    def __init__(self, first_at: Position | None = None) -> None:
+        self.cp_size = 0
+        self.cp_head = b""
+        self.cp_roots: tuple[bytes, ...] = ()
+        self.cp_time: datetime | None = None
+        self.cp_at: Position | None = None
+        self.since: list[bytes] = []
+        self.first_at = first_at   # the block of the chain's first record
+        self.last_at = first_at    # the block of the chain's latest record
+        self.head_seen = False     # on open: the record the last checkpoint ends with was found
+
+    @property
+    def resume_at(self) -> Position:
+        return self.cp_at if self.cp_at is not None else (self.first_at or (0, 0))
 
 
 class TrailWriter:
@@ -82,8 +121,10 @@ class TrailWriter:
         self.segment_bytes, self.clock = segment_bytes, clock
         self.heads: dict[str, ChainHead] = {}
         self.ranges: dict[str, MerkleRange] = {}
+        self._state: dict[str, _ChainState] = {}
         self._last_cp: dict[str, tuple[int, datetime]] = {}
         self._pending: list[bytes] = []
+        self._pending_chains: set[str] = set()
         self._pending_bytes = 0
         self._segment_index = -1
         self._segment_size = 0
@@ -93,6 +134,7 @@ class TrailWriter:
         self._lock_fh: IO[bytes] | None = None
         self._dirty = False
         self.closed = False
+        self.reopen_records = 0  # records read on open (the cost of reopening)
 
     # ------------------------------------------------------------ open and recovery
 
@@ -141,54 +183,102 @@ class TrailWriter:
             self._lock_fh.close()
             self._lock_fh = None
 
-    def _recover(self) -> None:
+    def _latest_checkpoints(self) -> tuple[dict[str, tuple[StoredCheckpoint, SignedCheckpoint]], Position | None]:
+        """Each chain's last checkpoint, verified with our own key; and the resume position."""
         lines, torn = read_checkpoint_lines(self.trail_dir)
-        cp_path = self.trail_dir / CHECKPOINTS
         if torn:  # a crash while appending a checkpoint line: drop the partial line
             keep = sum(len(ln.encode()) + 1 for ln in lines)
-            os.truncate(cp_path, keep)
-        latest: dict[str, Checkpoint] = {}
+            os.truncate(self.trail_dir / CHECKPOINTS, keep)
+        stored: dict[str, StoredCheckpoint] = {}
+        sizes: dict[str, int] = {}
         for line in lines:
-            cp = Checkpoint.from_json(line)
-            if cp.chain_id not in latest or cp.size >= latest[cp.chain_id].size:
-                latest[cp.chain_id] = cp
+            entry = StoredCheckpoint.from_json(line)
+            cp = Checkpoint.parse(Note.parse(entry.note).text)
+            if cp.size >= sizes.get(cp.origin, -1):  # keyed by origin; the chain id is known once verified
+                sizes[cp.origin], stored[cp.origin] = cp.size, entry
+        resume = StoredCheckpoint.from_json(lines[-1]).resume if lines else None
+        latest: dict[str, tuple[StoredCheckpoint, SignedCheckpoint]] = {}
+        for origin, entry in stored.items():
+            try:
+                signed = entry.open(self.keys.verifier)
+            except TrailCorruption as exc:
+                raise TrailCorruption(f"the last checkpoint of {origin} does not verify with this trail's key: "
+                                      f"{exc}; run `auditor verify`") from exc
+            if entry.at is None or len(entry.range) != bin(signed.size).count("1"):
+                raise TrailCorruption(f"the last checkpoint of {signed.chain_id} has no position or compact range")
+            latest[signed.chain_id] = (entry, signed)
+        return latest, (resume if latest else None)
+
+    def _recover(self) -> None:
+        latest, resume = self._latest_checkpoints()
+        now = self.clock()
+        for chain, (entry, signed) in latest.items():
+            st = self._state[chain] = _ChainState(entry.at)
+            st.cp_size, st.cp_head, st.cp_roots = signed.size, signed.checkpoint.head, entry.range
+            st.cp_time, st.cp_at = signed.checkpoint.time, entry.at
+            self.heads[chain] = signed.head
+            self.ranges[chain] = MerkleRange.restore(signed.size, entry.range, signed.root)
+            self._last_cp[chain] = (signed.size, now)
         segments = list_segments(self.trail_dir)
+        start_seg, start_off = resume if resume is not None else (-1, 0)
         for pos, (index, path) in enumerate(segments):
-            scan = scan_segment(path, index)
             last = pos == len(segments) - 1
+            if index < start_seg:
+                continue  # wholly before the resume position: covered by checkpoints, not read
+            scan = scan_segment(path, index, start_off if index == start_seg else None)
             if scan.torn and not last:
                 raise TrailCorruption(f"segment {path.name} is damaged before the end of the trail; "
                                       "run `auditor verify` on it")
-            if scan.torn and not scan.blocks and scan.header_end == 0:
-                path.unlink()  # crashed while creating it: no records in it
-                fsync_dir(path.parent)
-                continue
+            for block, frame in scan.frames():
+                self._replay_frame(frame, (index, scan.base + block.offset), path.name)
             if scan.torn:
-                os.truncate(path, scan.good_end)
-            for _, frame in scan.frames():
-                head = self.heads.get(frame.chain_id) or ChainHead.genesis(frame.chain_id)
-                if frame.seq != head.size or frame.prev_hash != head.head_hash:
-                    raise TrailCorruption(f"chain {frame.chain_id} does not link at seq {frame.seq} in "
-                                          f"{path.name}; run `auditor verify`", chain=frame.chain_id,
-                                          seq=frame.seq)
-                self.heads[frame.chain_id] = ChainHead(frame.chain_id, head.size + 1, frame.record_hash)
-                self.ranges.setdefault(frame.chain_id, MerkleRange()).append(frame.record_hash)
-                last_cp = latest.get(frame.chain_id)
-                if last_cp is not None and last_cp.size == head.size + 1 \
-                        and last_cp.head_hash != frame.record_hash:
-                    raise TrailCorruption(f"chain {frame.chain_id} differs from its checkpoint at size "
-                                          f"{last_cp.size}", chain=frame.chain_id, seq=frame.seq)
+                os.truncate(path, scan.good_end)  # the records of a torn block were never committed
             self._segment_index, self._segment_size, self._sync = index, scan.good_end, scan.sync
-        now = self.clock()
-        for chain_id, cp in latest.items():
-            size = self.heads[chain_id].size if chain_id in self.heads else 0
-            if cp.size > size:
-                raise TrailCorruption(f"chain {chain_id} has {size} durable records but a checkpoint "
-                                      f"signs {cp.size}: records were lost", chain=chain_id, seq=size)
-            self._last_cp[chain_id] = (cp.size, now)
+        for chain, (_, signed) in latest.items():
+            if not self._state[chain].head_seen:
+                raise TrailCorruption(f"chain {chain}: the record its last checkpoint signs (seq {signed.size - 1}) "
+                                      "is not where the checkpoint was taken: records were lost or moved; "
+                                      "run `auditor verify`", chain=chain, seq=signed.size - 1)
         if self._segment_index >= 0:
             self._fh = open(self._segment_path(self._segment_index), "ab")  # noqa: SIM115
-        self._cp_fh = open(cp_path, "ab")  # noqa: SIM115 -- closed in close()
+        self._cp_fh = open(self.trail_dir / CHECKPOINTS, "ab")  # noqa: SIM115 -- closed in close()
+
+    def _replay_frame(self, frame: Frame, at: Position, segment: str) -> None:
+        """Re-derive a chain's head and range from one durable record read on open."""
+        self.reopen_records += 1
+        chain = frame.chain_id
+        head = self.heads.get(chain)
+        st = self._state.get(chain)
+        if head is None or st is None:
+            head = ChainHead.genesis(chain)
+            st = self._state[chain] = _ChainState(at)
+        if frame.seq < st.cp_size:
+            # a record the chain's checkpoint covers (its own last one, or read because another
+            # chain resumes earlier): the checkpoint's last record must hash to the signed head
+            if frame.seq == st.cp_size - 1:
+                if frame.record_hash != st.cp_head:
+                    raise TrailCorruption(f"chain {chain} record seq {frame.seq} in {segment} differs from the head "
+                                          f"hash its checkpoint of size {st.cp_size} signs; run `auditor verify`",
+                                          chain=chain, seq=frame.seq, expected=st.cp_head.hex(),
+                                          actual=frame.record_hash.hex())
+                st.head_seen = True
+            return
+        if st.cp_size and not st.head_seen:
+            raise TrailCorruption(f"chain {chain} continues at seq {frame.seq} in {segment} before the record its "
+                                  f"checkpoint of size {st.cp_size} ends with; run `auditor verify`",
+                                  chain=chain, seq=frame.seq)
+        if frame.seq != head.size or frame.prev_hash != head.head_hash:
+            what = (f"does not link to its checkpoint of size {st.cp_size}" if frame.seq == st.cp_size > 0
+                    else "does not link")
+            raise TrailCorruption(f"chain {chain} {what} at seq {frame.seq} in {segment}; run `auditor verify`",
+                                  chain=chain, seq=frame.seq)
+        self.heads[chain] = ChainHead(chain, head.size + 1, frame.record_hash)
+        rng = self.ranges.get(chain)
+        if rng is None:
+            rng = self.ranges[chain] = MerkleRange()
+        rng.append(frame.record_hash)
+        st.since.append(frame.record_hash)
+        st.last_at = at
 
     # ------------------------------------------------------------ writing
 
@@ -203,7 +293,8 @@ class TrailWriter:
         if self.closed:
             raise TrailError("the trail writer is closed")
         out: list[tuple[AuditRecord, int, bytes, bytes]] = []
-        heads, ranges, pending = self.heads, self.ranges, self._pending
+        heads, ranges, states, pending = self.heads, self.ranges, self._state, self._pending
+        pending_chains = self._pending_chains
         for record in records:
             chain_id = record.chain_id
             head = heads.get(chain_id) or ChainHead.genesis(chain_id)
@@ -213,7 +304,10 @@ class TrailWriter:
             rng = ranges.get(chain_id)
             if rng is None:
                 rng = ranges[chain_id] = MerkleRange()
+                states[chain_id] = _ChainState()
             rng.append(new_head.head_hash)
+            states[chain_id].since.append(new_head.head_hash)
+            pending_chains.add(chain_id)
             pending.append(data)
             self._pending_bytes += len(data)
         self._dirty = True
@@ -241,6 +335,13 @@ class TrailWriter:
         if self._fh is None or self._segment_size + self._pending_bytes > self.segment_bytes:
             self._roll()
         assert self._fh is not None
+        at = (self._segment_index, self._segment_size)
+        for chain_id in self._pending_chains:
+            st = self._state[chain_id]
+            st.last_at = at
+            if st.first_at is None:
+                st.first_at = at
+        self._pending_chains.clear()
         block = block_bytes(self._pending, self._sync)
         self._fh.write(block)
         self._segment_size += len(block)
@@ -258,7 +359,7 @@ class TrailWriter:
         self._dirty = False
         self.maybe_checkpoint()
 
-    def maybe_checkpoint(self) -> list[Checkpoint]:
+    def maybe_checkpoint(self) -> list[StoredCheckpoint]:
         """Checkpoint the chains whose record or time cadence is due (call from an idle timer too)."""
         now = self.clock()
         due = []
@@ -269,25 +370,41 @@ class TrailWriter:
                 due.append(chain_id)
         return self.checkpoint(due)
 
-    def checkpoint(self, chain_ids: Iterable[str] | None = None) -> list[Checkpoint]:
+    def checkpoint(self, chain_ids: Iterable[str] | None = None) -> list[StoredCheckpoint]:
         """Sign and durably append checkpoints for ``chain_ids`` (default: every chain with news)."""
         if self._dirty:
             self.commit()  # records first: a checkpoint never signs records that are not durable
         now = self.clock()
         ids = list(self.heads) if chain_ids is None else list(chain_ids)
-        out = []
+        made: list[tuple[str, StoredCheckpoint]] = []
         for chain_id in ids:
             head = self.heads[chain_id]
-            if self._last_cp.get(chain_id, (0, now))[0] == head.size and chain_ids is None:
+            st = self._state[chain_id]
+            if st.cp_size == head.size and chain_ids is None:
                 continue
-            out.append(make_checkpoint(head, self.ranges[chain_id].root(), now, self.keys.signer))
+            made.append((chain_id, self._sign(chain_id, head, st, now, st.last_at or (0, 0))))
+        if not made:
+            return []
+        for chain_id, _ in made:
+            st = self._state[chain_id]
+            head = self.heads[chain_id]
+            st.cp_size, st.cp_head, st.cp_roots = head.size, head.head_hash, self.ranges[chain_id].subtree_roots
+            st.cp_time, st.cp_at = now, st.last_at
+            st.since = []
             self._last_cp[chain_id] = (head.size, now)
-        if out:
-            assert self._cp_fh is not None
-            self._cp_fh.write(b"".join(cp.to_json().encode() + b"\n" for cp in out))
-            self._cp_fh.flush()
-            os.fsync(self._cp_fh.fileno())
+        resume = min(st.resume_at for st in self._state.values())
+        out = [StoredCheckpoint(e.note, e.range, e.prev_size, e.proof, e.at, resume) for _, e in made]
+        assert self._cp_fh is not None
+        self._cp_fh.write(b"".join(e.to_json().encode() + b"\n" for e in out))
+        self._cp_fh.flush()
+        os.fsync(self._cp_fh.fileno())
         return out
+
+    def _sign(self, chain_id: str, head: ChainHead, st: _ChainState, now: datetime, at: Position) -> StoredCheckpoint:
+        rng = self.ranges[chain_id]
+        note = make_checkpoint(head, rng, now, self.keys.signer)
+        proof = consistency_proof(st.cp_size, head.size, RangeNodes(st.cp_size, st.cp_roots, st.since))
+        return StoredCheckpoint(note.to_bytes(), rng.subtree_roots, st.cp_size, tuple(proof), at)
 
     def close(self) -> None:
         """Commit, checkpoint every chain with unsigned records, release the directory."""

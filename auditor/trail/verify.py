@@ -1,6 +1,7 @@
-"""Verify a trail: every record hash and link, every checkpoint's signature and Merkle root.
+"""Verify a trail from any source: every record hash and link, every checkpoint's signature and
+Merkle root, and that signed checkpoints cover the trail.
 
-The verifier streams the segments once, keeping per chain only its head, an incremental Merkle
+The verifier streams the source once, keeping per chain only its head, an incremental Merkle
 range and the checkpoints still to compare. Each finding is an :class:`Issue` that names the
 chain, the seq and, for hash mismatches, the expected and the actual hash:
 
@@ -10,44 +11,52 @@ chain, the seq and, for hash mismatches, the expected and the actual hash:
 * ``inserted``     a record claiming a seq that is already taken, or out of sequence
 * ``reordered``    a segment whose header index differs from its file name, or a missing segment
 * ``truncated``    a chain shorter than a signed checkpoint of the trail
-* ``rollback``     a chain shorter than, or different from, a trusted checkpoint kept elsewhere
+* ``rollback``     a chain shorter than a trusted checkpoint kept elsewhere
+* ``fork``         a chain whose history differs from a trusted checkpoint, or two signed
+                   checkpoints of one size with different roots
 * ``checkpoint``   a chain that differs from a checkpoint it should match (history rewritten)
-* ``signature``    a checkpoint with a bad signature or an unknown key
-* ``unsigned``     more unsigned records after the last checkpoint than the cadence allows
+* ``proof``        a stored consistency proof between two checkpoints that does not verify
+* ``signature``    a checkpoint with a bad signature, an unknown key, or unreadable
+* ``unsigned``     no valid checkpoint at all, or records older than the allowed age that no
+                   valid checkpoint covers (checkpoints removed, or the writer stopped signing)
+* ``unwitnessed``  with witnesses required: records older than the allowed age without a
+                   checkpoint cosigned by enough witnesses
 * ``damaged``      bytes that cannot be read (a torn tail before repair, a broken block)
+
+A verifier that finds nothing to verify does not pass: records without any valid checkpoint
+are ``unsigned``, whatever their age.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Callable, Sequence
 
 from auditor.errors import TrailCorruption
-from auditor.trail.chain import RECORD_PREFIX, genesis_hash
-from auditor.trail.checkpoint import Checkpoint, signature_problem
+from auditor.trail.canonical import record_from_bytes
+from auditor.trail.checkpoint import SignedCheckpoint, StoredCheckpoint
+from auditor.trail.hashing import genesis_hash, leaf_hash
 from auditor.trail.keys import Verifier
 from auditor.trail.merkle import MerkleRange
-from auditor.trail.segment import SegmentScan, list_segments, peek_segment, scan_segment
-from auditor.trail.store import read_checkpoint_lines, read_trail_meta
+from auditor.trail.note import NoteVerifier
+from auditor.trail.source import Chunk, FileSource, Issue, TrailSource
+
+__all__ = ["DEFAULT_MAX_UNSIGNED_AGE", "Issue", "Policy", "VerifyReport", "verify_source", "verify_trail"]
+
+DEFAULT_MAX_UNSIGNED_AGE = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
-class Issue:
-    kind: str
-    message: str
-    chain: str | None = None
-    seq: int | None = None
-    expected: str | None = None
-    actual: str | None = None
+class Policy:
+    """What a trail must show to pass, beyond intact records."""
 
-    def __str__(self) -> str:
-        where = ""
-        if self.chain:
-            where = f"[{self.chain}" + (f" seq {self.seq}]" if self.seq is not None else "]")
-        detail = f" (expected {self.expected}, actual {self.actual})" if self.expected or self.actual else ""
-        return f"{self.kind}: {where} {self.message}{detail}".replace(":  ", ": ")
+    max_unsigned_age: timedelta = DEFAULT_MAX_UNSIGNED_AGE
+    witnesses: tuple[NoteVerifier, ...] = ()
+    min_witnesses: int = 0
+    now: datetime | None = None  # default: the time verification starts
+    require_checkpoints: bool = True  # False: records and links only (no key at hand)
 
 
 @dataclass
@@ -55,6 +64,10 @@ class VerifyReport:
     records: int = 0
     chains: dict[str, int] = field(default_factory=dict)
     checkpoints: int = 0
+    covered: dict[str, int] = field(default_factory=dict)     # per chain: records under a valid checkpoint
+    witnessed: dict[str, int] = field(default_factory=dict)   # per chain: records under a cosigned one
+    history: dict[str, list[SignedCheckpoint]] = field(default_factory=dict)
+    entries: dict[str, dict[int, StoredCheckpoint]] = field(default_factory=dict)
     issues: list[Issue] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -68,7 +81,9 @@ class VerifyReport:
 
 @dataclass
 class _Expect:
-    cp: Checkpoint
+    size: int
+    root: bytes
+    head: bytes
     trusted: bool
 
 
@@ -103,17 +118,17 @@ class _Chain:
             self._compare(exp, leaf)
 
     def _compare(self, exp: _Expect, leaf: bytes) -> None:
-        cp, what = exp.cp, "trusted checkpoint" if exp.trusted else "signed checkpoint"
-        kind = "rollback" if exp.trusted else "checkpoint"
-        if cp.head_hash != leaf:
-            self.issue(kind, f"record seq {cp.size - 1} differs from the {what} of size {cp.size}; "
+        what = "trusted checkpoint" if exp.trusted else "signed checkpoint"
+        kind = "fork" if exp.trusted else "checkpoint"
+        if exp.head != leaf:
+            self.issue(kind, f"record seq {exp.size - 1} differs from the {what} of size {exp.size}; "
                              f"records after seq {self.last_match - 1} were rewritten or replaced",
-                       cp.size - 1, cp.head_hash, leaf)
-        elif self.merkle_ok and cp.merkle_root != self.merkle.root():
-            self.issue(kind, f"Merkle root of the first {cp.size} records differs from the {what}",
-                       cp.size - 1, cp.merkle_root, self.merkle.root())
+                       exp.size - 1, exp.head, leaf)
+        elif self.merkle_ok and exp.root != self.merkle.root():
+            self.issue(kind, f"Merkle root of the first {exp.size} records differs from the {what}",
+                       exp.size - 1, exp.root, self.merkle.root())
         else:
-            self.last_match = cp.size
+            self.last_match = exp.size
 
     def _accept(self, seq: int, digest: bytes) -> None:
         self._push()
@@ -156,118 +171,191 @@ class _Chain:
         self._push()
 
 
-def _segment_order(scans: list[SegmentScan], report: VerifyReport) -> list[SegmentScan]:
-    for s in scans:
-        if s.meta_index is not None and s.meta_index != s.name_index:
-            report.issues.append(Issue("reordered", f"segment file {s.path.name} holds segment "
-                                       f"{s.meta_index}: segments were renamed or reordered"))
-    indices = [s.meta_index for s in scans if s.meta_index is not None]
-    if len(indices) == len(scans):
-        present = set(indices)
-        for missing in sorted(set(range(max(indices, default=-1) + 1)) - present):
-            report.issues.append(Issue("reordered", f"segment {missing} is missing"))
-        return sorted(scans, key=lambda s: s.meta_index or 0)
-    return scans
+# ---------------------------------------------------------------- checkpoints
 
-
-def verify_trail(trail_dir: Path, verifier: Verifier, trusted: Sequence[Checkpoint] = (), *,
-                 progress: Callable[[int], None] | None = None) -> VerifyReport:
-    """Verify everything in ``trail_dir``; ``progress`` is called with bytes processed."""
-    report = VerifyReport()
-    meta = read_trail_meta(trail_dir)
-    cadence = int(meta.get("checkpoint_every", 0)) or None
-    expected: dict[str, dict[int, list[_Expect]]] = {}
-    signed_size: dict[str, int] = {}
-    lines, torn = read_checkpoint_lines(trail_dir)
-    if torn:
-        report.notes.append("the checkpoint log ends in a partial line (crash while writing)")
-    for n, line in enumerate(lines, start=1):
-        try:
-            cp = Checkpoint.from_json(line)
-        except TrailCorruption as exc:
-            report.issues.append(Issue("signature", f"checkpoint line {n}: {exc}"))
+def load_checkpoints(source: TrailSource, verifier: Verifier, policy: Policy,
+                     report: VerifyReport) -> dict[str, list[SignedCheckpoint]]:
+    """Every checkpoint that verifies, per chain in size order; findings for the others."""
+    per_chain: dict[str, dict[int, SignedCheckpoint]] = {}
+    proofs: list[tuple[str, StoredCheckpoint, SignedCheckpoint]] = []
+    for loc in source.checkpoints():
+        if loc.entry is None:
+            report.issues.append(Issue("signature", f"{loc.where}: {loc.problem}"))
             continue
-        problem = signature_problem(cp, verifier)
-        if problem:
-            report.issues.append(Issue("signature", f"checkpoint line {n} (size {cp.size}): {problem}",
-                                       cp.chain_id, cp.size - 1))
+        try:
+            signed = loc.entry.open(verifier, check_range=False)
+        except TrailCorruption as exc:
+            report.issues.append(Issue("signature", f"{loc.where}: {exc}"))
             continue
         report.checkpoints += 1
-        expected.setdefault(cp.chain_id, {}).setdefault(cp.size, []).append(_Expect(cp, False))
-        signed_size[cp.chain_id] = max(signed_size.get(cp.chain_id, 0), cp.size)
-    for cp in trusted:
-        problem = signature_problem(cp, verifier)
-        if problem:
-            report.issues.append(Issue("signature", f"trusted checkpoint: {problem}", cp.chain_id))
+        problem = loc.entry.range_problem(signed)
+        if problem:  # unsigned companion data altered; the signed checkpoint itself still counts
+            report.issues.append(Issue("checkpoint", f"{loc.where}: {problem}", signed.chain_id, signed.size - 1))
+        sizes = per_chain.setdefault(signed.chain_id, {})
+        other = sizes.get(signed.size)
+        if other is not None and other.root != signed.root:
+            report.issues.append(Issue("fork", f"two signed checkpoints of size {signed.size} have different roots: "
+                                               "the log signed two histories", signed.chain_id, signed.size - 1,
+                                       other.root.hex(), signed.root.hex()))
             continue
-        expected.setdefault(cp.chain_id, {}).setdefault(cp.size, []).append(_Expect(cp, True))
+        sizes[signed.size] = signed
+        report.entries.setdefault(signed.chain_id, {})[signed.size] = loc.entry
+        if loc.entry.prev_size or loc.entry.proof:
+            proofs.append((loc.where, loc.entry, signed))
+        if policy.min_witnesses:
+            try:
+                n = len({(v.name, v.key_id) for v, _ in signed.cosignatures(policy.witnesses)})
+            except TrailCorruption as exc:
+                report.issues.append(Issue("unwitnessed", f"{loc.where}: {exc}", signed.chain_id, signed.size - 1))
+                n = 0
+            if n >= policy.min_witnesses:
+                report.witnessed[signed.chain_id] = max(report.witnessed.get(signed.chain_id, 0), signed.size)
+    for where, entry, signed in proofs:
+        previous = per_chain[signed.chain_id].get(entry.prev_size)
+        if previous is not None and not entry.proof_holds(previous, signed):
+            report.issues.append(Issue("proof", f"{where}: the stored consistency proof from size {previous.size} to "
+                                                f"{signed.size} does not verify", signed.chain_id, signed.size - 1))
+    history = {c: [sizes[k] for k in sorted(sizes)] for c, sizes in per_chain.items()}
+    report.history = history
+    return history
+
+
+# ---------------------------------------------------------------- the pass over the records
+
+def verify_source(source: TrailSource, verifier: Verifier, trusted: Sequence[SignedCheckpoint] = (),
+                  policy: Policy = Policy(), *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """Verify everything ``source`` holds; ``progress`` is called with bytes processed."""
+    report = VerifyReport()
+    now = policy.now or datetime.now(UTC)
+    history = load_checkpoints(source, verifier, policy, report) if policy.require_checkpoints or verifier else {}
+    expected: dict[str, dict[int, list[_Expect]]] = {}
+    for chain_id, cps in history.items():
+        for cp in cps:
+            expected.setdefault(chain_id, {}).setdefault(cp.size, []).append(
+                _Expect(cp.size, cp.root, cp.checkpoint.head, False))
+        report.covered[chain_id] = cps[-1].size
+    for cp in trusted:
+        expected.setdefault(cp.chain_id, {}).setdefault(cp.size, []).append(
+            _Expect(cp.size, cp.root, cp.checkpoint.head, True))
     all_expected = {c: [e for es in d.values() for e in es] for c, d in expected.items()}
+    # the first record after what is signed (and witnessed): its age decides whether the tail passes
+    watch = {c: {report.covered.get(c, 0), report.witnessed.get(c, 0)} for c in expected}
+    first_unsigned: dict[tuple[str, int], bytes] = {}
 
     chains: dict[str, _Chain] = {}
-    segments = list_segments(trail_dir)
-    heads = [peek_segment(path, index) for index, path in segments]
-    ordered = _segment_order(heads, report)
-    sha256 = hashlib.sha256
-    for pos, head in enumerate(ordered):
-        try:
-            scan = scan_segment(head.path, head.name_index)  # one segment in memory at a time
-        except TrailCorruption as exc:
-            report.issues.append(Issue("damaged", str(exc)))
+    for item in source.chunks():
+        if isinstance(item, Issue):
+            report.issues.append(item)
             continue
-        if scan.torn:
-            where = "at the end of the trail (a crash mid-write; opening the trail for writing repairs it)" \
-                if pos == len(ordered) - 1 else "in the middle of the trail"
-            report.issues.append(Issue("damaged", f"segment {scan.path.name} has an incomplete block at "
-                                                  f"byte {scan.good_end} {where}"))
-        buf = scan.buf
-        try:
-            for _block, f in scan.frames():
-                chain = chains.get(f.chain_id)
-                if chain is None:
-                    chain = chains[f.chain_id] = _Chain(f.chain_id, expected.get(f.chain_id, {}), report)
-                actual = sha256(RECORD_PREFIX + buf[f.start:f.end - 32]).digest()
-                if actual != f.record_hash:
-                    chain.issue("modified", f"record seq {f.seq} was modified", f.seq, f.record_hash, actual)
-                chain.add(f.seq, f.prev_hash, f.record_hash)
-                report.records += 1
-        except TrailCorruption as exc:
-            report.issues.append(Issue("damaged", f"segment {scan.path.name}: {exc}"))
+        _scan_chunk(item, chains, expected, watch, first_unsigned, report)
         if progress:
-            progress(len(buf))
-        del scan, buf  # release the segment's bytes before reading the next one
-    _finish(chains, all_expected, signed_size, cadence, report)
-    return report
-
-
-def _finish(chains: dict[str, _Chain], all_expected: dict[str, list[_Expect]], signed_size: dict[str, int],
-            cadence: int | None, report: VerifyReport) -> None:
+            progress(len(item.buf))
     for chain in chains.values():
         chain.finish()
         report.chains[chain.id] = chain.size
+    _check_beyond(all_expected, report)
+    if policy.require_checkpoints:
+        _check_coverage(report, policy, now, first_unsigned)
+    notes = getattr(source, "notes", None)
+    if notes:
+        report.notes.extend(notes)
+    return report
+
+
+def _scan_chunk(chunk: Chunk, chains: dict[str, _Chain], expected: dict[str, dict[int, list[_Expect]]],
+                watch: dict[str, set[int]], first_unsigned: dict[tuple[str, int], bytes],
+                report: VerifyReport) -> None:
+    buf = chunk.buf
+    try:
+        for f in chunk.frames:
+            chain = chains.get(f.chain_id)
+            if chain is None:
+                chain = chains[f.chain_id] = _Chain(f.chain_id, expected.get(f.chain_id, {}), report)
+            actual = leaf_hash(buf[f.start:f.end - 32])
+            if actual != f.record_hash:
+                chain.issue("modified", f"record seq {f.seq} was modified ({chunk.where})", f.seq,
+                            f.record_hash, actual)
+            if f.seq in watch.get(f.chain_id, (0,)) and (f.chain_id, f.seq) not in first_unsigned:
+                first_unsigned[(f.chain_id, f.seq)] = buf[f.start:f.end]
+            chain.add(f.seq, f.prev_hash, f.record_hash)
+            report.records += 1
+    except TrailCorruption as exc:
+        report.issues.append(Issue("damaged", f"{chunk.where}: {exc}"))
+
+
+def _check_beyond(all_expected: dict[str, list[_Expect]], report: VerifyReport) -> None:
     for chain_id, exps in all_expected.items():
         size = report.chains.get(chain_id, 0)
         beyond: dict[bool, _Expect] = {}
         for exp in exps:
             known = beyond.get(exp.trusted)
-            if exp.cp.size > size and (known is None or exp.cp.size > known.cp.size):
+            if exp.size > size and (known is None or exp.size > known.size):
                 beyond[exp.trusted] = exp
         for exp in beyond.values():
             if exp.trusted:
                 report.issues.append(Issue("rollback", f"the trail holds {size} records but a trusted "
-                                           f"checkpoint signs {exp.cp.size}: rolled back or truncated",
-                                           chain_id, size))
+                                           f"checkpoint signs {exp.size}: rolled back or truncated", chain_id, size))
             else:
                 report.issues.append(Issue("truncated", f"the chain ends at {size} records but a signed "
-                                           f"checkpoint covers {exp.cp.size}: records seq {size}.."
-                                           f"{exp.cp.size - 1} were removed", chain_id, size))
+                                           f"checkpoint covers {exp.size}: records seq {size}.."
+                                           f"{exp.size - 1} were removed", chain_id, size))
+
+
+def _age(data: bytes | None, now: datetime) -> timedelta | None:
+    if data is None:
+        return None
+    try:
+        return now - record_from_bytes(data).processed_at
+    except TrailCorruption:
+        return None
+
+
+def _check_coverage(report: VerifyReport, policy: Policy, now: datetime,
+                    first: dict[tuple[str, int], bytes]) -> None:
+    limit = policy.max_unsigned_age
+    if report.records and not report.checkpoints:
+        report.issues.append(Issue("unsigned", f"no valid signed checkpoint: nothing vouches for these "
+                                               f"{report.records} records (checkpoints missing or removed)"))
     for chain_id, size in report.chains.items():
-        unsigned = size - signed_size.get(chain_id, 0)
-        if unsigned <= 0:
-            continue
-        if cadence is not None and unsigned > cadence:
-            report.issues.append(Issue("unsigned", f"{unsigned} records after the last checkpoint "
-                                       f"(cadence {cadence}): checkpoints were removed", chain_id,
-                                       signed_size.get(chain_id, 0)))
-        else:
-            report.notes.append(f"{chain_id}: the last {unsigned} records are not yet covered by a "
-                                "checkpoint (a cut there would go unnoticed)")
+        signed = report.covered.get(chain_id, 0)
+        if size > signed and report.checkpoints:
+            age = _age(first.get((chain_id, signed)), now)
+            what = f"{size - signed} records after " + (f"the last signed checkpoint (size {signed})" if signed
+                                                         else "no signed checkpoint at all")
+            if age is None or age > limit:
+                why = "of unknown age" if age is None else f"the oldest processed {_fmt(age)} ago"
+                report.issues.append(Issue("unsigned", f"{what}, {why}, beyond the allowed {_fmt(limit)}: "
+                                                       "checkpoints were removed or the writer stopped signing",
+                                           chain_id, signed))
+            else:
+                report.notes.append(f"{chain_id}: the last {size - signed} records are not yet covered by a "
+                                    f"checkpoint (the oldest {_fmt(age)} old, within {_fmt(limit)})")
+        if policy.min_witnesses:
+            seen = report.witnessed.get(chain_id, 0)
+            if size > seen:
+                age = _age(first.get((chain_id, seen)), now)
+                if age is None or age > limit:
+                    report.issues.append(Issue(
+                        "unwitnessed", f"{size - seen} records after size {seen} have no checkpoint cosigned by "
+                                       f"{policy.min_witnesses} witness(es) and are older than {_fmt(limit)}",
+                        chain_id, seen))
+    if policy.min_witnesses and report.records and not report.witnessed:
+        report.issues.append(Issue("unwitnessed", f"no checkpoint carries {policy.min_witnesses} valid witness "
+                                                  "cosignature(s)"))
+
+
+def _fmt(d: timedelta) -> str:
+    s = int(d.total_seconds())
+    if s >= 86400:
+        return f"{s // 86400}d{s % 86400 // 3600}h"
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60}s"
+    return f"{d.total_seconds():.0f}s"
+
+
+def verify_trail(trail_dir: Path, verifier: Verifier, trusted: Sequence[SignedCheckpoint] = (),
+                 policy: Policy = Policy(), *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """Verify a trail directory (see :func:`verify_source`)."""
+    return verify_source(FileSource(trail_dir), verifier, trusted, policy, progress=progress)

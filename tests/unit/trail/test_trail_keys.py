@@ -8,7 +8,7 @@ import pytest
 
 from auditor.errors import ConfigError
 from auditor.trail import KeyRing, Verifier
-from auditor.trail.keys import SIGNING_PUB
+from auditor.trail.keys import SIGNING_PUB, SIGNING_VKEY
 
 
 def test_generate_writes_owner_only_files_and_key_ids(tmp_path):
@@ -24,11 +24,24 @@ def test_generate_writes_owner_only_files_and_key_ids(tmp_path):
 
 def test_signatures_verify_with_the_public_key_only(tmp_path):
     keys = KeyRing.generate(tmp_path / "keys")
-    sig = keys.signer.sign(b"msg")
-    verifier = Verifier.from_file(tmp_path / "keys" / SIGNING_PUB)
-    assert verifier.verify(keys.signer.key_id, b"msg", sig)
-    assert not verifier.verify(keys.signer.key_id, b"other", sig)
-    assert not verifier.verify("0" * 16, b"msg", sig)
+    sig = keys.signer.note_signer.sign("origin\n")
+    for source in (SIGNING_PUB, SIGNING_VKEY):  # PEM (named from keys.json) or vkey
+        (note,) = Verifier.from_file(tmp_path / "keys" / source).notes
+        assert (note.name, note.key_id) == (sig.name, sig.key_id) == (keys.signer.name, sig.key_id)
+        assert note.verify(b"origin\n", sig.data)
+        assert not note.verify(b"other\n", sig.data)
+
+
+def test_key_name_is_chosen_at_generation_and_found_by_verifiers(tmp_path):
+    keys = KeyRing.generate(tmp_path / "keys", "example.com/auditor")
+    assert keys.signer.name == "example.com/auditor"
+    assert KeyRing.load(tmp_path / "keys").signer.name == "example.com/auditor"
+    assert Verifier.from_file(tmp_path / "keys" / SIGNING_PUB).notes[0].name == "example.com/auditor"
+    assert (tmp_path / "keys" / SIGNING_VKEY).read_text().startswith("example.com/auditor+")
+    with pytest.raises(ConfigError, match="without spaces"):
+        KeyRing.generate(tmp_path / "k2", "has space")
+    default = KeyRing.generate(tmp_path / "k3")
+    assert default.signer.name == f"auditor/{default.signer.key_id}"
 
 
 def test_missing_keys_say_how_to_make_them(tmp_path):

@@ -11,10 +11,15 @@ from auditor.trail.merkle import (
     EMPTY_ROOT,
     MerkleRange,
     PathBuilder,
+    RangeNodes,
+    consistency_proof,
     inclusion_path,
     leaf_hash,
+    list_nodes,
     root_from_inclusion,
+    root_from_range,
     root_of,
+    verify_consistency,
     verify_inclusion,
 )
 
@@ -111,3 +116,91 @@ def test_every_leaf_of_every_size_up_to_40_proves_and_matches_reference():
         for i in range(n):
             path = inclusion_path(leaves[:n], i)
             assert root_from_inclusion(i, n, leaves[i], path) == rng.root()
+
+
+# ---------------------------------------------------------------- consistency proofs
+
+# (size1, size2, proof) from transparency-dev/merkle proof/verify_test.go (consistencyProofs)
+CONSISTENCY = [
+    (1, 1, []),
+    (1, 8, [H("96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7"),
+            H("5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e"),
+            H("6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4")]),
+    (6, 8, [H("0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a"),
+            H("ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0"),
+            H("d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7")]),
+    (2, 5, [H("5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e"),
+            H("bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b")]),
+    (6, 7, [H("0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a"),
+            H("b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f"),
+            H("d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7")]),
+]
+SOME_HASH = H("abacaba000000000000000000000000000000000000000000060061e00123456")
+
+
+@pytest.mark.parametrize(("size1", "size2", "proof"), CONSISTENCY)
+def test_consistency_proofs_match_published_vectors(size1, size2, proof):
+    assert consistency_proof(size1, size2, list_nodes(LEAVES[:size2])) == proof
+    assert verify_consistency(size1, size2, ROOTS[size1], ROOTS[size2], proof)
+
+
+def corrupt_consistency(size1, size2, root1, root2, proof):
+    """The probes of transparency-dev's corruptConsistencyProof: every one must fail."""
+    probes = [(size1 - 1, size2, root1, root2, proof), (size1 + 1, size2, root1, root2, proof),
+              (size1 ^ 2, size2, root1, root2, proof), (size1, size2 * 2, root1, root2, proof),
+              (size1, size2 // 2, root1, root2, proof), (size1, size2, b"WrongRoot", root2, proof),
+              (size1, size2, root1, b"WrongRoot", proof), (size1, size2, root2, root1, proof),
+              (size1, size2, root1, root2, []), (size1, size2, root1, root2, [*proof, b""]),
+              (size1, size2, root1, root2, [*proof, root1]), (size1, size2, root1, root2, [*proof, root2]),
+              (size1, size2, root1, root2, [b"", *proof]), (size1, size2, root1, root2, [root1, *proof]),
+              (size1, size2, root1, root2, [root2, *proof]), (size1, size2, root1, root2, [proof[0], *proof]),
+              (size1, size2, root1, root2, proof[:-1])]
+    for i in range(len(proof)):
+        flipped = list(proof)
+        flipped[i] = bytes([flipped[i][0] ^ 16]) + flipped[i][1:]
+        probes.append((size1, size2, root1, root2, flipped))
+    return probes
+
+
+@pytest.mark.parametrize(("size1", "size2", "proof"), [c for c in CONSISTENCY if c[2]])
+def test_corrupted_consistency_proofs_are_rejected(size1, size2, proof):
+    for probe in corrupt_consistency(size1, size2, ROOTS[size1], ROOTS[size2], proof):
+        assert not verify_consistency(*probe), probe
+
+
+@pytest.mark.parametrize(("size1", "size2", "root1", "root2", "proof", "ok"), [
+    (0, 0, b"r1", b"r2", [], False), (1, 1, b"r1", b"r2", [], False),
+    (0, 0, b"r1", b"r1", [], True), (0, 1, b"r1", b"r2", [], True), (1, 1, b"r2", b"r2", [], True),
+    (1, 0, b"r1", b"r2", [], False), (2, 1, b"r1", b"r2", [], False), (1, 2, b"r1", b"r2", [], False),
+    (0, 0, EMPTY_ROOT, b"r2", [], False), (1, 1, EMPTY_ROOT, b"r2", [], False),
+    (0, 0, EMPTY_ROOT, EMPTY_ROOT, [EMPTY_ROOT], False), (0, 1, EMPTY_ROOT, EMPTY_ROOT, [EMPTY_ROOT], False),
+    (1, 1, EMPTY_ROOT, EMPTY_ROOT, [EMPTY_ROOT], False),
+])
+def test_consistency_edge_cases_of_the_reference_tests(size1, size2, root1, root2, proof, ok):
+    assert verify_consistency(size1, size2, root1, root2, proof) is ok
+
+
+def test_every_consistency_proof_up_to_size_40_verifies_and_needs_only_a_compact_range():
+    leaves = [leaf_hash(b"leaf %d" % i) for i in range(40)]
+    for n in range(41):
+        for m in range(n + 1):
+            proof = consistency_proof(m, n, list_nodes(leaves[:n]))
+            assert verify_consistency(m, n, root_of(leaves[:m]), root_of(leaves[:n]), proof), (m, n)
+            old = MerkleRange()
+            old.extend(leaves[:m])
+            assert consistency_proof(m, n, RangeNodes(m, old.subtree_roots, leaves[m:n])) == proof, (m, n)
+            if 0 < m < n:
+                assert not verify_consistency(m, n, root_of(leaves[:m]), SOME_HASH, proof)
+
+
+def test_a_compact_range_restores_only_when_it_leads_to_the_signed_root():
+    leaves = [leaf_hash(b"%d" % i) for i in range(13)]
+    rng = MerkleRange()
+    rng.extend(leaves)
+    again = MerkleRange.restore(13, rng.subtree_roots, root_of(leaves))
+    again.append(leaf_hash(b"13"))
+    rng.append(leaf_hash(b"13"))
+    assert again.root() == rng.root()
+    assert root_from_range(13, rng.subtree_roots[:-1]) is None
+    with pytest.raises(ValueError, match="does not lead"):
+        MerkleRange.restore(13, (SOME_HASH,) + rng.subtree_roots[1:], root_of(leaves))

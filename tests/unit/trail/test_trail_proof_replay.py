@@ -44,7 +44,9 @@ def test_tampered_proofs_fail(trail, keys, tmp_path):
     forged = flip_body_byte(base64.b64decode(good["record"]))
     bad_record = dict(good, record=base64.b64encode(forged).decode())
     bad_path = dict(good, audit_path=list(reversed(good["audit_path"])))
-    bad_cp = dict(good, checkpoint=dict(good["checkpoint"], size=good["checkpoint"]["size"] + 1))
+    lines = good["checkpoint"].split("\n")
+    lines[1] = str(int(lines[1]) + 1)
+    bad_cp = dict(good, checkpoint="\n".join(lines), tree_size=good["tree_size"] + 1)
     for doc, expect in ((bad_record, "modified"), (bad_path, "Merkle root"), (bad_cp, "bad signature")):
         problems, _ = verify_proof(InclusionProof.from_json(json.dumps(doc)), keys.verifier)
         assert any(expect in p for p in problems), (expect, problems)

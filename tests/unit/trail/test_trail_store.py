@@ -11,7 +11,7 @@ import time
 
 import fastavro
 import pytest
-from trailkit import T0, make_records, write_trail
+from trailkit import T0, checkpoint_sizes, make_records, write_trail
 
 from auditor.errors import ConfigError, TrailError
 from auditor.trail import KeyRing, TrailWriter, verify_trail
@@ -61,9 +61,7 @@ def test_reopen_continues_every_chain_from_durable_records(tmp_path, keys):
 
 def test_checkpoints_follow_the_record_cadence_and_close(tmp_path, keys):
     write_trail(tmp_path / "t", keys, 130, batch=10, checkpoint_every=50)
-    sizes = [int(line.split('"size":')[1].split(",")[0])
-             for line in (tmp_path / "t" / "checkpoints.jsonl").read_text().splitlines()]
-    assert sizes == [50, 100, 130]
+    assert checkpoint_sizes(tmp_path / "t", keys) == [50, 100, 130]
 
 
 def test_time_cadence_checkpoints_idle_chains(tmp_path, keys):

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+from datetime import timedelta
 
 import pytest
 from trailkit import (
+    T0,
     flip_body_byte,
     frame_of,
     make_records,
     reseal,
     rewrite_segment,
     segment_records,
+    signed_checkpoints,
+    stored_checkpoints,
+    write_stored,
     write_trail,
 )
 
-from auditor.trail import ChainHead, Checkpoint, KeyRing, TrailWriter, verify_trail
-from auditor.trail.checkpoint import make_checkpoint
+from auditor.trail import KeyRing, Policy, TrailWriter, open_checkpoint, verify_trail
+from auditor.trail.checkpoint import origin_for
+from auditor.trail.note import Note
 from auditor.trail.segment import list_segments
 
 N = 200  # one chain, checkpoints every 50
@@ -162,18 +169,42 @@ def test_truncation_below_a_signed_checkpoint_is_detected(copy, keys):
     assert (issue.kind, issue.seq) == ("truncated", 130) and "130..199" in issue.message
 
 
-def test_truncated_tail_after_the_last_checkpoint_is_a_note_within_the_cadence(tmp_path, keys):
-    trail = tmp_path / "t"
+def _crash_after_unsigned_records(trail, keys):
     write_trail(trail, keys, 100, checkpoint_every=50)
-    w = TrailWriter.open(trail, keys, checkpoint_every=50)
+    w = TrailWriter.open(trail, keys, checkpoint_every=50, clock=lambda: T0)
     w.append(make_records(keys, 30, seed=5))
     w.commit()  # durable, not yet checkpointed; then the process dies
     w._unlock()
+
+
+def test_unsigned_tail_younger_than_the_allowed_age_is_a_note(tmp_path, keys):
+    trail = tmp_path / "t"
+    _crash_after_unsigned_records(trail, keys)
     seg = only_segment(trail)
-    rewrite_segment(seg, segment_records(seg)[:115])
-    report = verify_trail(trail, keys.verifier)
+    rewrite_segment(seg, segment_records(seg)[:115])  # a cut there goes unnoticed, and says so
+    report = verify_trail(trail, keys.verifier, policy=Policy(now=T0 + timedelta(minutes=5)))
     assert report.ok, report.issues
     assert any("last 15 records are not yet covered" in n for n in report.notes)
+
+
+def test_unsigned_tail_older_than_the_allowed_age_fails(tmp_path, keys):
+    trail = tmp_path / "t"
+    _crash_after_unsigned_records(trail, keys)
+    report = verify_trail(trail, keys.verifier, policy=Policy(now=T0 + timedelta(hours=1),
+                                                             max_unsigned_age=timedelta(minutes=15)))
+    (issue,) = report.issues
+    assert (issue.kind, issue.chain, issue.seq) == ("unsigned", "events/0", 100)
+    assert "30 records after the last signed checkpoint (size 100)" in issue.message
+
+
+def test_deleted_checkpoint_log_is_not_intact_even_for_fresh_records(copy, keys):
+    """The guard no longer reads the cadence from the unsigned trail.json: no checkpoint, no pass."""
+    (copy / "checkpoints.jsonl").unlink()
+    meta = json.loads((copy / "trail.json").read_text())
+    meta["checkpoint_every"] = 10**9
+    (copy / "trail.json").write_text(json.dumps(meta))
+    (issue,) = issues_of(copy, keys, policy=Policy(now=T0))
+    assert issue.kind == "unsigned" and "no valid signed checkpoint" in issue.message
 
 
 def test_removed_checkpoints_beyond_the_cadence_are_detected(copy, keys):
@@ -190,7 +221,7 @@ def test_rollback_to_an_older_copy_is_detected_against_a_trusted_checkpoint(tmp_
     shutil.copytree(golden, new)
     with TrailWriter.open(new, keys, checkpoint_every=50) as w:
         w.append(make_records(keys, 60, seed=11))
-    trusted = Checkpoint.from_json((new / "checkpoints.jsonl").read_text().splitlines()[-1])
+    trusted = signed_checkpoints(new, keys)[-1]
     assert verify_trail(old, keys.verifier).ok  # alone, the old copy looks fine
     assert verify_trail(new, keys.verifier, [trusted]).ok
     (issue,) = issues_of(old, keys, trusted=[trusted])
@@ -198,30 +229,68 @@ def test_rollback_to_an_older_copy_is_detected_against_a_trusted_checkpoint(tmp_
 
 
 def test_forked_trail_differs_from_a_trusted_checkpoint(tmp_path, golden, keys):
-    trusted = Checkpoint.from_json((golden / "checkpoints.jsonl").read_text().splitlines()[-1])
+    trusted = signed_checkpoints(golden, keys)[-1]
     fork = tmp_path / "fork"
     write_trail(fork, keys, N, seed=123)  # same size, other content, validly signed
     (issue,) = issues_of(fork, keys, trusted=[trusted])
-    assert (issue.kind, issue.seq) == ("rollback", N - 1)
+    assert (issue.kind, issue.seq) == ("fork", N - 1)
 
 
 def test_forged_checkpoint_has_a_bad_signature(copy, keys):
-    lines = (copy / "checkpoints.jsonl").read_text().splitlines()
-    m = json.loads(lines[1])
-    m["size"] = 99
-    lines[1] = json.dumps(m)
-    (copy / "checkpoints.jsonl").write_text("\n".join(lines) + "\n")
+    entries = stored_checkpoints(copy)
+    text = entries[1].note.decode().replace("\n100\n", "\n99\n", 1)
+    entries[1] = dataclasses.replace(entries[1], note=text.encode())
+    write_stored(copy, entries)
     (issue,) = issues_of(copy, keys)
     assert issue.kind == "signature" and "bad signature" in issue.message
 
 
 def test_checkpoint_signed_by_an_unknown_key_is_named(copy, keys, tmp_path):
     other = KeyRing.generate(tmp_path / "other")
-    lines = (copy / "checkpoints.jsonl").read_text().splitlines()
-    cp = Checkpoint.from_json(lines[-1])
-    head = ChainHead(cp.chain_id, cp.size, cp.head_hash)
-    forged = make_checkpoint(head, cp.merkle_root, cp.time, other.signer)
-    lines[-1] = forged.to_json()
-    (copy / "checkpoints.jsonl").write_text("\n".join(lines) + "\n")
+    entries = stored_checkpoints(copy)
+    note = Note.parse(entries[-1].note)
+    forged = Note(note.text, (other.signer.note_signer.sign(note.text),))
+    entries[-1] = dataclasses.replace(entries[-1], note=forged.to_bytes())
+    write_stored(copy, entries)
     issues = issues_of(copy, keys)
     assert issues[0].kind == "signature" and "unknown key" in issues[0].message
+
+
+def test_checkpoint_of_another_chain_cannot_stand_in(copy, keys):
+    """An origin names its chain: a validly signed checkpoint cannot be replayed for another chain."""
+    entries = stored_checkpoints(copy)
+    signed = entries[-1].open(keys.verifier)
+    assert signed.chain_id == "events/0"
+    cp = signed.checkpoint
+    moved = dataclasses.replace(cp, origin=origin_for(keys.signer.name, "events/1"))
+    note = Note(moved.text(), (keys.signer.note_signer.sign(moved.text()),))
+    assert open_checkpoint(note.to_bytes(), keys.verifier).chain_id == "events/1"
+
+
+def test_a_tampered_compact_range_is_named(copy, keys):
+    entries = stored_checkpoints(copy)
+    bad = (bytes(32),) + entries[-1].range[1:]
+    entries[-1] = dataclasses.replace(entries[-1], range=bad)
+    write_stored(copy, entries)
+    (issue,) = issues_of(copy, keys)
+    assert (issue.kind, issue.seq) == ("checkpoint", N - 1) and "compact range" in issue.message
+
+
+def test_a_tampered_stored_consistency_proof_is_named(copy, keys):
+    entries = stored_checkpoints(copy)
+    proof = list(entries[2].proof)
+    proof[0] = bytes(32)
+    entries[2] = dataclasses.replace(entries[2], proof=tuple(proof))
+    write_stored(copy, entries)
+    (issue,) = issues_of(copy, keys)
+    assert (issue.kind, issue.seq) == ("proof", 149) and "from size 100 to 150" in issue.message
+
+
+def test_two_signed_checkpoints_of_one_size_with_different_roots_are_a_fork(tmp_path, golden, keys):
+    fork = tmp_path / "fork"
+    write_trail(fork, keys, N, seed=123)
+    trail = tmp_path / "t"
+    shutil.copytree(golden, trail)
+    write_stored(trail, stored_checkpoints(trail) + stored_checkpoints(fork)[-1:])
+    issues = issues_of(trail, keys)
+    assert any(i.kind == "fork" and i.seq == N - 1 and "two histories" in i.message for i in issues)

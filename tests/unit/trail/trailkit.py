@@ -104,7 +104,8 @@ def rewrite_segment(path: Path, records: list[bytes]) -> None:
     from auditor.trail.segment import block_bytes, scan_segment
 
     scan = scan_segment(path, 0)
-    path.write_bytes(scan.buf[:scan.header_end] + (block_bytes(records, scan.sync) if records else b""))
+    header = path.read_bytes()[:scan.header_end]
+    path.write_bytes(header + (block_bytes(records, scan.sync) if records else b""))
 
 
 def frame_of(data: bytes):
@@ -130,3 +131,23 @@ def flip_body_byte(data: bytes, offset: int = 3) -> bytes:
     f = frame_of(data)
     i = f.body_start + offset
     return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def stored_checkpoints(trail: Path):
+    from auditor.trail import StoredCheckpoint
+
+    return [StoredCheckpoint.from_json(line) for line in (trail / "checkpoints.jsonl").read_text().splitlines()]
+
+
+def write_stored(trail: Path, entries) -> None:
+    (trail / "checkpoints.jsonl").write_text("".join(e.to_json() + "\n" for e in entries))
+
+
+def signed_checkpoints(trail: Path, keys: KeyRing):
+    return [e.open(keys.verifier) for e in stored_checkpoints(trail)]
+
+
+def checkpoint_sizes(trail: Path, keys: KeyRing) -> list[int]:
+    return [s.size for s in signed_checkpoints(trail, keys)]

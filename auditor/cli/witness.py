@@ -1,0 +1,9 @@
+"""``auditor witness``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    return None
