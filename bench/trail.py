@@ -1,4 +1,4 @@
-"""Benchmark the audit trail: append (group commit), verify, replay with a subject filter.
+"""Benchmark the audit trail: append (group commit), verify, replay with a subject filter, reopen.
 
 Each measurement runs in its own subprocess so its peak RSS is its own::
 
@@ -10,6 +10,11 @@ Records are pre-built from a pool of 10,000 distinct events over 16 partitions (
 pseudonymising is the caller's cost, reported separately as "build"); every 1,000th pool event
 is about the subject the replay looks for. Targets: append >= 100k/s, verify >= 200k/s,
 replay with a subject filter >= 100k/s, and flat memory from 1M to 10M records.
+
+"reopen" opens the closed trail for writing again: it restores every chain from its last signed
+checkpoint and compact range, so it reads only the blocks after the checkpoints (compare with
+"verify", which reads everything). "reopen+tail" first appends 20,000 records without signing
+them (a crash before the next checkpoint), then reopens: the cost is those records.
 """
 
 from __future__ import annotations
@@ -91,7 +96,29 @@ def work_replay(trail: Path, keys_dir: Path, n: int) -> dict:
     return {"rate": n / elapsed, "seconds": elapsed, "found": found}
 
 
-WORK = {"append": work_append, "verify": work_verify, "replay": work_replay}
+def work_reopen(trail: Path, keys_dir: Path, n: int) -> dict:
+    from auditor.trail import KeyRing, TrailWriter
+
+    keys = KeyRing.load(keys_dir)
+    start = time.perf_counter()
+    w = TrailWriter.open(trail, keys, checkpoint_every=10**9, checkpoint_seconds=1e9)
+    elapsed = time.perf_counter() - start
+    read = w.reopen_records
+    pool, _ = _pool(keys)
+    for i in range(0, 20_000, BATCH):
+        w.append(pool[i % POOL:i % POOL + BATCH])
+        w.commit()
+    w._unlock()  # a crash: 20,000 durable records after the last checkpoints
+    start = time.perf_counter()
+    w2 = TrailWriter.open(trail, keys)
+    tail_elapsed = time.perf_counter() - start
+    tail_read = w2.reopen_records
+    w2.close()
+    return {"rate": n / elapsed, "seconds": elapsed, "read": read, "tail_seconds": tail_elapsed,
+            "tail_read": tail_read}
+
+
+WORK = {"append": work_append, "verify": work_verify, "replay": work_replay, "reopen": work_reopen}
 
 
 def run_worker(kind: str, trail: Path, keys_dir: Path, n: int) -> dict:
@@ -131,7 +158,7 @@ def main() -> int:
         for n in sizes:
             trail = base / f"trail-{n}"
             shutil.rmtree(trail, ignore_errors=True)
-            for kind in ("append", "verify", "replay"):
+            for kind in ("append", "verify", "replay", "reopen"):
                 r = run_worker(kind, trail, keys_dir, n)
                 notes = ""
                 if kind == "append":
@@ -139,6 +166,9 @@ def main() -> int:
                     notes = f"build_record {r['build_rate']:,.0f}/s; {size / n:.0f} B/record"
                 if kind == "replay":
                     notes = f"{r['found']} matches"
+                if kind == "reopen":
+                    notes = (f"{r['seconds'] * 1000:.0f} ms, {r['read']:,} records read; after 20,000 unsigned: "
+                             f"{r['tail_seconds'] * 1000:.0f} ms, {r['tail_read']:,} read")
                 print(f"{n:>11,} {kind:<7} {r['rate']:>10,.0f} {r['seconds']:>8.1f} "
                       f"{r['peak_rss_mb']:>12.0f}  {notes}", flush=True)
             shutil.rmtree(trail, ignore_errors=True)
