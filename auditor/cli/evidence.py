@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from auditor.cli.trailio import kafka_args, key_args, open_source, trail_command, verifier_of, witness_verifiers
+from auditor.cli.boundary import non_negative_int
+from auditor.cli.trailio import kafka_args, key_args, open_source, verifier_of, witness_verifiers
 from auditor.errors import ConfigError
 from auditor.trail.keys import Verifier
 
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pick = e.add_mutually_exclusive_group(required=True)
     pick.add_argument("--event-id", help="the audited event's id")
     pick.add_argument("--chain", help="with --seq: the record's chain, e.g. events/3")
-    e.add_argument("--seq", type=int, help="with --chain: the record's seq")
+    e.add_argument("--seq", type=non_negative_int, help="with --chain: the record's seq")
     e.add_argument("--packs", type=Path, action="append", default=[], metavar="DIR",
                    help="a directory of pack files (older versions); repeatable")
     e.add_argument("--witness-key", action="append", default=[], metavar="VKEY|FILE",
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", type=Path, required=True, metavar="FILE.zip")
     key_args(e)
     kafka_args(e)
-    e.set_defaults(func=trail_command(run_evidence))
+    e.set_defaults(func=run_evidence)
 
     v = sub.add_parser("verify-evidence", help="check an evidence archive offline", description=VERIFY_EVIDENCE_HELP,
                        formatter_class=_RAW)

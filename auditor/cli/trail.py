@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +121,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a checkpoint kept outside the trail (note, JSON line, proof or evidence); repeatable")
     v.add_argument("--checkpoints-only", action="store_true",
                    help="check signatures, stored proofs and trusted checkpoints without reading records")
-    v.add_argument("--max-unsigned-age", type=parse_duration, default=timedelta(minutes=15), metavar="DURATION",
-                   help="records older than this must be under a valid signed checkpoint (default 15m)")
+    v.add_argument("--max-unsigned-age", type=parse_duration, metavar="DURATION",
+                   help="records older than this must be under a valid signed checkpoint (default 15m for a "
+                        "directory; 0 for kafka://, where each transaction carries its checkpoint)")
     v.add_argument("--witness-key", action="append", default=[], metavar="VKEY|FILE",
                    help="a witness's public key (vkey, or a file of vkeys); repeatable")
     v.add_argument("--min-witnesses", type=int, default=0, metavar="N",

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from auditor.cli.trailio import key_args, open_source, trail_command, verifier_of, witness_verifiers
+from auditor.cli.trailio import key_args, open_source, verifier_of, witness_verifiers
 from auditor.errors import ConfigError
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--witness", required=True, metavar="URL", help="the witness's submission prefix")
     p.add_argument("--witness-key", required=True, metavar="VKEY|FILE", help="the witness's public key")
     key_args(p)
-    p.set_defaults(func=trail_command(run_push))
+    p.set_defaults(func=run_push)
 
 
 def run_keygen(args: argparse.Namespace) -> int:

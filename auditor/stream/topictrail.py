@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -30,7 +31,15 @@ Message = tuple[int, int, bytes, Any]  # partition, offset, value, headers
 
 
 class KafkaSource:
-    """The audit topic and its checkpoint topic on one cluster."""
+    """The audit topic and its checkpoint topic on one cluster.
+
+    The daemon commits each batch's records with the checkpoint that covers them in one
+    transaction, so a committed record no checkpoint covers was not written by it: no grace.
+    """
+
+    unsigned_grace = timedelta(0)
+    unsigned_means = ("every transaction of the audit topic carries the checkpoint that covers its records, so "
+                      "these were appended outside the auditor's transactions (forged)")
 
     def __init__(self, conf: dict[str, Any], audit_topic: str, checkpoint_topic: str, *,
                  timeout: float = 30.0) -> None:

@@ -52,7 +52,7 @@ DEFAULT_MAX_UNSIGNED_AGE = timedelta(minutes=15)
 class Policy:
     """What a trail must show to pass, beyond intact records."""
 
-    max_unsigned_age: timedelta = DEFAULT_MAX_UNSIGNED_AGE
+    max_unsigned_age: timedelta | None = None  # default: the source's (15 minutes for a directory)
     witnesses: tuple[NoteVerifier, ...] = ()
     min_witnesses: int = 0
     now: datetime | None = None  # default: the time verification starts
@@ -255,7 +255,11 @@ def verify_source(source: TrailSource, verifier: Verifier, trusted: Sequence[Sig
         report.chains[chain.id] = chain.size
     _check_beyond(all_expected, report)
     if policy.require_checkpoints:
-        _check_coverage(report, policy, now, first_unsigned)
+        grace = getattr(source, "unsigned_grace", None)
+        limit = policy.max_unsigned_age if policy.max_unsigned_age is not None else \
+            (grace if grace is not None else DEFAULT_MAX_UNSIGNED_AGE)
+        why = getattr(source, "unsigned_means", None) or "checkpoints were removed or the writer stopped signing"
+        _check_coverage(report, policy, now, first_unsigned, limit, why)
     notes = getattr(source, "notes", None)
     if notes:
         report.notes.extend(notes)
@@ -310,9 +314,8 @@ def _age(data: bytes | None, now: datetime) -> timedelta | None:
         return None
 
 
-def _check_coverage(report: VerifyReport, policy: Policy, now: datetime,
-                    first: dict[tuple[str, int], bytes]) -> None:
-    limit = policy.max_unsigned_age
+def _check_coverage(report: VerifyReport, policy: Policy, now: datetime, first: dict[tuple[str, int], bytes],
+                    limit: timedelta, why_unsigned: str) -> None:
     if report.records and not report.checkpoints:
         report.issues.append(Issue("unsigned", f"no valid signed checkpoint: nothing vouches for these "
                                                f"{report.records} records (checkpoints missing or removed)"))
@@ -323,10 +326,9 @@ def _check_coverage(report: VerifyReport, policy: Policy, now: datetime,
             what = f"{size - signed} records after " + (f"the last signed checkpoint (size {signed})" if signed
                                                          else "no signed checkpoint at all")
             if age is None or age > limit:
-                why = "of unknown age" if age is None else f"the oldest processed {_fmt(age)} ago"
-                report.issues.append(Issue("unsigned", f"{what}, {why}, beyond the allowed {_fmt(limit)}: "
-                                                       "checkpoints were removed or the writer stopped signing",
-                                           chain_id, signed))
+                how_old = "of unknown age" if age is None else f"the oldest processed {_fmt(age)} ago"
+                report.issues.append(Issue("unsigned", f"{what}, {how_old}, beyond the allowed {_fmt(limit)}: "
+                                                       f"{why_unsigned}", chain_id, signed))
             else:
                 report.notes.append(f"{chain_id}: the last {size - signed} records are not yet covered by a "
                                     f"checkpoint (the oldest {_fmt(age)} old, within {_fmt(limit)})")
