@@ -204,8 +204,13 @@ def run_verify(args: argparse.Namespace) -> int:
     from auditor.trail.anchor import chain_leaves, check_extends, findings, proof_from_leaves
     from auditor.trail.verify import Policy, VerifyReport, load_checkpoints, verify_source
 
-    verifier = verifier_of(args)
-    source = open_source(args.trail, args)
+    if str(args.trail).startswith("kafka://"):  # the cluster first: an unreachable one is exit 3
+        source = open_source(args.trail, args)
+        source.probe()  # type: ignore[attr-defined]
+        verifier = verifier_of(args)
+    else:
+        verifier = verifier_of(args)  # keys first: a missing key directory says how to make one
+        source = open_source(args.trail, args)
     witnesses = witness_verifiers(args.witness_key)
     if args.min_witnesses and len(witnesses) < args.min_witnesses:
         raise ConfigError(f"--min-witnesses {args.min_witnesses} needs at least that many --witness-key")

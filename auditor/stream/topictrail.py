@@ -2,9 +2,9 @@
 records and the checkpoint topic's signed checkpoints, read with read_committed.
 
 This is only an I/O adapter: verify, replay, prove and evidence run the same code on it as on a
-trail directory. Every Kafka failure (unreachable broker, authentication, a missing audit topic)
-is translated here, at one boundary, into :class:`~auditor.errors.BrokerError`, which the CLI
-turns into exit 3 with one line.
+trail directory. Client exceptions (an unreachable broker, authentication) propagate to the
+CLI's one error boundary (:mod:`auditor.cli.boundary`), which names the real cause: exit 3, one
+line. What only this adapter can see (a missing topic, a stalled partition) is a BrokerError.
 
 Checkpoint-topic messages are described in :mod:`auditor.trail.chainlog` (key = origin, value =
 the signed note, the compact range and consistency proof in headers).
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from auditor.errors import BrokerError, TrailCorruption
@@ -84,11 +84,12 @@ class KafkaSource:
                 continue
             yield Chunk(where, value, frames)
 
+    def probe(self) -> None:
+        """Fail now (exit 3) if the cluster cannot be reached or the audit topic is missing."""
+        self._exists(self.audit_topic, required=True)
+
     def _exists(self, topic: str, *, required: bool) -> bool:
-        try:
-            md = AdminClient(self.conf).list_topics(topic, timeout=self.timeout)
-        except KafkaException as exc:
-            raise BrokerError(f"cannot reach {self.conf.get('bootstrap.servers')}: {_one_line(exc)}") from exc
+        md = AdminClient(self.conf).list_topics(topic, timeout=self.timeout)
         meta = md.topics.get(topic)
         ok = meta is not None and meta.error is None and bool(meta.partitions)
         if required and not ok:
@@ -96,28 +97,17 @@ class KafkaSource:
         return ok
 
 
-def _one_line(exc: BaseException) -> str:
-    arg = exc.args[0] if exc.args else exc
-    text = arg.str() if isinstance(arg, KafkaError) else str(arg)
-    return text.splitlines()[0] if text else exc.__class__.__name__
-
-
 def iter_topic(conf: dict[str, Any], topic: str, timeout: float = 30.0) -> Iterator[Message]:
     """(partition, offset, value, headers) of every committed message, partition by partition."""
-    try:
-        md = AdminClient(conf).list_topics(topic, timeout=timeout)
-        if topic not in md.topics or md.topics[topic].error is not None:
-            raise BrokerError(f"topic {topic} does not exist")
-        partitions = sorted(md.topics[topic].partitions)
-        consumer = Consumer({**conf, "group.id": "auditor-verify", "enable.auto.commit": False,
-                             "isolation.level": "read_committed", "enable.partition.eof": True})
-    except KafkaException as exc:
-        raise BrokerError(f"cannot read {topic}: {_one_line(exc)}") from exc
+    md = AdminClient(conf).list_topics(topic, timeout=timeout)
+    if topic not in md.topics or md.topics[topic].error is not None:
+        raise BrokerError(f"topic {topic} does not exist")
+    partitions = sorted(md.topics[topic].partitions)
+    consumer = Consumer({**conf, "group.id": "auditor-verify", "enable.auto.commit": False,
+                         "isolation.level": "read_committed", "enable.partition.eof": True})
     try:
         for p in partitions:
             yield from _read_partition(consumer, topic, p, timeout)
-    except KafkaException as exc:
-        raise BrokerError(f"reading {topic}: {_one_line(exc)}") from exc
     finally:
         consumer.close()
 

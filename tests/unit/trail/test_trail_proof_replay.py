@@ -118,3 +118,14 @@ def test_reevaluate_under_the_same_rules_changes_nothing(trail):
     summary = WhatIf()
     assert list(reevaluate(records, "ipasar", lambda e, p: make_decision(e), summary)) == []
     assert summary.judged == 288 and summary.changed == 0
+
+
+def test_guard_a_proof_under_another_chains_checkpoint_is_named(trail, keys):
+    good = json.loads(make_proof(trail, 20, "events/0").to_json())
+    other = json.loads(make_proof(trail, 20, "events/1").to_json())
+    swapped = dict(good, checkpoint=other["checkpoint"], tree_size=other["tree_size"])
+    problems, _ = verify_proof(InclusionProof.from_json(json.dumps(swapped)), keys.verifier)
+    assert any("the checkpoint is for chain events/1, the proof claims events/0" in p for p in problems), problems
+    relabelled = dict(good, chain_id="events/1")
+    problems, _ = verify_proof(InclusionProof.from_json(json.dumps(relabelled)), keys.verifier)
+    assert any("the record is events/0 seq 20, the proof claims events/1" in p for p in problems), problems

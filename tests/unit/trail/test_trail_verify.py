@@ -23,7 +23,7 @@ from trailkit import (
 )
 
 from auditor.trail import KeyRing, Policy, TrailWriter, open_checkpoint, verify_trail
-from auditor.trail.checkpoint import origin_for
+from auditor.trail.checkpoint import Checkpoint, origin_for
 from auditor.trail.note import Note
 from auditor.trail.segment import list_segments
 
@@ -294,3 +294,17 @@ def test_two_signed_checkpoints_of_one_size_with_different_roots_are_a_fork(tmp_
     write_stored(trail, stored_checkpoints(trail) + stored_checkpoints(fork)[-1:])
     issues = issues_of(trail, keys)
     assert any(i.kind == "fork" and i.seq == N - 1 and "two histories" in i.message for i in issues)
+
+
+def test_guard_a_validly_signed_checkpoint_with_the_right_head_but_a_wrong_root_is_named(copy, keys):
+    """Only the Merkle-root comparison catches this (the head and every link are right)."""
+    entries = stored_checkpoints(copy)
+    note = Note.parse(entries[1].note)
+    cp = Checkpoint.parse(note.text)
+    wrong = dataclasses.replace(cp, root=bytes(32))
+    signed = Note(wrong.text(), (keys.signer.note_signer.sign(wrong.text()),))
+    entries[1] = dataclasses.replace(entries[1], note=signed.to_bytes(), range=())
+    write_stored(copy, entries)
+    issues = issues_of(copy, keys)
+    assert any(i.kind == "checkpoint" and i.seq == 99 and "Merkle root of the first 100 records" in i.message
+               for i in issues), issues
