@@ -46,6 +46,8 @@ class DecisionReads(NamedTuple):
     seq: int
     event_id: str
     reads: tuple[tuple[Query, Reading], ...]
+    #: opaque bytes the caller needs to re-judge the event (e.g. its record's facts); kept as given
+    payload: bytes = b""
 
 
 class Change(NamedTuple):
@@ -65,6 +67,7 @@ class Correction(NamedTuple):
     pseudonym: str
     changes: tuple[Change, ...]
     cause: tuple[FactRef, ...]  # the late facts that were applied
+    payload: bytes = b""        # as recorded with the decision
 
 
 class LateReport(NamedTuple):
@@ -111,8 +114,7 @@ class DecisionIndex:
             if not d.reads:
                 continue
             key = _key(d.partition, d.pseudonym, d.occurred_us, d.chain_id, d.seq)
-            value = json.dumps({"e": d.event_id, "c": d.chain_id, "s": d.seq, "r": _reads(d.reads)},
-                               separators=(",", ":")).encode()
+            value = _pack({"e": d.event_id, "c": d.chain_id, "s": d.seq, "r": _reads(d.reads)}, d.payload)
             rows.append((key, value, key[20:28] + key))
             newest = max(newest, d.occurred_us)
         if not rows:
@@ -173,11 +175,11 @@ class DecisionIndex:
                 raw = txn.get(key)
                 if raw is None:
                     continue  # pruned meanwhile
-                doc = json.loads(raw)
+                doc, payload = _unpack(raw)
                 new = {(q.family.value, q.purpose, q.recipient_type, q.recipient_id): _enc(ch.after.value)
                        for ch in c.changes for q in (ch.query,)}
                 doc["r"] = [[*row[:4], new.get(tuple(row[:4]), row[4])] for row in doc["r"]]
-                updates.append((key, json.dumps(doc, separators=(",", ":")).encode()))
+                updates.append((key, _pack(doc, payload)))
         if updates:
             def body(txn: Any) -> None:
                 for k, v in updates:
@@ -210,7 +212,7 @@ class DecisionIndex:
             cause = tuple(sorted(a.entry.ref for a in facts))
             for key, raw in rows:
                 occurred = _occurred(key)
-                doc = json.loads(raw)
+                doc, payload = _unpack(raw)
                 changes = []
                 for family, purpose, rtype, rid, before in doc["r"]:
                     q = Query(_FAMILIES[family], purpose, rtype, rid)
@@ -221,7 +223,7 @@ class DecisionIndex:
                     relevant = tuple(r for r in cause if any(
                         a.entry.ref == r and a.entry.effective_us <= occurred for a in facts))
                     corrections.append(Correction(doc["e"], doc["c"], doc["s"], occurred, partition, pseudonym,
-                                                  tuple(changes), relevant or cause))
+                                                  tuple(changes), relevant or cause, payload))
         return LateReport(tuple(corrections), late, beyond)
 
     def count(self) -> int:
@@ -234,6 +236,21 @@ def _reads(reads: tuple[tuple[Query, Reading], ...]) -> list[list[Any]]:
     for q, r in reads:
         seen.setdefault((q.family.value, q.purpose, q.recipient_type, q.recipient_id), _enc(r.value))
     return [[*k, v] for k, v in seen.items()]
+
+
+_LEN = struct.Struct(">I")
+
+
+def _pack(doc: dict[str, Any], payload: bytes) -> bytes:
+    """An index value: the decision's reads as JSON, then the caller's payload as given."""
+    text = json.dumps(doc, separators=(",", ":")).encode()
+    return _LEN.pack(len(text)) + text + payload
+
+
+def _unpack(raw: bytes) -> tuple[dict[str, Any], bytes]:
+    raw = bytes(raw)
+    n = _LEN.unpack_from(raw)[0]
+    return json.loads(raw[4:4 + n]), raw[4 + n:]
 
 
 def _occurred(key: bytes) -> int:

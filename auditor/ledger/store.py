@@ -211,10 +211,15 @@ class LedgerStore:
 
     # ------------------------------------------------------------------ writing
     def apply(self, partition: int, items: Iterable[tuple[int, SubjectFact]],
-              pseudonymize: Callable[[str], str], *, collect: bool = True) -> ApplyResult:
+              pseudonymize: Callable[[str], str], *, collect: bool = True, advance: bool = True) -> ApplyResult:
         """Apply facts read from ``partition`` (offset, fact), in one transaction with the new
         high offset. Facts at or below the stored high offset were applied before and are skipped,
-        so applying the same range twice changes nothing."""
+        so applying the same range twice changes nothing.
+
+        With ``advance=False`` the facts are written but the stored high offset stays where it is
+        until :meth:`confirm`: the daemon confirms only once the corrections the facts caused are
+        durable, so after a crash in between the same facts are read, applied (rewriting the same
+        keys) and checked for late effects again."""
         staged: list[tuple[bytes, bytes]] = []
         applied: list[Applied] = []
         hide = IdHider(pseudonymize)
@@ -232,13 +237,19 @@ class LedgerStore:
             high = max(high, offset)
         if high != start:
             staged.sort()
-            self._write(lambda txn: self._put_all(txn, partition, staged, high))
+            self._write(lambda txn: self._put_all(txn, partition, staged, high if advance else None))
         return ApplyResult(tuple(applied), len(staged), skipped, high)
 
-    def _put_all(self, txn: Any, partition: int, staged: list[tuple[bytes, bytes]], high: int) -> None:
+    def confirm(self, partition: int, offset: int) -> None:
+        """Record ``offset`` as applied in ``partition`` (after facts applied with ``advance=False``)."""
+        if offset > self.high_offset(partition):
+            self._write(lambda txn: txn.put(b"hw" + _PART.pack(partition), str(offset).encode(), db=self.meta))
+
+    def _put_all(self, txn: Any, partition: int, staged: list[tuple[bytes, bytes]], high: int | None) -> None:
         cur = txn.cursor(db=self.facts)
         cur.putmulti(staged, dupdata=False, overwrite=True, append=False)
-        txn.put(b"hw" + _PART.pack(partition), str(high).encode(), db=self.meta)
+        if high is not None:
+            txn.put(b"hw" + _PART.pack(partition), str(high).encode(), db=self.meta)
 
     def _write(self, body: Callable[[Any], None]) -> None:
         """Run ``body`` in a write transaction, growing the map when it is full."""

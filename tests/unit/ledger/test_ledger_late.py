@@ -174,3 +174,16 @@ def test_corrections_are_exactly_the_decisions_whose_answers_changed(
         assert {c.seq for c in report.corrections} == changed
         index.acknowledge(report.corrections)
         assert index.affected(applied).corrections == ()  # the trail now says what the ledger says
+
+
+def test_the_payload_recorded_with_a_decision_comes_back_with_its_correction(store: LedgerStore) -> None:
+    index = DecisionIndex(store)
+    v = store.view(0, U1, us(30))
+    v.consent("marketing")
+    blob = bytes(range(256)) * 3  # any bytes, e.g. the record's facts to re-judge the event from
+    index.record([DecisionReads(0, U1, v.at_us, "events/0", 1, "ev-1", tuple(v.reads), blob)])
+    (c,) = index.affected(store.apply(0, [(0, fact("CONSENT_WITHDRAWN", 0))], KEY).applied).corrections
+    assert c.payload == blob
+    index.acknowledge([c])
+    (c2,) = index.affected(store.apply(0, [(1, fact("CONSENT_GRANTED", 10))], KEY).applied).corrections
+    assert c2.payload == blob

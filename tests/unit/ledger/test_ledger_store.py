@@ -208,3 +208,20 @@ def test_a_facts_file_loads_with_line_numbers_as_offsets_and_names_bad_lines(tmp
         assert [str(e) for e in report.errors] == [f"{path}:3: missing required field 'effective_at'"]
         reading = s.view(0, KEY("u-1"), us(61)).consent("marketing")
         assert reading.value is False and reading.refs == (FactRef(0, 4),)
+
+
+def test_unconfirmed_facts_are_read_again_after_a_crash_and_confirmed_ones_are_not(tmp_path: Path) -> None:
+    path = tmp_path / "ledger"
+    items = [(0, fact("CONSENT_GRANTED", 0, fact_id="a")), (1, fact("CONSENT_WITHDRAWN", 10, fact_id="b"))]
+    with LedgerStore(path, KEY.key_id) as s:
+        first = s.apply(0, items, KEY, advance=False)
+        assert (first.written, first.high_offset, s.high_offset(0)) == (2, 1, -1)
+        assert s.view(0, KEY("u-1"), us(11)).consent("m").value is False  # visible before confirmation
+    with LedgerStore(path, KEY.key_id) as s:            # the daemon died before its transaction committed
+        again = s.apply(0, items, KEY, advance=False)
+        assert [a.entry.offset for a in again.applied] == [0, 1]  # late-fact checks run again
+        assert len(s.history(0, KEY("u-1"))) == 2                # rewriting the same keys added nothing
+        s.confirm(0, again.high_offset)
+        s.confirm(0, 0)                                          # never moves back
+        assert s.high_offset(0) == 1
+        assert s.apply(0, items, KEY).skipped == 2
