@@ -1,0 +1,279 @@
+//! `auditor._native`: the compiled hot path. Python API: `auditor/native.py` (use that, not this).
+//!
+//! * [`EventCodec`] decodes a batch of Kafka message values (single-object or Confluent framing)
+//!   strictly, writes each event's canonical encoding, digests it (SHA-256) and extracts facts.
+//!   The validation and hashing of a whole batch run without the GIL.
+//! * [`RecordSealer`] encodes a batch of audit records and seals them into their hash chains.
+//!
+//! Both are driven by the `.avsc` text given at construction; nothing here knows today's fields.
+
+mod codec;
+mod extract;
+mod record;
+mod schema;
+mod wire;
+
+use std::collections::HashMap;
+
+use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use sha2::{Digest, Sha256};
+
+use codec::Program;
+use extract::{Plan, Symbols};
+use record::{head_from_py, RecordEncoder};
+use schema::Schema;
+
+const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
+const CONFLUENT_MAGIC: u8 = 0;
+
+/// One decoded event: its canonical encoding, SHA-256 of it, and its facts (or whole datum).
+#[pyclass(frozen, get_all, module = "auditor._native")]
+struct Decoded {
+    canonical: Py<PyBytes>,
+    digest: Py<PyBytes>,
+    facts: Py<PyAny>,
+}
+
+/// One refused message: a bounded reason label, a message without payload values, and the
+/// Confluent schema id when the refusal is only that the id is not known yet.
+#[pyclass(frozen, get_all, module = "auditor._native")]
+struct Refused {
+    reason: &'static str,
+    message: String,
+    schema_id: Option<u32>,
+}
+
+struct Refusal {
+    reason: &'static str,
+    message: String,
+    schema_id: Option<u32>,
+}
+
+fn refuse(reason: &'static str, message: String) -> Refusal {
+    Refusal { reason, message, schema_id: None }
+}
+
+fn fp_array(fp: &[u8]) -> PyResult<[u8; 8]> {
+    fp.try_into().map_err(|_| PyValueError::new_err("a schema fingerprint is 8 bytes"))
+}
+
+#[pyclass(module = "auditor._native")]
+struct EventCodec {
+    reader: Schema,
+    sym: Symbols,
+    programs: HashMap<[u8; 8], Program>,
+    ids: HashMap<u32, [u8; 8]>,
+    max_bytes: usize,
+    plan: Plan,
+    fact_names: Vec<String>,
+}
+
+impl EventCodec {
+    fn decode_one(&self, value: Option<&[u8]>, arena: &mut Vec<u8>) -> Result<(usize, usize, [u8; 32]), Refusal> {
+        let Some(value) = value else {
+            return Err(refuse("undecodable", "message has no value (tombstone)".into()));
+        };
+        if value.len() > self.max_bytes {
+            return Err(refuse(
+                "oversize",
+                format!("message of {} bytes exceeds the {}-byte limit", value.len(), self.max_bytes),
+            ));
+        }
+        let (program, body) = if value.len() >= 10 && value[..2] == SINGLE_OBJECT_MAGIC {
+            let fp: [u8; 8] = value[2..10].try_into().expect("8 bytes");
+            let p = self.programs.get(&fp).ok_or_else(|| {
+                refuse("unknown_schema", format!("writer schema fingerprint {} is not allow-listed", hex(&fp)))
+            })?;
+            (p, &value[10..])
+        } else if value.len() >= 5 && value[0] == CONFLUENT_MAGIC {
+            let id = u32::from_be_bytes(value[1..5].try_into().expect("4 bytes"));
+            let p = self.ids.get(&id).and_then(|fp| self.programs.get(fp)).ok_or(Refusal {
+                reason: "unknown_schema",
+                message: format!("schema id {id} is not configured"),
+                schema_id: Some(id),
+            })?;
+            (p, &value[5..])
+        } else {
+            return Err(refuse("undecodable", "neither Avro single-object encoding nor Confluent wire format".into()));
+        };
+        let start = arena.len();
+        program.canonicalize(body, arena).map_err(|e| refuse(e.fault.reason(), e.message()))?;
+        let digest: [u8; 32] = Sha256::digest(&arena[start..]).into();
+        Ok((start, arena.len(), digest))
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[pymethods]
+impl EventCodec {
+    /// `reader`: the reader schema's JSON text. `writers`: (fingerprint, schema JSON) of every
+    /// allow-listed writer schema, the reader's own included. `confluent_ids`: schema id ->
+    /// fingerprint. `facts`: dotted field paths to extract (default: every leaf field).
+    #[new]
+    #[pyo3(signature = (reader, writers, confluent_ids=None, max_bytes=262_144, facts=None))]
+    fn new(
+        py: Python<'_>,
+        reader: &str,
+        writers: Vec<(Vec<u8>, String)>,
+        confluent_ids: Option<HashMap<u32, Vec<u8>>>,
+        max_bytes: usize,
+        facts: Option<Vec<String>>,
+    ) -> PyResult<Self> {
+        let reader = Schema::parse(reader).map_err(|e| PyValueError::new_err(format!("reader schema: {e}")))?;
+        let mut programs = HashMap::new();
+        for (fp, text) in writers {
+            let w = Schema::parse(&text).map_err(|e| PyValueError::new_err(format!("writer schema: {e}")))?;
+            let p = Program::compile(&w, &reader)
+                .map_err(|e| PyValueError::new_err(format!("writer schema cannot be read as the reader: {e}")))?;
+            programs.insert(fp_array(&fp)?, p);
+        }
+        let mut ids = HashMap::new();
+        for (id, fp) in confluent_ids.unwrap_or_default() {
+            let fp = fp_array(&fp)?;
+            if !programs.contains_key(&fp) {
+                return Err(PyKeyError::new_err(format!("schema id {id} maps to fingerprint {} which is not allow-listed", hex(&fp))));
+            }
+            ids.insert(id, fp);
+        }
+        let fact_names = facts.unwrap_or_else(|| extract::leaf_paths(&reader));
+        let plan = extract::build_plan(&reader, &fact_names).map_err(PyValueError::new_err)?;
+        let sym = Symbols::new(py, &reader);
+        Ok(EventCodec { reader, sym, programs, ids, max_bytes, plan, fact_names })
+    }
+
+    /// The names of the facts tuple's items, in order.
+    #[getter]
+    fn fact_names(&self) -> Vec<String> {
+        self.fact_names.clone()
+    }
+
+    /// Map a Confluent schema id to an allow-listed writer fingerprint (e.g. after a registry look-up).
+    fn add_confluent_id(&mut self, schema_id: u32, fingerprint: &[u8]) -> PyResult<()> {
+        let fp = fp_array(fingerprint)?;
+        if !self.programs.contains_key(&fp) {
+            return Err(PyKeyError::new_err(format!("fingerprint {} is not allow-listed", hex(&fp))));
+        }
+        self.ids.insert(schema_id, fp);
+        Ok(())
+    }
+
+    /// Decode a batch of message values (bytes, or None for a tombstone), in order.
+    /// Each becomes a `Decoded` (facts as a tuple, or with `datum=True` the whole event as
+    /// fastavro's schemaless_reader returns it) or a `Refused`.
+    #[pyo3(signature = (values, datum=false))]
+    fn decode_batch(&self, py: Python<'_>, values: Vec<Option<PyBackedBytes>>, datum: bool) -> PyResult<Py<PyList>> {
+        let total: usize = values.iter().map(|v| v.as_ref().map_or(0, |b| b.len())).sum();
+        let (arena, results) = py.detach(|| {
+            let mut arena = Vec::with_capacity(total + total / 4);
+            let results: Vec<_> = values.iter().map(|v| self.decode_one(v.as_deref(), &mut arena)).collect();
+            (arena, results)
+        });
+        let out = PyList::empty(py);
+        let mut slots: Vec<Option<Py<PyAny>>> = (0..self.fact_names.len()).map(|_| None).collect();
+        for r in results {
+            match r {
+                Ok((start, end, digest)) => {
+                    let canonical = &arena[start..end];
+                    let mut cur = wire::Cursor::new(canonical);
+                    let facts = if datum {
+                        extract::value(py, &self.reader, &self.sym, self.reader.root, &mut cur, false)?
+                    } else {
+                        slots.iter_mut().for_each(|s| *s = None);
+                        extract::facts(py, &self.reader, &self.sym, &self.plan, &mut cur, &mut slots)?;
+                        PyTuple::new(py, slots.iter_mut().map(|s| s.take().unwrap_or_else(|| py.None())))?
+                            .into_any()
+                            .unbind()
+                    };
+                    let d = Decoded {
+                        canonical: PyBytes::new(py, canonical).unbind(),
+                        digest: PyBytes::new(py, &digest).unbind(),
+                        facts,
+                    };
+                    out.append(Py::new(py, d)?)?;
+                }
+                Err(e) => {
+                    out.append(Py::new(py, Refused { reason: e.reason, message: e.message, schema_id: e.schema_id })?)?;
+                }
+            }
+        }
+        Ok(out.unbind())
+    }
+}
+
+#[pyclass(frozen, module = "auditor._native")]
+struct RecordSealer {
+    enc: RecordEncoder,
+}
+
+#[pymethods]
+impl RecordSealer {
+    #[new]
+    fn new(py: Python<'_>, schema: &str) -> PyResult<Self> {
+        Ok(RecordSealer { enc: RecordEncoder::new(py, schema).map_err(PyValueError::new_err)? })
+    }
+
+    /// The body of a record: its fields from record_type to the one before record_hash.
+    fn encode_body<'py>(&self, py: Python<'py>, record: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut out = Vec::with_capacity(512);
+        self.enc.encode_body(record, &mut out)?;
+        Ok(PyBytes::new(py, &out))
+    }
+
+    /// Seal `records` in order after the chain heads in `heads` (chain_id -> (size, head_hash);
+    /// a chain not in it starts at its genesis). Returns one (bytes, seq, prev_hash, record_hash)
+    /// per record, and updates `heads` only once the whole batch is encoded.
+    fn seal_batch<'py>(
+        &self,
+        py: Python<'py>,
+        records: &Bound<'py, PyAny>,
+        heads: &Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut work: HashMap<String, (i64, [u8; 32])> = HashMap::new();
+        let out = PyList::empty(py);
+        let mut body = Vec::with_capacity(512);
+        let mut data = Vec::with_capacity(1024);
+        for r in records.try_iter()? {
+            let r = r?;
+            let chain = self.enc.chain_id(&r)?;
+            let (seq, prev) = match work.get(&chain) {
+                Some(h) => *h,
+                None => match heads.get_item(&chain)? {
+                    Some(h) => head_from_py(&h)?,
+                    None => (0, record::genesis(&chain)),
+                },
+            };
+            body.clear();
+            self.enc.encode_body(&r, &mut body)?;
+            data.clear();
+            let digest = record::seal(&chain, seq, &prev, &body, &mut data);
+            out.append((PyBytes::new(py, &data), seq, PyBytes::new(py, &prev), PyBytes::new(py, &digest)))?;
+            work.insert(chain, (seq + 1, digest));
+        }
+        for (chain, (size, hash)) in work {
+            heads.set_item(chain, (size, PyBytes::new(py, &hash)))?;
+        }
+        Ok(out)
+    }
+}
+
+/// SHA-256(0x03 || chain_id): the prev_hash of a chain's first record.
+#[pyfunction]
+fn genesis_hash<'py>(py: Python<'py>, chain_id: &str) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, &record::genesis(chain_id))
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<EventCodec>()?;
+    m.add_class::<Decoded>()?;
+    m.add_class::<Refused>()?;
+    m.add_class::<RecordSealer>()?;
+    m.add_function(wrap_pyfunction!(genesis_hash, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! The audit record's canonical encoding (Avro binary under audit_record.avsc) from Python
+//! objects, and the hash chain, driven by the schema read at construction.
+//!
+//! A record field is read from the Python object by name (attribute, or key of a dict). Values:
+//! str (str-valued enums included) for strings and enum symbols, int for int/long, `datetime`
+//! for timestamp-micros longs (naive = UTC), bytes for bytes/fixed, bool, None for null, any
+//! sequence for arrays, a dict or a sequence of (key, value) pairs for maps, written in the order
+//! given (the reference encoder does the same). A union takes the first branch the value fits.
+//!
+//! Layout the chain relies on: the schema's first fields are chain_id, seq, prev_hash, body_len
+//! and its last is record_hash; every field between is the body.
+//! `record_hash = SHA-256(0x00 || chain_id seq prev_hash body_len body)` (RFC 6962 leaf hash).
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDateTime, PyDelta, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyDateAccess, PyDeltaAccess, PyTimeAccess, PyTzInfoAccess};
+use sha2::{Digest, Sha256};
+
+use crate::codec::MAX_DEPTH;
+use crate::extract::Symbols;
+use crate::schema::{Logical, Node, NodeId, Schema};
+use crate::wire::{put_bytes, put_long};
+
+pub const RECORD_PREFIX: u8 = 0x00;
+pub const GENESIS_PREFIX: u8 = 0x03;
+
+pub struct RecordEncoder {
+    pub schema: Schema,
+    sym: Symbols,
+    /// Field types of the root record, and its body range [body_start, hash_index).
+    root_fields: Vec<NodeId>,
+    body_start: usize,
+    hash_index: usize,
+}
+
+/// An encoding error and the field path to it (innermost first, built while unwinding).
+pub struct EncErr {
+    path: Vec<String>,
+    msg: String,
+    cause: Option<PyErr>,
+}
+
+impl EncErr {
+    fn new(msg: String) -> EncErr {
+        EncErr { path: Vec::new(), msg, cause: None }
+    }
+
+    fn at(mut self, name: &str) -> EncErr {
+        self.path.push(name.to_string());
+        self
+    }
+
+    pub fn into_py(self) -> PyErr {
+        let path: Vec<&str> = self.path.iter().rev().map(String::as_str).collect();
+        let err = PyValueError::new_err(format!("cannot encode audit record field '{}': {}", path.join("."), self.msg));
+        if let Some(cause) = self.cause {
+            Python::attach(|py| err.set_cause(py, Some(cause)));
+        }
+        err
+    }
+}
+
+impl From<PyErr> for EncErr {
+    fn from(e: PyErr) -> EncErr {
+        EncErr { path: Vec::new(), msg: e.to_string(), cause: Some(e) }
+    }
+}
+
+fn err_at(path: &str, msg: String) -> PyErr {
+    EncErr { path: vec![path.to_string()], msg, cause: None }.into_py()
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Microseconds since 1970-01-01 UTC of a datetime (naive = UTC), as the reference `micros()`.
+fn micros(dt: &Bound<'_, PyDateTime>) -> PyResult<i64> {
+    let days = days_from_civil(i64::from(dt.get_year()), i64::from(dt.get_month()), i64::from(dt.get_day()));
+    let secs = days * 86_400 + i64::from(dt.get_hour()) * 3600 + i64::from(dt.get_minute()) * 60 + i64::from(dt.get_second());
+    let mut us = secs * 1_000_000 + i64::from(dt.get_microsecond());
+    if dt.get_tzinfo().is_some() {
+        let off = dt.call_method0("utcoffset")?;
+        if !off.is_none() {
+            let off = off.cast_into::<PyDelta>()?;
+            us -= (i64::from(off.get_days()) * 86_400 + i64::from(off.get_seconds())) * 1_000_000
+                + i64::from(off.get_microseconds());
+        }
+    }
+    Ok(us)
+}
+
+impl RecordEncoder {
+    pub fn new(py: Python<'_>, text: &str) -> Result<RecordEncoder, String> {
+        let schema = Schema::parse(text)?;
+        let Node::Record { fields, .. } = schema.node(schema.root) else {
+            return Err("the audit record schema must be a record".into());
+        };
+        let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+        if names.len() < 5 || names[..4] != ["chain_id", "seq", "prev_hash", "body_len"] || names[names.len() - 1] != "record_hash" {
+            return Err("the audit record schema must start with chain_id, seq, prev_hash, body_len and end with record_hash".into());
+        }
+        let fixed32 = |id: NodeId| matches!(schema.node(id), Node::Fixed { size: 32, .. });
+        if !fixed32(fields[2].ty) || !fixed32(fields[fields.len() - 1].ty) {
+            return Err("prev_hash and record_hash must be 32-byte fixed".into());
+        }
+        if !matches!(schema.node(fields[0].ty), Node::String)
+            || !matches!(schema.node(fields[1].ty), Node::Long(_))
+            || !matches!(schema.node(fields[3].ty), Node::Long(_))
+        {
+            return Err("chain_id must be a string, seq and body_len longs".into());
+        }
+        let root_fields = fields.iter().map(|f| f.ty).collect::<Vec<_>>();
+        let hash_index = root_fields.len() - 1;
+        let sym = Symbols::new(py, &schema);
+        Ok(RecordEncoder { schema, sym, root_fields, body_start: 4, hash_index })
+    }
+
+    fn field<'py>(&self, obj: &Bound<'py, PyAny>, record: NodeId, i: usize) -> PyResult<Bound<'py, PyAny>> {
+        let name = &self.sym.names[record].as_ref().expect("record names")[i];
+        if let Ok(d) = obj.cast::<PyDict>() {
+            return Ok(d.get_item(name.bind(obj.py()))?.unwrap_or_else(|| obj.py().None().into_bound(obj.py())));
+        }
+        obj.getattr(name.bind(obj.py()))
+    }
+
+    fn accepts(&self, id: NodeId, v: &Bound<'_, PyAny>) -> bool {
+        match self.schema.node(id) {
+            Node::Null => v.is_none(),
+            Node::Boolean => v.is_instance_of::<PyBool>(),
+            Node::Int | Node::Long(Logical::None) => v.is_instance_of::<PyInt>() && !v.is_instance_of::<PyBool>(),
+            Node::Long(_) => (v.is_instance_of::<PyInt>() && !v.is_instance_of::<PyBool>()) || v.is_instance_of::<PyDateTime>(),
+            Node::Float | Node::Double => v.is_instance_of::<PyFloat>() || (v.is_instance_of::<PyInt>() && !v.is_instance_of::<PyBool>()),
+            Node::String => v.is_instance_of::<PyString>(),
+            Node::Bytes => v.is_instance_of::<PyBytes>(),
+            Node::Fixed { size, .. } => v.cast::<PyBytes>().is_ok_and(|b| b.as_bytes().len() == *size),
+            Node::Enum { symbols, .. } => v.cast::<PyString>().is_ok_and(|s| s.to_str().is_ok_and(|s| symbols.iter().any(|x| x == s))),
+            Node::Array(_) => v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>(),
+            Node::Map(_) => v.is_instance_of::<PyDict>() || v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>(),
+            Node::Record { .. } => !v.is_none() && !v.is_instance_of::<PyString>() && !v.is_instance_of::<PyInt>() && !v.is_instance_of::<PyBytes>(),
+            Node::Union(_) => false,
+        }
+    }
+
+    pub fn encode(&self, id: NodeId, v: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: u32) -> Result<(), EncErr> {
+        if depth > MAX_DEPTH {
+            return Err(EncErr::new("nests too deeply".into()));
+        }
+        let wrong = |what: &str| {
+            EncErr::new(format!("expected {what}, got {}", v.get_type().name().map(|n| n.to_string()).unwrap_or_default()))
+        };
+        match self.schema.node(id) {
+            Node::Null => {
+                if !v.is_none() {
+                    return Err(wrong("None"));
+                }
+            }
+            Node::Boolean => out.push(u8::from(v.cast::<PyBool>().map_err(|_| wrong("bool"))?.is_true())),
+            Node::Int => {
+                if v.is_instance_of::<PyBool>() {
+                    return Err(wrong("int"));
+                }
+                let n: i32 = v.extract().map_err(|_| wrong("an int of 32 bits"))?;
+                put_long(out, i64::from(n))
+            }
+            Node::Long(logical) => {
+                if let Ok(dt) = v.cast::<PyDateTime>() {
+                    let us = micros(dt)?;
+                    put_long(out, if *logical == Logical::TimestampMillis { us.div_euclid(1000) } else { us })
+                } else {
+                    if v.is_instance_of::<PyBool>() {
+                        return Err(wrong("int"));
+                    }
+                    put_long(out, v.extract::<i64>().map_err(|_| wrong("an int of 64 bits"))?)
+                }
+            }
+            Node::Float => out.extend_from_slice(&(v.extract::<f64>().map_err(|_| wrong("float"))? as f32).to_le_bytes()),
+            Node::Double => out.extend_from_slice(&v.extract::<f64>().map_err(|_| wrong("float"))?.to_le_bytes()),
+            Node::String => {
+                let s = v.cast::<PyString>().map_err(|_| wrong("str"))?;
+                put_bytes(out, s.to_str()?.as_bytes())
+            }
+            Node::Bytes => put_bytes(out, v.cast::<PyBytes>().map_err(|_| wrong("bytes"))?.as_bytes()),
+            Node::Fixed { size, .. } => {
+                let b = v.cast::<PyBytes>().map_err(|_| wrong("bytes"))?.as_bytes();
+                if b.len() != *size {
+                    return Err(EncErr::new(format!("expected {size} bytes, got {}", b.len())));
+                }
+                out.extend_from_slice(b)
+            }
+            Node::Enum { symbols, .. } => {
+                let s = v.cast::<PyString>().map_err(|_| wrong("an enum symbol"))?.to_str()?;
+                let i = symbols.iter().position(|x| x == s).ok_or_else(|| EncErr::new("not a symbol of the enum".into()))?;
+                put_long(out, i as i64)
+            }
+            Node::Array(item) => {
+                if v.is_instance_of::<PyString>() || v.is_instance_of::<PyBytes>() || v.is_instance_of::<PyDict>() {
+                    return Err(wrong("a sequence"));
+                }
+                let n = v.len().map_err(|_| wrong("a sequence"))?;
+                if n > 0 {
+                    put_long(out, n as i64);
+                    for x in v.try_iter()? {
+                        self.encode(*item, &x?, out, depth + 1)?;
+                    }
+                }
+                out.push(0)
+            }
+            Node::Map(val) => {
+                let pairs: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = if let Ok(d) = v.cast::<PyDict>() {
+                    d.iter().collect()
+                } else if v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>() {
+                    v.try_iter()?.map(|p| p?.extract()).collect::<PyResult<_>>().map_err(|_| wrong("(key, value) pairs"))?
+                } else {
+                    return Err(wrong("a dict or (key, value) pairs"));
+                };
+                if !pairs.is_empty() {
+                    put_long(out, pairs.len() as i64);
+                    for (k, x) in &pairs {
+                        let k = k.cast::<PyString>().map_err(|_| EncErr::new("map keys must be str".into()))?;
+                        put_bytes(out, k.to_str()?.as_bytes());
+                        self.encode(*val, x, out, depth + 1)?;
+                    }
+                }
+                out.push(0)
+            }
+            Node::Record { fields, .. } => {
+                if v.is_none() {
+                    return Err(wrong("a record"));
+                }
+                for (i, f) in fields.iter().enumerate() {
+                    let x = self.field(v, id, i).map_err(|e| EncErr::from(e).at(&f.name))?;
+                    self.encode(f.ty, &x, out, depth + 1).map_err(|e| e.at(&f.name))?;
+                }
+            }
+            Node::Union(branches) => {
+                let (i, b) = branches
+                    .iter()
+                    .enumerate()
+                    .find(|(_, b)| self.accepts(**b, v))
+                    .ok_or_else(|| wrong("a value of one of the union's branches"))?;
+                put_long(out, i as i64);
+                self.encode(*b, v, out, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The body: every field between body_len and record_hash.
+    pub fn encode_body(&self, record: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+        let Node::Record { fields, .. } = self.schema.node(self.schema.root) else { unreachable!() };
+        for i in self.body_start..self.hash_index {
+            let name = &fields[i].name;
+            let res = self
+                .field(record, self.schema.root, i)
+                .map_err(EncErr::from)
+                .and_then(|x| self.encode(self.root_fields[i], &x, out, 1));
+            res.map_err(|e| e.at(name).into_py())?;
+        }
+        Ok(())
+    }
+
+    pub fn chain_id(&self, record: &Bound<'_, PyAny>) -> PyResult<String> {
+        let v = self.field(record, self.schema.root, 0)?;
+        Ok(v.cast::<PyString>().map_err(|_| err_at("chain_id", "expected str".into()))?.to_str()?.to_string())
+    }
+}
+
+pub fn genesis(chain_id: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([GENESIS_PREFIX]);
+    h.update(chain_id.as_bytes());
+    h.finalize().into()
+}
+
+/// Seal one encoded body after (seq, prev): the record's bytes (hash last) and its hash.
+pub fn seal(chain_id: &str, seq: i64, prev: &[u8; 32], body: &[u8], out: &mut Vec<u8>) -> [u8; 32] {
+    let start = out.len();
+    put_bytes(out, chain_id.as_bytes());
+    put_long(out, seq);
+    out.extend_from_slice(prev);
+    put_long(out, body.len() as i64);
+    out.extend_from_slice(body);
+    let mut h = Sha256::new();
+    h.update([RECORD_PREFIX]);
+    h.update(&out[start..]);
+    let digest: [u8; 32] = h.finalize().into();
+    out.extend_from_slice(&digest);
+    digest
+}
+
+pub fn head_from_py(v: &Bound<'_, PyAny>) -> PyResult<(i64, [u8; 32])> {
+    let (size, hash): (i64, Vec<u8>) = v.extract().map_err(|_| PyTypeError::new_err("a chain head is a (size, head_hash) pair"))?;
+    let hash: [u8; 32] = hash.try_into().map_err(|_| PyValueError::new_err("a head hash is 32 bytes"))?;
+    if size < 0 {
+        return Err(PyValueError::new_err("a chain size is not negative"));
+    }
+    Ok((size, hash))
+}
