@@ -58,6 +58,8 @@ def enc_long(n: int) -> bytes:
     if 0 <= n < 128:
         return _SMALL[n]
     z = (n << 1) ^ (n >> 63)
+    if z < 1 << 7:  # -64..-1: one byte (two would be a non-minimal varint)
+        return bytes((z,))
     if z < 1 << 14:
         return bytes((z & 0x7F | 0x80, z >> 7))
     if z >> 49 and not z >> 56:  # 8 bytes: every timestamp in microseconds since 1970

@@ -35,6 +35,7 @@ impl Fault {
         match self {
             Fault::BadUnion(i) if *i >= 0 => "undecodable",
             Fault::BadEnum(_) | Fault::UnknownSymbol | Fault::NoReaderBranch | Fault::BadUtf8 | Fault::IntRange => "undecodable",
+            Fault::VarintOverflow => "undecodable",
             _ => "hostile_encoding",
         }
     }

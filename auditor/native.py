@@ -1,0 +1,176 @@
+"""The compiled hot path: batch decoding of events and batch sealing of audit records.
+
+The work is done by ``auditor._native`` (Rust, built by ``pip install -e .`` through maturin from
+``native/``); this module is its Python API. Both halves are driven by the ``.avsc`` files, read
+once at construction, so a schema change needs no rebuild.
+
+:class:`NativeEventDecoder` replaces :class:`auditor.events.wire.EventDecoder`. One call per batch
+of Kafka message values: the framing, the allow-list, a strict bounded decode of the Avro body
+(every valid encoding accepted, including blocked arrays and maps as Apache Avro Java's
+BlockingBinaryEncoder writes them; hostile encodings refused without re-encoding to compare), the
+canonical encoding (minimal varints, one block per array or map, map entries sorted by key) and
+its SHA-256 digest, the input digest of the audit record. What is refused gets the same reason
+labels as the Python decoder. :meth:`NativeEventDecoder.decode_facts` returns the facts as tuples
+(no per-event Python objects beyond them); :meth:`NativeEventDecoder.decode_events` builds the
+domain :class:`~auditor.events.model.Event` with the same checks as the Python path.
+
+:class:`NativeSealer` encodes a batch of :class:`~auditor.trail.record.AuditRecord` into their
+canonical bytes and seals them into their chains (``record_hash = SHA-256(0x00 || bytes)``, each
+linked to the previous hash), byte for byte what :func:`auditor.trail.chain.seal_bytes` makes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+
+import fastavro
+
+from auditor import _native
+from auditor.errors import DecodeError, SchemaError
+from auditor.events.codec import event_from_datum, event_schema, event_to_mapping, schema_path
+from auditor.events.model import Event
+from auditor.events.wire import DEFAULT_MAX_BYTES, SchemaAllowList
+from auditor.trail.chain import ChainHead
+
+Decoded = _native.Decoded
+Refused = _native.Refused
+
+
+class EventDecoded(NamedTuple):
+    """One event decoded by the native path: the domain Event, its canonical bytes, their SHA-256."""
+
+    event: Event
+    canonical: bytes
+    digest: bytes
+
+
+class SealedBytes(NamedTuple):
+    """One sealed record: its canonical bytes (record_hash last), its place and its hash."""
+
+    data: bytes
+    seq: int
+    prev_hash: bytes
+    record_hash: bytes
+
+
+def _error(refused: Any) -> DecodeError:
+    cls = SchemaError if refused.reason == "unknown_schema" else DecodeError
+    return cls(refused.message, reason=refused.reason)
+
+
+def _schema_text(parsed: Any) -> str:
+    """JSON of a fastavro-parsed schema (fastavro's bookkeeping keys dropped)."""
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: clean(v) for k, v in node.items() if not k.startswith("__")}
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return node
+
+    return json.dumps(clean(parsed))
+
+
+class NativeEventDecoder:
+    """Decodes batches of Kafka message values; the writer schemas are those of ``allow``."""
+
+    def __init__(self, allow: SchemaAllowList | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                 facts: Sequence[str] | None = None) -> None:
+        self.allow = allow or SchemaAllowList()
+        self.max_bytes = max_bytes
+        reader = schema_path("privacy_event.avsc").read_text()
+        writers = [(fp, reader if fp == self.allow.reader_fp else _schema_text(ws.parsed))
+                   for fp, ws in self.allow.by_fp.items()]
+        self._codec = _native.EventCodec(
+            reader, writers, {sid: ws.fingerprint for sid, ws in self.allow.by_id.items()}, max_bytes,
+            list(facts) if facts is not None else None)
+
+    @property
+    def fact_names(self) -> list[str]:
+        """Names of the items of each ``Decoded.facts`` tuple (dotted field paths)."""
+        return list(self._codec.fact_names)
+
+    def _resolve_ids(self, values: list[bytes | None], results: list[Any], datum: bool) -> list[Any]:
+        """Retry messages refused only for an unknown Confluent id once the registry knows it."""
+        pending = [i for i, r in enumerate(results) if isinstance(r, Refused) and r.schema_id is not None]
+        if not pending or self.allow.registry_url is None:
+            return results
+        for sid in sorted({results[i].schema_id for i in pending}):
+            try:
+                ws = self.allow.for_id(sid)  # TransientError (registry down) propagates: retry the batch
+            except SchemaError:
+                continue
+            self._codec.add_confluent_id(sid, ws.fingerprint)
+        again = self._codec.decode_batch([values[i] for i in pending], datum=datum)
+        for i, r in zip(pending, again, strict=True):
+            results[i] = r
+        return results
+
+    def decode_facts(self, values: Iterable[bytes | None]) -> list[Decoded | Refused]:
+        """Per value: ``Decoded(canonical, digest, facts)`` with ``facts`` a tuple in
+        :attr:`fact_names` order (arrays as tuples, maps as sorted ``(key, value)`` pairs), or
+        ``Refused(reason, message, schema_id)``. Only Avro-level checks: see :meth:`decode_events`."""
+        values = list(values)
+        return self._resolve_ids(values, self._codec.decode_batch(values), False)
+
+    def decode_events(self, values: Iterable[bytes | None]) -> list[EventDecoded | DecodeError]:
+        """Per value: the Event with its canonical bytes and digest, or the DecodeError (a
+        :class:`SchemaError` for unknown schemas) saying why it was refused."""
+        values = list(values)
+        out: list[EventDecoded | DecodeError] = []
+        for r in self._resolve_ids(values, self._codec.decode_batch(values, datum=True), True):
+            if isinstance(r, Refused):
+                out.append(_error(r))
+                continue
+            try:
+                out.append(EventDecoded(event_from_datum(r.facts), r.canonical, r.digest))
+            except DecodeError as exc:
+                out.append(exc)
+        return out
+
+    def decode(self, value: bytes | None) -> EventDecoded:
+        """One value (the interface of EventDecoder.decode); raises DecodeError."""
+        result = self.decode_events([value])[0]
+        if isinstance(result, DecodeError):
+            raise result
+        return result
+
+
+class NativeSealer:
+    """Encodes and seals audit records, batch by batch, from ``audit_record.avsc``."""
+
+    def __init__(self, schema_text: str | None = None) -> None:
+        self._sealer = _native.RecordSealer(schema_text or schema_path("audit_record.avsc").read_text())
+
+    def encode_body(self, record: Any) -> bytes:
+        """The record's fields from record_type to rejection (as :func:`auditor.trail.canonical.encode_body`)."""
+        return bytes(self._sealer.encode_body(record))
+
+    def seal_batch(self, records: Iterable[Any], heads: Mapping[str, ChainHead]
+                   ) -> tuple[list[SealedBytes], dict[str, ChainHead]]:
+        """Seal ``records`` in order, each after its chain's head (from ``heads``, else the
+        chain's genesis). Returns the sealed bytes per record and the chains' new heads (only the
+        chains the batch touched). ``heads`` itself is not changed."""
+        work: dict[str, tuple[int, bytes]] = {c: (h.size, h.head_hash) for c, h in heads.items()}
+        before = dict(work)
+        sealed = [SealedBytes(*t) for t in self._sealer.seal_batch(records, work)]
+        return sealed, {c: ChainHead(c, s, h) for c, (s, h) in work.items() if before.get(c) != (s, h)}
+
+
+def canonical_event(event: Event) -> tuple[bytes, bytes]:
+    """The canonical bytes of an Event from a file (JSON or Avro container) and their SHA-256:
+    the same bytes and digest :class:`NativeEventDecoder` gives the same event from Kafka, whatever
+    the order of its attributes or the blocking of its arrays and maps."""
+    mapping = event_to_mapping(event)
+    mapping["attributes"] = dict(sorted(mapping["attributes"].items(), key=lambda kv: kv[0].encode()))
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, event_schema(), mapping)
+    data = buf.getvalue()
+    return data, hashlib.sha256(data).digest()
+
+
+def genesis_hash(chain_id: str) -> bytes:
+    return bytes(_native.genesis_hash(chain_id))

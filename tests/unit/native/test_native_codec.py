@@ -1,0 +1,368 @@
+"""The native event codec (auditor.native) against the Python reference, byte for byte.
+
+The reference: auditor.events.wire.EventDecoder (the hostile-encoding check by re-encoding),
+auditor.events.codec.canonical_bytes (the file path's digest input) and fastavro.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+from nativekit import EVENT_SCHEMA, PARSED_RAW, plain, zigzag
+
+from auditor import _native
+from auditor.errors import DecodeError, SchemaError
+from auditor.events.codec import canonical_bytes, event_from_mapping, event_to_mapping, iter_json_lines
+from auditor.events.model import Event
+from auditor.events.wire import (
+    DEFAULT_MAX_BYTES,
+    SINGLE_OBJECT_MAGIC,
+    EventDecoder,
+    SchemaAllowList,
+    encode_confluent,
+    encode_single_object,
+)
+from auditor.native import Decoded, NativeEventDecoder, Refused, canonical_event
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLES = sorted(p for p in (ROOT / "tests/data/events").glob("*.jsonl") if p.name != "malformed.jsonl")
+FIXTURE = ROOT / "tests/data/native"
+FIELDS = [f["name"] for f in EVENT_SCHEMA["fields"]]
+GOOD = {
+    "event_id": "ev-1", "occurred_at": "2026-03-01T12:00:00Z", "kind": "DISCLOSURE", "policy_id": "ipasar",
+    "source_system": "risk-engine", "actor": {"type": "SERVICE", "id": "svc-9", "role": "credit"},
+    "subject": {"id": "u-1", "age": 41, "region": "MY"}, "data_categories": ["account_information"],
+    "purpose": "creditworthiness", "recipient": {"type": "credit_agency", "id": "ctos", "country": "MY",
+                                                 "on_our_behalf": False},
+    "consent": {"third_party_sharing": True}, "attributes": {"ticket": "T-1"},
+}
+
+
+def example_events() -> list[Event]:
+    events = [d.event for f in EXAMPLES for d in iter_json_lines(f)]
+    assert len(events) > 200 and all(e is not None for e in events)
+    return events  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def native() -> NativeEventDecoder:
+    return NativeEventDecoder()
+
+
+def one(decoder: NativeEventDecoder, value: bytes | None) -> Decoded | Refused:
+    return decoder.decode_facts([value])[0]
+
+
+def python_reason(value: bytes | None) -> str | None:
+    try:
+        EventDecoder().decode(value)
+    except DecodeError as exc:
+        return exc.reason
+    return None
+
+
+# ---------------------------------------------------------------- equality with the reference
+
+def test_every_example_event_has_the_reference_canonical_bytes_and_digest(native):
+    events = example_events()
+    values = [encode_single_object(event_to_mapping(e)) for e in events]
+    results = native.decode_facts(values)
+    for e, v, r in zip(events, values, results, strict=True):
+        assert isinstance(r, Decoded), (e.event_id, r)
+        reference = EventDecoder().decode(v)
+        assert r.canonical == reference.canonical == canonical_bytes(e), e.event_id
+        assert r.digest == hashlib.sha256(reference.canonical).digest(), e.event_id
+
+
+def test_every_example_event_decodes_to_fastavros_datum_and_the_same_event(native):
+    events = example_events()
+    values = [encode_single_object(event_to_mapping(e)) for e in events]
+    decoded = native.decode_events(values)
+    for e, v, d in zip(events, values, decoded, strict=True):
+        assert not isinstance(d, DecodeError), d
+        assert d.event == e == EventDecoder().decode(v).event
+    datums = native._codec.decode_batch(values, datum=True)
+    for v, d in zip(values, datums, strict=True):
+        assert d.facts == fastavro.schemaless_reader(io.BytesIO(v[10:]), PARSED_RAW, None)
+
+
+def test_facts_are_the_schemas_leaf_fields_in_order(native):
+    e = event_from_mapping(GOOD)
+    r = one(native, encode_single_object(event_to_mapping(e)))
+    assert isinstance(r, Decoded)
+    facts = dict(zip(native.fact_names, r.facts, strict=True))
+    assert native.fact_names[:5] == ["event_id", "occurred_at", "kind", "policy_id", "source_system"]
+    assert facts["actor.type"] == "SERVICE" and facts["subject.age"] == 41
+    assert facts["recipient.type"] == "credit_agency" and facts["recipient.on_our_behalf"] is False
+    assert facts["data_categories"] == ("account_information",)
+    assert facts["attributes"] == (("ticket", "T-1"),)
+    assert facts["consent.third_party_sharing"] is True and facts["transfer.safeguard"] == "NONE"
+    hash(r.facts)  # hashable: usable as a memo key
+    access = one(native, encode_single_object(event_to_mapping(event_from_mapping(
+        {**GOOD, "kind": "ACCESS", "recipient": None}))))
+    assert isinstance(access, Decoded)
+    assert dict(zip(native.fact_names, access.facts, strict=True))["recipient.type"] is None
+
+
+def test_a_chosen_subset_of_facts_comes_in_the_order_asked():
+    dec = NativeEventDecoder(facts=["purpose", "subject.region", "kind", "recipient.id"])
+    r = one(dec, encode_single_object(event_to_mapping(event_from_mapping(GOOD))))
+    assert isinstance(r, Decoded) and r.facts == ("creditworthiness", "MY", "DISCLOSURE", "ctos")
+    with pytest.raises(ValueError, match="no field"):
+        NativeEventDecoder(facts=["subject.shoe_size"])
+
+
+def test_map_order_does_not_change_the_digest(native):
+    attrs = {"b": "2", "a": "1", "c": "3", "ä": "4"}
+    e = event_from_mapping({**GOOD, "attributes": attrs})
+    rev = event_from_mapping({**GOOD, "attributes": dict(reversed(list(attrs.items())))})
+    a, b = native.decode_facts([encode_single_object(event_to_mapping(e)), encode_single_object(event_to_mapping(rev))])
+    assert isinstance(a, Decoded) and isinstance(b, Decoded)
+    assert a.digest == b.digest and a.canonical == b.canonical
+    in_order = event_from_mapping({**GOOD, "attributes": dict(sorted(attrs.items()))})
+    assert a.canonical == canonical_bytes(in_order)  # the reference's bytes when keys come sorted
+    assert canonical_event(e) == canonical_event(rev) == (a.canonical, a.digest)  # the file path
+
+
+# ---------------------------------------------------------------- the Java BlockingBinaryEncoder fixture
+
+def fixture_bodies() -> list[bytes]:
+    buf = (FIXTURE / "blocking_events.bin").read_bytes()
+    out, pos = [], 0
+    while pos < len(buf):
+        (n,) = struct.unpack(">I", buf[pos:pos + 4])
+        out.append(buf[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    return out
+
+
+def test_java_blocking_encoder_output_gets_the_json_paths_digest():
+    bodies = fixture_bodies()
+    events = [d.event for d in iter_json_lines(FIXTURE / "events.jsonl")]
+    assert len(bodies) == len(events) == 260
+    allow = SchemaAllowList([FIXTURE / "writer.avsc"])
+    writer_fp = [fp for fp, ws in allow.by_fp.items() if ws.name.endswith("writer.avsc")] or [allow.reader_fp]
+    values = [SINGLE_OBJECT_MAGIC + writer_fp[0] + b for b in bodies]
+    results = NativeEventDecoder(allow).decode_events(values)
+    blocked = 0
+    for body, e, r in zip(bodies, events, results, strict=True):
+        assert not isinstance(r, DecodeError), (e and e.event_id, r)
+        assert e is not None and r.event == e
+        canonical_bytes_, digest = canonical_event(e)
+        assert (r.canonical, r.digest) == (canonical_bytes_, digest), e.event_id
+        if body != r.canonical:
+            blocked += 1
+            assert python_reason(SINGLE_OBJECT_MAGIC + allow.reader_fp + body) == "hostile_encoding"
+    assert blocked >= 240  # every event with an array or map: Java wrote it in negative-count blocks
+
+
+def test_fixture_really_holds_negative_block_counts():
+    # data_categories of the 40-category event: Java wrote several blocks of -n items + byte size
+    events = [d.event for d in iter_json_lines(FIXTURE / "events.jsonl")]
+    i = next(i for i, e in enumerate(events) if e and e.event_id == "blocking-40")
+    body = fixture_bodies()[i]
+    datum = event_to_mapping(events[i])  # type: ignore[arg-type]
+    before = plain({k: datum[k] for k in FIELDS[:FIELDS.index("data_categories")]},
+                   fastavro.parse_schema({**EVENT_SCHEMA, "name": "P",
+                                          "fields": EVENT_SCHEMA["fields"][:FIELDS.index("data_categories")]},
+                                         named_schemas={}))
+    count = body[len(before)]
+    assert count & 1, "a negative block count (odd zigzag)"
+
+
+# ---------------------------------------------------------------- hostile encodings
+
+def field_offset(datum: dict[str, Any], name: str) -> int:
+    n = FIELDS.index(name)
+    prefix = fastavro.parse_schema({**EVENT_SCHEMA, "name": "Prefix", "fields": EVENT_SCHEMA["fields"][:n]},
+                                   named_schemas={})
+    return len(plain({k: datum[k] for k in FIELDS[:n]}, prefix))
+
+
+def edited(field: str, old_len: int, new: bytes, **changes: Any) -> bytes:
+    datum = event_to_mapping(event_from_mapping({**GOOD, **changes}))
+    value = encode_single_object(datum)
+    at = 10 + field_offset(datum, field)
+    return value[:at] + new + value[at + old_len:]
+
+
+GOOD_VALUE = encode_single_object(event_to_mapping(event_from_mapping(GOOD)))
+HOSTILE = {
+    "tombstone": None,
+    "empty": b"",
+    "half-magic": b"\xc3",
+    "text": b"not avro",
+    "unknown-fingerprint": b"\xc3\x01" + b"\x11" * 8 + GOOD_VALUE[10:],
+    "unknown-confluent-id": b"\x00" + struct.pack(">I", 99) + GOOD_VALUE[10:],
+    "oversize": b"\xc3\x01" + b"\x00" * DEFAULT_MAX_BYTES,
+    "negative-union-index": edited("legal_basis", 1, zigzag(-1)),
+    "union-index-out-of-range": edited("legal_basis", 1, zigzag(5)),
+    "array-count-2^31": edited("data_categories", 1, zigzag(2**31)),
+    "array-count-2^62": edited("data_categories", 1, zigzag(2**62)),
+    "map-count-2^40": edited("attributes", 1, zigzag(2**40)),
+    "string-length-2^40": edited("event_id", 1, zigzag(2**40)),
+    "trailing-byte": GOOD_VALUE + b"\x00",
+    "trailing-100": GOOD_VALUE + b"x" * 100,
+    "non-minimal-varint": edited("event_id", 1, bytes([zigzag(4)[0] | 0x80, 0x00])),
+    "truncated-1": GOOD_VALUE[:-1],
+    "truncated-half": GOOD_VALUE[:len(GOOD_VALUE) // 2],
+    "enum-index-9": edited("kind", 1, zigzag(9)),
+    "invalid-utf8": edited("event_id", 5, zigzag(3) + b"\xff\xfe\xfd"),
+    "boolean-byte-2": edited("consent", 1, b"\x02"),
+    "negative-string-length": edited("event_id", 1, zigzag(-3)),
+    "overlong-varint": edited("occurred_at", 8, b"\xff" * 11),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_native_refuses_what_the_python_decoder_refuses_with_the_same_reason(native, name):
+    value = HOSTILE[name]
+    reference = python_reason(value)
+    assert reference is not None, "the reference refuses it"
+    r = one(native, value)
+    assert isinstance(r, Refused), name
+    assert r.reason == reference, (name, r.message)
+    assert "T-1" not in r.message and "svc-9" not in r.message  # no payload values in messages
+
+
+def test_refusals_name_the_field_and_become_decode_errors(native):
+    r = one(native, edited("event_id", 1, zigzag(2**40)))
+    assert isinstance(r, Refused) and "'event_id'" in r.message
+    r = one(native, edited("consent", 1, b"\x02"))
+    assert isinstance(r, Refused) and "'consent.marketing'" in r.message
+    with pytest.raises(SchemaError) as info:
+        native.decode(HOSTILE["unknown-fingerprint"])
+    assert info.value.reason == "unknown_schema"
+    with pytest.raises(DecodeError) as info2:
+        native.decode(HOSTILE["trailing-byte"])
+    assert info2.value.reason == "hostile_encoding"
+
+
+def test_semantically_invalid_event_is_refused_like_the_python_path(native):
+    datum = {**event_to_mapping(event_from_mapping(GOOD)), "kind": "ACCESS"}
+    value = encode_single_object(datum)
+    (r,) = native.decode_events([value])
+    assert isinstance(r, DecodeError) and "recipient" in str(r)
+    assert isinstance(one(native, value), Decoded)  # facts alone: Avro-valid
+
+
+def test_blocked_arrays_and_maps_are_valid_and_canonicalised(native):
+    # one item in a block of -1 items with its byte size: valid Avro, refused by the Python decoder
+    size = len("account_information") + 1
+    value = edited("data_categories", 1, zigzag(-1) + zigzag(size))
+    assert python_reason(value) == "hostile_encoding"
+    r = one(native, value)
+    assert isinstance(r, Decoded) and r.canonical == GOOD_VALUE[10:]
+
+
+def test_block_size_that_does_not_match_its_items_is_refused(native):
+    size = len("account_information") + 1
+    for wrong in (size - 1, size + 1):
+        r = one(native, edited("data_categories", 1, zigzag(-1) + zigzag(wrong)))
+        assert isinstance(r, Refused) and r.reason == "hostile_encoding", wrong
+
+
+def test_most_negative_block_count_is_refused(native):
+    r = one(native, edited("data_categories", 1, zigzag(-2**63) + zigzag(1)))
+    assert isinstance(r, Refused) and r.reason == "hostile_encoding"
+
+
+def test_duplicate_map_keys_are_refused(native):
+    datum = event_to_mapping(event_from_mapping(GOOD))
+    at = 10 + field_offset(datum, "attributes")
+    entry = zigzag(1) + b"k" + zigzag(1) + b"v"
+    for entries in ([entry, entry], [entry, zigzag(1) + b"a" + zigzag(0), entry]):
+        value = GOOD_VALUE[:at] + zigzag(len(entries)) + b"".join(entries) + b"\x00"
+        r = one(native, value)
+        assert isinstance(r, Refused) and r.reason == "hostile_encoding" and "duplicate" in r.message
+        assert python_reason(value) == "hostile_encoding"
+
+
+def test_nesting_is_bounded():
+    # a recursive schema: a linked list 100 deep is refused, 20 deep is fine
+    schema = {"type": "record", "name": "Node", "fields": [
+        {"name": "next", "type": ["null", "Node"]}]}
+    text = json.dumps(schema)
+    fp = b"\x01" * 8
+    codec = _native.EventCodec(text, [(fp, text)], facts=[])
+    deep = b"\x02" * 100 + b"\x00"
+    shallow = b"\x02" * 20 + b"\x00"
+    a, b = codec.decode_batch([b"\xc3\x01" + fp + deep, b"\xc3\x01" + fp + shallow])
+    assert isinstance(a, Refused) and a.reason == "hostile_encoding" and "deep" in a.message
+    assert isinstance(b, Decoded) and b.canonical == shallow
+
+
+# ---------------------------------------------------------------- framing, schemas, evolution
+
+def test_confluent_framing_and_registry_look_up():
+    event = event_from_mapping(GOOD)
+    calls: list[str] = []
+
+    def fetch(url: str) -> bytes:
+        calls.append(url)
+        return json.dumps({"schema": json.dumps(EVENT_SCHEMA)}).encode()
+
+    configured = NativeEventDecoder(SchemaAllowList(confluent_ids={7: "bundled"}))
+    assert configured.decode(encode_confluent(event_to_mapping(event), 7)).event == event
+    registry = NativeEventDecoder(SchemaAllowList(registry_url="http://registry.invalid", fetch=fetch))
+    values = [encode_confluent(event_to_mapping(event), 41)] * 3
+    assert all(not isinstance(r, DecodeError) and r.event == event for r in registry.decode_events(values))
+    assert registry.decode(values[0]).event == event
+    assert calls == ["http://registry.invalid/schemas/ids/41"]
+    r = one(NativeEventDecoder(), values[0])
+    assert isinstance(r, Refused) and r.reason == "unknown_schema" and r.schema_id == 41
+
+
+def test_evolved_writer_schemas_are_resolved_to_the_reader(tmp_path: Path):
+    # the writer added a field, dropped one that has a default, and moved a record to the end
+    fields = [f for f in EVENT_SCHEMA["fields"] if f["name"] not in ("legal_basis", "transfer")]
+    transfer = next(f for f in EVENT_SCHEMA["fields"] if f["name"] == "transfer")
+    evolved = {**EVENT_SCHEMA, "fields": [*fields, {"name": "channel", "type": "string", "default": "web"}, transfer]}
+    path = tmp_path / "evolved.avsc"
+    path.write_text(json.dumps(evolved))
+    parsed = fastavro.parse_schema(evolved, named_schemas={})
+    event = event_from_mapping({**GOOD, "transfer": {"cross_border": True, "destination_country": "SG"}})
+    datum = {**event_to_mapping(event), "channel": "app"}
+    value = encode_single_object(datum, parsed)
+    allow = SchemaAllowList([path])
+    native = NativeEventDecoder(allow).decode(value)
+    reference = EventDecoder(allow).decode(value)
+    assert native.event == reference.event == event
+    assert native.canonical == reference.canonical == canonical_bytes(event)
+    assert isinstance(one(NativeEventDecoder(allow), value + b"\x00"), Refused)
+
+
+def test_a_new_reader_field_is_picked_up_from_the_schema_without_a_rebuild():
+    # what wt10's new event fact will look like: an optional field with a default in a record
+    actor = next(f for f in EVENT_SCHEMA["fields"] if f["name"] == "actor")
+    new_actor = {**actor, "type": {**actor["type"], "fields": [
+        *actor["type"]["fields"], {"name": "organisation", "type": ["null", "string"], "default": None}]}}
+    reader = {**EVENT_SCHEMA, "fields": [new_actor if f["name"] == "actor" else f for f in EVENT_SCHEMA["fields"]]}
+    old, new = json.dumps(EVENT_SCHEMA), json.dumps(reader)
+    codec = _native.EventCodec(new, [(b"\x01" * 8, old), (b"\x02" * 8, new)])
+    assert "actor.organisation" in codec.fact_names
+    datum = event_to_mapping(event_from_mapping(GOOD))
+    new_datum = {**datum, "actor": {**datum["actor"], "organisation": "acme"}}
+    a, b = codec.decode_batch([b"\xc3\x01" + b"\x01" * 8 + plain(datum, fastavro.parse_schema(EVENT_SCHEMA,
+                                                                                              named_schemas={})),
+                               b"\xc3\x01" + b"\x02" * 8 + plain(new_datum, fastavro.parse_schema(
+                                   reader, named_schemas={}))])
+    assert isinstance(a, Decoded) and isinstance(b, Decoded)
+    i = codec.fact_names.index("actor.organisation")
+    assert a.facts[i] is None and b.facts[i] == "acme"
+    with_default = {**datum, "actor": {**datum["actor"], "organisation": None}}
+    assert a.canonical == plain(with_default, fastavro.parse_schema(reader, named_schemas={}))
+
+
+def test_incompatible_writer_schema_is_a_construction_error():
+    reader = json.dumps(EVENT_SCHEMA)
+    writer = json.dumps({**EVENT_SCHEMA, "fields": [f for f in EVENT_SCHEMA["fields"] if f["name"] != "purpose"]})
+    with pytest.raises(ValueError, match="purpose"):
+        _native.EventCodec(reader, [(b"\x01" * 8, writer)])
