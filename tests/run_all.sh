@@ -6,8 +6,9 @@
 #   python3 -m pip install -e '.[test]' && bash tests/run_all.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -c "import auditor, pytest, grafanalib" 2>/dev/null || {
-  echo "install the project first: python3 -m pip install -e '.[test]'" >&2; exit 2; }
+python3 -c "import auditor, auditor._native, pytest, grafanalib, hypothesis" 2>/dev/null || {
+  echo "install the project first (it also builds the compiled part, auditor._native, with cargo):" >&2
+  echo "  python3 -m pip install -e '.[test]'" >&2; exit 2; }
 bash deploy/install-prometheus.sh
 python3 -m auditor.localkafka fetch
 python3 -m ruff check auditor tests bench

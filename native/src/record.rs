@@ -13,7 +13,10 @@
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDateTime, PyDelta, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use pyo3::types::{PyBool, PyBytes, PyDateTime, PyDelta, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyTzInfo, PyType};
 use pyo3::types::{PyDateAccess, PyDeltaAccess, PyTimeAccess, PyTzInfoAccess};
 use sha2::{Digest, Sha256};
 
@@ -25,8 +28,14 @@ use crate::wire::{put_bytes, put_long};
 pub const RECORD_PREFIX: u8 = 0x00;
 pub const GENESIS_PREFIX: u8 = 0x03;
 
+/// Per (record node, NamedTuple class): the tuple index of each schema field, or None when the
+/// class lacks one (then fields are read by name). The class is kept alive with its entry, so
+/// its address cannot be reused by another class.
+type Positions = HashMap<(NodeId, usize), (Py<PyType>, Option<Arc<Vec<usize>>>)>;
+
 pub struct RecordEncoder {
     pub schema: Schema,
+    positions: Mutex<Positions>,
     sym: Symbols,
     /// Field types of the root record, and its body range [body_start, hash_index).
     root_fields: Vec<NodeId>,
@@ -86,7 +95,10 @@ fn micros(dt: &Bound<'_, PyDateTime>) -> PyResult<i64> {
     let days = days_from_civil(i64::from(dt.get_year()), i64::from(dt.get_month()), i64::from(dt.get_day()));
     let secs = days * 86_400 + i64::from(dt.get_hour()) * 3600 + i64::from(dt.get_minute()) * 60 + i64::from(dt.get_second());
     let mut us = secs * 1_000_000 + i64::from(dt.get_microsecond());
-    if dt.get_tzinfo().is_some() {
+    if let Some(tz) = dt.get_tzinfo() {
+        if tz.is(&*PyTzInfo::utc(dt.py())?) {
+            return Ok(us);
+        }
         let off = dt.call_method0("utcoffset")?;
         if !off.is_none() {
             let off = off.cast_into::<PyDelta>()?;
@@ -120,7 +132,27 @@ impl RecordEncoder {
         let root_fields = fields.iter().map(|f| f.ty).collect::<Vec<_>>();
         let hash_index = root_fields.len() - 1;
         let sym = Symbols::new(py, &schema);
-        Ok(RecordEncoder { schema, sym, root_fields, body_start: 4, hash_index })
+        Ok(RecordEncoder { schema, positions: Mutex::new(HashMap::new()), sym, root_fields, body_start: 4, hash_index })
+    }
+
+    /// Tuple indexes of the record's fields when `obj` is a NamedTuple that has them all.
+    fn positions(&self, obj: &Bound<'_, PyAny>, record: NodeId) -> Option<Arc<Vec<usize>>> {
+        if !obj.is_instance_of::<PyTuple>() {
+            return None;
+        }
+        let ty = obj.get_type();
+        let key = (record, ty.as_ptr() as usize);
+        let mut cache = self.positions.lock().expect("positions lock");
+        if let Some((_, p)) = cache.get(&key) {
+            return p.clone();
+        }
+        let names: Option<Vec<String>> = ty.getattr("_fields").ok().and_then(|f| f.extract().ok());
+        let Node::Record { fields, .. } = self.schema.node(record) else { return None };
+        let p = names.and_then(|names| {
+            fields.iter().map(|f| names.iter().position(|n| *n == f.name)).collect::<Option<Vec<usize>>>().map(Arc::new)
+        });
+        cache.insert(key, (ty.unbind(), p.clone()));
+        p
     }
 
     fn field<'py>(&self, obj: &Bound<'py, PyAny>, record: NodeId, i: usize) -> PyResult<Bound<'py, PyAny>> {
@@ -235,8 +267,13 @@ impl RecordEncoder {
                 if v.is_none() {
                     return Err(wrong("a record"));
                 }
+                let positions = self.positions(v, id);
                 for (i, f) in fields.iter().enumerate() {
-                    let x = self.field(v, id, i).map_err(|e| EncErr::from(e).at(&f.name))?;
+                    let x = match (&positions, v.cast::<PyTuple>()) {
+                        (Some(p), Ok(t)) => t.get_item(p[i]),
+                        _ => self.field(v, id, i),
+                    };
+                    let x = x.map_err(|e| EncErr::from(e).at(&f.name))?;
                     self.encode(f.ty, &x, out, depth + 1).map_err(|e| e.at(&f.name))?;
                 }
             }
@@ -256,10 +293,14 @@ impl RecordEncoder {
     /// The body: every field between body_len and record_hash.
     pub fn encode_body(&self, record: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
         let Node::Record { fields, .. } = self.schema.node(self.schema.root) else { unreachable!() };
+        let positions = self.positions(record, self.schema.root);
         for i in self.body_start..self.hash_index {
             let name = &fields[i].name;
-            let res = self
-                .field(record, self.schema.root, i)
+            let x = match (&positions, record.cast::<PyTuple>()) {
+                (Some(p), Ok(t)) => t.get_item(p[i]),
+                _ => self.field(record, self.schema.root, i),
+            };
+            let res = x
                 .map_err(EncErr::from)
                 .and_then(|x| self.encode(self.root_fields[i], &x, out, 1));
             res.map_err(|e| e.at(name).into_py())?;

@@ -38,7 +38,8 @@ def extra_events() -> list[dict]:
     for n in (3, 12, 40):
         out.append({**base, "event_id": f"blocking-{n}",
                     "data_categories": [f"category_{i:02d}" for i in range(n)],
-                    "attributes": {f"key-{(i * 7) % n:02d}": f"value {i} " + "x" * (i % 5) for i in reversed(range(n))}})
+                    "attributes": {f"key-{(i * 7) % n:02d}": f"value {i} " + "x" * (i % 5)
+                                   for i in reversed(range(n))}})
     out.append({**base, "event_id": "blocking-unicode", "data_categories": ["contact"],
                 "attributes": {"zeta": "ω", "alpha": "a", "Émile": "é", "日本": "語", "": "empty key"}})
     return out

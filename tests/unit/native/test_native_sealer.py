@@ -19,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trail"))
 from trailkit import make_records  # noqa: E402
 
 from auditor.events.model import ActorType, EventKind, Identifiability, LegalRequestType, Safeguard  # noqa: E402
+from auditor.native import NativeSealer, SealedBytes  # noqa: E402
+from auditor.native import genesis_hash as native_genesis
 from auditor.policy.decision import Verdict  # noqa: E402
 from auditor.trail import ChainHead, KeyRing, SourceRef, record_from_bytes  # noqa: E402
 from auditor.trail.canonical import encode_body, record_schema  # noqa: E402
@@ -33,7 +35,6 @@ from auditor.trail.record import (  # noqa: E402
     Rejection,
     ViolationFacts,
 )
-from auditor.native import NativeSealer, SealedBytes, genesis_hash as native_genesis  # noqa: E402
 
 SEALER = NativeSealer()
 
@@ -85,7 +86,7 @@ def test_sealed_bytes_decode_and_hash_like_any_avro_reader(keys):
         fastavro.schemaless_writer(buf, record_schema(), m)
         assert buf.getvalue() == s.data
     assert sealed[0].prev_hash == genesis_hash("events/0") == native_genesis("events/0")
-    for a, b in zip(sealed, sealed[1:]):
+    for a, b in zip(sealed, sealed[1:], strict=False):
         assert b.prev_hash == a.record_hash and b.seq == a.seq + 1
 
 
