@@ -14,6 +14,7 @@ mod schema;
 mod wire;
 
 use std::collections::HashMap;
+use std::sync::RwLock;
 
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
@@ -60,12 +61,13 @@ fn fp_array(fp: &[u8]) -> PyResult<[u8; 8]> {
     fp.try_into().map_err(|_| PyValueError::new_err("a schema fingerprint is 8 bytes"))
 }
 
-#[pyclass(module = "auditor._native")]
+#[pyclass(frozen, module = "auditor._native")]
 struct EventCodec {
     reader: Schema,
     sym: Symbols,
     programs: HashMap<[u8; 8], Program>,
-    ids: HashMap<u32, [u8; 8]>,
+    /// Confluent schema id -> fingerprint; grows as a registry answers (any thread may add).
+    ids: RwLock<HashMap<u32, [u8; 8]>>,
     max_bytes: usize,
     plan: Plan,
     fact_names: Vec<String>,
@@ -90,7 +92,8 @@ impl EventCodec {
             (p, &value[10..])
         } else if value.len() >= 5 && value[0] == CONFLUENT_MAGIC {
             let id = u32::from_be_bytes(value[1..5].try_into().expect("4 bytes"));
-            let p = self.ids.get(&id).and_then(|fp| self.programs.get(fp)).ok_or(Refusal {
+            let fp = self.ids.read().expect("ids lock").get(&id).copied();
+            let p = fp.and_then(|fp| self.programs.get(&fp)).ok_or(Refusal {
                 reason: "unknown_schema",
                 message: format!("schema id {id} is not configured"),
                 schema_id: Some(id),
@@ -144,7 +147,7 @@ impl EventCodec {
         let fact_names = facts.unwrap_or_else(|| extract::leaf_paths(&reader));
         let plan = extract::build_plan(&reader, &fact_names).map_err(PyValueError::new_err)?;
         let sym = Symbols::new(py, &reader);
-        Ok(EventCodec { reader, sym, programs, ids, max_bytes, plan, fact_names })
+        Ok(EventCodec { reader, sym, programs, ids: RwLock::new(ids), max_bytes, plan, fact_names })
     }
 
     /// The names of the facts tuple's items, in order.
@@ -154,12 +157,12 @@ impl EventCodec {
     }
 
     /// Map a Confluent schema id to an allow-listed writer fingerprint (e.g. after a registry look-up).
-    fn add_confluent_id(&mut self, schema_id: u32, fingerprint: &[u8]) -> PyResult<()> {
+    fn add_confluent_id(&self, schema_id: u32, fingerprint: &[u8]) -> PyResult<()> {
         let fp = fp_array(fingerprint)?;
         if !self.programs.contains_key(&fp) {
             return Err(PyKeyError::new_err(format!("fingerprint {} is not allow-listed", hex(&fp))));
         }
-        self.ids.insert(schema_id, fp);
+        self.ids.write().expect("ids lock").insert(schema_id, fp);
         Ok(())
     }
 
