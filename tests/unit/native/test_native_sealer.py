@@ -102,6 +102,11 @@ def test_merkle_root_over_native_record_hashes_matches_an_independent_rfc6962_tr
     tree = MerkleRange()
     tree.extend(s.record_hash for s in sealed)
     assert tree.root() == root_of([s.record_hash for s in sealed]) == mth([s.data[:-32] for s in sealed])
+    import pymerkle  # the project's independent RFC 9162 implementation (a test dependency)
+    other = pymerkle.InmemoryTree(algorithm="sha256")
+    for s in sealed:
+        other.append_entry(s.data[:-32])  # pymerkle hashes 0x00 || entry itself
+    assert other.get_state() == tree.root()
 
 
 def test_a_bad_record_names_its_field_and_leaves_the_heads_alone(keys):
