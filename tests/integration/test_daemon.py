@@ -222,7 +222,8 @@ def test_file_copy_verifies_and_mirrors_the_topic(run: Run):
 
 
 def test_kafka_console_consumer_agrees_on_the_count(run: Run):
-    lines = console_consume(run.setup.bootstrap, run.setup.audit, timeout_ms=4000,
+    # stops at the expected count; the idle timeout, generous under load, only ends a short run
+    lines = console_consume(run.setup.bootstrap, run.setup.audit, max_messages=len(run.sent), timeout_ms=30_000,
                             isolation_level="read_committed", print_partition=True,
                             extra_args=["--formatter-property", "print.value=false",
                                         "--formatter-property", "print.offset=true"])
