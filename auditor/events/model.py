@@ -75,11 +75,12 @@ class Subject:
     region: str | None = None
 
     def minor(self, minor_age: int) -> bool | None:
-        """True/False when the subject is known to be / not to be a minor under ``minor_age``;
-        None when neither ``is_minor`` nor ``age`` is stated (packs say what that means)."""
-        if self.is_minor is not None:
-            return self.is_minor
-        return None if self.age is None else self.age < minor_age
+        """True when ``is_minor`` says so or ``age`` is under ``minor_age`` (either suffices); False
+        when a stated fact says adult and neither says minor; None when neither is stated (packs say
+        what that means). The policy engine reads it through ``conditions.subject_minor``, the same rule."""
+        if self.is_minor or (self.age is not None and self.age < minor_age):
+            return True
+        return None if self.is_minor is None and self.age is None else False
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,21 @@ from auditor.events.model import (
     Identifiability,
     LegalRequestType,
     Safeguard,
+    Subject,
 )
+
+
+def subject_minor(s: Subject, minor_age: int) -> bool | None:
+    """Whether the subject is a minor: True when ``is_minor`` says so **or** ``age`` is under
+    ``minor_age`` (the strict reading: either fact suffices, so an event saying ``age: 16,
+    is_minor: false`` is judged a minor's); False when a stated fact says adult and neither says
+    minor; None (unknown age) when neither is stated."""
+    age, flag = s.age, s.is_minor
+    if flag is True or (age is not None and age < minor_age):
+        return True
+    if flag is None and age is None:
+        return None
+    return False
 
 
 class Derived:
@@ -200,8 +214,11 @@ class Consent:
 
     flag: str
     source: str
-    reads: frozenset[str] = frozenset({"consent"})
+    reads: frozenset[str] = frozenset()
     unknown_unhandled: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reads", frozenset({f"consent.{self.flag}"}))
 
     def holds(self, e: Event, x: Derived) -> bool:
         return bool(getattr(e.consent, self.flag))
@@ -216,7 +233,7 @@ class NotOptedOut:
     """``not_opted_out: marketing``: the subject has not opted out (absent = not opted out)."""
 
     source: str = "not_opted_out: marketing"
-    reads: frozenset[str] = frozenset({"consent"})
+    reads: frozenset[str] = frozenset({"consent.marketing_opt_out"})
     unknown_unhandled: frozenset[str] = frozenset()
 
     def holds(self, e: Event, x: Derived) -> bool:
@@ -352,7 +369,10 @@ class AnyOf:
                            frozenset().union(*(c.unknown_unhandled for c in self.options)))
 
     def holds(self, e: Event, x: Derived) -> bool:
-        return any(c.holds(e, x) for c in self.options)
+        for c in self.options:  # noqa: SIM110 - a plain loop: no generator per call (hot path)
+            if c.holds(e, x):
+                return True
+        return False
 
     def reason(self, e: Event, x: Derived) -> str:
         return "none of the alternatives holds: " + "; or ".join(c.reason(e, x) for c in self.options)
@@ -371,7 +391,10 @@ class AllOf:
                            frozenset().union(*(c.unknown_unhandled for c in self.parts)))
 
     def holds(self, e: Event, x: Derived) -> bool:
-        return all(c.holds(e, x) for c in self.parts)
+        for c in self.parts:  # noqa: SIM110 - a plain loop: no generator per call (hot path)
+            if not c.holds(e, x):
+                return False
+        return True
 
     def reason(self, e: Event, x: Derived) -> str:
         return "; ".join(c.reason(e, x) for c in self.parts if not c.holds(e, x))

@@ -1,9 +1,13 @@
 """Compile a pack to lookup tables and judge events against it.
 
 Permits and constraints are indexed by (kind, recipient type, purpose), with ``*`` for "any".
-Judging an event looks up the candidate rules for its key once (the merged candidate lists are
-cached per key), so the cost of a decision depends on the rules that could apply to that event,
-not on the size of the pack. :func:`evaluate` is pure: no I/O, no clock.
+An event meets only the candidate rules of its key. For each (kind, recipient type, purpose,
+categories) an event brings, a **plan** is made once: the candidates whose category tests already
+fail are dropped, the tests its key decides are decided, and what is left per rule is the tests on
+the other facts. The plan also knows which of those other facts its tests (and their reasons) read,
+and keeps a bounded **memo** of decisions keyed on exactly those facts: an event whose facts were
+seen before costs two dictionary lookups. :func:`evaluate` is pure (no I/O, no clock): the memo
+only remembers what the plain evaluation gave, and the differential tests compare both.
 
 An event is allowed when no constraint in scope fails and some permit in scope holds. When no
 permit holds, only the most specific permit that was in scope is reported as violated (the
@@ -13,12 +17,13 @@ most specific rule first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor.events.model import Event, EventKind
-from auditor.policy.conditions import Condition, Derived
+from auditor.policy.conditions import Condition, Derived, subject_minor
 from auditor.policy.decision import Decision, RuleRef, Verdict, Violation, ViolationKind
 from auditor.policy.loader import parse_pack, resolve_pack
 from auditor.policy.model import Effect, Pack, Rule
@@ -33,6 +38,34 @@ _CACHE_MAX = 65_536
 _CACHEABLE_CATEGORIES = 16
 #: the memo keeps a decision only when every free-text fact in its key is at most this long
 _MEMO_MAX_TEXT = 64
+#: default bound of one compiled pack's decision memo, in (estimated) bytes of keys and decisions
+MEMO_BYTES = 32 * 1024 * 1024
+#: an entry estimated above this is not kept
+_MEMO_MAX_ENTRY = 4096
+
+#: How each fact a residual test reads is put in a memo key (``e`` the event, ``s`` its subject).
+#: Enums go in by their value (a str, whose hash is cached: an Enum's own __hash__ is Python code).
+_KEY_EXPR: dict[str, str] = {
+    "recipient.id": "e.recipient.id",
+    "recipient.country": "e.recipient.country",
+    "recipient.on_our_behalf": "e.recipient.on_our_behalf",
+    "identifiability": "e.identifiability._value_",
+    "legal_request.type": "e.legal_request.type._value_",
+    "legal_basis": "e.legal_basis",
+    "actor.type": "e.actor.type._value_",
+    "actor.role": "e.actor.role",
+    "actor.organisation": "e.actor.organisation._value_",
+    "subject.minor": "_minor(s, {minor_age})",
+    "subject.region": "s.region",
+    "transfer.cross_border": "e.transfer.cross_border",
+    "transfer.destination_country": "e.transfer.destination_country",
+    "transfer.safeguard": "e.transfer.safeguard._value_",
+    "consent.marketing": "e.consent.marketing",
+    "consent.third_party_sharing": "e.consent.third_party_sharing",
+    "consent.guardian": "e.consent.guardian",
+    "consent.marketing_opt_out": "e.consent.marketing_opt_out",
+}
+_RECIPIENT_FACTS = frozenset(f for f in _KEY_EXPR if f.startswith("recipient."))
 
 
 class _Entry:
@@ -46,13 +79,19 @@ class _Entry:
 
 
 class _Plan:
-    """What an event's (kind, recipient type, purpose, categories) decide, computed once per such key."""
+    """What an event's (kind, recipient type, purpose, categories) decide, computed once per such key.
 
-    __slots__ = ("undeclared", "atoms", "permits", "constraints")
+    ``key_of`` reads the facts the remaining tests and their reasons read (None: a fact it cannot
+    key); ``memo`` maps those facts to the decision (None: not memoised)."""
+
+    __slots__ = ("undeclared", "atoms", "permits", "constraints", "key_of", "memo", "needs_minor")
 
     def __init__(self, undeclared: tuple[Violation, ...], atoms: frozenset[str], permits: tuple[_Entry, ...],
                  constraints: tuple[_Entry, ...]) -> None:
         self.undeclared, self.atoms, self.permits, self.constraints = undeclared, atoms, permits, constraints
+        self.key_of: Callable[[Event], tuple[object, ...]] | None = None
+        self.memo: dict[tuple[object, ...], Decision] | None = None
+        self.needs_minor = False
 
 
 @dataclass(slots=True)
@@ -63,6 +102,11 @@ class CompiledPack:
     _plans: dict[tuple[object, ...], _Plan] = field(default_factory=dict)
     reads: frozenset[str] = frozenset()
     reads_minor: bool = False
+    #: bound of the decision memo, in estimated bytes (0 turns the memo off)
+    memo_budget: int = MEMO_BYTES
+    memo_bytes: int = 0
+    memo_hits: int = 0
+    memo_misses: int = 0
 
     @property
     def id(self) -> str:
@@ -92,8 +136,9 @@ class CompiledPack:
 
     def plan(self, e: Event) -> _Plan:
         """The plan for an event's static facts: made once per key, then looked up (bounded cache)."""
-        rtype = e.recipient.type if e.recipient is not None else ANY
-        key = (e.kind, rtype, e.purpose, e.data_categories)
+        r = e.recipient
+        rtype = ANY if r is None else r.type
+        key = (e.kind._value_, rtype, e.purpose, e.data_categories)
         hit = self._plans.get(key)
         if hit is None:
             hit = self._make_plan(e, rtype)
@@ -102,6 +147,9 @@ class CompiledPack:
             if not hit.undeclared and len(e.data_categories) <= _CACHEABLE_CATEGORIES:
                 if len(self._plans) >= _CACHE_MAX:
                     self._plans.clear()
+                    self.memo_bytes = 0
+                if self.memo_budget > 0 and hit.key_of is not None:
+                    hit.memo = {}
                 self._plans[key] = hit
         return hit
 
@@ -113,6 +161,7 @@ class CompiledPack:
         atoms = frozenset().union(*(pack.atoms[c] for c in e.data_categories))
         x = Derived(atoms, None, pack.minor_age)
         permits, constraints = self.candidates(e.kind, rtype, e.purpose)
+        reads: set[str] = set()
 
         def entries(rules: tuple[Rule, ...]) -> tuple[_Entry, ...]:
             out = []
@@ -122,13 +171,43 @@ class CompiledPack:
                 scope = tuple(t for t in rule.scope.tests if not t.reads <= STATIC_FACTS)
                 conds = tuple(t for t in rule.conditions if not t.reads <= STATIC_FACTS)
                 broken = tuple(t for t in rule.conditions if t.reads <= STATIC_FACTS and not t.holds(e, x))
+                if rule.forbid:
+                    conds = ()   # a prohibition's conditions are never weighed
+                for t in (*scope, *conds):
+                    reads.update(t.reads)
                 out.append(_Entry(rule, scope, conds, broken))
             return tuple(out)
 
-        return _Plan((), atoms, entries(permits), entries(constraints))
+        plan = _Plan((), atoms, entries(permits), entries(constraints))
+        plan.needs_minor = "subject.minor" in reads
+        plan.key_of = _key_function(reads - STATIC_FACTS, rtype != ANY, pack.minor_age)
+        return plan
+
+    def _remember(self, plan: _Plan, key: tuple[object, ...], d: Decision) -> None:
+        memo = plan.memo
+        if memo is None:
+            return
+        size = _entry_bytes(key, d)
+        if size > _MEMO_MAX_ENTRY:
+            return
+        if self.memo_bytes + size > self.memo_budget:
+            self.clear_memo()
+        memo[key] = d
+        self.memo_bytes += size
+
+    def memo_entries(self) -> int:
+        """How many decisions the memo holds."""
+        return sum(len(p.memo) for p in self._plans.values() if p.memo is not None)
+
+    def clear_memo(self) -> None:
+        """Forget every memoised decision (plans stay)."""
+        for plan in self._plans.values():
+            if plan.memo is not None:
+                plan.memo.clear()
+        self.memo_bytes = 0
 
 
-def compile_pack(pack: Pack) -> CompiledPack:
+def compile_pack(pack: Pack, memo_bytes: int = MEMO_BYTES) -> CompiledPack:
     index: dict[_Key, list[tuple[int, Rule]]] = {}
     reads: set[str] = set()
     for order, rule in enumerate(pack.rules):
@@ -141,12 +220,55 @@ def compile_pack(pack: Pack) -> CompiledPack:
                     index.setdefault((kind, rtype, purpose), []).append((order, rule))
         for cond in (*rule.scope.tests, *rule.conditions):
             reads |= cond.reads
-    return CompiledPack(pack, index, reads=frozenset(reads), reads_minor="subject.minor" in reads)
+    return CompiledPack(pack, index, reads=frozenset(reads), reads_minor="subject.minor" in reads,
+                        memo_budget=memo_bytes)
 
 
 def load_pack(name_or_path: str | Path) -> CompiledPack:
     """Load, lint and compile a bundled pack by id or a pack file by path."""
     return compile_pack(parse_pack(resolve_pack(name_or_path)))
+
+
+def _key_function(facts: Iterable[str], has_recipient: bool,
+                  minor_age: int) -> Callable[[Event], tuple[object, ...]] | None:
+    """A function returning, for an event, the values of ``facts`` (the memo key of one plan).
+
+    Generated once per plan from the fixed expressions of ``_KEY_EXPR`` (attribute names are passed
+    as constants, never written into the source). Recipient facts are left out of the key of a plan
+    for events without a recipient: they are None for all of them."""
+    exprs: list[str] = []
+    consts: dict[str, object] = {"_minor": subject_minor}
+    for fact in sorted(facts):
+        if fact not in _KEY_EXPR and not fact.startswith("attributes."):
+            return None   # a fact this table does not know how to key: the plan is not memoised
+        if fact.startswith("attributes."):
+            name = f"_a{len(consts)}"
+            consts[name] = fact.removeprefix("attributes.")
+            exprs.append(f"e.attributes.get({name})")
+        elif fact in _RECIPIENT_FACTS and not has_recipient:
+            continue
+        else:
+            exprs.append(_KEY_EXPR[fact].format(minor_age=int(minor_age)))
+    body = "    s = e.subject\n" if any("s." in x or "(s," in x for x in exprs) else ""
+    src = f"def key(e):\n{body}    return ({''.join(x + ', ' for x in exprs)})\n"
+    namespace: dict[str, object] = dict(consts)
+    exec(compile(src, "<policy-memo-key>", "exec"), namespace)  # noqa: S102 - fixed expressions only
+    return namespace["key"]  # type: ignore[return-value]
+
+
+def _entry_bytes(key: tuple[object, ...], d: Decision) -> int:
+    """An estimate of what one memo entry keeps alive: the key's values and the decision's own parts
+    (rule references are the pack's, shared)."""
+    size = sys.getsizeof(key) + 120   # key tuple, dict slot, the decision tuple
+    for v in key:
+        if isinstance(v, str):
+            if len(v) > _MEMO_MAX_TEXT:
+                return _MEMO_MAX_ENTRY + 1
+            size += sys.getsizeof(v)
+    for v in (*d.violations, *d.considered):
+        size += 120 + len(v.reason) + sum(len(f) for f in v.failed)
+    size += 8 * len(d.held)
+    return size
 
 
 def _undeclared(e: Event, pack: Pack) -> list[Violation]:
@@ -182,13 +304,10 @@ def _violation(rule: Rule, kind: ViolationKind, e: Event, x: Derived, broken: li
     return Violation(rule.ref, kind, reason, tuple(cond.source for cond in broken))
 
 
-def evaluate(e: Event, compiled: CompiledPack) -> Decision:
-    """Judge one event against a compiled pack."""
+def _decide(e: Event, compiled: CompiledPack, plan: _Plan) -> Decision:
+    """The plain evaluation of an event under its plan (no memo)."""
     pack = compiled.pack
-    plan = compiled.plan(e)
-    if plan.undeclared:
-        return Decision(e.event_id, Verdict.VIOLATION, plan.undeclared, None, pack.id, pack.content_hash)
-    x = Derived(plan.atoms, e.subject.minor(pack.minor_age) if compiled.reads_minor else None, pack.minor_age)
+    x = Derived(plan.atoms, subject_minor(e.subject, pack.minor_age) if plan.needs_minor else None, pack.minor_age)
     held: list[str] = []
     permitted_by: RuleRef | None = None
     failed_entries: list[_Entry] = []
@@ -242,70 +361,68 @@ def evaluate(e: Event, compiled: CompiledPack) -> Decision:
                     pack.content_hash, tuple(held), considered)
 
 
-def _key_getters(compiled: CompiledPack) -> tuple[Callable[[Event], object], ...]:
-    """Readers of every fact beyond the fixed ones that a rule, condition or reason of this pack reads."""
-    minor_age = compiled.pack.minor_age
-    getters: list[Callable[[Event], object]] = []
-    reads = compiled.reads
-    if "recipient.id" in reads:
-        getters.append(lambda e: None if e.recipient is None else e.recipient.id)
-    if "legal_basis" in reads:
-        getters.append(lambda e: e.legal_basis)
-    if "subject.minor" in reads:
-        getters.append(lambda e: e.subject.minor(minor_age))
-    for name in sorted(f.removeprefix("attributes.") for f in reads if f.startswith("attributes.")):
-        getters.append(lambda e, name=name: e.attributes.get(name))  # type: ignore[misc]
-    return tuple(getters)
+_new_decision = tuple.__new__
 
 
-def _small(e: Event) -> bool:
-    """Whether an event's memo key (and the decision it maps to) is small enough to keep: the memo is
-    bounded in entries, so each entry must be bounded in bytes."""
-    if len(e.data_categories) > _CACHEABLE_CATEGORIES or len(e.purpose) > _MEMO_MAX_TEXT:
-        return False
-    r = e.recipient
-    texts = (e.actor.role, e.subject.region, e.legal_basis, *e.data_categories,
-             *(() if r is None else (r.type, r.id, r.country)), e.transfer.destination_country,
-             *e.attributes.values())
-    return all(t is None or len(t) <= _MEMO_MAX_TEXT for t in texts)
+def decide(e: Event, compiled: CompiledPack) -> Decision:
+    """The decision for an event's facts, as remembered: shared by every event with the same facts
+    (its ``event_id`` is the first such event's). :func:`evaluate` puts the event's own id on it."""
+    plan = compiled.plan(e)
+    if plan.undeclared:
+        pack = compiled.pack
+        return Decision(e.event_id, Verdict.VIOLATION, plan.undeclared, None, pack.id, pack.content_hash)
+    memo = plan.memo
+    if memo is None:
+        return _decide(e, compiled, plan)
+    try:
+        key = plan.key_of(e)  # type: ignore[misc]
+    except AttributeError:   # an Event built by hand with plain strings for enums: judge it, keep nothing
+        return _decide(e, compiled, plan)
+    hit = memo.get(key)
+    if hit is not None:
+        compiled.memo_hits += 1
+        return hit
+    compiled.memo_misses += 1
+    d = _decide(e, compiled, plan)
+    compiled._remember(plan, key, d)
+    return d
+
+
+def evaluate(e: Event, compiled: CompiledPack) -> Decision:
+    """Judge one event against a compiled pack."""
+    d = decide(e, compiled)
+    eid = e.event_id
+    if d[0] is eid:
+        return d
+    return _new_decision(Decision, (eid, *d[1:]))
+
+
+def evaluate_plain(e: Event, compiled: CompiledPack) -> Decision:
+    """Judge one event without the memo (benchmarks and differential tests)."""
+    plan = compiled.plan(e)
+    if plan.undeclared:
+        pack = compiled.pack
+        return Decision(e.event_id, Verdict.VIOLATION, plan.undeclared, None, pack.id, pack.content_hash)
+    return _decide(e, compiled, plan)
 
 
 class MemoEvaluator:
-    """``evaluate`` with a bounded memo keyed on exactly the facts rules and reasons can read.
+    """``evaluate`` returning also the shared decision for the event's facts.
 
-    Real streams repeat the same kinds of processing over and over; the memo turns most
-    decisions into one tuple build and one dictionary lookup. It is dropped when full, so
-    memory stays bounded. Returns (decision, template): the template is shared by every event
-    with the same facts, so callers can cache work derived from it (see the stream processor).
-    Ids, times, the source system and free attributes no rule reads are not in the key.
+    Returns (decision, template): the template is shared by every event with the same facts (the
+    memo of the compiled pack, keyed per plan on exactly the facts its rules and reasons read), so
+    callers can cache work derived from it (see the stream processor). Ids, times, the source system
+    and free attributes no rule reads are not in the key. ``max_entries`` is kept for callers; the
+    memo is bounded in bytes by the compiled pack's ``memo_budget``.
     """
 
     def __init__(self, compiled: CompiledPack, max_entries: int = 50_000) -> None:
         self.compiled = compiled
         self.max_entries = max_entries
-        self._memo: dict[tuple[object, ...], Decision] = {}
-        self._extra = _key_getters(compiled)
-
-    def fact_key(self, e: Event) -> tuple[object, ...]:
-        r = e.recipient
-        a = e.actor
-        return (e.kind, e.data_categories, e.purpose,
-                None if r is None else (r.type, r.country, r.on_our_behalf),
-                e.identifiability, e.legal_request.type, e.consent, e.subject.region, e.transfer,
-                a.type, a.role, a.organisation,
-                *(get(e) for get in self._extra))
 
     def __call__(self, e: Event) -> tuple[Decision, Decision]:
-        key = self.fact_key(e)
-        template = self._memo.get(key)
-        if template is None:
-            template = evaluate(e, self.compiled)
-            if _small(e):
-                if len(self._memo) >= self.max_entries:
-                    self._memo.clear()
-                self._memo[key] = template
-        if template.event_id == e.event_id:
+        template = decide(e, self.compiled)
+        eid = e.event_id
+        if template[0] is eid or template.event_id == eid:
             return template, template
-        t = template
-        return Decision(e.event_id, t.verdict, t.violations, t.permitted_by, t.pack_id, t.pack_hash, t.held,
-                        t.considered), t
+        return _new_decision(Decision, (eid, *template[1:])), template

@@ -76,6 +76,16 @@ def test_is_minor_flag_counts_without_age(pack):
     assert d.violated_rule_ids == ("tiny.minors",)
 
 
+def test_age_under_minor_age_wins_over_is_minor_false(pack):
+    """age 16 with is_minor false: the strict reading, a minor if either says so (was judged adult)."""
+    d = evaluate(make_event(consent={"marketing": True}, subject={"age": 16, "is_minor": False}), pack)
+    assert d.violated_rule_ids == ("tiny.minors",)
+    adult = evaluate(make_event(consent={"marketing": True}, subject={"age": 30, "is_minor": False}), pack)
+    assert adult.verdict is Verdict.ALLOW
+    flagged = evaluate(make_event(consent={"marketing": True}, subject={"age": 30, "is_minor": True}), pack)
+    assert flagged.violated_rule_ids == ("tiny.minors",)
+
+
 def test_default_deny_when_no_permit_covers(pack):
     d = evaluate(make_event(kind="DISCLOSURE", recipient={"type": "law_enforcement", "id": "pd"}), pack)
     assert d.violated_rule_ids == ("tiny.default-deny",)
@@ -185,6 +195,7 @@ def test_caches_do_not_grow_with_hostile_events(pack):
 
     memo = MemoEvaluator(pack)
     before = len(pack._plans)
+    kept, kept_bytes = pack.memo_entries(), pack.memo_bytes
     for i in range(50):
         junk = make_event(event_id=f"j{i}", data_categories=[f"x{i}" * 10_000])
         assert evaluate(junk, pack).violated_rule_ids == ("tiny.undeclared-category",)
@@ -194,7 +205,8 @@ def test_caches_do_not_grow_with_hostile_events(pack):
         repeats = make_event(event_id=f"c{i}", data_categories=["contact"] * (20 + i), consent={"marketing": True})
         assert memo(repeats)[0].verdict is Verdict.ALLOW
     assert len(pack._plans) == before
-    assert len(memo._memo) == 0
+    assert (pack.memo_entries(), pack.memo_bytes) == (kept, kept_bytes)
+    pack.clear_memo()
     normal = make_event(consent={"marketing": True})
     memo(normal)
-    assert len(memo._memo) == 1
+    assert pack.memo_entries() == 1 and 0 < pack.memo_bytes < 4096

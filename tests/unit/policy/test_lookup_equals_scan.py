@@ -98,3 +98,103 @@ def test_compiled_evaluation_equals_a_scan_of_every_rule(pack_id):
     for i in range(3000):
         e = random_event(rng, compiled.pack, i)
         assert engine(e, compiled) == scan(e, compiled.pack), e
+
+
+# ------------------------------------------------------------------ the memoised path against the plain one
+
+def _reference_minor(age: int | None, flag: bool | None, minor_age: int) -> bool | None:
+    """The documented reading, written out independently: a minor if either fact says so."""
+    if flag is True or (age is not None and age < minor_age):
+        return True
+    if flag is None and age is None:
+        return None
+    return False
+
+
+def _noise(rng: random.Random, e: Event, i: int) -> Event:
+    """The same facts as ``e`` under another id, time, actor id, subject id and unread attributes:
+    the memo must answer it as the plain evaluation does."""
+    import dataclasses
+
+    attrs = dict(e.attributes)
+    if rng.random() < 0.5:
+        attrs["noise"] = f"n{i}"
+    return dataclasses.replace(
+        e, event_id=f"again-{i}", occurred_at=datetime(2026, 2, 1 + i % 27, tzinfo=UTC),
+        actor=dataclasses.replace(e.actor, id=f"a{i}"), subject=dataclasses.replace(e.subject, id=f"s{i}"),
+        attributes=attrs, source_system="other")
+
+
+def _one_fact_changed(rng: random.Random, e: Event, i: int) -> Event:
+    """A look-alike of ``e`` with one fact a residual test may read changed: it meets the same plan,
+    so a memo key that missed that fact would answer it with ``e``'s decision."""
+    import dataclasses
+
+    r = dataclasses.replace
+    choices = [
+        lambda: r(e, consent=r(e.consent, **{rng.choice(["marketing", "third_party_sharing", "guardian",
+                                                          "marketing_opt_out"]): rng.random() < 0.5})),
+        lambda: r(e, subject=r(e.subject, age=rng.choice([None, 12, 16, 17, 18, 40]),
+                               is_minor=rng.choice([None, True, False]))),
+        lambda: r(e, subject=r(e.subject, region=rng.choice([None, "US", "DE", "MY", "SG", "de"]))),
+        lambda: r(e, actor=r(e.actor, organisation=rng.choice(list(ActorOrganisation)))),
+        lambda: r(e, actor=r(e.actor, type=rng.choice(list(ActorType)))),
+        lambda: r(e, actor=r(e.actor, role=rng.choice([None, "legal", "support", "intern"]))),
+        lambda: r(e, legal_request=LegalRequest(rng.choice(list(LegalRequestType)))),
+        lambda: r(e, identifiability=rng.choice(list(Identifiability))),
+        lambda: r(e, legal_basis=rng.choice([None, "contract", "Consent", "legal_obligation"])),
+        lambda: r(e, transfer=Transfer(rng.random() < 0.5, rng.choice([None, "US", "DE", "MY", "JP"]),
+                                       rng.choice(list(Safeguard)))),
+        lambda: r(e, attributes={**e.attributes, rng.choice(["ticket_open", "cookies_accepted", "service_active",
+                                                             "requested_by_subject", "corporate_transaction"]):
+                                 rng.choice(["true", "false", "merger"])}),
+    ]
+    if e.recipient is not None:
+        choices.append(lambda: r(e, recipient=r(e.recipient, id=rng.choice(["acme", "r-1", "bank"]),
+                                                country=rng.choice([None, "US", "DE", "MY"]),
+                                                on_our_behalf=rng.choice([None, True, False]))))
+    return r(rng.choice(choices)(), event_id=f"changed-{i}")
+
+
+@pytest.mark.parametrize("pack_id", ["ipasar", "waimaotong", "ipmart", "inper", "thisproduct", str(FEATURES)])
+def test_memoised_decisions_equal_plain_evaluation_on_generated_events(pack_id):
+    """Property: for generated events and their look-alikes (memo hits), ``evaluate`` (plans + memo)
+    gives exactly the decision (verdict, violations with reasons and failed conditions, permit, held,
+    considered) of ``evaluate_plain`` on a pack compiled with the memo off, and the verdict of the scan."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import strategies as st
+
+    from auditor.policy.engine import compile_pack, evaluate_plain
+
+    memoised = load_pack(pack_id)
+    plain = compile_pack(memoised.pack, memo_bytes=0)
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),
+              phases=(Phase.explicit, Phase.reuse, Phase.generate))
+    @given(st.randoms(use_true_random=False), st.integers(min_value=1, max_value=40))
+    def check(rng: random.Random, n: int) -> None:
+        events = [random_event(rng, memoised.pack, i) for i in range(n)]
+        events += [_noise(rng, rng.choice(events), i) for i in range(n)]
+        events += [_one_fact_changed(rng, rng.choice(events), i) for i in range(2 * n)]
+        for e in events:
+            got = evaluate(e, memoised)
+            want = evaluate_plain(e, plain)
+            assert got == want, e
+            assert got.event_id == e.event_id
+            assert engine(e, memoised) == scan(e, memoised.pack), e
+
+    check()
+    assert memoised.memo_hits > 0 and plain.memo_entries() == 0
+
+
+def test_minor_is_the_strict_reading_of_age_and_flag():
+    """An event saying age 16 and is_minor false is a minor's (either fact suffices)."""
+    from auditor.policy.conditions import subject_minor
+
+    for age in (None, 0, 15, 16, 17, 18, 30):
+        for flag in (None, True, False):
+            s = Subject("s", age, flag)
+            assert subject_minor(s, 18) == _reference_minor(age, flag, 18) == s.minor(18), (age, flag)
+    assert subject_minor(Subject("s", 16, False), 18) is True
+    assert subject_minor(Subject("s", 30, True), 18) is True
+    assert subject_minor(Subject("s", 18, None), 18) is False
