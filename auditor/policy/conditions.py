@@ -133,6 +133,7 @@ FACTS = {
     "actor.role": lambda e, x: e.actor.role,
     "actor.organisation": lambda e, x: None if e.actor.organisation is ActorOrganisation.UNKNOWN
     else e.actor.organisation,
+    "actor.is_subject": lambda e, x: e.actor.id == e.subject.id,
     "subject.minor": lambda e, x: x.minor,
     "subject.region": lambda e, x: _region(e.subject.region),
     "transfer.cross_border": lambda e, x: e.transfer.cross_border,
@@ -145,6 +146,7 @@ FACT_LABELS = {
     "recipient.on_our_behalf": "on-our-behalf processing", "identifiability": "the data's identifiability",
     "legal_request.type": "the legal request", "legal_basis": "the legal basis", "actor.type": "the actor type",
     "actor.role": "the actor's role", "actor.organisation": "the actor's organisation",
+    "actor.is_subject": "the actor being the subject",
     "subject.minor": "the subject being a minor", "subject.region": "the subject's region",
     "transfer.cross_border": "cross-border", "transfer.destination_country": "the transfer destination",
 }
@@ -156,6 +158,8 @@ SPECIAL_REASONS: dict[tuple[str, object], str] = {
     ("subject.minor", False): "the subject is an adult ({minor_age} or over)",
     ("subject.minor", None): "the subject's age is unknown",
     ("actor.role", None): "the actor has no stated role",
+    ("actor.is_subject", True): "the actor is the data subject themselves",
+    ("actor.is_subject", False): "the actor is someone other than the data subject",
     ("legal_request.type", LegalRequestType.NONE): "no legal request backs it",
 }
 
@@ -245,13 +249,19 @@ class NotOptedOut:
 
 # ---------------------------------------------------------------- attributes
 
+_BOOL_TEXT = frozenset({"true", "false"})
+
 @dataclass(frozen=True, slots=True)
 class AttributeEquals:
-    """``attribute: {name: value | [values]}``: attribute ``key`` is one of ``values`` (None = absent)."""
+    """``attribute: {name: value | [values]}``: attribute ``key`` is one of ``values`` (None = absent).
+
+    Attributes are strings. With ``booleans`` (the pack wrote ``true``/``false``), an attribute whose
+    text is true or false in any case (``True``, ``FALSE``) is compared lower-cased."""
 
     key: str
     values: frozenset[str | None]
     source: str
+    booleans: bool = False
     reads: frozenset[str] = frozenset()
     unknown_unhandled: frozenset[str] = frozenset()
 
@@ -266,7 +276,10 @@ class AttributeEquals:
         return sorted(v for v in self.values if v is not None)[0]
 
     def holds(self, e: Event, x: Derived) -> bool:
-        return e.attributes.get(self.key) in self.values
+        have = e.attributes.get(self.key)
+        if self.booleans and have is not None and have.lower() in _BOOL_TEXT:
+            have = have.lower()
+        return have in self.values
 
     def reason(self, e: Event, x: Derived) -> str:
         have = e.attributes.get(self.key)

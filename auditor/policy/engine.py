@@ -55,6 +55,7 @@ _KEY_EXPR: dict[str, str] = {
     "actor.type": "e.actor.type._value_",
     "actor.role": "e.actor.role",
     "actor.organisation": "e.actor.organisation._value_",
+    "actor.is_subject": "e.actor.id == s.id",
     "subject.minor": "_minor(s, {minor_age})",
     "subject.region": "s.region",
     "transfer.cross_border": "e.transfer.cross_border",
@@ -249,7 +250,7 @@ def _key_function(facts: Iterable[str], has_recipient: bool,
             continue
         else:
             exprs.append(_KEY_EXPR[fact].format(minor_age=int(minor_age)))
-    body = "    s = e.subject\n" if any("s." in x or "(s," in x for x in exprs) else ""
+    body = "    s = e.subject\n" if any(x.startswith("s.") or " s." in x or "(s," in x for x in exprs) else ""
     src = f"def key(e):\n{body}    return ({''.join(x + ', ' for x in exprs)})\n"
     namespace: dict[str, object] = dict(consts)
     exec(compile(src, "<policy-memo-key>", "exec"), namespace)  # noqa: S102 - fixed expressions only

@@ -22,7 +22,7 @@ from auditor.policy.decision import RuleRef
 from auditor.policy.lint import check_pack
 from auditor.policy.model import SEVERITIES, Effect, Pack, Rule, Scope, Term
 from auditor.policy.syntax import BUILTIN_REGIONS, COUNTRY, RECIPIENT_TESTS, TestParser, Vocab
-from auditor.policy.yamlsrc import LineDict, load_yaml
+from auditor.policy.yamlsrc import STDIN, LineDict, load_yaml
 
 LANGUAGE = 2
 TOP_KEYS = {"language", "pack", "title", "source", "version", "minor_age", "notes", "absent", "default",
@@ -49,7 +49,9 @@ def bundled_pack_names() -> list[str]:
 
 
 def resolve_pack(name_or_path: str | Path) -> Path:
-    """A bundled pack by id (``ipasar``) or a pack file by path."""
+    """A bundled pack by id (``ipasar``), a pack file by path, or ``-`` for standard input."""
+    if str(name_or_path) == STDIN:
+        return Path(STDIN)
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():

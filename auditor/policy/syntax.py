@@ -194,8 +194,11 @@ class TestParser:
             values = value if isinstance(value, list) else [value]
             if not values:
                 self.fail("attribute has an empty list of values, so it can never hold", line)
+            if any(isinstance(v, (dict, list)) for v in values):
+                self.fail("attribute values are plain strings, true, false or ~", line)
             return c.AttributeEquals(str(key), frozenset(
-                None if v is None else (str(v).lower() if isinstance(v, bool) else str(v)) for v in values), src)
+                None if v is None else (str(v).lower() if isinstance(v, bool) else str(v)) for v in values), src,
+                booleans=any(isinstance(v, bool) for v in values))
         if name == "transfer_outside":
             inside = self.regions(name, arg, line)
             return c.TransferOutside(frozenset(r for r in inside if r is not None), src)
@@ -279,6 +282,7 @@ FACT_TESTS: dict[str, tuple[str, str]] = {
     "legal_bases": ("legal_basis", "text"),
     "actor_types": ("actor.type", "enum"),
     "actor_organisations": ("actor.organisation", "enum"),
+    "actor_is_subject": ("actor.is_subject", "bool"),
     "roles": ("actor.role", "roles"),
     "minor": ("subject.minor", "tri"),
     "regions": ("subject.region", "region"),

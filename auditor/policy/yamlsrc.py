@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,8 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequen
 #: Bounds on what a pack or example file may expand to. A few kilobytes of YAML anchors and
 #: aliases can otherwise describe billions of nodes (an "alias bomb").
 MAX_BYTES = 8 * 1024 * 1024
+#: the path that means standard input (`auditor policy lint -`)
+STDIN = "-"
 #: aliases may make a document at most this many times larger than it is written (or 100,000 nodes)
 MAX_EXPANSION = 10
 MIN_EXPANSION_ALLOWANCE = 100_000
@@ -95,17 +98,23 @@ def _check_expansion(root: yaml.Node) -> None:
 
 
 def load_yaml(path: Path) -> Any:
-    """Load a YAML file safely; faults become PolicyError with the file and line.
+    """Load a YAML file (``-``: standard input) safely; faults become PolicyError with the file and line.
 
     Safe: only plain YAML types (SafeLoader); files over 8 MiB, documents that aliases expand
     more than tenfold (beyond 100,000 nodes), recursive aliases and absurd nesting are refused with a
     clear error instead of exhausting memory or the stack.
     """
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise PolicyError(f"file is {size:,} bytes; the limit is {MAX_BYTES:,}", path=str(path))
-        text = path.read_text(encoding="utf-8")
+        if str(path) == STDIN:
+            data = sys.stdin.buffer.read(MAX_BYTES + 1)
+            if len(data) > MAX_BYTES:
+                raise PolicyError(f"standard input is over the limit of {MAX_BYTES:,} bytes", path=STDIN)
+            text = data.decode("utf-8")
+        else:
+            size = path.stat().st_size
+            if size > MAX_BYTES:
+                raise PolicyError(f"file is {size:,} bytes; the limit is {MAX_BYTES:,}", path=str(path))
+            text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(f"cannot read: {exc.strerror}", path=str(path)) from exc
     except UnicodeDecodeError as exc:

@@ -140,6 +140,7 @@ def _one_fact_changed(rng: random.Random, e: Event, i: int) -> Event:
         lambda: r(e, actor=r(e.actor, organisation=rng.choice(list(ActorOrganisation)))),
         lambda: r(e, actor=r(e.actor, type=rng.choice(list(ActorType)))),
         lambda: r(e, actor=r(e.actor, role=rng.choice([None, "legal", "support", "intern"]))),
+        lambda: r(e, actor=r(e.actor, id=rng.choice([e.subject.id, "a", "someone"]))),
         lambda: r(e, legal_request=LegalRequest(rng.choice(list(LegalRequestType)))),
         lambda: r(e, identifiability=rng.choice(list(Identifiability))),
         lambda: r(e, legal_basis=rng.choice([None, "contract", "Consent", "legal_obligation"])),
