@@ -115,3 +115,15 @@ def test_attribute_values_must_be_plain(tmp_path):
     p.write_text(PACK.replace("{cookies_accepted: true}", "{cookies_accepted: [[true]]}"))
     with pytest.raises(PolicyError, match="plain strings"):
         parse_pack(p)
+
+
+def test_attribute_and_opt_out_reasons_name_what_was_seen(pack, tmp_path):
+    """Mutation survivors (docs/mutation.md): the reasons of `attribute` and `not_opted_out` tests."""
+    stated = evaluate(ev(purpose="analytics", attributes={"cookies_accepted": "no"}), pack)
+    assert "fact 'cookies_accepted' is 'no', needs true" in stated.violations[0].reason
+    absent = evaluate(ev(purpose="analytics"), pack)
+    assert "fact 'cookies_accepted' is not stated, needs true" in absent.violations[0].reason
+    p = tmp_path / "optout.yaml"
+    p.write_text(PACK.replace("require: [{attribute: {cookies_accepted: true}}]", "require: [not_opted_out]"))
+    opted = evaluate(ev(purpose="analytics", consent={"marketing_opt_out": True}), load_pack(p))
+    assert opted.violations[0].reason.endswith("(the subject has opted out of marketing)")
