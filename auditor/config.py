@@ -33,7 +33,14 @@ AUDITOR_HTTP_HOST / AUDITOR_HTTP_PORT      http.host, http.port
 AUDITOR_INSTANCE_ID                        instance_id
 AUDITOR_BATCH_MAX_EVENTS / _MAX_MS         batch.max_events, batch.max_ms
 AUDITOR_CHECKPOINT_EVERY / _SECONDS        checkpoint.every, checkpoint.seconds
+AUDITOR_BATCH_SPLIT_AFTER_FAILURES         batch.split_after_failures
 AUDITOR_SHUTDOWN_TIMEOUT_S                 shutdown_timeout_s
+AUDITOR_WATCHDOG_STALL_TIMEOUT_S           watchdog.stall_timeout_s
+AUDITOR_WATCHDOG_CALL_MARGIN_S             watchdog.call_margin_s
+AUDITOR_WATCHDOG_PROGRESS_TIMEOUT_S        watchdog.progress_timeout_s
+AUDITOR_RESTORE_SETTLE_TIMEOUT_S           restore.settle_timeout_s
+AUDITOR_RESTORE_RETRY_S                    restore.retry_s
+AUDITOR_LAG_INTERVAL_S                     lag.interval_s
 AUDITOR_TRANSACTION_TIMEOUT_MS             transaction_timeout_ms
 =========================================  ===========================================
 
@@ -290,6 +297,33 @@ class HttpConfig:
 class BatchConfig:
     max_events: _int(1, 100_000) = 1000  # type: ignore[valid-type]
     max_ms: _int(1, 60_000) = 100  # type: ignore[valid-type]
+    #: a batch whose outputs the broker refuses this many times is split in halves, down to the
+    #: one message that fails, which is then dead-lettered
+    split_after_failures: _int(1, 100) = 2  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class WatchdogConfig:
+    #: the main loop not coming round for this long (outside a client call) exits with code 4
+    stall_timeout_s: _seconds(86_400) = 300.0  # type: ignore[valid-type]
+    #: a Kafka client call running this much longer than its own timeout exits with code 4
+    call_margin_s: _seconds(3600) = 30.0  # type: ignore[valid-type]
+    #: a partition that cannot make progress this long (paused or aborting) makes /readyz fail
+    progress_timeout_s: _seconds(86_400) = 120.0  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class RestoreConfig:
+    #: wait at most this long for open transactions on the audit partition before restoring
+    settle_timeout_s: _seconds(3600) = 30.0  # type: ignore[valid-type]
+    #: a partition whose chain head cannot be trusted yet is tried again after this long
+    retry_s: _seconds(600) = 2.0  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class LagConfig:
+    #: how often the side thread measures consumer lag
+    interval_s: _seconds(3600) = 5.0  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -312,6 +346,9 @@ class Config:
     batch: BatchConfig = dataclasses.field(default_factory=BatchConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     shutdown_timeout_s: _seconds(3600) = 30.0  # type: ignore[valid-type]
+    watchdog: WatchdogConfig = dataclasses.field(default_factory=WatchdogConfig)
+    restore: RestoreConfig = dataclasses.field(default_factory=RestoreConfig)
+    lag: LagConfig = dataclasses.field(default_factory=LagConfig)
     transaction_timeout_ms: _int(1000, 900_000) = 60_000  # type: ignore[valid-type]
     #: True when no instance_id was configured and a random one was made (see load_config)
     instance_id_generated: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)

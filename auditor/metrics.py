@@ -84,6 +84,10 @@ class Metrics:
     build_info: Gauge
     ready: Gauge
     last_audit: Gauge
+    partition_blocked: Gauge
+    partition_stalled: Gauge
+    batch_splits: Counter
+    healthy: Gauge
 
 
 def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
@@ -116,6 +120,17 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         ready=Gauge("auditor_ready", "1 when the daemon is assigned partitions and consuming", registry=r),
         last_audit=Gauge("auditor_last_audit_timestamp_seconds", "Unix time of the last audited event",
                          ["topic"], registry=r),
+        partition_blocked=Gauge("auditor_partition_blocked",
+                                "1 while a partition is paused because its chain head cannot be trusted yet "
+                                "(a previous owner's transaction still open, or the head disagrees with the "
+                                "committed offset)", ["topic", "partition"], registry=r),
+        partition_stalled=Gauge("auditor_partition_stalled",
+                                "1 while a partition has made no progress for watchdog.progress_timeout_s "
+                                "(paused, or its batches keep aborting); /readyz fails meanwhile",
+                                ["topic", "partition"], registry=r),
+        batch_splits=Counter("auditor_batch_splits", "Batches split in halves because the broker refused "
+                             "their outputs", registry=r),
+        healthy=Gauge("auditor_healthy", "1 while /healthz answers 200 (0: the watchdog fired)", registry=r),
     )
     m.build_info.labels(__version__, platform.python_version()).set(1)
     for outcome in ("commit", "abort"):

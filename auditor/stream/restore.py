@@ -1,18 +1,25 @@
 """Restore chain heads from the audit topic: the last committed record of each chain.
 
-Runs on partition assignment, before any message of the partition is processed, with a
+Runs for a newly assigned partition, before any of its messages is processed, with a
 read_committed consumer outside the group. It reads the audit partition backwards in windows
 from its end until it has seen the latest record of every chain it was asked for (or reached
 the start, meaning the chain is new). Never from memory: a partition that comes back to an
 instance is restored again.
+
+A restored head is trusted only when it agrees with the group's committed offset for the
+source partition (:func:`disagreement`): the head record's source offset must be the committed
+offset minus one. :mod:`auditor.stream.ownership` decides when to restore and what to do when
+they disagree (a previous owner's transaction still completing).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from auditor.errors import BrokerError, TrailCorruption
 from auditor.trail.canonical import record_from_bytes
@@ -21,11 +28,51 @@ from auditor.trail.chain import ChainHead
 WINDOW = 2000
 
 
+@dataclass(frozen=True)
+class Restored:
+    """The last committed record of a chain: the head after it and its source offset."""
+
+    head: ChainHead | None = None
+    source_offset: int | None = None
+
+
+def disagreement(chain: str, committed: int, restored: Restored) -> str | None:
+    """Why the restored head cannot be trusted with the group's committed offset, or None.
+
+    ``committed`` is the group's committed offset for the chain's source partition (negative:
+    nothing committed). They agree when the head record is for offset ``committed - 1``, or the
+    chain is empty and nothing was committed.
+    """
+    head, src = restored.head, restored.source_offset
+    if committed < 0:
+        if head is None:
+            return None
+        return (f"chain {chain} has {head.size} records (the last for source offset {src}) but the group "
+                "has no committed offset for its partition")
+    if head is None:
+        return f"the group committed offset {committed} for {chain} but the chain has no committed records"
+    if src == committed - 1:
+        return None
+    return (f"chain {chain} ends at source offset {src} but the group committed offset {committed} "
+            f"(expected the chain to end at {committed - 1}); a previous owner's transaction may still be "
+            "completing")
+
+
+def open_transaction_gap(admin: AdminClient, topic: str, partition: int, timeout: float) -> int:
+    """High watermark minus last stable offset: > 0 while a transaction on the partition is open."""
+    tp = TopicPartition(topic, partition)
+    hwm = admin.list_offsets({tp: OffsetSpec.latest()}, isolation_level=IsolationLevel.READ_UNCOMMITTED,
+                             request_timeout=timeout)[tp].result(timeout).offset
+    lso = admin.list_offsets({tp: OffsetSpec.latest()}, isolation_level=IsolationLevel.READ_COMMITTED,
+                             request_timeout=timeout)[tp].result(timeout).offset
+    return max(0, hwm - lso)
+
+
 def restore_heads(conf: dict[str, Any], audit_topic: str, partition: int, chain_ids: Iterable[str],
-                  timeout: float = 30.0) -> dict[str, ChainHead | None]:
-    """Latest committed head per chain in one audit partition (None: the chain has no records)."""
+                  timeout: float = 30.0) -> dict[str, Restored]:
+    """Latest committed head per chain in one audit partition (``Restored()``: no records)."""
     wanted = set(chain_ids)
-    found: dict[str, ChainHead | None] = {}
+    found: dict[str, Restored] = {}
     consumer = Consumer({**conf, "group.id": "auditor-restore", "enable.auto.commit": False,
                          "isolation.level": "read_committed", "enable.partition.eof": True,
                          "auto.offset.reset": "earliest"})
@@ -45,15 +92,15 @@ def restore_heads(conf: dict[str, Any], audit_topic: str, partition: int, chain_
     finally:
         consumer.close()
     for chain in wanted - found.keys():
-        found[chain] = None
+        found[chain] = Restored()
     return found
 
 
 def _read_window(consumer: Consumer, topic: str, partition: int, start: int, end: int,
-                 timeout: float) -> dict[str, ChainHead]:
+                 timeout: float) -> dict[str, Restored]:
     """Latest head per chain among committed records with offsets in [start, end)."""
     consumer.assign([TopicPartition(topic, partition, start)])
-    latest: dict[str, ChainHead] = {}
+    latest: dict[str, Restored] = {}
     while True:
         msg = consumer.poll(timeout)
         if msg is None:
@@ -74,11 +121,11 @@ def _read_window(consumer: Consumer, topic: str, partition: int, start: int, end
         except Exception as exc:
             raise TrailCorruption(f"unreadable audit record at {topic}/{partition}@{offset}") from exc
         previous = latest.get(record.chain_id)
-        if previous is not None and record.seq != previous.size:
-            raise TrailCorruption(f"chain {record.chain_id} jumps from seq {previous.size - 1} to "
+        if previous is not None and previous.head is not None and record.seq != previous.head.size:
+            raise TrailCorruption(f"chain {record.chain_id} jumps from seq {previous.head.size - 1} to "
                                   f"{record.seq} at {topic}/{partition}@{offset}", chain=record.chain_id,
                                   seq=record.seq)
-        latest[record.chain_id] = ChainHead.after(record)
+        latest[record.chain_id] = Restored(ChainHead.after(record), record.source.offset)
     consumer.unassign()
     return latest
 

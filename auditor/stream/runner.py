@@ -4,31 +4,34 @@ Durability order, per batch (the only order in which anything is made visible):
 
 1. consume up to ``batch_max_events`` messages or ``batch_max_ms``, whichever comes first;
 2. decode, evaluate, build and seal the audit records (:class:`BatchProcessor`, pure);
-3. begin a transaction; produce audit records, violations and dead letters; add the consumed
-   offsets to the transaction; commit it. Records and offsets become visible together
-   (read_committed), so an offset never advances without its audit record, and a retried batch
-   never leaves a duplicate;
+3. commit it (:class:`~auditor.stream.commit.BatchCommit`): begin a transaction; produce audit
+   records, violations and dead letters; add the consumed offsets to the transaction; commit it.
+   Records and offsets become visible together (read_committed), so an offset never advances
+   without its audit record, and a retried batch never leaves a duplicate;
 4. only then advance the in-memory chain heads and append to the optional file copy.
 
 Errors follow librdkafka's transactional guidance: retriable errors are retried; abortable
 errors abort the transaction, discard the working chain heads and rewind the consumer to the
-batch start; fatal errors (e.g. fenced by a newer instance) stop the daemon with exit 3.
+batch start (a batch whose outputs the broker refuses is split down to the message that fails,
+:mod:`auditor.stream.split`); fatal errors (e.g. fenced by a newer instance) stop the daemon with
+exit 3. A watchdog thread exits with code 4 when the loop stalls (:mod:`auditor.stream.watchdog`).
 
 Rebalancing is cooperative-sticky. Because a batch is committed before ``consume`` is called
 again, nothing is pending when partitions are revoked (commit on revoke is the normal path);
 on lost partitions the next commit fails and the batch is aborted. Newly assigned partitions
-get their chain heads restored from the audit topic before any of their messages is processed.
+stay paused until their chain heads are restored from the audit topic and agree with the
+committed offsets (:mod:`auditor.stream.ownership`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -37,13 +40,18 @@ from confluent_kafka.admin import AdminClient
 
 from auditor import __version__
 from auditor.config import Config
-from auditor.errors import BrokerError, ConfigError, TransientError
+from auditor.errors import BrokerError, ConfigError
 from auditor.exitcodes import ExitCode
 from auditor.logging import get_logger
 from auditor.metrics import Metrics
+from auditor.stream.commit import BatchCommit, Fatal, first_offsets
 from auditor.stream.http import OpsServer
-from auditor.stream.processor import BatchProcessor, BatchResult, Outgoing, Routing
-from auditor.stream.restore import restore_heads
+from auditor.stream.lag import LagMonitor
+from auditor.stream.ownership import Ownership
+from auditor.stream.processor import BatchProcessor, BatchResult, MessageLike, Routing
+from auditor.stream.split import Progress, commit_or_split, unwritable
+from auditor.stream.testhook import TestHook
+from auditor.stream.watchdog import SignalThread, Watchdog
 
 log = get_logger("auditor.stream")
 
@@ -59,55 +67,77 @@ class Daemon:
         self.file_copy = file_copy
         self.on_batch = on_batch
         self.stop_requested = threading.Event()
-        self.assigned: set[tuple[str, int]] = set()
         self.healthy = True
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self.http: OpsServer | None = None
+        self.lag: LagMonitor | None = None
+        self.committer: BatchCommit | None = None
         self.batches = 0
         self.on_started: Callable[[Daemon], None] | None = None
+        #: how the watchdog ends the process (tests running the daemon in-process replace it)
+        self.exit_process: Callable[[int], None] = os._exit
+        self.hook = TestHook.from_env()
+        w = cfg.watchdog
+        self.watchdog = Watchdog(w.stall_timeout_s, w.call_margin_s, cfg.shutdown_timeout_s, self._watchdog_fired)
+        self.ownership = Ownership(cfg, processor, metrics, self.watchdog, file_copy)
 
     # ------------------------------------------------------------------ lifecycle
+    @property
+    def assigned(self) -> frozenset[tuple[str, int]]:
+        return self.ownership.owned()
+
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         if not self.stop_requested.is_set():
             log.info("shutdown requested", signal=signum, bound_s=self.cfg.shutdown_timeout_s)
-            if signum is not None:
-                threading.Thread(target=self._watchdog, name="auditor-shutdown-watchdog", daemon=True).start()
+            self.watchdog.stopping()
         self.stop_requested.set()
 
-    def _watchdog(self) -> None:
-        """If draining hangs (e.g. the broker is gone), exit non-zero at the bound rather than never."""
-        time.sleep(self.cfg.shutdown_timeout_s)
-        log.error("shutdown did not finish within the bound; exiting without a clean commit",
-                  bound_s=self.cfg.shutdown_timeout_s)
-        os._exit(EXIT_SHUTDOWN_TIMEOUT)
+    def _watchdog_fired(self, reason: str) -> None:
+        self.healthy = False
+        self.metrics.healthy.set(0)
+        log.error("watchdog: exiting so that the process is restarted", reason=reason,
+                  exit_code=int(ExitCode.WATCHDOG))
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        self.exit_process(ExitCode.WATCHDOG)
 
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+        """SIGTERM/SIGINT via sigwait on a thread of their own (call from the main thread first)."""
+        SignalThread(self.request_stop).install()
 
     def ready(self) -> bool:
-        return self.healthy and self.consumer is not None and bool(self.assigned)
+        return (self.healthy and self.consumer is not None and bool(self.ownership.states)
+                and not self.ownership.stuck())
 
     def start(self) -> None:
         cfg = self.cfg
-        self._check_topics()
+        self.watchdog.start()
+        self.metrics.healthy.set(1)
+        admin = self._check_topics()
         self.http = OpsServer(cfg.http_host, cfg.http_port, self.metrics.registry,
                               healthy=lambda: self.healthy, ready=self.ready).start()
         txn_id = f"auditor-{cfg.kafka.group_id}-{cfg.instance_id}"
-        self.producer = Producer(cfg.producer_conf(txn_id))
-        self._retry(lambda: self.producer.init_transactions(30), "init_transactions")  # type: ignore[union-attr]
+        producer = self.producer = Producer(cfg.producer_conf(txn_id))
         self.consumer = Consumer(cfg.consumer_conf())
-        self.consumer.subscribe(list(cfg.topics.events), on_assign=self._on_assign,
-                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self.committer = BatchCommit(producer, self.consumer, self.processor, self.watchdog, self.file_copy, self.hook,
+                                     self.metrics)
+        self.committer._retry(lambda: producer.init_transactions(30), "init_transactions", 30)
+        self.ownership.attach(self.consumer, admin)
+        self.consumer.subscribe(list(cfg.topics.events), on_assign=self.ownership.on_assign,
+                                on_revoke=self.ownership.on_revoke, on_lost=self.ownership.on_lost)
+        self.lag = LagMonitor(cfg.admin_conf(), cfg.kafka.group_id, self.ownership.restored, self.metrics,
+                              cfg.lag.interval_s).start()
         log.info("auditor started", version=__version__, instance=cfg.instance_id, group=cfg.kafka.group_id,
                  topics=list(cfg.topics.events), audit_topic=cfg.topics.audit,
                  packs={p.id: p.content_hash for p in self.processor.packs.values()},
-                 http_port=self.http.port, transactional_id=txn_id)
+                 http_port=self.http.port, transactional_id=txn_id,
+                 test_hook=self.hook.spec if self.hook else None)
         if self.on_started is not None:
             self.on_started(self)
 
-    def _check_topics(self) -> None:
+    def _check_topics(self) -> AdminClient:
         admin = AdminClient(self.cfg.admin_conf())
         try:
             md = admin.list_topics(timeout=15)
@@ -125,6 +155,7 @@ class Daemon:
             log.warning("audit topic has fewer partitions than an event topic; chains will share audit partitions",
                         audit_partitions=audit_parts, event_partitions=widest)
         self.processor.routing = Routing(t.audit, t.violations, t.dead_letter, audit_parts)
+        return admin
 
     def run(self) -> int:
         """Run until stopped; return the process exit code."""
@@ -134,14 +165,19 @@ class Daemon:
                 self.step()
             log.info("draining: last batch committed, leaving the group")
             return EXIT_OK
-        except _Fatal as exc:
-            log.error("fatal Kafka error, exiting", error=str(exc))
+        except Fatal as exc:
+            log.error("fatal Kafka error, exiting", error=str(exc), exit_code=int(EXIT_FATAL))
             self.healthy = False
             return EXIT_FATAL
         finally:
             self.close()
 
     def close(self) -> None:
+        """Release everything; each part on its own, so a fenced producer cannot keep the file copy
+        from its final checkpoint."""
+        if self.lag is not None:
+            self.lag.close()
+            self.lag = None
         if self.consumer is not None:
             try:
                 self.consumer.close()  # leaves the group; revokes with nothing pending
@@ -149,123 +185,78 @@ class Daemon:
                 log.warning("consumer close failed", error=str(exc))
             self.consumer = None
         if self.producer is not None:
-            self.producer.flush(5)
+            try:
+                self.producer.flush(5)
+            except (KafkaException, RuntimeError) as exc:  # fenced: nothing left to deliver anyway
+                log.warning("producer flush at close failed", error=str(exc))
             self.producer = None
         if self.file_copy is not None:
-            self.file_copy.close()
+            self.file_copy.close()  # commits and signs a final checkpoint of every chain
             self.file_copy = None
         if self.http is not None:
             self.http.stop()
             self.http = None
         self.metrics.ready.set(0)
+        self.watchdog.close()
 
     # ------------------------------------------------------------------ one batch
     def step(self) -> None:
-        assert self.consumer is not None and self.producer is not None
-        msgs = self.consumer.consume(self.cfg.batch_max_events, self.cfg.batch_max_ms / 1000)
+        assert self.consumer is not None and self.committer is not None
+        self.watchdog.beat()
+        self.ownership.restore_due()
+        self.ownership.report()
         self.metrics.ready.set(1 if self.ready() else 0)
+        with self.watchdog.call("consume", self.cfg.batch_max_ms / 1000 + 5):
+            msgs = self.consumer.consume(self.cfg.batch_max_events, self.cfg.batch_max_ms / 1000)
+        restored = self.ownership.restored()
         batch = []
         for m in msgs:
             err = m.error()
             if err is None:
-                batch.append(m)
+                if (m.topic(), m.partition()) in restored:
+                    batch.append(m)
             elif err.code() != KafkaError._PARTITION_EOF:
                 if err.fatal():
-                    raise _Fatal(str(err))
+                    raise Fatal(str(err))
                 log.warning("consumer error", error=str(err), retriable=err.retriable())
         if not batch:
             self._idle()
             return
-        try:
-            result = self.processor.process(batch)
-        except TransientError as exc:
-            log.warning("dependency unavailable; pausing and retrying the batch", error=str(exc))
-            self.processor.discard_heads()
-            self._rewind(batch)
-            self.stop_requested.wait(1.0)
-            return
-        if self._commit(batch, result):
-            self.processor.commit_heads()
-            self._after_commit(batch, result)
-        else:
-            self.processor.discard_heads()
-            self._rewind(batch)
+        committer = self.committer
+        progress = commit_or_split(batch, None, self.processor.process, committer.commit,
+                                   lambda m, e: unwritable(self.processor, m, e), self.cfg.batch.split_after_failures)
+        self._settle(progress)
 
-    def _commit(self, batch: list[Any], result: BatchResult) -> bool:
-        producer, consumer = self.producer, self.consumer
-        assert producer is not None and consumer is not None
-        try:
-            producer.begin_transaction()
-            for o in result.outgoing:
-                self._produce(producer, o)
-            offsets: dict[tuple[str, int], int] = {}
-            for m in batch:
-                offsets[(m.topic(), m.partition())] = m.offset() + 1
-            tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-            self._retry(lambda: producer.send_offsets_to_transaction(
-                tps, consumer.consumer_group_metadata(), 30), "send_offsets_to_transaction")
-            self._retry(lambda: producer.commit_transaction(60), "commit_transaction")
-        except KafkaException as exc:
-            err = exc.args[0]
-            if err.fatal():
-                raise _Fatal(str(err)) from exc
-            log.warning("transaction aborted; rewinding to the batch start", error=str(err),
-                        abortable=err.txn_requires_abort())
-            try:
-                producer.abort_transaction(30)
-            except KafkaException as abort_exc:
-                if abort_exc.args[0].fatal():
-                    raise _Fatal(str(abort_exc.args[0])) from abort_exc
-            self.metrics.transactions.labels("abort").inc()
-            return False
-        self.metrics.transactions.labels("commit").inc()
-        return True
+    def _settle(self, progress: Progress) -> None:
+        if progress.splits:
+            self.metrics.batch_splits.inc(progress.splits)
+        for part, result in progress.committed:
+            self.ownership.note_committed(first_offsets(part))
+            self._after_commit(part, result)
+        if progress.failed:
+            self.ownership.note_aborted(first_offsets(progress.failed))
+            self._rewind(progress.failed)
+            if progress.transient:
+                self.processor.discard_heads()  # process() stopped part-way through the batch
+                log.warning("dependency unavailable; pausing and retrying the batch", error=progress.error)
+                self.stop_requested.wait(1.0)
 
-    @staticmethod
-    def _produce(producer: Producer, o: Outgoing) -> None:
-        partition = -1 if o.partition is None else o.partition  # -1: the partitioner decides
-        while True:
-            try:
-                if o.headers:
-                    producer.produce(o.topic, o.value, o.key, partition, headers=list(o.headers))
-                else:
-                    producer.produce(o.topic, o.value, o.key, partition)
-                return
-            except BufferError:
-                producer.poll(0.05)
-
-    def _retry(self, op: Callable[[], Any], what: str, attempts: int = 10) -> Any:
-        for attempt in range(attempts):
-            try:
-                return op()
-            except KafkaException as exc:
-                err = exc.args[0]
-                if err.retriable() and attempt < attempts - 1:
-                    log.info("retrying", op=what, error=str(err), attempt=attempt + 1)
-                    time.sleep(min(2.0, 0.1 * 2**attempt))
-                    continue
-                raise
-        raise AssertionError("unreachable")
-
-    def _rewind(self, batch: list[Any]) -> None:
+    def _rewind(self, batch: Sequence[MessageLike]) -> None:
         assert self.consumer is not None
-        first: dict[tuple[str, int], int] = {}
-        for m in batch:
-            key = (m.topic(), m.partition())
-            first[key] = min(first.get(key, m.offset()), m.offset())
-        for (t, p), o in first.items():
-            if (t, p) in self.assigned:
+        owned = self.ownership.owned()
+        for (t, p), o in first_offsets(batch).items():
+            if (t, p) in owned:
                 try:
                     self.consumer.seek(TopicPartition(t, p, o))
                 except KafkaException as exc:
                     log.warning("seek failed", topic=t, partition=p, error=str(exc))
 
-    def _after_commit(self, batch: list[Any], result: BatchResult) -> None:
+    def _after_commit(self, batch: Sequence[MessageLike], result: BatchResult) -> None:
         m = self.metrics
         now = time.time()
         per_topic: dict[str, int] = defaultdict(int)
         for msg in batch:
-            per_topic[msg.topic()] += 1
+            per_topic[msg.topic() or ""] += 1
         for topic, n in per_topic.items():
             m.consumed.labels(topic).inc(n)
             m.last_audit.labels(topic).set(now)
@@ -279,12 +270,8 @@ class Daemon:
             m.decision_latency.observe(s)
         m.end_to_end_latency.observe_many([now - t if t < now else 0.0 for t in result.occurred_at])
         if self.file_copy is not None:
-            self.file_copy.append(result.records)
-            self.file_copy.commit()
             self._checkpoint_ages()
         self.batches += 1
-        if self.batches % 20 == 0:
-            self._update_lag()
         if self.on_batch is not None:
             self.on_batch(result)
 
@@ -292,57 +279,8 @@ class Daemon:
         if self.file_copy is not None:
             self.file_copy.commit()
             self._checkpoint_ages()
-        self._update_lag()
 
     def _checkpoint_ages(self) -> None:
         assert self.file_copy is not None
         for chain, age in self.file_copy.checkpoint_ages().items():
             self.metrics.checkpoint_age.labels(chain).set(age)
-
-    def _update_lag(self) -> None:
-        if self.consumer is None or not self.assigned:
-            return
-        try:
-            positions = self.consumer.position([TopicPartition(t, p) for t, p in self.assigned])
-            for tp in positions:
-                _, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=True)
-                if tp.offset >= 0 and high >= 0:
-                    self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
-        except KafkaException:
-            pass
-
-    # ------------------------------------------------------------------ rebalancing
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        by_audit: dict[int, list[str]] = defaultdict(list)
-        for tp in partitions:
-            chain = f"{tp.topic}/{tp.partition}"
-            by_audit[tp.partition % self.processor.routing.audit_partitions].append(chain)
-        for audit_partition, chains in by_audit.items():
-            heads = restore_heads(self.cfg.admin_conf(), self.cfg.topics.audit, audit_partition, chains)
-            for chain, head in heads.items():
-                self.processor.set_head(chain, head)
-                log.info("chain restored", chain=chain, size=head.size if head else 0)
-                if self.file_copy is not None and head is not None:
-                    self.file_copy.catch_up(chain, head.size)
-        self.assigned.update((tp.topic, tp.partition) for tp in partitions)
-        self.metrics.ready.set(1 if self.ready() else 0)
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Every consumed batch was committed before consume() was called again: nothing pending.
-        self._drop(partitions)
-        log.info("partitions revoked", partitions=[f"{tp.topic}/{tp.partition}" for tp in partitions])
-
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._drop(partitions)
-        log.warning("partitions lost", partitions=[f"{tp.topic}/{tp.partition}" for tp in partitions])
-
-    def _drop(self, partitions: list[TopicPartition]) -> None:
-        self.processor.forget(f"{tp.topic}/{tp.partition}" for tp in partitions)
-        self.assigned.difference_update((tp.topic, tp.partition) for tp in partitions)
-        for tp in partitions:
-            with contextlib.suppress(KeyError):
-                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
-
-
-class _Fatal(Exception):
-    pass

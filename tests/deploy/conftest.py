@@ -39,6 +39,10 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "auditor_build_info": ("gauge", ("version", "python")),
     "auditor_ready": ("gauge", ()),
     "auditor_last_audit_timestamp_seconds": ("gauge", ("topic",)),
+    "auditor_partition_blocked": ("gauge", ("topic", "partition")),
+    "auditor_partition_stalled": ("gauge", ("topic", "partition")),
+    "auditor_batch_splits_total": ("counter", ()),
+    "auditor_healthy": ("gauge", ()),
     "up": ("gauge", ()),
 }
 

@@ -349,7 +349,13 @@ class InProcessDaemon:
         self.registry = CollectorRegistry()
         self.daemon: Daemon = build_daemon(cfg, registry=self.registry)
         self.exit_code: int | None = None
+        #: the exit code the watchdog asked for (in-process it cannot end the test run)
+        self.watchdog_exit: int | None = None
+        self.daemon.exit_process = self._watchdog_exit
         self.thread = threading.Thread(target=self._run, name="auditor-daemon", daemon=True)
+
+    def _watchdog_exit(self, code: int) -> None:
+        self.watchdog_exit = code
 
     def _run(self) -> None:
         self.exit_code = self.daemon.run()
@@ -376,10 +382,10 @@ class InProcessDaemon:
 class DaemonProcess:
     """``python -m auditor run`` with its own instance id and an ephemeral HTTP port."""
 
-    def __init__(self, setup: Setup, instance_id: str) -> None:
+    def __init__(self, setup: Setup, instance_id: str, env: dict[str, str] | None = None) -> None:
         self.instance_id = instance_id
         self.log_path = setup.work / f"{instance_id}-{uuid.uuid4().hex[:4]}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITOR_")}
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("AUDITOR_")}, **(env or {})}
         cmd = [sys.executable, "-m", "auditor", "--log-level", "info", "run",
                "--config", str(setup.config_path), "--instance-id", instance_id, "--http-port", "0"]
         with self.log_path.open("wb") as log:
@@ -458,6 +464,10 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait(10)
 
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The structured log lines whose event is ``name``."""
+        return [doc for doc in self.log_lines() if doc.get("event") == name]
+
 
 @dataclass
 class Fleet:
@@ -466,8 +476,8 @@ class Fleet:
     setup: Setup
     started: list[DaemonProcess] = field(default_factory=list)
 
-    def start(self, instance_id: str) -> DaemonProcess:
-        d = DaemonProcess(self.setup, instance_id)
+    def start(self, instance_id: str, env: dict[str, str] | None = None) -> DaemonProcess:
+        d = DaemonProcess(self.setup, instance_id, env)
         self.started.append(d)
         return d
 

@@ -1,0 +1,173 @@
+"""The commit sequence of one batch, in one object (like Quix Streams' ``Checkpoint.commit``).
+
+The only order in which anything becomes visible:
+
+1. ``begin_transaction``                                          hook ``after_begin``
+2. produce the audit records, violations and dead letters          hook ``after_produce``
+3. ``send_offsets_to_transaction`` (the consumed offsets, KIP-447)  hook ``after_send_offsets``
+4. ``commit_transaction``: records and offsets visible together     hook ``after_commit``
+5. advance the in-memory chain heads                               hook ``after_heads``
+6. append the records to the optional file copy and make it durable
+
+A failure before step 4 completes aborts the transaction and drops the working chain heads:
+nothing of the batch is visible, and the caller rewinds to the batch start. Retriable errors
+are retried with backoff; a fatal error (fenced) raises :class:`Fatal`. Every librdkafka call
+runs under the watchdog's eye with its own timeout (:meth:`Watchdog.call`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from auditor.logging import get_logger
+from auditor.metrics import Metrics
+from auditor.stream.processor import BatchProcessor, BatchResult, MessageLike, Outgoing
+from auditor.stream.testhook import TestHook
+from auditor.stream.watchdog import Watchdog
+
+log = get_logger("auditor.stream")
+
+SEND_OFFSETS_TIMEOUT_S = 30.0
+COMMIT_TIMEOUT_S = 60.0
+ABORT_TIMEOUT_S = 30.0
+
+#: delivery errors caused by a message's content: retrying the same message cannot cure them
+CONTENT_ERRORS = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_MSG, KafkaError.POLICY_VIOLATION, KafkaError.INVALID_MSG_SIZE,
+})
+
+
+class Fatal(Exception):
+    """A fatal Kafka error (fenced by a newer instance, ...): the daemon exits with code 3."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    committed: bool
+    #: the abort was caused by an output the broker refuses (size, policy), not by the cluster
+    content_error: bool = False
+    error: str = ""
+
+
+COMMITTED = Outcome(True)
+
+
+class BatchCommit:
+    """Commits one processed batch with its consumed offsets, exactly once."""
+
+    def __init__(self, producer: Producer, consumer: Any, processor: BatchProcessor, watchdog: Watchdog,
+                 file_copy: Any | None = None, hook: TestHook | None = None, metrics: Metrics | None = None) -> None:
+        self.producer, self.consumer, self.processor = producer, consumer, processor
+        self.watchdog, self.file_copy, self.hook, self.metrics = watchdog, file_copy, hook, metrics
+        self._refused: list[int] = []
+
+    def commit(self, batch: Sequence[MessageLike], result: BatchResult) -> Outcome:
+        """Run the sequence; on abort the working heads are dropped and nothing is visible."""
+        producer, hook = self.producer, self.hook
+        self._refused.clear()
+        try:
+            with self.watchdog.call("begin_transaction", 5.0):
+                producer.begin_transaction()
+            if hook:
+                hook("after_begin")
+            for o in result.outgoing:
+                self._produce(o)
+            if hook:
+                hook("after_produce")
+            tps = [TopicPartition(t, p, o) for (t, p), o in next_offsets(batch).items()]
+            metadata = self.consumer.consumer_group_metadata()
+            self._retry(lambda: producer.send_offsets_to_transaction(tps, metadata, SEND_OFFSETS_TIMEOUT_S),
+                        "send_offsets_to_transaction", SEND_OFFSETS_TIMEOUT_S)
+            if hook:
+                hook("after_send_offsets")
+            self._retry(lambda: producer.commit_transaction(COMMIT_TIMEOUT_S), "commit_transaction",
+                        COMMIT_TIMEOUT_S)
+            if hook:
+                hook("after_commit")
+        except KafkaException as exc:
+            return self._abort(exc)
+        if self.metrics is not None:
+            self.metrics.transactions.labels("commit").inc()
+        self.processor.commit_heads()
+        if hook:
+            hook("after_heads")
+        if self.file_copy is not None:
+            self.file_copy.append(result.records)
+            self.file_copy.commit()
+        return COMMITTED
+
+    def _abort(self, exc: KafkaException) -> Outcome:
+        err = exc.args[0]
+        self.processor.discard_heads()
+        if err.fatal():
+            raise Fatal(str(err)) from exc
+        self.producer.poll(0)  # serve the delivery reports that say which output was refused
+        content = err.code() in CONTENT_ERRORS or bool(self._refused)
+        log.warning("transaction aborted; rewinding to the batch start", error=str(err),
+                    abortable=err.txn_requires_abort(), refused_by_broker=content)
+        try:
+            with self.watchdog.call("abort_transaction", ABORT_TIMEOUT_S):
+                self.producer.abort_transaction(ABORT_TIMEOUT_S)
+        except KafkaException as abort_exc:
+            if abort_exc.args[0].fatal():
+                raise Fatal(str(abort_exc.args[0])) from abort_exc
+            log.warning("abort failed", error=str(abort_exc.args[0]))
+        if self.metrics is not None:
+            self.metrics.transactions.labels("abort").inc()
+        return Outcome(False, content, str(err))
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err is not None and err.code() in CONTENT_ERRORS:
+            self._refused.append(err.code())
+
+    def _produce(self, o: Outgoing) -> None:
+        partition = -1 if o.partition is None else o.partition  # -1: the partitioner decides
+        while True:
+            try:
+                if o.headers:
+                    self.producer.produce(o.topic, o.value, o.key, partition, on_delivery=self._delivered,
+                                          headers=list(o.headers))
+                else:
+                    self.producer.produce(o.topic, o.value, o.key, partition, on_delivery=self._delivered)
+                return
+            except BufferError:
+                with self.watchdog.call("produce (queue full)", 1.0):
+                    self.producer.poll(0.05)
+
+    def _retry(self, op: Callable[[], Any], what: str, timeout: float, attempts: int = 10) -> Any:
+        for attempt in range(attempts):
+            try:
+                with self.watchdog.call(what, timeout):
+                    return op()
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.retriable() and attempt < attempts - 1:
+                    log.info("retrying", op=what, error=str(err), attempt=attempt + 1)
+                    time.sleep(min(2.0, 0.1 * 2**attempt))
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+
+def next_offsets(batch: Sequence[MessageLike]) -> dict[tuple[str, int], int]:
+    """Per partition, the offset to commit: one past the last message of the batch."""
+    offsets: dict[tuple[str, int], int] = {}
+    for m in batch:
+        key = (m.topic() or "", m.partition() or 0)
+        offsets[key] = max(offsets.get(key, -1), (m.offset() or 0) + 1)
+    return offsets
+
+
+def first_offsets(batch: Sequence[MessageLike]) -> dict[tuple[str, int], int]:
+    """Per partition, the first offset of the batch (where a rewind goes back to)."""
+    first: dict[tuple[str, int], int] = {}
+    for m in batch:
+        key, off = (m.topic() or "", m.partition() or 0), m.offset() or 0
+        first[key] = min(first.get(key, off), off)
+    return first

@@ -1,0 +1,215 @@
+"""Zombie-safe ownership of source partitions: restore a chain head only when it can be trusted.
+
+A newly assigned partition is paused at once. Between batches the main loop calls
+:meth:`Ownership.restore_due`, which for each paused partition:
+
+1. reads the group's committed offset for it. The consumer is read_committed, so the fetch
+   asks for stable offsets (KIP-447): while a previous owner's transaction that carries offsets
+   for the partition is open, the answer is "not yet";
+2. waits (at most ``restore.settle_timeout_s``) until the audit partition has no open
+   transaction (last stable offset = high watermark);
+3. restores the chain head from the audit partition (read_committed) and checks that it agrees
+   with the committed offset (:func:`auditor.stream.restore.disagreement`);
+4. then sets the head, catches the file copy up, seeks to the committed offset and resumes.
+
+Anything else (a disagreement, a timeout, a damaged chain) leaves that partition paused and
+reported (``auditor_partition_blocked``, a log line, an alert) and is retried every
+``restore.retry_s``; the other partitions go on. A partition that cannot make progress
+(blocked, or its batches keep aborting) for ``watchdog.progress_timeout_s`` makes readiness fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from auditor.config import Config
+from auditor.errors import AuditorError
+from auditor.logging import get_logger
+from auditor.metrics import Metrics
+from auditor.stream.processor import BatchProcessor
+from auditor.stream.restore import disagreement, open_transaction_gap, restore_heads
+from auditor.stream.watchdog import Watchdog
+
+log = get_logger("auditor.ownership")
+
+Key = tuple[str, int]
+CALL_TIMEOUT_S = 10.0
+#: committed() waits for stable offsets; short, so that a partition held back by an open transaction
+#: of a previous owner does not hold up the others for long
+COMMITTED_TIMEOUT_S = 2.0
+
+
+class NotYet(Exception):
+    """The partition's head cannot be trusted yet; the message says why."""
+
+
+@dataclass
+class PartitionState:
+    since: float
+    restored: bool = False
+    next_try: float = 0.0
+    attempts: int = 0
+    reason: str | None = None
+    logged_at: float = 0.0
+    failing_since: float | None = None
+
+
+class Ownership:
+    def __init__(self, cfg: Config, processor: BatchProcessor, metrics: Metrics, watchdog: Watchdog,
+                 file_copy: Any | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg, self.processor, self.metrics, self.watchdog = cfg, processor, metrics, watchdog
+        self.file_copy, self.clock = file_copy, clock
+        self.states: dict[Key, PartitionState] = {}
+        self.consumer: Any | None = None
+        self.admin: AdminClient | None = None
+
+    def attach(self, consumer: Any, admin: AdminClient) -> None:
+        self.consumer, self.admin = consumer, admin
+
+    # ------------------------------------------------------------------ views
+    def owned(self) -> frozenset[Key]:
+        return frozenset(self.states)
+
+    def restored(self) -> frozenset[Key]:
+        return frozenset(k for k, s in list(self.states.items()) if s.restored)
+
+    def stuck(self, now: float | None = None) -> list[Key]:
+        """Partitions that have not been able to make progress for progress_timeout_s."""
+        now = self.clock() if now is None else now
+        limit = self.cfg.watchdog.progress_timeout_s
+        out = []
+        for key, st in list(self.states.items()):
+            waiting = None if st.restored else st.since
+            if st.failing_since is not None:
+                waiting = st.failing_since if waiting is None else min(waiting, st.failing_since)
+            if waiting is not None and now - waiting > limit:
+                out.append(key)
+        return out
+
+    # ------------------------------------------------------------------ rebalancing (in consume())
+    def on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        consumer.incremental_assign(partitions)
+        consumer.pause(partitions)  # nothing of them is processed before their head is trusted
+        now = self.clock()
+        for tp in partitions:
+            self.states[(tp.topic, tp.partition)] = PartitionState(since=now, next_try=now)
+        log.info("partitions assigned; restoring their chains",
+                 partitions=[f"{tp.topic}/{tp.partition}" for tp in partitions])
+
+    def on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        # Every consumed batch was committed before consume() was called again: nothing pending.
+        self._drop(partitions)
+        log.info("partitions revoked", partitions=[f"{tp.topic}/{tp.partition}" for tp in partitions])
+
+    def on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._drop(partitions)
+        log.warning("partitions lost", partitions=[f"{tp.topic}/{tp.partition}" for tp in partitions])
+
+    def _drop(self, partitions: Iterable[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self.processor.forget(f"{t}/{p}" for t, p in keys)
+        for key in keys:
+            self.states.pop(key, None)
+            for gauge in (self.metrics.consumer_lag, self.metrics.partition_blocked, self.metrics.partition_stalled):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(key[0], str(key[1]))
+
+    # ------------------------------------------------------------------ progress of batches
+    def note_aborted(self, keys: Iterable[Key]) -> None:
+        now = self.clock()
+        for key in keys:
+            st = self.states.get(key)
+            if st is not None and st.failing_since is None:
+                st.failing_since = now
+
+    def note_committed(self, keys: Iterable[Key]) -> None:
+        for key in keys:
+            st = self.states.get(key)
+            if st is not None:
+                st.failing_since = None
+
+    def report(self) -> None:
+        stuck = set(self.stuck())
+        for key in list(self.states):
+            self.metrics.partition_stalled.labels(key[0], str(key[1])).set(1 if key in stuck else 0)
+
+    # ------------------------------------------------------------------ restoring (between batches)
+    def restore_due(self) -> None:
+        now = self.clock()
+        for key, st in list(self.states.items()):
+            if not st.restored and st.next_try <= now and key in self.states:
+                self._try(key, st)
+                self.watchdog.beat()
+
+    def _try(self, key: Key, st: PartitionState) -> None:
+        topic, partition = key
+        chain = f"{topic}/{partition}"
+        st.attempts += 1
+        try:
+            committed = self._committed(key)
+            self._settle(key, st)
+            audit_partition = partition % self.processor.routing.audit_partitions
+            with self.watchdog.call("restore chain head", 4 * CALL_TIMEOUT_S):
+                restored = restore_heads(self.cfg.admin_conf(), self.cfg.topics.audit, audit_partition, [chain],
+                                         timeout=CALL_TIMEOUT_S)[chain]
+            why = disagreement(chain, committed, restored)
+            if why is not None:
+                raise NotYet(why)
+            self._seek(key, committed)
+        except (NotYet, KafkaException, AuditorError) as exc:
+            self._refused(key, st, str(exc))
+            return
+        if key not in self.states:  # revoked meanwhile (a rebalance callback in a client call)
+            return
+        self.processor.set_head(chain, restored.head)
+        if self.file_copy is not None and restored.head is not None:
+            self.file_copy.catch_up(chain, restored.head.size)
+        assert self.consumer is not None
+        self.consumer.resume([TopicPartition(topic, partition)])
+        st.restored, st.reason = True, None
+        self.metrics.partition_blocked.labels(topic, str(partition)).set(0)
+        log.info("chain restored", chain=chain, size=restored.head.size if restored.head else 0,
+                 committed_offset=committed, attempts=st.attempts)
+
+    def _committed(self, key: Key) -> int:
+        assert self.consumer is not None
+        try:
+            with self.watchdog.call("committed offsets", COMMITTED_TIMEOUT_S):
+                (tp,) = self.consumer.committed([TopicPartition(*key)], timeout=COMMITTED_TIMEOUT_S)
+        except KafkaException as exc:
+            raise NotYet(f"the committed offset of {key[0]}/{key[1]} is not stable yet (a previous owner's "
+                         f"transaction may still be open): {exc.args[0]}") from exc
+        if tp.error is not None:
+            raise NotYet(f"the committed offset of {key[0]}/{key[1]} is not available: {tp.error}")
+        return int(tp.offset)
+
+    def _settle(self, key: Key, st: PartitionState) -> None:
+        assert self.admin is not None
+        audit_partition = key[1] % self.processor.routing.audit_partitions
+        with self.watchdog.call("audit partition offsets", CALL_TIMEOUT_S):
+            gap = open_transaction_gap(self.admin, self.cfg.topics.audit, audit_partition, CALL_TIMEOUT_S)
+        if gap > 0 and self.clock() - st.since < self.cfg.restore.settle_timeout_s:
+            raise NotYet(f"audit partition {self.cfg.topics.audit}/{audit_partition} has an open transaction "
+                         f"({gap} offsets above its last stable offset)")
+
+    def _seek(self, key: Key, committed: int) -> None:
+        assert self.consumer is not None
+        offset = committed if committed >= 0 else OFFSET_BEGINNING
+        self.consumer.seek(TopicPartition(key[0], key[1], offset))
+
+    def _refused(self, key: Key, st: PartitionState, reason: str) -> None:
+        now = self.clock()
+        st.next_try = now + self.cfg.restore.retry_s
+        self.metrics.partition_blocked.labels(key[0], str(key[1])).set(1)
+        if reason != st.reason or now - st.logged_at > 30:
+            log.warning("partition paused: its chain head cannot be trusted yet; retrying",
+                        partition=f"{key[0]}/{key[1]}", reason=reason[:500], attempts=st.attempts,
+                        retry_s=self.cfg.restore.retry_s)
+            st.reason, st.logged_at = reason, now

@@ -1,0 +1,118 @@
+"""Commit a batch; when the broker keeps refusing its outputs, split it down to the message that fails.
+
+An abort caused by the cluster (a timeout, a lost partition, a broker restart) rewinds the whole
+rest of the batch: the same messages are tried again later. An abort caused by an output the
+broker refuses (too large, a policy) cannot be cured by retrying: after ``after_failures`` such
+aborts the batch is split in halves, each committed on its own, recursively, until the one
+message whose outputs are refused is alone; that message is then dead-lettered by reference
+(:func:`unwritable`), so every other message of the batch is audited and the partition moves on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from auditor.errors import TransientError
+from auditor.logging import get_logger
+from auditor.stream.commit import Outcome
+from auditor.stream.processor import BatchProcessor, BatchResult, MessageLike, Outgoing
+from auditor.trail.record import SourceRef, build_rejection
+
+log = get_logger("auditor.stream")
+
+Batch = Sequence[MessageLike]
+UNWRITABLE = "unwritable"
+
+
+@dataclass
+class Progress:
+    #: the parts committed, in order, each with its result
+    committed: list[tuple[Batch, BatchResult]] = field(default_factory=list)
+    #: the messages not committed (the consumer goes back to their start), empty when all went through
+    failed: list[MessageLike] = field(default_factory=list)
+    transient: bool = False
+    splits: int = 0
+    error: str = ""
+
+
+def commit_or_split(batch: Batch, result: BatchResult | None, process: Callable[[Batch], BatchResult],
+                    commit: Callable[[Batch, BatchResult], Outcome],
+                    unwritable: Callable[[MessageLike, str], BatchResult], after_failures: int) -> Progress:
+    progress = Progress()
+    todo: list[tuple[Batch, BatchResult | None]] = [(batch, result)]
+    while todo:
+        part, res = todo.pop()
+        failures, isolated = 0, False
+        while True:
+            try:
+                res = process(part) if res is None else res
+            except TransientError as exc:
+                return _failed(progress, part, todo, str(exc), transient=True)
+            outcome = commit(part, res)
+            if outcome.committed:
+                progress.committed.append((part, res))
+                break
+            if not outcome.content_error or isolated:
+                return _failed(progress, part, todo, outcome.error)
+            failures += 1
+            if failures < after_failures:
+                res = None
+                continue
+            if len(part) == 1:
+                log.error("the broker refuses the outputs of one message; it is dead-lettered by reference",
+                          topic=part[0].topic(), partition=part[0].partition(), offset=part[0].offset(),
+                          error=outcome.error[:300])
+                res, isolated = unwritable(part[0], outcome.error), True
+                continue
+            half = len(part) // 2
+            progress.splits += 1
+            log.warning("the broker refuses an output of this batch; splitting it", messages=len(part),
+                        failures=failures, error=outcome.error[:300])
+            todo.append((part[half:], None))
+            todo.append((part[:half], None))
+            break
+    return progress
+
+
+def _failed(progress: Progress, part: Batch, todo: list[tuple[Batch, BatchResult | None]], error: str,
+            transient: bool = False) -> Progress:
+    progress.failed = list(part) + [m for rest, _ in reversed(todo) for m in rest]
+    progress.transient, progress.error = transient, error
+    return progress
+
+
+def unwritable(processor: BatchProcessor, msg: MessageLike, error: str) -> BatchResult:
+    """One message whose outputs the broker refuses: a REJECTION record and a dead letter that
+    carries a reference to the original (its digest, source topic, partition and offset), not
+    its bytes. Uses the processor's own builder when it has one."""
+    build = getattr(processor, "reject_unwritable", None)
+    if build is not None:
+        result: BatchResult = build(msg, error)
+        return result
+    raw = msg.value() or b""
+    digest = hashlib.sha256(raw).digest()
+    source = SourceRef(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+    message = "the broker refused this input's audit outputs (too large or against a topic policy)"
+    record = build_rejection(digest, UNWRITABLE, message, source, pseudonym_key_id=processor.pseudonymizer.key_id,
+                             instance_id=processor.instance_id, now=datetime.now(UTC))
+    out = BatchResult()
+    data, seq, _ = processor._seal(out, record)
+    out.outgoing.append(Outgoing(processor.routing.audit_topic, processor.audit_partition(source),
+                                 record.chain_id.encode(), data))
+    out.dead_letters.append(UNWRITABLE)
+    headers = (
+        ("auditor.source.topic", source.topic.encode() if source.topic else b""),
+        ("auditor.source.partition", str(source.partition).encode()),
+        ("auditor.source.offset", str(source.offset).encode()),
+        ("auditor.source.sha256", digest.hex().encode()),
+        ("auditor.error.class", b"BrokerError"),
+        ("auditor.error.reason", UNWRITABLE.encode()),
+        ("auditor.error.message", message.encode()),
+        ("auditor.trail.chain", record.chain_id.encode()),
+        ("auditor.trail.seq", str(seq).encode()),
+    )
+    out.outgoing.append(Outgoing(processor.routing.dead_letter_topic, None, None, b"", headers))
+    return out

@@ -1,0 +1,130 @@
+"""Liveness: a watchdog thread for the main loop, and signals handled off the main thread.
+
+The main loop beats once per iteration and runs every librdkafka call inside
+:meth:`Watchdog.call` with that call's own timeout. The watchdog thread, started at start-up,
+fires when
+
+- a call has run longer than its own timeout plus ``call_margin_s`` (librdkafka 2.16 can block
+  in ``send_offsets_to_transaction`` far past its timeout after a broker restart), or
+- outside calls, the loop has not beaten for ``stall_timeout_s``, or
+- a stop was requested (SIGTERM) and the process has not finished within ``shutdown_timeout_s``.
+
+Firing marks the process unhealthy (``/healthz`` 503), logs the reason and exits with
+:data:`ExitCode.WATCHDOG` so the orchestrator restarts it.
+
+SIGTERM and SIGINT are blocked in the main thread (``pthread_sigmask``, inherited by every
+thread started after it) and received by :class:`SignalThread` with ``sigwait``: a Python signal
+handler would only run once the main thread returns from the C call it is blocked in.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from auditor.logging import get_logger
+
+log = get_logger("auditor.watchdog")
+
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+@dataclass
+class _Call:
+    name: str
+    started: float
+    timeout: float
+
+
+class Watchdog:
+    def __init__(self, stall_timeout_s: float, call_margin_s: float, shutdown_timeout_s: float,
+                 fire: Callable[[str], None], clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_timeout_s, self.call_margin_s = stall_timeout_s, call_margin_s
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.fire, self.clock = fire, clock
+        self.last_beat = clock()
+        self.current: _Call | None = None
+        self.stop_requested_at: float | None = None
+        self.fired: str | None = None
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ called by the main loop
+    def beat(self) -> None:
+        self.last_beat = self.clock()
+
+    @contextmanager
+    def call(self, name: str, timeout: float) -> Iterator[None]:
+        """A blocking client call with its own timeout (seconds)."""
+        self.current = _Call(name, self.clock(), timeout)
+        try:
+            yield
+        finally:
+            self.current = None
+            self.last_beat = self.clock()
+
+    def stopping(self) -> None:
+        """A stop was requested: the process must be gone within shutdown_timeout_s."""
+        if self.stop_requested_at is None:
+            self.stop_requested_at = self.clock()
+
+    # ------------------------------------------------------------------ the check (pure)
+    def overdue(self, now: float | None = None) -> str | None:
+        """Why the watchdog must fire now, or None."""
+        now = self.clock() if now is None else now
+        if self.stop_requested_at is not None and now - self.stop_requested_at > self.shutdown_timeout_s:
+            return (f"shutdown did not finish within shutdown_timeout_s={self.shutdown_timeout_s:g}s "
+                    "(the main thread is blocked or the broker is gone)")
+        call = self.current
+        if call is not None:
+            ran = now - call.started
+            if ran > call.timeout + self.call_margin_s:
+                return (f"the Kafka client call {call.name} has run {ran:.0f}s, past its own "
+                        f"{call.timeout:g}s timeout plus watchdog.call_margin_s={self.call_margin_s:g}s")
+            return None
+        idle = now - self.last_beat
+        if idle > self.stall_timeout_s:
+            return (f"the main loop made no progress for {idle:.0f}s "
+                    f"(watchdog.stall_timeout_s={self.stall_timeout_s:g}s)")
+        return None
+
+    # ------------------------------------------------------------------ the thread
+    def start(self, interval: float = 0.5) -> Watchdog:
+        self.last_beat = self.clock()
+        self._thread = threading.Thread(target=self._run, args=(interval,), name="auditor-watchdog", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self, interval: float) -> None:
+        while not self._halt.wait(interval):
+            reason = self.overdue()
+            if reason is not None:
+                self.fired = reason
+                self.fire(reason)
+                return
+
+    def close(self) -> None:
+        self._halt.set()
+
+
+class SignalThread:
+    """Receives SIGTERM/SIGINT with sigwait on its own thread; the main thread keeps them blocked."""
+
+    def __init__(self, on_signal: Callable[[int], None]) -> None:
+        self.on_signal = on_signal
+        self.thread = threading.Thread(target=self._run, name="auditor-signals", daemon=True)
+
+    def install(self) -> SignalThread:
+        """Call from the main thread before any other thread starts (they inherit the mask)."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            signum = signal.sigwait(STOP_SIGNALS)
+            self.on_signal(signum)
