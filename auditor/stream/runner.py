@@ -74,6 +74,7 @@ class Daemon:
         self.lag: LagMonitor | None = None
         self.committer: BatchCommit | None = None
         self.batches = 0
+        self.fatal = False
         self.on_started: Callable[[Daemon], None] | None = None
         #: how the watchdog ends the process (tests running the daemon in-process replace it)
         self.exit_process: Callable[[int], None] = os._exit
@@ -168,6 +169,7 @@ class Daemon:
         except Fatal as exc:
             log.error("fatal Kafka error, exiting", error=str(exc), exit_code=int(EXIT_FATAL))
             self.healthy = False
+            self.fatal = True
             return EXIT_FATAL
         finally:
             self.close()
@@ -184,12 +186,12 @@ class Daemon:
             except (KafkaException, RuntimeError) as exc:
                 log.warning("consumer close failed", error=str(exc))
             self.consumer = None
-        if self.producer is not None:
+        if self.producer is not None and not self.fatal:  # a fenced producer has nothing left to deliver
             try:
                 self.producer.flush(5)
-            except (KafkaException, RuntimeError) as exc:  # fenced: nothing left to deliver anyway
+            except (KafkaException, RuntimeError) as exc:
                 log.warning("producer flush at close failed", error=str(exc))
-            self.producer = None
+        self.producer = None
         if self.file_copy is not None:
             self.file_copy.close()  # commits and signs a final checkpoint of every chain
             self.file_copy = None
