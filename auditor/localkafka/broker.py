@@ -105,6 +105,8 @@ class LocalKafka:
     :param jvm_options: extra JVM options appended to the defaults.
     :param keep_work_dir: keep the temporary directory after :meth:`stop` (debugging).
     :param progress: optional callback receiving human-readable status lines.
+    :param node_id, controller_port, cluster_id, quorum_voters: for one node of a multi-node
+        cluster (static ``controller.quorum.voters``); see :class:`~auditor.localkafka.cluster.LocalKafkaCluster`.
     """
 
     def __init__(
@@ -120,8 +122,17 @@ class LocalKafka:
         jvm_options: Sequence[str] = (),
         keep_work_dir: bool = False,
         progress: Callable[[str], None] | None = None,
+        node_id: int = 1,
+        controller_port: int | None = None,
+        cluster_id: str | None = None,
+        quorum_voters: str | None = None,
     ) -> None:
         self._cache_dir = cache_dir
+        # Cluster membership (see auditor.localkafka.cluster); the defaults are one standalone node.
+        self.node_id = node_id
+        self._fixed_controller_port = controller_port
+        self._fixed_cluster_id = cluster_id
+        self.quorum_voters = quorum_voters
         self.host = host
         self._fixed_port = broker_port
         self.heap = heap
@@ -187,7 +198,7 @@ class LocalKafka:
         data = str(self.work_dir / "data")
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
+            "node.id": str(self.node_id),
             # Dynamic single-voter quorum, formatted with `StorageTool format --standalone`.
             "controller.quorum.bootstrap.servers": f"{h}:{cp}",
             "listeners": f"PLAINTEXT://{h}:{bp},CONTROLLER://{h}:{cp}",
@@ -218,15 +229,20 @@ class LocalKafka:
             "num.recovery.threads.per.data.dir": "1",
             "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
         }
+        if self.quorum_voters:  # one node of a static multi-voter quorum
+            del props["controller.quorum.bootstrap.servers"]
+            props["controller.quorum.voters"] = self.quorum_voters
         props.update(self._overrides)
         return props
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self) -> LocalKafka:
+    def start(self, *, wait: bool = True) -> LocalKafka:
         """Fetch jars if needed, format storage, start the JVM and wait until it serves.
 
         Retries with new ports (up to 3 attempts) if a picked port was taken meanwhile.
+        ``wait=False`` returns once the JVM is launched (a cluster node cannot serve before a
+        quorum of its peers is up); call :meth:`wait_ready` then.
 
         :raises LocalKafkaError: with the broker log tail if it dies or is not ready
             within ``start_timeout``.
@@ -239,7 +255,7 @@ class LocalKafka:
             for attempt in range(1, attempts + 1):
                 _LIVE.add(self)  # so that interpreter exit stops a half-started broker too
                 try:
-                    self._start_once(lib)
+                    self._start_once(lib, wait=wait)
                     return self
                 except LocalKafkaError as exc:
                     self._stop_locked()
@@ -251,14 +267,14 @@ class LocalKafka:
                     raise
         raise AssertionError("unreachable")
 
-    def _start_once(self, lib: Path) -> None:
+    def _start_once(self, lib: Path, *, wait: bool = True) -> None:
         started = time.monotonic()
         self.work_dir = Path(tempfile.mkdtemp(prefix="auditor-kafka-"))
         self.broker_port = self._fixed_port or _free_port(self.host)
-        self.controller_port = _free_port(self.host)
+        self.controller_port = self._fixed_controller_port or _free_port(self.host)
         while self.controller_port == self.broker_port:
             self.controller_port = _free_port(self.host)
-        self.cluster_id = _random_cluster_id()
+        self.cluster_id = self._fixed_cluster_id or _random_cluster_id()
 
         props_path = self.work_dir / "server.properties"
         props_path.write_text(_properties_text(self.server_properties()))
@@ -277,7 +293,9 @@ class LocalKafka:
             heap="256m",
             extra=[f"-Dlog4j2.configurationFile={_tools_log4j(lib)}"],
         )
-        fmt_cmd += ["format", "--config", str(props_path), "--cluster-id", self.cluster_id, "--standalone"]
+        fmt_cmd += ["format", "--config", str(props_path), "--cluster-id", self.cluster_id]
+        if not self.quorum_voters:
+            fmt_cmd.append("--standalone")
         fmt = subprocess.run(
             fmt_cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False
         )
@@ -286,6 +304,14 @@ class LocalKafka:
                 f"kafka StorageTool format failed (exit {fmt.returncode})\n{_tail(fmt.stdout + fmt.stderr)}"
             )
 
+        self._launch(lib, log_props, props_path, "wb")
+        if wait:
+            self._wait_ready(started)
+            self.startup_seconds = time.monotonic() - started
+            if self._progress:
+                self._progress(f"Kafka ready at {self.host}:{self.broker_port} after {self.startup_seconds:.1f}s")
+
+    def _launch(self, lib: Path, log_props: list[str], props_path: Path, log_mode: str) -> None:
         cmd = (
             _pdeathsig_prefix()
             + _java_cmd(
@@ -297,7 +323,7 @@ class LocalKafka:
             + [str(props_path)]
         )
         assert self.log_path is not None
-        log_fh = self.log_path.open("wb")
+        log_fh = self.log_path.open(log_mode)
         self._log_fh = log_fh
         if self._progress:
             self._progress(
@@ -311,12 +337,50 @@ class LocalKafka:
             cwd=self.work_dir,
             start_new_session=True,
         )
-        self._wait_ready(started)
-        self.startup_seconds = time.monotonic() - started
-        if self._progress:
-            self._progress(f"Kafka ready at {self.host}:{self.broker_port} after {self.startup_seconds:.1f}s")
 
-    def _wait_ready(self, started: float) -> None:
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until the running broker serves metadata (after ``start(wait=False)`` or :meth:`restart`)."""
+        self._wait_ready(time.monotonic(), timeout)
+
+    # ----------------------------------------------------------------- faults (for fault tests)
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the broker JVM (SIGSTOP/SIGCONT to stall it, SIGKILL to crash it)."""
+        if self._proc is None:
+            raise LocalKafkaError("LocalKafka was not started")
+        os.killpg(self._proc.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the broker and wait until it is gone; its work dir, ports and data stay for :meth:`restart`."""
+        if self._proc is None:
+            raise LocalKafkaError("LocalKafka was not started")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait(timeout=30)
+        if self._log_fh is not None:
+            with contextlib.suppress(Exception):
+                self._log_fh.close()
+            self._log_fh = None
+
+    def restart(self, *, wait: bool = True) -> LocalKafka:
+        """Start the broker again after :meth:`kill` on the same ports, data and cluster id (no format)."""
+        with self._lock:
+            if self.is_running():
+                raise LocalKafkaError("restart() needs a stopped broker; kill() it first")
+            if self.work_dir is None or self.broker_port is None:
+                raise LocalKafkaError("restart() needs a broker that was started and not stop()ped")
+            lib = ensure_jars(self._cache_dir, self._progress)
+            log_props = [
+                f"-Dlog4j2.configurationFile={self.work_dir / 'log4j2.properties'}",
+                f"-Dkafka.logs.dir={self.work_dir / 'logs'}",
+            ]
+            self._launch(lib, log_props, self.work_dir / "server.properties", "ab")
+            _LIVE.add(self)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def _wait_ready(self, started: float, timeout: float | None = None) -> None:
         assert self._proc is not None and self.broker_port is not None
         try:
             from confluent_kafka import KafkaException
@@ -324,7 +388,8 @@ class LocalKafka:
         except ImportError:
             AdminClient = None  # type: ignore[assignment,misc]  # noqa: N806
             KafkaException = Exception  # type: ignore[assignment,misc]  # noqa: N806
-        deadline = started + self.start_timeout
+        limit = self.start_timeout if timeout is None else timeout
+        deadline = started + limit
         admin = None
         while True:
             code = self._proc.poll()
@@ -346,7 +411,7 @@ class LocalKafka:
                         pass
             if time.monotonic() > deadline:
                 raise LocalKafkaError(
-                    f"Kafka broker not ready after {self.start_timeout:.0f}s\n{self.error_report()}"
+                    f"Kafka broker not ready after {limit:.0f}s\n{self.error_report()}"
                 )
             time.sleep(0.2)
 
