@@ -200,9 +200,13 @@ def count_audit(bootstrap: str, topic: str) -> AuditCount:
     return AuditCount(rows, problems, {c: len(rs) for c, rs in chains.items()})
 
 
-def console_count(bootstrap: str, topic: str, timeout_ms: int = 8000) -> Counter[tuple[int, int]]:
-    """(partition, offset) of each committed message as Kafka's own ConsoleConsumer (Java) sees it."""
-    lines = console_consume(bootstrap, topic, timeout_ms=timeout_ms, isolation_level="read_committed",
+def console_count(bootstrap: str, topic: str, expected: int, timeout_ms: int = 60_000) -> Counter[tuple[int, int]]:
+    """(partition, offset) of each committed message as Kafka's own ConsoleConsumer (Java) sees it.
+
+    It stops at ``expected`` messages, or after ``timeout_ms`` without one (generous: a loaded machine
+    makes the JVM slow to fetch, and stopping early would read as loss)."""
+    lines = console_consume(bootstrap, topic, max_messages=expected, timeout_ms=timeout_ms,
+                            isolation_level="read_committed",
                             extra_args=["--formatter-property", "print.partition=true",
                                         "--formatter-property", "print.offset=true",
                                         "--formatter-property", "print.value=false"])
@@ -245,8 +249,8 @@ def assert_trail_intact(setup: Setup, expect: Expect, *, console: bool = True, v
         assert rec["record_type"] == "REJECTION", f"poison input at {p}@{o} was audited as {rec['record_type']}"
         assert family in rec["rejection"]["reason"], f"poison at {p}@{o}: reason {rec['rejection']['reason']!r}"
     if console:
-        java = console_count(setup.bootstrap, setup.audit)
         mine = Counter((r.partition, r.offset) for r in got.rows)
+        java = console_count(setup.bootstrap, setup.audit, expected=len(got.rows))
         assert java == mine, (f"Kafka's ConsoleConsumer sees {sum(java.values())} committed records, the reader "
                               f"{sum(mine.values())}; differing: {sorted((java - mine) + (mine - java))[:5]}")
     if dead_letters:
