@@ -70,6 +70,13 @@ def test_leader_of_the_audit_partitions_killed_and_restarted(three_brokers, tmp_
     _kill_and_restart(three_brokers, tmp_path, 51, victim)
 
 
+def test_transaction_and_group_coordinator_killed_and_restarted(three_brokers, tmp_path):
+    def victim(setup: Setup) -> int:  # one partition each: its leader is the coordinator
+        return three_brokers.leader_of("__transaction_state", 0)
+
+    _kill_and_restart(three_brokers, tmp_path, 52, victim)
+
+
 def test_scale_one_to_three_to_one_while_events_flow(kafka_bootstrap, tmp_path):
     setup = make_setup(tmp_path, kafka_bootstrap, partitions=6, trail=True, batch_max_events=200)
     feed = PacedFeeder(Feeder(kafka_bootstrap, setup.events), iter(endless(53)), rate=250)
