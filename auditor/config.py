@@ -21,7 +21,7 @@ AUDITOR_KAFKA_PROPERTIES__<NAME>           one librdkafka property, e.g.
                                            (``_`` -> ``.``, ``__`` -> ``-``, ``___`` -> ``_``,
                                            Confluent's convention for its images)
 AUDITOR_TOPICS_EVENTS                      topics.events (comma-separated)
-AUDITOR_TOPICS_AUDIT / _VIOLATIONS / ...   topics.audit, topics.violations, topics.dead_letter
+AUDITOR_TOPICS_AUDIT / _VIOLATIONS / ...   topics.audit, topics.violations, topics.dead_letter, topics.facts
 AUDITOR_SCHEMAS_EXTRA_FILES                schemas.extra_files (comma-separated)
 AUDITOR_SCHEMAS_CONFLUENT_IDS              schemas.confluent_ids (JSON object or ``1=name,2=name``)
 AUDITOR_SCHEMAS_REGISTRY_URL               schemas.registry_url
@@ -265,6 +265,9 @@ class TopicsConfig:
     audit: Text = "auditor.audit"
     violations: Text = "auditor.violations"
     dead_letter: Text = "auditor.dead-letter"
+    #: subject facts (consent, opt-outs, birth dates, accounts, services), keyed by subject id and
+    #: co-partitioned with the event topics; never compacted (each subject's history is needed)
+    facts: Text = "subject-facts"
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -359,6 +362,8 @@ class Config:
         if outputs & set(t.events) or len(outputs) != 3:
             raise ValueError("topics.audit, topics.violations and topics.dead_letter must be three distinct "
                              "topics, none of them an event topic")
+        if t.facts in outputs or t.facts in t.events:
+            raise ValueError("topics.facts must be a topic of its own, neither an event topic nor an output topic")
 
     # ------------------------------------------------------------------ flat names used across the code
     @property

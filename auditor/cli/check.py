@@ -15,6 +15,7 @@ from auditor.errors import ConfigError, DecodeError, PolicyError
 from auditor.events.codec import DecodedLine, iter_event_file
 from auditor.policy import CompiledPack, Decision, bundled_pack_names, evaluate, load_pack
 from auditor.policy.decision import decision_to_dict
+from auditor.trail.record import LedgerFacts
 
 HELP = """\
 Audit JSON-lines or Avro container files of events offline. Each event is judged under the pack
@@ -30,6 +31,13 @@ examples:
   auditor check --pack ./my-pack.yaml events.jsonl --fail-on-violation    # for CI gates
   auditor check events.jsonl --trail ./trail --keys ~/.auditor/keys       # idempotent: re-runs add nothing
   zcat events.jsonl.gz | auditor check -
+  auditor check events.jsonl --ledger facts.jsonl    # consent, opt-outs, age, accounts, services from the ledger
+
+--ledger FACTS.jsonl judges each event against the subject facts (consent granted/withdrawn,
+opt-outs, guardian consent, birth dates, account closures, deletion requests, services) in force
+at its occurred_at, not against its own claims: an event claiming consent the subject withdrew is
+a violation, and the claim itself is reported as CLAIM_CONTRADICTED. The daemon gives the same
+verdicts for the same events and facts (README "Subject facts and the ledger").
 
 exit status: 0 audited (violations allowed), 1 violations or malformed input with
 --fail-on-violation, 2 usage, configuration or unusable input (the whole file).
@@ -55,6 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "event already recorded there (same event id) is not recorded again")
     p.add_argument("--keys", type=Path, metavar="DIR",
                    help="key directory for --trail (default: $AUDITOR_KEYS)")
+    p.add_argument("--ledger", type=Path, metavar="FACTS",
+                   help="subject facts as JSON lines (schemas/subject_fact.avsc): judge each event against "
+                        "the facts in force at its time; a faulty line is reported with its line number and "
+                        "counted as malformed")
     p.set_defaults(func=run)
 
 
@@ -104,7 +116,7 @@ class _Table:
         self.out = out
         print(f"{'EVENT':<24} {'VERDICT':<9} {'RULE':<40} {'CLAUSE':<12} REASON", file=out)
 
-    def decision(self, row: DecodedLine, d: Decision) -> None:
+    def decision(self, row: DecodedLine, d: Decision, ledger: LedgerFacts | None = None) -> None:
         if not d.violations:
             rule = d.permitted_by.rule_id if d.permitted_by else "-"
             clause = d.permitted_by.clause if d.permitted_by else "-"
@@ -122,9 +134,13 @@ class _Jsonl:
     def __init__(self, out: TextIO) -> None:
         self.out = out
 
-    def decision(self, row: DecodedLine, d: Decision) -> None:
+    def decision(self, row: DecodedLine, d: Decision, ledger: LedgerFacts | None = None) -> None:
         doc = decision_to_dict(d, quote=False)
         doc["source"] = f"{row.source}:{row.line}"
+        if ledger is not None:
+            doc["ledger"] = [{"question": r.question, "purpose": r.purpose, "recipient_type": r.recipient_type,
+                              "recipient_id": r.recipient_id, "value": r.value, "facts_lines": list(r.fact_offsets)}
+                             for r in ledger.reads]
         self.out.write(json.dumps(doc, separators=(",", ":")) + "\n")
 
     def error(self, err: DecodeError) -> None:
@@ -153,11 +169,25 @@ def run(args: argparse.Namespace) -> int:
         from auditor.cli.offline_trail import OfflineTrail
 
         writer = OfflineTrail.open(args.trail, args.keys)
+    ledger = None
+    if args.ledger is not None:
+        from auditor.ledger.offline import OfflineLedger
+
+        try:
+            ledger = OfflineLedger(args.ledger, writer.pseudonymizer if writer is not None else None)
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            raise
     out = sys.stdout
     sink = _Table(out) if args.format == "table" else _Jsonl(out)
     verdicts: Counter[str] = Counter()
     rules: Counter[str] = Counter()
     malformed = 0
+    if ledger is not None:
+        for err in ledger.report.errors:
+            print(f"auditor: facts {err}", file=sys.stderr)
+        malformed += len(ledger.report.errors)
     total = None if None in sizes else sum(s or 0 for s in sizes)
     # A progress bar only when a person watches stderr and the decisions go somewhere else.
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="check", leave=False,
@@ -178,16 +208,23 @@ def run(args: argparse.Namespace) -> int:
                         writer.reject(row)
                     continue
                 assert row.event is not None
-                d = evaluate(row.event, pack)
+                lf = None
+                if ledger is None:
+                    d = evaluate(row.event, pack)
+                else:
+                    judged = ledger.judge(row.event, pack)
+                    d, lf = judged.decision, judged.ledger
                 verdicts[d.verdict.value] += 1
                 rules.update(d.violated_rule_ids)
-                sink.decision(row, d)
+                sink.decision(row, d, lf)
                 if writer is not None:
-                    writer.record(row, d)
+                    writer.record(row, d, ledger=lf)
     finally:
         bar.close()
         if writer is not None:
             writer.close()
+        if ledger is not None:
+            ledger.close()
     for policy_id, n in sorted(packs.mismatches.items()):
         assert packs.override is not None
         print(f"auditor: warning: {n} event(s) name policy '{policy_id}' but were judged under --policy "
@@ -201,6 +238,9 @@ def run(args: argparse.Namespace) -> int:
         summary["pack"], summary["pack_hash"] = pack_id, pack_hash
     if writer is not None:
         summary["trail"] = {"recorded": writer.appended, "already_recorded": writer.skipped}
+    if ledger is not None:
+        summary["ledger"] = {"facts": ledger.report.applied, "malformed_facts": len(ledger.report.errors),
+                             "contradicted_claims": ledger.contradictions}
     _print_summary(summary, args.format, out)
     if args.fail_on_violation and (verdicts["VIOLATION"] or malformed):
         return 1
@@ -218,6 +258,10 @@ def _print_summary(s: dict[str, object], fmt: str, out: TextIO) -> None:
     print(f"\nsummary: {s['events']} events under {under}: "
           f"{verdicts.get('ALLOW', 0)} ALLOW, {verdicts.get('VIOLATION', 0)} VIOLATION, "
           f"{s['malformed']} malformed", file=out)
+    lg = s.get("ledger")
+    if isinstance(lg, dict):
+        print(f"ledger: {lg['facts']} fact(s), {lg['malformed_facts']} malformed; "
+              f"{lg['contradicted_claims']} claim(s) of the events contradicted by it", file=out)
     trail = s.get("trail")
     if isinstance(trail, dict):
         print(f"trail: {trail['recorded']} record(s) appended, {trail['already_recorded']} already there",

@@ -17,7 +17,7 @@ from pathlib import Path, PurePath
 from auditor.events.codec import DecodedLine, canonical_bytes
 from auditor.policy import Decision
 from auditor.trail.keys import KeyRing
-from auditor.trail.record import AuditRecord, SourceRef, build_record, build_rejection
+from auditor.trail.record import AuditRecord, LedgerFacts, SourceRef, build_record, build_rejection
 from auditor.trail.replay import iter_records
 from auditor.trail.store import TrailWriter
 
@@ -46,7 +46,7 @@ class OfflineTrail:
         seen = {_key(r) for r in iter_records(trail_dir) if r.chain_id.startswith("file:")}
         return cls(writer, keys, seen)
 
-    def record(self, row: DecodedLine, decision: Decision) -> None:
+    def record(self, row: DecodedLine, decision: Decision, *, ledger: LedgerFacts | None = None) -> None:
         assert row.event is not None
         if row.event.event_id in self.seen:
             self.skipped += 1
@@ -54,7 +54,7 @@ class OfflineTrail:
         # the digest is over the canonical Avro encoding, as on the Kafka path (Avro input carries it)
         canonical = row.canonical if row.canonical is not None else canonical_bytes(row.event)
         rec = build_record(row.event, decision, _source(row), self.pseudonymizer, self.instance_id,
-                           datetime.now(UTC), digest=hashlib.sha256(canonical).digest())
+                           datetime.now(UTC), digest=hashlib.sha256(canonical).digest(), ledger=ledger)
         self._append(rec, row.event.event_id)
 
     def reject(self, row: DecodedLine) -> None:

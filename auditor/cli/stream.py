@@ -58,6 +58,12 @@ examples:
   auditor produce --config auditor.yaml events.avro
   zcat events.jsonl.gz | auditor produce --config auditor.yaml -
   AUDITOR_KAFKA_PROPERTIES__SASL_PASSWORD=... auditor produce --config sasl.yaml events.jsonl
+  auditor produce --config auditor.yaml --facts facts.jsonl   # subject facts to topics.facts
+
+--facts sends subject facts (JSON lines, schemas/subject_fact.avsc: consent granted/withdrawn,
+opt-outs, birth dates, account closures, ...) instead of events, to the config's facts topic.
+Events and facts are keyed by subject id and partitioned with murmur2 (as Java clients do), so the
+facts topic is co-partitioned with the event topics when both have the same partition count.
 
 exit status: 0 sent, 2 usage, configuration or input error, 3 broker, network or authentication error.
 """
@@ -95,7 +101,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     prod.add_argument("--config", type=Path, metavar="FILE",
                       help="config file: kafka.bootstrap_servers and kafka.properties (TLS, SASL)")
     prod.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="overrides kafka.bootstrap_servers")
-    prod.add_argument("--topic", help="default: the config's first event topic (privacy-events)")
+    prod.add_argument("--topic", help="default: the config's first event topic (privacy-events); with --facts, "
+                                      "topics.facts (subject-facts)")
+    prod.add_argument("--facts", action="store_true",
+                      help="the files hold subject facts (JSON lines), not events")
     prod.add_argument("--framing", choices=["single-object", "confluent"], default="single-object",
                       help="Avro single-object encoding (default) or Confluent wire format")
     prod.add_argument("--schema-id", type=non_negative_int, help="schema id for --framing confluent")
@@ -155,6 +164,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
     if args.framing == "confluent" and args.schema_id is None:
         raise ConfigError("--framing confluent needs --schema-id")
     cfg = _config(args)
+    if args.facts:
+        return _produce_facts(args, cfg)
     topic = args.topic or cfg.topics.events[0]
     bad = 0
 
@@ -171,6 +182,36 @@ def cmd_produce(args: argparse.Namespace) -> int:
     n = produce(cfg.kafka.bootstrap_servers, topic, events(), framing=args.framing, schema_id=args.schema_id,
                 properties=cfg.kafka.properties)
     print(f"produced {n} events to {topic}" + (f" ({bad} malformed lines skipped)" if bad else ""))
+    return 0
+
+
+def _produce_facts(args: argparse.Namespace, cfg: Config) -> int:
+    from auditor.ledger.codec import iter_fact_lines
+    from auditor.ledger.model import SubjectFact
+    from auditor.stream.produce import produce
+
+    if args.framing != "single-object":
+        raise ConfigError("--facts are sent single-object encoded (drop --framing)")
+    if "-" in args.files:
+        raise ConfigError("--facts reads files, not standard input")
+    for path in args.files:
+        if not Path(path).is_file():
+            raise ConfigError(f"no such facts file: {path}")
+    topic = args.topic or cfg.topics.facts
+    bad = 0
+
+    def facts() -> Iterator[SubjectFact]:
+        nonlocal bad
+        for path in args.files:
+            for row in iter_fact_lines(Path(path)):
+                if row.error is not None:
+                    bad += 1
+                    print(f"skipped: {row.error}", file=sys.stderr)
+                elif row.fact is not None:
+                    yield row.fact
+
+    n = produce(cfg.kafka.bootstrap_servers, topic, facts(), properties=cfg.kafka.properties)
+    print(f"produced {n} facts to {topic}" + (f" ({bad} malformed lines skipped)" if bad else ""))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Load a JSON-lines facts file into a ledger store, for ``auditor check --ledger FACTS.jsonl``.
+"""A JSON-lines facts file as a ledger, for ``auditor check --ledger FACTS.jsonl``.
 
 A file is one log: partition 0, the line number as the offset. Within one subject's history that
 keeps the order the daemon sees when the same file is produced to the facts topic (one subject's
@@ -8,14 +8,21 @@ the daemon; only the provenance names lines instead of offsets.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from auditor.errors import DecodeError
+from auditor.errors import ConfigError, DecodeError
+from auditor.events.model import Event
 from auditor.ledger.codec import iter_fact_lines
+from auditor.ledger.join import Judged, PackJoin
 from auditor.ledger.model import SubjectFact
 from auditor.ledger.store import LedgerStore
+from auditor.policy.engine import CompiledPack, evaluate
+from auditor.trail.keys import Pseudonymizer
+from auditor.trail.record import Pseudonymize
 
 FILE_PARTITION = 0
 
@@ -39,3 +46,38 @@ def load_facts_file(path: Path, store: LedgerStore, pseudonymize: Callable[[str]
 
     applied = store.restore(FILE_PARTITION, facts(), pseudonymize, chunk=chunk)
     return LoadReport(applied, tuple(errors))
+
+
+class OfflineLedger:
+    """The ledger behind ``auditor check --ledger FACTS.jsonl``: the file in a temporary store.
+
+    Subjects are keyed by ``pseudonymize`` (the trail's key with ``--trail``, so records and the
+    ledger agree; otherwise a key made for this run and forgotten with the store)."""
+
+    def __init__(self, path: Path, pseudonymize: Pseudonymize | None = None) -> None:
+        if not Path(path).is_file():
+            raise ConfigError(f"no such facts file: {path} (--ledger takes subject facts as JSON lines)")
+        self.pseudonymize: Pseudonymize = pseudonymize or Pseudonymizer(os.urandom(32))
+        self._tmp = tempfile.TemporaryDirectory(prefix="auditor-ledger-")
+        self.store = LedgerStore(Path(self._tmp.name), self.pseudonymize.key_id)
+        try:
+            self.report = load_facts_file(Path(path), self.store, self.pseudonymize)
+        except BaseException:
+            self.close()
+            raise
+        self._joins: dict[str, PackJoin] = {}
+        self.contradictions = 0
+
+    def judge(self, e: Event, compiled: CompiledPack) -> Judged:
+        """``e`` judged under ``compiled`` with the facts in force at its ``occurred_at``."""
+        join = self._joins.get(compiled.id)
+        if join is None or join.compiled is not compiled:
+            join = self._joins[compiled.id] = PackJoin(compiled)
+        view = self.store.view(FILE_PARTITION, self.pseudonymize(e.subject.id), e.occurred_at)
+        judged = join.judge(e, view, lambda ev: evaluate(ev, compiled))
+        self.contradictions += len(judged.contradictions)
+        return judged
+
+    def close(self) -> None:
+        self.store.close()
+        self._tmp.cleanup()

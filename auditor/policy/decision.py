@@ -20,6 +20,7 @@ class ViolationKind(str, Enum):
     PROHIBITED = "PROHIBITED"               # a constraint forbids everything in its scope
     DEFAULT_DENY = "DEFAULT_DENY"           # no permit rule covers the event
     UNDECLARED = "UNDECLARED"               # category, purpose or recipient not in the vocabulary
+    CLAIM_CONTRADICTED = "CLAIM_CONTRADICTED"  # the event's consent/age claim; the subject ledger says otherwise
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,11 @@
-"""Send events to a topic as Avro (single-object encoding or Confluent wire format)."""
+"""Send events or subject facts to a topic as Avro (single-object encoding or Confluent wire format).
+
+Both are keyed by subject id and partitioned with ``murmur2_random``, the partitioner of Java's
+and most other Kafka clients (librdkafka's default, ``consistent_random``, hashes keys with CRC32
+and would place one subject's facts and events in different partitions): the facts topic is
+co-partitioned with the event topics, so each auditor instance holds the facts of the subjects
+whose events it audits.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,11 @@ from auditor.errors import BrokerError
 from auditor.events.codec import event_to_mapping
 from auditor.events.model import Event
 from auditor.events.wire import encode_confluent, encode_single_object
+from auditor.ledger.codec import encode_fact_single_object
+from auditor.ledger.model import SubjectFact
+
+#: the partitioner of Java clients (and Kafka Streams): murmur2 of the key, modulo the partitions
+PARTITIONER = "murmur2_random"
 
 
 def encode(event: Event, framing: str = "single-object", schema_id: int | None = None) -> bytes:
@@ -22,10 +34,12 @@ def encode(event: Event, framing: str = "single-object", schema_id: int | None =
     return encode_single_object(datum)
 
 
-def produce(bootstrap: str, topic: str, items: Iterable[Event | bytes], *, framing: str = "single-object",
-            schema_id: int | None = None, properties: Mapping[str, str] | None = None,
-            partition_by_subject: bool = True, timeout: float = 60.0) -> int:
-    """Produce events (or raw bytes, for malformed test input); return how many were delivered.
+def produce(bootstrap: str, topic: str, items: Iterable[Event | SubjectFact | bytes], *,
+            framing: str = "single-object", schema_id: int | None = None,
+            properties: Mapping[str, str] | None = None, partition_by_subject: bool = True,
+            timeout: float = 60.0) -> int:
+    """Produce events or subject facts (or raw bytes, for malformed test input); return how many
+    were delivered. Facts are always keyed by subject id and single-object encoded.
 
     ``properties`` are the client properties of the config (TLS, SASL). The broker is asked for the
     topic's metadata first, so an unreachable broker or refused credentials fail within seconds
@@ -33,6 +47,7 @@ def produce(bootstrap: str, topic: str, items: Iterable[Event | bytes], *, frami
     """
     producer = Producer({"logger": KAFKA_LOGGER, "error_cb": CLIENT_ERRORS.record, **(properties or {}),
                          "bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                         "partitioner": PARTITIONER,
                          "compression.type": "lz4", "message.timeout.ms": int(timeout * 1000)})
     md = producer.list_topics(topic, timeout=min(timeout, 15.0))
     meta = md.topics.get(topic)
@@ -53,6 +68,8 @@ def produce(bootstrap: str, topic: str, items: Iterable[Event | bytes], *, frami
         if isinstance(item, Event):
             key = item.subject.id.encode() if partition_by_subject else item.event_id.encode()
             value = encode(item, framing, schema_id)
+        elif isinstance(item, SubjectFact):
+            key, value = item.subject_id.encode(), encode_fact_single_object(item)
         else:
             key, value = None, item
         while True:

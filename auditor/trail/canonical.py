@@ -29,8 +29,11 @@ from auditor.events.model import ActorType, EventKind, Identifiability, LegalReq
 from auditor.policy.decision import Verdict
 from auditor.trail.record import (
     AuditRecord,
+    CorrectedRecord,
     DecisionFacts,
     Facts,
+    LedgerFacts,
+    LedgerRead,
     RecipientFacts,
     RecordType,
     Rejection,
@@ -44,7 +47,7 @@ _SMALL = [bytes([(n << 1) & 0x7F | (0x80 if n >= 64 else 0)]) + (b"\x01" if n >=
           for n in range(128)]
 _NULL, _SOME = b"\x00", b"\x02"
 _FALSE, _TRUE = b"\x00", b"\x01"
-_RECORD_TYPE = {RecordType.DECISION: b"\x00", RecordType.REJECTION: b"\x02"}
+_RECORD_TYPE = {RecordType.DECISION: b"\x00", RecordType.REJECTION: b"\x02", RecordType.CORRECTION: b"\x04"}
 _STR_CACHE: dict[str, bytes] = {}
 _STR_CACHE_MAX = 50_000
 _ENUM_CACHE: dict[Enum, bytes] = {}
@@ -190,8 +193,31 @@ def _decision(d: DecisionFacts) -> bytes:
     return b"".join(parts)
 
 
+def _long_array(items: tuple[int, ...]) -> bytes:
+    if not items:
+        return b"\x00"
+    return b"".join([enc_long(len(items)), *map(enc_long, items), b"\x00"])
+
+
+def _ledger(lf: LedgerFacts) -> bytes:
+    parts = [_SOME, enc_long(lf.partition), enc_long(lf.through_offset)]
+    if lf.reads:
+        parts.append(enc_long(len(lf.reads)))
+        for r in lf.reads:
+            v = r.value
+            value = _NULL if v is None else (b"\x02" + (_TRUE if v else _FALSE) if isinstance(v, bool)
+                                            else b"\x04" + enc_id(v))
+            parts += [enc_str(r.question), _opt_str(r.purpose), _opt_str(r.recipient_type),
+                      _opt_id(r.recipient_id), value, _long_array(r.fact_offsets)]
+    parts.append(b"\x00")
+    c = lf.corrects
+    parts.append(_NULL if c is None else b"".join(
+        (_SOME, enc_id(c.chain_id), enc_long(c.seq), _long_array(c.cause_offsets))))
+    return b"".join(parts)
+
+
 def encode_body(r: AuditRecord) -> bytes:
-    """The fields from record_type to rejection: everything the chain position does not change."""
+    """The fields from record_type to ledger: everything the chain position does not change."""
     return b"".join((
         _RECORD_TYPE[r.record_type], _source(r.source), _opt_id(r.event_id), r.input_digest,
         enc_long(micros(r.processed_at)), enc_str(r.auditor_version), enc_str(r.instance_id),
@@ -200,6 +226,7 @@ def encode_body(r: AuditRecord) -> bytes:
         _NULL if r.decision is None else _decision(r.decision),
         _NULL if r.rejection is None else b"".join(
             (_SOME, enc_str(r.rejection.reason), enc_id(r.rejection.message))),
+        _NULL if r.ledger is None else _ledger(r.ledger),
     ))
 
 
@@ -316,6 +343,15 @@ def record_from_mapping(m: dict[str, Any]) -> AuditRecord:
                                             v["reason"]) for v in d["violations"]),
             permitted_by=d["permitted_by"], permitted_clause=d["permitted_clause"])
     s = m["source"]
+    lg = m.get("ledger")
+    ledger = None
+    if lg is not None:
+        c = lg["corrects"]
+        ledger = LedgerFacts(
+            lg["partition"], lg["through_offset"],
+            tuple(LedgerRead(r["question"], r["purpose"], r["recipient_type"], r["recipient_id"], r["value"],
+                             tuple(r["fact_offsets"])) for r in lg["reads"]),
+            None if c is None else CorrectedRecord(c["chain_id"], c["seq"], tuple(c["cause_offsets"])))
     return AuditRecord(
         chain_id=m["chain_id"], record_type=RecordType(m["record_type"]),
         source=SourceRef(s["topic"], s["partition"], s["offset"], s["file"], s["line"]),
@@ -323,15 +359,62 @@ def record_from_mapping(m: dict[str, Any]) -> AuditRecord:
         auditor_version=m["auditor_version"], instance_id=m["instance_id"],
         pseudonym_key_id=m["pseudonym_key_id"], facts=facts, decision=decision,
         rejection=None if j is None else Rejection(j["reason"], j["message"]),
-        seq=m["seq"], prev_hash=m["prev_hash"], record_hash=m["record_hash"],
+        seq=m["seq"], prev_hash=m["prev_hash"], record_hash=m["record_hash"], ledger=ledger,
     )
 
 
+#: the last field of revision 1; fields after it (up to record_hash) are appended with defaults
+_LAST_V1_FIELD = "rejection"
+
+
+@lru_cache(maxsize=1)
+def _body_schemas() -> tuple[Any, Any, dict[str, Any]]:
+    """(the body fields of revision 1, the fields appended since, their defaults), parsed.
+
+    Schema evolution without a writer schema on the wire: a record's body is framed by
+    ``body_len``, so a body that ends after ``rejection`` was written before the appended fields
+    existed, and they take their defaults; otherwise they are read from the bytes that remain."""
+    import json
+
+    from auditor.events.codec import schema_path
+
+    raw = json.loads(schema_path(SCHEMA_NAME).read_text())
+    named: dict[str, Any] = {}
+    fastavro.parse_schema(raw, named_schemas=named)
+    names = [f["name"] for f in raw["fields"]]
+    cut, end = names.index(_LAST_V1_FIELD) + 1, names.index("record_hash")
+    core = fastavro.parse_schema({"type": "record", "name": "io.auditor.trail.v1.BodyCore",
+                                  "fields": raw["fields"][4:cut]}, named_schemas=dict(named))
+    appended = raw["fields"][cut:end]
+    ext = fastavro.parse_schema({"type": "record", "name": "io.auditor.trail.v1.BodyAppended",
+                                 "fields": appended}, named_schemas=dict(named))
+    return core, ext, {f["name"]: f["default"] for f in appended}
+
+
 def record_from_bytes(data: bytes) -> AuditRecord:
-    """Decode one record's Avro schemaless bytes (raises TrailCorruption if undecodable)."""
+    """Decode one record's Avro schemaless bytes (raises TrailCorruption if undecodable).
+
+    Records of every schema revision decode: fields appended after ``rejection`` are read when
+    the body has bytes left, else they take their defaults."""
+    data = bytes(data)
+    frame = next(iter_frames(data, 1))
+    if frame.end != len(data):
+        raise TrailCorruption("undecodable audit record (bytes after its record_hash)")
+    core, ext, defaults = _body_schemas()
+    body = io.BytesIO(data[frame.body_start:frame.end - 32])
+    size = frame.end - 32 - frame.body_start
     try:
-        m = fastavro.schemaless_reader(io.BytesIO(data), record_schema(), None)
+        m = fastavro.schemaless_reader(body, core, None)
         assert isinstance(m, dict)
+        if body.tell() < size:
+            more = fastavro.schemaless_reader(body, ext, None)
+            assert isinstance(more, dict)
+            m.update(more)
+        else:
+            m.update(defaults)
+        if body.tell() != size:
+            raise ValueError("the body does not decode to its length")
+        m.update(chain_id=frame.chain_id, seq=frame.seq, prev_hash=frame.prev_hash, record_hash=frame.record_hash)
         return record_from_mapping(m)
     except Exception as exc:  # fastavro raises assorted errors on bad input
         raise TrailCorruption(f"undecodable audit record ({exc.__class__.__name__})") from exc

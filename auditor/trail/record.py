@@ -37,6 +37,7 @@ from auditor.policy.decision import Decision, Verdict
 class RecordType(StrEnum):
     DECISION = "DECISION"
     REJECTION = "REJECTION"
+    CORRECTION = "CORRECTION"  # an earlier record's event judged again after a late ledger fact
 
 
 class Pseudonymize(Protocol):
@@ -142,6 +143,32 @@ class Rejection(NamedTuple):
     message: str
 
 
+class LedgerRead(NamedTuple):
+    """One question a decision asked the subject ledger, and the answer a fact gave."""
+
+    question: str                 # the ledger family: consent, opt_out, birth_date, ...
+    purpose: str | None
+    recipient_type: str | None
+    recipient_id: str | None
+    value: bool | str | None      # a birth date as YYYY-MM-DD
+    fact_offsets: tuple[int, ...]
+
+
+class CorrectedRecord(NamedTuple):
+    chain_id: str
+    seq: int
+    cause_offsets: tuple[int, ...]
+
+
+class LedgerFacts(NamedTuple):
+    """Which ledger facts a decision read (see :mod:`auditor.ledger.join`)."""
+
+    partition: int
+    through_offset: int
+    reads: tuple[LedgerRead, ...]
+    corrects: CorrectedRecord | None = None
+
+
 class AuditRecord(NamedTuple):
     """One trail entry. ``seq``/``prev_hash``/``record_hash`` are set when the record is sealed.
 
@@ -163,6 +190,8 @@ class AuditRecord(NamedTuple):
     seq: int = -1
     prev_hash: bytes = b""
     record_hash: bytes = b""
+    #: last in the tuple so positional construction keeps working; in the schema it precedes record_hash
+    ledger: LedgerFacts | None = None
 
     @property
     def sealed(self) -> bool:
@@ -211,12 +240,14 @@ def event_digest(event: Event) -> bytes:
 
 def build_record(event: Event, decision: Decision, source: SourceRef, pseudonymizer: Pseudonymize,
                  instance_id: str, now: datetime, *, digest: bytes | None = None,
-                 version: str = __version__, decided: DecisionFacts | None = None) -> AuditRecord:
+                 version: str = __version__, decided: DecisionFacts | None = None,
+                 ledger: LedgerFacts | None = None, record_type: RecordType = RecordType.DECISION) -> AuditRecord:
     """An unsealed record of one audited event. ``digest`` defaults to :func:`event_digest`;
-    ``decided`` may pass ``decision_facts(decision)`` when the caller already has it."""
+    ``decided`` may pass ``decision_facts(decision)`` when the caller already has it; ``ledger``
+    says which subject-ledger facts the decision read (CORRECTION records: and what it corrects)."""
     return AuditRecord(
         chain_id=source.chain_id,
-        record_type=RecordType.DECISION,
+        record_type=record_type,
         source=source,
         event_id=event.event_id,
         input_digest=digest if digest is not None else event_digest(event),
@@ -226,6 +257,7 @@ def build_record(event: Event, decision: Decision, source: SourceRef, pseudonymi
         pseudonym_key_id=pseudonymizer.key_id,
         facts=event_facts(event, pseudonymizer),
         decision=decided if decided is not None else decision_facts(decision),
+        ledger=ledger,
     )
 
 

@@ -227,7 +227,12 @@ def reevaluate(records: Iterable[AuditRecord], pack: Any, evaluate: Callable[[An
     for r in records:
         if r.facts is None or r.decision is None:
             continue
-        new = evaluate(record_to_event(r), pack)
+        if r.ledger is None:
+            new = evaluate(record_to_event(r), pack)
+        else:  # judged with the subject ledger: the same answers again, from the record (issue 12)
+            from auditor.ledger.join import rejudge
+
+            new = rejudge(record_to_event(r), r.ledger, pack, evaluate)
         summary.judged += 1
         old_rules, new_rules = set(r.decision.rule_ids), set(new.violated_rule_ids)
         if new.verdict == r.decision.verdict and old_rules == new_rules:

@@ -57,6 +57,17 @@ def _schema_bytes() -> bytes:
     return json.dumps(json.loads(schema_path(SCHEMA_NAME).read_text()), separators=(",", ":")).encode()
 
 
+#: earlier revisions of the audit record schema a segment header may name (records append fields)
+EARLIER_SCHEMAS = ("audit_record.1.avsc",)
+
+
+@functools.lru_cache(maxsize=1)
+def _readable_schemas() -> frozenset[bytes]:
+    return frozenset({_schema_bytes(), *(
+        json.dumps(json.loads(schema_path(n).read_text()), separators=(",", ":")).encode()
+        for n in EARLIER_SCHEMAS)})
+
+
 def header_bytes(index: int, sync: bytes) -> bytes:
     meta = {"avro.schema": _schema_bytes(), "avro.codec": b"null",
             "auditor.segment": str(index).encode(), "auditor.format": b"auditor-trail/1"}
@@ -155,7 +166,7 @@ def _parse_header(buf: bytes) -> tuple[dict[str, bytes], bytes, int]:
     sync = buf[pos:pos + 16]
     if len(sync) != 16:
         raise ValueError("header ends before its sync marker")
-    if meta.get("avro.schema") != _schema_bytes():
+    if meta.get("avro.schema") not in _readable_schemas():
         raise ValueError("its avro.schema is not the audit record schema")
     return meta, sync, pos + 16
 

@@ -28,8 +28,11 @@ from auditor.trail.chain import genesis_hash, seal_bytes  # noqa: E402
 from auditor.trail.merkle import MerkleRange, root_of  # noqa: E402
 from auditor.trail.record import (  # noqa: E402
     AuditRecord,
+    CorrectedRecord,
     DecisionFacts,
     Facts,
+    LedgerFacts,
+    LedgerRead,
     RecipientFacts,
     RecordType,
     Rejection,
@@ -152,10 +155,17 @@ decision_st = st.builds(DecisionFacts, st.sampled_from(list(Verdict)), text, tex
                         opt_text, opt_text)
 source_st = st.builds(SourceRef, opt_text, opt_int, st.none() | st.integers(0, 2**63 - 1), opt_text,
                       st.none() | st.integers(0, 2**40))
+offsets = st.lists(st.integers(0, 2**62), max_size=3).map(tuple)
+ledger_st = st.builds(
+    LedgerFacts, st.integers(0, 2**31 - 1), st.integers(-1, 2**62),
+    st.lists(st.builds(LedgerRead, text, opt_text, opt_text, opt_text, st.none() | st.booleans() | text, offsets),
+             max_size=3).map(tuple),
+    st.none() | st.builds(CorrectedRecord, text, st.integers(0, 2**40), offsets))
 record_st = st.builds(
     AuditRecord, st.sampled_from(["events/0", "events/1", "file:x"]), st.sampled_from(list(RecordType)), source_st,
     opt_text, st.binary(min_size=32, max_size=32), times, text, text, text,
-    st.none() | facts_st, st.none() | decision_st, st.none() | st.builds(Rejection, text, text))
+    st.none() | facts_st, st.none() | decision_st, st.none() | st.builds(Rejection, text, text),
+    ledger=st.none() | ledger_st)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
