@@ -73,7 +73,7 @@ def words(values: object) -> str:
     for v in values:  # type: ignore[attr-defined]
         v = getattr(v, "value", v)
         out.append("unknown" if v is None else str(v).lower().replace("_", " "))
-    return ", ".join(sorted(out))
+    return ", ".join(sorted(set(out)))   # 'legal_obligation' and 'legal obligation' read the same
 
 
 def _show(v: object) -> str:
@@ -118,6 +118,18 @@ def _region(code: str | None) -> str | None:
     return code.upper() if code else None
 
 
+def recipient_abroad(e: Event) -> bool | None:
+    """Whether the recipient's country differs from the subject's (a disclosure abroad, whether or not
+    the event states a transfer); None when there is no recipient or either country is unknown."""
+    r = e.recipient
+    if r is None:
+        return None
+    theirs, ours = _region(r.country), _region(e.subject.region)
+    if theirs is None or ours is None:
+        return None
+    return theirs != ours
+
+
 #: How each fact is read from an event. Optional facts may be None (unknown).
 FACTS = {
     "kind": lambda e, x: e.kind,
@@ -138,6 +150,8 @@ FACTS = {
     "subject.region": lambda e, x: _region(e.subject.region),
     "transfer.cross_border": lambda e, x: e.transfer.cross_border,
     "transfer.destination_country": lambda e, x: _region(e.transfer.destination_country),
+    "transfer.safeguard": lambda e, x: e.transfer.safeguard,
+    "recipient.abroad": lambda e, x: recipient_abroad(e),
 }
 
 FACT_LABELS = {
@@ -149,6 +163,7 @@ FACT_LABELS = {
     "actor.is_subject": "the actor being the subject",
     "subject.minor": "the subject being a minor", "subject.region": "the subject's region",
     "transfer.cross_border": "cross-border", "transfer.destination_country": "the transfer destination",
+    "transfer.safeguard": "the transfer safeguard", "recipient.abroad": "the recipient being abroad",
 }
 
 SPECIAL_REASONS: dict[tuple[str, object], str] = {
@@ -160,13 +175,14 @@ SPECIAL_REASONS: dict[tuple[str, object], str] = {
     ("actor.role", None): "the actor has no stated role",
     ("actor.is_subject", True): "the actor is the data subject themselves",
     ("actor.is_subject", False): "the actor is someone other than the data subject",
+    ("recipient.abroad", None): "the recipient's or the subject's country is not stated",
     ("legal_request.type", LegalRequestType.NONE): "no legal request backs it",
 }
 
 #: Facts the producer may leave out: tests on them must say what unknown means.
 OPTIONAL_FACTS = frozenset({
     "recipient.country", "recipient.on_our_behalf", "legal_basis", "actor.role", "actor.organisation",
-    "subject.minor", "subject.region", "transfer.destination_country",
+    "subject.minor", "subject.region", "transfer.destination_country", "recipient.abroad",
 })
 
 
@@ -388,7 +404,10 @@ class AnyOf:
         return False
 
     def reason(self, e: Event, x: Derived) -> str:
-        return "none of the alternatives holds: " + "; or ".join(c.reason(e, x) for c in self.options)
+        reasons = list(dict.fromkeys(c.reason(e, x) for c in self.options))   # each distinct reason once
+        if len(reasons) == 1:
+            return reasons[0]
+        return "none of the alternatives holds: " + "; or ".join(reasons)
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +437,7 @@ class AllOf:
 ENUMS: dict[str, type] = {
     "kind": EventKind, "identifiability": Identifiability, "legal_request.type": LegalRequestType,
     "actor.type": ActorType, "actor.organisation": ActorOrganisation, "safeguard": Safeguard,
+    "transfer.safeguard": Safeguard,
 }
 
 #: Named sets of legal requests. ``binding`` compels us; an AUTHORITY_REQUEST is a voluntary ask.

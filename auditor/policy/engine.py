@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor.events.model import Event, EventKind
-from auditor.policy.conditions import Condition, Derived, subject_minor
+from auditor.policy.conditions import Condition, Derived, recipient_abroad, subject_minor
 from auditor.policy.decision import Decision, RuleRef, Verdict, Violation, ViolationKind
 from auditor.policy.loader import parse_pack, resolve_pack
 from auditor.policy.model import Effect, Pack, Rule
@@ -61,6 +61,7 @@ _KEY_EXPR: dict[str, str] = {
     "transfer.cross_border": "e.transfer.cross_border",
     "transfer.destination_country": "e.transfer.destination_country",
     "transfer.safeguard": "e.transfer.safeguard._value_",
+    "recipient.abroad": "_abroad(e)",
     "consent.marketing": "e.consent.marketing",
     "consent.third_party_sharing": "e.consent.third_party_sharing",
     "consent.guardian": "e.consent.guardian",
@@ -238,7 +239,7 @@ def _key_function(facts: Iterable[str], has_recipient: bool,
     as constants, never written into the source). Recipient facts are left out of the key of a plan
     for events without a recipient: they are None for all of them."""
     exprs: list[str] = []
-    consts: dict[str, object] = {"_minor": subject_minor}
+    consts: dict[str, object] = {"_minor": subject_minor, "_abroad": recipient_abroad}
     for fact in sorted(facts):
         if fact not in _KEY_EXPR and not fact.startswith("attributes."):
             return None   # a fact this table does not know how to key: the plan is not memoised

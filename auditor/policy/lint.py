@@ -26,6 +26,7 @@ ABSENCE = {
     "recipient.country": "a recipient of unknown country",
     "transfer.destination_country": "a transfer of unknown destination",
     "legal_basis": "an event with no legal basis",
+    "recipient.abroad": "a recipient or subject of unknown country",
 }
 
 

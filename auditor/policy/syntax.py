@@ -288,11 +288,13 @@ FACT_TESTS: dict[str, tuple[str, str]] = {
     "regions": ("subject.region", "region"),
     "cross_border": ("transfer.cross_border", "bool"),
     "destinations": ("transfer.destination_country", "region"),
+    "safeguards": ("transfer.safeguard", "enum"),
+    "recipient_abroad": ("recipient.abroad", "tri"),
 }
 OTHER_TESTS = {"legal_request", "categories", "only_categories", "consent", "not_opted_out", "attribute",
                "transfer_outside", "safeguard_if_cross_border", "any_of", "all_of", "not"}
 ALL_TESTS = set(FACT_TESTS) | OTHER_TESTS
 BARE = {"on_our_behalf", "not_opted_out", "legal_request"}
 #: Tests that can only hold for a DISCLOSURE (they read the recipient).
-RECIPIENT_TESTS = {"recipients", "recipient_ids", "recipient_countries", "on_our_behalf"}
+RECIPIENT_TESTS = {"recipients", "recipient_ids", "recipient_countries", "on_our_behalf", "recipient_abroad"}
 KINDS_ALL = frozenset(EventKind)

@@ -127,3 +127,45 @@ def test_attribute_and_opt_out_reasons_name_what_was_seen(pack, tmp_path):
     p.write_text(PACK.replace("require: [{attribute: {cookies_accepted: true}}]", "require: [not_opted_out]"))
     opted = evaluate(ev(purpose="analytics", consent={"marketing_opt_out": True}), load_pack(p))
     assert opted.violations[0].reason.endswith("(the subject has opted out of marketing)")
+
+
+ABROAD = PACK.replace("""  - id: req.cookies""", """  - id: req.abroad-needs-safeguard
+    clause: "6"
+    quote: "transfers abroad rely on standard contractual clauses"
+    when: {kinds: [DISCLOSURE], recipient_abroad: [true, unknown]}
+    require: [{safeguards: [STANDARD_CONTRACTUAL_CLAUSES]}]
+  - id: req.cookies""")
+
+
+@pytest.mark.parametrize(("recipient_country", "region", "safeguard", "broken"), [
+    ("US", "DE", "NONE", True),                              # abroad, no safeguard stated
+    ("US", "DE", "STANDARD_CONTRACTUAL_CLAUSES", False),     # abroad with the clauses
+    ("de", "DE", "NONE", False),                             # same country (case-insensitive)
+    (None, "DE", "NONE", True),                              # unknown country: the rule lists unknown
+    ("US", None, "NONE", True),
+])
+def test_recipient_abroad_and_safeguards(tmp_path, recipient_country, region, safeguard, broken):
+    """packB (inper cross-border): a disclosure to a recipient in another country than the subject's is
+    a transfer even without a transfer block; `safeguards` tests the stated safeguard."""
+    p = tmp_path / "abroad.yaml"
+    p.write_text(ABROAD)
+    pack = load_pack(p)
+    e = ev(kind="DISCLOSURE", purpose="payment", subject={"region": region},
+           recipient={"type": "payment_processor", "id": "gc", "country": recipient_country},
+           transfer={"safeguard": safeguard})
+    assert ("req.abroad-needs-safeguard" in evaluate(e, pack).violated_rule_ids) is broken
+
+
+def test_alternatives_and_accepted_values_are_not_repeated(tmp_path):
+    """c13 (issue 13): reasons listed the same alternative twice, and 'legal_obligation' beside
+    'legal obligation' after spelling normalisation."""
+    from auditor.policy.conditions import words
+
+    assert words(["legal_obligation", "legal obligation", "required_by_law"]) == "legal obligation, required by law"
+    p = tmp_path / "dup.yaml"
+    p.write_text(PACK.replace("require: [{attribute: {cookies_accepted: true}}]",
+                              "require: [{any_of: [{attribute: {cookies_accepted: true}}, "
+                              "{attribute: {cookies_accepted: true}}]}]"))
+    d = evaluate(ev(purpose="analytics"), load_pack(p))
+    assert d.violations[0].reason.count("fact 'cookies_accepted' is not stated") == 1
+    assert "none of the alternatives" not in d.violations[0].reason
