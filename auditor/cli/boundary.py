@@ -92,8 +92,8 @@ def map_exceptions() -> Iterator[None]:
         if better is exc:
             raise
         raise better from exc
-    except AuditorError:
-        raise
+    except (AuditorError, BrokenPipeError):
+        raise  # a closed stdout (output piped into head) is not an error: run_command ends quietly
     except OSError as exc:
         raise translate_os_error(exc) from exc
     except MemoryError as exc:

@@ -80,7 +80,8 @@ examples:
 
 VERIFY_PROOF_HELP = """\
 Check a proof written by 'auditor prove': the record's hash, its audit path to the Merkle root,
-and the checkpoint's signature. Prints the record's facts.
+and the checkpoint's signature. Prints every fact the record stores (as JSON with the keys of
+schemas/audit_record.avsc).
 
 examples:
   auditor verify-proof record-1041.proof.json --pubkey signing.pub
@@ -92,6 +93,10 @@ REPLAY_HELP = """\
 Stream a trail for an investigation. Filters combine (AND). Subjects and actors are given raw
 and pseudonymised with the trail's key (--keys or $AUDITOR_KEYS); raw ids are never stored.
 
+Output: --format table (every stored fact, grouped into cells; ids and hashes never cut),
+jsonl (one object per record with exactly the keys of schemas/audit_record.avsc, hashes in hex)
+or csv (one column per schema field, e.g. facts.subject_pseudonym).
+
 --report writes everything the trail holds about one --subject, for an answer to an access
 request: what was accessed, used and disclosed, to whom, for what, under which rule.
 
@@ -99,6 +104,8 @@ examples:
   auditor replay ./trail --subject u-123                         everything done with one person's data
   auditor replay ./trail --subject u-123 --report --out u-123.md  the same, as an access-request report
   auditor replay ./trail --recipient-type bank --verdict VIOLATION --format csv > bank.csv
+  auditor replay ./trail --event-id ev-1001 --format jsonl        every stored fact of one event's record
+  auditor replay ./trail --verdict REJECTED                        inputs that could not be judged
   auditor replay ./trail --since 2024-05-01 --until 2024-06-01 --stats
   auditor replay ./trail --policy ipasar-v2.yaml --reevaluate    what-if: which verdicts change, and why
 """
@@ -157,7 +164,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--recipient-type", help="e.g. bank, law_enforcement")
     r.add_argument("--purpose")
     r.add_argument("--category", help="data category the event names")
-    r.add_argument("--verdict", choices=["ALLOW", "VIOLATION"])
+    r.add_argument("--verdict", choices=["ALLOW", "VIOLATION", "REJECTED"],
+                   help="REJECTED: inputs that could not be judged (malformed, unknown policy)")
+    r.add_argument("--event-id", metavar="ID", help="the record(s) of one event")
     r.add_argument("--rule", help="violated (or permitting) rule id")
     r.add_argument("--pack", help="pack id the record was judged under")
     r.add_argument("--chain", help="only this chain")
@@ -276,7 +285,7 @@ def run_prove(args: argparse.Namespace) -> int:
 
 def run_verify_proof(args: argparse.Namespace) -> int:
     from auditor.trail.proof import InclusionProof, verify_proof
-    from auditor.trail.replay import record_row
+    from auditor.trail.render import record_json
 
     try:
         text = args.proof.read_text()
@@ -285,7 +294,7 @@ def run_verify_proof(args: argparse.Namespace) -> int:
     proof = InclusionProof.from_json(text)
     problems, record = verify_proof(proof, verifier_of(args))
     if record is not None:
-        print(json.dumps(record_row(record), indent=2))
+        print(json.dumps(record_json(record), indent=2, ensure_ascii=False))
     for problem in problems:
         print(f"INVALID  {problem}")
     if problems:
@@ -310,7 +319,7 @@ def run_replay(args: argparse.Namespace) -> int:
         subject=pseudo(args.subject) if args.subject is not None else None,
         actor=pseudo(args.actor) if args.actor is not None else None,
         recipient_type=args.recipient_type, purpose=args.purpose, category=args.category,
-        verdict=args.verdict, rule=args.rule, pack=args.pack, chain=args.chain,
+        verdict=args.verdict, rule=args.rule, pack=args.pack, chain=args.chain, event_id=args.event_id,
         since=args.since, until=args.until)
     source = open_source(args.trail, args)
     out = args.out.open("w") if args.out is not None else sys.stdout

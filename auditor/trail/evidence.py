@@ -51,7 +51,7 @@ from auditor.trail.note import (
 )
 from auditor.trail.proof import make_proof
 from auditor.trail.record import AuditRecord
-from auditor.trail.replay import record_row
+from auditor.trail.render import record_json
 from auditor.trail.source import Issue, TrailSource, as_source
 
 FORMAT = "auditor-evidence/1"
@@ -121,25 +121,9 @@ def find_pack(pack_hash: str, pack_dirs: Sequence[Path]) -> tuple[str, bytes]:
 # ---------------------------------------------------------------- rendering
 
 def record_facts(record: AuditRecord) -> str:
-    """Every fact the record stores, as indented JSON (the archive's record/record.json)."""
-    row = record_row(record)
-    f = record.facts
-    if f is not None:
-        row.update({"source_system": f.source_system, "subject_age": f.subject_age,
-                    "subject_is_minor": f.subject_is_minor, "subject_region": f.subject_region,
-                    "recipient_on_our_behalf": f.recipient.on_our_behalf if f.recipient else None,
-                    "identifiability": f.identifiability.value, "legal_basis": f.legal_basis,
-                    "consent_marketing": f.consent_marketing,
-                    "consent_third_party_sharing": f.consent_third_party_sharing,
-                    "consent_guardian": f.consent_guardian, "consent_marketing_opt_out": f.consent_marketing_opt_out,
-                    "destination_country": f.destination_country, "attributes": dict(f.attributes)})
-    d = record.decision
-    if d is not None:
-        row["permitted_clause"] = d.permitted_clause
-    row.update({"input_digest": record.input_digest.hex(), "auditor_version": record.auditor_version,
-                "instance_id": record.instance_id, "pseudonym_key_id": record.pseudonym_key_id,
-                "prev_hash": record.prev_hash.hex()})
-    return json.dumps(row, indent=2, sort_keys=True) + "\n"
+    """Every fact the record stores, as indented JSON (the archive's record/record.json), with the
+    keys of the audit record schema."""
+    return json.dumps(record_json(record), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def _t(t: datetime) -> str:

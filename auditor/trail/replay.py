@@ -8,9 +8,6 @@ A subject or actor is given raw and pseudonymised with the trail's key on the fl
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,9 +16,14 @@ from typing import Any, Callable, Iterable, Iterator
 
 from auditor.errors import TrailCorruption
 from auditor.policy.decision import Decision
+from auditor.trail import render
 from auditor.trail.canonical import enc_str, record_from_bytes
 from auditor.trail.record import AuditRecord, record_to_event
 from auditor.trail.source import Issue, TrailSource, as_source
+
+#: ``--verdict REJECTED``: the records of inputs that could not be judged (``--stats`` counts them so)
+REJECTED = "REJECTED"
+VERDICTS = ("ALLOW", "VIOLATION", REJECTED)
 
 
 @dataclass(frozen=True)
@@ -35,21 +37,28 @@ class ReplayFilter:
     rule: str | None = None
     pack: str | None = None
     chain: str | None = None
+    event_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
     def needs_facts(self) -> bool:
         return any(v is not None for v in (self.subject, self.actor, self.recipient_type, self.purpose,
-                                           self.category, self.verdict, self.rule, self.pack,
-                                           self.since, self.until))
+                                           self.category, self.rule, self.pack, self.since, self.until)) or \
+            self.verdict not in (None, REJECTED)
 
     def tokens(self) -> tuple[bytes, ...]:
-        values = (self.subject, self.actor, self.recipient_type, self.purpose, self.category, self.verdict,
-                  self.rule, self.pack, self.chain)
+        """Byte patterns a matching record's encoding must contain (a cheap pre-filter)."""
+        verdict = None if self.verdict == REJECTED else self.verdict
+        values = (self.subject, self.actor, self.recipient_type, self.purpose, self.category, verdict,
+                  self.rule, self.pack, self.chain, self.event_id)
         return tuple(enc_str(v) for v in values if v is not None)
 
     def matches(self, r: AuditRecord) -> bool:
         if self.chain is not None and r.chain_id != self.chain:
+            return False
+        if self.event_id is not None and r.event_id != self.event_id:
+            return False
+        if self.verdict == REJECTED and r.rejection is None:
             return False
         if not self.needs_facts():
             return True
@@ -99,71 +108,9 @@ def iter_records(trail: TrailSource | Path | str, flt: ReplayFilter = ReplayFilt
 
 # ---------------------------------------------------------------- output
 
-def record_row(r: AuditRecord) -> dict[str, Any]:
-    """A flat, JSON-ready view of a record (hashes in hex)."""
-    f, d, j = r.facts, r.decision, r.rejection
-    return {
-        "chain": r.chain_id, "seq": r.seq, "type": r.record_type.value, "source": str(r.source),
-        "event_id": r.event_id, "processed_at": r.processed_at.isoformat(),
-        "occurred_at": f.occurred_at.isoformat() if f else None,
-        "kind": f.kind.value if f else None, "policy_id": f.policy_id if f else None,
-        "subject": f.subject_pseudonym if f else None, "actor": f.actor_pseudonym if f else None,
-        "actor_type": f.actor_type.value if f else None, "actor_role": f.actor_role if f else None,
-        "purpose": f.purpose if f else None,
-        "categories": list(f.data_categories) if f else [],
-        "recipient_type": f.recipient.type if f and f.recipient else None,
-        "recipient_id": f.recipient.id if f and f.recipient else None,
-        "recipient_country": f.recipient.country if f and f.recipient else None,
-        "cross_border": f.cross_border if f else None, "safeguard": f.safeguard.value if f else None,
-        "legal_request": f.legal_request_type.value if f else None,
-        "verdict": d.verdict.value if d else None, "pack": d.pack_id if d else None,
-        "pack_hash": d.pack_hash if d else None,
-        "violations": [{"rule": v.rule_id, "clause": v.clause, "kind": v.kind, "severity": v.severity,
-                        "reason": v.reason} for v in d.violations] if d else [],
-        "permitted_by": d.permitted_by if d else None,
-        "reject_reason": j.reason if j else None, "reject_message": j.message if j else None,
-        "record_hash": r.record_hash.hex(),
-    }
-
-
-TABLE_COLUMNS = ("chain", "seq", "occurred_at", "kind", "subject", "actor_role", "purpose", "recipient_type",
-                 "verdict", "rules")
-
-
-def _cell(row: dict[str, Any], col: str) -> str:
-    if col == "rules":
-        rules = ",".join(v["rule"] for v in row["violations"])
-        return rules or (row["permitted_by"] or row["reject_reason"] or "")
-    if col == "subject":
-        return (row["subject"] or "")[:12]
-    value = row.get(col)
-    return "" if value is None else str(value)[:32]
-
-
-def write_records(records: Iterable[AuditRecord], out: io.TextIOBase | Any, fmt: str) -> int:
-    n = 0
-    if fmt == "jsonl":
-        for r in records:
-            out.write(json.dumps(record_row(r), separators=(",", ":")) + "\n")
-            n += 1
-    elif fmt == "csv":
-        writer: Any = None
-        for r in records:
-            row = record_row(r)
-            row["categories"] = ";".join(row["categories"])
-            row["violations"] = ";".join(f"{v['rule']}({v['clause']})" for v in row["violations"])
-            if writer is None:
-                writer = csv.DictWriter(out, fieldnames=list(row))
-                writer.writeheader()
-            writer.writerow(row)
-            n += 1
-    else:
-        out.write("  ".join(f"{c:<14}" for c in TABLE_COLUMNS).rstrip() + "\n")
-        for r in records:
-            row = record_row(r)
-            out.write("  ".join(f"{_cell(row, c):<14}" for c in TABLE_COLUMNS).rstrip() + "\n")
-            n += 1
-    return n
+# The output formats live in auditor.trail.render; re-exported for callers of this module.
+record_json = render.record_json
+write_records = render.write_records
 
 
 @dataclass

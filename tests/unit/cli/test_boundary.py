@@ -204,3 +204,19 @@ def test_the_demo_points_at_the_metrics_port_it_used():
     assert "localhost:9400/metrics" in _keep_running_hint(9400)
     assert "--http-port 9555" in _keep_running_hint(9555) and "localhost:9555/metrics" in _keep_running_hint(9555)
     assert "9400" not in _keep_running_hint(0)
+
+
+def test_output_piped_into_head_is_not_an_error():
+    """`auditor check ... | head -1`: the closed pipe ends the command quietly with exit 0."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    events = sorted(str(p) for p in (Path(__file__).parents[2] / "data" / "events").glob("*.jsonl"))
+    proc = subprocess.Popen([sys.executable, "-m", "auditor", "check", *events], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline()
+    proc.stdout.close()  # what head does after its line
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert b"auditor:" not in err and b"Traceback" not in err, err

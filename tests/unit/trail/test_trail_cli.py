@@ -61,11 +61,11 @@ def test_replay_by_raw_subject_and_stats(setup, capsys):
     tmp, keys = setup
     assert main(["replay", str(tmp / "trail"), "--subject", "bob-42", "--format", "jsonl"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(rows) == 10 and {r["subject"] for r in rows} == {keys.pseudonymizer("bob-42")}
+    assert len(rows) == 10 and {r["facts"]["subject_pseudonym"] for r in rows} == {keys.pseudonymizer("bob-42")}
     assert main(["replay", str(tmp / "trail"), "--stats"]) == 0
     assert "records: 120" in capsys.readouterr().out
     assert main(["replay", str(tmp / "trail"), "--purpose", "billing", "--format", "csv"]) == 0
-    assert capsys.readouterr().out.startswith("chain,seq,")
+    assert capsys.readouterr().out.startswith("chain_id,seq,prev_hash,body_len,record_type,source.topic,")
 
 
 def test_replay_reevaluate_under_a_bundled_pack(setup, capsys):
