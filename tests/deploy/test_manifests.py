@@ -24,6 +24,9 @@ def _yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+RUNBOOK_BASE = "https://auditor.example.com/deploy/RUNBOOK.md"  # deploy/prometheus/runbook_base.py DEFAULT_BASE
+
+
 def _slug(heading: str) -> str:
     """GitHub's anchor for a Markdown heading."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
@@ -37,7 +40,8 @@ def test_every_alert_has_severity_summary_description_and_runbook(rules: list[di
         assert rule["labels"]["severity"] in {"critical", "warning", "info", "{{ $labels.severity }}"}, rule
         notes = rule["annotations"]
         assert notes["summary"] and notes["description"], rule["alert"]
-        assert notes["runbook"] == f"RUNBOOK.md#{rule['alert'].lower()}", rule["alert"]
+        assert "runbook" not in notes, f"{rule['alert']}: the convention is runbook_url"
+        assert notes["runbook_url"] == f"{RUNBOOK_BASE}#{rule['alert'].lower()}", rule["alert"]
         assert "{{" in notes["summary"] + notes["description"] or rule["alert"] == "AuditorNoInstanceReady", (
             f"{rule['alert']}: annotations should template label values")
 
@@ -46,8 +50,40 @@ def test_every_alert_has_a_runbook_section(rules: list[dict[str, Any]]) -> None:
     text = (DEPLOY / "RUNBOOK.md").read_text(encoding="utf-8")
     anchors = {_slug(h) for h in re.findall(r"^#{2,3} (.+)$", text, flags=re.M)}
     for rule in rules:
-        anchor = rule["annotations"]["runbook"].split("#", 1)[1]
-        assert anchor in anchors, f"RUNBOOK.md has no section for {rule['alert']}"
+        base, anchor = rule["annotations"]["runbook_url"].split("#", 1)
+        assert base.endswith("/RUNBOOK.md") and anchor in anchors, f"RUNBOOK.md has no section for {rule['alert']}"
+
+
+def test_runbook_base_is_configurable_and_keeps_every_anchor(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    copies = []
+    for name in ("rules.yml", "rules_test.yml"):
+        copies.append(tmp_path / name)
+        copies[-1].write_text((DEPLOY / "prometheus" / name).read_text())
+    base = "https://wiki.example.org/ops/auditor/RUNBOOK.md"
+    script = DEPLOY / "prometheus" / "runbook_base.py"
+    assert subprocess.run([sys.executable, str(script), base, *map(str, copies)], check=False).returncode == 0
+    for path, original in zip(copies, ("rules.yml", "rules_test.yml")):
+        old = re.findall(r'runbook_url: "([^"]+)"', (DEPLOY / "prometheus" / original).read_text())
+        new = re.findall(r'runbook_url: "([^"]+)"', path.read_text())
+        assert old and [u.replace(RUNBOOK_BASE, base) for u in old] == new
+    assert subprocess.run([sys.executable, str(script), "not a url#x", str(copies[0])],
+                          check=False).returncode == 2
+
+
+def test_runbook_tables_have_consistent_columns() -> None:
+    """Every row of every Markdown table in the runbook has as many cells as its header."""
+    rows_seen = 0
+    for block in re.split(r"\n(?!\|)", (DEPLOY / "RUNBOOK.md").read_text(encoding="utf-8")):
+        lines = [line for line in block.splitlines() if line.startswith("|")]
+        if not lines:
+            continue
+        widths = {len(re.split(r"(?<!\\)\|", line.strip().strip("|"))) for line in lines}
+        assert len(widths) == 1, lines
+        rows_seen += len(lines)
+    assert rows_seen
 
 
 def test_every_runbook_section_is_an_alert(rules: list[dict[str, Any]]) -> None:
