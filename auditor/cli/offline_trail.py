@@ -16,6 +16,7 @@ from pathlib import Path, PurePath
 
 from auditor.events.codec import DecodedLine, canonical_bytes
 from auditor.policy import Decision
+from auditor.trail.chainid import is_file_chain
 from auditor.trail.keys import KeyRing
 from auditor.trail.record import AuditRecord, LedgerFacts, SourceRef, build_record, build_rejection
 from auditor.trail.replay import iter_records
@@ -43,7 +44,7 @@ class OfflineTrail:
     def open(cls, trail_dir: Path, keys_dir: Path | None) -> OfflineTrail:
         keys = KeyRing.resolve(keys_dir)
         writer = TrailWriter.open(trail_dir, keys)
-        seen = {_key(r) for r in iter_records(trail_dir) if r.chain_id.startswith("file:")}
+        seen = {_key(r) for r in iter_records(trail_dir) if is_file_chain(r.chain_id)}
         return cls(writer, keys, seen)
 
     def record(self, row: DecodedLine, decision: Decision, *, ledger: LedgerFacts | None = None) -> None:

@@ -16,6 +16,7 @@ from auditor.policy import CompiledPack, load_pack
 from auditor.stream.filecopy import FileCopy
 from auditor.stream.processor import BatchProcessor, BatchResult, Routing
 from auditor.stream.runner import Daemon
+from auditor.trail import chainid
 from auditor.trail.canonical import record_from_bytes
 from auditor.trail.keys import KeyRing
 from auditor.trail.record import AuditRecord
@@ -59,9 +60,9 @@ def build_daemon(cfg: Config, *, registry: CollectorRegistry | None = None,
 
 def read_chain(cfg: Config, chain_id: str, first: int, stop: int, timeout: float = 30.0) -> list[AuditRecord]:
     """Committed records of one chain with seq in [first, stop), from the audit topic."""
-    topic, _, part = chain_id.rpartition("/")
     md = AdminClient(cfg.admin_conf()).list_topics(cfg.topics.audit, timeout=timeout)
-    audit_partition = int(part) % len(md.topics[cfg.topics.audit].partitions)
+    audit_partition = chainid.audit_partition(chainid.source_partition(chain_id),
+                                             len(md.topics[cfg.topics.audit].partitions))
     consumer = Consumer({**cfg.admin_conf(), "group.id": "auditor-backfill", "enable.auto.commit": False,
                          "isolation.level": "read_committed", "enable.partition.eof": True})
     out: list[AuditRecord] = []

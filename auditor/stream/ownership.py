@@ -36,6 +36,7 @@ from auditor.metrics import Metrics
 from auditor.stream.processor import BatchProcessor
 from auditor.stream.restore import disagreement, open_transaction_gap, restore_heads
 from auditor.stream.watchdog import Watchdog
+from auditor.trail import chainid
 
 log = get_logger("auditor.ownership")
 
@@ -101,7 +102,7 @@ class Ownership:
         for tp in partitions:
             self.states[(tp.topic, tp.partition)] = PartitionState(since=now, next_try=now)
         log.info("partitions assigned; restoring their chains",
-                 partitions=[f"{tp.topic}/{tp.partition}" for tp in partitions])
+                 partitions=[chainid.chain_id(tp.topic, tp.partition) for tp in partitions])
 
     def on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Every consumed batch was committed before consume() was called again: nothing pending.
@@ -114,7 +115,7 @@ class Ownership:
 
     def _drop(self, partitions: Iterable[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
-        self.processor.forget(f"{t}/{p}" for t, p in keys)
+        self.processor.forget(chainid.chain_id(t, p) for t, p in keys)
         for key in keys:
             self.states.pop(key, None)
             for gauge in (self.metrics.consumer_lag, self.metrics.partition_blocked, self.metrics.partition_stalled):
@@ -150,12 +151,12 @@ class Ownership:
 
     def _try(self, key: Key, st: PartitionState) -> None:
         topic, partition = key
-        chain = f"{topic}/{partition}"
+        chain = chainid.chain_id(topic, partition)
         st.attempts += 1
         try:
             committed = self._committed(key)
             self._settle(key, st)
-            audit_partition = partition % self.processor.routing.audit_partitions
+            audit_partition = chainid.audit_partition(partition, self.processor.routing.audit_partitions)
             with self.watchdog.call("restore chain head", 4 * CALL_TIMEOUT_S):
                 restored = restore_heads(self.cfg.admin_conf(), self.cfg.topics.audit, audit_partition, [chain],
                                          timeout=CALL_TIMEOUT_S)[chain]
@@ -192,7 +193,7 @@ class Ownership:
 
     def _settle(self, key: Key, st: PartitionState) -> None:
         assert self.admin is not None
-        audit_partition = key[1] % self.processor.routing.audit_partitions
+        audit_partition = chainid.audit_partition(key[1], self.processor.routing.audit_partitions)
         with self.watchdog.call("audit partition offsets", CALL_TIMEOUT_S):
             gap = open_transaction_gap(self.admin, self.cfg.topics.audit, audit_partition, CALL_TIMEOUT_S)
         if gap > 0 and self.clock() - st.since < self.cfg.restore.settle_timeout_s:

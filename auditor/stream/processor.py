@@ -23,6 +23,7 @@ from auditor.events.wire import EventDecoder
 from auditor.policy import CompiledPack, Decision, Verdict
 from auditor.policy.decision import decision_to_dict
 from auditor.policy.engine import MemoEvaluator
+from auditor.trail import chainid
 from auditor.trail.chain import ChainHead, SealedBatch, seal_bytes
 from auditor.trail.record import AuditRecord, DecisionFacts, SourceRef, build_record, build_rejection, decision_facts
 
@@ -110,7 +111,7 @@ class BatchProcessor:
         self._working.clear()
 
     def audit_partition(self, source: SourceRef) -> int:
-        return (source.partition or 0) % self.routing.audit_partitions
+        return chainid.audit_partition(source.partition, self.routing.audit_partitions)
 
     # ------------------------------------------------------------------ batch
     def process(self, messages: Iterable[MessageLike]) -> BatchResult:

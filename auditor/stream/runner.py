@@ -67,6 +67,8 @@ class Daemon:
         self.file_copy = file_copy
         self.on_batch = on_batch
         self.stop_requested = threading.Event()
+        #: further conditions of readiness (e.g. the schema registry answers); each returns a bool
+        self.ready_checks: list[Callable[[], bool]] = []
         self.healthy = True
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
@@ -110,7 +112,7 @@ class Daemon:
 
     def ready(self) -> bool:
         return (self.healthy and self.consumer is not None and bool(self.ownership.states)
-                and not self.ownership.stuck())
+                and not self.ownership.stuck() and all(check() for check in self.ready_checks))
 
     def start(self) -> None:
         cfg = self.cfg

@@ -32,6 +32,7 @@ from auditor.events.model import (
     Transfer,
 )
 from auditor.policy.decision import Decision, Verdict
+from auditor.trail.chainid import chain_id, file_chain_id
 
 
 class RecordType(StrEnum):
@@ -66,9 +67,7 @@ class SourceRef(NamedTuple):
     @property
     def chain_id(self) -> str:
         """One chain per source partition: ``"<topic>/<partition>"`` or ``"file:<name>"``."""
-        if self.topic is not None:
-            return f"{self.topic}/{self.partition if self.partition is not None else 0}"
-        return f"file:{self.file or '-'}"
+        return chain_id(self.topic, self.partition) if self.topic is not None else file_chain_id(self.file)
 
     def __str__(self) -> str:
         if self.topic is not None:

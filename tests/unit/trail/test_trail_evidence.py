@@ -60,7 +60,8 @@ def test_the_archive_holds_every_part_and_verifies_offline(archive, keys, record
     findings, got = verify_evidence(archive, keys.verifier)
     assert findings == [] and got == record
     facts = json.loads(parts["record/record.json"])
-    assert facts["event_id"] == record.event_id and facts["decision"]["violations"][0]["rule_id"] == record.decision.rule_ids[0]
+    assert facts["event_id"] == record.event_id
+    assert facts["decision"]["violations"][0]["rule_id"] == record.decision.rule_ids[0]
     assert load_pack("ipasar").content_hash == record.decision.pack_hash
     summary = parts[SUMMARY].decode()
     assert record.event_id in summary and fingerprint(keys.signer.public_key()) in summary
