@@ -65,7 +65,7 @@ def test_runbook_base_is_configurable_and_keeps_every_anchor(tmp_path: Path) -> 
     base = "https://wiki.example.org/ops/auditor/RUNBOOK.md"
     script = DEPLOY / "prometheus" / "runbook_base.py"
     assert subprocess.run([sys.executable, str(script), base, *map(str, copies)], check=False).returncode == 0
-    for path, original in zip(copies, ("rules.yml", "rules_test.yml")):
+    for path, original in zip(copies, ("rules.yml", "rules_test.yml"), strict=True):
         old = re.findall(r'runbook_url: "([^"]+)"', (DEPLOY / "prometheus" / original).read_text())
         new = re.findall(r'runbook_url: "([^"]+)"', path.read_text())
         assert old and [u.replace(RUNBOOK_BASE, base) for u in old] == new
