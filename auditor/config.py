@@ -25,6 +25,7 @@ AUDITOR_TOPICS_AUDIT / _VIOLATIONS / ...   topics.audit, topics.violations, topi
 AUDITOR_SCHEMAS_EXTRA_FILES                schemas.extra_files (comma-separated)
 AUDITOR_SCHEMAS_CONFLUENT_IDS              schemas.confluent_ids (JSON object or ``1=name,2=name``)
 AUDITOR_SCHEMAS_REGISTRY_URL               schemas.registry_url
+AUDITOR_SCHEMAS_REGISTRY_BASIC_AUTH        schemas.registry_basic_auth (user:password, secret)
 AUDITOR_SCHEMAS_MAX_MESSAGE_BYTES          schemas.max_message_bytes
 AUDITOR_POLICY_PACKS                       policy.packs (comma-separated)
 AUDITOR_KEYS_DIR (or AUDITOR_KEYS)         keys_dir
@@ -276,11 +277,15 @@ class SchemasConfig:
     confluent_ids: Annotated[Mapping[int, str], BeforeValidator(_schema_ids)] = dataclasses.field(
         default_factory=dict)
     registry_url: Annotated[str | None, BeforeValidator(_url)] = None
+    #: "user:password" for the registry's HTTP basic authentication (a secret: masked, env-settable)
+    registry_basic_auth: SecretStr | None = None
     max_message_bytes: _int(1024, 64 * 1024 * 1024) = 256 * 1024  # type: ignore[valid-type]
 
     def __repr__(self) -> str:
         return (f"SchemasConfig(extra_files={self.extra_files!r}, confluent_ids={dict(self.confluent_ids)!r}, "
-                f"registry_url={mask_url(self.registry_url)!r}, max_message_bytes={self.max_message_bytes!r})")
+                f"registry_url={mask_url(self.registry_url)!r}, "
+                f"registry_basic_auth={'****' if self.registry_basic_auth else None!r}, "
+                f"max_message_bytes={self.max_message_bytes!r})")
 
 
 @dataclass(frozen=True, config=_STRICT)

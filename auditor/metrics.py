@@ -88,6 +88,8 @@ class Metrics:
     partition_stalled: Gauge
     batch_splits: Counter
     healthy: Gauge
+    schema_registry_up: Gauge
+    schema_registry_errors: Counter
 
 
 def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
@@ -131,6 +133,11 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         batch_splits=Counter("auditor_batch_splits", "Batches split in halves because the broker refused "
                              "their outputs", registry=r),
         healthy=Gauge("auditor_healthy", "1 while /healthz answers 200 (0: the watchdog fired)", registry=r),
+        schema_registry_up=Gauge("auditor_schema_registry_up",
+                                 "1 while the configured schema registry answers, 0 during an outage "
+                                 "(absent when no registry is configured)", ["registry"], registry=r),
+        schema_registry_errors=Counter("auditor_schema_registry_errors",
+                                       "Failed schema registry look-ups, by reason", ["reason"], registry=r),
     )
     m.build_info.labels(__version__, platform.python_version()).set(1)
     for outcome in ("commit", "abort"):

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from auditor.errors import PolicyError, PolicyLintError
+from auditor.errors import ConfigError, PolicyError, PolicyLintError
 from auditor.policy import bundled_pack_names, load_pack
 from auditor.policy.model import Pack, Rule, Term
 
@@ -20,6 +24,7 @@ examples:
   auditor policy list                            the bundled packs
   auditor policy lint ipasar ./my.yaml           validate; errors and warnings name file, line and fault
   auditor policy lint --strict ./my.yaml         warnings (a rule relying on an absent fact) fail too
+  git show HEAD:my.yaml | auditor policy lint -  a pack on standard input
   auditor policy show inper                      every field of every rule and constraint
   auditor policy show inper --json               the same as JSON, for tools
   auditor policy test ./my.yaml ./my.examples.yaml --min-coverage 100
@@ -34,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     psub = p.add_subparsers(dest="policy_command", metavar="SUBCOMMAND", required=True)
     lint = psub.add_parser("lint", help="validate packs (exit 1 on errors; with --strict on warnings too)")
-    lint.add_argument("packs", nargs="*", metavar="NAME|PATH", help="default: every bundled pack")
+    lint.add_argument("packs", nargs="*", metavar="NAME|PATH",
+                      help="default: every bundled pack; - reads one pack from standard input")
     lint.add_argument("--strict", action="store_true", help="treat warnings as errors")
     lint.set_defaults(func=run_lint)
     show = psub.add_parser("show", help="print every field of a pack's vocabulary, rules and constraints")
@@ -75,27 +81,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     probe.set_defaults(func=run_probe)
 
 
+STDIN_NAME = "<stdin>"
+
+
+@contextmanager
+def _stdin_pack() -> Iterator[Path]:
+    """Standard input as a pack file (bounded like any pack file), removed afterwards."""
+    from auditor.policy.yamlsrc import MAX_BYTES
+
+    data = sys.stdin.buffer.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise PolicyError(f"standard input holds more than {MAX_BYTES:,} bytes, the limit for a pack",
+                          path=STDIN_NAME)
+    with tempfile.TemporaryDirectory(prefix="auditor-lint-") as tmp:
+        path = Path(tmp) / "stdin.yaml"
+        path.write_bytes(data)
+        yield path
+
+
 def run_lint(args: argparse.Namespace) -> int:
+    if args.packs.count("-") > 1:
+        raise ConfigError("'-' (standard input) can be given once")
     failed = 0
     for name in args.packs or bundled_pack_names():
         try:
-            pack = load_pack(name)
+            with _stdin_pack() if name == "-" else nullcontext(None) as piped:
+                pack = load_pack(piped if piped is not None else name)
+                shown = STDIN_NAME if piped is not None else None
         except PolicyLintError as exc:
             failed += 1
             for f in exc.findings:
-                print(f"{f}")
+                print(_named(f"{f}", name))
             continue
         except PolicyError as exc:
             failed += 1
-            print(str(exc))
+            print(_named(str(exc), name))
             continue
         for w in pack.pack.warnings:
             print(str(w))
         if args.strict and pack.pack.warnings:
             failed += 1
-        print(f"ok  {pack.id:<12} {len(pack.pack.permits):>3} permits {len(pack.pack.constraints):>3} constraints  "
-              f"{len(pack.pack.warnings)} warnings  {pack.content_hash}  {pack.pack.path}")
+        print(_named(f"ok  {pack.id:<12} {len(pack.pack.permits):>3} permits {len(pack.pack.constraints):>3} "
+                     f"constraints  {len(pack.pack.warnings)} warnings  {pack.content_hash}  "
+                     f"{shown or pack.pack.path}", name))
     return 1 if failed else 0
+
+
+def _named(text: str, name: str) -> str:
+    """A message about the pack read from standard input names it <stdin>, not the temporary file."""
+    return re.sub(r"\S*/auditor-lint-[^/\s]+/stdin\.yaml", STDIN_NAME, text) if name == "-" else text
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -8,7 +8,9 @@ Two framings are understood:
 
 Writer schemas are allow-listed by fingerprint: only schemas from local ``.avsc`` files (the
 bundled one plus any configured) are ever used to decode. Confluent schema ids map to them by
-configuration, or by asking a registry whose answer must match an allow-listed fingerprint.
+configuration, or by asking a registry whose answer must match an allow-listed fingerprint. The
+registry is a :class:`SchemaSource`: confluent-kafka's own client in the daemon
+(:class:`auditor.stream.registry.ConfluentRegistry`, with authentication), a stub in tests.
 
 Hostile input is rejected before or during decoding: a size gate; a body that does not
 re-encode to exactly the bytes received (negative union indexes, non-minimal varints, trailing
@@ -21,16 +23,14 @@ from __future__ import annotations
 import io
 import json
 import struct
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from auditor.errors import DecodeError, SchemaError, TransientError
+from auditor.errors import DecodeError, SchemaError
 from auditor.events.codec import event_from_datum, event_from_mapping, event_schema, raw_event_schema
 from auditor.events.model import Event
 from auditor.schemas import earlier_event_schemas
@@ -57,12 +57,38 @@ class Decoded:
     canonical: bytes  # the event encoded under the reader schema: what the trail digests
 
 
+class SchemaSource(Protocol):
+    """Where schema ids are looked up: ``schema_text`` returns the registered schema's JSON text,
+    raises SchemaError for an unknown id and TransientError while the registry is unavailable."""
+
+    def schema_text(self, schema_id: int) -> str: ...
+
+
+class _FetchSource:
+    """A SchemaSource over ``fetch(url) -> body`` (the registry's REST answer), for tests and tools."""
+
+    def __init__(self, url: str, fetch: Callable[[str], bytes]) -> None:
+        self.url, self.fetch = url, fetch
+
+    def schema_text(self, schema_id: int) -> str:
+        body = self.fetch(f"{self.url}/schemas/ids/{schema_id}")
+        try:
+            text = json.loads(body)["schema"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SchemaError(f"registry returned an unreadable schema for id {schema_id}",
+                              reason="unknown_schema") from exc
+        if not isinstance(text, str):
+            raise SchemaError(f"registry returned an unreadable schema for id {schema_id}", reason="unknown_schema")
+        return text
+
+
 class SchemaAllowList:
     """Writer schemas we accept, by fingerprint and by Confluent schema id."""
 
     def __init__(self, extra_schema_files: list[Path] | None = None,
                  confluent_ids: dict[int, str] | None = None, registry_url: str | None = None,
-                 fetch: Callable[[str], bytes] | None = None) -> None:
+                 fetch: Callable[[str], bytes] | None = None, *, registry: SchemaSource | None = None,
+                 registry_basic_auth: str | None = None) -> None:
         self.reader = event_schema()
         self.raw_reader = raw_event_schema()
         self.reader_fp = schema_fingerprint(self.reader)
@@ -83,7 +109,16 @@ class SchemaAllowList:
                                   reason="unknown_schema")
             self.by_id[int(schema_id)] = ws
         self.registry_url = registry_url.rstrip("/") if registry_url else None
-        self._fetch = fetch or _http_get
+        if registry is None and self.registry_url is not None:
+            if fetch is not None:
+                registry = _FetchSource(self.registry_url, fetch)
+            else:  # confluent-kafka's client, imported only where a registry is configured
+                from auditor.stream.registry import ConfluentRegistry
+
+                registry = ConfluentRegistry(self.registry_url, registry_basic_auth)
+        self.registry = registry
+        if registry is not None and self.registry_url is None:
+            self.registry_url = str(getattr(registry, "url", "registry"))
 
     def for_fingerprint(self, fp: bytes) -> WriterSchema:
         ws = self.by_fp.get(fp)
@@ -95,31 +130,21 @@ class SchemaAllowList:
         ws = self.by_id.get(schema_id)
         if ws is not None:
             return ws
-        if self.registry_url is None:
+        if self.registry is None:
             raise SchemaError(f"schema id {schema_id} is not configured and no registry is set",
                               reason="unknown_schema")
-        body = self._fetch(f"{self.registry_url}/schemas/ids/{schema_id}")
+        text = self.registry.schema_text(schema_id)
         try:
-            parsed = fastavro.parse_schema(json.loads(json.loads(body)["schema"]))
+            parsed = fastavro.parse_schema(json.loads(text))
         except (ValueError, KeyError, TypeError) as exc:
             raise SchemaError(f"registry returned an unreadable schema for id {schema_id}",
+                              reason="unknown_schema") from exc
+        except Exception as exc:  # fastavro's SchemaParseException and friends
+            raise SchemaError(f"registry returned an unusable schema for id {schema_id} ({exc.__class__.__name__})",
                               reason="unknown_schema") from exc
         ws = self.for_fingerprint(schema_fingerprint(parsed))
         self.by_id[schema_id] = ws
         return ws
-
-
-def _http_get(url: str) -> bytes:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - configured registry URL
-            return bytes(resp.read())
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            raise SchemaError(f"schema registry does not know {url.rsplit('/', 1)[-1]}",
-                              reason="unknown_schema") from exc
-        raise TransientError(f"schema registry answered HTTP {exc.code}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise TransientError(f"schema registry unreachable: {exc}") from exc
 
 
 class EventDecoder:

@@ -15,6 +15,8 @@ from auditor.metrics import Metrics, build_metrics
 from auditor.policy import CompiledPack, load_pack
 from auditor.stream.filecopy import FileCopy
 from auditor.stream.processor import BatchProcessor, BatchResult, Routing
+from auditor.stream.registry import REASONS as REGISTRY_ERRORS
+from auditor.stream.registry import ConfluentRegistry
 from auditor.stream.runner import Daemon
 from auditor.trail import chainid
 from auditor.trail.canonical import record_from_bytes
@@ -42,7 +44,9 @@ def build_daemon(cfg: Config, *, registry: CollectorRegistry | None = None,
     packs = load_packs(cfg.packs)
     keys = KeyRing.resolve(cfg.keys_dir)
     pseudonymizer = keys.pseudonymizer
-    allow = SchemaAllowList(list(cfg.schemas.extra_files), dict(cfg.schemas.confluent_ids), cfg.schemas.registry_url)
+    basic_auth = cfg.schemas.registry_basic_auth
+    allow = SchemaAllowList(list(cfg.schemas.extra_files), dict(cfg.schemas.confluent_ids), cfg.schemas.registry_url,
+                            registry_basic_auth=basic_auth.get_secret_value() if basic_auth else None)
     decoder = EventDecoder(allow, cfg.schemas.max_message_bytes)
     # audit_partitions is read from the broker when the daemon starts (Daemon._check_topics)
     routing = Routing(cfg.topics.audit, cfg.topics.violations, cfg.topics.dead_letter, audit_partitions=1)
@@ -55,7 +59,24 @@ def build_daemon(cfg: Config, *, registry: CollectorRegistry | None = None,
         writer = TrailWriter.open(cfg.trail_dir, keys, checkpoint_every=cfg.checkpoint_every,
                                   checkpoint_seconds=cfg.checkpoint_seconds)
         file_copy = FileCopy(writer, lambda chain, first, stop: read_chain(cfg, chain, first, stop))
-    return Daemon(cfg, processor, metrics, file_copy=file_copy, on_batch=on_batch)
+    daemon = Daemon(cfg, processor, metrics, file_copy=file_copy, on_batch=on_batch)
+    watch_registry(allow, metrics, daemon)
+    return daemon
+
+
+def watch_registry(allow: SchemaAllowList, metrics: Metrics, daemon: Daemon) -> None:
+    """A configured schema registry's outage shows in /readyz, auditor_schema_registry_up and
+    auditor_schema_registry_errors_total (and so in the AuditorSchemaRegistryDown alert)."""
+    source = allow.registry
+    if not isinstance(source, ConfluentRegistry):
+        return
+    up = metrics.schema_registry_up.labels(source.url)  # the URL without any credentials
+    source.on_state = lambda ok: up.set(1 if ok else 0)
+    source.on_error = lambda reason: metrics.schema_registry_errors.labels(reason).inc()
+    up.set(1 if source.available else 0)
+    for reason in REGISTRY_ERRORS:
+        metrics.schema_registry_errors.labels(reason)
+    daemon.ready_checks.append(lambda: source.available)
 
 
 def read_chain(cfg: Config, chain_id: str, first: int, stop: int, timeout: float = 30.0) -> list[AuditRecord]:

@@ -73,6 +73,10 @@ def test_sasl_password_reaches_every_kafka_command(tmp_path, sasl_kafka):
     assert r.code == 0 and "created:" in r.out, r.err[-2000:]
     r = run_cli("produce", "--config", cfg, "-", stdin=EVENTS.read_bytes(), env=env, timeout=120)
     assert r.code == 0 and f"produced {N_EVENTS} events" in r.out, r.err[-2000:]
+    audit = json.loads(cfg.read_text())["topics"]["audit"]
+    r = run_cli("replay", f"kafka://127.0.0.1:{sasl_kafka.sasl_port}/{audit}", "--config", cfg,
+                "--checkpoint-topic", audit, "--format", "jsonl", env=env, timeout=120)
+    assert r.code == 0 and r.out == "", r.err[-2000:]  # reached and read (nothing audited yet)
 
 
 def test_a_wrong_sasl_password_says_authentication_failed(tmp_path, sasl_kafka):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import struct
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from auditor.events.wire import (
     DEFAULT_MAX_BYTES,
     EventDecoder,
     SchemaAllowList,
-    _http_get,
     encode_confluent,
     encode_single_object,
     schema_fingerprint,
@@ -270,15 +268,6 @@ def test_registry_outage_is_transient_not_a_decode_error():
     allow = SchemaAllowList(registry_url="http://registry.invalid", fetch=down)
     with pytest.raises(TransientError):
         EventDecoder(allow).decode(encode_confluent(event_to_mapping(make_event()), 5))
-
-
-def test_http_get_to_a_closed_port_raises_transient_error():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # the socket is closed again: nothing listens on the port
-    with pytest.raises(TransientError):
-        _http_get(f"http://127.0.0.1:{port}/schemas/ids/1")
 
 
 def test_confluent_id_mapped_to_an_unknown_fingerprint_is_a_config_time_error():
