@@ -112,22 +112,26 @@ def _unknown_policy(row: DecodedLine) -> DecodeError:
 
 
 class _Table:
+    """One line per decision (and per violated rule), streamed. The fixed-width columns come first;
+    the clause (often a whole heading of the policy) and the reason share the free last column, so
+    a long clause cannot push the reason out of line."""
+
     def __init__(self, out: TextIO) -> None:
         self.out = out
-        print(f"{'EVENT':<24} {'VERDICT':<9} {'RULE':<40} {'CLAUSE':<12} REASON", file=out)
+        print(f"{'EVENT':<24} {'VERDICT':<9} {'RULE':<60} CLAUSE: REASON", file=out)
 
     def decision(self, row: DecodedLine, d: Decision, ledger: LedgerFacts | None = None) -> None:
         if not d.violations:
             rule = d.permitted_by.rule_id if d.permitted_by else "-"
             clause = d.permitted_by.clause if d.permitted_by else "-"
-            print(f"{d.event_id:<24} {'ALLOW':<9} {rule:<40} {clause:<12} permitted", file=self.out)
+            print(f"{d.event_id:<24} {'ALLOW':<9} {rule:<60} {clause}: permitted", file=self.out)
             return
         for i, v in enumerate(d.violations):
-            head = f"{d.event_id:<24} {'VIOLATION':<9}" if i == 0 else " " * max(34, len(d.event_id) + 10)
-            print(f"{head} {v.rule_id:<40} {v.rule.clause:<12} {v.reason}", file=self.out)
+            head = f"{d.event_id:<24} {'VIOLATION':<9}" if i == 0 else " " * 34
+            print(f"{head} {v.rule_id:<60} {v.rule.clause}: {v.reason}", file=self.out)
 
     def error(self, err: DecodeError) -> None:
-        print(f"{'-':<24} {'MALFORMED':<9} {err.reason:<40} {'-':<12} {err}", file=self.out)
+        print(f"{'-':<24} {'MALFORMED':<9} {err.reason:<60} {err}", file=self.out)
 
 
 class _Jsonl:

@@ -227,3 +227,24 @@ def test_reasons_read_as_english(capsys):
     wrong = re.compile(r"\ba (other|employee|agent|affiliate|insurer|acquirer|individual|organisation|aggregate)\b"
                        r"|\ban (service|contractor|bank|regulator|government|court|processor|third)\b", re.I)
     assert [r for r in reasons if wrong.search(r)] == []
+
+
+def test_table_columns_line_up_for_every_bundled_pack(capsys):
+    """The fixed columns (event, verdict, rule) start at the same place on every line; the clause
+    and the reason share the free last column, so a long clause cannot shift the reason."""
+    from pathlib import Path
+
+    from auditor.cli import main
+
+    events = sorted(str(p) for p in (Path(__file__).parents[2] / "data" / "events").glob("*.jsonl"))
+    assert main(["check", *events]) == 0
+    lines = capsys.readouterr().out.split("\n\nsummary:")[0].splitlines()
+    header, rows = lines[0], lines[1:]
+    rule_at, free_at = header.index("RULE"), header.index("CLAUSE: REASON")
+    assert len(rows) > 500
+    for line in rows:
+        first = line.split()[0] if line.strip() else ""
+        if len(first) > 24:
+            continue  # an event id longer than its column shifts only its own line
+        assert line[rule_at - 1] == " " and line[rule_at] != " ", line
+        assert line[free_at - 1] == " " and line[free_at] != " ", line
