@@ -150,3 +150,58 @@ def test_chain_ids_lists_every_checkpointed_chain_and_a_single_chain_needs_no_na
     assert chain_ids(as_source(tmp_path / "one")) == ["events/0"]
     proof = make_proof(tmp_path / "one", 3, None, keys.verifier)  # no --chain needed with one chain
     assert proof.chain_id == "events/0" and proof.seq == 3
+
+
+# ---------------------------------------------------------------- anchor.chain_leaves / proof_from_leaves
+
+@pytest.fixture(scope="module")
+def two_chains(tmp_path_factory):
+    path = tmp_path_factory.mktemp("two") / "trail"
+    keys = KeyRing.generate(path.parent / "keys")
+    records = write_trail(path, keys, 80, partitions=2, batch=10, checkpoint_every=10)
+    return path, keys, records
+
+
+def test_chain_leaves_are_exactly_the_first_n_hashes_of_that_chain(two_chains):
+    from auditor.trail.anchor import chain_leaves
+
+    path, _, records = two_chains
+    want = [r.record_hash for r in records if r.chain_id == "events/1"]
+    for n in (1, 7, 15, len(want)):
+        assert chain_leaves(as_source(path), "events/1", n) == want[:n]
+
+
+def test_a_proof_from_leaves_needs_every_signed_leaf_and_the_same_history(two_chains):
+    from auditor.trail import verify_trail
+    from auditor.trail.anchor import chain_leaves, proof_from_leaves
+
+    path, keys, _ = two_chains
+    history = verify_trail(path, keys.verifier).history["events/0"]
+    trusted, latest = history[0], history[-1]
+    leaves = chain_leaves(as_source(path), "events/0", latest.size)
+    ok = proof_from_leaves(trusted, latest, leaves)
+    assert ok.ok is True and ok.latest == latest.size and "extends the trusted" in ok.how
+    short = proof_from_leaves(trusted, latest, leaves[:-1])
+    assert short.ok is False and short.latest == latest.size
+    assert short.how == f"the chain holds only {latest.size - 1} of the {latest.size} records its checkpoint signs"
+    forged = proof_from_leaves(trusted, latest, [bytes(32), *leaves[1:]])
+    assert forged.ok is False and forged.trusted is trusted and "diverge at or before size" in forged.how
+
+
+# ---------------------------------------------------------------- proof.choose_checkpoint / make_proof
+
+def test_a_proof_sits_under_the_largest_checkpoint_of_its_own_chain_that_covers_the_record(two_chains):
+    from auditor.errors import TrailError
+    from auditor.trail import verify_trail
+
+    path, keys, _ = two_chains
+    sizes = {chain: [cp.size for cp in cps] for chain, cps in verify_trail(path, keys.verifier).history.items()}
+    for chain in ("events/0", "events/1"):
+        latest = max(sizes[chain])
+        for verifier in (keys.verifier, None):
+            proof = make_proof(path, latest - 1, chain, verifier)
+            assert (proof.chain_id, proof.seq, proof.tree_size) == (chain, latest - 1, latest)
+        with pytest.raises(TrailError, match=f"^no signed checkpoint of chain {chain} covers seq {latest} yet$"):
+            make_proof(path, latest, chain, keys.verifier)
+    with pytest.raises(TrailError, match=r"the trail has 2 chains; name one with --chain"):
+        make_proof(path, 0, None, keys.verifier)
