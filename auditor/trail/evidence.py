@@ -29,6 +29,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -85,8 +86,10 @@ def find_record(source: TrailSource, *, event_id: str | None = None, chain: str 
     raise TrailError(f"the trail holds no record of {what}")
 
 
+@lru_cache(maxsize=16)
 def pack_hash_of(data: bytes) -> str:
-    """A pack file's content hash, exactly as the policy loader computes it."""
+    """A pack file's content hash, exactly as the policy loader computes it (memoised by the bytes:
+    verifying an archive again, or damaged elsewhere, does not parse the same pack again)."""
     from auditor.policy.loader import content_hash
     from auditor.policy.yamlsrc import load_yaml
 
