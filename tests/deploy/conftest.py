@@ -39,15 +39,12 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "auditor_build_info": ("gauge", ("version", "python")),
     "auditor_ready": ("gauge", ()),
     "auditor_last_audit_timestamp_seconds": ("gauge", ("topic",)),
-<<<<<<< HEAD
     "auditor_partition_blocked": ("gauge", ("topic", "partition")),
     "auditor_partition_stalled": ("gauge", ("topic", "partition")),
     "auditor_batch_splits_total": ("counter", ()),
     "auditor_healthy": ("gauge", ()),
-=======
     "auditor_schema_registry_up": ("gauge", ("registry",)),
     "auditor_schema_registry_errors_total": ("counter", ("reason",)),
->>>>>>> b561959 (schema registry through confluent-kafka's SchemaRegistryClient (auditor/stream/registry.py) with basic auth from schemas.registry_basic_auth (secret, masked, AUDITOR_SCHEMAS_REGISTRY_BASIC_AUTH) or the URL; an outage makes /readyz 503 (Daemon.ready_checks, a two-line hook in runner.py), sets auditor_schema_registry_up 0 and counts auditor_schema_registry_errors_total{reason}; alert AuditorSchemaRegistryDown with promtool cases and a RUNBOOK section; the hand-written urllib client is gone; policy lint reads '-'; replay kafka:// with SASL from the config)
     "up": ("gauge", ()),
 }
 
