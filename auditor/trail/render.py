@@ -62,6 +62,15 @@ def record_json(r: AuditRecord) -> dict[str, Any]:
             "permitted_by": d.permitted_by, "permitted_clause": d.permitted_clause,
         },
         "rejection": None if j is None else {"reason": j.reason, "message": j.message},
+        "ledger": None if r.ledger is None else {
+            "partition": r.ledger.partition, "through_offset": r.ledger.through_offset,
+            "reads": [{"question": q.question, "purpose": q.purpose, "recipient_type": q.recipient_type,
+                       "recipient_id": q.recipient_id, "value": q.value, "fact_offsets": list(q.fact_offsets)}
+                      for q in r.ledger.reads],
+            "corrects": None if r.ledger.corrects is None else {
+                "chain_id": r.ledger.corrects.chain_id, "seq": r.ledger.corrects.seq,
+                "cause_offsets": list(r.ledger.corrects.cause_offsets)},
+        },
         "record_hash": r.record_hash.hex(),
     }
 
@@ -158,6 +167,16 @@ def table_cells(r: AuditRecord) -> dict[str, str]:
         cells["decision"] = "\n".join(lines)
     if j is not None:
         cells["decision"] = f"REJECTED: {j.reason}\n{j.message}"
+    if r.ledger is not None:
+        lg = r.ledger
+        lines = [f"ledger partition {lg.partition} through offset {lg.through_offset}"]
+        lines += [f"{q.question}" + (f" for {q.purpose}" if q.purpose else "")
+                  + (f" to {q.recipient_type} {q.recipient_id or ''}".rstrip() if q.recipient_type else "")
+                  + f": {q.value} (facts {', '.join(map(str, q.fact_offsets))})" for q in lg.reads]
+        if lg.corrects is not None:
+            lines.append(f"corrects {lg.corrects.chain_id} #{lg.corrects.seq} "
+                         f"(late facts {', '.join(map(str, lg.corrects.cause_offsets))})")
+        cells["decision"] = cells.get("decision", "") + "\n" + "\n".join(lines)
     cells["integrity"] = "\n".join([
         f"record {doc['record_hash']}", f"prev   {doc['prev_hash']}", f"input  {doc['input_digest']}",
         *([f"pack   {d.pack_hash}"] if d is not None else []),

@@ -90,8 +90,13 @@ def trail(tmp_path_factory, keys):
                         (Violation(RULE, ViolationKind.CONDITION_FAILED, "the purpose is debt collection"),),
                         None, "ipasar", "sha256:" + "cd" * 32)
     source = SourceRef.kafka("privacy-events-with-a-rather-long-topic-name", 11, 123456789)
+    from auditor.trail.record import CorrectedRecord, LedgerFacts, LedgerRead
+
+    ledger = LedgerFacts(0, 41, (LedgerRead("consent", "debt_collection", "bank", "acme-1", True, (3, 7)),
+                                 LedgerRead("birth_date", None, None, None, "2008-02-29", (9,))),
+                         CorrectedRecord("events/0", 2, (40,)))
     record = build_record(FULL, decision, source, keys.pseudonymizer, "auditor-eu-west-1a-instance-0",
-                          datetime(2024, 5, 1, 12, 0, 1, 5, tzinfo=UTC))
+                          datetime(2024, 5, 1, 12, 0, 1, 5, tzinfo=UTC), ledger=ledger)
     with TrailWriter.open(path, keys, checkpoint_every=1, checkpoint_seconds=3600) as w:
         w.append([record])
         w.commit()
