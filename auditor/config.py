@@ -43,6 +43,10 @@ AUDITOR_RESTORE_SETTLE_TIMEOUT_S           restore.settle_timeout_s
 AUDITOR_RESTORE_RETRY_S                    restore.retry_s
 AUDITOR_LAG_INTERVAL_S                     lag.interval_s
 AUDITOR_TRANSACTION_TIMEOUT_MS             transaction_timeout_ms
+AUDITOR_TRAIL_ACCEPT_FINITE_RETENTION      trail.accept_finite_retention (true/false)
+AUDITOR_TRAIL_WITNESSES                    trail.witnesses (comma-separated URLs)
+AUDITOR_TRAIL_WITNESS_KEYS                 trail.witness_keys (comma-separated vkey files)
+AUDITOR_TRAIL_WITNESS_QUEUE                trail.witness_queue
 =========================================  ===========================================
 
 :func:`env_names` lists them all (a test checks that every key has one). A new key added to a
@@ -227,6 +231,30 @@ def _instance_id(value: Any) -> Any:
     return text
 
 
+def _flag(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise ValueError(f"must be true or false, got {_kind(value)}")
+
+
+def _urls(value: Any) -> Any:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"must be a list of http:// or https:// URLs, got {_kind(value)}")
+    return tuple(_url(v) for v in value)
+
+
+def _opt_paths(value: Any) -> Any:
+    if value is None or value == "":
+        return ()
+    return _paths(value)
+
+
 def _kind(value: Any) -> str:
     return {list: "a list", tuple: "a list", dict: "a mapping", str: "a string", bool: "true/false",
             int: "a number", float: "a number", type(None): "empty"}.get(type(value), type(value).__name__)
@@ -341,6 +369,18 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class TrailConfig:
+    #: run even though the audit or checkpoint topic has finite retention (metric + alert then)
+    accept_finite_retention: Annotated[bool, BeforeValidator(_flag)] = False
+    #: witnesses (tlog-witness URLs) the daemon sends every checkpoint to, off the hot path
+    witnesses: Annotated[tuple[str, ...], BeforeValidator(_urls)] = ()
+    #: the witnesses' public keys (vkey files), one per witness, in the same order
+    witness_keys: Annotated[tuple[Path, ...], BeforeValidator(_opt_paths)] = ()
+    #: checkpoints waiting for the witness thread; beyond this the oldest are dropped (and counted)
+    witness_queue: _int(1, 1_000_000) = 10_000  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True, config=_STRICT)
 class Config:
     kafka: KafkaConfig = dataclasses.field(default_factory=KafkaConfig)
     topics: TopicsConfig = dataclasses.field(default_factory=TopicsConfig)
@@ -353,6 +393,7 @@ class Config:
     instance_id: Annotated[str, BeforeValidator(_instance_id)] = ""
     batch: BatchConfig = dataclasses.field(default_factory=BatchConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    trail: TrailConfig = dataclasses.field(default_factory=TrailConfig)
     shutdown_timeout_s: _seconds(3600) = 30.0  # type: ignore[valid-type]
     watchdog: WatchdogConfig = dataclasses.field(default_factory=WatchdogConfig)
     restore: RestoreConfig = dataclasses.field(default_factory=RestoreConfig)
@@ -369,6 +410,17 @@ class Config:
                              "topics, none of them an event topic")
         if t.facts in outputs or t.facts in t.events:
             raise ValueError("topics.facts must be a topic of its own, neither an event topic nor an output topic")
+        if self.checkpoint_topic in outputs | set(t.events) | {t.facts}:
+            raise ValueError(f"the checkpoint topic {self.checkpoint_topic} (topics.audit + '.checkpoints') must not "
+                             "be one of the other topics")
+        if len(self.trail.witness_keys) != len(self.trail.witnesses):
+            raise ValueError(f"trail.witnesses names {len(self.trail.witnesses)} witness(es) and trail.witness_keys "
+                             f"{len(self.trail.witness_keys)} key(s): give one public key (vkey file) per witness")
+
+    @property
+    def checkpoint_topic(self) -> str:
+        """Where the daemon writes the signed checkpoints of the audit topic (``<audit>.checkpoints``)."""
+        return f"{self.topics.audit}.checkpoints"
 
     # ------------------------------------------------------------------ flat names used across the code
     @property

@@ -90,6 +90,10 @@ class Metrics:
     healthy: Gauge
     schema_registry_up: Gauge
     schema_registry_errors: Counter
+    retention_finite: Gauge
+    forged: Counter
+    witness_failures: Counter
+    witness_cosigned: Counter
 
 
 def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
@@ -138,6 +142,16 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
                                  "(absent when no registry is configured)", ["registry"], registry=r),
         schema_registry_errors=Counter("auditor_schema_registry_errors",
                                        "Failed schema registry look-ups, by reason", ["reason"], registry=r),
+        retention_finite=Gauge("auditor_trail_retention_finite",
+                               "1 when a trail topic (audit or checkpoints) has finite retention and the daemon "
+                               "runs anyway (trail.accept_finite_retention)", ["topic"], registry=r),
+        forged=Counter("auditor_trail_forged", "Chains found on restore with records no signed checkpoint covers "
+                       "(appended outside the auditor's transactions)", ["chain"], registry=r),
+        witness_failures=Counter("auditor_witness_failures", "Checkpoints a witness did not cosign, by reason "
+                                 "(unreachable, refused, dropped: the witness queue was full, error)",
+                                 ["witness", "reason"], registry=r),
+        witness_cosigned=Counter("auditor_witness_cosigned", "Checkpoints cosigned by a witness",
+                                 ["witness"], registry=r),
     )
     m.build_info.labels(__version__, platform.python_version()).set(1)
     for outcome in ("commit", "abort"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from auditor.config import Config
@@ -13,15 +13,16 @@ from auditor.errors import BrokerError, ConfigError, PolicyError
 from auditor.events.wire import EventDecoder, SchemaAllowList
 from auditor.metrics import Metrics, build_metrics
 from auditor.policy import CompiledPack, load_pack
+from auditor.stream import topics
+from auditor.stream.checkpointing import build_checkpointer
 from auditor.stream.filecopy import FileCopy
 from auditor.stream.processor import BatchProcessor, BatchResult, Routing
 from auditor.stream.registry import REASONS as REGISTRY_ERRORS
 from auditor.stream.registry import ConfluentRegistry
 from auditor.stream.runner import Daemon
 from auditor.trail import chainid
-from auditor.trail.canonical import record_from_bytes
+from auditor.trail.canonical import iter_frames
 from auditor.trail.keys import KeyRing
-from auditor.trail.record import AuditRecord
 from auditor.trail.store import TrailWriter
 
 
@@ -59,7 +60,8 @@ def build_daemon(cfg: Config, *, registry: CollectorRegistry | None = None,
         writer = TrailWriter.open(cfg.trail_dir, keys, checkpoint_every=cfg.checkpoint_every,
                                   checkpoint_seconds=cfg.checkpoint_seconds)
         file_copy = FileCopy(writer, lambda chain, first, stop: read_chain(cfg, chain, first, stop))
-    daemon = Daemon(cfg, processor, metrics, file_copy=file_copy, on_batch=on_batch)
+    checkpoints = build_checkpointer(cfg, keys, metrics)  # t11
+    daemon = Daemon(cfg, processor, metrics, file_copy=file_copy, on_batch=on_batch, checkpoints=checkpoints)
     watch_registry(allow, metrics, daemon)
     return daemon
 
@@ -79,14 +81,14 @@ def watch_registry(allow: SchemaAllowList, metrics: Metrics, daemon: Daemon) -> 
     daemon.ready_checks.append(lambda: source.available)
 
 
-def read_chain(cfg: Config, chain_id: str, first: int, stop: int, timeout: float = 30.0) -> list[AuditRecord]:
-    """Committed records of one chain with seq in [first, stop), from the audit topic."""
+def read_chain(cfg: Config, chain_id: str, first: int, stop: int, timeout: float = 30.0) -> list[bytes]:
+    """The bytes of the committed records of one chain with seq in [first, stop), from the audit topic."""
     md = AdminClient(cfg.admin_conf()).list_topics(cfg.topics.audit, timeout=timeout)
     audit_partition = chainid.audit_partition(chainid.source_partition(chain_id),
                                              len(md.topics[cfg.topics.audit].partitions))
     consumer = Consumer({**cfg.admin_conf(), "group.id": "auditor-backfill", "enable.auto.commit": False,
                          "isolation.level": "read_committed", "enable.partition.eof": True})
-    out: list[AuditRecord] = []
+    out: list[bytes] = []
     try:
         consumer.assign([TopicPartition(cfg.topics.audit, audit_partition, 0)])
         while len(out) < stop - first:
@@ -98,25 +100,17 @@ def read_chain(cfg: Config, chain_id: str, first: int, stop: int, timeout: float
                 if err.code() == KafkaError._PARTITION_EOF:
                     break
                 raise BrokerError(str(err))
-            r = record_from_bytes(msg.value() or b"")
-            if r.chain_id == chain_id and first <= r.seq < stop:
-                out.append(r)
+            data = msg.value() or b""
+            (frame,) = iter_frames(data, 1)
+            if frame.chain_id == chain_id and first <= frame.seq < stop:
+                out.append(data)
     finally:
         consumer.close()
     return out
 
 
 def create_topics(cfg: Config, partitions: int = 3, *, timeout: float = 30.0) -> list[str]:
-    """Create the event and output topics that do not exist yet (audit partitioned like the input)."""
-    admin = AdminClient(cfg.admin_conf())
-    existing = admin.list_topics(timeout=timeout).topics
-    wanted = [*cfg.topics.events, cfg.topics.audit, cfg.topics.violations, cfg.topics.dead_letter]
-    new = [NewTopic(t, num_partitions=partitions, replication_factor=-1) for t in wanted if t not in existing]
-    if new:
-        for topic, fut in admin.create_topics(new, operation_timeout=timeout).items():
-            try:
-                fut.result()
-            except Exception as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise BrokerError(f"cannot create topic {topic}: {exc}") from exc
-    return [n.topic for n in new]
+    """Create the topics that do not exist yet (audit partitioned like the input; the audit and
+    checkpoint topics with infinite retention: :mod:`auditor.stream.topics`)."""
+    return topics.create_topics(cfg.admin_conf(), cfg.topics.events, cfg.topics.audit,
+                                [cfg.topics.violations, cfg.topics.dead_letter], partitions, timeout=timeout)

@@ -1,25 +1,26 @@
 """The optional file-store copy of the audit topic, in the offline trail's format.
 
-Records arrive already sealed by the Kafka chain and are appended after their transaction
-committed. The copy re-seals each record after its own head and insists on the same hash, so
-the file chain is the Kafka chain byte for byte. A record already present (a replay after a
-crash) is skipped; a gap (the process died between the Kafka commit and the file append) is
-filled from the audit topic before going on.
+Records arrive as the audit topic's bytes after their transaction committed, and are appended
+unchanged (:meth:`TrailWriter.append_encoded`): the file chain is the Kafka chain byte for byte,
+whatever encoder version sealed each record (re-sealing a decoded record would give other bytes
+for a record written by another version, and stop the copy). Each record must hash to its
+record hash and link to the file's head. A record already present (a replay after a crash) is
+skipped; a gap (the process died between the Kafka commit and the file append) is filled from
+the audit topic's bytes before going on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from auditor.errors import TrailCorruption
 from auditor.logging import get_logger
-from auditor.trail.record import AuditRecord
+from auditor.trail.canonical import iter_frames
 from auditor.trail.store import TrailWriter
 
 log = get_logger("auditor.filecopy")
 
-#: (chain_id, first_seq, stop_seq) -> the committed records of that chain in [first, stop)
-Backfill = Callable[[str, int, int], list[AuditRecord]]
+#: (chain_id, first_seq, stop_seq) -> the committed records' bytes of that chain in [first, stop)
+Backfill = Callable[[str, int, int], list[bytes]]
 
 
 class FileCopy:
@@ -27,17 +28,19 @@ class FileCopy:
         self.writer = writer
         self.backfill = backfill
 
-    def append(self, records: Iterable[AuditRecord]) -> None:
-        for r in records:
-            size = self.writer.head(r.chain_id).size
-            if r.seq < size:
+    def append(self, encoded: Iterable[bytes]) -> None:
+        """Append audit-topic values (canonical record bytes) in chain order."""
+        for data in encoded:
+            (frame,) = iter_frames(data, 1)
+            size = self.writer.head(frame.chain_id).size
+            if frame.seq < size:
                 continue
-            if r.seq > size:
-                missing = self.backfill(r.chain_id, size, r.seq)
-                log.warning("file copy behind the audit topic; backfilled", chain=r.chain_id,
+            if frame.seq > size:
+                missing = self.backfill(frame.chain_id, size, frame.seq)
+                log.warning("file copy behind the audit topic; backfilled", chain=frame.chain_id,
                             records=len(missing))
-                self._append_exact(missing)
-            self._append_exact([r])
+                self.writer.append_encoded(missing)
+            self.writer.append_encoded([data])
 
     def catch_up(self, chain_id: str, committed: int) -> None:
         """Backfill a chain whose committed size in the audit topic exceeds the file's.
@@ -49,15 +52,7 @@ class FileCopy:
         if committed > size:
             missing = self.backfill(chain_id, size, committed)
             log.warning("file copy behind the audit topic; backfilled", chain=chain_id, records=len(missing))
-            self._append_exact(missing)
-
-    def _append_exact(self, records: list[AuditRecord]) -> None:
-        for r in records:
-            (sealed,) = self.writer.append([r])
-            if sealed.seq != r.seq or sealed.record_hash != r.record_hash:
-                raise TrailCorruption(f"file copy of chain {r.chain_id} diverges from the audit topic at seq "
-                                      f"{r.seq}", chain=r.chain_id, seq=r.seq, expected=r.record_hash.hex(),
-                                      actual=sealed.record_hash.hex())
+            self.writer.append_encoded(missing)
 
     def commit(self) -> None:
         """Make appended records durable; sign checkpoints that are due (also when idle)."""

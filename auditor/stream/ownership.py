@@ -33,8 +33,11 @@ from auditor.config import Config
 from auditor.errors import AuditorError
 from auditor.logging import get_logger
 from auditor.metrics import Metrics
+from auditor.stream.chainrestore import restore_chains
+from auditor.stream.checkpointing import Checkpointer
+from auditor.stream.checkpointing import Restored as SignedRestore
 from auditor.stream.processor import BatchProcessor
-from auditor.stream.restore import disagreement, open_transaction_gap, restore_heads
+from auditor.stream.restore import Restored, disagreement, open_transaction_gap
 from auditor.stream.watchdog import Watchdog
 from auditor.trail import chainid
 
@@ -116,6 +119,8 @@ class Ownership:
     def _drop(self, partitions: Iterable[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self.processor.forget(chainid.chain_id(t, p) for t, p in keys)
+        if self.checkpoints is not None:
+            self.checkpoints.forget(chainid.chain_id(t, p) for t, p in keys)
         for key in keys:
             self.states.pop(key, None)
             for gauge in (self.metrics.consumer_lag, self.metrics.partition_blocked, self.metrics.partition_stalled):
@@ -158,9 +163,12 @@ class Ownership:
             self._settle(key, st)
             audit_partition = chainid.audit_partition(partition, self.processor.routing.audit_partitions)
             with self.watchdog.call("restore chain head", 4 * CALL_TIMEOUT_S):
-                restored = restore_heads(self.cfg.admin_conf(), self.cfg.topics.audit, audit_partition, [chain],
-                                         timeout=CALL_TIMEOUT_S)[chain]
-            why = disagreement(chain, committed, restored)
+                signed = self._restore_signed(chain, audit_partition)  # t11: from the signed checkpoint
+                restored = Restored(signed.log.head if signed.log.head.size else None, signed.source_offset)
+            if restored.head is not None and restored.source_offset is None:
+                why = None  # the head record is gone (retention): nothing left to compare, nothing to fork
+            else:
+                why = disagreement(chain, committed, restored)
             if why is not None:
                 raise NotYet(why)
             self._seek(key, committed)
@@ -170,6 +178,7 @@ class Ownership:
         if key not in self.states:  # revoked meanwhile (a rebalance callback in a client call)
             return
         self.processor.set_head(chain, restored.head)
+        self._adopt(chain, signed)
         if self.file_copy is not None and restored.head is not None:
             self.file_copy.catch_up(chain, restored.head.size)
         assert self.consumer is not None
@@ -214,3 +223,23 @@ class Ownership:
                         partition=f"{key[0]}/{key[1]}", reason=reason[:500], attempts=st.attempts,
                         retry_s=self.cfg.restore.retry_s)
             st.reason, st.logged_at = reason, now
+
+    # ------------------------------------------------------------------ t11: signed checkpoints
+    checkpoints: Checkpointer | None = None
+
+    def _restore_signed(self, chain: str, audit_partition: int) -> SignedRestore:
+        """The chain from its last valid signed checkpoint, checked against the audit topic's tail."""
+        cp = self.checkpoints
+        assert cp is not None, "Daemon sets ownership.checkpoints"
+        return restore_chains(self.cfg.admin_conf(), self.cfg.topics.audit, audit_partition, cp.topic,
+                              audit_partition % cp.partitions, [chain], cp.signer.name, cp.verifier,
+                              CALL_TIMEOUT_S)[chain]
+
+    def _adopt(self, chain: str, signed: SignedRestore) -> None:
+        if signed.forged:
+            self.metrics.forged.labels(chain).inc()
+            log.error("forged records in the audit topic", chain=chain, problem=signed.problem)
+        elif signed.problem:
+            log.warning("chain continues from its signed checkpoint", chain=chain, problem=signed.problem)
+        if self.checkpoints is not None:
+            self.checkpoints.adopt(signed.log)

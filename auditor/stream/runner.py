@@ -44,6 +44,7 @@ from auditor.errors import BrokerError, ConfigError
 from auditor.exitcodes import ExitCode
 from auditor.logging import get_logger
 from auditor.metrics import Metrics
+from auditor.stream.checkpointing import Checkpointer
 from auditor.stream.commit import BatchCommit, Fatal, first_offsets
 from auditor.stream.http import OpsServer
 from auditor.stream.lag import LagMonitor
@@ -51,6 +52,7 @@ from auditor.stream.ownership import Ownership
 from auditor.stream.processor import BatchProcessor, BatchResult, MessageLike, Routing
 from auditor.stream.split import Progress, commit_or_split, unwritable
 from auditor.stream.testhook import TestHook
+from auditor.stream.topics import check_trail_topics
 from auditor.stream.watchdog import SignalThread, Watchdog
 
 log = get_logger("auditor.stream")
@@ -60,8 +62,11 @@ EXIT_OK, EXIT_FATAL, EXIT_SHUTDOWN_TIMEOUT = ExitCode.OK, ExitCode.BROKER, ExitC
 
 class Daemon:
     def __init__(self, cfg: Config, processor: BatchProcessor, metrics: Metrics,
-                 file_copy: Any | None = None, on_batch: Callable[[BatchResult], None] | None = None) -> None:
+                 file_copy: Any | None = None, on_batch: Callable[[BatchResult], None] | None = None,
+                 checkpoints: Checkpointer | None = None) -> None:
         self.cfg = cfg
+        assert checkpoints is not None, "the daemon signs what it writes: build it with auditor.stream.app.build_daemon"
+        self.checkpoints = checkpoints  # signed checkpoints in every transaction (t11)
         self.processor = processor
         self.metrics = metrics
         self.file_copy = file_copy
@@ -84,6 +89,7 @@ class Daemon:
         w = cfg.watchdog
         self.watchdog = Watchdog(w.stall_timeout_s, w.call_margin_s, cfg.shutdown_timeout_s, self._watchdog_fired)
         self.ownership = Ownership(cfg, processor, metrics, self.watchdog, file_copy)
+        self.ownership.checkpoints = checkpoints  # t11: restore from signed checkpoints
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -126,6 +132,7 @@ class Daemon:
         self.consumer = Consumer(cfg.consumer_conf())
         self.committer = BatchCommit(producer, self.consumer, self.processor, self.watchdog, self.file_copy, self.hook,
                                      self.metrics)
+        self.committer.checkpoints = self.checkpoints  # t11: the checkpoint covering each batch, same transaction
         self.committer._retry(lambda: producer.init_transactions(30), "init_transactions", 30)
         self.ownership.attach(self.consumer, admin)
         self.consumer.subscribe(list(cfg.topics.events), on_assign=self.ownership.on_assign,
@@ -158,6 +165,8 @@ class Daemon:
             log.warning("audit topic has fewer partitions than an event topic; chains will share audit partitions",
                         audit_partitions=audit_parts, event_partitions=widest)
         self.processor.routing = Routing(t.audit, t.violations, t.dead_letter, audit_parts)
+        self.checkpoints.audit_partitions = audit_parts
+        self.checkpoints.partitions = check_trail_topics(admin, md, self.cfg, self.metrics)  # t11: retention
         return admin
 
     def run(self) -> int:
@@ -197,6 +206,7 @@ class Daemon:
         if self.file_copy is not None:
             self.file_copy.close()  # commits and signs a final checkpoint of every chain
             self.file_copy = None
+        self.checkpoints.close()
         if self.http is not None:
             self.http.stop()
             self.http = None

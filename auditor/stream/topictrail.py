@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from auditor.errors import BrokerError, TrailCorruption
 from auditor.trail.canonical import iter_frames
@@ -35,6 +35,10 @@ class KafkaSource:
 
     The daemon commits each batch's records with the checkpoint that covers them in one
     transaction, so a committed record no checkpoint covers was not written by it: no grace.
+
+    A live topic grows while it is read, so :meth:`checkpoints` first takes the audit topic's
+    last stable offsets, and :meth:`chunks` reads records only below them: every record read was
+    committed before the checkpoints were read, with the checkpoint that covers it.
     """
 
     unsigned_grace = timedelta(0)
@@ -48,11 +52,14 @@ class KafkaSource:
         self.timeout = timeout
         self.label = f"kafka://{conf.get('bootstrap.servers', '?')}/{audit_topic}"
         self.notes: list[str] = []
+        self.ends: dict[int, int] | None = None  # audit partition -> last stable offset when checkpoints were read
 
     def size_hint(self) -> int:
         return 0  # unknown in bytes; progress is counted anyway
 
     def checkpoints(self) -> Iterator[Located]:
+        if self._exists(self.audit_topic, required=False):
+            self.ends = stable_ends(self.conf, self.audit_topic, self.timeout)
         if not self._exists(self.checkpoint_topic, required=False):
             self.notes.append(f"checkpoint topic {self.checkpoint_topic} does not exist")
             return
@@ -73,7 +80,7 @@ class KafkaSource:
 
     def chunks(self) -> Iterator[Chunk | Issue]:
         self._exists(self.audit_topic, required=True)
-        for partition, offset, value, _ in iter_topic(self.conf, self.audit_topic, self.timeout):
+        for partition, offset, value, _ in iter_topic(self.conf, self.audit_topic, self.timeout, self.ends):
             where = f"{self.audit_topic}/{partition}@{offset}"
             try:
                 frames = list(iter_frames(value, 1))
@@ -97,8 +104,20 @@ class KafkaSource:
         return ok
 
 
-def iter_topic(conf: dict[str, Any], topic: str, timeout: float = 30.0) -> Iterator[Message]:
-    """(partition, offset, value, headers) of every committed message, partition by partition."""
+def stable_ends(conf: dict[str, Any], topic: str, timeout: float = 30.0) -> dict[int, int]:
+    """partition -> last stable offset (below it every transaction is decided)."""
+    admin = AdminClient(conf)
+    md = admin.list_topics(topic, timeout=timeout)
+    tps = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
+    futures = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, isolation_level=IsolationLevel.READ_COMMITTED,
+                                 request_timeout=timeout)
+    return {tp.partition: fut.result(timeout).offset for tp, fut in futures.items()}
+
+
+def iter_topic(conf: dict[str, Any], topic: str, timeout: float = 30.0,
+               ends: dict[int, int] | None = None) -> Iterator[Message]:
+    """(partition, offset, value, headers) of every committed message, partition by partition (only
+    below ``ends[partition]`` when given)."""
     md = AdminClient(conf).list_topics(topic, timeout=timeout)
     if topic not in md.topics or md.topics[topic].error is not None:
         raise BrokerError(f"topic {topic} does not exist")
@@ -107,13 +126,16 @@ def iter_topic(conf: dict[str, Any], topic: str, timeout: float = 30.0) -> Itera
                          "isolation.level": "read_committed", "enable.partition.eof": True})
     try:
         for p in partitions:
-            yield from _read_partition(consumer, topic, p, timeout)
+            yield from _read_partition(consumer, topic, p, timeout, None if ends is None else ends.get(p, 0))
     finally:
         consumer.close()
 
 
-def _read_partition(consumer: Consumer, topic: str, p: int, timeout: float) -> Iterator[Message]:
+def _read_partition(consumer: Consumer, topic: str, p: int, timeout: float,
+                    stop: int | None = None) -> Iterator[Message]:
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
+    if stop is not None:
+        high = min(high, stop)
     if high <= low:
         return
     consumer.assign([TopicPartition(topic, p, low)])
@@ -134,6 +156,9 @@ def _read_partition(consumer: Consumer, topic: str, p: int, timeout: float) -> I
                     consumer.unassign()
                     return
                 raise BrokerError(f"reading {topic}/{p}: {err.str()}")
+            if stop is not None and (m.offset() or 0) >= stop:
+                consumer.unassign()
+                return
             yield p, m.offset() or 0, m.value() or b"", m.headers()
 
 

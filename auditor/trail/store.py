@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import IO, Callable, Iterable
 
 from auditor.errors import ConfigError, TrailCorruption, TrailError
-from auditor.trail.canonical import Frame
+from auditor.trail.canonical import Frame, iter_frames
 from auditor.trail.chain import ChainHead, SealedBatch, seal_bytes
 from auditor.trail.checkpoint import Checkpoint, SignedCheckpoint, StoredCheckpoint, make_checkpoint
+from auditor.trail.hashing import leaf_hash
 from auditor.trail.keys import KeyRing
 from auditor.trail.merkle import MerkleRange, RangeNodes, consistency_proof
 from auditor.trail.note import Note
@@ -314,6 +315,37 @@ class TrailWriter:
         if self._pending_bytes >= _FLUSH_BYTES:
             self._write_block()
         return SealedBatch(out)
+
+    def append_encoded(self, encoded: Iterable[bytes]) -> None:
+        """Append records sealed elsewhere, byte for byte (the audit topic's values): each must be one
+        whole record that hashes to its record_hash and links to its chain's head. Not re-sealed, so
+        a record keeps the bytes its writer gave it, whatever version of the encoder that was."""
+        if self.closed:
+            raise TrailError("the trail writer is closed")
+        for data in encoded:
+            (f,) = iter_frames(data, 1)
+            chain_id = f.chain_id
+            head = self.heads.get(chain_id) or ChainHead.genesis(chain_id)
+            if f.end != len(data) or leaf_hash(data[:-32]) != f.record_hash:
+                raise TrailCorruption(f"chain {chain_id} seq {f.seq}: the record's bytes do not hash to its record "
+                                      "hash", chain=chain_id, seq=f.seq)
+            if f.seq != head.size or f.prev_hash != head.head_hash:
+                raise TrailCorruption(f"chain {chain_id} seq {f.seq} does not link to the trail's head (size "
+                                      f"{head.size})", chain=chain_id, seq=f.seq, expected=head.head_hash.hex(),
+                                      actual=f.prev_hash.hex())
+            self.heads[chain_id] = ChainHead(chain_id, head.size + 1, f.record_hash)
+            rng = self.ranges.get(chain_id)
+            if rng is None:
+                rng = self.ranges[chain_id] = MerkleRange()
+                self._state[chain_id] = _ChainState()
+            rng.append(f.record_hash)
+            self._state[chain_id].since.append(f.record_hash)
+            self._pending_chains.add(chain_id)
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+            self._dirty = True
+        if self._pending_bytes >= _FLUSH_BYTES:
+            self._write_block()
 
     def _segment_path(self, index: int) -> Path:
         return self.trail_dir / SEGMENTS_DIR / segment_name(index)

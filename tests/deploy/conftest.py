@@ -45,6 +45,10 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "auditor_healthy": ("gauge", ()),
     "auditor_schema_registry_up": ("gauge", ("registry",)),
     "auditor_schema_registry_errors_total": ("counter", ("reason",)),
+    "auditor_trail_retention_finite": ("gauge", ("topic",)),
+    "auditor_trail_forged_total": ("counter", ("chain",)),
+    "auditor_witness_failures_total": ("counter", ("witness", "reason")),
+    "auditor_witness_cosigned_total": ("counter", ("witness",)),
     "up": ("gauge", ()),
 }
 

@@ -37,6 +37,7 @@ from auditor.stream.app import build_daemon
 from auditor.stream.generate import stream
 from auditor.stream.produce import encode
 from auditor.stream.runner import Daemon
+from auditor.stream.topics import TRAIL_TOPIC_CONFIG, checkpoint_topic_of
 from auditor.trail.canonical import record_from_bytes
 from auditor.trail.keys import KeyRing
 from auditor.trail.record import AuditRecord
@@ -113,7 +114,9 @@ def make_setup(work: Path, bootstrap: str, *, partitions: int = 3, trail: bool =
     if schemas:
         doc["schemas"] = schemas
     setup.config_path.write_text(yaml.safe_dump(doc))
-    create_topics(bootstrap, [setup.events, setup.audit, setup.violations, setup.dead_letter], partitions)
+    create_topics(bootstrap, [setup.events, setup.violations, setup.dead_letter], partitions)
+    # the trail topics as `auditor topics create` makes them: infinite retention (t11)
+    create_topics(bootstrap, [setup.audit, checkpoint_topic_of(setup.audit)], partitions, config=TRAIL_TOPIC_CONFIG)
     return setup
 
 

@@ -1,0 +1,223 @@
+"""Restore chains on assignment from the checkpoint topic, checked against the audit topic's tail.
+
+For each wanted chain: its last valid signed checkpoint (read backwards from the end of the
+chain's checkpoint partition, in windows, signature and compact range checked), and its last
+record in the audit partition (also read backwards). :func:`auditor.stream.checkpointing.judge`
+then decides how the chain continues. Both reads are read_committed, outside the group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from auditor.errors import BrokerError, TrailCorruption
+from auditor.logging import get_logger
+from auditor.metrics import Metrics
+from auditor.stream.checkpointing import Checkpointer, LastRecord, Restored, judge
+from auditor.trail.canonical import record_from_bytes
+from auditor.trail.chain import ChainHead
+from auditor.trail.chainlog import ChainLog, stored_from_message
+from auditor.trail.checkpoint import SignedCheckpoint, StoredCheckpoint, origin_for
+from auditor.trail.keys import Verifier
+
+log = get_logger("auditor.restore")
+
+WINDOW = 2000
+
+
+def restore_chains(conf: dict[str, Any], audit_topic: str, audit_partition: int, checkpoint_topic: str,
+                   checkpoint_partition: int, chain_ids: Iterable[str], key_name: str, verifier: Verifier,
+                   timeout: float = 30.0) -> dict[str, Restored]:
+    wanted = list(chain_ids)
+    origins = {origin_for(key_name, c): c for c in wanted}
+    consumer = Consumer({**conf, "group.id": "auditor-restore", "enable.auto.commit": False,
+                         "isolation.level": "read_committed", "enable.partition.eof": True,
+                         "auto.offset.reset": "earliest"})
+    try:
+        checkpoints = _last_checkpoints(consumer, checkpoint_topic, checkpoint_partition, origins, verifier, timeout)
+        heads = {c: (signed.size, signed.head.head_hash) for c, (signed, _) in checkpoints.items()}
+        records, offsets = _last_records(consumer, audit_topic, audit_partition, set(wanted), heads, timeout)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot restore chains from {audit_topic}/{audit_partition} and "
+                          f"{checkpoint_topic}/{checkpoint_partition}: {exc}") from exc
+    finally:
+        consumer.close()
+    def restore(stored: StoredCheckpoint) -> ChainLog:
+        return ChainLog.restore(stored, verifier)
+
+    return {c: dataclasses.replace(judge(c, checkpoints.get(c), records.get(c), restore), source_offset=offsets.get(c))
+            for c in wanted}
+
+
+def _last_checkpoints(consumer: Consumer, topic: str, partition: int, origins: dict[str, str], verifier: Verifier,
+                      timeout: float) -> dict[str, tuple[SignedCheckpoint, StoredCheckpoint]]:
+    found: dict[str, tuple[SignedCheckpoint, StoredCheckpoint]] = {}
+
+    def visit(m: Message) -> None:
+        chain = origins.get((m.key() or b"").decode("utf-8", "replace"))
+        if chain is None or chain in found:
+            return
+        where = f"{topic}/{partition}@{m.offset()}"
+        try:
+            kind, stored = stored_from_message(m.value() or b"", m.headers())  # type: ignore[arg-type]
+            if kind != "checkpoint":
+                return
+            signed = stored.open(verifier)
+        except TrailCorruption as exc:
+            log.error("invalid checkpoint in the checkpoint topic; not used", where=where, error=str(exc))
+            return
+        if signed.chain_id != chain:
+            log.error("checkpoint keyed for another chain; not used", where=where)
+            return
+        found[chain] = (signed, stored)
+
+    _scan_back(consumer, topic, partition, visit, lambda: len(found) == len(origins), timeout)
+    return found
+
+
+def _last_records(consumer: Consumer, topic: str, partition: int, wanted: set[str],
+                  heads: dict[str, tuple[int, bytes]], timeout: float) -> tuple[dict[str, LastRecord],
+                                                                                dict[str, int | None]]:
+    """Per chain: its last record (by offset), and the source offset of the record its checkpoint
+    signs as head (None: gone). Reading back stops for a chain at a record older than its head."""
+    found: dict[str, LastRecord] = {}
+    offsets: dict[str, int | None] = {c: None for c in wanted if c not in heads}
+
+    def visit(m: Message) -> None:
+        where = f"{topic}/{partition}@{m.offset()}"
+        try:
+            record = record_from_bytes(m.value() or b"")
+        except Exception:  # noqa: BLE001 - any undecodable bytes: not a record of ours
+            log.error("unreadable bytes in the audit topic (not written by the auditor)", where=where)
+            return
+        chain = record.chain_id
+        if chain not in wanted:
+            return
+        if chain not in found:
+            found[chain] = LastRecord(record.seq, record.record_hash, where)
+        if chain not in offsets:
+            size, head = heads[chain]
+            if record.seq == size - 1 and record.record_hash == head:
+                offsets[chain] = record.source.offset
+            elif record.seq < size - 1:
+                offsets[chain] = None  # the head record is gone: nothing older can be it
+
+    _scan_back(consumer, topic, partition, visit, lambda: len(found) == len(wanted) and len(offsets) == len(wanted),
+               timeout)
+    for chain in wanted:
+        offsets.setdefault(chain, None)
+    return found, offsets
+
+
+def _scan_back(consumer: Consumer, topic: str, partition: int, visit: Callable[[Message], None],
+               done: Callable[[], bool], timeout: float) -> None:
+    """Visit committed messages from the partition's end backwards, window by window, until done()."""
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
+    end = high
+    while not done() and end > low:
+        start = max(low, end - WINDOW)
+        for m in reversed(_window(consumer, topic, partition, start, end, timeout)):
+            visit(m)
+            if done():
+                return
+        end = start
+
+
+def _window(consumer: Consumer, topic: str, partition: int, start: int, end: int, timeout: float) -> list[Message]:
+    consumer.assign([TopicPartition(topic, partition, start)])
+    out: list[Message] = []
+    try:
+        while True:
+            msg = consumer.poll(timeout)
+            if msg is None:
+                raise BrokerError(f"timed out reading {topic}/{partition} from offset {start}")
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    return out
+                raise BrokerError(f"reading {topic}/{partition}: {err}")
+            if (msg.offset() or 0) >= end:
+                return out
+            if msg.value() is not None:
+                out.append(msg)
+    finally:
+        consumer.unassign()
+
+
+def restore_assigned(checkpoints: Checkpointer, conf: dict[str, Any], audit_topic: str, audit_partition: int,
+                     chain_ids: list[str], metrics: Metrics, timeout: float = 30.0) -> dict[str, ChainHead]:
+    """Restore the chains of one audit partition into ``checkpoints``; their heads for the processor."""
+    restored = restore_chains(conf, audit_topic, audit_partition, checkpoints.topic,
+                              audit_partition % checkpoints.partitions, chain_ids, checkpoints.signer.name,
+                              checkpoints.verifier, timeout)
+    heads = {}
+    for chain, r in restored.items():
+        if r.forged:
+            metrics.forged.labels(chain).inc()
+            log.error("forged records in the audit topic", chain=chain, problem=r.problem)
+        elif r.problem:
+            log.warning("chain continues from its signed checkpoint", chain=chain, problem=r.problem)
+        checkpoints.adopt(r.log)
+        heads[chain] = r.log.head
+    return heads
+
+
+def history_since(conf: dict[str, Any], audit_topic: str, audit_partition: int, checkpoint_topic: str,
+                  checkpoint_partition: int, chain_id: str, key_name: str, verifier: Verifier, old: int, new: int,
+                  timeout: float = 30.0) -> tuple[tuple[bytes, ...], list[bytes]]:
+    """What a consistency proof from size ``old`` needs, from the topics: the compact range stored with
+    the chain's signed checkpoint of size ``old``, and the record hashes of seq ``old`` .. ``new - 1``.
+
+    For the witness thread, when a witness holds a size older than anything it kept (a partition that
+    moved between instances, a restart). Raises TrailCorruption when either part cannot be found.
+    """
+    origin = origin_for(key_name, chain_id)
+    found: list[SignedCheckpoint] = []
+    ranges: list[tuple[bytes, ...]] = []
+    hashes: dict[int, bytes] = {}
+    consumer = Consumer({**conf, "group.id": "auditor-witness-history", "enable.auto.commit": False,
+                         "isolation.level": "read_committed", "enable.partition.eof": True,
+                         "auto.offset.reset": "earliest"})
+
+    def checkpoint(m: Message) -> None:
+        if (m.key() or b"").decode("utf-8", "replace") != origin:
+            return
+        try:
+            kind, stored = stored_from_message(m.value() or b"", m.headers())  # type: ignore[arg-type]
+            signed = stored.open(verifier) if kind == "checkpoint" else None
+        except TrailCorruption:
+            return
+        if signed is not None and signed.chain_id == chain_id and signed.size <= old and not found:
+            if signed.size == old:
+                ranges.append(stored.range)
+            found.append(signed)
+
+    low_seq = [new]
+
+    def record(m: Message) -> None:
+        try:
+            r = record_from_bytes(m.value() or b"")
+        except TrailCorruption:
+            return
+        if r.chain_id == chain_id:
+            low_seq[0] = min(low_seq[0], r.seq)
+            if old <= r.seq < new and r.seq not in hashes:
+                hashes[r.seq] = r.record_hash
+
+    try:
+        _scan_back(consumer, checkpoint_topic, checkpoint_partition, checkpoint, lambda: bool(found), timeout)
+        _scan_back(consumer, audit_topic, audit_partition, record, lambda: low_seq[0] < old, timeout)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read the history of {chain_id}: {exc}") from exc
+    finally:
+        consumer.close()
+    if not ranges:
+        raise TrailCorruption(f"no signed checkpoint of {chain_id} at size {old} in {checkpoint_topic}", chain=chain_id)
+    missing = [s for s in range(old, new) if s not in hashes]
+    if missing:
+        raise TrailCorruption(f"records {missing[0]}.. of {chain_id} are gone from {audit_topic}", chain=chain_id)
+    return ranges[0], [hashes[s] for s in range(old, new)]

@@ -1,0 +1,198 @@
+"""The daemon's signed checkpoints: every transaction that carries audit records carries the
+signed checkpoint that covers them, produced to the checkpoint topic (``<audit>.checkpoints``).
+
+:class:`Checkpointer` keeps a :class:`~auditor.trail.chainlog.ChainLog` per chain the instance
+owns. It follows the records the processor sealed (their hashes and seqs must continue the
+chain exactly), and returns one checkpoint message per chain the batch touched, for the same
+transaction. When the transaction commits the logs are kept (and the checkpoints handed to the
+witness thread, if any); when it aborts they go back to what the topic holds.
+
+Restoring a chain on assignment (:func:`judge`, pure; the reads are in
+:mod:`auditor.stream.chainrestore`) starts from the chain's last **valid signed checkpoint**,
+never from an unsigned record: the last record of the chain in the audit topic must be the one
+the checkpoint signs (its ``head``). A record beyond it, correctly linked or not, was appended
+outside the auditor's transactions: it is reported as forged (log line, metric
+``auditor_trail_forged_total``) and the chain continues from the checkpoint, so the forged
+record is never extended, back-filled or signed over (``auditor verify`` names it). A chain
+whose records are gone (retention, deletion) continues from its checkpoint, never from a new
+genesis; only a chain with no checkpoint at all starts at genesis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from auditor.config import Config
+from auditor.errors import TrailCorruption
+from auditor.metrics import Metrics
+from auditor.stream.processor import BatchResult, Outgoing
+from auditor.trail.chainlog import ChainLog, checkpoint_message
+from auditor.trail.checkpoint import SignedCheckpoint, StoredCheckpoint
+from auditor.trail.keys import KeyRing, Signer, Verifier
+
+if TYPE_CHECKING:
+    from auditor.stream.witnessing import WitnessPusher
+
+
+def audit_partition_of(chain_id: str, audit_partitions: int) -> int:
+    """The audit partition of a chain ``<topic>/<partition>`` (audit partition = source partition mod n)."""
+    _, _, part = chain_id.rpartition("/")
+    try:
+        return int(part) % audit_partitions
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A checkpoint made for the current transaction, and what a witness push needs from before it."""
+
+    chain_id: str
+    stored: StoredCheckpoint
+    prev_roots: tuple[bytes, ...]
+    leaves: tuple[bytes, ...]
+    partition: int = 0
+
+
+class Checkpointer:
+    """Chain logs of the chains this instance owns; checkpoint messages for each transaction."""
+
+    def __init__(self, signer: Signer, verifier: Verifier, topic: str, *, audit_partitions: int = 1,
+                 partitions: int = 1, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 witness: WitnessPusher | None = None) -> None:
+        self.signer = signer
+        self.verifier = verifier
+        self.topic = topic
+        self.audit_partitions = audit_partitions
+        self.partitions = partitions
+        self.clock = clock
+        self.witness = witness
+        self.logs: dict[str, ChainLog] = {}
+        self._saved: dict[str, ChainLog] = {}
+        self._pending: list[Pending] = []
+
+    # ------------------------------------------------------------------ chains
+    def adopt(self, log: ChainLog) -> None:
+        self.logs[log.chain_id] = log
+
+    def forget(self, chain_ids: Iterable[str]) -> None:
+        for c in chain_ids:
+            self.logs.pop(c, None)
+            self._saved.pop(c, None)
+
+    def partition_of(self, chain_id: str) -> int:
+        return audit_partition_of(chain_id, self.audit_partitions) % self.partitions
+
+    # ------------------------------------------------------------------ one transaction
+    def seal(self, result: BatchResult) -> list[Outgoing]:
+        """Follow the batch's sealed records; the checkpoint messages that cover them."""
+        touched: dict[str, ChainLog] = {}
+        for record, seq, prev, digest in result.sealed:
+            chain = record.chain_id
+            log = touched.get(chain)
+            if log is None:
+                log = self.logs.get(chain) or ChainLog.genesis(chain)
+                self._saved[chain] = log.copy()
+                self.logs[chain] = touched[chain] = log
+            if prev != log.head.head_hash:
+                raise TrailCorruption(f"chain {chain}: record seq {seq} links to {prev.hex()[:16]}, not to the "
+                                      "signed head", chain=chain, seq=seq)
+            log.extend(digest, seq)
+        now = self.clock()
+        out = []
+        for chain, log in touched.items():
+            prev_roots, leaves = log.cp_roots, tuple(log.since)
+            stored = log.checkpoint(now, self.signer)
+            if self.witness is not None:
+                self._pending.append(Pending(chain, stored, prev_roots, leaves, self.partition_of(chain)))
+            key, value, headers = checkpoint_message(stored)
+            out.append(Outgoing(self.topic, self.partition_of(chain), key, value, tuple(headers)))
+        return out
+
+    def commit(self) -> None:
+        """The transaction committed: keep the logs, hand the checkpoints to the witness thread."""
+        self._saved.clear()
+        if self.witness is not None:
+            for p in self._pending:
+                self.witness.offer(p)
+        self._pending.clear()
+
+    def discard(self) -> None:
+        """The transaction aborted: the chains are what the topic holds again."""
+        self.logs.update(self._saved)
+        self._saved.clear()
+        self._pending.clear()
+
+    def close(self) -> None:
+        if self.witness is not None:
+            self.witness.close()
+
+
+# ---------------------------------------------------------------- restore (pure)
+
+@dataclass(frozen=True)
+class LastRecord:
+    """The last record of a chain in the audit topic (by offset), and where it is."""
+
+    seq: int
+    record_hash: bytes
+    where: str
+
+
+@dataclass(frozen=True)
+class Restored:
+    """How a chain continues, and what was wrong with the topic (None: nothing)."""
+
+    log: ChainLog
+    problem: str | None = None
+    forged: bool = False
+    #: the source offset of the record the checkpoint signs as head (None: no record, or it is gone),
+    #: for checking the head against the group's committed offset
+    source_offset: int | None = None
+
+
+def judge(chain_id: str, checkpoint: tuple[SignedCheckpoint, StoredCheckpoint] | None,
+          last: LastRecord | None, restore: Callable[[StoredCheckpoint], ChainLog]) -> Restored:
+    """Continue ``chain_id`` from its last signed checkpoint, whatever the audit topic's tail says."""
+    if checkpoint is None:
+        log = ChainLog.genesis(chain_id)
+        if last is None:
+            return Restored(log)
+        return Restored(log, f"chain {chain_id}: records up to seq {last.seq} (last at {last.where}) are covered by "
+                             "no signed checkpoint: appended outside the auditor's transactions (forged); the chain "
+                             "starts at genesis and they are never continued", forged=True)
+    signed, stored = checkpoint
+    log = restore(stored)
+    if last is None:
+        if signed.size == 0:
+            return Restored(log)
+        return Restored(log, f"chain {chain_id}: no record left in the audit topic (retention or deletion); "
+                             f"continuing from the signed checkpoint at size {signed.size}")
+    if last.seq + 1 == signed.size and last.record_hash == signed.head.head_hash:
+        return Restored(log)
+    return Restored(log, f"chain {chain_id}: the last record in the audit topic (seq {last.seq} at {last.where}) is "
+                         f"not the head of the last signed checkpoint (size {signed.size}): it was appended outside "
+                         "the auditor's transactions (forged); continuing from the signed checkpoint, never from "
+                         "the forged record", forged=True)
+
+
+def build_checkpointer(cfg: Config, keys: KeyRing, metrics: Metrics) -> Checkpointer:
+    """The daemon's checkpointer (and witness thread, when witnesses are configured)."""
+    from auditor.stream.witnessing import build_pusher
+
+    pusher = build_pusher(cfg, metrics)
+    checkpointer = Checkpointer(keys.signer, keys.verifier, cfg.checkpoint_topic, witness=pusher)
+    if pusher is not None:
+        def history(chain: str, old: int, new: int) -> tuple[tuple[bytes, ...], list[bytes]]:
+            from auditor.stream.chainrestore import history_since
+
+            audit_partition = audit_partition_of(chain, checkpointer.audit_partitions)
+            return history_since(cfg.admin_conf(), cfg.topics.audit, audit_partition, cfg.checkpoint_topic,
+                                 audit_partition % checkpointer.partitions, chain, keys.signer.name,
+                                 keys.verifier, old, new)
+
+        pusher.history = history
+    return checkpointer
