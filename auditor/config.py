@@ -340,7 +340,7 @@ class BatchConfig:
 
 @dataclass(frozen=True, config=_STRICT)
 class WatchdogConfig:
-    #: the main loop not coming round for this long (outside a client call) exits with code 4
+    #: no batch committed for this long while there was work (outside a client call): exit code 4
     stall_timeout_s: _seconds(86_400) = 300.0  # type: ignore[valid-type]
     #: a Kafka client call running this much longer than its own timeout exits with code 4
     call_margin_s: _seconds(3600) = 30.0  # type: ignore[valid-type]
@@ -472,7 +472,15 @@ class Config:
             "heartbeat.interval.ms": 1_000,
             "max.poll.interval.ms": 300_000,
             "fetch.wait.max.ms": 50,
+            # Fair draining: librdkafka keeps fetching while its queue holds fewer than
+            # queued.min.messages (default 100,000), and a fetch brings up to
+            # max.partition.fetch.bytes (default 1 MiB) per partition. With the defaults a backlog
+            # fills the queue with one partition's messages for minutes before the next one's
+            # come up. A queue of about two batches and small per-partition fetches interleave
+            # the partitions batch by batch (tests/integration/test_daemon_fairness.py).
+            "queued.min.messages": 2 * self.batch.max_events,
             "queued.max.messages.kbytes": 65536,
+            "max.partition.fetch.bytes": 256 * 1024,
         }
 
     def producer_conf(self, transactional_id: str) -> dict[str, Any]:

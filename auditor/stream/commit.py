@@ -17,6 +17,7 @@ runs under the watchdog's eye with its own timeout (:meth:`Watchdog.call`).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,11 +70,13 @@ class BatchCommit:
         self._refused: list[int] = []
         #: t11: signs the records of each batch in the same transaction (auditor.stream.checkpointing)
         self.checkpoints: Checkpointer | None = None
+        self._txn = 0  # delivery reports of an earlier transaction do not count for this one
 
     def commit(self, batch: Sequence[MessageLike], result: BatchResult) -> Outcome:
         """Run the sequence; on abort the working heads are dropped and nothing is visible."""
         producer, hook = self.producer, self.hook
         self._refused.clear()
+        self._txn += 1
         try:
             with self.watchdog.call("begin_transaction", 5.0):
                 producer.begin_transaction()
@@ -131,19 +134,20 @@ class BatchCommit:
             self.metrics.transactions.labels("abort").inc()
         return Outcome(False, content, str(err))
 
-    def _delivered(self, err: Any, msg: Any) -> None:
-        if err is not None and err.code() in CONTENT_ERRORS:
+    def _delivered(self, txn: int, err: Any, msg: Any) -> None:
+        if err is not None and txn == self._txn and err.code() in CONTENT_ERRORS:
             self._refused.append(err.code())
 
     def _produce(self, o: Outgoing) -> None:
         partition = -1 if o.partition is None else o.partition  # -1: the partitioner decides
+        delivered = functools.partial(self._delivered, self._txn)
         while True:
             try:
                 if o.headers:
-                    self.producer.produce(o.topic, o.value, o.key, partition, on_delivery=self._delivered,
+                    self.producer.produce(o.topic, o.value, o.key, partition, on_delivery=delivered,
                                           headers=list(o.headers))
                 else:
-                    self.producer.produce(o.topic, o.value, o.key, partition, on_delivery=self._delivered)
+                    self.producer.produce(o.topic, o.value, o.key, partition, on_delivery=delivered)
                 return
             except BufferError:
                 with self.watchdog.call("produce (queue full)", 1.0):

@@ -152,7 +152,6 @@ class Ownership:
         for key, st in list(self.states.items()):
             if not st.restored and st.next_try <= now and key in self.states:
                 self._try(key, st)
-                self.watchdog.beat()
 
     def _try(self, key: Key, st: PartitionState) -> None:
         topic, partition = key

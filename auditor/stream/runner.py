@@ -46,6 +46,7 @@ from auditor.logging import get_logger
 from auditor.metrics import Metrics
 from auditor.stream.checkpointing import Checkpointer
 from auditor.stream.commit import BatchCommit, Fatal, first_offsets
+from auditor.stream.fairness import Rotation
 from auditor.stream.http import OpsServer
 from auditor.stream.lag import LagMonitor
 from auditor.stream.ownership import Ownership
@@ -90,6 +91,7 @@ class Daemon:
         self.watchdog = Watchdog(w.stall_timeout_s, w.call_margin_s, cfg.shutdown_timeout_s, self._watchdog_fired)
         self.ownership = Ownership(cfg, processor, metrics, self.watchdog, file_copy)
         self.ownership.checkpoints = checkpoints  # t11: restore from signed checkpoints
+        self.rotation = Rotation()
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -216,7 +218,6 @@ class Daemon:
     # ------------------------------------------------------------------ one batch
     def step(self) -> None:
         assert self.consumer is not None and self.committer is not None
-        self.watchdog.beat()
         self.ownership.restore_due()
         self.ownership.report()
         self.metrics.ready.set(1 if self.ready() else 0)
@@ -237,6 +238,7 @@ class Daemon:
             self._idle()
             return
         committer = self.committer
+        self.rotation.after_batch(self.consumer, batch, restored)
         progress = commit_or_split(batch, None, self.processor.process, committer.commit,
                                    lambda m, e: unwritable(self.processor, m, e), self.cfg.batch.split_after_failures)
         self._settle(progress)
@@ -244,6 +246,8 @@ class Daemon:
     def _settle(self, progress: Progress) -> None:
         if progress.splits:
             self.metrics.batch_splits.inc(progress.splits)
+        if progress.committed or progress.transient:  # progress (a dependency outage: a restart would not help)
+            self.watchdog.beat()
         for part, result in progress.committed:
             self.ownership.note_committed(first_offsets(part))
             self._after_commit(part, result)
@@ -290,6 +294,7 @@ class Daemon:
             self.on_batch(result)
 
     def _idle(self) -> None:
+        self.watchdog.beat()  # nothing to do is not a stall
         if self.file_copy is not None:
             self.file_copy.commit()
             self._checkpoint_ages()

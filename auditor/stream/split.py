@@ -25,6 +25,7 @@ log = get_logger("auditor.stream")
 
 Batch = Sequence[MessageLike]
 UNWRITABLE = "unwritable"
+RETRIES_AFTER_REFUSAL = 3
 
 
 @dataclass
@@ -45,7 +46,7 @@ def commit_or_split(batch: Batch, result: BatchResult | None, process: Callable[
     todo: list[tuple[Batch, BatchResult | None]] = [(batch, result)]
     while todo:
         part, res = todo.pop()
-        failures, isolated = 0, False
+        failures, isolated, after_refusal = 0, False, 0
         while True:
             try:
                 res = process(part) if res is None else res
@@ -56,6 +57,12 @@ def commit_or_split(batch: Batch, result: BatchResult | None, process: Callable[
                 progress.committed.append((part, res))
                 break
             if not outcome.content_error or isolated:
+                # right after a refusal the producer may need one more abort to bump its epoch
+                # (KIP-360: "skipped sequence numbers"); a part already being split gets a retry
+                if (progress.splits or failures or isolated) and after_refusal < RETRIES_AFTER_REFUSAL:
+                    after_refusal += 1  # the abort dropped the working heads: seal again
+                    res = unwritable(part[0], outcome.error) if isolated else None
+                    continue
                 return _failed(progress, part, todo, outcome.error)
             failures += 1
             if failures < after_failures:

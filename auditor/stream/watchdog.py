@@ -1,12 +1,13 @@
 """Liveness: a watchdog thread for the main loop, and signals handled off the main thread.
 
-The main loop beats once per iteration and runs every librdkafka call inside
-:meth:`Watchdog.call` with that call's own timeout. The watchdog thread, started at start-up,
-fires when
+The main loop beats when it makes progress (a batch committed, or nothing to do) and runs every
+librdkafka call inside :meth:`Watchdog.call` with that call's own timeout. The watchdog thread,
+started at start-up, fires when
 
 - a call has run longer than its own timeout plus ``call_margin_s`` (librdkafka 2.16 can block
   in ``send_offsets_to_transaction`` far past its timeout after a broker restart), or
-- outside calls, the loop has not beaten for ``stall_timeout_s``, or
+- outside calls, the loop has made no progress for ``stall_timeout_s`` while it had work (every
+  transaction aborting, a call retried without end), or
 - a stop was requested (SIGTERM) and the process has not finished within ``shutdown_timeout_s``.
 
 Firing marks the process unhealthy (``/healthz`` 503), logs the reason and exits with
@@ -64,8 +65,7 @@ class Watchdog:
         try:
             yield
         finally:
-            self.current = None
-            self.last_beat = self.clock()
+            self.current = None  # a call that returned is not progress by itself
 
     def stopping(self) -> None:
         """A stop was requested: the process must be gone within shutdown_timeout_s."""

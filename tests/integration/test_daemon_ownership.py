@@ -16,9 +16,12 @@ import itertools
 import signal
 
 import pytest
+import structlog
+from confluent_kafka import Consumer, TopicPartition
 from daemonkit import (
     Feeder,
     Fleet,
+    InProcessDaemon,
     PacedFeeder,
     TopicTail,
     assert_exactly_once,
@@ -27,10 +30,21 @@ from daemonkit import (
     read_audit,
     wait_until,
 )
+from structlog.testing import capture_logs
 
+from auditor.events.model import Event
 from auditor.stream.topictrail import verify_topic
 
 pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture(autouse=True)
+def _logs_to_the_live_stdout():
+    """In-process daemons log; an earlier test may have bound structlog to a closed capture stream."""
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**saved)
 
 
 def test_a_zombie_frozen_before_its_commit_does_not_fork_the_chain_of_its_successor(kafka_bootstrap, tmp_path):
@@ -69,3 +83,31 @@ def test_a_zombie_frozen_before_its_commit_does_not_fork_the_chain_of_its_succes
     report = verify_topic({"bootstrap.servers": kafka_bootstrap}, setup.audit)
     assert report.ok, [str(i) for i in report.issues[:5]]
     assert paused, "instance b never held a partition back while the zombie's transaction was open"
+
+
+def test_a_partition_whose_head_disagrees_is_paused_and_reported_while_the_others_go_on(kafka_bootstrap, tmp_path):
+    """The group's offset for partition 1 was moved by hand past a chain that has no records: the
+    head cannot be trusted, so partition 1 stays paused and reported (metric, log), readiness fails
+    after watchdog.progress_timeout_s, and partition 0 is audited all the same."""
+    setup = make_setup(tmp_path, kafka_bootstrap, partitions=2, trail=False)
+    events = [e for e in mixed_events(200, seed=33) if isinstance(e, Event)][:40]
+    feeder = Feeder(kafka_bootstrap, setup.events)
+    for i, e in enumerate(events):
+        feeder.send(e, partition=i % 2)
+    feeder.flush()
+    mover = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": setup.group, "enable.auto.commit": False})
+    mover.commit(offsets=[TopicPartition(setup.events, 1, 5)], asynchronous=False)
+    mover.close()
+    cfg = setup.config(**{"watchdog.progress_timeout_s": 3, "restore.retry_s": 0.5})
+    with capture_logs() as logs, TopicTail(kafka_bootstrap, setup.audit) as tail, InProcessDaemon(cfg) as daemon:
+        tail.wait_for(20, 60, "(partition 0 audited although partition 1 is held back)")
+        wait_until(lambda: not daemon.daemon.ready(), 30, "readiness to fail for the stalled partition")
+        labels = {"topic": setup.events, "partition": "1"}
+        wait_until(lambda: daemon.sample("auditor_partition_stalled", labels) == 1, 10, "the stalled gauge")
+        assert daemon.sample("auditor_partition_blocked", labels) == 1
+        assert daemon.sample("auditor_partition_stalled", {"topic": setup.events, "partition": "0"}) == 0
+        assert daemon.daemon.healthy and daemon.exit_code is None, "one partition must never stop the daemon"
+        tail.poll(1.0)
+    assert {m.partition for m in tail.messages} == {0}
+    paused = [e for e in logs if e["event"].startswith("partition paused")]
+    assert paused and "committed offset 5" in paused[0]["reason"]

@@ -237,7 +237,9 @@ def test_watchdog_fires_when_a_client_call_outlives_its_own_timeout_by_the_margi
         clock.now += 2
         reason = w.overdue() or ""
         assert "send_offsets_to_transaction" in reason and "30s timeout" in reason
-    assert w.overdue() is None  # the call returned: that counts as progress
+    assert "no progress" in (w.overdue() or ""), "a call that returned is not progress by itself"
+    w.beat()  # a batch committed
+    assert w.overdue() is None
 
 
 def test_watchdog_bounds_the_shutdown():
@@ -266,3 +268,23 @@ def test_watchdog_thread_calls_fire_once_with_the_reason():
     finally:
         w.close()
     assert len(fired) == 1 and "no progress" in fired[0] and w.fired == fired[0]
+
+
+def test_the_isolated_dead_letter_is_sealed_again_when_its_first_commit_fails_after_the_refusal():
+    """After a refusal the producer may fail the next transaction once ("skipped sequence numbers");
+    the dead letter is then built (sealed) again, since the abort dropped the working heads."""
+    batch = [Msg("t", 0, 0)]
+    built: list[BatchResult] = []
+    outcomes = [Outcome(False, content_error=True, error="too large")] * 2 + \
+        [Outcome(False, content_error=False, error="skipped sequence numbers"), COMMITTED]
+
+    def commit(part, result):  # type: ignore[no-untyped-def]
+        return outcomes.pop(0)
+
+    def build(msg, error):  # type: ignore[no-untyped-def]
+        built.append(unwritable(msg, error))
+        return built[-1]
+
+    progress = commit_or_split(batch, None, _result, commit, build, after_failures=2)
+    assert progress.failed == [] and len(built) == 2
+    assert progress.committed[0][1] is built[1], "the committed result is the one sealed after the last abort"
