@@ -77,6 +77,30 @@ def raw_event_schema() -> Any:
         return fastavro.parse_schema(_strip_logical(json.load(fh)))
 
 
+#: microseconds per unit of each Avro timestamp logical type an allow-listed writer may use
+_MICROS_PER = {"timestamp-millis": 1000, "local-timestamp-millis": 1000, "timestamp-micros": 1,
+               "local-timestamp-micros": 1}
+
+
+def plain_writer(parsed: Any) -> tuple[Any, Any]:
+    """A parsed writer schema without logical types, and the function that turns its
+    ``occurred_at`` into microseconds (a millisecond writer's values times 1000; nanoseconds
+    floored). Reading with it never builds a datetime, so a time outside years 1-9999 reaches
+    the field check as a number instead of failing inside the Avro reader."""
+    field = next((f for f in parsed.get("fields", ()) if f.get("name") == "occurred_at"), None)
+    ftype = field.get("type") if field is not None else None
+    logical = ftype.get("logicalType") if isinstance(ftype, dict) else None
+    if logical in ("timestamp-nanos", "local-timestamp-nanos"):
+        def scale(v: Any) -> Any:
+            return v // 1000 if isinstance(v, int) else v
+    else:
+        per = _MICROS_PER.get(logical or "", 1)
+
+        def scale(v: Any) -> Any:
+            return v * per if isinstance(v, int) and per != 1 else v
+    return fastavro.parse_schema(_strip_logical(parsed)), scale
+
+
 # ---------------------------------------------------------------- mapping -> Event
 
 def _req(m: Mapping[str, Any], key: str, where: str) -> Any:
@@ -116,20 +140,40 @@ def _enum(cls: Any, m: Mapping[str, Any], key: str, where: str, default: Any = N
         raise DecodeError(f"field '{where}{key}' is not one of {allowed}", reason="bad_field") from None
 
 
+_OUT_OF_RANGE = "field 'occurred_at' is out of range (years 1 to 9999)"
+#: an ISO-8601 year of five or more digits, or a signed one: outside what a datetime holds
+_WIDE_YEAR = re.compile(r"\s*[+-]|\s*\d{5,}")
+
+
+def _in_range(value: datetime) -> datetime:
+    """``value`` (naive means UTC) when its instant lies within MIN_MICROS..MAX_MICROS, else a
+    DecodeError: a time near the ends of the datetime range with an offset would overflow when
+    converted to UTC, in the trail's encoding or any reader's."""
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        micros = (value - _EPOCH) // timedelta(microseconds=1)
+    except OverflowError:
+        raise DecodeError(_OUT_OF_RANGE, reason="bad_field") from None
+    if not MIN_MICROS <= micros <= MAX_MICROS:
+        raise DecodeError(_OUT_OF_RANGE, reason="bad_field")
+    return value
+
+
 def _time(value: Any) -> datetime:
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return _in_range(value)
     if isinstance(value, int) and not isinstance(value, bool):
         if not MIN_MICROS <= value <= MAX_MICROS:
-            raise DecodeError("field 'occurred_at' is out of range (years 1 to 9999)", reason="bad_field")
+            raise DecodeError(_OUT_OF_RANGE, reason="bad_field")
         return _EPOCH + timedelta(microseconds=value)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            pass
+            if _WIDE_YEAR.match(value):
+                raise DecodeError(_OUT_OF_RANGE, reason="bad_field") from None
         else:
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            return _in_range(parsed)
     raise DecodeError("field 'occurred_at' must be an ISO-8601 time or microseconds since epoch",
                       reason="bad_field")
 

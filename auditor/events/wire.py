@@ -31,7 +31,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from auditor.errors import DecodeError, SchemaError
-from auditor.events.codec import event_from_datum, event_from_mapping, event_schema, raw_event_schema
+from auditor.events.codec import event_from_datum, event_from_mapping, event_schema, plain_writer, raw_event_schema
 from auditor.events.model import Event
 from auditor.schemas import earlier_event_schemas
 
@@ -153,6 +153,7 @@ class EventDecoder:
     def __init__(self, allow: SchemaAllowList | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.allow = allow or SchemaAllowList()
         self.max_bytes = max_bytes
+        self._plain_writers: dict[bytes, tuple[Any, Callable[[int], int]]] = {}  # allow-listed only
 
     def decode(self, value: bytes | None) -> Decoded:
         if value is None:
@@ -180,13 +181,23 @@ class EventDecoder:
                 raise DecodeError("non-canonical or trailing bytes in the Avro body (hostile encoding)",
                                   reason="hostile_encoding")
             return Decoded(event_from_datum(datum), canonical)
-        as_written = _read(body, writer.parsed, None)
-        if _write(writer.parsed, as_written) != body:
+        raw_writer, scale = self._plain(writer)
+        as_written = _read(body, raw_writer, None)
+        if _write(raw_writer, as_written) != body:
             raise DecodeError("non-canonical or trailing bytes in the Avro body (hostile encoding)",
                               reason="hostile_encoding")
-        datum = _read(body, writer.parsed, self.allow.reader)
-        canonical = _write(self.allow.reader, datum)
-        return Decoded(event_from_mapping(datum), canonical)
+        # read without logical types, so a time no datetime can hold is a bad field, not a crash
+        datum = _read(body, raw_writer, reader)
+        datum["occurred_at"] = scale(datum["occurred_at"])
+        event = event_from_mapping(datum)
+        return Decoded(event, _write(reader, datum))
+
+    def _plain(self, writer: WriterSchema) -> tuple[Any, Callable[[int], int]]:
+        """The writer schema without logical types, and how its ``occurred_at`` becomes microseconds."""
+        hit = self._plain_writers.get(writer.fingerprint)
+        if hit is None:
+            hit = self._plain_writers[writer.fingerprint] = plain_writer(writer.parsed)
+        return hit
 
 
 def _read(body: bytes, writer: Any, reader: Any) -> Any:

@@ -44,6 +44,7 @@ from auditor.errors import BrokerError, ConfigError
 from auditor.exitcodes import ExitCode
 from auditor.logging import get_logger
 from auditor.metrics import Metrics
+from auditor.stream.budget import read_budget
 from auditor.stream.checkpointing import Checkpointer
 from auditor.stream.commit import BatchCommit, Fatal, first_offsets
 from auditor.stream.fairness import Rotation
@@ -127,6 +128,7 @@ class Daemon:
         self.watchdog.start()
         self.metrics.healthy.set(1)
         admin = self._check_topics()
+        self.processor.budget = read_budget(cfg)  # d9b hook: what the output topics accept (stream/budget.py)
         self.http = OpsServer(cfg.http_host, cfg.http_port, self.metrics.registry,
                               healthy=lambda: self.healthy, ready=self.ready).start()
         txn_id = f"auditor-{cfg.kafka.group_id}-{cfg.instance_id}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 from enum import Enum
-from functools import lru_cache
 from typing import Any, Iterator
 
 import fastavro
@@ -26,6 +25,7 @@ import fastavro
 from auditor.errors import TrailCorruption
 from auditor.events.codec import load_schema
 from auditor.events.model import ActorType, EventKind, Identifiability, LegalRequestType, Safeguard
+from auditor.memo import BytesMemo
 from auditor.policy.decision import Verdict
 from auditor.trail.record import (
     AuditRecord,
@@ -48,8 +48,10 @@ _SMALL = [bytes([(n << 1) & 0x7F | (0x80 if n >= 64 else 0)]) + (b"\x01" if n >=
 _NULL, _SOME = b"\x00", b"\x02"
 _FALSE, _TRUE = b"\x00", b"\x01"
 _RECORD_TYPE = {RecordType.DECISION: b"\x00", RecordType.REJECTION: b"\x02", RecordType.CORRECTION: b"\x04"}
-_STR_CACHE: dict[str, bytes] = {}
-_STR_CACHE_MAX = 50_000
+#: encodings of short strings (a vocabulary: kinds, purposes, rule ids, roles), bounded by bytes;
+#: a string over about 200 bytes (a reason, a cut value) is encoded each time
+_STRINGS: BytesMemo[str, bytes] = BytesMemo(4 * 1024 * 1024, 512)
+_STR_CACHE = _STRINGS.data
 _ENUM_CACHE: dict[Enum, bytes] = {}
 
 
@@ -83,8 +85,7 @@ def enc_str(s: str) -> bytes:
         return cached
     raw = s.encode()
     out = enc_long(len(raw)) + raw
-    if len(_STR_CACHE) < _STR_CACHE_MAX:
-        _STR_CACHE[s] = out
+    _STRINGS.put(s, out, 2 * len(raw) + 100)
     return out
 
 
@@ -150,8 +151,10 @@ def _facts_tail(f: Facts) -> bytes:
     ))
 
 
-_TAIL_CACHE: dict[tuple[Any, ...], bytes] = {}
-_HEAD_CACHE: dict[tuple[Any, ...], bytes] = {}
+#: encodings of the facts that repeat (pack and source; the context of the processing), by bytes
+_TAILS: BytesMemo[tuple[Any, ...], bytes] = BytesMemo(8 * 1024 * 1024, 16 * 1024)
+_HEADS: BytesMemo[tuple[Any, ...], bytes] = BytesMemo(1024 * 1024, 4 * 1024)
+_TAIL_CACHE, _HEAD_CACHE = _TAILS.data, _HEADS.data
 
 
 def _facts(f: Facts) -> bytes:
@@ -159,8 +162,7 @@ def _facts(f: Facts) -> bytes:
     head = _HEAD_CACHE.get(head_key)
     if head is None:
         head = enc_str(f.policy_id) + enc_str(f.source_system) + _enum(f.actor_type)
-        if len(_HEAD_CACHE) < _STR_CACHE_MAX:
-            _HEAD_CACHE[head_key] = head
+        _HEADS.put(head_key, head, 3 * len(head) + 200)  # the key's strings, the tuple, the bytes
     tail_key = (f.subject_age, f.subject_is_minor, f.subject_region, f.data_categories, f.purpose,
                 f.recipient, f.identifiability, f.legal_basis, f.legal_request_type, f.consent_marketing,
                 f.consent_third_party_sharing, f.consent_guardian, f.consent_marketing_opt_out,
@@ -168,8 +170,7 @@ def _facts(f: Facts) -> bytes:
     tail = _TAIL_CACHE.get(tail_key)
     if tail is None:
         tail = _facts_tail(f)
-        if len(_TAIL_CACHE) < _STR_CACHE_MAX:
-            _TAIL_CACHE[tail_key] = tail
+        _TAILS.put(tail_key, tail, 3 * len(tail) + 600)
     parts = [_SOME, _enum(f.kind), enc_long(micros(f.occurred_at)), head, enc_id(f.actor_pseudonym),
              _opt_str(f.actor_role), enc_id(f.subject_pseudonym), tail]
     if f.attributes:
@@ -181,8 +182,22 @@ def _facts(f: Facts) -> bytes:
     return b"".join(parts)
 
 
-@lru_cache(maxsize=4096)
+#: encoded decisions by value: most records repeat one of a few decisions (bounded by bytes)
+_DECISIONS: BytesMemo[DecisionFacts, bytes] = BytesMemo(4 * 1024 * 1024, 16 * 1024)
+_CUT = "…[cut: "
+
+
 def _decision(d: DecisionFacts) -> bytes:
+    hit = _DECISIONS.data.get(d)
+    if hit is None:
+        hit = _encode_decision(d)
+        # a reason that quotes a cut value (with its digest) is one of a kind: not worth keeping
+        if not any(_CUT in v.reason for v in d.violations):
+            _DECISIONS.put(d, hit, 1024 + 3 * len(hit) + 200 * len(d.violations))  # key, tuples, bytes
+    return hit
+
+
+def _encode_decision(d: DecisionFacts) -> bytes:
     parts = [_SOME, _enum(d.verdict), enc_str(d.pack_id), enc_str(d.pack_hash)]
     if d.violations:
         parts.append(enc_long(len(d.violations)))

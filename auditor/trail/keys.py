@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from auditor.errors import ConfigError
+from auditor.memo import ENTRY_OVERHEAD, BytesMemo
 from auditor.trail.note import Ed25519Verifier, NoteSigner, parse_vkey, raw_public, valid_key_name
 
 ENV_VAR = "AUDITOR_KEYS"
@@ -60,26 +61,28 @@ def pseudonym_key_id(key: bytes) -> str:
 class Pseudonymizer:
     """Keyed pseudonyms: hex of the first 16 bytes of HMAC-SHA256(key, identifier).
 
-    Pseudonyms are memoised (actors and busy subjects recur constantly); the memo is bounded
-    and simply dropped when full, so memory stays flat however many subjects pass through.
+    Pseudonyms are memoised (actors and busy subjects recur constantly); the memo is bounded by
+    bytes (:class:`~auditor.memo.BytesMemo`: identifiers over ``MEMO_MAX_ID`` characters are never
+    kept) and dropped when full, so memory stays flat however many or however long the ids.
     """
 
-    __slots__ = ("key_id", "_key", "_memo")
-    MEMO_MAX = 100_000
+    __slots__ = ("key_id", "_key", "_memo", "_hits")
+    MEMO_MAX_BYTES = 16 * 1024 * 1024
+    MEMO_MAX_ID = 1024
 
     def __init__(self, key: bytes) -> None:
         if len(key) < 32:
             raise ConfigError("the pseudonymisation key must be at least 32 bytes")
         self._key = key
         self.key_id = pseudonym_key_id(key)
-        self._memo: dict[str, str] = {}
+        self._memo: BytesMemo[str, str] = BytesMemo(self.MEMO_MAX_BYTES, self.MEMO_MAX_ID + ENTRY_OVERHEAD + 64)
+        self._hits = self._memo.data
 
     def __call__(self, identifier: str) -> str:
-        hit = self._memo.get(identifier)
+        hit = self._hits.get(identifier)
         if hit is None:
-            if len(self._memo) >= self.MEMO_MAX:
-                self._memo.clear()
-            hit = self._memo[identifier] = hmac.digest(self._key, identifier.encode(), "sha256")[:16].hex()
+            hit = hmac.digest(self._key, identifier.encode(), "sha256")[:16].hex()
+            self._memo.put(identifier, hit, len(identifier) + 64)
         return hit
 
     def __repr__(self) -> str:

@@ -7,11 +7,17 @@ record too, with a bounded reason label and a redacted message instead of facts.
 
 Records are built unsealed (``seq == -1``); :func:`auditor.trail.chain.seal` places them in their
 chain.
+
+A record has a size budget: a text fact longer than :data:`MAX_TEXT` characters is cut to its first
+:data:`CUT_KEEP` characters followed by a marker with its full length and SHA-256
+(``…[cut: 262000 chars, sha256:9f2c…]``), and a reason that quotes such a value quotes the cut
+form, so no reason repeats an unbounded value (:func:`cut_text`, :func:`bound_text`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Mapping, NamedTuple, Protocol
@@ -33,6 +39,79 @@ from auditor.events.model import (
 )
 from auditor.policy.decision import Decision, Verdict
 from auditor.trail.chainid import chain_id, file_chain_id
+
+#: text facts up to this many characters are kept whole; longer ones are cut (see cut_text)
+MAX_TEXT = 1024
+#: how many leading characters of a cut text are kept in front of the marker
+CUT_KEEP = 256
+#: a reason longer than this, after the long values it quotes are cut, is cut itself
+MAX_REASON = 4096
+
+
+def cut_text(text: str, keep: int = CUT_KEEP) -> str:
+    """``text`` when it has at most :data:`MAX_TEXT` characters, else its first ``keep`` characters
+    and a marker naming the full length and the SHA-256 of the full text (UTF-8)."""
+    if len(text) <= MAX_TEXT:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{text[:keep]}…[cut: {len(text)} chars, sha256:{digest}]"
+
+
+def _opt_cut(text: str | None) -> str | None:
+    return text if text is None or len(text) <= MAX_TEXT else cut_text(text)
+
+
+def long_texts(event: Event) -> tuple[str, ...]:
+    """The event's text values longer than :data:`MAX_TEXT` (what a reason must not repeat)."""
+    r, a = event.recipient, event.actor
+    texts = (event.event_id, event.policy_id, event.source_system, event.purpose, a.id, a.role,
+             event.subject.id, event.subject.region, event.legal_basis, event.legal_request.reference,
+             event.transfer.destination_country, *event.data_categories,
+             *(() if r is None else (r.type, r.id, r.country)), *event.attributes.keys(), *event.attributes.values())
+    return tuple(sorted({t for t in texts if t is not None and len(t) > MAX_TEXT}, key=len, reverse=True))
+
+
+_LONG_RUN = re.compile(rf"\S{{{MAX_TEXT + 1},}}")
+
+
+def bound_text(text: str, long_values: tuple[str, ...] = (), limit: int = MAX_REASON) -> str:
+    """``text`` with every long value it quotes (as is, or lower-cased as reasons print it, or any
+    run of more than :data:`MAX_TEXT` non-space characters) replaced by its cut form, then cut
+    itself when it is still longer than ``limit`` (a reason, a violation message)."""
+    if len(text) <= MAX_TEXT:
+        return text
+    for value in long_values:
+        for form in {value, value.lower()}:
+            if form in text:
+                text = text.replace(form, cut_text(form))
+    if len(text) > MAX_TEXT:
+        text = _LONG_RUN.sub(lambda m: cut_text(m.group(0)), text)
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{text[:CUT_KEEP]}…[cut: {len(text)} chars, sha256:{digest}]"
+
+
+def bound_decision(d: DecisionFacts, long_values: tuple[str, ...]) -> DecisionFacts:
+    """``d`` with every reason bounded (:func:`bound_text`); ``d`` itself when all are short."""
+    if all(len(v.reason) <= MAX_TEXT for v in d.violations):
+        return d
+    return d._replace(violations=tuple(v._replace(reason=bound_text(v.reason, long_values))
+                                       for v in d.violations))
+
+
+def bounded_facts(f: Facts) -> Facts:
+    """``f`` with every text fact cut to the budget (:func:`cut_text`)."""
+    r = f.recipient
+    return f._replace(
+        policy_id=cut_text(f.policy_id), source_system=cut_text(f.source_system),
+        actor_role=_opt_cut(f.actor_role), subject_region=_opt_cut(f.subject_region),
+        data_categories=tuple(cut_text(c) for c in f.data_categories), purpose=cut_text(f.purpose),
+        recipient=None if r is None else r._replace(type=cut_text(r.type), id=cut_text(r.id),
+                                                    country=_opt_cut(r.country)),
+        legal_basis=_opt_cut(f.legal_basis), destination_country=_opt_cut(f.destination_country),
+        attributes=tuple((cut_text(k), cut_text(v)) for k, v in f.attributes),
+    )
 
 
 class RecordType(StrEnum):
@@ -240,22 +319,35 @@ def event_digest(event: Event) -> bytes:
 def build_record(event: Event, decision: Decision, source: SourceRef, pseudonymizer: Pseudonymize,
                  instance_id: str, now: datetime, *, digest: bytes | None = None,
                  version: str = __version__, decided: DecisionFacts | None = None,
-                 ledger: LedgerFacts | None = None, record_type: RecordType = RecordType.DECISION) -> AuditRecord:
-    """An unsealed record of one audited event. ``digest`` defaults to :func:`event_digest`;
-    ``decided`` may pass ``decision_facts(decision)`` when the caller already has it; ``ledger``
-    says which subject-ledger facts the decision read (CORRECTION records: and what it corrects)."""
+                 ledger: LedgerFacts | None = None, record_type: RecordType = RecordType.DECISION,
+                 short: bool = False) -> AuditRecord:
+    """An unsealed record of one audited event, within the size budget (long texts cut, reasons
+    bounded). ``digest`` defaults to :func:`event_digest`; ``decided`` may pass
+    ``decision_facts(decision)`` when the caller already has it; ``ledger`` says which
+    subject-ledger facts the decision read (CORRECTION records: and what it corrects); ``short``
+    says the caller knows no text of the event is longer than :data:`MAX_TEXT` (its input was
+    shorter), which skips the cuts."""
+    facts = event_facts(event, pseudonymizer)
+    decided = decided if decided is not None else decision_facts(decision)
+    event_id = event.event_id
+    if not short:
+        long_values = long_texts(event)
+        if long_values:
+            facts = bounded_facts(facts)
+            event_id = cut_text(event_id)
+        decided = bound_decision(decided, long_values)
     return AuditRecord(
         chain_id=source.chain_id,
         record_type=record_type,
         source=source,
-        event_id=event.event_id,
+        event_id=event_id,
         input_digest=digest if digest is not None else event_digest(event),
         processed_at=now,
         auditor_version=version,
         instance_id=instance_id,
         pseudonym_key_id=pseudonymizer.key_id,
-        facts=event_facts(event, pseudonymizer),
-        decision=decided if decided is not None else decision_facts(decision),
+        facts=facts,
+        decision=decided,
         ledger=ledger,
     )
 

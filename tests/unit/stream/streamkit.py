@@ -29,6 +29,8 @@ class StubMessage:
     _partition: int
     _offset: int
     _value: bytes | None
+    _key: bytes | None = None
+    _headers: tuple[tuple[str, bytes | None], ...] | None = None
 
     def topic(self) -> str | None:
         return self._topic
@@ -41,6 +43,12 @@ class StubMessage:
 
     def value(self) -> bytes | None:
         return self._value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        return None if self._headers is None else list(self._headers)
 
 
 @lru_cache(maxsize=1)
