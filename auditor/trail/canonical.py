@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 from enum import Enum
+from functools import lru_cache
 from typing import Any, Iterator
 
 import fastavro

@@ -167,3 +167,18 @@ def test_poison_inputs_are_isolated_within_their_batch_with_no_abort(kafka_boots
     assert any(json.loads(v.value or b"{}").get("event_id") == "long-role" for v in violations)
     report = verify_topic({"bootstrap.servers": kafka_bootstrap}, setup.audit)
     assert report.ok, [str(i) for i in report.issues[:5]]
+
+
+def test_budgets_are_read_from_the_output_topics_and_a_batch_size_over_one_is_refused(kafka_bootstrap: str,
+                                                                                       tmp_path: Path):
+    from auditor.config import load_config
+    from auditor.errors import ConfigError
+    from auditor.stream.budget import OutputBudget, budget_of, read_budget
+
+    setup = make_setup(tmp_path, kafka_bootstrap, partitions=1, trail=False)
+    _raise_topic_limit(kafka_bootstrap, setup.dead_letter, 64_000)
+    with pytest.raises(ConfigError, match="batch.size"):
+        read_budget(setup.config())
+    cfg = load_config(setup.config_path, env={"AUDITOR_KAFKA_PROPERTIES__BATCH_SIZE": "50000"})
+    stock = budget_of(1_048_588)
+    assert read_budget(cfg) == OutputBudget(stock, stock, budget_of(64_000))
