@@ -160,9 +160,7 @@ def dead_letter(budget: int, source: SourceRef, value: bytes, key: bytes | None,
         ("auditor.trail.chain", chain.encode()),
         ("auditor.trail.seq", str(seq).encode()),
     ]
-    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
-    originals: list[Header] = [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs
-                               if not (k.startswith(CONNECT) or k.startswith("auditor."))]
+    originals = _original_headers(headers)
     whole = (*originals, *ours)
     if not reference_only and message_size(value, key, whole) <= budget:
         return key, value, whole
@@ -179,3 +177,22 @@ def dead_letter(budget: int, source: SourceRef, value: bytes, key: bytes | None,
         return key, reference, kept
     marks[0] = ("auditor.original.omitted", b"value,key,headers")
     return None, reference, (*ours, *marks)
+
+
+def _original_headers(headers: HeadersLike | None) -> list[Header]:
+    """The input's headers that can be passed on: names that are text and not ours (an input's
+    ``auditor.*`` or ``__connect.errors.*`` header would read as the auditor's), values bytes."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    out: list[Header] = []
+    for pair in pairs:
+        try:
+            k, v = pair
+            if not isinstance(k, str) or k.startswith(CONNECT) or k.startswith("auditor."):
+                continue
+            k.encode("utf-8")
+            v = v.encode("utf-8") if isinstance(v, str) else v
+        except (ValueError, TypeError, UnicodeError):
+            continue
+        if v is None or isinstance(v, bytes):
+            out.append((k, v))
+    return out

@@ -326,8 +326,12 @@ class BatchProcessor:
         out.outgoing.append(Outgoing(self.routing.audit_topic, self.audit_partition(source),
                                      record.chain_id.encode(), data))
         out.dead_letters.append(reason)
+        try:
+            original_key, original_headers = msg.key(), msg.headers()
+        except (ValueError, TypeError, UnicodeError):  # a client that cannot decode them: the bytes still go
+            original_key, original_headers = None, None
         key, value, headers = dead_letter(
-            self.budget.dead_letter, source, value, msg.key(), msg.headers(), error_class=type(exc),
+            self.budget.dead_letter, source, value, original_key, original_headers, error_class=type(exc),
             reason=reason, message=message, stage=stage, chain=record.chain_id, seq=seq, task=self.instance_id,
             reference_only=reference_only)
         out.outgoing.append(Outgoing(self.routing.dead_letter_topic, None, key, value, headers))

@@ -219,3 +219,12 @@ def test_an_input_the_broker_refuses_is_dead_lettered_by_reference_only():
     assert h["auditor.original.omitted"] == b"value,key,headers"
     assert h[CONNECT + "exception.class.name"] == b"auditor.errors.BrokerError"
     assert result.dead_letters == ["unwritable"]
+
+
+def test_odd_input_headers_never_stop_the_dead_letter():
+    odd = (("ok", b"1"), ("text", "v"), ("\udcff", b"lone surrogate name"), (b"bytes-name", b"x"), ("n", 5))
+    msg = StubMessage(TOPIC, 0, 3, b"junk", None, odd)  # type: ignore[arg-type]
+    dlq = _dlq(processor().process([msg]))
+    names = [k for k, _ in dlq.headers]
+    assert names[:2] == ["ok", "text"] and dict(dlq.headers)["text"] == b"v"
+    assert "\udcff" not in names and "n" not in names and dict(dlq.headers)["auditor.trail.seq"] == b"0"
