@@ -18,6 +18,7 @@ from auditor.errors import BrokerError, TrailCorruption
 from auditor.logging import get_logger
 from auditor.metrics import Metrics
 from auditor.stream.checkpointing import Checkpointer, LastRecord, Restored, judge
+from auditor.trail import chainid
 from auditor.trail.canonical import record_from_bytes
 from auditor.trail.chain import ChainHead
 from auditor.trail.chainlog import ChainLog, stored_from_message
@@ -152,7 +153,8 @@ def restore_assigned(checkpoints: Checkpointer, conf: dict[str, Any], audit_topi
                      chain_ids: list[str], metrics: Metrics, timeout: float = 30.0) -> dict[str, ChainHead]:
     """Restore the chains of one audit partition into ``checkpoints``; their heads for the processor."""
     restored = restore_chains(conf, audit_topic, audit_partition, checkpoints.topic,
-                              audit_partition % checkpoints.partitions, chain_ids, checkpoints.signer.name,
+                              chainid.checkpoint_partition(audit_partition, checkpoints.partitions), chain_ids,
+                              checkpoints.signer.name,
                               checkpoints.verifier, timeout)
     heads = {}
     for chain, r in restored.items():

@@ -29,6 +29,7 @@ from auditor.config import Config
 from auditor.errors import TrailCorruption
 from auditor.metrics import Metrics
 from auditor.stream.processor import BatchResult, Outgoing
+from auditor.trail import chainid
 from auditor.trail.chainlog import ChainLog, checkpoint_message
 from auditor.trail.checkpoint import SignedCheckpoint, StoredCheckpoint
 from auditor.trail.keys import KeyRing, Signer, Verifier
@@ -38,12 +39,8 @@ if TYPE_CHECKING:
 
 
 def audit_partition_of(chain_id: str, audit_partitions: int) -> int:
-    """The audit partition of a chain ``<topic>/<partition>`` (audit partition = source partition mod n)."""
-    _, _, part = chain_id.rpartition("/")
-    try:
-        return int(part) % audit_partitions
-    except ValueError:
-        return 0
+    """The audit partition of a chain ``<topic>/<partition>`` (:mod:`auditor.trail.chainid`)."""
+    return chainid.audit_partition_of_chain(chain_id, audit_partitions)
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,7 @@ class Checkpointer:
             self._saved.pop(c, None)
 
     def partition_of(self, chain_id: str) -> int:
-        return audit_partition_of(chain_id, self.audit_partitions) % self.partitions
+        return chainid.checkpoint_partition(audit_partition_of(chain_id, self.audit_partitions), self.partitions)
 
     # ------------------------------------------------------------------ one transaction
     def seal(self, result: BatchResult) -> list[Outgoing]:
@@ -191,7 +188,8 @@ def build_checkpointer(cfg: Config, keys: KeyRing, metrics: Metrics) -> Checkpoi
 
             audit_partition = audit_partition_of(chain, checkpointer.audit_partitions)
             return history_since(cfg.admin_conf(), cfg.topics.audit, audit_partition, cfg.checkpoint_topic,
-                                 audit_partition % checkpointer.partitions, chain, keys.signer.name,
+                                 chainid.checkpoint_partition(audit_partition, checkpointer.partitions), chain,
+                                 keys.signer.name,
                                  keys.verifier, old, new)
 
         pusher.history = history

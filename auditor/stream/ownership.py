@@ -231,7 +231,8 @@ class Ownership:
         cp = self.checkpoints
         assert cp is not None, "Daemon sets ownership.checkpoints"
         return restore_chains(self.cfg.admin_conf(), self.cfg.topics.audit, audit_partition, cp.topic,
-                              audit_partition % cp.partitions, [chain], cp.signer.name, cp.verifier,
+                              chainid.checkpoint_partition(audit_partition, cp.partitions), [chain],
+                              cp.signer.name, cp.verifier,
                               CALL_TIMEOUT_S)[chain]
 
     def _adopt(self, chain: str, signed: SignedRestore) -> None:

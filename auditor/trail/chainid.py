@@ -43,3 +43,18 @@ def audit_partition(partition: int | None, audit_partitions: int) -> int:
     if audit_partitions < 1:
         raise ValueError(f"the audit topic needs at least one partition, got {audit_partitions}")
     return (partition or 0) % audit_partitions
+
+
+def checkpoint_partition(audit_partition: int, checkpoint_partitions: int) -> int:
+    """The checkpoint-topic partition that carries the signed checkpoints of one audit partition's chains."""
+    if checkpoint_partitions < 1:
+        raise ValueError(f"the checkpoint topic needs at least one partition, got {checkpoint_partitions}")
+    return audit_partition % checkpoint_partitions
+
+
+def audit_partition_of_chain(chain: str, audit_partitions: int) -> int:
+    """The audit partition of a chain id (a file chain, which has no source partition, maps to 0)."""
+    try:
+        return audit_partition(source_partition(chain), audit_partitions)
+    except ValueError:
+        return 0
