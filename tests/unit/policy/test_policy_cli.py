@@ -225,7 +225,7 @@ def test_lint_strict_fails_on_a_warning(tmp_path, capsys):
 
 
 def test_lint_reads_a_pack_from_standard_input():
-    """`auditor policy lint -` lints the pack piped in; errors name '-' and the line."""
+    """`auditor policy lint -` lints the pack piped in; errors name '<stdin>' and the line."""
     ok = subprocess.run([sys.executable, "-m", "auditor", "policy", "lint", "-"], input=SHOP.encode(),
                         capture_output=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
@@ -235,4 +235,4 @@ def test_lint_reads_a_pack_from_standard_input():
                             capture_output=True, timeout=120)
     line = bad.splitlines().index(next(x for x in bad.splitlines() if "kontact" in x)) + 1
     assert failed.returncode == 1
-    assert f"-:{line}: " in failed.stdout.decode() and "kontact" in failed.stdout.decode()
+    assert f"<stdin>:{line}: " in failed.stdout.decode() and "kontact" in failed.stdout.decode()
