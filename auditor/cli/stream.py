@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from auditor.cli.boundary import non_negative_int, note
+from auditor.cli.boundary import non_negative_int, note, positive_int
 from auditor.config import Config, load_config
 from auditor.errors import ConfigError
 from auditor.logging import get_logger
@@ -30,6 +30,12 @@ examples:
   auditor run --config /etc/auditor/auditor.yaml
   AUDITOR_KAFKA_BOOTSTRAP_SERVERS=kafka:9092 AUDITOR_KEYS=/etc/auditor/keys auditor run
   auditor run --config auditor.yaml --instance-id auditor-1 --trail /var/lib/auditor/trail
+  auditor run --config auditor.yaml --instance-id node-7 --processes 2    # one per core
+
+--processes N starts N daemons in one consumer group on this machine, sharing nothing but the
+config: instance ids <instance-id>-0 .. -(N-1), HTTP ports http.port + i, file copies in
+<trail>/<instance-id>-i. SIGTERM stops them all; if one ends on its own, the others are stopped
+and its exit status is returned, so the orchestrator restarts the group.
 
 exit status: 0 stopped cleanly, 2 configuration error, 3 fatal Kafka error (e.g. fenced).
 """
@@ -80,6 +86,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--http-port", type=int, help="port for /metrics, /healthz, /readyz (default 9400)")
     run.add_argument("--create-topics", type=int, metavar="PARTITIONS",
                      help="create missing topics with this many partitions before starting")
+    run.add_argument("--processes", type=positive_int, default=1, metavar="N",
+                     help="run N daemons in one consumer group, one per core (default 1)")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="local broker + demo stream + daemon, end to end", description=DEMO_HELP,
@@ -143,6 +151,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             "(config file, AUDITOR_INSTANCE_ID or --instance-id) to a stable name such as the pod name")
     if args.create_topics:
         create_topics(cfg, args.create_topics)
+    if args.processes > 1:
+        from auditor.stream.supervisor import run_processes
+
+        return run_processes(args.processes, cfg.instance_id, cfg.http_port, cfg.trail_dir, cfg.shutdown_timeout_s)
     daemon = build_daemon(cfg)
     daemon.install_signal_handlers()
     return daemon.run()
