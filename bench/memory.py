@@ -192,6 +192,7 @@ def daemon(args: argparse.Namespace) -> dict[str, object]:
     from confluent_kafka import Producer
 
     from auditor.localkafka.broker import LocalKafka, create_topics
+    from auditor.stream.topics import TRAIL_TOPIC_CONFIG, checkpoint_topic_of
     from auditor.trail.keys import KeyRing
 
     kafka = None
@@ -204,7 +205,9 @@ def daemon(args: argparse.Namespace) -> dict[str, object]:
     tag = uuid.uuid4().hex[:6]
     topics = {"events": [f"mem-events-{tag}"], "audit": f"mem-audit-{tag}", "violations": f"mem-violations-{tag}",
               "dead_letter": f"mem-dead-{tag}"}
-    create_topics(bootstrap, [topics["events"][0], topics["audit"], topics["violations"], topics["dead_letter"]], 3)
+    create_topics(bootstrap, [topics["events"][0], topics["violations"], topics["dead_letter"]], 3)
+    # the trail topics as `auditor topics create` makes them: the daemon refuses finite retention
+    create_topics(bootstrap, [topics["audit"], checkpoint_topic_of(topics["audit"])], 3, config=TRAIL_TOPIC_CONFIG)
     KeyRing.generate(work / "keys")
     port = _free_port()
     (work / "auditor.yaml").write_text(yaml.safe_dump({
