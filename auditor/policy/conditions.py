@@ -265,14 +265,15 @@ class NotOptedOut:
 
 # ---------------------------------------------------------------- attributes
 
-_BOOL_TEXT = frozenset({"true", "false"})
+#: attribute values read as true/false in any case, quoted or not
+BOOL_TEXT = frozenset({"true", "false"})
 
 @dataclass(frozen=True, slots=True)
 class AttributeEquals:
     """``attribute: {name: value | [values]}``: attribute ``key`` is one of ``values`` (None = absent).
 
-    Attributes are strings. With ``booleans`` (the pack wrote ``true``/``false``), an attribute whose
-    text is true or false in any case (``True``, ``FALSE``) is compared lower-cased."""
+    Attributes are strings. With ``booleans`` (the pack wrote ``true``/``false``, quoted or not), an
+    attribute whose text is true or false in any case (``True``, ``FALSE``) is compared lower-cased."""
 
     key: str
     values: frozenset[str | None]
@@ -293,7 +294,7 @@ class AttributeEquals:
 
     def holds(self, e: Event, x: Derived) -> bool:
         have = e.attributes.get(self.key)
-        if self.booleans and have is not None and have.lower() in _BOOL_TEXT:
+        if self.booleans and have is not None and have.lower() in BOOL_TEXT:
             have = have.lower()
         return have in self.values
 

@@ -93,9 +93,13 @@ class _Parser:
     def __init__(self, path: Path) -> None:
         self.path = str(path)
         self.findings: list[PolicyError] = []
+        self.warnings: list[PolicyError] = []
 
     def fail(self, message: str, line: int | None) -> None:
         self.findings.append(PolicyError(message, path=self.path, line=line))
+
+    def warn(self, message: str, line: int | None) -> None:
+        self.warnings.append(PolicyError(message, path=self.path, line=line))
 
     def unknown_keys(self, node: LineDict, allowed: set[str], what: str) -> None:
         for key in node:
@@ -246,7 +250,7 @@ class _Parser:
         severity = str(node.get("severity", "medium"))
         if severity not in SEVERITIES:
             self.fail(f"rule '{rid}': severity must be one of {', '.join(SEVERITIES)}", node.line_of("severity"))
-        tp = TestParser(vocab, self.fail, rid)
+        tp = TestParser(vocab, self.fail, rid, self.warn)
         scope = self.scope(node, tp, rid)
         forbid = node.get("forbid", False)
         if forbid not in (True, False):
@@ -381,7 +385,7 @@ def parse_pack(path: Path) -> Pack:
         p.fail("'notes' must be a list of sentences (the pack's reading notes)", raw.line_of("notes"))
         notes = []
     pack_absent = p.absent(raw.get("absent"), "the pack", raw.line_of("absent"))
-    warnings = check_pack(p, rules, vocab, categories, purposes, recipients, used, pack_absent)
+    warnings = p.warnings + check_pack(p, rules, vocab, categories, purposes, recipients, used, pack_absent)
     if p.findings:
         raise PolicyLintError(p.findings)
     synthetic = {name: RuleRef(f"{pack_id}.{name}", default.clause, default.quote, "high") for name in SYNTHETIC}

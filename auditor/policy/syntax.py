@@ -57,12 +57,16 @@ class Vocab:
 class TestParser:
     """Parses the tests of one rule. ``used`` collects the vocabulary names the rule mentions."""
 
-    def __init__(self, vocab: Vocab, fail: Fail, rid: str) -> None:
-        self.vocab, self._fail, self.rid = vocab, fail, rid
+    def __init__(self, vocab: Vocab, fail: Fail, rid: str, warn: Fail | None = None) -> None:
+        self.vocab, self._fail, self.rid, self._warn = vocab, fail, rid, warn
         self.used: dict[str, set[str]] = {"purposes": set(), "recipients": set(), "categories": set()}
 
     def fail(self, message: str, line: int | None) -> None:
         self._fail(f"rule '{self.rid}': {message}", line)
+
+    def warn(self, message: str, line: int | None) -> None:
+        if self._warn is not None:
+            self._warn(f"warning: rule '{self.rid}': {message}", line)
 
     # ------------------------------------------------------------ helpers
     def names(self, name: str, arg: Any, line: int) -> list[Any]:
@@ -196,9 +200,16 @@ class TestParser:
                 self.fail("attribute has an empty list of values, so it can never hold", line)
             if any(isinstance(v, (dict, list)) for v in values):
                 self.fail("attribute values are plain strings, true, false or ~", line)
+            quoted = sorted({str(v) for v in values if isinstance(v, str) and v.lower() in c.BOOL_TEXT})
+            if quoted:
+                self.warn(f"attribute '{key}': {', '.join(repr(q) for q in quoted)} "
+                          f"{'is' if len(quoted) == 1 else 'are'} quoted; write true or false unquoted (quoted or "
+                          "not, it is read as a boolean: the attribute's text matches in any case)", line)
+            def boolean(v: Any) -> bool:
+                return isinstance(v, bool) or (isinstance(v, str) and v.lower() in c.BOOL_TEXT)
             return c.AttributeEquals(str(key), frozenset(
-                None if v is None else (str(v).lower() if isinstance(v, bool) else str(v)) for v in values), src,
-                booleans=any(isinstance(v, bool) for v in values))
+                None if v is None else (str(v).lower() if boolean(v) else str(v)) for v in values), src,
+                booleans=any(boolean(v) for v in values))
         if name == "transfer_outside":
             inside = self.regions(name, arg, line)
             return c.TransferOutside(frozenset(r for r in inside if r is not None), src)

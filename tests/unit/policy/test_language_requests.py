@@ -107,6 +107,26 @@ def test_true_false_attribute_test(pack, value, verdict):
     assert evaluate(ev(purpose="analytics", attributes=attrs), pack).verdict is verdict
 
 
+@pytest.mark.parametrize("written", ['"true"', '"True"', "'TRUE'"])
+@pytest.mark.parametrize(("value", "verdict"), [
+    ("true", Verdict.ALLOW), ("True", Verdict.ALLOW), ("TRUE", Verdict.ALLOW),
+    ("false", Verdict.VIOLATION), ("yes", Verdict.VIOLATION), (None, Verdict.VIOLATION),
+])
+def test_a_quoted_true_reads_as_the_boolean_and_lint_warns(tmp_path, written, value, verdict):
+    """Adversarial read F8: a pack writing "true" (quoted) compared case-sensitively, so an event's
+    'True' broke ipmart's unsubscribe-link and thisproduct's service_active tests. Quoted or not, a
+    true/false value is a boolean; the quotes draw a lint warning naming the line."""
+    from auditor.policy import parse_pack
+
+    p = tmp_path / "quoted.yaml"
+    p.write_text(PACK.replace("{cookies_accepted: true}", f"{{cookies_accepted: [{written}]}}"))
+    (w,) = [str(w) for w in parse_pack(p).warnings]
+    line = PACK[:PACK.index("cookies_accepted: true")].count("\n") + 1
+    assert "'cookies_accepted'" in w and "quoted" in w and f"quoted.yaml:{line}:" in w
+    attrs = {} if value is None else {"cookies_accepted": value}
+    assert evaluate(ev(purpose="analytics", attributes=attrs), load_pack(p)).verdict is verdict
+
+
 def test_attribute_values_must_be_plain(tmp_path):
     from auditor.errors import PolicyError
     from auditor.policy import parse_pack
