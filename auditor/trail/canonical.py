@@ -6,11 +6,16 @@ and its union resolution validates every nested record). A test pins the bytes t
 
 Layout, in field order::
 
-    chain_id  seq  prev_hash[32]  body_len  <body: record_type .. rejection>  record_hash[32]
+    chain_id  seq  prev_hash[32]  body_len  <body: record_type .. legal_request_reference>  record_hash[32]
 
 ``record_hash = SHA-256(0x00 || every byte before it)``. Because record_hash is the last field,
 the hashed bytes are the record's own encoding minus its final 32 bytes. ``body_len`` lets the
 verifier frame records and check links with a few varint reads, without decoding the body.
+
+Schema revisions append fields to the body, each with a default (revision 2: ``ledger``;
+revision 3: ``actor_organisation``, ``legal_request_reference``): a body that ends where an
+earlier revision ended was written by it, and the later fields read as their defaults
+(:data:`REVISION_ENDS`, :func:`record_from_bytes`).
 """
 
 from __future__ import annotations
@@ -19,13 +24,21 @@ import io
 from datetime import UTC, datetime
 from enum import Enum
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any, Iterator
 
 import fastavro
 
 from auditor.errors import TrailCorruption
 from auditor.events.codec import load_schema
-from auditor.events.model import ActorType, EventKind, Identifiability, LegalRequestType, Safeguard
+from auditor.events.model import (
+    ActorOrganisation,
+    ActorType,
+    EventKind,
+    Identifiability,
+    LegalRequestType,
+    Safeguard,
+)
 from auditor.memo import BytesMemo
 from auditor.policy.decision import Verdict
 from auditor.trail.record import (
@@ -233,7 +246,8 @@ def _ledger(lf: LedgerFacts) -> bytes:
 
 
 def encode_body(r: AuditRecord) -> bytes:
-    """The fields from record_type to ledger: everything the chain position does not change."""
+    """The fields from record_type to legal_request_reference: everything the chain position does
+    not change."""
     return b"".join((
         _RECORD_TYPE[r.record_type], _source(r.source), _opt_id(r.event_id), r.input_digest,
         enc_long(micros(r.processed_at)), enc_str(r.auditor_version), enc_str(r.instance_id),
@@ -243,6 +257,8 @@ def encode_body(r: AuditRecord) -> bytes:
         _NULL if r.rejection is None else b"".join(
             (_SOME, enc_str(r.rejection.reason), enc_id(r.rejection.message))),
         _NULL if r.ledger is None else _ledger(r.ledger),
+        _NULL if r.actor_organisation is None else _SOME + _enum(r.actor_organisation),
+        _opt_id(r.legal_request_reference),
     ))
 
 
@@ -376,20 +392,25 @@ def record_from_mapping(m: dict[str, Any]) -> AuditRecord:
         pseudonym_key_id=m["pseudonym_key_id"], facts=facts, decision=decision,
         rejection=None if j is None else Rejection(j["reason"], j["message"]),
         seq=m["seq"], prev_hash=m["prev_hash"], record_hash=m["record_hash"], ledger=ledger,
+        actor_organisation=None if m.get("actor_organisation") is None
+        else ActorOrganisation(m["actor_organisation"]),
+        legal_request_reference=m.get("legal_request_reference"),
     )
 
 
-#: the last field of revision 1; fields after it (up to record_hash) are appended with defaults
-_LAST_V1_FIELD = "rejection"
+#: the last body field of each earlier revision (1, 2); the fields after each were appended with
+#: defaults, so a body ends at one of these or after the current revision's last field
+REVISION_ENDS = ("rejection", "ledger")
 
 
 @lru_cache(maxsize=1)
-def _body_schemas() -> tuple[Any, Any, dict[str, Any]]:
-    """(the body fields of revision 1, the fields appended since, their defaults), parsed.
+def _body_schemas() -> tuple[Any, tuple[tuple[Any, dict[str, Any]], ...]]:
+    """(the body fields of revision 1, then per later revision: its appended fields and their
+    defaults), parsed.
 
     Schema evolution without a writer schema on the wire: a record's body is framed by
-    ``body_len``, so a body that ends after ``rejection`` was written before the appended fields
-    existed, and they take their defaults; otherwise they are read from the bytes that remain."""
+    ``body_len``, so a body that ends where revision N ended was written by revision N, and the
+    fields appended since take their defaults; otherwise they are read from the bytes that remain."""
     import json
 
     from auditor.events.codec import schema_path
@@ -398,36 +419,40 @@ def _body_schemas() -> tuple[Any, Any, dict[str, Any]]:
     named: dict[str, Any] = {}
     fastavro.parse_schema(raw, named_schemas=named)
     names = [f["name"] for f in raw["fields"]]
-    cut, end = names.index(_LAST_V1_FIELD) + 1, names.index("record_hash")
+    cuts = [names.index(n) + 1 for n in REVISION_ENDS] + [names.index("record_hash")]
     core = fastavro.parse_schema({"type": "record", "name": "io.auditor.trail.v1.BodyCore",
-                                  "fields": raw["fields"][4:cut]}, named_schemas=dict(named))
-    appended = raw["fields"][cut:end]
-    ext = fastavro.parse_schema({"type": "record", "name": "io.auditor.trail.v1.BodyAppended",
-                                 "fields": appended}, named_schemas=dict(named))
-    return core, ext, {f["name"]: f["default"] for f in appended}
+                                  "fields": raw["fields"][4:cuts[0]]}, named_schemas=dict(named))
+    later = []
+    for rev, (lo, hi) in enumerate(pairwise(cuts), start=2):
+        appended = raw["fields"][lo:hi]
+        ext = fastavro.parse_schema({"type": "record", "name": f"io.auditor.trail.v1.BodyRevision{rev}",
+                                     "fields": appended}, named_schemas=dict(named))
+        later.append((ext, {f["name"]: f["default"] for f in appended}))
+    return core, tuple(later)
 
 
 def record_from_bytes(data: bytes) -> AuditRecord:
     """Decode one record's Avro schemaless bytes (raises TrailCorruption if undecodable).
 
-    Records of every schema revision decode: fields appended after ``rejection`` are read when
-    the body has bytes left, else they take their defaults."""
+    Records of every schema revision decode: the fields each later revision appended are read
+    when the body has bytes left, else they take their defaults."""
     data = bytes(data)
     frame = next(iter_frames(data, 1))
     if frame.end != len(data):
         raise TrailCorruption("undecodable audit record (bytes after its record_hash)")
-    core, ext, defaults = _body_schemas()
+    core, later = _body_schemas()
     body = io.BytesIO(data[frame.body_start:frame.end - 32])
     size = frame.end - 32 - frame.body_start
     try:
         m = fastavro.schemaless_reader(body, core, None)
         assert isinstance(m, dict)
-        if body.tell() < size:
-            more = fastavro.schemaless_reader(body, ext, None)
-            assert isinstance(more, dict)
-            m.update(more)
-        else:
-            m.update(defaults)
+        for ext, defaults in later:
+            if body.tell() < size:
+                more = fastavro.schemaless_reader(body, ext, None)
+                assert isinstance(more, dict)
+                m.update(more)
+            else:
+                m.update(defaults)
         if body.tell() != size:
             raise ValueError("the body does not decode to its length")
         m.update(chain_id=frame.chain_id, seq=frame.seq, prev_hash=frame.prev_hash, record_hash=frame.record_hash)

@@ -90,7 +90,8 @@ def sealed_copy(r: AuditRecord, head: ChainHead, new_head: ChainHead) -> AuditRe
     """``r`` placed after ``head`` (a positional constructor call: 3x faster than replace())."""
     return AuditRecord(r.chain_id, r.record_type, r.source, r.event_id, r.input_digest, r.processed_at,
                        r.auditor_version, r.instance_id, r.pseudonym_key_id, r.facts, r.decision,
-                       r.rejection, head.size, head.head_hash, new_head.head_hash, r.ledger)
+                       r.rejection, head.size, head.head_hash, new_head.head_hash, r.ledger,
+                       r.actor_organisation, r.legal_request_reference)
 
 
 def seal_encoded(head: ChainHead, record: AuditRecord) -> tuple[AuditRecord, bytes, ChainHead]:

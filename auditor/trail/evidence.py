@@ -52,7 +52,7 @@ from auditor.trail.note import (
 )
 from auditor.trail.proof import make_proof
 from auditor.trail.record import AuditRecord
-from auditor.trail.render import record_json
+from auditor.trail.render import organisation_text, record_json
 from auditor.trail.source import Issue, TrailSource, as_source
 
 FORMAT = "auditor-evidence/1"
@@ -147,6 +147,7 @@ def render_summary(record: AuditRecord, cp: SignedCheckpoint, log_key: Ed25519Pu
             f"When          {_t(f.occurred_at)}",
             f"Who acted     {f.actor_type.value}" + (f", role {f.actor_role}" if f.actor_role else "")
             + f" (actor pseudonym {f.actor_pseudonym})",
+            f"Organisation  {organisation_text(record)}",
             f"Whose data    subject pseudonym {f.subject_pseudonym} (HMAC key {record.pseudonym_key_id})",
         ]
         if f.recipient is not None:
@@ -155,7 +156,8 @@ def render_summary(record: AuditRecord, cp: SignedCheckpoint, log_key: Ed25519Pu
         if f.cross_border:
             lines.append(f"Transfer      cross-border to {f.destination_country or '?'}, safeguard {f.safeguard.value}")
         basis = f", basis {f.legal_basis}" if f.legal_basis else ""
-        lines.append(f"Legal request {f.legal_request_type.value}{basis}")
+        ref = f", reference {record.legal_request_reference}" if record.legal_request_reference is not None else ""
+        lines.append(f"Legal request {f.legal_request_type.value}{ref}{basis}")
     if d is not None:
         lines.append(f"Verdict       {d.verdict.value} under pack {d.pack_id} ({d.pack_hash})")
         if d.permitted_by:

@@ -25,6 +25,7 @@ from typing import Mapping, NamedTuple, Protocol
 from auditor import __version__
 from auditor.events.model import (
     Actor,
+    ActorOrganisation,
     ActorType,
     ConsentState,
     Event,
@@ -268,8 +269,11 @@ class AuditRecord(NamedTuple):
     seq: int = -1
     prev_hash: bytes = b""
     record_hash: bytes = b""
-    #: last in the tuple so positional construction keeps working; in the schema it precedes record_hash
-    ledger: LedgerFacts | None = None
+    #: last in the tuple so positional construction keeps working; in the schema they precede record_hash
+    ledger: LedgerFacts | None = None                  # revision 2
+    #: revision 3: facts of the event that revisions 1 and 2 did not store (None in their records)
+    actor_organisation: ActorOrganisation | None = None
+    legal_request_reference: str | None = None
 
     @property
     def sealed(self) -> bool:
@@ -329,12 +333,12 @@ def build_record(event: Event, decision: Decision, source: SourceRef, pseudonymi
     shorter), which skips the cuts."""
     facts = event_facts(event, pseudonymizer)
     decided = decided if decided is not None else decision_facts(decision)
-    event_id = event.event_id
+    event_id, reference = event.event_id, event.legal_request.reference
     if not short:
         long_values = long_texts(event)
         if long_values:
             facts = bounded_facts(facts)
-            event_id = cut_text(event_id)
+            event_id, reference = cut_text(event_id), _opt_cut(reference)
         decided = bound_decision(decided, long_values)
     return AuditRecord(
         chain_id=source.chain_id,
@@ -349,6 +353,8 @@ def build_record(event: Event, decision: Decision, source: SourceRef, pseudonymi
         facts=facts,
         decision=decided,
         ledger=ledger,
+        actor_organisation=event.actor.organisation,
+        legal_request_reference=reference,
     )
 
 
@@ -380,7 +386,10 @@ def raw_digest(raw: bytes) -> bytes:
 
 
 def record_to_event(record: AuditRecord) -> Event:
-    """Rebuild the audited Event from a record's facts, with pseudonyms in place of ids."""
+    """Rebuild the audited Event from a record's facts, with pseudonyms in place of ids.
+
+    A record of revision 1 or 2 did not store the actor's organisation or the legal request's
+    reference: the event gets ``UNKNOWN`` and no reference, as a producer that did not state them."""
     f = record.facts
     if f is None:
         raise ValueError(f"record {record.chain_id}#{record.seq} is a rejection and has no event")
@@ -391,7 +400,8 @@ def record_to_event(record: AuditRecord) -> Event:
         kind=f.kind,
         policy_id=f.policy_id,
         source_system=f.source_system,
-        actor=Actor(type=f.actor_type, id=f.actor_pseudonym, role=f.actor_role),
+        actor=Actor(type=f.actor_type, id=f.actor_pseudonym, role=f.actor_role,
+                    organisation=record.actor_organisation or ActorOrganisation.UNKNOWN),
         subject=Subject(id=f.subject_pseudonym, age=f.subject_age, is_minor=f.subject_is_minor,
                         region=f.subject_region),
         data_categories=f.data_categories,
@@ -400,7 +410,7 @@ def record_to_event(record: AuditRecord) -> Event:
             f.recipient.type, f.recipient.id, f.recipient.country, f.recipient.on_our_behalf),
         identifiability=f.identifiability,
         legal_basis=f.legal_basis,
-        legal_request=LegalRequest(type=f.legal_request_type),
+        legal_request=LegalRequest(type=f.legal_request_type, reference=record.legal_request_reference),
         consent=ConsentState(marketing=f.consent_marketing,
                              third_party_sharing=f.consent_third_party_sharing,
                              guardian=f.consent_guardian,

@@ -71,6 +71,8 @@ def record_json(r: AuditRecord) -> dict[str, Any]:
                 "chain_id": r.ledger.corrects.chain_id, "seq": r.ledger.corrects.seq,
                 "cause_offsets": list(r.ledger.corrects.cause_offsets)},
         },
+        "actor_organisation": None if r.actor_organisation is None else r.actor_organisation.value,
+        "legal_request_reference": r.legal_request_reference,
         "record_hash": r.record_hash.hex(),
     }
 
@@ -132,6 +134,15 @@ def _yn(value: bool | None) -> str:
     return "unknown" if value is None else ("yes" if value else "no")
 
 
+def organisation_text(r: AuditRecord) -> str:
+    """The actor's organisation as a reader should see it (revisions 1 and 2 did not store it)."""
+    org = r.actor_organisation
+    if org is None:
+        return "not recorded (a record of schema revision 1 or 2)"
+    return {"OURS": "ours", "PROCESSOR": "a processor acting for us", "THIRD_PARTY": "a third party",
+            "UNKNOWN": "unknown (the event did not say)"}.get(org.value, org.value)
+
+
 def table_cells(r: AuditRecord) -> dict[str, str]:
     """Every fact of the record, grouped into the table's cells (one line a fact)."""
     doc = record_json(r)
@@ -148,7 +159,8 @@ def table_cells(r: AuditRecord) -> dict[str, str]:
                             f"region {f.subject_region or 'unknown'}\nconsent: marketing {_yn(f.consent_marketing)}, "
                             f"sharing {_yn(f.consent_third_party_sharing)}, guardian {_yn(f.consent_guardian)}, "
                             f"opted out {_yn(f.consent_marketing_opt_out)}")
-        cells["actor"] = f"{f.actor_type.value.lower()} ({f.actor_role or 'no role'})\n{f.actor_pseudonym}"
+        cells["actor"] = (f"{f.actor_type.value.lower()} ({f.actor_role or 'no role'})\n"
+                          f"organisation {organisation_text(r)}\n{f.actor_pseudonym}")
         rc = f.recipient
         to = "no recipient" if rc is None else (
             f"{rc.type} {rc.id}\ncountry {rc.country or 'unknown'}, on our behalf {_yn(rc.on_our_behalf)}")
@@ -156,7 +168,9 @@ def table_cells(r: AuditRecord) -> dict[str, str]:
                     if f.cross_border else f"not cross-border (safeguard {f.safeguard.value.lower()}"
                     + (f", destination {f.destination_country}" if f.destination_country else "") + ")")
         cells["recipient"] = (f"{to}\n{transfer}\nlegal basis {f.legal_basis or 'none'}, "
-                              f"request {f.legal_request_type.value.lower()}")
+                              f"request {f.legal_request_type.value.lower()}"
+                              + (f"\nrequest reference {r.legal_request_reference}"
+                                 if r.legal_request_reference is not None else ""))
         if f.attributes:
             cells["what"] += "\n" + "\n".join(f"{k}={v}" for k, v in f.attributes)
     if d is not None:

@@ -16,6 +16,7 @@ from typing import Iterable
 
 from auditor.events.model import EventKind
 from auditor.trail.record import AuditRecord
+from auditor.trail.render import organisation_text
 
 _SECTIONS = ((EventKind.ACCESS, "Accessed", "who inside the organisation read the data"),
              (EventKind.USE, "Used", "what the data was used for"),
@@ -93,7 +94,8 @@ def subject_report(records: Iterable[AuditRecord], pseudonym: str, key_id: str, 
         for r in items:
             f = r.facts
             assert f is not None
-            by = f.actor_type.value.lower() + (f" ({f.actor_role})" if f.actor_role else "")
+            by = f.actor_type.value.lower() + (f" ({f.actor_role})" if f.actor_role else "") + (
+                f", {organisation_text(r)}" if r.actor_organisation is not None else "")
             cells = [_t(f.occurred_at), ", ".join(f.data_categories), f.purpose, by]
             if kind is EventKind.DISCLOSURE:
                 rc = f.recipient

@@ -58,7 +58,7 @@ def _schema_bytes() -> bytes:
 
 
 #: earlier revisions of the audit record schema a segment header may name (records append fields)
-EARLIER_SCHEMAS = ("audit_record.1.avsc",)
+EARLIER_SCHEMAS = ("audit_record.1.avsc", "audit_record.2.avsc")
 
 
 @functools.lru_cache(maxsize=1)
@@ -109,6 +109,8 @@ class SegmentScan:
     good_end: int = 0
     torn: bool = False
     base: int = 0
+    #: the header names the current schema revision (a writer appends only to such a segment)
+    current: bool = True
 
     @property
     def records(self) -> int:
@@ -196,7 +198,8 @@ def scan_segment(path: Path, name_index: int, start: int | None = None) -> Segme
         size = base + len(buf)
     if base > size:
         raise TrailCorruption(f"segment {path.name} is {size} bytes; position {base} is beyond its end")
-    scan = SegmentScan(path, name_index, buf, sync=sync, header_end=header_end, base=base)
+    scan = SegmentScan(path, name_index, buf, sync=sync, header_end=header_end, base=base,
+                       current=meta.get("avro.schema") == _schema_bytes())
     try:
         scan.meta_index = int(meta.get("auditor.segment", b"-1"))
     except ValueError:

@@ -222,6 +222,7 @@ class TrailWriter:
             self._last_cp[chain] = (signed.size, now)
         segments = list_segments(self.trail_dir)
         start_seg, start_off = resume if resume is not None else (-1, 0)
+        current = True
         for pos, (index, path) in enumerate(segments):
             last = pos == len(segments) - 1
             if index < start_seg:
@@ -235,12 +236,15 @@ class TrailWriter:
             if scan.torn:
                 os.truncate(path, scan.good_end)  # the records of a torn block were never committed
             self._segment_index, self._segment_size, self._sync = index, scan.good_end, scan.sync
+            current = scan.current
         for chain, (_, signed) in latest.items():
             if not self._state[chain].head_seen:
                 raise TrailCorruption(f"chain {chain}: the record its last checkpoint signs (seq {signed.size - 1}) "
                                       "is not where the checkpoint was taken: records were lost or moved; "
                                       "run `auditor verify`", chain=chain, seq=signed.size - 1)
-        if self._segment_index >= 0:
+        if self._segment_index >= 0 and current:
+            # a segment whose header names an earlier schema revision is left as it is: the next
+            # block starts a new segment, so every segment reads with the schema its header names
             self._fh = open(self._segment_path(self._segment_index), "ab")  # noqa: SIM115
         self._cp_fh = open(self.trail_dir / CHECKPOINTS, "ab")  # noqa: SIM115 -- closed in close()
 

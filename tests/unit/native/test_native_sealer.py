@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trail"))
 from trailkit import make_records  # noqa: E402
 
-from auditor.events.model import ActorType, EventKind, Identifiability, LegalRequestType, Safeguard  # noqa: E402
+from auditor.events.model import (  # noqa: E402
+    ActorOrganisation,
+    ActorType,
+    EventKind,
+    Identifiability,
+    LegalRequestType,
+    Safeguard,
+)
 from auditor.native import NativeSealer, SealedBytes  # noqa: E402
 from auditor.native import genesis_hash as native_genesis
 from auditor.policy.decision import Verdict  # noqa: E402
@@ -165,7 +172,8 @@ record_st = st.builds(
     AuditRecord, st.sampled_from(["events/0", "events/1", "file:x"]), st.sampled_from(list(RecordType)), source_st,
     opt_text, st.binary(min_size=32, max_size=32), times, text, text, text,
     st.none() | facts_st, st.none() | decision_st, st.none() | st.builds(Rejection, text, text),
-    ledger=st.none() | ledger_st)
+    ledger=st.none() | ledger_st, actor_organisation=st.none() | st.sampled_from(list(ActorOrganisation)),
+    legal_request_reference=opt_text)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -14,6 +15,7 @@ from auditor.cli import main
 from auditor.events.codec import schema_path
 from auditor.events.model import (
     Actor,
+    ActorOrganisation,
     ActorType,
     ConsentState,
     Event,
@@ -47,6 +49,26 @@ def _record_fields(node) -> dict[str, list]:
     return {f["name"]: f["type"] for f in node["fields"]}
 
 
+def _branches(kind) -> list:
+    return kind if isinstance(kind, list) else [kind]
+
+
+def _leaf_paths(node, prefix: str = "") -> list[str]:
+    """Every leaf field of an Avro record node as a dotted path, in schema order (derived here from
+    the schema, not from the module under test)."""
+    out: list[str] = []
+    for f in node["fields"]:
+        nested = [b for b in _branches(f["type"]) if isinstance(b, dict) and b.get("type") == "record"]
+        out += _leaf_paths(nested[0], f"{prefix}{f['name']}.") if nested else [prefix + f["name"]]
+    return out
+
+
+def _at(doc: dict, path: str):
+    for key in path.split("."):
+        doc = None if doc is None else doc[key]
+    return doc
+
+
 def _assert_keys_match(doc: dict, fields: dict[str, object], where: str) -> None:
     assert set(doc) == set(fields), (where, set(doc) ^ set(fields))
     for name, kind in fields.items():
@@ -68,7 +90,7 @@ def keys(tmp_path_factory):
 FULL = Event(
     event_id="ev-full-0001", occurred_at=datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC),
     kind=EventKind.DISCLOSURE, policy_id="ipasar", source_system="crm-eu-7",
-    actor=Actor(ActorType.CONTRACTOR, "emp-777", "collections-desk"),
+    actor=Actor(ActorType.CONTRACTOR, "emp-777", "collections-desk", ActorOrganisation.THIRD_PARTY),
     subject=Subject("u-full", age=16, is_minor=True, region="MY-10"),
     data_categories=("account_information", "location"), purpose="debt_collection",
     recipient=Recipient("bank", "acme-bank-sg-branch-000000000000000000000000001", "SG", False),
@@ -78,6 +100,7 @@ FULL = Event(
     transfer=Transfer(True, "JP", Safeguard.STANDARD_CONTRACTUAL_CLAUSES),
     attributes={"channel": "branch-office", "ticket": "T-99"},
 )
+ALLOWED_ID = "ev-allowed-0002"
 RULE = RuleRef("ipasar.disclose.bank-only-for-transactions", "3.2(b)", "quote", "critical")
 
 
@@ -97,14 +120,32 @@ def trail(tmp_path_factory, keys):
                          CorrectedRecord("events/0", 2, (40,)))
     record = build_record(FULL, decision, source, keys.pseudonymizer, "auditor-eu-west-1a-instance-0",
                           datetime(2024, 5, 1, 12, 0, 1, 5, tzinfo=UTC), ledger=ledger)
+    allowed = build_record(replace(FULL, event_id=ALLOWED_ID),
+                           Decision(ALLOWED_ID, Verdict.ALLOW, (), RULE, "ipasar", "sha256:" + "cd" * 32),
+                           SourceRef.from_file("events.jsonl", 7), keys.pseudonymizer, "auditor-offline",
+                           datetime(2024, 5, 1, 12, 0, 2, tzinfo=UTC))
     with TrailWriter.open(path, keys, checkpoint_every=1, checkpoint_seconds=3600) as w:
-        w.append([record])
+        w.append([record, allowed])
         w.commit()
     return path
 
 
 def _full(trail):
     return next(iter(iter_records(trail, ReplayFilter(event_id=FULL.event_id))))
+
+
+def _allowed(trail):
+    return next(iter(iter_records(trail, ReplayFilter(event_id=ALLOWED_ID))))
+
+
+def test_the_full_record_gives_every_leaf_field_of_the_schema_a_value(trail):
+    """The fixtures the other tests read: a field added to the schema fails here until FULL (or, for
+    the rejection's fields, a rejection record) sets it, so the jsonl, csv, table and verify-proof
+    tests below then check the new field too."""
+    docs = [record_json(_full(trail)), record_json(_allowed(trail)),
+            record_json(next(r for r in iter_records(trail) if r.rejection is not None))]
+    unset = [path for path in _leaf_paths(_schema()) if all(_at(d, path) in (None, [], {}) for d in docs)]
+    assert unset == []
 
 
 def test_jsonl_has_exactly_the_schemas_keys_at_every_level(trail):
@@ -116,8 +157,8 @@ def test_jsonl_has_exactly_the_schemas_keys_at_every_level(trail):
     for row in rows:
         _assert_keys_match(row, _record_fields(_schema()), "record")
     full = next(r for r in rows if r["event_id"] == FULL.event_id)
-    assert full["facts"]["recipient"]["on_our_behalf"] is False
-    assert full["facts"]["destination_country"] == "JP" and full["facts"]["source_system"] == "crm-eu-7"
+    assert full == record_json(_full(trail))
+    assert full["facts"]["recipient"]["on_our_behalf"] is False and full["actor_organisation"] == "THIRD_PARTY"
 
 
 def test_jsonl_round_trips_every_field_to_the_records_own_bytes(trail):
@@ -130,16 +171,20 @@ def test_jsonl_round_trips_every_field_to_the_records_own_bytes(trail):
 
 
 def test_csv_has_one_column_per_schema_field_and_every_value(trail):
-    full = _full(trail)
+    records = [_full(trail), _allowed(trail), next(r for r in iter_records(trail) if r.rejection is not None)]
     out = io.StringIO()
-    write_records([full], out, "csv")
-    (row,) = list(csv.DictReader(io.StringIO(out.getvalue())))
-    assert list(row) == csv_columns()
-    assert "facts.recipient.on_our_behalf" in row and "rejection.message" in row and "body_len" in row
-    assert row["facts.subject_region"] == "MY-10" and row["facts.legal_basis"] == "contract-7b"
-    assert json.loads(row["facts.attributes"]) == {"channel": "branch-office", "ticket": "T-99"}
-    assert json.loads(row["decision.violations"])[0]["clause"] == "3.2(b)"
-    assert row["input_digest"] == full.input_digest.hex()
+    write_records(records, out, "csv")
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    paths = _leaf_paths(_schema())
+    for r, row in zip(records, rows, strict=True):
+        assert list(row) == paths == csv_columns()
+        doc = record_json(r)
+        for path in paths:
+            value = _at(doc, path)
+            if isinstance(value, (list, dict)):
+                assert json.loads(row[path]) == value, path
+            else:
+                assert row[path] == ("" if value is None else str(value)), path
 
 
 def _leaves(doc, out):
