@@ -26,7 +26,11 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 from auditor.errors import BrokerError, DecodeError, TransientError
+from auditor.events.model import Event
 from auditor.events.wire import EventDecoder
+from auditor.ledger.join import Judged
+from auditor.ledger.late import DecisionReads
+from auditor.ledger.model import to_us
 from auditor.logging import get_logger
 from auditor.memo import BytesMemo
 from auditor.policy import CompiledPack, Decision, Verdict
@@ -51,6 +55,12 @@ UNDECLARED = "undeclared"
 #: the reason of an input whose outputs the broker refuses (stream/split.py isolates it)
 UNWRITABLE = "unwritable"
 log = get_logger("auditor.stream")
+
+
+class LedgerJoin(Protocol):
+    """The subject ledger as the processor uses it: judge an event as of its time."""
+
+    def judge(self, event: Event, evaluator: MemoEvaluator, partition: int) -> Judged: ...
 
 
 class MessageLike(Protocol):
@@ -92,6 +102,8 @@ class BatchResult:
     dead_letters: list[str] = field(default_factory=list)
     decision_seconds: list[float] = field(default_factory=list)
     occurred_at: list[float] = field(default_factory=list)
+    #: what each decision read from the subject ledger (indexed once committed: late facts)
+    ledger_reads: list[DecisionReads] = field(default_factory=list)
 
     @property
     def records(self) -> SealedBatch:
@@ -125,6 +137,8 @@ class BatchProcessor:
         self._working: dict[str, ChainHead] = {}
         #: what each output topic accepts; the runner reads the real limits at start (budget.read_budget)
         self.budget = budget or OutputBudget.stock()
+        #: the subject ledger's join (auditor.stream.ledgerfeed.LedgerFeed), None without a ledger
+        self.ledger: LedgerJoin | None = None
 
     # ------------------------------------------------------------------ chains
     def set_head(self, chain_id: str, head: ChainHead | None) -> None:
@@ -153,6 +167,7 @@ class BatchProcessor:
         pseudonymizer, instance_id, audit_budget = self.pseudonymizer, self.instance_id, self.budget.audit
         audit_topic, audit_partitions = self.routing.audit_topic, self.routing.audit_partitions
         outgoing, sealed, audited, occurred = out.outgoing, out.sealed, out.audited, out.occurred_at
+        ledger = self.ledger
         for msg in messages:
             partition = msg.partition() or 0
             source = SourceRef(msg.topic() or "", partition, msg.offset() or 0)
@@ -170,17 +185,21 @@ class BatchProcessor:
                 stage = "evaluate"
                 self._timed += 1
                 seconds = -1.0
-                if self._timed % DECISION_TIMING_SAMPLE == 1:
-                    t0 = time.perf_counter()
-                    decision, template = evaluator(event)
-                    seconds = time.perf_counter() - t0
+                t0 = time.perf_counter() if self._timed % DECISION_TIMING_SAMPLE == 1 else -1.0
+                judged = None
+                if ledger is not None:
+                    judged = ledger.judge(event, evaluator, partition)
+                    decision = template = judged.decision
                 else:
                     decision, template = evaluator(event)
+                if t0 >= 0:
+                    seconds = time.perf_counter() - t0
                 stage = "build"
                 short = raw is not None and len(raw) <= MAX_TEXT
                 record = build_record(event, decision, source, pseudonymizer, instance_id, now,
                                       digest=sha256(decoded.canonical).digest(),
-                                      decided=self._facts_of(decision, template), short=short)
+                                      decided=self._facts_of(decision, template), short=short,
+                                      ledger=judged.ledger if judged is not None else None)
                 stage = "seal"
                 chain = record.chain_id
                 data, prev_hash, head = self._seal_after(record)
@@ -212,7 +231,19 @@ class BatchProcessor:
                 out.violations.extend(violation[1])
             if seconds >= 0:
                 out.decision_seconds.append(seconds)
+            if judged is not None and judged.reads and record.facts is not None:
+                out.ledger_reads.append(DecisionReads(
+                    partition, record.facts.subject_pseudonym, to_us(event.occurred_at), chain, head.size - 1,
+                    event.event_id, judged.reads, data))
         return out
+
+    def append_record(self, out: BatchResult, record: AuditRecord) -> tuple[int, bytes]:
+        """Seal ``record`` after its chain's working head and route it to the audit topic (a
+        CORRECTION record, :mod:`auditor.stream.ledgerfeed`); returns its seq and hash."""
+        data, seq, record_hash = self._seal(out, record)
+        out.outgoing.append(Outgoing(self.routing.audit_topic, self.audit_partition(record.source),
+                                     record.chain_id.encode(), data))
+        return seq, record_hash
 
     def _violations(self, event: Any, decision: Decision, evaluator: MemoEvaluator,
                     record: AuditRecord, head: ChainHead, source: SourceRef,
