@@ -393,10 +393,13 @@ def canonical_bytes(e: Event) -> bytes:
     """The event's canonical bytes: its Avro binary encoding under the bundled schema.
 
     The audit record's ``input_digest`` is SHA-256 of these bytes, whether the event came from
-    Kafka or from a file, so the same event always has the same digest.
+    Kafka or from a file, so the same event always has the same digest. Map entries are sorted by
+    key (UTF-8 bytes): the order a producer or a JSON file gave them does not change the digest.
     """
+    mapping = event_to_mapping(e)
+    mapping["attributes"] = dict(sorted(mapping["attributes"].items(), key=lambda kv: kv[0].encode()))
     buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, event_schema(), event_to_mapping(e))
+    fastavro.schemaless_writer(buf, event_schema(), mapping)
     return buf.getvalue()
 
 

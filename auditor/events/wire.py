@@ -12,6 +12,9 @@ configuration, or by asking a registry whose answer must match an allow-listed f
 registry is a :class:`SchemaSource`: confluent-kafka's own client in the daemon
 (:class:`auditor.stream.registry.ConfluentRegistry`, with authentication), a stub in tests.
 
+The canonical bytes (what the audit record's input digest hashes) are the event under the
+bundled schema with its map entries sorted by key, however the producer ordered them.
+
 Hostile input is rejected before or during decoding: a size gate; a body that does not
 re-encode to exactly the bytes received (negative union indexes, non-minimal varints, trailing
 bytes, negative block counts); lengths and counts larger than the message (EOF). Decoding is
@@ -25,7 +28,7 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -180,6 +183,8 @@ class EventDecoder:
             if canonical != body:
                 raise DecodeError("non-canonical or trailing bytes in the Avro body (hostile encoding)",
                                   reason="hostile_encoding")
+            if not sorted_keys(datum["attributes"]):
+                canonical = _write(reader, {**datum, "attributes": sort_map(datum["attributes"])})
             return Decoded(event_from_datum(datum), canonical)
         raw_writer, scale = self._plain(writer)
         as_written = _read(body, raw_writer, None)
@@ -190,7 +195,7 @@ class EventDecoder:
         datum = _read(body, raw_writer, reader)
         datum["occurred_at"] = scale(datum["occurred_at"])
         event = event_from_mapping(datum)
-        return Decoded(event, _write(reader, datum))
+        return Decoded(event, _write(reader, {**datum, "attributes": sort_map(datum.get("attributes") or {})}))
 
     def _plain(self, writer: WriterSchema) -> tuple[Any, Callable[[int], int]]:
         """The writer schema without logical types, and how its ``occurred_at`` becomes microseconds."""
@@ -198,6 +203,20 @@ class EventDecoder:
         if hit is None:
             hit = self._plain_writers[writer.fingerprint] = plain_writer(writer.parsed)
         return hit
+
+
+def sorted_keys(m: dict[str, Any]) -> bool:
+    """Whether a map's keys come in the canonical order (their UTF-8 bytes ascending)."""
+    if len(m) < 2:
+        return True
+    keys = [k.encode() for k in m]
+    return all(a < b for a, b in zip(keys, keys[1:], strict=False))
+
+
+def sort_map(m: Mapping[str, Any]) -> dict[str, Any]:
+    """The map with its entries in the canonical order: the canonical encoding of an event does
+    not depend on the order its producer wrote the map in (nor does its digest)."""
+    return dict(sorted(m.items(), key=lambda kv: kv[0].encode()))
 
 
 def _read(body: bytes, writer: Any, reader: Any) -> Any:

@@ -28,15 +28,14 @@ from typing import Any, NamedTuple, Protocol
 from auditor.errors import BrokerError, DecodeError, TransientError
 from auditor.events.model import Event
 from auditor.events.wire import EventDecoder
-from auditor.ledger.join import Judged
-from auditor.ledger.late import DecisionReads
-from auditor.ledger.model import to_us
 from auditor.logging import get_logger
 from auditor.memo import BytesMemo
+from auditor.native import NativeEventDecoder, NativeSealer, SealedBytes
 from auditor.policy import CompiledPack, Decision, Verdict
 from auditor.policy.decision import decision_to_dict
 from auditor.policy.engine import MemoEvaluator
 from auditor.stream.budget import HeadersLike, OutputBudget, dead_letter, message_size
+from auditor.stream.hotpath import DecodeResult, SealResult, hot_path
 from auditor.trail import chainid
 from auditor.trail.chain import ChainHead, SealedBatch, seal_bytes
 from auditor.trail.record import (
@@ -55,12 +54,6 @@ UNDECLARED = "undeclared"
 #: the reason of an input whose outputs the broker refuses (stream/split.py isolates it)
 UNWRITABLE = "unwritable"
 log = get_logger("auditor.stream")
-
-
-class LedgerJoin(Protocol):
-    """The subject ledger as the processor uses it: judge an event as of its time."""
-
-    def judge(self, event: Event, evaluator: MemoEvaluator, partition: int) -> Judged: ...
 
 
 class MessageLike(Protocol):
@@ -102,8 +95,6 @@ class BatchResult:
     dead_letters: list[str] = field(default_factory=list)
     decision_seconds: list[float] = field(default_factory=list)
     occurred_at: list[float] = field(default_factory=list)
-    #: what each decision read from the subject ledger (indexed once committed: late facts)
-    ledger_reads: list[DecisionReads] = field(default_factory=list)
 
     @property
     def records(self) -> SealedBatch:
@@ -119,11 +110,13 @@ class Routing:
 
 
 class BatchProcessor:
-    def __init__(self, decoder: EventDecoder, packs: Mapping[str, CompiledPack], pseudonymizer: Any,
-                 routing: Routing, instance_id: str,
+    def __init__(self, decoder: EventDecoder | NativeEventDecoder, packs: Mapping[str, CompiledPack],
+                 pseudonymizer: Any, routing: Routing, instance_id: str,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 budget: OutputBudget | None = None) -> None:
+                 budget: OutputBudget | None = None, sealer: NativeSealer | None = None) -> None:
         self.decoder = decoder
+        #: decodes and seals whole batches: compiled with a NativeEventDecoder, else the Python reference
+        self.hot = hot_path(decoder, sealer)
         self.packs = dict(packs)
         self.evaluators = {pid: MemoEvaluator(p) for pid, p in self.packs.items()}
         #: the record form of each memoised decision template, by the template's id (bounded by bytes)
@@ -137,8 +130,6 @@ class BatchProcessor:
         self._working: dict[str, ChainHead] = {}
         #: what each output topic accepts; the runner reads the real limits at start (budget.read_budget)
         self.budget = budget or OutputBudget.stock()
-        #: the subject ledger's join (auditor.stream.ledgerfeed.LedgerFeed), None without a ledger
-        self.ledger: LedgerJoin | None = None
 
     # ------------------------------------------------------------------ chains
     def set_head(self, chain_id: str, head: ChainHead | None) -> None:
@@ -161,89 +152,123 @@ class BatchProcessor:
 
     # ------------------------------------------------------------------ batch
     def process(self, messages: Iterable[MessageLike]) -> BatchResult:
+        """Decode the batch in one call, audit each event, seal the records in one call, route."""
         out = BatchResult()
         now = self.clock()
-        decode, evaluators, sha256 = self.decoder.decode, self.evaluators, hashlib.sha256
-        pseudonymizer, instance_id, audit_budget = self.pseudonymizer, self.instance_id, self.budget.audit
-        audit_topic, audit_partitions = self.routing.audit_topic, self.routing.audit_partitions
-        outgoing, sealed, audited, occurred = out.outgoing, out.sealed, out.audited, out.occurred_at
-        ledger = self.ledger
-        for msg in messages:
-            partition = msg.partition() or 0
-            source = SourceRef(msg.topic() or "", partition, msg.offset() or 0)
-            raw = msg.value()
-            stage = "decode"
-            # Nothing in this block changes any state, so a failure anywhere leaves no half record.
-            try:
-                decoded = decode(raw)
-                event = decoded.event
-                evaluator = evaluators.get(event.policy_id)
-                if evaluator is None:
-                    # the policy_id is payload: name the packs loaded, never the value received
-                    raise DecodeError(f"the event names a policy this auditor does not load (loaded: "
-                                      f"{', '.join(sorted(self.packs))})", reason="unknown_policy")
-                stage = "evaluate"
-                self._timed += 1
-                seconds = -1.0
-                t0 = time.perf_counter() if self._timed % DECISION_TIMING_SAMPLE == 1 else -1.0
-                judged = None
-                if ledger is not None:
-                    judged = ledger.judge(event, evaluator, partition)
-                    decision = template = judged.decision
-                else:
-                    decision, template = evaluator(event)
-                if t0 >= 0:
-                    seconds = time.perf_counter() - t0
-                stage = "build"
-                short = raw is not None and len(raw) <= MAX_TEXT
-                record = build_record(event, decision, source, pseudonymizer, instance_id, now,
-                                      digest=sha256(decoded.canonical).digest(),
-                                      decided=self._facts_of(decision, template), short=short,
-                                      ledger=judged.ledger if judged is not None else None)
-                stage = "seal"
-                chain = record.chain_id
-                data, prev_hash, head = self._seal_after(record)
-                key = chain.encode()
-                if len(data) + len(key) > audit_budget:
-                    raise DecodeError(f"the audit record would be {len(data)} bytes, over the audit topic's "
-                                      f"budget of {audit_budget} bytes", reason="record_too_large")
-                stage = "route"
-                violation = None
-                if decision.verdict is Verdict.VIOLATION:
-                    violation = self._violations(event, decision, evaluator, record, head, source, short)
-                labels = (evaluator.compiled.id, event.kind.value, decision.verdict.value)
-                when = event.occurred_at.timestamp()
-            except TransientError:
-                raise
-            except DecodeError as exc:
-                self._reject(out, msg, source, raw, exc.reason, str(exc), exc, stage, now)
-                continue
-            except Exception as exc:  # noqa: BLE001 - one message never stops the batch
-                self._fault(out, msg, source, raw, exc, stage, now)
-                continue
-            self._working[chain] = head
-            sealed.append((record, head.size - 1, prev_hash, head.head_hash))
-            outgoing.append(Outgoing(audit_topic, chainid.audit_partition(partition, audit_partitions), key, data))
-            audited.append(labels)
-            occurred.append(when)
-            if violation is not None:
-                outgoing.append(violation[0])
-                out.violations.extend(violation[1])
-            if seconds >= 0:
-                out.decision_seconds.append(seconds)
-            if judged is not None and judged.reads and record.facts is not None:
-                out.ledger_reads.append(DecisionReads(
-                    partition, record.facts.subject_pseudonym, to_us(event.occurred_at), chain, head.size - 1,
-                    event.event_id, judged.reads, data))
+        batch = list(messages)
+        values = [m.value() for m in batch]
+        audit = self._audit
+        items = [audit(m, v, d, now) for m, v, d in zip(batch, values, self.hot.decode(values), strict=True)]
+        self._seal_and_route(out, items)
         return out
 
-    def append_record(self, out: BatchResult, record: AuditRecord) -> tuple[int, bytes]:
-        """Seal ``record`` after its chain's working head and route it to the audit topic (a
-        CORRECTION record, :mod:`auditor.stream.ledgerfeed`); returns its seq and hash."""
-        data, seq, record_hash = self._seal(out, record)
-        out.outgoing.append(Outgoing(self.routing.audit_topic, self.audit_partition(record.source),
-                                     record.chain_id.encode(), data))
-        return seq, record_hash
+    def _audit(self, msg: MessageLike, raw: bytes | None, decoded: DecodeResult, now: datetime) -> _Audit | _Reject:
+        """One message's unsealed record, or its rejection. Nothing here changes any state."""
+        partition = msg.partition() or 0
+        source = SourceRef(msg.topic() or "", partition, msg.offset() or 0)
+        stage = "decode"
+        try:
+            if isinstance(decoded, Exception):
+                raise decoded
+            event = decoded.event
+            evaluator = self.evaluators.get(event.policy_id)
+            if evaluator is None:
+                # the policy_id is payload: name the packs loaded, never the value received
+                raise DecodeError(f"the event names a policy this auditor does not load (loaded: "
+                                  f"{', '.join(sorted(self.packs))})", reason="unknown_policy")
+            stage = "evaluate"
+            self._timed += 1
+            seconds = -1.0
+            if self._timed % DECISION_TIMING_SAMPLE == 1:
+                t0 = time.perf_counter()
+                decision, template = evaluator(event)
+                seconds = time.perf_counter() - t0
+            else:
+                decision, template = evaluator(event)
+            stage = "build"
+            short = raw is not None and len(raw) <= MAX_TEXT
+            record = build_record(event, decision, source, self.pseudonymizer, self.instance_id, now,
+                                  digest=decoded.digest, decided=self._facts_of(decision, template), short=short)
+        except TransientError:
+            raise
+        except DecodeError as exc:
+            return self._rejected(msg, source, raw, exc.reason, str(exc), exc, stage, now)
+        except Exception as exc:  # noqa: BLE001 - one message never stops the batch
+            return self._faulted(msg, source, raw, exc, stage, now)
+        return _Audit(msg, source, raw, record, event, decision, evaluator, short, seconds, now)
+
+    def _seal_and_route(self, out: BatchResult, items: list[_Audit | _Reject]) -> None:
+        """Seal every record after its chain's working head (one call), route them, advance the heads.
+
+        An audit record that cannot be sealed or routed (over the audit topic's budget, a fault)
+        becomes a rejection in its place, and the batch is sealed again: the records after it in
+        its chain link to the rejection, as if it had been rejected from the start."""
+        while True:
+            chains = {it.record.chain_id for it in items}
+            heads = {c: self._working.get(c) or self.heads.get(c) or ChainHead.genesis(c) for c in chains}
+            sealed, new_heads = self.hot.seal([it.record for it in items], heads)
+            placed: list[_Route | tuple[_Reject, SealedBytes]] = []
+            replaced = False
+            for i, (item, seal) in enumerate(zip(items, sealed, strict=True)):
+                if isinstance(item, _Reject):
+                    if isinstance(seal, Exception):
+                        raise seal  # a rejection that cannot be sealed: the batch fails (as it always did)
+                    placed.append((item, seal))
+                    continue
+                route = self._route(item, seal)
+                if isinstance(route, _Reject):
+                    items[i], replaced = route, True
+                else:
+                    placed.append(route)
+            if not replaced:
+                break
+        self._working.update(new_heads)
+        audit_topic, audit_partitions = self.routing.audit_topic, self.routing.audit_partitions
+        outgoing, done, audited, occurred = out.outgoing, out.sealed, out.audited, out.occurred_at
+        for p in placed:
+            if not isinstance(p, _Route):
+                reject, seal = p
+                done.append((reject.record, seal.seq, seal.prev_hash, seal.record_hash))
+                self._dead_letter(out, reject, seal.data, seal.seq)
+                continue
+            item, seal = p.item, p.sealed
+            done.append((item.record, seal.seq, seal.prev_hash, seal.record_hash))
+            outgoing.append(Outgoing(audit_topic, chainid.audit_partition(item.source.partition, audit_partitions),
+                                     p.key, seal.data))
+            audited.append(p.labels)
+            occurred.append(p.when)
+            if p.violation is not None:
+                outgoing.append(p.violation[0])
+                out.violations.extend(p.violation[1])
+            if item.seconds >= 0:
+                out.decision_seconds.append(item.seconds)
+
+    def _route(self, item: _Audit, seal: SealResult) -> _Route | _Reject:
+        """The outputs of one sealed audit record, or the rejection that replaces it."""
+        event, decision, record, source = item.event, item.decision, item.record, item.source
+        stage = "seal"
+        try:
+            if isinstance(seal, Exception):
+                raise seal
+            key = record.chain_id.encode()
+            audit_budget = self.budget.audit
+            if len(seal.data) + len(key) > audit_budget:
+                raise DecodeError(f"the audit record would be {len(seal.data)} bytes, over the audit topic's "
+                                  f"budget of {audit_budget} bytes", reason="record_too_large")
+            stage = "route"
+            violation = None
+            if decision.verdict is Verdict.VIOLATION:
+                head = ChainHead(record.chain_id, seal.seq + 1, seal.record_hash)
+                violation = self._violations(event, decision, item.evaluator, record, head, source, item.short)
+            labels = (item.evaluator.compiled.id, event.kind.value, decision.verdict.value)
+            when = event.occurred_at.timestamp()
+        except TransientError:
+            raise
+        except DecodeError as exc:
+            return self._rejected(item.msg, source, item.raw, exc.reason, str(exc), exc, stage, item.now)
+        except Exception as exc:  # noqa: BLE001 - one message never stops the batch
+            return self._faulted(item.msg, source, item.raw, exc, stage, item.now)
+        return _Route(item, seal, key, labels, when, violation)
 
     def _violations(self, event: Any, decision: Decision, evaluator: MemoEvaluator,
                     record: AuditRecord, head: ChainHead, source: SourceRef,
@@ -326,12 +351,12 @@ class BatchProcessor:
         out = BatchResult()
         source = SourceRef(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
         message = "the broker refused this input's outputs (too large or against a topic policy)"
-        self._reject(out, msg, source, msg.value(), UNWRITABLE, message, BrokerError(message), "produce",
-                     self.clock(), reference_only=True)
+        self._seal_and_route(out, [self._rejected(msg, source, msg.value(), UNWRITABLE, message, BrokerError(message),
+                                                  "produce", self.clock(), reference_only=True)])
         return out
 
-    def _fault(self, out: BatchResult, msg: MessageLike, source: SourceRef, raw: bytes | None,
-               exc: Exception, stage: str, now: datetime) -> None:
+    def _faulted(self, msg: MessageLike, source: SourceRef, raw: bytes | None,
+                 exc: Exception, stage: str, now: datetime) -> _Reject:
         """An unexpected exception while auditing one message: an auditor fault, dead-lettered.
 
         Neither the exception's text nor its traceback's values are kept (they may quote the
@@ -344,28 +369,73 @@ class BatchProcessor:
                   where=where, topic=source.topic, partition=source.partition, offset=source.offset)
         message = (f"{stage} failed with {type(exc).__name__} (a fault of the auditor, not necessarily of "
                    f"the input; the daemon log names where)")
-        self._reject(out, msg, source, raw, f"{stage}_failed", message, exc, stage, now)
+        return self._rejected(msg, source, raw, f"{stage}_failed", message, exc, stage, now)
 
-    def _reject(self, out: BatchResult, msg: MessageLike, source: SourceRef, raw: bytes | None, reason: str,
-                message: str, exc: Exception, stage: str, now: datetime, reference_only: bool = False) -> None:
+    def _rejected(self, msg: MessageLike, source: SourceRef, raw: bytes | None, reason: str, message: str,
+                  exc: Exception, stage: str, now: datetime, reference_only: bool = False) -> _Reject:
+        """The REJECTION record of one input (unsealed) and what its dead letter needs."""
         message = message[:500]
         value = raw or b""
         record = build_rejection(hashlib.sha256(value).digest(), reason, message, source,
                                  pseudonym_key_id=self.pseudonymizer.key_id,
                                  instance_id=self.instance_id, now=now)
-        data, seq, _ = self._seal(out, record)
+        return _Reject(msg, source, value, record, reason, message, type(exc), stage, reference_only)
+
+    def _dead_letter(self, out: BatchResult, item: _Reject, data: bytes, seq: int) -> None:
+        """The sealed rejection to the audit topic, the input to the dead-letter topic."""
+        record, source = item.record, item.source
         out.outgoing.append(Outgoing(self.routing.audit_topic, self.audit_partition(source),
                                      record.chain_id.encode(), data))
-        out.dead_letters.append(reason)
+        out.dead_letters.append(item.reason)
         try:
-            original_key, original_headers = msg.key(), msg.headers()
+            original_key, original_headers = item.msg.key(), item.msg.headers()
         except (ValueError, TypeError, UnicodeError):  # a client that cannot decode them: the bytes still go
             original_key, original_headers = None, None
         key, value, headers = dead_letter(
-            self.budget.dead_letter, source, value, original_key, original_headers, error_class=type(exc),
-            reason=reason, message=message, stage=stage, chain=record.chain_id, seq=seq, task=self.instance_id,
-            reference_only=reference_only)
+            self.budget.dead_letter, source, item.value, original_key, original_headers, error_class=item.error_class,
+            reason=item.reason, message=item.message, stage=item.stage, chain=record.chain_id, seq=seq,
+            task=self.instance_id, reference_only=item.reference_only)
         out.outgoing.append(Outgoing(self.routing.dead_letter_topic, None, key, value, headers))
+
+
+class _Audit(NamedTuple):
+    """One event audited: its record, not sealed yet, and what routing it needs."""
+
+    msg: MessageLike
+    source: SourceRef
+    raw: bytes | None
+    record: AuditRecord
+    event: Event
+    decision: Decision
+    evaluator: MemoEvaluator
+    short: bool
+    seconds: float
+    now: datetime
+
+
+class _Reject(NamedTuple):
+    """One input that could not be audited: its REJECTION record (not sealed yet) and its dead letter."""
+
+    msg: MessageLike
+    source: SourceRef
+    value: bytes
+    record: AuditRecord
+    reason: str
+    message: str
+    error_class: type[BaseException]
+    stage: str
+    reference_only: bool
+
+
+class _Route(NamedTuple):
+    """One sealed audit record and its outputs besides the record itself."""
+
+    item: _Audit
+    sealed: SealedBytes
+    key: bytes
+    labels: tuple[str, str, str]
+    when: float
+    violation: tuple[Outgoing, list[tuple[str, str, str, str, str]]] | None
 
 
 def _bounded_doc(node: Any, long_values: tuple[str, ...]) -> Any:

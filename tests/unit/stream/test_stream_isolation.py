@@ -16,7 +16,7 @@ from auditor.errors import DecodeError
 from auditor.events.codec import _strip_logical, decode_json_line, event_to_mapping, raw_event_schema
 from auditor.events.wire import SINGLE_OBJECT_MAGIC, SchemaAllowList, schema_fingerprint
 from auditor.schemas import earlier_event_schemas
-from auditor.stream import processor as processor_module
+from auditor.stream import hotpath
 from auditor.stream.processor import BatchProcessor, BatchResult
 from auditor.trail.canonical import record_from_bytes
 from auditor.trail.record import RecordType
@@ -96,14 +96,14 @@ def test_a_record_builder_fault_dead_letters_the_message_and_audits_the_rest():
 
 
 def test_a_sealing_fault_dead_letters_the_message_and_audits_the_rest(monkeypatch: pytest.MonkeyPatch):
-    real = processor_module.seal_bytes
+    real = hotpath.seal_bytes
 
     def seal(head, record):
         if record.event_id == "poison":
             raise ValueError("sealer bug")
         return real(head, record)
 
-    monkeypatch.setattr(processor_module, "seal_bytes", seal)
+    monkeypatch.setattr(hotpath, "seal_bytes", seal)
     _check_batch(processor().process(messages(_batch())), 1, 4, "seal_failed")
 
 
