@@ -78,7 +78,8 @@ class Scope(NamedTuple):
     A scope is a filter: ``Scope("marketing")`` covers all marketing, by us and by any
     recipient; ``Scope(recipient_type="business_partner")`` covers disclosures to business
     partners for any purpose. A scope that names a recipient type or id covers disclosures only
-    (processing by ourselves has no recipient to match).
+    (processing by ourselves has no recipient to match). A scope naming a recipient id covers
+    that recipient under any type.
     """
 
     purpose: str | None = None
@@ -86,11 +87,27 @@ class Scope(NamedTuple):
     recipient_id: str | None = None
 
     def covers(self, purpose: str | None, recipient_type: str | None, recipient_id: str | None) -> bool:
-        if self.purpose is not None and self.purpose != purpose:
+        """Names are compared as words (:func:`same_name`): a withdrawal the consent platform spells
+        ``Marketing`` or ``travel_partner_cn`` is not slipped past by an event's ``marketing`` or
+        ``Travel-Partner-CN``. A scope naming a recipient id covers that recipient whatever type the
+        event gives it (an event must not escape a withdrawal from partner X by calling X an affiliate)."""
+        if self.purpose is not None and not same_name(self.purpose, purpose):
             return False
-        if self.recipient_type is not None and self.recipient_type != recipient_type:
-            return False
-        return self.recipient_id is None or self.recipient_id == recipient_id
+        if self.recipient_id is not None:
+            return same_name(self.recipient_id, recipient_id)
+        return self.recipient_type is None or same_name(self.recipient_type, recipient_type)
+
+
+def same_name(fact: str, event: str | None) -> bool:
+    """Whether a fact's scope name and an event's name are the same words: case, blanks at either end
+    and runs of blanks, ``_`` and ``-`` do not count."""
+    if event is None:
+        return False
+    return fact == event or _words(fact) == _words(event)
+
+
+def _words(name: str) -> str:
+    return " ".join(name.casefold().replace("_", " ").replace("-", " ").split())
 
 
 EVERYTHING = Scope()

@@ -81,7 +81,9 @@ def test_scope_filters_purpose_and_recipient() -> None:
     s = Scope("marketing", "business_partner", "acme")
     assert s.covers("marketing", "business_partner", "acme")
     assert not s.covers("analytics", "business_partner", "acme")
-    assert not s.covers("marketing", "affiliate", "acme")
+    # the id names the recipient: an event calling acme an affiliate is still about acme (atkE)
+    assert s.covers("marketing", "affiliate", "acme")
+    assert not Scope("marketing", "business_partner").covers("marketing", "affiliate", "acme")
     assert not s.covers("marketing", "business_partner", "globex")
     assert not s.covers("marketing", None, None)  # our own processing has no recipient
     assert Scope().covers("anything", None, None)
