@@ -48,6 +48,10 @@ AUDITOR_TRAIL_WITNESSES                    trail.witnesses (comma-separated URLs
 AUDITOR_TRAIL_WITNESS_KEYS                 trail.witness_keys (comma-separated vkey files)
 AUDITOR_TRAIL_WITNESS_QUEUE                trail.witness_queue
 AUDITOR_NATIVE                             native (true/false: the compiled hot path, or the Python reference)
+AUDITOR_LEDGER_DIR                         ledger.dir (set: the daemon reads topics.facts)
+AUDITOR_LEDGER_CORRECTION_WINDOW_S         ledger.correction_window_s
+AUDITOR_LEDGER_INDEX_MAX_BYTES             ledger.index_max_bytes
+AUDITOR_LEDGER_CATCH_UP_TIMEOUT_S          ledger.catch_up_timeout_s
 =========================================  ===========================================
 
 :func:`env_names` lists them all (a test checks that every key has one). A new key added to a
@@ -382,6 +386,21 @@ class TrailConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class LedgerConfig:
+    """The subject ledger (auditor/ledger, auditor/stream/ledgerfeed.py). Off unless ``dir`` is set;
+    then the daemon reads ``topics.facts`` (co-partitioned with the event topics, checked at start)."""
+
+    #: the instance's on-disk store (LMDB); a cache of the facts topic, rebuilt from it when lost
+    dir: Annotated[Path | None, BeforeValidator(_opt_path)] = None
+    #: a fact that arrives late corrects audited decisions of events at most this old (event time)
+    correction_window_s: _seconds(366 * 86_400) = 7 * 86_400.0  # type: ignore[valid-type]
+    #: bytes on disk the index of recent decisions may take (the oldest go first)
+    index_max_bytes: _int(1 << 20, 1 << 40) = 512 * 1024 * 1024  # type: ignore[valid-type]
+    #: before a batch the facts partitions are read to their end; longer than this and the batch is retried
+    catch_up_timeout_s: _seconds(3600) = 30.0  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True, config=_STRICT)
 class Config:
     kafka: KafkaConfig = dataclasses.field(default_factory=KafkaConfig)
     topics: TopicsConfig = dataclasses.field(default_factory=TopicsConfig)
@@ -399,6 +418,7 @@ class Config:
     watchdog: WatchdogConfig = dataclasses.field(default_factory=WatchdogConfig)
     restore: RestoreConfig = dataclasses.field(default_factory=RestoreConfig)
     lag: LagConfig = dataclasses.field(default_factory=LagConfig)
+    ledger: LedgerConfig = dataclasses.field(default_factory=LedgerConfig)
     transaction_timeout_ms: _int(1000, 900_000) = 60_000  # type: ignore[valid-type]
     #: decode and seal each batch with the compiled hot path (auditor.native); false runs the Python
     #: reference, which writes the same records (auditor/stream/hotpath.py says where the two differ)

@@ -17,7 +17,8 @@ from typing import NamedTuple
 from auditor.errors import ConfigError, DecodeError
 from auditor.events.model import Event
 from auditor.ledger.codec import iter_fact_lines
-from auditor.ledger.join import Judged, PackJoin
+from auditor.ledger.join import Judged
+from auditor.ledger.judging import StoreJudge
 from auditor.ledger.model import SubjectFact
 from auditor.ledger.store import LedgerStore
 from auditor.policy.engine import CompiledPack, evaluate
@@ -65,18 +66,16 @@ class OfflineLedger:
         except BaseException:
             self.close()
             raise
-        self._joins: dict[str, PackJoin] = {}
-        self.contradictions = 0
+        self.judging = StoreJudge(self.store, self.pseudonymize)
+
+    @property
+    def contradictions(self) -> int:
+        return self.judging.contradictions
 
     def judge(self, e: Event, compiled: CompiledPack) -> Judged:
-        """``e`` judged under ``compiled`` with the facts in force at its ``occurred_at``."""
-        join = self._joins.get(compiled.id)
-        if join is None or join.compiled is not compiled:
-            join = self._joins[compiled.id] = PackJoin(compiled)
-        view = self.store.view(FILE_PARTITION, self.pseudonymize(e.subject.id), e.occurred_at)
-        judged = join.judge(e, view, lambda ev: evaluate(ev, compiled))
-        self.contradictions += len(judged.contradictions)
-        return judged
+        """``e`` judged under ``compiled`` with the facts in force at its ``occurred_at`` (the
+        daemon's code path: :class:`~auditor.ledger.judging.StoreJudge`)."""
+        return self.judging.judge(e, compiled, FILE_PARTITION, lambda ev: evaluate(ev, compiled))
 
     def close(self) -> None:
         self.store.close()

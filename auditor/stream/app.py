@@ -17,6 +17,7 @@ from auditor.policy import CompiledPack, load_pack
 from auditor.stream import topics
 from auditor.stream.checkpointing import build_checkpointer
 from auditor.stream.filecopy import FileCopy
+from auditor.stream.ledgerfeed import LedgerFeed
 from auditor.stream.processor import BatchProcessor, BatchResult, Routing
 from auditor.stream.registry import REASONS as REGISTRY_ERRORS
 from auditor.stream.registry import ConfluentRegistry
@@ -64,6 +65,8 @@ def build_daemon(cfg: Config, *, registry: CollectorRegistry | None = None,
         file_copy = FileCopy(writer, lambda chain, first, stop: read_chain(cfg, chain, first, stop))
     checkpoints = build_checkpointer(cfg, keys, metrics)  # t11
     daemon = Daemon(cfg, processor, metrics, file_copy=file_copy, on_batch=on_batch, checkpoints=checkpoints)
+    if cfg.ledger.dir is not None:  # l12: the subject ledger (auditor.stream.ledgerfeed)
+        daemon.ledger = LedgerFeed(cfg, processor, metrics.registry)
     watch_registry(allow, metrics, daemon)
     return daemon
 
@@ -114,5 +117,6 @@ def read_chain(cfg: Config, chain_id: str, first: int, stop: int, timeout: float
 def create_topics(cfg: Config, partitions: int = 3, *, timeout: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet (audit partitioned like the input; the audit and
     checkpoint topics with infinite retention: :mod:`auditor.stream.topics`)."""
+    facts = [cfg.topics.facts] if cfg.ledger.dir is not None else []  # co-partitioned with the events
     return topics.create_topics(cfg.admin_conf(), cfg.topics.events, cfg.topics.audit,
-                                [cfg.topics.violations, cfg.topics.dead_letter], partitions, timeout=timeout)
+                                [cfg.topics.violations, cfg.topics.dead_letter, *facts], partitions, timeout=timeout)

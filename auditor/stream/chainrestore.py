@@ -24,6 +24,7 @@ from auditor.trail.chain import ChainHead
 from auditor.trail.chainlog import ChainLog, stored_from_message
 from auditor.trail.checkpoint import SignedCheckpoint, StoredCheckpoint, origin_for
 from auditor.trail.keys import Verifier
+from auditor.trail.record import RecordType
 
 log = get_logger("auditor.restore")
 
@@ -87,6 +88,9 @@ def _last_records(consumer: Consumer, topic: str, partition: int, wanted: set[st
     signs as head (None: gone). Reading back stops for a chain at a record older than its head."""
     found: dict[str, LastRecord] = {}
     offsets: dict[str, int | None] = {c: None for c in wanted if c not in heads}
+    #: chains whose head record is a CORRECTION (its source is the corrected input, not the chain's
+    #: position in its partition): the source offset is that of the last record before the corrections
+    behind: set[str] = set()
 
     def visit(m: Message) -> None:
         where = f"{topic}/{partition}@{m.offset()}"
@@ -103,7 +107,13 @@ def _last_records(consumer: Consumer, topic: str, partition: int, wanted: set[st
         if chain not in offsets:
             size, head = heads[chain]
             if record.seq == size - 1 and record.record_hash == head:
-                offsets[chain] = record.source.offset
+                if record.record_type is RecordType.CORRECTION:
+                    behind.add(chain)  # l12: a correction names an earlier input; the position is before it
+                else:
+                    offsets[chain] = record.source.offset
+            elif chain in behind:
+                if record.record_type is not RecordType.CORRECTION:
+                    offsets[chain] = record.source.offset
             elif record.seq < size - 1:
                 offsets[chain] = None  # the head record is gone: nothing older can be it
 

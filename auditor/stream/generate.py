@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from auditor.events.model import (
     Actor,
@@ -29,6 +29,7 @@ from auditor.events.model import (
     Subject,
     Transfer,
 )
+from auditor.ledger.model import FactType, Scope, SubjectFact
 from auditor.policy import CompiledPack, Verdict, evaluate
 from auditor.policy import conditions as c
 from auditor.policy.model import Effect, Rule
@@ -155,3 +156,65 @@ def stream(packs: list[CompiledPack], *, seed: int = 7, violation_rate: float = 
             base, event_id=f"ev-{seed}-{n}", occurred_at=clock(),
             subject=dataclasses.replace(base.subject, id=f"u-{rng.randrange(subjects):05d}"),
             actor=dataclasses.replace(base.actor, id=f"emp-{rng.randrange(200):03d}"))
+
+
+# ---------------------------------------------------------------- with a subject ledger
+
+LEDGER_START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def _fact(kind: FactType, n: int, subject: str, at: datetime, scope: Scope | None = None) -> SubjectFact:
+    return SubjectFact(f"fact-{n}", subject, kind, at, at + timedelta(seconds=2), _FACT_SOURCES[kind], scope)
+
+
+_FACT_SOURCES = {FactType.CONSENT_GRANTED: "consent-platform", FactType.CONSENT_WITHDRAWN: "consent-platform",
+                 FactType.MARKETING_OPT_OUT: "preference-centre", FactType.ACCOUNT_CLOSED: "account-service"}
+
+
+def marketing_variants(pack: CompiledPack, t: Templates) -> list[Event]:
+    """Compliant events turned into marketing that claims the subject's consent (still allowed)."""
+    out = []
+    for e in t.compliant:
+        for cats in (e.data_categories, ("marketing_data",)):
+            m = dataclasses.replace(e, purpose="marketing", data_categories=cats,
+                                    consent=ConsentState(True, e.consent.third_party_sharing, e.consent.guardian))
+            if evaluate(m, pack).verdict is Verdict.ALLOW:
+                out.append(m)
+    return out
+
+
+def ledger_stream(packs: list[CompiledPack] | None = None, *, seed: int = 7, events: int = 1000,
+                  subjects: int = 200, step: timedelta = timedelta(minutes=1),
+                  ) -> tuple[list[Event], list[SubjectFact]]:
+    """Compliant events (their own consent claims all say yes) and the subjects' facts from the
+    systems of record: marketing consent granted, then for some subjects withdrawn, a marketing
+    opt-out, or the account closed, at a time inside the events' span. The events after such a
+    fact are the violations only a ledger sees. Deterministic for a seed; times from
+    :data:`LEDGER_START`, one event per ``step``."""
+    from auditor.policy import load_pack
+
+    packs = packs if packs is not None else [load_pack(p) for p in ("ipasar", "inper", "waimaotong")]
+    rng = random.Random(seed)
+    pools = [pool for p in packs if (pool := [*(t := templates(p)).compliant, *marketing_variants(p, t)])]
+    span = step * events
+    facts: list[SubjectFact] = []
+    for i in range(subjects):
+        subject = f"u-{i:05d}"
+        facts.append(_fact(FactType.CONSENT_GRANTED, len(facts), subject, LEDGER_START - timedelta(days=30),
+                           Scope("marketing")))
+        roll = rng.random()
+        at = LEDGER_START + span * rng.random()
+        if roll < 0.15:
+            facts.append(_fact(FactType.CONSENT_WITHDRAWN, len(facts), subject, at, Scope("marketing")))
+        elif roll < 0.25:
+            facts.append(_fact(FactType.MARKETING_OPT_OUT, len(facts), subject, at, Scope("marketing")))
+        elif roll < 0.32:
+            facts.append(_fact(FactType.ACCOUNT_CLOSED, len(facts), subject, at))
+    out = []
+    for n in range(events):
+        base = rng.choice(rng.choice(pools))
+        out.append(dataclasses.replace(
+            base, event_id=f"lev-{seed}-{n}", occurred_at=LEDGER_START + step * n,
+            subject=dataclasses.replace(base.subject, id=f"u-{rng.randrange(subjects):05d}"),
+            actor=dataclasses.replace(base.actor, id=f"emp-{rng.randrange(200):03d}")))
+    return out, facts

@@ -28,6 +28,9 @@ from typing import Any, NamedTuple, Protocol
 from auditor.errors import BrokerError, DecodeError, TransientError
 from auditor.events.model import Event
 from auditor.events.wire import EventDecoder
+from auditor.ledger.join import Judged
+from auditor.ledger.late import DecisionReads
+from auditor.ledger.model import to_us
 from auditor.logging import get_logger
 from auditor.memo import BytesMemo
 from auditor.native import NativeEventDecoder, NativeSealer, SealedBytes
@@ -54,6 +57,12 @@ UNDECLARED = "undeclared"
 #: the reason of an input whose outputs the broker refuses (stream/split.py isolates it)
 UNWRITABLE = "unwritable"
 log = get_logger("auditor.stream")
+
+
+class LedgerJoin(Protocol):
+    """The subject ledger as the processor uses it: judge an event as of its time."""
+
+    def judge(self, event: Event, evaluator: MemoEvaluator, partition: int) -> Judged: ...
 
 
 class MessageLike(Protocol):
@@ -95,6 +104,8 @@ class BatchResult:
     dead_letters: list[str] = field(default_factory=list)
     decision_seconds: list[float] = field(default_factory=list)
     occurred_at: list[float] = field(default_factory=list)
+    #: what each decision read from the subject ledger (indexed once committed: late facts)
+    ledger_reads: list[DecisionReads] = field(default_factory=list)
 
     @property
     def records(self) -> SealedBatch:
@@ -130,6 +141,8 @@ class BatchProcessor:
         self._working: dict[str, ChainHead] = {}
         #: what each output topic accepts; the runner reads the real limits at start (budget.read_budget)
         self.budget = budget or OutputBudget.stock()
+        #: the subject ledger's join (auditor.stream.ledgerfeed.LedgerFeed), None without a ledger
+        self.ledger: LedgerJoin | None = None
 
     # ------------------------------------------------------------------ chains
     def set_head(self, chain_id: str, head: ChainHead | None) -> None:
@@ -179,23 +192,27 @@ class BatchProcessor:
             stage = "evaluate"
             self._timed += 1
             seconds = -1.0
-            if self._timed % DECISION_TIMING_SAMPLE == 1:
-                t0 = time.perf_counter()
-                decision, template = evaluator(event)
-                seconds = time.perf_counter() - t0
+            t0 = time.perf_counter() if self._timed % DECISION_TIMING_SAMPLE == 1 else -1.0
+            judged = None
+            if self.ledger is not None:  # l12: judged with the subject's facts as of occurred_at
+                judged = self.ledger.judge(event, evaluator, partition)
+                decision = template = judged.decision
             else:
                 decision, template = evaluator(event)
+            if t0 >= 0:
+                seconds = time.perf_counter() - t0
             stage = "build"
             short = raw is not None and len(raw) <= MAX_TEXT
             record = build_record(event, decision, source, self.pseudonymizer, self.instance_id, now,
-                                  digest=decoded.digest, decided=self._facts_of(decision, template), short=short)
+                                  digest=decoded.digest, decided=self._facts_of(decision, template), short=short,
+                                  ledger=judged.ledger if judged is not None else None)
         except TransientError:
             raise
         except DecodeError as exc:
             return self._rejected(msg, source, raw, exc.reason, str(exc), exc, stage, now)
         except Exception as exc:  # noqa: BLE001 - one message never stops the batch
             return self._faulted(msg, source, raw, exc, stage, now)
-        return _Audit(msg, source, raw, record, event, decision, evaluator, short, seconds, now)
+        return _Audit(msg, source, raw, record, event, decision, evaluator, short, seconds, now, judged)
 
     def _seal_and_route(self, out: BatchResult, items: list[_Audit | _Reject]) -> None:
         """Seal every record after its chain's working head (one call), route them, advance the heads.
@@ -242,6 +259,19 @@ class BatchProcessor:
                 out.violations.extend(p.violation[1])
             if item.seconds >= 0:
                 out.decision_seconds.append(item.seconds)
+            judged = item.judged
+            if judged is not None and judged.reads and item.record.facts is not None:
+                out.ledger_reads.append(DecisionReads(
+                    item.source.partition or 0, item.record.facts.subject_pseudonym, to_us(item.event.occurred_at),
+                    item.record.chain_id, seal.seq, item.event.event_id, judged.reads, seal.data))
+
+    def append_record(self, out: BatchResult, record: AuditRecord) -> tuple[int, bytes]:
+        """Seal ``record`` after its chain's working head and route it to the audit topic (a
+        CORRECTION record, :mod:`auditor.stream.ledgerfeed`); returns its seq and hash."""
+        data, seq, record_hash = self._seal(out, record)
+        out.outgoing.append(Outgoing(self.routing.audit_topic, self.audit_partition(record.source),
+                                     record.chain_id.encode(), data))
+        return seq, record_hash
 
     def _route(self, item: _Audit, seal: SealResult) -> _Route | _Reject:
         """The outputs of one sealed audit record, or the rejection that replaces it."""
@@ -411,6 +441,7 @@ class _Audit(NamedTuple):
     short: bool
     seconds: float
     now: datetime
+    judged: Judged | None = None  # l12: the ledger's part of the decision
 
 
 class _Reject(NamedTuple):

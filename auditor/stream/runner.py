@@ -40,7 +40,7 @@ from confluent_kafka.admin import AdminClient
 
 from auditor import __version__
 from auditor.config import Config
-from auditor.errors import BrokerError, ConfigError
+from auditor.errors import BrokerError, ConfigError, TransientError
 from auditor.exitcodes import ExitCode
 from auditor.logging import get_logger
 from auditor.metrics import Metrics
@@ -50,6 +50,7 @@ from auditor.stream.commit import BatchCommit, Fatal, first_offsets
 from auditor.stream.fairness import Rotation
 from auditor.stream.http import OpsServer
 from auditor.stream.lag import LagMonitor
+from auditor.stream.ledgerfeed import LedgerFeed
 from auditor.stream.ownership import Ownership
 from auditor.stream.processor import BatchProcessor, BatchResult, MessageLike, Routing
 from auditor.stream.split import Progress, commit_or_split, unwritable
@@ -93,6 +94,8 @@ class Daemon:
         self.ownership = Ownership(cfg, processor, metrics, self.watchdog, file_copy)
         self.ownership.checkpoints = checkpoints  # t11: restore from signed checkpoints
         self.rotation = Rotation()
+        #: the subject ledger (auditor.stream.ledgerfeed), set by build_daemon when ledger.dir is configured
+        self.ledger: LedgerFeed | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -128,6 +131,8 @@ class Daemon:
         self.watchdog.start()
         self.metrics.healthy.set(1)
         admin = self._check_topics()
+        if self.ledger is not None:  # l12: the facts topic co-partitioned with the events (else exit 2)
+            self.ledger.start(admin, admin.list_topics(timeout=15))
         self.processor.budget = read_budget(cfg)  # d9b hook: what the output topics accept (stream/budget.py)
         self.http = OpsServer(cfg.http_host, cfg.http_port, self.metrics.registry,
                               healthy=lambda: self.healthy, ready=self.ready).start()
@@ -211,6 +216,9 @@ class Daemon:
             self.file_copy.close()  # commits and signs a final checkpoint of every chain
             self.file_copy = None
         self.checkpoints.close()
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
         if self.http is not None:
             self.http.stop()
             self.http = None
@@ -236,6 +244,8 @@ class Daemon:
                 if err.fatal():
                     raise Fatal(str(err))
                 log.warning("consumer error", error=str(err), retriable=err.retriable())
+        if self.ledger is not None and not self._ledger_caught_up(restored, batch):
+            return
         if not batch:
             self._idle()
             return
@@ -244,6 +254,23 @@ class Daemon:
         progress = commit_or_split(batch, None, self.processor.process, committer.commit,
                                    lambda m, e: unwritable(self.processor, m, e), self.cfg.batch.split_after_failures)
         self._settle(progress)
+
+    def _ledger_caught_up(self, restored: frozenset[tuple[str, int]], batch: Sequence[MessageLike]) -> bool:
+        """l12: the facts partitions read to their end and late facts corrected before the batch
+        (auditor.stream.ledgerfeed); otherwise the batch is rewound and tried again."""
+        assert self.ledger is not None and self.committer is not None
+        committer = self.committer
+        try:
+            with self.watchdog.call("ledger catch-up", self.cfg.ledger.catch_up_timeout_s + 30):
+                done = self.ledger.before_batch(restored, lambda r: committer.commit([], r).committed,
+                                                self.watchdog.beat)
+        except (TransientError, KafkaException) as exc:
+            log.warning("subject ledger not caught up; the batch waits", error=str(exc)[:500])
+            done = False
+        if not done:
+            self._rewind(batch)
+            self.stop_requested.wait(0.5)
+        return done
 
     def _settle(self, progress: Progress) -> None:
         if progress.splits:
@@ -292,6 +319,8 @@ class Daemon:
         if self.file_copy is not None:
             self._checkpoint_ages()
         self.batches += 1
+        if self.ledger is not None:
+            self.ledger.after_commit(result)
         if self.on_batch is not None:
             self.on_batch(result)
 

@@ -1,0 +1,389 @@
+"""The daemon's subject ledger: facts from ``topics.facts`` into the instance's on-disk store, the
+join before each decision, and correction records for late facts.
+
+Configured by ``ledger.dir`` (off when unset; then nothing here runs and events are judged on
+their own claims). The store of one instance lives in ``ledger.dir/<instance_id>``.
+
+* **At start** :func:`check_copartitioned`: the facts topic exists and has as many partitions as
+  every event topic. A subject's facts and events are keyed by subject id with the same
+  partitioner, so partition *p* of the facts holds the facts of the subjects whose events are in
+  partition *p*; with other counts an instance would judge events against someone else's facts.
+  A mismatch stops the daemon with exit code 2 and a message that says how to fix it.
+* **Before each batch** :meth:`LedgerFeed.before_batch` reads the facts partitions of the
+  instance's restored event partitions up to their current end (read_committed: the last stable
+  offset, asked of the broker each time). A partition seen for the first time resumes where the
+  store stopped (:func:`~auditor.ledger.store.resume_from`), so a restart reads only what it
+  missed and a partition new to this instance is restored from the start of the topic. Facts are
+  written with ``advance=False``:
+* **Late facts**: the facts just applied are checked against the index of recent decisions
+  (:class:`~auditor.ledger.late.DecisionIndex`, ``ledger.correction_window_s``); each decision
+  whose ledger answers changed is judged again and a CORRECTION record (``ledger.corrects`` names
+  the record and the late facts) is appended to its chain in a transaction of its own. Only once
+  that transaction has committed are the facts confirmed in the store and the new answers
+  acknowledged in the index; if it aborts, the facts are read again before the next batch, so a
+  crash in between repeats the check instead of losing it.
+* **After each batch** commits, its decisions that read the ledger are added to the index.
+
+The join itself is :class:`~auditor.ledger.judging.StoreJudge`, the code path of
+``auditor check --ledger`` too, so the daemon and the offline check give the same verdicts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from auditor.config import Config
+from auditor.errors import AuditorError, ConfigError, DecodeError, TransientError
+from auditor.events.model import Event
+from auditor.ledger.codec import FactDecoder
+from auditor.ledger.join import Judged
+from auditor.ledger.judging import StoreJudge
+from auditor.ledger.late import Correction, DecisionIndex, LateReport
+from auditor.ledger.model import SubjectFact
+from auditor.ledger.store import Applied, LedgerStore, resume_from
+from auditor.logging import get_logger
+from auditor.policy import Decision, Verdict
+from auditor.policy.engine import MemoEvaluator
+from auditor.stream.processor import BatchProcessor, BatchResult
+from auditor.trail.canonical import record_from_bytes
+from auditor.trail.record import CorrectedRecord, RecordType, build_record, record_to_event
+
+log = get_logger("auditor.ledger")
+
+#: facts applied per store transaction while reading a partition
+CHUNK = 20_000
+CALL_TIMEOUT_S = 10.0
+
+
+# ---------------------------------------------------------------- the start-up check
+
+def check_copartitioned(md: Any, events: Iterable[str], facts: str, bootstrap: str) -> int:
+    """The facts topic's partition count, once it is known to equal every event topic's."""
+    if facts not in md.topics:
+        raise ConfigError(
+            f"ledger.dir is set but the facts topic {facts} does not exist on {bootstrap}. Create it with as many "
+            f"partitions as the event topics (auditor topics create --config ...), or unset ledger.dir to run "
+            f"without a subject ledger.")
+    n = len(md.topics[facts].partitions)
+    wrong = {e: len(md.topics[e].partitions) for e in events if e in md.topics and len(md.topics[e].partitions) != n}
+    if wrong:
+        listed = ", ".join(f"{e} has {k}" for e, k in sorted(wrong.items()))
+        raise ConfigError(
+            f"the facts topic {facts} has {n} partition(s) but {listed}: the ledger needs them co-partitioned. "
+            f"A subject's facts and events are keyed by subject id and partitioned alike, so an instance holds "
+            f"the facts of exactly the subjects whose events it audits only when the partition counts are equal. "
+            f"Fix: recreate {facts} with {next(iter(wrong.values()))} partition(s) and produce the facts again "
+            f"(auditor produce --facts), or give the event topics {n} partition(s); or unset ledger.dir.")
+    return n
+
+
+def store_path(cfg: Config) -> Path:
+    """``ledger.dir/<instance_id>``: one store per instance, so instances can share a config."""
+    assert cfg.ledger.dir is not None
+    return cfg.ledger.dir / cfg.instance_id  # letters, digits, '.', '_', '-' (checked by the config)
+
+
+# ---------------------------------------------------------------- metrics
+
+class LedgerMetrics(NamedTuple):
+    facts: Counter
+    rejected: Counter
+    corrections: Counter
+    late: Counter
+    beyond_window: Counter
+    catch_up: Gauge
+
+    @classmethod
+    def build(cls, r: CollectorRegistry) -> LedgerMetrics:
+        m = cls(
+            facts=Counter("auditor_ledger_facts", "Subject facts applied to the instance's ledger", registry=r),
+            rejected=Counter("auditor_ledger_facts_rejected", "Facts from the facts topic that could not be "
+                             "decoded (skipped), by reason", ["reason"], registry=r),
+            corrections=Counter("auditor_ledger_corrections", "CORRECTION records written after a late fact "
+                                "changed what an audited decision read, by pack and whether the verdict changed",
+                                ["pack", "verdict_changed"], registry=r),
+            late=Counter("auditor_ledger_late_facts", "Facts that arrived after an audited event of their "
+                         "subject at or after their effective time", registry=r),
+            beyond_window=Counter("auditor_ledger_late_beyond_window", "Late facts effective before the "
+                                  "correction window's horizon: corrections for them may be missing", registry=r),
+            catch_up=Gauge("auditor_ledger_catch_up_seconds", "Time the last read of the facts partitions to "
+                           "their end took", registry=r),
+        )
+        for changed in ("true", "false"):
+            m.corrections.labels("none", changed)
+        return m
+
+
+# ---------------------------------------------------------------- reading the facts topic
+
+class Pending(NamedTuple):
+    """Facts applied to the store but not yet confirmed: partition -> (highest offset, applied)."""
+
+    high: dict[int, int]
+    applied: list[Applied]
+
+
+class FactsReader:
+    """A read_committed consumer of the facts topic outside any group, assigned by hand."""
+
+    def __init__(self, cfg: Config, store: LedgerStore, admin: AdminClient, decoder: FactDecoder,
+                 metrics: LedgerMetrics, pseudonymize: Callable[[str], str]) -> None:
+        self.topic = cfg.topics.facts
+        self.store, self.admin, self.decoder, self.metrics = store, admin, decoder, metrics
+        self.pseudonymize = pseudonymize
+        self.consumer = Consumer({**cfg.client_conf(), "group.id": f"auditor-ledger-{cfg.instance_id}",
+                                  "client.id": f"auditor-ledger-{cfg.instance_id}",
+                                  "enable.auto.commit": False, "enable.auto.offset.store": False,
+                                  "isolation.level": "read_committed", "enable.partition.eof": True,
+                                  "fetch.wait.max.ms": 20})
+        #: next offset to read, per assigned partition
+        self.next: dict[int, int] = {}
+
+    def assign(self, partitions: set[int]) -> None:
+        gone = [p for p in self.next if p not in partitions]
+        if gone:
+            self.consumer.incremental_unassign([TopicPartition(self.topic, p) for p in gone])
+            for p in gone:
+                del self.next[p]
+        new = sorted(p for p in partitions if p not in self.next)
+        tps = []
+        for p in new:
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=CALL_TIMEOUT_S,
+                                                            cached=False)
+            start = resume_from(self.store.high_offset(p), low, high)
+            if start is None:
+                log.warning("facts partition no longer holds what the store applied; restoring it from scratch",
+                            partition=p, stored=self.store.high_offset(p), low=low, high=high)
+                self.store.drop_partition(p)
+                start = low
+            self.next[p] = start
+            tps.append(TopicPartition(self.topic, p, start))
+        if tps:
+            self.consumer.incremental_assign(tps)
+            log.info("facts partitions assigned", partitions={tp.partition: tp.offset for tp in tps})
+
+    def rewind(self, partitions: Iterable[int]) -> None:
+        """Read again from the store's confirmed position (after a correction that did not commit)."""
+        for p in partitions:
+            start = self.store.high_offset(p) + 1
+            self.next[p] = start
+            self.consumer.seek(TopicPartition(self.topic, p, start))
+
+    def ends(self) -> dict[int, int]:
+        """The last stable offset of each assigned partition, now."""
+        if not self.next:
+            return {}
+        tps = {TopicPartition(self.topic, p): p for p in self.next}
+        futures = self.admin.list_offsets({tp: OffsetSpec.latest() for tp in tps},
+                                          isolation_level=IsolationLevel.READ_COMMITTED,
+                                          request_timeout=CALL_TIMEOUT_S)
+        return {tps[tp]: fut.result(CALL_TIMEOUT_S).offset for tp, fut in futures.items()}
+
+    def read_to_end(self, timeout: float, collect: bool, beat: Callable[[], None]) -> Pending:
+        """Read every assigned partition up to its current end, applying facts ``CHUNK`` at a time."""
+        ends = self.ends()
+        pending = Pending({}, [])
+        todo = {p for p, end in ends.items() if self.next.get(p, end) < end}
+        if not todo:
+            return pending
+        deadline = time.monotonic() + timeout
+        blocks: dict[int, list[tuple[int, SubjectFact]]] = {p: [] for p in todo}
+        while todo:
+            if time.monotonic() > deadline:
+                raise TransientError(f"the facts partitions {sorted(todo)} of {self.topic} were not read to their "
+                                     f"end within {timeout:.0f}s (ledger.catch_up_timeout_s)")
+            for m in self.consumer.consume(1000, 0.1):
+                p = m.partition() or 0
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if p in self.next:
+                            self.next[p] = max(self.next[p], m.offset() or 0)
+                        continue
+                    if err.fatal():
+                        raise TransientError(f"reading {self.topic}: {err}")
+                    log.warning("facts consumer error", error=str(err))
+                    continue
+                if p not in self.next:
+                    continue
+                offset = m.offset() or 0
+                self.next[p] = offset + 1
+                try:
+                    fact = self.decoder.decode(m.value())
+                except DecodeError as exc:  # never quotes the payload
+                    self.metrics.rejected.labels(exc.reason).inc()
+                    log.warning("subject fact skipped: it does not decode", partition=p, offset=offset,
+                                reason=exc.reason, error=str(exc)[:300])
+                    continue
+                block = blocks.setdefault(p, [])
+                block.append((offset, fact))
+                if len(block) >= CHUNK:
+                    self._apply(p, block, pending, collect)
+                    block.clear()
+                    beat()
+            todo = {p for p in todo if self.next.get(p, 0) < ends[p]}
+        for p, block in blocks.items():
+            if block:
+                self._apply(p, block, pending, collect)
+        for p in ends:
+            if p in self.next and self.next[p] - 1 > self.store.high_offset(p):
+                pending.high[p] = max(pending.high.get(p, -1), self.next[p] - 1)
+        return pending
+
+    def _apply(self, p: int, block: list[tuple[int, SubjectFact]], pending: Pending, collect: bool) -> None:
+        result = self.store.apply(p, block, self.pseudonymize, collect=collect, advance=False)
+        self.metrics.facts.inc(result.written)
+        pending.applied.extend(result.applied)
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("facts consumer close failed", error=str(exc))
+
+
+# ---------------------------------------------------------------- the feed
+
+class IdentityPseudonyms:
+    """The pseudonymizer of a CORRECTION record: its event, rebuilt from the corrected record,
+    already carries pseudonyms (under ``key_id``)."""
+
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+
+    def __call__(self, identifier: str) -> str:
+        return identifier
+
+
+class LedgerFeed:
+    """The subject ledger of one daemon instance (see the module docstring)."""
+
+    def __init__(self, cfg: Config, processor: BatchProcessor, registry: CollectorRegistry,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.cfg = cfg
+        self.processor = processor
+        self.pseudonymize = processor.pseudonymizer
+        self.store = LedgerStore(store_path(cfg), self.pseudonymize.key_id)
+        if self.store.reset_reason:
+            log.warning("ledger store emptied; it is restored from the facts topic", reason=self.store.reset_reason)
+        self.index = DecisionIndex(self.store, window=timedelta(seconds=cfg.ledger.correction_window_s),
+                                   max_bytes=cfg.ledger.index_max_bytes)
+        self.judging = StoreJudge(self.store, self.pseudonymize)
+        self.metrics = LedgerMetrics.build(registry)
+        self.decoder = FactDecoder()
+        self.clock = clock
+        self.reader: FactsReader | None = None
+        self.partitions = 0
+        processor.ledger = self
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, admin: AdminClient, md: Any) -> None:
+        t = self.cfg.topics
+        self.partitions = check_copartitioned(md, t.events, t.facts, self.cfg.kafka.bootstrap_servers)
+        self.reader = FactsReader(self.cfg, self.store, admin, self.decoder, self.metrics, self.pseudonymize)
+        log.info("subject ledger on", facts_topic=t.facts, partitions=self.partitions, store=str(self.store.path),
+                 positions=self.store.positions())
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+        self.store.close()
+
+    # ------------------------------------------------------------------ the join (processor)
+    def judge(self, event: Event, evaluator: MemoEvaluator, partition: int) -> Judged:
+        return self.judging.judge(event, evaluator.compiled, partition, _decide(evaluator))
+
+    # ------------------------------------------------------------------ before and after a batch
+    def before_batch(self, restored: Iterable[tuple[str, int]], commit: Callable[[BatchResult], bool],
+                     beat: Callable[[], None]) -> bool:
+        """Read the facts of the restored partitions to their end; correct decisions late facts
+        changed. False when the corrections' transaction did not commit (the caller retries)."""
+        assert self.reader is not None
+        owned = set(restored)
+        t0 = time.monotonic()
+        self.reader.assign({p for _, p in owned})
+        collect = self.index.count() > 0
+        pending = self.reader.read_to_end(self.cfg.ledger.catch_up_timeout_s, collect, beat)
+        self.metrics.catch_up.set(time.monotonic() - t0)
+        if not pending.high:
+            return True
+        corrections: list[Correction] = []
+        if pending.applied:
+            report = self.index.affected(pending.applied)
+            self._count(report)
+            corrections = [c for c in report.corrections if _chain_key(c.chain_id) in owned]
+        if corrections:
+            result, labels = self.corrections(corrections)
+            if not commit(result):
+                self.reader.rewind(pending.high)
+                return False
+            for label in labels:
+                self.metrics.corrections.labels(*label).inc()
+            self.index.acknowledge(corrections)
+            log.info("late facts corrected audited decisions", corrections=len(corrections),
+                     verdicts_changed=sum(1 for _, changed in labels if changed == "true"))
+        for p, high in pending.high.items():
+            self.store.confirm(p, high)
+        return True
+
+    def after_commit(self, result: BatchResult) -> None:
+        if result.ledger_reads:
+            self.index.record(result.ledger_reads)
+
+    def _count(self, report: LateReport) -> None:
+        if report.late_facts:
+            self.metrics.late.inc(report.late_facts)
+        if report.beyond_window:
+            self.metrics.beyond_window.inc(report.beyond_window)
+            log.warning("late facts older than the correction window: decisions they change may stay uncorrected",
+                        facts=report.beyond_window, window_s=self.cfg.ledger.correction_window_s)
+
+    # ------------------------------------------------------------------ corrections
+    def corrections(self, found: list[Correction]) -> tuple[BatchResult, list[tuple[str, str]]]:
+        """The CORRECTION records of ``found``, sealed into their chains (working heads)."""
+        out = BatchResult()
+        labels: list[tuple[str, str]] = []
+        now = self.clock()
+        p = self.processor
+        for c in found:
+            try:
+                old = record_from_bytes(c.payload)
+                event = record_to_event(old)
+                evaluator = p.evaluators.get(event.policy_id)
+                if evaluator is None or old.decision is None:
+                    raise AuditorError("the corrected record's pack is no longer loaded")
+                judged = self.judging.judge(event, evaluator.compiled, c.partition, _decide(evaluator),
+                                            pseudonym=c.pseudonym)
+            except (AuditorError, ValueError, KeyError) as exc:
+                log.error("a late fact changed an audited decision that cannot be judged again",
+                          chain=c.chain_id, seq=c.seq, error_class=type(exc).__name__)
+                continue
+            cause = tuple(sorted({r.offset for r in c.cause}))
+            ledger = judged.ledger._replace(corrects=CorrectedRecord(c.chain_id, c.seq, cause))
+            record = build_record(event, judged.decision, old.source, IdentityPseudonyms(old.pseudonym_key_id),
+                                  p.instance_id, now, digest=old.input_digest, ledger=ledger,
+                                  record_type=RecordType.CORRECTION)
+            seq, record_hash = p.append_record(out, record)
+            changed = judged.decision.verdict.value != old.decision.verdict.value
+            labels.append((evaluator.compiled.id, "true" if changed else "false"))
+            if judged.decision.verdict is Verdict.VIOLATION:  # the violations topic hears of it too
+                out.outgoing.append(p._violation_message(judged.decision, record, seq, record_hash, old.source))
+        return out, labels
+
+
+def _decide(evaluator: MemoEvaluator) -> Callable[[Event], Decision]:
+    return lambda e: evaluator(e)[0]
+
+
+def _chain_key(chain_id: str) -> tuple[str, int]:
+    topic, _, partition = chain_id.rpartition("/")
+    return topic, int(partition)

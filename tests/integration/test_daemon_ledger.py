@@ -1,0 +1,184 @@
+"""The subject ledger in the daemon, on a real broker: facts from their own topic, judged as of
+event time, corrections for late facts, history kept across restarts and rebalances, and the
+same verdicts as ``auditor check --ledger``."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+import yaml
+from daemonkit import InProcessDaemon, Setup, make_setup, read_audit, wait_until
+
+from auditor.cli import main as auditor_main
+from auditor.events.codec import event_from_mapping, event_to_json
+from auditor.events.model import Event
+from auditor.ledger.codec import fact_to_json
+from auditor.ledger.model import FactType, Scope, SubjectFact
+from auditor.localkafka.broker import create_topics
+from auditor.policy.decision import ViolationKind
+from auditor.stream.generate import ledger_stream
+from auditor.stream.produce import produce
+from auditor.trail.record import AuditRecord, RecordType
+
+pytestmark = pytest.mark.kafka
+DATA = Path(__file__).resolve().parents[1] / "data"
+T0 = datetime(2026, 2, 24, 18, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _logs_to_the_live_stdout():
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**saved)
+
+
+def ledger_setup(work: Path, bootstrap: str, *, partitions: int = 3, facts_partitions: int | None = None,
+                 **extra: Any) -> tuple[Setup, str]:
+    setup = make_setup(work, bootstrap, partitions=partitions, trail=False)
+    facts = f"facts-{uuid.uuid4().hex[:8]}"
+    create_topics(bootstrap, [facts], facts_partitions or partitions)
+    doc = yaml.safe_load(setup.config_path.read_text())
+    doc["topics"]["facts"] = facts
+    doc["ledger"] = {"dir": str(work / "ledger"), **extra}
+    setup.config_path.write_text(yaml.safe_dump(doc))
+    return setup, facts
+
+
+def marketing_event(event_id: str, subject: str, at: datetime) -> Event:
+    line = next(raw for raw in (DATA / "events" / "ipasar.jsonl").read_text().splitlines()
+                if '"event_id":"ipasar-mkt-consent"' in raw.replace(" ", ""))
+    e = event_from_mapping(json.loads(line))
+    return replace(e, event_id=event_id, occurred_at=at, subject=replace(e.subject, id=subject))
+
+
+def withdrawal(fact_id: str, subject: str, at: datetime) -> SubjectFact:
+    return SubjectFact(fact_id, subject, FactType.CONSENT_WITHDRAWN, at, at + timedelta(seconds=3), "consent-platform",
+                       Scope("marketing"))
+
+
+def decisions(records: list[AuditRecord]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """event id -> (verdict, violated rules), a CORRECTION overriding the record it corrects."""
+    out: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for r in sorted(records, key=lambda r: (r.chain_id, r.seq)):
+        if r.decision is not None and r.event_id is not None:
+            out[r.event_id] = (r.decision.verdict.value, tuple(sorted(v.rule_id for v in r.decision.violations)))
+    return out
+
+
+def test_a_daemon_with_a_facts_topic_of_other_partition_count_exits_2_and_says_why(tmp_path, kafka_bootstrap):
+    setup, facts = ledger_setup(tmp_path, kafka_bootstrap, partitions=3, facts_partitions=2)
+    d = InProcessDaemon(setup.config(instance_id="mismatch"))
+    with pytest.raises(Exception) as info:
+        d.daemon.run()
+    from auditor.exitcodes import exit_code
+
+    assert exit_code(info.value) == 2
+    text = str(info.value)
+    assert f"{facts} has 2 partition(s)" in text and f"{setup.events} has 3" in text
+    assert "co-partitioned" in text and "Fix:" in text
+
+
+def test_consent_withdrawn_before_the_event_is_a_violation_after_it_is_not_and_late_is_corrected(
+        tmp_path, kafka_bootstrap):
+    setup, facts = ledger_setup(tmp_path, kafka_bootstrap)
+    produce(kafka_bootstrap, facts, [withdrawal("w-1", "u-withdrew", T0)])
+    after = marketing_event("after-withdrawal", "u-withdrew", T0 + timedelta(days=1))
+    before = marketing_event("before-withdrawal", "u-withdrew", T0 - timedelta(days=1))
+    late = marketing_event("withdrawn-later", "u-late", T0 + timedelta(hours=2))
+    # the next event of the same subject (so of the same partition), before the withdrawal's time
+    earlier = marketing_event("next-in-partition", "u-late", T0)
+    produce(kafka_bootstrap, setup.events, [after, before, late, earlier])
+    with InProcessDaemon(setup.config(instance_id="one")) as d:
+        wait_until(lambda: len(read_audit(kafka_bootstrap, setup.audit)) >= 4, 90, "four audit records")
+        # the withdrawal for u-late arrives after its event was audited, effective before it
+        produce(kafka_bootstrap, facts, [withdrawal("w-2", "u-late", T0 + timedelta(hours=1))])
+        wait_until(lambda: any(e.record.record_type is RecordType.CORRECTION
+                               for e in read_audit(kafka_bootstrap, setup.audit)), 90, "a correction record")
+        assert d.sample("auditor_ledger_corrections_total", {"pack": "ipasar", "verdict_changed": "true"}) == 1
+        assert d.sample("auditor_ledger_late_facts_total") >= 1
+    # a restart whose chain ends with the correction: the chain's position is the event before it
+    produce(kafka_bootstrap, setup.events, [marketing_event("after-restart", "u-late", T0 + timedelta(hours=3))])
+    with InProcessDaemon(setup.config(instance_id="one")):
+        wait_until(lambda: any(e.record.event_id == "after-restart" for e in read_audit(kafka_bootstrap, setup.audit)),
+                   90, "the event after the restart")
+    entries = read_audit(kafka_bootstrap, setup.audit)
+    by_id = {e.record.event_id: e.record for e in entries if e.record.record_type is RecordType.DECISION}
+    again = by_id["after-restart"]
+    assert again.decision is not None and again.decision.verdict.value == "VIOLATION"  # the store kept the fact
+    a, b, lt = by_id["after-withdrawal"], by_id["before-withdrawal"], by_id["withdrawn-later"]
+    assert a.decision is not None and a.decision.verdict.value == "VIOLATION"
+    assert ViolationKind.CLAIM_CONTRADICTED.value in {v.kind for v in a.decision.violations}
+    assert a.ledger is not None and a.ledger.reads and a.ledger.reads[0].fact_offsets == (0,)
+    assert a.ledger.partition == a.source.partition and a.ledger.through_offset >= 0
+    assert b.decision is not None and b.decision.verdict.value == "ALLOW"
+    assert lt.decision is not None and lt.decision.verdict.value == "ALLOW"
+    (fix,) = [e.record for e in entries if e.record.record_type is RecordType.CORRECTION]
+    assert fix.ledger is not None and fix.ledger.corrects is not None
+    assert (fix.ledger.corrects.chain_id, fix.ledger.corrects.seq) == (lt.chain_id, lt.seq)
+    assert fix.event_id == "withdrawn-later" and fix.source == lt.source and fix.chain_id == lt.chain_id
+    assert fix.decision is not None and fix.decision.verdict.value == "VIOLATION"
+    assert fix.facts is not None and lt.facts is not None
+    assert fix.facts.subject_pseudonym == lt.facts.subject_pseudonym  # pseudonyms are not pseudonymised again
+    assert fix.seq > lt.seq
+    assert by_id["next-in-partition"].decision.verdict.value == "ALLOW"  # type: ignore[union-attr]
+    assert len([e for e in entries if e.record.record_type is RecordType.CORRECTION]) == 1
+
+
+def _write_jsonl(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def _check_verdicts(tmp_path: Path, events: list[Event], facts: list[SubjectFact], capsys) -> dict[str, Any]:
+    ev = _write_jsonl(tmp_path / "events.jsonl", [event_to_json(e) for e in events])
+    fa = _write_jsonl(tmp_path / "facts.jsonl", [fact_to_json(f) for f in facts])
+    capsys.readouterr()
+    assert auditor_main(["check", str(ev), "--ledger", str(fa), "--format", "jsonl"]) == 0
+    out = {}
+    for line in capsys.readouterr().out.splitlines():
+        doc = json.loads(line)
+        out[doc["event_id"]] = (doc["verdict"], tuple(sorted(v["rule"] for v in doc["violations"])))
+    return out
+
+
+def test_restart_and_rebalance_keep_history_and_match_one_run_and_check_ledger(tmp_path, kafka_bootstrap, capsys):
+    events, facts = ledger_stream(seed=5, events=1200, subjects=150)
+    assert any(f.type is FactType.CONSENT_WITHDRAWN for f in facts)
+    # one uninterrupted run
+    ref, ref_facts = ledger_setup(tmp_path / "ref", kafka_bootstrap)
+    produce(kafka_bootstrap, ref_facts, facts)
+    produce(kafka_bootstrap, ref.events, events)
+    with InProcessDaemon(ref.config(instance_id="solo")):
+        wait_until(lambda: len(read_audit(kafka_bootstrap, ref.audit)) >= len(events), 180, "the reference run")
+    one_run = decisions([e.record for e in read_audit(kafka_bootstrap, ref.audit)])
+    # two instances, a restart and partitions moving
+    setup, facts_topic = ledger_setup(tmp_path / "moving", kafka_bootstrap)
+    produce(kafka_bootstrap, facts_topic, facts)
+    third = len(events) // 3
+    produce(kafka_bootstrap, setup.events, events[:third])
+    first = InProcessDaemon(setup.config(instance_id="first")).__enter__()
+    try:
+        wait_until(lambda: len(read_audit(kafka_bootstrap, setup.audit)) >= third // 2, 120, "the first third")
+        with InProcessDaemon(setup.config(instance_id="second")):
+            produce(kafka_bootstrap, setup.events, events[third:2 * third])
+            wait_until(lambda: len(read_audit(kafka_bootstrap, setup.audit)) >= third + third // 2, 120,
+                       "the second third with two instances")
+            first.stop()
+            first = InProcessDaemon(setup.config(instance_id="first")).__enter__()  # restart: resumes its store
+            produce(kafka_bootstrap, setup.events, events[2 * third:])
+            wait_until(lambda: len(read_audit(kafka_bootstrap, setup.audit)) >= len(events), 180, "every event")
+    finally:
+        first.stop()
+    moving = decisions([e.record for e in read_audit(kafka_bootstrap, setup.audit)])
+    assert len(one_run) == len(events) and moving == one_run
+    assert sum(1 for v, _ in one_run.values() if v == "VIOLATION") > 10
+    # the same events and facts offline
+    assert _check_verdicts(tmp_path, events, facts, capsys) == one_run
