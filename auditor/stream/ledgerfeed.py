@@ -102,7 +102,7 @@ class LedgerMetrics(NamedTuple):
     catch_up: Gauge
 
     @classmethod
-    def build(cls, r: CollectorRegistry) -> LedgerMetrics:
+    def build(cls, r: CollectorRegistry, packs: Iterable[str] = ()) -> LedgerMetrics:
         m = cls(
             facts=Counter("auditor_ledger_facts", "Subject facts applied to the instance's ledger", registry=r),
             rejected=Counter("auditor_ledger_facts_rejected", "Facts from the facts topic that could not be "
@@ -117,8 +117,9 @@ class LedgerMetrics(NamedTuple):
             catch_up=Gauge("auditor_ledger_catch_up_seconds", "Time the last read of the facts partitions to "
                            "their end took", registry=r),
         )
-        for changed in ("true", "false"):
-            m.corrections.labels("none", changed)
+        for pack in packs:
+            for changed in ("true", "false"):
+                m.corrections.labels(pack, changed)
         return m
 
 
@@ -277,7 +278,7 @@ class LedgerFeed:
         self.index = DecisionIndex(self.store, window=timedelta(seconds=cfg.ledger.correction_window_s),
                                    max_bytes=cfg.ledger.index_max_bytes)
         self.judging = StoreJudge(self.store, self.pseudonymize)
-        self.metrics = LedgerMetrics.build(registry)
+        self.metrics = LedgerMetrics.build(registry, processor.packs)
         self.decoder = FactDecoder()
         self.clock = clock
         self.reader: FactsReader | None = None

@@ -49,6 +49,12 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "auditor_trail_forged_total": ("counter", ("chain",)),
     "auditor_witness_failures_total": ("counter", ("witness", "reason")),
     "auditor_witness_cosigned_total": ("counter", ("witness",)),
+    "auditor_ledger_facts_total": ("counter", ()),
+    "auditor_ledger_facts_rejected_total": ("counter", ("reason",)),
+    "auditor_ledger_corrections_total": ("counter", ("pack", "verdict_changed")),
+    "auditor_ledger_late_facts_total": ("counter", ()),
+    "auditor_ledger_catch_up_seconds": ("gauge", ()),
+    "auditor_ledger_late_beyond_window_total": ("counter", ()),
     "up": ("gauge", ()),
 }
 

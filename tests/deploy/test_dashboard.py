@@ -101,6 +101,9 @@ def test_contract_matches_the_daemons_metrics(contract: dict[str, tuple[str, tup
     from prometheus_client import CollectorRegistry
 
     m = metrics.build_metrics(CollectorRegistry())
+    from auditor.stream.ledgerfeed import LedgerMetrics
+
+    ledger = LedgerMetrics.build(m.registry, ("ipasar",))  # the subject ledger's, registered when ledger.dir is set
     exported = {}
     for family in m.registry.collect():
         name = f"{family.name}_total" if family.type == "counter" else family.name
@@ -108,7 +111,7 @@ def test_contract_matches_the_daemons_metrics(contract: dict[str, tuple[str, tup
     declared = {name: kind for name, (kind, _) in contract.items() if name != "up"}
     assert exported == declared
     labels = {}
-    for value in vars(m).values():
+    for value in [*vars(m).values(), *ledger]:
         if hasattr(value, "_labelnames"):
             name = value._name + ("_total" if value._type == "counter" else "")
             labels[name] = tuple(value._labelnames)
