@@ -75,6 +75,40 @@ exit status: 0 sent, 2 usage, configuration or input error, 3 broker, network or
 """
 
 
+TOPICS_HELP = """\
+Create the topics the config names, those that do not exist yet (an existing topic is never
+changed):
+
+  topics.events, topics.violations, topics.dead_letter
+      --partitions partitions, the broker's defaults otherwise (retention included).
+  topics.audit (the trail) and <topics.audit>.checkpoints (its signed checkpoints)
+      kept forever: retention.ms=-1 and retention.bytes=-1 (cleanup.policy delete), replication
+      factor min(3, brokers), and min.insync.replicas=2 when the cluster has 3 or more brokers, so
+      a committed record is on two brokers before the daemon moves on.
+
+Then it reads the configuration of both trail topics, old ones too. The daemon refuses to run on
+a trail topic Kafka would delete (finite retention.ms or retention.bytes, or compaction), so this
+command fails the same way (exit 2), with the command that fixes each topic:
+
+  kafka-configs.sh --bootstrap-server HOST:PORT --alter --entity-type topics \\
+      --entity-name AUDIT_TOPIC --add-config retention.ms=-1,retention.bytes=-1
+  (the same for AUDIT_TOPIC.checkpoints; add cleanup.policy=delete to a compacted topic)
+
+A checkpoint topic missing next to an existing audit topic (a trail written by an auditor before
+signed checkpoints) is created here; the daemon then refuses the unsigned chains it finds until
+you adopt them explicitly (trail.adopt_unsigned_chains, see README "Upgrading a trail without
+checkpoints"). trail.accept_finite_retention: true accepts finite retention (the daemon then raises
+the TrailRetentionFinite alert); with it this command only warns.
+
+examples:
+  auditor topics create --config auditor.yaml --partitions 6
+  auditor topics create --bootstrap-servers localhost:9092      # the default topic names
+
+exit status: 0 the topics exist and keep the trail, 2 a trail topic would be deleted by Kafka
+(or a usage or configuration error), 3 the broker could not be reached.
+"""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run the auditor daemon on Kafka", description=RUN_HELP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,13 +152,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     prod.add_argument("--schema-id", type=non_negative_int, help="schema id for --framing confluent")
     prod.set_defaults(func=cmd_produce)
 
-    topics = sub.add_parser("topics", help="create the auditor's topics",
-                            description="Create the event, audit, violations and dead-letter topics named "
-                                        "by the config, if they do not exist.")
-    topics.add_argument("action", choices=["create"])
-    topics.add_argument("--config", type=Path, metavar="FILE")
-    topics.add_argument("--bootstrap-servers", metavar="HOST:PORT")
-    topics.add_argument("--partitions", type=int, default=3)
+    topics = sub.add_parser("topics", help="create the auditor's topics (the trail's kept forever)",
+                            description=TOPICS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    topics.add_argument("action", choices=["create"], help="create: make the missing topics, check the trail's")
+    topics.add_argument("--config", type=Path, metavar="FILE", help="YAML config file (topic names, kafka.*)")
+    topics.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="overrides kafka.bootstrap_servers")
+    topics.add_argument("--partitions", type=positive_int, default=3,
+                        help="partitions of each topic created (default 3)")
     topics.set_defaults(func=cmd_topics)
 
 
@@ -162,10 +196,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     from auditor.stream.app import create_topics
+    from auditor.stream.topics import check_created
 
     cfg = _config(args)
     made = create_topics(cfg, args.partitions)
     print(f"created: {', '.join(made) if made else 'nothing (all topics exist)'}")
+    for line in check_created(cfg):  # raises ConfigError (exit 2) on a trail topic Kafka would delete
+        print(line)
     return 0
 
 

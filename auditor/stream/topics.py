@@ -153,3 +153,22 @@ def check_trail_topics(admin: AdminClient, md: Any, cfg: Config, metrics: Metric
         log.warning("trail topics have finite retention; running because trail.accept_finite_retention is set",
                     findings=[str(f) for f in findings])
     return len(md.topics[cp].partitions)
+
+
+SHOWN_KEYS = ("retention.ms", "retention.bytes", "cleanup.policy", "min.insync.replicas")
+
+
+def check_created(cfg: Config, timeout: float = 30.0) -> list[str]:
+    """After ``auditor topics create``: the trail topics' effective configuration, one line each.
+    Raises ConfigError with the fix commands when Kafka would delete either (as the daemon does at
+    start), unless ``trail.accept_finite_retention`` accepts it (then a warning line says so)."""
+    topics = [cfg.topics.audit, cfg.checkpoint_topic]
+    configs = describe(AdminClient(cfg.admin_conf()), topics, timeout)
+    lines = [f"{t}: " + " ".join(f"{k}={configs.get(t, {}).get(k, '?')}" for k in SHOWN_KEYS) for t in topics]
+    findings = findings_of(configs)
+    if findings and not cfg.trail.accept_finite_retention:
+        raise ConfigError("\n".join(lines) + "\n" + refusal_message(findings, cfg.kafka.bootstrap_servers))
+    if findings:
+        lines.append("warning: " + "; ".join(map(str, findings)) + " (accepted by trail.accept_finite_retention: "
+                     "the daemon runs, auditor_trail_retention_finite is 1 and an alert fires)")
+    return lines

@@ -91,6 +91,18 @@ def test_topics_create_makes_the_trail_topics_with_infinite_retention(kafka_boot
     for topic in (f"au-{tag}", f"au-{tag}.checkpoints"):
         assert conf[topic]["retention.ms"] == "-1" and conf[topic]["retention.bytes"] == "-1", conf[topic]
     assert conf[f"ev-{tag}"]["retention.ms"] != "-1"  # only the trail is kept forever
+    # run again on existing topics: it shows the trail topics' configuration, and refuses one Kafka
+    # would delete with the command that fixes it, as the daemon does
+    assert main(["topics", "create", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "nothing (all topics exist)" in out
+    assert f"au-{tag}.checkpoints: retention.ms=-1 retention.bytes=-1 cleanup.policy=delete" in out
+    set_retention(kafka_bootstrap, f"au-{tag}", WEEK_MS)
+    assert main(["topics", "create", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"au-{tag} has retention.ms={WEEK_MS}" in err and "Traceback" not in err
+    assert (f"kafka-configs.sh --bootstrap-server {kafka_bootstrap} --alter --entity-type topics --entity-name "
+            f"au-{tag} --add-config retention.ms=-1,retention.bytes=-1") in err
 
 
 def test_the_daemon_refuses_an_audit_topic_with_7_day_retention_naming_the_fix(kafka_bootstrap, tmp_path):

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from auditor.stream.topics import findings_of, refusal_message, trail_topic_config
+import pytest
+
+from auditor.cli import main
+from auditor.stream.topics import (
+    TRAIL_TOPIC_CONFIG,
+    checkpoint_topic_of,
+    findings_of,
+    fix_command,
+    refusal_message,
+    trail_topic_config,
+)
 
 
 def test_infinite_retention_and_delete_policy_pass():
@@ -38,3 +48,22 @@ def test_a_compacted_topic_is_told_to_delete_instead():
     found = findings_of({"audit": {"retention.ms": "-1", "cleanup.policy": "compact"}})
     assert "--entity-name audit --add-config retention.ms=-1,retention.bytes=-1,cleanup.policy=delete" in \
         refusal_message(found, "k:9092")
+
+
+def _help(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_topics_help_teaches_what_it_creates_and_the_fix_commands(capsys):
+    text = _help(["topics", "--help"], capsys)
+    assert _help(["topics", "create", "--help"], capsys) == text
+    flat = " ".join(text.replace("\\\n", " ").split())
+    for key, value in {**TRAIL_TOPIC_CONFIG, **trail_topic_config(3)}.items():
+        assert f"{key}={value}" in flat, key
+    assert checkpoint_topic_of("AUDIT_TOPIC") in flat and "3 or more brokers" in flat
+    assert " ".join(fix_command("AUDIT_TOPIC", "HOST:PORT").split()) in flat
+    assert "cleanup.policy=delete" in flat and "trail.accept_finite_retention" in flat
+    assert "trail.adopt_unsigned_chains" in flat and "exit status" in flat
