@@ -44,6 +44,7 @@ AUDITOR_RESTORE_RETRY_S                    restore.retry_s
 AUDITOR_LAG_INTERVAL_S                     lag.interval_s
 AUDITOR_TRANSACTION_TIMEOUT_MS             transaction_timeout_ms
 AUDITOR_TRAIL_ACCEPT_FINITE_RETENTION      trail.accept_finite_retention (true/false)
+AUDITOR_TRAIL_ADOPT_UNSIGNED_CHAINS        trail.adopt_unsigned_chains (true/false)
 AUDITOR_TRAIL_WITNESSES                    trail.witnesses (comma-separated URLs)
 AUDITOR_TRAIL_WITNESS_KEYS                 trail.witness_keys (comma-separated vkey files)
 AUDITOR_TRAIL_WITNESS_QUEUE                trail.witness_queue
@@ -377,6 +378,9 @@ class CheckpointConfig:
 class TrailConfig:
     #: run even though the audit or checkpoint topic has finite retention (metric + alert then)
     accept_finite_retention: Annotated[bool, BeforeValidator(_flag)] = False
+    #: adopt a chain that has records but no signed checkpoint (a trail written before signed
+    #: checkpoints): check its links from genesis and sign it (metric + alert). Off: refuse (exit 2)
+    adopt_unsigned_chains: Annotated[bool, BeforeValidator(_flag)] = False
     #: witnesses (tlog-witness URLs) the daemon sends every checkpoint to, off the hot path
     witnesses: Annotated[tuple[str, ...], BeforeValidator(_urls)] = ()
     #: the witnesses' public keys (vkey files), one per witness, in the same order

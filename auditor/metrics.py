@@ -92,6 +92,7 @@ class Metrics:
     schema_registry_errors: Counter
     retention_finite: Gauge
     forged: Counter
+    adopted_unsigned: Counter
     witness_failures: Counter
     witness_cosigned: Counter
 
@@ -147,6 +148,9 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
                                "runs anyway (trail.accept_finite_retention)", ["topic"], registry=r),
         forged=Counter("auditor_trail_forged", "Chains found on restore with records no signed checkpoint covers "
                        "(appended outside the auditor's transactions)", ["chain"], registry=r),
+        adopted_unsigned=Counter("auditor_trail_adopted_unsigned",
+                                 "Records of chains with no signed checkpoint that the daemon checked from genesis "
+                                 "and signed, under trail.adopt_unsigned_chains", ["chain"], registry=r),
         witness_failures=Counter("auditor_witness_failures", "Checkpoints a witness did not cosign, by reason "
                                  "(unreachable, refused, dropped: the witness queue was full, error)",
                                  ["witness", "reason"], registry=r),

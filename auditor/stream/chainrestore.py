@@ -159,6 +159,48 @@ def _window(consumer: Consumer, topic: str, partition: int, start: int, end: int
         consumer.unassign()
 
 
+def read_unsigned_chain(conf: dict[str, Any], topic: str, partition: int, chain_id: str,
+                        timeout: float = 30.0) -> tuple[ChainLog, int | None]:
+    """An unsigned chain (records, no signed checkpoint) read whole from the audit partition, every
+    record hash recomputed and every link checked from genesis: its log (to sign) and the source
+    offset of its last record. Raises TrailCorruption naming the first record that does not follow
+    (a chain can be adopted only whole and intact)."""
+    from auditor.trail.canonical import iter_frames
+    from auditor.trail.chain import hash_record_bytes
+
+    log = ChainLog.genesis(chain_id)
+    last: bytes | None = None
+    consumer = Consumer({**conf, "group.id": "auditor-adopt", "enable.auto.commit": False,
+                         "isolation.level": "read_committed", "enable.partition.eof": True,
+                         "auto.offset.reset": "earliest"})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
+        for start in range(low, high, WINDOW):
+            for m in _window(consumer, topic, partition, start, min(high, start + WINDOW), timeout):
+                value = m.value() or b""
+                where = f"{topic}/{partition}@{m.offset()}"
+                try:
+                    frame = next(iter_frames(value, 1))
+                except TrailCorruption:
+                    continue  # not a record (verify names it); it is no part of any chain
+                if frame.chain_id != chain_id:
+                    continue
+                head = log.head
+                if frame.seq != head.size or frame.prev_hash != head.head_hash or frame.end != len(value) \
+                        or hash_record_bytes(value[:-32]) != frame.record_hash:
+                    what = (f"seq {frame.seq} where seq {head.size} was due" if frame.seq != head.size
+                            else "a record that does not link to or hash as the chain before it")
+                    raise TrailCorruption(f"cannot adopt chain {chain_id}: {what} at {where}; only a whole chain "
+                                          "that verifies from genesis can be adopted", chain=chain_id, seq=frame.seq)
+                log.extend(frame.record_hash, frame.seq)
+                last = value
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read chain {chain_id} from {topic}/{partition}: {exc}") from exc
+    finally:
+        consumer.close()
+    return log, None if last is None else record_from_bytes(last).source.offset
+
+
 def restore_assigned(checkpoints: Checkpointer, conf: dict[str, Any], audit_topic: str, audit_partition: int,
                      chain_ids: list[str], metrics: Metrics, timeout: float = 30.0) -> dict[str, ChainHead]:
     """Restore the chains of one audit partition into ``checkpoints``; their heads for the processor."""

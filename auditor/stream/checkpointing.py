@@ -15,7 +15,14 @@ outside the auditor's transactions: it is reported as forged (log line, metric
 ``auditor_trail_forged_total``) and the chain continues from the checkpoint, so the forged
 record is never extended, back-filled or signed over (``auditor verify`` names it). A chain
 whose records are gone (retention, deletion) continues from its checkpoint, never from a new
-genesis; only a chain with no checkpoint at all starts at genesis.
+genesis; only a chain with neither a checkpoint nor a record starts at genesis.
+
+A chain with records but no signed checkpoint at all is **unsigned**: written by an auditor from
+before signed checkpoints (a trail to upgrade), or appended by someone else. The daemon cannot
+tell which, and continuing it or starting a second genesis next to it would both be wrong, so it
+refuses to run (exit 2, :class:`UnsignedChains`) unless ``trail.adopt_unsigned_chains`` is set:
+then it reads the chain from its first record, checks every hash and link from genesis, and
+signs it in its next transaction (metric ``auditor_trail_adopted_unsigned_total``, an alert).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from auditor.config import Config
-from auditor.errors import TrailCorruption
+from auditor.errors import ConfigError, TrailCorruption
 from auditor.metrics import Metrics
 from auditor.stream.processor import BatchResult, Outgoing
 from auditor.trail import chainid
@@ -70,6 +77,8 @@ class Checkpointer:
         self.logs: dict[str, ChainLog] = {}
         self._saved: dict[str, ChainLog] = {}
         self._pending: list[Pending] = []
+        #: adopted chains no checkpoint signs yet: signed in the next transaction, whatever it carries
+        self.unsigned: set[str] = set()
 
     # ------------------------------------------------------------------ chains
     def adopt(self, log: ChainLog) -> None:
@@ -79,6 +88,7 @@ class Checkpointer:
         for c in chain_ids:
             self.logs.pop(c, None)
             self._saved.pop(c, None)
+            self.unsigned.discard(c)
 
     def partition_of(self, chain_id: str) -> int:
         return chainid.checkpoint_partition(audit_partition_of(chain_id, self.audit_partitions), self.partitions)
@@ -98,6 +108,10 @@ class Checkpointer:
                 raise TrailCorruption(f"chain {chain}: record seq {seq} links to {prev.hex()[:16]}, not to the "
                                       "signed head", chain=chain, seq=seq)
             log.extend(digest, seq)
+        for chain in sorted(self.unsigned - touched.keys()):
+            if chain in self.logs:
+                self._saved[chain] = self.logs[chain].copy()
+                touched[chain] = self.logs[chain]
         now = self.clock()
         out = []
         for chain, log in touched.items():
@@ -111,6 +125,7 @@ class Checkpointer:
 
     def commit(self) -> None:
         """The transaction committed: keep the logs, hand the checkpoints to the witness thread."""
+        self.unsigned -= self._saved.keys()
         self._saved.clear()
         if self.witness is not None:
             for p in self._pending:
@@ -149,6 +164,25 @@ class Restored:
     #: the source offset of the record the checkpoint signs as head (None: no record, or it is gone),
     #: for checking the head against the group's committed offset
     source_offset: int | None = None
+    #: the chain has records but no signed checkpoint (``log`` is genesis): legacy or forged
+    unsigned: bool = False
+    #: records of an unsigned chain checked from genesis and adopted (trail.adopt_unsigned_chains)
+    adopted: int = 0
+
+
+class UnsignedChains(ConfigError):
+    """A chain has records but no signed checkpoint, and trail.adopt_unsigned_chains is off (exit 2)."""
+
+    def __init__(self, chain_id: str, problem: str, *, detail: str | None = None) -> None:
+        super().__init__(detail or (
+            f"{problem}. An auditor from before signed checkpoints wrote them (a trail to upgrade), or someone "
+            "appended them outside the auditor (forged); the daemon cannot tell which, and neither continues "
+            "them nor starts a second genesis next to them. Check them with `auditor verify kafka://HOST:PORT/"
+            "AUDIT_TOPIC --config ...` (they show as unsigned). To adopt them, start once with "
+            "trail.adopt_unsigned_chains: true (AUDITOR_TRAIL_ADOPT_UNSIGNED_CHAINS=true): the daemon checks "
+            "every hash and link from genesis, signs the chain in its next transaction, counts the records "
+            "(auditor_trail_adopted_unsigned_total, alert AuditorTrailAdoptedUnsigned); then remove the setting"))
+        self.chain = chain_id
 
 
 def judge(chain_id: str, checkpoint: tuple[SignedCheckpoint, StoredCheckpoint] | None,
@@ -159,8 +193,7 @@ def judge(chain_id: str, checkpoint: tuple[SignedCheckpoint, StoredCheckpoint] |
         if last is None:
             return Restored(log)
         return Restored(log, f"chain {chain_id}: records up to seq {last.seq} (last at {last.where}) are covered by "
-                             "no signed checkpoint: appended outside the auditor's transactions (forged); the chain "
-                             "starts at genesis and they are never continued", forged=True)
+                             "no signed checkpoint", unsigned=True)
     signed, stored = checkpoint
     log = restore(stored)
     if last is None:

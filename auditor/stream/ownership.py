@@ -21,6 +21,7 @@ reported (``auditor_partition_blocked``, a log line, an alert) and is retried ev
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,11 +31,11 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from auditor.config import Config
-from auditor.errors import AuditorError
+from auditor.errors import AuditorError, TrailCorruption
 from auditor.logging import get_logger
 from auditor.metrics import Metrics
-from auditor.stream.chainrestore import restore_chains
-from auditor.stream.checkpointing import Checkpointer
+from auditor.stream.chainrestore import read_unsigned_chain, restore_chains
+from auditor.stream.checkpointing import Checkpointer, UnsignedChains
 from auditor.stream.checkpointing import Restored as SignedRestore
 from auditor.stream.processor import BatchProcessor
 from auditor.stream.restore import Restored, disagreement, open_transaction_gap
@@ -163,7 +164,9 @@ class Ownership:
             audit_partition = chainid.audit_partition(partition, self.processor.routing.audit_partitions)
             with self.watchdog.call("restore chain head", 4 * CALL_TIMEOUT_S):
                 signed = self._restore_signed(chain, audit_partition)  # t11: from the signed checkpoint
-                restored = Restored(signed.log.head if signed.log.head.size else None, signed.source_offset)
+            if signed.unsigned:
+                signed = self._unsigned(chain, audit_partition, signed)  # t11: refuse (exit 2), or adopt
+            restored = Restored(signed.log.head if signed.log.head.size else None, signed.source_offset)
             if restored.head is not None and restored.source_offset is None:
                 why = None  # the head record is gone (retention): nothing left to compare, nothing to fork
             else:
@@ -171,6 +174,8 @@ class Ownership:
             if why is not None:
                 raise NotYet(why)
             self._seek(key, committed)
+        except UnsignedChains:
+            raise  # not a partition to retry: the daemon stops with exit 2 and the upgrade path
         except (NotYet, KafkaException, AuditorError) as exc:
             self._refused(key, st, str(exc))
             return
@@ -235,8 +240,31 @@ class Ownership:
                               cp.signer.name, cp.verifier,
                               CALL_TIMEOUT_S)[chain]
 
+    def _unsigned(self, chain: str, audit_partition: int, signed: SignedRestore) -> SignedRestore:
+        """A chain with records but no signed checkpoint: refuse, or (trail.adopt_unsigned_chains) read it
+        whole, check it from genesis and adopt it (signed in the next transaction)."""
+        assert signed.problem is not None
+        if not self.cfg.trail.adopt_unsigned_chains:
+            raise UnsignedChains(chain, signed.problem)
+        try:
+            with self.watchdog.call("read an unsigned chain", 60 * CALL_TIMEOUT_S):
+                log_, offset = read_unsigned_chain(self.cfg.admin_conf(), self.cfg.topics.audit, audit_partition,
+                                                   chain, CALL_TIMEOUT_S)
+        except TrailCorruption as exc:  # not a partition to retry either: someone has to look at the chain
+            raise UnsignedChains(chain, signed.problem, detail=f"{exc}. `auditor verify kafka://HOST:PORT/"
+                                 "AUDIT_TOPIC --config ...` names every damaged record") from exc
+        return dataclasses.replace(signed, log=log_, source_offset=offset, adopted=log_.head.size,
+                                   problem=f"{signed.problem}: adopted under trail.adopt_unsigned_chains, "
+                                           f"{log_.head.size} records checked from genesis; signed in the next "
+                                           "transaction")
+
     def _adopt(self, chain: str, signed: SignedRestore) -> None:
-        if signed.forged:
+        if signed.adopted:
+            self.metrics.adopted_unsigned.labels(chain).inc(signed.adopted)
+            log.error("unsigned chain adopted", chain=chain, records=signed.adopted, problem=signed.problem)
+            if self.checkpoints is not None:
+                self.checkpoints.unsigned.add(chain)
+        elif signed.forged:
             self.metrics.forged.labels(chain).inc()
             log.error("forged records in the audit topic", chain=chain, problem=signed.problem)
         elif signed.problem:

@@ -47,6 +47,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "auditor_schema_registry_errors_total": ("counter", ("reason",)),
     "auditor_trail_retention_finite": ("gauge", ("topic",)),
     "auditor_trail_forged_total": ("counter", ("chain",)),
+    "auditor_trail_adopted_unsigned_total": ("counter", ("chain",)),
     "auditor_witness_failures_total": ("counter", ("witness", "reason")),
     "auditor_witness_cosigned_total": ("counter", ("witness",)),
     "auditor_ledger_facts_total": ("counter", ()),

@@ -209,6 +209,80 @@ def test_a_chain_whose_records_are_gone_continues_from_its_checkpoint(kafka_boot
     assert seqs == list(range(120, 150))  # never a new genesis
 
 
+def write_legacy_trail(setup: Setup, n: int) -> list[bytes]:
+    """What an auditor from before signed checkpoints left: ``n`` events on partition 0, a chain of
+    ``n`` records for them in the audit topic (transactional, no checkpoint) and the group's offset."""
+    from confluent_kafka import Consumer
+
+    from tests.unit.trail.trailkit import make_records
+
+    feed(setup, events(2 * n, seed=12)[:n], partitions=1)
+    keys = KeyRing.load(setup.keys_dir)
+    head, out = None, []
+    for r in make_records(keys, n, topic=setup.events):
+        data, head = seal_bytes(head or ChainHead.genesis(r.chain_id), r)
+        out.append(data)
+    producer = Producer({"bootstrap.servers": setup.bootstrap, "transactional.id": f"legacy-{uuid.uuid4()}"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for data in out:
+        producer.produce(setup.audit, value=data, key=f"{setup.events}/0".encode(), partition=0)
+    producer.commit_transaction(30)
+    group = Consumer({"bootstrap.servers": setup.bootstrap, "group.id": setup.group, "enable.auto.commit": False})
+    group.commit(offsets=[TopicPartition(setup.events, 0, n)], asynchronous=False)
+    group.close()
+    return out
+
+
+def test_a_trail_from_before_signed_checkpoints_is_refused_naming_the_upgrade_then_adopted_explicitly(
+        kafka_bootstrap, tmp_path, capsys):
+    setup = make_setup(tmp_path, kafka_bootstrap, partitions=1, trail=False, batch_max_events=40)
+    write_legacy_trail(setup, 50)
+    chain = f"{setup.events}/0"
+    code, out = verify(setup, capsys)
+    assert code == 1 and "50 records in 1 chain(s)" in out  # nothing signs them
+    # the daemon neither calls them forged nor starts a second genesis: it stops and says what to do
+    done = subprocess.run([sys.executable, "-m", "auditor", "run", "--config", str(setup.config_path),
+                           "--instance-id", "upgrade"], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"chain {chain}: records up to seq 49" in done.stderr and "covered by no signed checkpoint" in done.stderr
+    assert "trail.adopt_unsigned_chains: true" in done.stderr and "Traceback" not in done.stderr
+    assert len(read_audit(kafka_bootstrap, setup.audit)) == 50  # it wrote nothing
+    # adopted explicitly: checked from genesis, counted, signed in the next transaction, continued
+    items = events(60, seed=13)[:30]
+    feed(setup, items, partitions=1)
+    with capture_logs() as logs:
+        daemon = run_until(setup.config(**{"trail.adopt_unsigned_chains": True}), setup, 80)
+    assert daemon.sample("auditor_trail_adopted_unsigned_total", {"chain": chain}) == 50
+    assert daemon.sample("auditor_trail_forged_total", {"chain": chain}) == 0
+    adopted = [e for e in logs if e["event"] == "unsigned chain adopted"]
+    assert adopted and adopted[0]["records"] == 50 and "checked from genesis" in adopted[0]["problem"]
+    records = [e.record for e in read_audit(kafka_bootstrap, setup.audit)]
+    assert [r.seq for r in records] == list(range(80)) and records[50].prev_hash == records[49].record_hash
+    code, out = verify(setup, capsys)
+    assert code == 0, out
+    assert "80 records in 1 chain(s)" in out and "80 records signed" in out
+
+
+def test_an_unsigned_chain_that_does_not_verify_from_genesis_is_not_adopted(kafka_bootstrap, tmp_path):
+    setup = make_setup(tmp_path, kafka_bootstrap, partitions=1, trail=False)
+    legacy = write_legacy_trail(setup, 20)
+    tampered = bytearray(legacy[7])
+    tampered[-40] ^= 0x01  # a byte of record 7's body: its hash no longer matches
+    producer = Producer({"bootstrap.servers": setup.bootstrap})
+    producer.produce(setup.audit, value=bytes(tampered), key=f"{setup.events}/0".encode(), partition=0)
+    producer.flush(30)  # a chain of 20 records, then a 21st that does not follow (seq 7 again)
+    cfg_path = setup.config_path
+    cfg_path.write_text(cfg_path.read_text() + "trail: {adopt_unsigned_chains: true}\n")
+    done = subprocess.run([sys.executable, "-m", "auditor", "run", "--config", str(cfg_path),
+                           "--instance-id", "upgrade"], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"cannot adopt chain {setup.events}/0: seq 7 where seq 20 was due" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def _watermarks(bootstrap: str, topic: str) -> tuple[int, int]:
     from confluent_kafka import Consumer
 

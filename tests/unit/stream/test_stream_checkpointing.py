@@ -9,7 +9,8 @@ import pytest
 from streamkit import compliant, messages, processor, wire
 
 from auditor.errors import TrailCorruption
-from auditor.stream.checkpointing import Checkpointer, LastRecord, judge
+from auditor.exitcodes import exit_code
+from auditor.stream.checkpointing import Checkpointer, LastRecord, UnsignedChains, judge
 from auditor.stream.witnessing import _Chain
 from auditor.trail.chainlog import ChainLog, stored_from_message
 from auditor.trail.keys import KeyRing
@@ -108,7 +109,8 @@ def test_restore_adopts_a_head_only_when_the_signed_checkpoint_covers_it(keys):
     gone = judge("events/0", (signed, stored), None, restore)
     assert not gone.forged and gone.log.head.size == 6 and "size 6" in (gone.problem or "")
     unsigned = judge("events/0", None, LastRecord(3, b"\x01" * 32, "a/0@3"), restore)
-    assert unsigned.forged and unsigned.log.head.size == 0
+    assert unsigned.unsigned and not unsigned.forged and unsigned.log.head.size == 0
+    assert "seq 3 (last at a/0@3) are covered by no signed checkpoint" in (unsigned.problem or "")
     assert judge("events/0", None, None, restore).problem is None
 
 
@@ -124,3 +126,36 @@ def test_witness_proofs_from_any_size_the_thread_still_knows(keys):
     assert verify_consistency(20, 40, root_of(leaves[:20]), root_of(leaves), chain.proof_from(20, 40))
     with pytest.raises(Exception, match="older than the 16"):
         chain.proof_from(7, 40)
+
+
+def test_an_unsigned_chain_is_refused_with_the_upgrade_path():
+    err = UnsignedChains("events/0", "chain events/0: records up to seq 3 (last at a/0@3) are covered by no signed "
+                                     "checkpoint")
+    assert exit_code(err) == 2 and err.chain == "events/0"
+    text = str(err)
+    assert "seq 3" in text and "trail.adopt_unsigned_chains: true" in text
+    assert "AUDITOR_TRAIL_ADOPT_UNSIGNED_CHAINS=true" in text and "auditor verify kafka://" in text
+
+
+def test_an_adopted_chain_is_signed_in_the_next_transaction_even_if_it_carries_none_of_its_records(keys):
+    legacy = processor()
+    old = batch(legacy, 7, 1)  # records an auditor before signed checkpoints wrote: no checkpoint
+    log = ChainLog.genesis("events/1")
+    for _, seq, _, digest in old.sealed:
+        log.extend(digest, seq)
+    cp = Checkpointer(keys.signer, keys.verifier, "c", audit_partitions=2, partitions=2, clock=lambda: NOW)
+    cp.adopt(log)
+    cp.unsigned.add("events/1")
+    p = processor()
+    cp.seal(batch(p, 2, 0))
+    p.discard_heads()
+    cp.discard()  # an aborted transaction signs nothing: still due
+    assert cp.unsigned == {"events/1"} and cp.logs["events/1"].head.size == 7
+    out = cp.seal(batch(p, 2, 0))
+    p.commit_heads()
+    cp.commit()
+    signed = {s.chain_id: s for s in opened(out, keys)}
+    assert signed["events/1"].size == 7
+    assert signed["events/1"].root == root_of([d for _, _, _, d in old.sealed])
+    assert cp.unsigned == set()
+    assert [s.chain_id for s in opened(cp.seal(batch(p, 1, 0, first=2)), keys)] == ["events/0"]

@@ -1,6 +1,7 @@
 """The trail in Kafka on a real broker: records and checkpoints written the way the daemon will
 (ChainLog, one transaction per batch carrying its covering checkpoint), then verified, replayed,
-proved and turned into evidence through kafka://; forged and deleted records detected."""
+proved and turned into evidence through kafka://; forged, rewritten, deleted and truncated records
+detected and named."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from trailkit import make_records
 from auditor.cli import main
 from auditor.policy import load_pack
 from auditor.trail import KeyRing
+from auditor.trail.canonical import record_from_bytes
+from auditor.trail.chain import ChainHead, seal_bytes
 from auditor.trail.chainlog import ChainLog, checkpoint_message
 
 pytestmark = pytest.mark.kafka
@@ -146,3 +149,35 @@ def test_records_committed_while_verify_reads_are_left_for_the_next_run(kafka_bo
     report = verify_source(source, keys.verifier, (), Policy())
     assert report.ok, [str(i) for i in report.issues]
     assert report.records == 20 and report.checkpoints == 2
+
+
+def test_a_rewritten_record_is_named(kafka_bootstrap, topic, keys, capsys, monkeypatch):
+    """Kafka cannot change a record in place: a rewrite is a changed copy of a record, re-hashed (hashes
+    need no key) and produced after the genuine one; no signed checkpoint covers it."""
+    monkeypatch.setenv("AUDITOR_KEYS", str(keys.directory))
+    records = make_records(keys, 60, topic="events")
+    log = ChainLog.genesis(records[0].chain_id)
+    copies = [log.seal(r)[0] for r in records[:31]]
+    write(kafka_bootstrap, topic, keys, records, batches=3)
+    genuine = record_from_bytes(copies[30])
+    forged, _ = seal_bytes(ChainHead("events/0", 30, genuine.prev_hash),
+                           genuine._replace(event_id="rewritten-event"))
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, value=forged, partition=0)
+    producer.flush(30)
+    assert main(["verify", url(kafka_bootstrap, topic)]) == 1
+    out = capsys.readouterr().out
+    assert "inserted: [events/0 seq 30]" in out and "NOT intact" in out, out
+
+
+def test_a_topic_truncated_to_its_end_is_named(kafka_bootstrap, topic, keys, capsys, monkeypatch):
+    """Every record deleted (as retention or delete_records up to the end would): the signed checkpoints
+    still say how many records there were."""
+    monkeypatch.setenv("AUDITOR_KEYS", str(keys.directory))
+    write(kafka_bootstrap, topic, keys, make_records(keys, 40, topic="events"), batches=2)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for fut in admin.delete_records([TopicPartition(topic, 0, -1)]).values():
+        fut.result(30)
+    assert main(["verify", url(kafka_bootstrap, topic)]) == 1
+    out = capsys.readouterr().out
+    assert "truncated: [events/0 seq 0]" in out and "records seq 0..39 were removed" in out, out
