@@ -36,12 +36,17 @@ _Key = tuple[EventKind, str, str]
 STATIC_FACTS = frozenset({"kind", "purpose", "recipient.type", "data_categories"})
 _CACHE_MAX = 65_536
 _CACHEABLE_CATEGORIES = 16
+#: bound of the memo key functions kept (one per distinct set of facts plans read: few per pack)
+_KEY_FNS_MAX = 1024
 #: the memo keeps a decision only when every free-text fact in its key is at most this long
 _MEMO_MAX_TEXT = 64
 #: default bound of one compiled pack's decision memo, in (estimated) bytes of keys and decisions
 MEMO_BYTES = 32 * 1024 * 1024
 #: an entry estimated above this is not kept
 _MEMO_MAX_ENTRY = 4096
+#: default bound of one compiled pack's plan cache, in (estimated) bytes: events can name any of
+#: countless orders, repeats and mixes of declared categories, so plans are counted in bytes too
+PLAN_BYTES = 16 * 1024 * 1024
 
 #: How each fact a residual test reads is put in a memo key (``e`` the event, ``s`` its subject).
 #: Enums go in by their value (a str, whose hash is cached: an Enum's own __hash__ is Python code).
@@ -102,11 +107,17 @@ class CompiledPack:
     index: dict[_Key, list[tuple[int, Rule]]]
     _cache: dict[_Key, tuple[tuple[Rule, ...], tuple[Rule, ...]]] = field(default_factory=dict)
     _plans: dict[tuple[object, ...], _Plan] = field(default_factory=dict)
+    #: memo key functions by (facts, has a recipient): plans reading the same facts share one
+    _key_fns: dict[tuple[frozenset[str], bool], Callable[[Event], tuple[object, ...]] | None] = field(
+        default_factory=dict)
     reads: frozenset[str] = frozenset()
     reads_minor: bool = False
     #: bound of the decision memo, in estimated bytes (0 turns the memo off)
     memo_budget: int = MEMO_BYTES
     memo_bytes: int = 0
+    #: bound of the plan cache, in estimated bytes (plans, their candidate entries and element sets)
+    plan_budget: int = PLAN_BYTES
+    plan_bytes: int = 0
     memo_hits: int = 0
     memo_misses: int = 0
 
@@ -147,9 +158,11 @@ class CompiledPack:
             # only declared names (a bounded vocabulary) in short lists are kept: hostile events naming
             # huge undeclared categories or thousands of repeats cannot grow the cache by their size
             if not hit.undeclared and len(e.data_categories) <= _CACHEABLE_CATEGORIES:
-                if len(self._plans) >= _CACHE_MAX:
+                size = _plan_bytes(key, hit)
+                if len(self._plans) >= _CACHE_MAX or self.plan_bytes + size > self.plan_budget:
                     self._plans.clear()
-                    self.memo_bytes = 0
+                    self.memo_bytes = self.plan_bytes = 0
+                self.plan_bytes += size
                 if self.memo_budget > 0 and hit.key_of is not None:
                     hit.memo = {}
                 self._plans[key] = hit
@@ -182,7 +195,13 @@ class CompiledPack:
 
         plan = _Plan((), atoms, entries(permits), entries(constraints))
         plan.needs_minor = "subject.minor" in reads
-        plan.key_of = _key_function(reads - STATIC_FACTS, rtype != ANY, pack.minor_age)
+        fn_key = (frozenset(reads - STATIC_FACTS), rtype != ANY)
+        if fn_key in self._key_fns:
+            plan.key_of = self._key_fns[fn_key]
+        else:
+            if len(self._key_fns) >= _KEY_FNS_MAX:
+                self._key_fns.clear()
+            plan.key_of = self._key_fns[fn_key] = _key_function(fn_key[0], fn_key[1], pack.minor_age)
         return plan
 
     def _remember(self, plan: _Plan, key: tuple[object, ...], d: Decision) -> None:
@@ -209,7 +228,7 @@ class CompiledPack:
         self.memo_bytes = 0
 
 
-def compile_pack(pack: Pack, memo_bytes: int = MEMO_BYTES) -> CompiledPack:
+def compile_pack(pack: Pack, memo_bytes: int = MEMO_BYTES, plan_bytes: int = PLAN_BYTES) -> CompiledPack:
     index: dict[_Key, list[tuple[int, Rule]]] = {}
     reads: set[str] = set()
     for order, rule in enumerate(pack.rules):
@@ -223,7 +242,7 @@ def compile_pack(pack: Pack, memo_bytes: int = MEMO_BYTES) -> CompiledPack:
         for cond in (*rule.scope.tests, *rule.conditions):
             reads |= cond.reads
     return CompiledPack(pack, index, reads=frozenset(reads), reads_minor="subject.minor" in reads,
-                        memo_budget=memo_bytes)
+                        memo_budget=memo_bytes, plan_budget=plan_bytes)
 
 
 def load_pack(name_or_path: str | Path) -> CompiledPack:
@@ -256,6 +275,15 @@ def _key_function(facts: Iterable[str], has_recipient: bool,
     namespace: dict[str, object] = dict(consts)
     exec(compile(src, "<policy-memo-key>", "exec"), namespace)  # noqa: S102 - fixed expressions only
     return namespace["key"]  # type: ignore[return-value]
+
+
+def _plan_bytes(key: tuple[object, ...], plan: _Plan) -> int:
+    """An estimate of what one cached plan keeps alive: its key, element set, candidate entries and
+    empty memo (the conditions and rules are the pack's, shared; key functions are shared by plans)."""
+    size = 400 + sys.getsizeof(key) + sys.getsizeof(key[3]) + sys.getsizeof(plan.atoms)
+    for entry in (*plan.permits, *plan.constraints):
+        size += 200 + 8 * (len(entry.scope) + len(entry.conditions) + len(entry.broken))
+    return size
 
 
 def _entry_bytes(key: tuple[object, ...], d: Decision) -> int:
