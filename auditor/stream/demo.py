@@ -11,22 +11,32 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from prometheus_client import CollectorRegistry
+
 from auditor.config import load_config
 from auditor.errors import ConfigError
+from auditor.events.model import Event
+from auditor.ledger.model import FactType
+from auditor.policy import CompiledPack, Verdict
 from auditor.stream.processor import BatchResult
 from auditor.stream.runner import Daemon
+from auditor.trail.record import LedgerRead
 
 
 class LiveSummary:
     """Counts what the daemon committed and prints a status line (in place on a terminal)."""
 
-    def __init__(self, total: int, out: TextIO = sys.stdout) -> None:
+    def __init__(self, total: int, out: TextIO = sys.stdout, packs: dict[str, CompiledPack] | None = None) -> None:
         self.total, self.out = total, out
+        #: the packs, to judge ledger-read violations again without the ledger (what only it caught)
+        self.packs = packs or {}
+        self.ledger_only: Counter[str] = Counter()
+        self.corrections: dict[str, int] = {}
         self.audited = 0
         self.verdicts: Counter[str] = Counter()
         self.rules: Counter[str] = Counter()
@@ -45,12 +55,28 @@ class LiveSummary:
         self.verdicts.update(v for _, _, v in r.audited)
         self.rules.update(rule for _, rule, _, _, _ in r.violations)
         self.dead.update(r.dead_letters)
+        if self.packs:
+            self._ledger_only(r)
         now = time.monotonic()
         if self.processed >= self.total:
             self.done.set()
         if now - self.last_print >= (0.5 if self.tty else 3.0) or self.done.is_set():
             self.last_print = now
             self.print_line()
+
+    def _ledger_only(self, r: BatchResult) -> None:
+        """Violations whose event, judged on its own claims, is allowed: only the ledger caught them."""
+        from auditor.policy import evaluate
+        from auditor.trail.record import record_to_event
+
+        for record, *_ in r.sealed:
+            if record.ledger is None or not record.ledger.reads or record.decision is None \
+                    or record.decision.verdict is not Verdict.VIOLATION:
+                continue
+            pack = self.packs.get(record.decision.pack_id)
+            if pack is None or evaluate(record_to_event(record), pack).verdict is not Verdict.ALLOW:
+                continue
+            self.ledger_only[_why(record.ledger.reads)] += 1
 
     def rate(self) -> float:
         return self.processed / max(1e-9, time.monotonic() - self.started)
@@ -75,14 +101,35 @@ class LiveSummary:
         lines += [f"  {n:>7}  {rule}" for rule, n in self.rules.most_common(12)]
         if len(self.rules) > 12:
             lines.append(f"  ... and {len(self.rules) - 12} more rules (auditor replay --stats shows all)")
+        if self.packs:
+            lines.append(f"violations only the subject ledger could catch (the events' own claims said yes): "
+                         f"{sum(self.ledger_only.values())}")
+            lines += [f"  {n:>7}  {why}" for why, n in self.ledger_only.most_common()]
+            changed, same = self.corrections.get("true", 0), self.corrections.get("false", 0)
+            lines.append(f"late facts (produced after the events were audited): {changed + same} CORRECTION "
+                         f"record(s), {changed} of them changed the verdict")
         return "\n".join(lines)
+
+
+_WHY: dict[tuple[str, object], str] = {
+    ("consent", False): "consent withdrawn before the event", ("opt_out", True): "opted out of marketing",
+    ("account_closed", True): "account closed", ("deletion_requested", True): "deletion requested",
+    ("guardian_consent", False): "guardian consent withdrawn", ("service_active", False): "service ended"}
+
+
+def _why(reads: tuple[LedgerRead, ...]) -> str:
+    for r in reads:
+        why = _WHY.get((r.question, r.value))
+        if why is not None:
+            return why
+    return "a recorded birth date (minor)"
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from auditor.localkafka.broker import LocalKafka
     from auditor.policy import load_pack
     from auditor.stream.app import build_daemon, create_topics
-    from auditor.stream.generate import stream
+    from auditor.stream.generate import ledger_stream, stream
     from auditor.stream.produce import produce
     from auditor.trail.keys import KeyRing
 
@@ -115,25 +162,46 @@ def run_demo(args: argparse.Namespace) -> int:
             "topics.violations": f"demo.violations.{suffix}", "topics.dead_letter": f"demo.dead-letter.{suffix}",
             "keys_dir": str(keys_dir), "trail_dir": str(trail_dir), "http.port": args.http_port,
             "instance_id": "demo-1", "checkpoint.every": 5000, "checkpoint.seconds": 5,
+            "topics.facts": f"demo.subject-facts.{suffix}", "ledger.dir": str(run_dir / "ledger"),
         })
         create_topics(cfg, 3)
         say(f"topics: {cfg.topics.events[0]} -> {cfg.topics.audit}, {cfg.topics.violations}, "
             f"{cfg.topics.dead_letter} (3 partitions)")
         packs = [load_pack(p) for p in cfg.packs]
-        summary = LiveSummary(args.events)
-        items = list(itertools.islice(stream(packs, seed=args.seed), args.events))
+        summary = LiveSummary(args.events, packs={p.id: p for p in packs})
+        # a fifth of the events concern customers whose consent, opt-outs and accounts the systems of
+        # record publish as subject facts; a third of the withdrawals, opt-outs and closures arrive late
+        n_ledger = args.events // 5
+        ledger_events, facts = ledger_stream(seed=args.seed, events=n_ledger, subjects=max(20, n_ledger // 8),
+                                             subject_prefix="cust-", step=timedelta(seconds=10),
+                                             start=datetime.now(UTC) - timedelta(seconds=10 * n_ledger))
+        late = [f for i, f in enumerate(facts) if f.type is not FactType.CONSENT_GRANTED and i % 3 == 0]
+        on_time = [f for f in facts if f not in late]
+        items: list[Event | bytes] = []
+        more = iter(ledger_events)
+        for i, item in enumerate(itertools.islice(stream(packs, seed=args.seed), args.events - n_ledger)):
+            items.append(item)
+            if i % 4 == 3:
+                items.extend(itertools.islice(more, 1))
+        items.extend(more)
+        produce(bootstrap, cfg.topics.facts, on_time, properties=cfg.kafka.properties)
+        say(f"subject facts: {len(on_time)} to {cfg.topics.facts} now (consent granted and withdrawn, "
+            f"marketing opt-outs, accounts closed), {len(late)} late, once their events are audited")
         producer = threading.Thread(target=produce, args=(bootstrap, cfg.topics.events[0], items),
                                     kwargs={"properties": cfg.kafka.properties}, daemon=True)
         producer.start()
-        say(f"producing {args.events} events for {', '.join(p.id for p in packs)} "
+        say(f"producing {len(items)} events for {', '.join(p.id for p in packs)} "
             "(mostly compliant, some violations of each kind, a few malformed)")
         daemon = running = build_daemon(cfg, on_batch=summary.on_batch)
+        registry = daemon.metrics.registry
 
         def stop(signum: int, frame: FrameType | None) -> None:
             running.request_stop(signum)
 
         def stop_when_done() -> None:
             summary.done.wait()
+            produce(bootstrap, cfg.topics.facts, late, properties=cfg.kafka.properties)
+            settle_corrections(registry, len(facts), summary)
             running.request_stop()
 
         signal.signal(signal.SIGINT, stop)
@@ -159,6 +227,26 @@ def run_demo(args: argparse.Namespace) -> int:
         if broker is not None:
             broker.stop()
             say("local broker stopped and removed")
+
+
+def settle_corrections(registry: CollectorRegistry, facts: int, summary: LiveSummary, timeout: float = 60.0) -> None:
+    """Wait until the daemon has applied every fact and its corrections stop changing."""
+    def sample(name: str, labels: dict[str, str] | None = None) -> float:
+        return registry.get_sample_value(name, labels or {}) or 0.0
+
+    deadline = time.monotonic() + timeout
+    last, quiet_since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        counts = {changed: int(sum(s.value for m in registry.collect() if m.name == "auditor_ledger_corrections"
+                                   for s in m.samples if s.name.endswith("_total")
+                                   and s.labels.get("verdict_changed") == changed))
+                  for changed in ("true", "false")}
+        if counts != last:
+            last, quiet_since = counts, time.monotonic()
+        summary.corrections = counts
+        if sample("auditor_ledger_facts_total") >= facts and time.monotonic() - quiet_since > 2.0:
+            return
+        time.sleep(0.2)
 
 
 def _keep_running_hint(http_port: int) -> str:

@@ -184,13 +184,13 @@ def marketing_variants(pack: CompiledPack, t: Templates) -> list[Event]:
 
 
 def ledger_stream(packs: list[CompiledPack] | None = None, *, seed: int = 7, events: int = 1000,
-                  subjects: int = 200, step: timedelta = timedelta(minutes=1),
-                  ) -> tuple[list[Event], list[SubjectFact]]:
-    """Compliant events (their own consent claims all say yes) and the subjects' facts from the
-    systems of record: marketing consent granted, then for some subjects withdrawn, a marketing
-    opt-out, or the account closed, at a time inside the events' span. The events after such a
-    fact are the violations only a ledger sees. Deterministic for a seed; times from
-    :data:`LEDGER_START`, one event per ``step``."""
+                  subjects: int = 200, step: timedelta = timedelta(minutes=1), subject_prefix: str = "u-",
+                  start: datetime = LEDGER_START) -> tuple[list[Event], list[SubjectFact]]:
+    """Compliant events (allowed on their own claims; many are marketing that claims consent) and
+    the subjects' facts from the systems of record: marketing consent granted, then for some
+    subjects withdrawn, a marketing opt-out, or the account closed, at a time inside the events'
+    span. The events after such a fact are the violations only a ledger sees. Deterministic for a
+    seed; times from ``start``, one event per ``step``."""
     from auditor.policy import load_pack
 
     packs = packs if packs is not None else [load_pack(p) for p in ("ipasar", "inper", "waimaotong")]
@@ -199,11 +199,11 @@ def ledger_stream(packs: list[CompiledPack] | None = None, *, seed: int = 7, eve
     span = step * events
     facts: list[SubjectFact] = []
     for i in range(subjects):
-        subject = f"u-{i:05d}"
-        facts.append(_fact(FactType.CONSENT_GRANTED, len(facts), subject, LEDGER_START - timedelta(days=30),
+        subject = f"{subject_prefix}{i:05d}"
+        facts.append(_fact(FactType.CONSENT_GRANTED, len(facts), subject, start - timedelta(days=30),
                            Scope("marketing")))
         roll = rng.random()
-        at = LEDGER_START + span * rng.random()
+        at = start + span * rng.random()
         if roll < 0.15:
             facts.append(_fact(FactType.CONSENT_WITHDRAWN, len(facts), subject, at, Scope("marketing")))
         elif roll < 0.25:
@@ -214,7 +214,7 @@ def ledger_stream(packs: list[CompiledPack] | None = None, *, seed: int = 7, eve
     for n in range(events):
         base = rng.choice(rng.choice(pools))
         out.append(dataclasses.replace(
-            base, event_id=f"lev-{seed}-{n}", occurred_at=LEDGER_START + step * n,
-            subject=dataclasses.replace(base.subject, id=f"u-{rng.randrange(subjects):05d}"),
+            base, event_id=f"lev-{seed}-{n}", occurred_at=start + step * n,
+            subject=dataclasses.replace(base.subject, id=f"{subject_prefix}{rng.randrange(subjects):05d}"),
             actor=dataclasses.replace(base.actor, id=f"emp-{rng.randrange(200):03d}")))
     return out, facts
