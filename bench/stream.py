@@ -4,6 +4,7 @@
     python bench/stream.py --quick              # 100,000 events
     python bench/stream.py --events 300000 --bootstrap localhost:9092
     python bench/stream.py --quick --processes 1 --no-peer --profile   # also cProfile the daemon
+    python bench/stream.py --quick --processes 1 --no-peer --native on,off   # compiled vs Python path
 
 One run, on a local broker started from the Apache Kafka jars unless --bootstrap is given:
 
@@ -503,7 +504,8 @@ def profile_in_process(bootstrap: str, work: Path, names: dict[str, str], n: int
 
 # ---------------------------------------------------------------- main
 
-def daemon_workdir(bootstrap: str, work: Path, names: dict[str, str], processes: int) -> tuple[str, dict[str, str]]:
+def daemon_workdir(bootstrap: str, work: Path, names: dict[str, str], processes: int,
+                   native: bool = True) -> tuple[str, dict[str, str]]:
     """A config for one daemon run: the same event topic, its own group and output topics (a
     second run on the first run's audit topic would find chain heads ahead of its new group)."""
 
@@ -515,14 +517,15 @@ def daemon_workdir(bootstrap: str, work: Path, names: dict[str, str], processes:
     doc["topics"].update({k: v for k, v in run_names.items() if k != "events"})
     if "trail_dir" in doc:
         doc["trail_dir"] = str(work / f"trail-p{processes}-{tag}")
+    doc["native"] = native
     name = f"auditor-p{processes}-{tag}.yaml"
     (work / name).write_text(yaml.safe_dump(doc))
     return name, run_names
 
 
 def daemon_phase(bootstrap: str, work: Path, names: dict[str, str], m: int, processes: int,
-                 stack: ExitStack) -> tuple[dict[str, Any], DaemonProc, dict[str, str]]:
-    config, run_names = daemon_workdir(bootstrap, work, names, processes)
+                 stack: ExitStack, native: bool = True) -> tuple[dict[str, Any], DaemonProc, dict[str, str]]:
+    config, run_names = daemon_workdir(bootstrap, work, names, processes, native)
     started = time.perf_counter()
     d = DaemonProc(work, f"bench-p{processes}", processes=processes, config=config)
     stack.callback(d.kill)
@@ -533,6 +536,8 @@ def daemon_phase(bootstrap: str, work: Path, names: dict[str, str], m: int, proc
     out["transactions"] = {o: metrics.get(f"auditor_transactions_total{{outcome={o}}}", 0.0)
                            for o in ("commit", "abort")}
     out["processes"] = processes
+    out["native"] = native
+    out["load_after"] = os.getloadavg()[0]
     return out, d, run_names
 
 
@@ -547,6 +552,9 @@ def main() -> int:
     ap.add_argument("--processes", default="1,2", metavar="N[,N...]",
                     help="run the daemon phase with each of these --processes values (default 1,2); the "
                          "latency phase uses the first")
+    ap.add_argument("--native", default="on", metavar="on|off|on,off",
+                    help="the daemon's hot path: compiled (on, the default), the Python reference (off), or "
+                         "both, one daemon run each on the same backlog")
     ap.add_argument("--no-peer", action="store_true", help="skip Quix Streams (it needs its own virtualenv)")
     ap.add_argument("--profile", action="store_true", help="always cProfile the daemon (also done when b/a < 0.5)")
     ap.add_argument("--profile-events", type=int, default=200_000)
@@ -554,6 +562,7 @@ def main() -> int:
     m = 100_000 if args.quick else args.events
     latency_s = args.latency_seconds or (15.0 if args.quick else 25.0)
     counts = [int(n) for n in args.processes.split(",")]
+    natives = [{"on": True, "off": False}[v.strip()] for v in args.native.split(",")]
 
     from auditor.config import load_config
 
@@ -587,9 +596,9 @@ def main() -> int:
             log(f"    {results['peer']['steady_eps']:,.0f} events/s")
 
         results["daemons"] = []
-        for i, n in enumerate(counts):
-            log(f"(b) daemon end to end, exactly-once, --processes {n}")
-            out, d, run_names = daemon_phase(bootstrap, work, names, m, n, stack)
+        for i, (native, n) in enumerate((native, n) for native in natives for n in counts):
+            log(f"(b) daemon end to end, exactly-once, --processes {n}, native {'on' if native else 'off'}")
+            out, d, run_names = daemon_phase(bootstrap, work, names, m, n, stack, native)
             log(f"    {out['steady_eps']:,.0f} events/s")
             if i == 0:
                 rate = 0.5 * out["steady_eps"]
@@ -630,7 +639,8 @@ def report(r: dict[str, Any]) -> str:
         rows.append((f"(p) Quix Streams {QUIX_VERSION}, simpler job, exactly-once",
                      f"{p['steady_eps']:,.0f} events/s (wall {p['wall_eps']:,.0f})"))
     for d in r["daemons"]:
-        rows.append((f"(b) daemon --processes {d['processes']}, exactly-once",
+        rows.append((f"(b) daemon --processes {d['processes']}, native {'on' if d.get('native', True) else 'off'}, "
+                     f"exactly-once (load {d.get('load_after', 0.0):.1f} after)",
                      f"{d['steady_eps']:,.0f} events/s (wall {d['wall_eps']:,.0f}, startup {d['startup_s']:.1f} s; "
                      f"RSS {d['rss_after_bytes'] / mib:,.0f} MiB, peak {d['rss_peak_bytes'] / mib:,.0f}; "
                      f"{d['transactions']['commit']:.0f} commits, {d['transactions']['abort']:.0f} aborts; "
