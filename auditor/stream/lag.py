@@ -2,7 +2,9 @@
 
 Every ``interval_s`` it asks the cluster, with its own admin client, for the high watermark of
 each partition this instance owns and the group's committed offset for it; lag is the
-difference. Nothing here touches the main loop's consumer or producer.
+difference. Nothing here touches the main loop's consumer or producer. A measure that fails
+replaces the admin client: after a broker restart an old client can stay refused (stale leader
+epoch) or time out (the group's offsets) for good, while a new one answers at once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from auditor.logging import get_logger
 from auditor.metrics import Metrics
+from auditor.stream.offsets import list_offsets
 
 log = get_logger("auditor.lag")
 
@@ -32,6 +35,7 @@ def lag_of(committed: int, low: int, high: int) -> int:
 class LagMonitor:
     def __init__(self, admin_conf: dict[str, Any], group: str, owned: Partitions, metrics: Metrics,
                  interval_s: float) -> None:
+        self.admin_conf = admin_conf
         self.admin = AdminClient(admin_conf)
         self.group, self.owned, self.metrics, self.interval_s = group, owned, metrics, interval_s
         self.shown: set[tuple[str, int]] = set()
@@ -49,8 +53,9 @@ class LagMonitor:
         while not self._halt.wait(self.interval_s):
             try:
                 self.measure()
-            except (KafkaException, RuntimeError, ValueError) as exc:
-                log.info("lag not measured this time", error=str(exc)[:300])
+            except (KafkaException, RuntimeError, ValueError, TimeoutError) as exc:  # a future's own timeout too
+                log.info("lag not measured this time", error=str(exc)[:300] or type(exc).__name__)
+                self.admin = AdminClient(self.admin_conf)  # see the module's docstring
 
     def measure(self) -> dict[tuple[str, int], int]:
         owned = self.owned()
@@ -63,8 +68,8 @@ class LagMonitor:
             return {}
         tps = [TopicPartition(t, p) for t, p in sorted(owned)]
         timeout = max(1.0, self.interval_s)
-        high = _offsets(self.admin, tps, OffsetSpec.latest(), timeout)
-        low = _offsets(self.admin, tps, OffsetSpec.earliest(), timeout)
+        high = list_offsets(self.admin, tps, OffsetSpec.latest(), timeout)
+        low = list_offsets(self.admin, tps, OffsetSpec.earliest(), timeout)
         fut = self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(self.group, tps)],
                                                      request_timeout=timeout)[self.group]
         committed = {(tp.topic, tp.partition): tp.offset for tp in fut.result(timeout).topic_partitions}
@@ -77,7 +82,3 @@ class LagMonitor:
         return out
 
 
-def _offsets(admin: AdminClient, tps: list[TopicPartition], spec: OffsetSpec,
-             timeout: float) -> dict[tuple[str, int], int]:
-    futures = admin.list_offsets({tp: spec for tp in tps}, request_timeout=timeout)
-    return {(tp.topic, tp.partition): fut.result(timeout).offset for tp, fut in futures.items()}

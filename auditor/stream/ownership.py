@@ -176,8 +176,8 @@ class Ownership:
             self._seek(key, committed)
         except UnsignedChains:
             raise  # not a partition to retry: the daemon stops with exit 2 and the upgrade path
-        except (NotYet, KafkaException, AuditorError) as exc:
-            self._refused(key, st, str(exc))
+        except (NotYet, KafkaException, AuditorError, TimeoutError) as exc:  # TimeoutError: an admin future
+            self._refused(key, st, str(exc) or "no answer from the broker in time")
             return
         if key not in self.states:  # revoked meanwhile (a rebalance callback in a client call)
             return
@@ -207,8 +207,14 @@ class Ownership:
     def _settle(self, key: Key, st: PartitionState) -> None:
         assert self.admin is not None
         audit_partition = chainid.audit_partition(key[1], self.processor.routing.audit_partitions)
-        with self.watchdog.call("audit partition offsets", CALL_TIMEOUT_S):
-            gap = open_transaction_gap(self.admin, self.cfg.topics.audit, audit_partition, CALL_TIMEOUT_S)
+        try:
+            with self.watchdog.call("audit partition offsets", CALL_TIMEOUT_S):
+                gap = open_transaction_gap(self.admin, self.cfg.topics.audit, audit_partition, CALL_TIMEOUT_S)
+        except (KafkaException, TimeoutError):
+            # an admin client that failed may never answer again (a coordinator or leader it lost track
+            # of after a broker restart): the next try starts with a fresh one
+            self.admin = AdminClient(self.cfg.admin_conf())
+            raise
         if gap > 0 and self.clock() - st.since < self.cfg.restore.settle_timeout_s:
             raise NotYet(f"audit partition {self.cfg.topics.audit}/{audit_partition} has an open transaction "
                          f"({gap} offsets above its last stable offset)")

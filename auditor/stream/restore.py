@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from auditor.errors import BrokerError, TrailCorruption
+from auditor.stream.offsets import list_offsets
 from auditor.trail.canonical import record_from_bytes
 from auditor.trail.chain import ChainHead
 
@@ -61,10 +62,8 @@ def disagreement(chain: str, committed: int, restored: Restored) -> str | None:
 def open_transaction_gap(admin: AdminClient, topic: str, partition: int, timeout: float) -> int:
     """High watermark minus last stable offset: > 0 while a transaction on the partition is open."""
     tp = TopicPartition(topic, partition)
-    hwm = admin.list_offsets({tp: OffsetSpec.latest()}, isolation_level=IsolationLevel.READ_UNCOMMITTED,
-                             request_timeout=timeout)[tp].result(timeout).offset
-    lso = admin.list_offsets({tp: OffsetSpec.latest()}, isolation_level=IsolationLevel.READ_COMMITTED,
-                             request_timeout=timeout)[tp].result(timeout).offset
+    hwm = list_offsets(admin, [tp], OffsetSpec.latest(), timeout, IsolationLevel.READ_UNCOMMITTED)[(topic, partition)]
+    lso = list_offsets(admin, [tp], OffsetSpec.latest(), timeout, IsolationLevel.READ_COMMITTED)[(topic, partition)]
     return max(0, hwm - lso)
 
 

@@ -325,7 +325,12 @@ class Daemon:
             self.on_batch(result)
 
     def _idle(self) -> None:
-        self.watchdog.beat()  # nothing to do is not a stall
+        # Nothing to do is not a stall, unless nothing can be done: every partition this instance owns
+        # still paused because its chain head cannot be trusted (a restore refused on every retry).
+        # Then the watchdog counts the time and a restart (exit 4) starts the clients afresh.
+        ownership = self.ownership
+        if ownership.restored() or not ownership.owned():
+            self.watchdog.beat()
         if self.file_copy is not None:
             self.file_copy.commit()
             self._checkpoint_ages()

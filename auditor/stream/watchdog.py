@@ -6,8 +6,9 @@ started at start-up, fires when
 
 - a call has run longer than its own timeout plus ``call_margin_s`` (librdkafka 2.16 can block
   in ``send_offsets_to_transaction`` far past its timeout after a broker restart), or
-- outside calls, the loop has made no progress for ``stall_timeout_s`` while it had work (every
-  transaction aborting, a call retried without end), or
+- the loop has made no progress for ``stall_timeout_s`` while it had work (every transaction
+  aborting, a call retried without end, every owned partition paused); a call in progress is
+  judged by its own timeout, so this counts up to the start of the current call, or
 - a stop was requested (SIGTERM) and the process has not finished within ``shutdown_timeout_s``.
 
 Firing marks the process unhealthy (``/healthz`` 503), logs the reason and exits with
@@ -80,13 +81,15 @@ class Watchdog:
             return (f"shutdown did not finish within shutdown_timeout_s={self.shutdown_timeout_s:g}s "
                     "(the main thread is blocked or the broker is gone)")
         call = self.current
+        idle = now - self.last_beat
         if call is not None:
             ran = now - call.started
             if ran > call.timeout + self.call_margin_s:
                 return (f"the Kafka client call {call.name} has run {ran:.0f}s, past its own "
                         f"{call.timeout:g}s timeout plus watchdog.call_margin_s={self.call_margin_s:g}s")
-            return None
-        idle = now - self.last_beat
+            # a call is judged by its own timeout, but a loop that was already without progress when it
+            # began the call (one that keeps making short calls and never commits) is stalled all the same
+            idle = call.started - self.last_beat
         if idle > self.stall_timeout_s:
             return (f"the main loop made no progress for {idle:.0f}s "
                     f"(watchdog.stall_timeout_s={self.stall_timeout_s:g}s)")

@@ -12,7 +12,9 @@ import signal
 import time
 
 import pytest
-from daemonkit import Feeder, PacedFeeder, make_setup
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+from daemonkit import Feeder, PacedFeeder, make_setup, wait_until
 from faultkit import (
     Expect,
     Supervisor,
@@ -22,6 +24,11 @@ from faultkit import (
     endless,
     wait_audited,
 )
+from prometheus_client import CollectorRegistry
+
+from auditor.metrics import build_metrics
+from auditor.stream.lag import LagMonitor
+from auditor.stream.restore import open_transaction_gap
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka]
 
@@ -65,10 +72,10 @@ def test_broker_sigkill_and_restart(own_broker, tmp_path):
     _run_fault(own_broker, tmp_path, 41, fault)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "d9a finding (notes/d9a.md, 06:10): after the broker's SIGCONT every partition stays paused, its chain "
-    "head 'cannot be trusted yet' with FENCED_LEADER_EPOCH on each retry; no progress and no exit"))
 def test_broker_sigstop_then_sigcont(own_broker, tmp_path):
+    """Past its session the broker is fenced by its own controller on SIGCONT, and its partitions move
+    to a new leader epoch (when the controller's check runs before the broker's heartbeat). Before the
+    fix every partition then stayed paused with FENCED_LEADER_EPOCH, with no progress and no exit."""
     def fault() -> None:
         own_broker.send_signal(signal.SIGSTOP)
         time.sleep(20)  # longer than the session timeout (10 s)
@@ -114,3 +121,55 @@ def test_sigterm_during_a_broker_stall_exits_within_shutdown_timeout(own_broker,
             again.kill_all()
     assert sup.trail_dir is not None
     assert_trail_intact(setup, Expect(sent, setup.events), file_copies=[sup.trail_dir])
+
+
+def test_offsets_are_read_again_after_the_leader_epoch_moved_on(own_broker):
+    """A broker that comes back (after a SIGKILL here, deterministically; after a SIGSTOP past its
+    session when its controller fences it, as in the scenario above) leads its partitions with a new
+    leader epoch. Long-lived admin clients keep sending the old epoch and are refused
+    (FENCED_LEADER_EPOCH), or time out on the group's offsets, for good: the chain restore's
+    open-transaction check and the lag thread, which each keep one admin client, must answer again."""
+    bootstrap = own_broker.bootstrap_servers
+    own_broker.create_topics(["epoch"], partitions=2)
+    producer = Producer({"bootstrap.servers": bootstrap, "log_level": 0})
+
+    def send(partition: int) -> None:
+        producer.produce("epoch", b"x", partition=partition)
+        assert producer.flush(30) == 0
+
+    send(0)
+    send(1)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    registry = CollectorRegistry()
+    owned = frozenset({("epoch", 0), ("epoch", 1)})
+    lag = LagMonitor({"bootstrap.servers": bootstrap, "log_level": 0}, "epoch-group", lambda: owned,
+                     build_metrics(registry), 1).start()
+    gaps: list[object] = []
+
+    def gap_read() -> bool:  # the restore retries every restore.retry_s, and so does this test
+        try:
+            gaps.append(open_transaction_gap(admin, "epoch", 1, 10))
+        except (KafkaException, TimeoutError) as exc:
+            gaps.append(exc)
+        return gaps[-1] == 0
+
+    def lag_is(n: int) -> bool:
+        return registry.get_sample_value("auditor_consumer_lag", {"topic": "epoch", "partition": "0"}) == n
+
+    try:
+        wait_until(gap_read, 30, lambda: f"the first read of the audit partition's offsets (last: {gaps[-1:]})")
+        wait_until(lambda: lag_is(1), 30, "the lag thread's first measure (lag 1)")
+
+        def led_again() -> int:  # the controller gave the partitions a leader again, with a new epoch
+            return own_broker.log_path.read_text(errors="replace").count("handleBrokerUnfenced: changing")
+
+        before = led_again()
+        own_broker.kill()
+        own_broker.restart()
+        wait_until(lambda: led_again() > before, 30, "the partitions to be led again under a new leader epoch")
+        send(0)
+        wait_until(gap_read, 20, lambda: f"the restore's admin client to read offsets again (last: {gaps[-1:]})",
+                   interval=1)
+        wait_until(lambda: lag_is(2), 20, "the lag thread to measure again after the restart (lag 2)")
+    finally:
+        lag.close()

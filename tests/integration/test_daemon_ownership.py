@@ -111,3 +111,28 @@ def test_a_partition_whose_head_disagrees_is_paused_and_reported_while_the_other
     assert {m.partition for m in tail.messages} == {0}
     paused = [e for e in logs if e["event"].startswith("partition paused")]
     assert paused and "committed offset 5" in paused[0]["reason"]
+
+
+def test_an_instance_whose_every_partition_stays_paused_is_ended_by_the_watchdog(kafka_bootstrap, tmp_path):
+    """Every partition this instance owns has a head that cannot be trusted (the group's offsets were
+    moved by hand past chains with no records), so the loop has nothing it can audit: that is no
+    progress, and the watchdog ends the process (exit 4) after watchdog.stall_timeout_s so that a
+    restart starts its clients afresh. (Before: an idle loop beat the watchdog, so an instance
+    whose restore failed for good stayed up, audited nothing and never exited.)"""
+    setup = make_setup(tmp_path, kafka_bootstrap, partitions=2, trail=False)
+    feeder = Feeder(kafka_bootstrap, setup.events)
+    for i, e in enumerate([e for e in mixed_events(100, seed=34) if isinstance(e, Event)][:20]):
+        feeder.send(e, partition=i % 2)
+    feeder.flush()
+    mover = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": setup.group, "enable.auto.commit": False})
+    mover.commit(offsets=[TopicPartition(setup.events, 0, 3), TopicPartition(setup.events, 1, 3)], asynchronous=False)
+    mover.close()
+    cfg = setup.config(**{"watchdog.stall_timeout_s": 6, "restore.retry_s": 0.5})
+    with capture_logs() as logs, InProcessDaemon(cfg) as daemon:
+        wait_until(lambda: daemon.watchdog_exit is not None, 60,
+                   lambda: f"the watchdog to end an instance that can audit nothing (blocked: "
+                           f"{daemon.sample('auditor_partition_blocked', {'topic': setup.events, 'partition': '0'})})")
+        assert daemon.watchdog_exit == 4
+        assert not daemon.daemon.healthy
+    (fired,) = [e for e in logs if e["event"] == "watchdog: exiting so that the process is restarted"]
+    assert "no progress" in fired["reason"]

@@ -242,6 +242,22 @@ def test_watchdog_fires_when_a_client_call_outlives_its_own_timeout_by_the_margi
     assert w.overdue() is None
 
 
+def test_watchdog_counts_a_stall_across_the_short_calls_of_a_loop_that_never_commits():
+    """The loop keeps consuming (short calls that return) and never makes progress: the watchdog
+    sees a call in progress at almost every look, and must still count the time since the last beat."""
+    clock = Clock()
+    w = Watchdog(stall_timeout_s=60, call_margin_s=10, shutdown_timeout_s=30, fire=lambda r: None, clock=clock)
+    w.beat()
+    for _ in range(59):
+        with w.call("consume", 5.1):
+            clock.now += 1
+            assert w.overdue() is None
+    clock.now += 1.5
+    with w.call("consume", 5.1):
+        clock.now += 0.1
+        assert "no progress" in (w.overdue() or "")
+
+
 def test_watchdog_bounds_the_shutdown():
     clock = Clock()
     w = Watchdog(stall_timeout_s=600, call_margin_s=600, shutdown_timeout_s=30, fire=lambda r: None, clock=clock)
