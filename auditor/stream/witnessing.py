@@ -212,6 +212,11 @@ class WitnessPusher:
                 log.warning("witness did not cosign", witness=client.url, chain=chain_id, size=cp.size,
                             error=str(exc))
                 continue
+            except Exception as exc:  # noqa: BLE001 - one witness's fault never keeps the others from cosigning
+                self.metrics.witness_failures.labels(client.url, "error").inc()
+                log.error("witness push error", witness=client.url, chain=chain_id, size=cp.size,
+                          error=f"{type(exc).__name__}: {exc}")
+                continue
             chain.sent[client.url] = cp.size
             sigs.extend(got)
             self.metrics.witness_cosigned.labels(client.url).inc()

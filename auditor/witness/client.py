@@ -10,7 +10,10 @@ they are kept: an unverifiable answer is an error, never a cosignature.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
+import socket
+import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -19,6 +22,8 @@ from auditor.errors import AuditorError, TrailCorruption
 from auditor.trail.note import CosignatureVerifier, Note, Signature, verified_signatures
 
 ProofFrom = Callable[[int], Sequence[bytes]]
+#: the longest answer read from a witness: cosignature lines (or a 409's size) are a few hundred bytes
+MAX_ANSWER = 64 * 1024
 
 
 class WitnessError(AuditorError):
@@ -42,18 +47,46 @@ class WitnessClient:
     known: dict[str, int] = field(default_factory=dict)  # origin -> size the witness last cosigned
 
     def _post(self, body: bytes) -> tuple[int, bytes]:
+        """One exchange, bounded as a whole: ``timeout`` seconds from connecting to the last byte (a
+        witness trickling its answer cannot hold the caller), at most :data:`MAX_ANSWER` bytes read
+        (an endless answer cannot fill memory), and an answer that is not HTTP is an error of this
+        witness (http.client raises HTTPException, not OSError, for it)."""
         u = urllib.parse.urlsplit(self.url)
         conn_cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
         conn = conn_cls(u.hostname or "localhost", u.port, timeout=self.timeout)
+        late = threading.Event()
+
+        def hang_up() -> None:
+            late.set()
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)   # wakes the blocked read; close() stays with the caller
+
+        timer = threading.Timer(self.timeout, hang_up)
+        timer.daemon = True
+        timer.start()
         try:
             conn.request("POST", u.path.rstrip("/") + "/add-checkpoint", body=body,
                          headers={"Content-Type": "text/plain"})
             resp = conn.getresponse()
-            return resp.status, resp.read()
-        except OSError as exc:
-            raise WitnessError(f"witness {self.url} unreachable: {exc}") from exc
+            answer = resp.read(MAX_ANSWER + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            if late.is_set():
+                raise WitnessError(f"witness {self.url} unreachable: no complete answer within {self.timeout:g}s") \
+                    from exc
+            if isinstance(exc, OSError):
+                raise WitnessError(f"witness {self.url} unreachable: {exc}") from exc
+            raise WitnessError(f"witness {self.url} answered with something that is not HTTP "
+                               f"({type(exc).__name__})") from exc
         finally:
+            timer.cancel()
             conn.close()
+        if late.is_set():
+            raise WitnessError(f"witness {self.url} unreachable: no complete answer within {self.timeout:g}s")
+        if len(answer) > MAX_ANSWER:
+            raise WitnessError(f"witness {self.url} answered with more than {MAX_ANSWER} bytes", resp.status)
+        return resp.status, answer
 
     def cosign(self, note: bytes, origin: str, size: int, proof_from: ProofFrom) -> list[Signature]:
         """The witness's verified cosignatures on ``note`` (raises WitnessError on refusal)."""
