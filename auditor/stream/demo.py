@@ -272,6 +272,8 @@ where to look next:
   auditor replay {trail_dir} --keys {keys_dir} --stats
   auditor replay {trail_dir} --keys {keys_dir} --verdict VIOLATION --format table | head
   auditor replay {trail_dir} --keys {keys_dir} --reevaluate --policy ./my-pack.yaml
+  auditor evidence {trail_dir} --event-id EVENT_ID --keys {keys_dir} --out evidence.zip
+  auditor verify-evidence evidence.zip --pubkey {keys_dir}/signing.pub      # offline, nothing else needed
   {_keep_running_hint(http_port)}
   docs: README.md sections 'Policy language', 'Operating auditor'; alerts: deploy/RUNBOOK.md""")
     return 0 if report.ok else 1
