@@ -69,6 +69,19 @@ def test_the_archive_holds_every_part_and_verifies_offline(archive, keys, record
     assert "Violation     rule " in summary and len(summary.splitlines()) < 60  # one page
 
 
+def test_the_summary_and_the_facts_name_the_organisation_and_the_request_reference(trail, keys):
+    """Audit record revision 3: the actor's organisation and the legal request's reference."""
+    record = next(r for r in iter_records(trail / "trail") if r.legal_request_reference)
+    parts = members(build_evidence(trail / "trail", keys.verifier, event_id=record.event_id))
+    summary = parts[SUMMARY].decode()
+    org = {"OURS": "ours", "PROCESSOR": "a processor acting for us", "THIRD_PARTY": "a third party"}
+    assert f"Organisation  {org[record.actor_organisation.value]}" in summary
+    assert f"{record.facts.legal_request_type.value}, reference {record.legal_request_reference}" in summary
+    facts = json.loads(parts["record/record.json"])
+    assert facts["actor_organisation"] == record.actor_organisation.value
+    assert facts["legal_request_reference"] == record.legal_request_reference
+
+
 def test_by_chain_and_seq_and_a_clear_error_when_the_pack_is_unknown(trail, keys, record, tmp_path):
     data = build_evidence(trail / "trail", keys.verifier, chain=record.chain_id, seq=record.seq)
     assert verify_evidence(data)[0] == []
