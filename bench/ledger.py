@@ -22,6 +22,15 @@ Steps:
   pseudonym is given: the daemon has it already for the audit record). Then index 100,000
   decisions in the late-fact index, 1,000 per transaction, as the daemon would after each batch.
 
+* ``daemon`` (``--daemon-events M``, on a local broker started from the Apache Kafka jars unless
+  ``--bootstrap`` is given): the daemon end to end, in-process, on the same M events (the
+  ledger stream of :func:`auditor.stream.generate.ledger_stream`: compliant events, many of
+  them marketing that claims consent, over ``--daemon-subjects`` subjects with their facts)
+  twice in one run: without a ledger, then with one (facts on their co-partitioned topic,
+  restored on assignment, every decision judged as of its time and indexed for late facts).
+  events/s from start until every event is committed (auditor_events_consumed_total), and the
+  share of time to the first committed batch (group join, restoring the facts).
+
 Memory is reported as peak RSS and, at the end of the step, as anonymous memory (the process's
 own) and file-backed memory (pages of the memory-mapped store, which the kernel reclaims):
 anonymous memory must not grow with subjects.
@@ -168,6 +177,71 @@ def work_lookup(store_dir: Path, subjects: int) -> dict:
 WORK = {"restore": work_restore, "decode": work_decode, "lookup": work_lookup}
 
 
+def daemon_runs(bootstrap: str, events: int, subjects: int, base: Path) -> list[dict]:
+    """The daemon on the same events without, then with, a ledger (see the module docstring)."""
+    import threading
+    import uuid
+
+    from prometheus_client import CollectorRegistry
+
+    from auditor.config import load_config
+    from auditor.localkafka.broker import create_topics
+    from auditor.stream.app import build_daemon
+    from auditor.stream.generate import ledger_stream
+    from auditor.stream.produce import produce
+    from auditor.stream.topics import TRAIL_TOPIC_CONFIG, checkpoint_topic_of
+    from auditor.trail.keys import KeyRing
+
+    tag = uuid.uuid4().hex[:6]
+    evs, facts = ledger_stream(seed=11, events=events, subjects=subjects, step=timedelta(seconds=1))
+    topic, facts_topic = f"bench-events-{tag}", f"bench-facts-{tag}"
+    create_topics(bootstrap, [topic, facts_topic], 3)
+    t0 = time.perf_counter()
+    produce(bootstrap, facts_topic, facts)
+    produce(bootstrap, topic, evs)
+    produced = time.perf_counter() - t0
+    keys = base / "keys"
+    KeyRing.generate(keys)
+    out = []
+    for ledger in (False, True):
+        run = f"{tag}-{'ledger' if ledger else 'plain'}"
+        names = {"audit": f"audit-{run}", "violations": f"violations-{run}", "dead_letter": f"dead-{run}"}
+        create_topics(bootstrap, [names["violations"], names["dead_letter"]], 3)
+        create_topics(bootstrap, [names["audit"], checkpoint_topic_of(names["audit"])], 3, config=TRAIL_TOPIC_CONFIG)
+        overrides = {"kafka.bootstrap_servers": bootstrap, "kafka.group_id": f"bench-{run}",
+                     "topics.events": [topic], "topics.audit": names["audit"],
+                     "topics.violations": names["violations"], "topics.dead_letter": names["dead_letter"],
+                     "topics.facts": facts_topic, "keys_dir": str(keys), "http.port": 0, "instance_id": f"b-{run}"}
+        if ledger:
+            overrides["ledger.dir"] = str(base / f"daemon-ledger-{run}")
+        registry = CollectorRegistry()
+        first: list[float] = []
+
+        def on_batch(_: object, first: list[float] = first) -> None:
+            if not first:
+                first.append(time.perf_counter())
+
+        daemon = build_daemon(load_config(env={}, overrides=overrides), registry=registry, on_batch=on_batch)
+        thread = threading.Thread(target=daemon.run, daemon=True)
+        start = time.perf_counter()
+        thread.start()
+        deadline = start + 3600
+        while (registry.get_sample_value("auditor_events_consumed_total", {"topic": topic}) or 0) < events:
+            if time.perf_counter() > deadline or not thread.is_alive():
+                raise SystemExit(f"daemon run {run} did not finish")
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - start
+        violations = sum(s.value for m in registry.collect() if m.name == "auditor_events_audited"
+                         for s in m.samples if s.name.endswith("_total") and s.labels.get("verdict") == "VIOLATION")
+        daemon.request_stop()
+        thread.join(60)
+        out.append({"ledger": ledger, "events": events, "facts": len(facts) if ledger else 0, "seconds": elapsed,
+                    "rate": events / elapsed, "to_first_batch": (first[0] - start) if first else None,
+                    "steady_rate": (events / (start + elapsed - first[0])) if first else None,
+                    "violations": int(violations), "produce_seconds": produced, **_memory()})
+    return out
+
+
 def run_worker(kind: str, store_dir: Path, subjects: int) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--store", str(store_dir),
                            "--subjects", str(subjects)], capture_output=True, text=True)
@@ -182,6 +256,11 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", help="numbers of subjects")
     ap.add_argument("--dir", type=Path, help="where to put the stores (default: a temp dir, removed)")
     ap.add_argument("--keep", action="store_true", help="keep the stores after the run")
+    ap.add_argument("--daemon-events", type=int, default=0,
+                    help="also run the daemon end to end on this many events, without and with a ledger")
+    ap.add_argument("--daemon-subjects", type=int, default=20_000, help="subjects of the daemon step's events")
+    ap.add_argument("--daemon-only", action="store_true", help="only the daemon step")
+    ap.add_argument("--bootstrap", help="an existing broker for the daemon step (default: start a local one)")
     ap.add_argument("--worker", choices=list(WORK), help=argparse.SUPPRESS)
     ap.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--subjects", type=int, help=argparse.SUPPRESS)
@@ -195,7 +274,9 @@ def main() -> int:
     base.mkdir(parents=True, exist_ok=True)
     print(f"{'subjects':>11} {'step':<8} {'rate/s':>10} {'seconds':>8} {'peak RSS':>9} {'anon':>6} {'file':>6}  notes")
     try:
-        for n in sizes:
+        if args.daemon_events:
+            _daemon_step(args, base)
+        for n in ([] if args.daemon_only else sizes):
             store_dir = base / f"ledger-{n}"
             shutil.rmtree(store_dir, ignore_errors=True)
             for kind in ("restore", "decode", "lookup"):
@@ -216,6 +297,30 @@ def main() -> int:
         if args.dir is None and not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     return 0
+
+
+def _daemon_step(args: argparse.Namespace, base: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import logging
+
+    from auditor.logging import configure_logging
+
+    configure_logging("warning", kafka_level="error")
+    logging.getLogger("librdkafka").setLevel(logging.ERROR)
+    if args.bootstrap:
+        runs = daemon_runs(args.bootstrap, args.daemon_events, args.daemon_subjects, base)
+    else:
+        from auditor.localkafka.broker import LocalKafka
+
+        with LocalKafka() as kafka:
+            runs = daemon_runs(kafka.bootstrap_servers, args.daemon_events, args.daemon_subjects, base)
+    for r in runs:
+        label = "daemon+L" if r["ledger"] else "daemon"
+        steady = f"{r['steady_rate']:,.0f}/s after the first batch ({r['to_first_batch']:.1f}s to it)" \
+            if r["steady_rate"] else ""
+        print(f"{args.daemon_subjects:>11,} {label:<8} {r['rate']:>10,.0f} {r['seconds']:>8.1f} "
+              f"{r['peak_rss_mb']:>7.0f}MB {r['anon_mb']:>4.0f}MB {r['file_mb']:>4.0f}MB  "
+              f"{r['events']:,} events, {r['facts']:,} facts, {r['violations']:,} violations; {steady}", flush=True)
 
 
 if __name__ == "__main__":
