@@ -100,7 +100,8 @@ def subject_report(records: Iterable[AuditRecord], pseudonym: str, key_id: str, 
             if kind is EventKind.DISCLOSURE:
                 rc = f.recipient
                 cells += [f"{rc.type} '{rc.id}'" + (f" in {rc.country}" if rc.country else "") if rc else "",
-                          f.legal_request_type.value.lower().replace("_", " "),
+                          f.legal_request_type.value.lower().replace("_", " ")
+                          + (f" ({r.legal_request_reference})" if r.legal_request_reference else ""),
                           f"to {f.destination_country or '?'} ({f.safeguard.value.lower().replace('_', ' ')})"
                           if f.cross_border else "none"]
             pack = f"{r.decision.pack_id}" if r.decision else ""

@@ -6,6 +6,7 @@ from trailkit import write_trail
 
 from auditor.cli import main
 from auditor.trail import KeyRing, ReplayFilter, iter_records
+from auditor.trail.render import organisation_text
 
 
 def test_report_lists_every_access_use_and_disclosure_of_one_person(tmp_path, monkeypatch):
@@ -29,6 +30,7 @@ def test_report_lists_every_access_use_and_disclosure_of_one_person(tmp_path, mo
         rule = r.decision.violations[0].rule_id if r.decision.violations else r.decision.permitted_by
         line = next(ln for ln in text.splitlines() if ln.endswith(f"| {r.chain_id}#{r.seq} |"))
         assert rule in line and r.facts.purpose in line
+        assert f", {organisation_text(r)} |" in line  # who acted: whose organisation (revision 3)
     disclosed = [r for r in mine if r.facts.kind.value == "DISCLOSURE"]
     assert all(f"{r.facts.recipient.type} '{r.facts.recipient.id}'" in text for r in disclosed)
     violations = sum(1 for r in mine if r.decision.violations)
