@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from daemonkit import Sent, Setup, mixed_events, wait_until
+from daemonkit import DaemonProcess, Sent, Setup, mixed_events, wait_until
 
 from auditor.events.model import Event
 from auditor.localkafka.tools import console_consume
@@ -332,68 +332,23 @@ def run_auditor(*args: str, timeout: float = 180.0) -> subprocess.CompletedProce
 
 # ---------------------------------------------------------------- daemons, supervised
 
-class Daemon:
-    """``python -m auditor run`` as a subprocess with extra environment (the test hook)."""
+class Daemon(DaemonProcess):
+    """daemonkit's daemon subprocess, run in the setup's work directory, with what a supervisor asks:
+    is it alive, send it a signal, wait for its exit; ``get`` answers (0, reason) when nothing listens."""
+
+    start_timeout = 90.0  # the fault suite's machine is loaded by brokers that are being killed
 
     def __init__(self, setup: Setup, instance_id: str, env: dict[str, str] | None = None) -> None:
-        self.setup, self.instance_id = setup, instance_id
-        self.log_path = setup.work / f"{instance_id}-{uuid.uuid4().hex[:4]}.log"
-        base = {k: v for k, v in os.environ.items() if not k.startswith("AUDITOR_")}
-        cmd = [sys.executable, "-m", "auditor", "--log-level", "info", "run",
-               "--config", str(setup.config_path), "--instance-id", instance_id, "--http-port", "0"]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env={**base, **(env or {})}, start_new_session=True, cwd=setup.work)
-        self._port: int | None = None
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(doc, dict):
-                out.append(doc)
-        return out
-
-    def log_tail(self, n: int = 25) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-    def describe(self) -> str:
-        return f"daemon {self.instance_id} pid {self.proc.pid} (exit {self.proc.poll()}); log tail:\n{self.log_tail()}"
+        super().__init__(setup, instance_id, env, cwd=setup.work)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def port(self, timeout: float = 90.0) -> int:
-        if self._port is None:
-            def started() -> bool:
-                for doc in self.log_lines():
-                    if doc.get("event") == "auditor started":
-                        self._port = int(doc["http_port"])
-                assert self._port is not None or self.alive(), f"exited before starting: {self.describe()}"
-                return self._port is not None
-            wait_until(started, timeout, lambda: f"'auditor started' from {self.describe()}", interval=0.2)
-        assert self._port is not None
-        return self._port
-
-    def get(self, path: str, timeout: float = 3.0) -> tuple[int, str]:
-        """(status, body); (0, reason) when nothing answers."""
+    def get(self, path: str) -> tuple[int, str]:
         try:
-            url = f"http://127.0.0.1:{self.port()}{path}"
-            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local test server
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+            return super().get(path)
         except (urllib.error.URLError, OSError) as exc:
             return 0, str(exc)
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        def ready() -> bool:
-            assert self.alive(), f"exited: {self.describe()}"
-            return self.get("/readyz")[0] == 200
-        wait_until(ready, timeout, lambda: f"/readyz 200 from {self.describe()}", interval=0.3)
 
     def signal(self, sig: int) -> None:
         if self.alive():
@@ -404,12 +359,6 @@ class Daemon:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"no exit within {timeout:.0f}s {what}: {self.describe()}") from None
-
-    def kill(self) -> None:
-        if self.alive():
-            with_cont = self.proc.pid
-            os.kill(with_cont, signal.SIGKILL)
-            self.proc.wait(10)
 
 
 class Supervisor:
@@ -494,6 +443,28 @@ def wait_audited(setup: Setup, n: int, timeout: float, what: str, *,
 
     wait_until(enough, timeout, lambda: f"{n} committed audit records {what} (have {seen[0]}{seen[1]}) "
                f"{describe()}", interval=1.0)
+
+
+def stable_committed(bootstrap: str, group: str, topic: str, partitions: int,
+                     timeout: float = 150.0) -> dict[int, int]:
+    """partition -> the group's committed offset, once no open transaction holds offsets for it.
+
+    A daemon SIGKILLed after ``send_offsets_to_transaction`` leaves its transaction open, and the
+    offset fetch (which asks for stable offsets, KIP-447) times out until the coordinator aborts it
+    at the transaction timeout (60 s): "Failed to get committed offsets: Local: Timed out" is then
+    the reader's impatience, not the daemon's fault. Asked again until ``timeout``."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, "log_level": 3})
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                return {tp.partition: tp.offset for tp in c.committed(tps, timeout=20)}
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._TIMED_OUT or time.monotonic() > deadline:
+                    raise
+    finally:
+        c.close()
 
 
 def reached(hook_dir: Path, step: str) -> bool:

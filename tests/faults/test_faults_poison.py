@@ -15,7 +15,6 @@ import time
 
 import fastavro
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 from daemonkit import Setup, make_setup, mixed_events, wait_until
 from faultkit import (
@@ -31,6 +30,7 @@ from faultkit import (
     healthy_through,
     mid_stream,
     send_raw,
+    stable_committed,
     valid_events,
     wait_audited,
     with_occurred_at,
@@ -40,10 +40,6 @@ from auditor.events.model import Event
 from auditor.stream.produce import encode
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka]
-
-# Output budgets, dead-letter references and per-message isolation (issue 9 items 3-4) are d9b's; until
-# they land these scenarios fail as recorded in notes/f9.md, and they run by themselves once they do.
-pytest.importorskip("auditor.stream.budget", reason="the output budgets of issue 9 item 4 are not on this branch")
 
 
 def _set_topic_config(setup: Setup, topic: str, **config: str) -> None:
@@ -170,10 +166,7 @@ def test_audit_topic_deleted_while_running(kafka_bootstrap, tmp_path):
     finally:
         sup.kill_all()
     # what the group committed after the deletion must be in the audit topic as it is now
-    c = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": setup.group, "enable.auto.commit": False})
-    committed = {tp.partition: tp.offset for tp in c.committed([TopicPartition(setup.events, p) for p in range(3)],
-                                                                timeout=30)}
-    c.close()
+    committed = stable_committed(kafka_bootstrap, setup.group, setup.events, 3)
     md = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=30)
     audited: set[tuple[int, int]] = set()
     if setup.audit in md.topics and not md.topics[setup.audit].error:

@@ -383,17 +383,24 @@ class InProcessDaemon:
 # ---------------------------------------------------------------- the daemon as a subprocess
 
 class DaemonProcess:
-    """``python -m auditor run`` with its own instance id and an ephemeral HTTP port."""
+    """``python -m auditor run`` with its own instance id and an ephemeral HTTP port.
 
-    def __init__(self, setup: Setup, instance_id: str, env: dict[str, str] | None = None) -> None:
-        self.instance_id = instance_id
+    ``env`` is added to the environment (every ``AUDITOR_*`` variable of the test run is dropped
+    first); ``cwd`` is the working directory (the test's own by default)."""
+
+    #: how long the daemon may take to log "auditor started" (its HTTP port)
+    start_timeout = 60.0
+
+    def __init__(self, setup: Setup, instance_id: str, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.setup, self.instance_id = setup, instance_id
         self.log_path = setup.work / f"{instance_id}-{uuid.uuid4().hex[:4]}.log"
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("AUDITOR_")}, **(env or {})}
         cmd = [sys.executable, "-m", "auditor", "--log-level", "info", "run",
                "--config", str(setup.config_path), "--instance-id", instance_id, "--http-port", "0"]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True)
+                                         env=env, start_new_session=True, cwd=cwd)
         self._port: int | None = None
 
     def log_lines(self) -> list[dict[str, Any]]:
@@ -411,7 +418,7 @@ class DaemonProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
     def describe(self) -> str:
-        return f"daemon {self.instance_id} (exit {self.proc.poll()}); log tail:\n{self.log_tail()}"
+        return f"daemon {self.instance_id} pid {self.proc.pid} (exit {self.proc.poll()}); log tail:\n{self.log_tail()}"
 
     @property
     def port(self) -> int:
@@ -422,7 +429,8 @@ class DaemonProcess:
                     if doc.get("event") == "auditor started":
                         self._port = int(doc["http_port"])
                 return self._port is not None
-            wait_until(started, 60, lambda: f"'auditor started' from {self.describe()}")
+            wait_until(started, self.start_timeout, lambda: f"'auditor started' from {self.describe()}",
+                       interval=0.2)
         assert self._port is not None
         return self._port
 
