@@ -53,7 +53,7 @@ from auditor.stream.lag import LagMonitor
 from auditor.stream.ledgerfeed import LedgerFeed
 from auditor.stream.ownership import Ownership
 from auditor.stream.processor import BatchProcessor, BatchResult, MessageLike, Routing
-from auditor.stream.split import Progress, commit_or_split, unwritable
+from auditor.stream.split import Progress, commit_or_split
 from auditor.stream.testhook import TestHook
 from auditor.stream.topics import check_trail_topics
 from auditor.stream.watchdog import SignalThread, Watchdog
@@ -252,7 +252,7 @@ class Daemon:
         committer = self.committer
         self.rotation.after_batch(self.consumer, batch, restored)
         progress = commit_or_split(batch, None, self.processor.process, committer.commit,
-                                   lambda m, e: unwritable(self.processor, m, e), self.cfg.batch.split_after_failures)
+                                   self.processor.reject_unwritable, self.cfg.batch.split_after_failures)
         self._settle(progress)
 
     def _ledger_caught_up(self, restored: frozenset[tuple[str, int]], batch: Sequence[MessageLike]) -> bool:

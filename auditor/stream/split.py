@@ -5,26 +5,23 @@ rest of the batch: the same messages are tried again later. An abort caused by a
 broker refuses (too large, a policy) cannot be cured by retrying: after ``after_failures`` such
 aborts the batch is split in halves, each committed on its own, recursively, until the one
 message whose outputs are refused is alone; that message is then dead-lettered by reference
-(:func:`unwritable`), so every other message of the batch is audited and the partition moves on.
+(``unwritable``: the daemon passes :meth:`BatchProcessor.reject_unwritable`), so every other
+message of the batch is audited and the partition moves on.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from auditor.errors import TransientError
 from auditor.logging import get_logger
 from auditor.stream.commit import Outcome
-from auditor.stream.processor import BatchProcessor, BatchResult, MessageLike, Outgoing
-from auditor.trail.record import SourceRef, build_rejection
+from auditor.stream.processor import BatchResult, MessageLike
 
 log = get_logger("auditor.stream")
 
 Batch = Sequence[MessageLike]
-UNWRITABLE = "unwritable"
 RETRIES_AFTER_REFUSAL = 3
 
 
@@ -89,37 +86,3 @@ def _failed(progress: Progress, part: Batch, todo: list[tuple[Batch, BatchResult
     progress.failed = list(part) + [m for rest, _ in reversed(todo) for m in rest]
     progress.transient, progress.error = transient, error
     return progress
-
-
-def unwritable(processor: BatchProcessor, msg: MessageLike, error: str) -> BatchResult:
-    """One message whose outputs the broker refuses: a REJECTION record and a dead letter that
-    carries a reference to the original (its digest, source topic, partition and offset), not
-    its bytes. Uses the processor's own builder when it has one."""
-    build = getattr(processor, "reject_unwritable", None)
-    if build is not None:
-        result: BatchResult = build(msg, error)
-        return result
-    raw = msg.value() or b""
-    digest = hashlib.sha256(raw).digest()
-    source = SourceRef(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
-    message = "the broker refused this input's audit outputs (too large or against a topic policy)"
-    record = build_rejection(digest, UNWRITABLE, message, source, pseudonym_key_id=processor.pseudonymizer.key_id,
-                             instance_id=processor.instance_id, now=datetime.now(UTC))
-    out = BatchResult()
-    data, seq, _ = processor._seal(out, record)
-    out.outgoing.append(Outgoing(processor.routing.audit_topic, processor.audit_partition(source),
-                                 record.chain_id.encode(), data))
-    out.dead_letters.append(UNWRITABLE)
-    headers = (
-        ("auditor.source.topic", source.topic.encode() if source.topic else b""),
-        ("auditor.source.partition", str(source.partition).encode()),
-        ("auditor.source.offset", str(source.offset).encode()),
-        ("auditor.source.sha256", digest.hex().encode()),
-        ("auditor.error.class", b"BrokerError"),
-        ("auditor.error.reason", UNWRITABLE.encode()),
-        ("auditor.error.message", message.encode()),
-        ("auditor.trail.chain", record.chain_id.encode()),
-        ("auditor.trail.seq", str(seq).encode()),
-    )
-    out.outgoing.append(Outgoing(processor.routing.dead_letter_topic, None, None, b"", headers))
-    return out
