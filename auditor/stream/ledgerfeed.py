@@ -60,6 +60,8 @@ log = get_logger("auditor.ledger")
 
 #: facts applied per store transaction while reading a partition
 CHUNK = 20_000
+#: facts read per round before their corrections are written and they are confirmed
+ROUND = 200_000
 CALL_TIMEOUT_S = 10.0
 
 
@@ -188,20 +190,29 @@ class FactsReader:
                                           request_timeout=CALL_TIMEOUT_S)
         return {tps[tp]: fut.result(CALL_TIMEOUT_S).offset for tp, fut in futures.items()}
 
-    def read_to_end(self, timeout: float, collect: bool, beat: Callable[[], None]) -> Pending:
-        """Read every assigned partition up to its current end, applying facts ``CHUNK`` at a time."""
+    def read_some(self, timeout: float, collect: bool, beat: Callable[[], None],
+                  limit: int | None = None) -> tuple[Pending, bool]:
+        """Read the assigned partitions towards their current end, applying facts ``CHUNK`` at a
+        time, until the end or about ``limit`` facts (a long restore goes in rounds, each
+        confirmed on its own). True when every partition is at its end. A read that makes no
+        progress for ``timeout`` seconds raises :class:`TransientError`."""
         ends = self.ends()
         pending = Pending({}, [])
         todo = {p for p, end in ends.items() if self.next.get(p, end) < end}
         if not todo:
-            return pending
-        deadline = time.monotonic() + timeout
+            return pending, True
+        last_progress = time.monotonic()
+        read, limit = 0, limit or ROUND
         blocks: dict[int, list[tuple[int, SubjectFact]]] = {p: [] for p in todo}
-        while todo:
-            if time.monotonic() > deadline:
-                raise TransientError(f"the facts partitions {sorted(todo)} of {self.topic} were not read to their "
-                                     f"end within {timeout:.0f}s (ledger.catch_up_timeout_s)")
-            for m in self.consumer.consume(1000, 0.1):
+        while todo and read < limit:
+            if time.monotonic() - last_progress > timeout:
+                raise TransientError(f"the facts partitions {sorted(todo)} of {self.topic} made no progress towards "
+                                     f"their end for {timeout:.0f}s (ledger.catch_up_timeout_s)")
+            msgs = self.consumer.consume(1000, 0.1)
+            if msgs:
+                last_progress = time.monotonic()
+                read += len(msgs)
+            for m in msgs:
                 p = m.partition() or 0
                 err = m.error()
                 if err is not None:
@@ -237,7 +248,7 @@ class FactsReader:
         for p in ends:
             if p in self.next and self.next[p] - 1 > self.store.high_offset(p):
                 pending.high[p] = max(pending.high.get(p, -1), self.next[p] - 1)
-        return pending
+        return pending, not todo
 
     def _apply(self, p: int, block: list[tuple[int, SubjectFact]], pending: Pending, collect: bool) -> None:
         result = self.store.apply(p, block, self.pseudonymize, collect=collect, advance=False)
@@ -313,8 +324,19 @@ class LedgerFeed:
         t0 = time.monotonic()
         self.reader.assign({p for _, p in owned})
         collect = self.index.count() > 0
-        pending = self.reader.read_to_end(self.cfg.ledger.catch_up_timeout_s, collect, beat)
-        self.metrics.catch_up.set(time.monotonic() - t0)
+        while True:
+            pending, done = self.reader.read_some(self.cfg.ledger.catch_up_timeout_s, collect, beat)
+            if not self._settle(pending, owned, commit):
+                return False
+            if done:
+                self.metrics.catch_up.set(time.monotonic() - t0)
+                return True
+            beat()  # a long restore is progress
+
+    def _settle(self, pending: Pending, owned: set[tuple[str, int]], commit: Callable[[BatchResult], bool]) -> bool:
+        """Correct what ``pending``'s facts changed, then confirm them; False if the correction
+        did not commit (the facts are read again)."""
+        assert self.reader is not None
         if not pending.high:
             return True
         corrections: list[Correction] = []

@@ -132,6 +132,24 @@ def test_consent_withdrawn_before_the_event_is_a_violation_after_it_is_not_and_l
     assert len([e for e in entries if e.record.record_type is RecordType.CORRECTION]) == 1
 
 
+def test_a_restore_longer_than_the_catch_up_timeout_goes_in_rounds_and_finishes(tmp_path, kafka_bootstrap,
+                                                                              monkeypatch):
+    from auditor.stream import ledgerfeed
+
+    monkeypatch.setattr(ledgerfeed, "ROUND", 4000)
+    setup, facts = ledger_setup(tmp_path, kafka_bootstrap, catch_up_timeout_s=1)
+    many = [withdrawal(f"bulk-{i}", f"u-bulk-{i}", T0) for i in range(30_000)]
+    produce(kafka_bootstrap, facts, [*many, withdrawal("w-last", "u-last", T0)])
+    produce(kafka_bootstrap, setup.events, [marketing_event("needs-the-last-fact", "u-last", T0 + timedelta(days=1))])
+    with InProcessDaemon(setup.config(instance_id="bulk")) as d:
+        wait_until(lambda: len(read_audit(kafka_bootstrap, setup.audit)) >= 1, 120, "the event's record")
+        assert d.sample("auditor_ledger_facts_total") == len(many) + 1
+        positions = d.daemon.ledger.store.positions() if d.daemon.ledger is not None else {}
+    (entry,) = read_audit(kafka_bootstrap, setup.audit)
+    assert entry.record.decision is not None and entry.record.decision.verdict.value == "VIOLATION"
+    assert sum(positions.values()) + len(positions) >= len(many) + 1  # every fact confirmed in the store
+
+
 def _write_jsonl(path: Path, lines: list[str]) -> Path:
     path.write_text("".join(line + "\n" for line in lines))
     return path
