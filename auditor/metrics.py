@@ -95,6 +95,7 @@ class Metrics:
     adopted_unsigned: Counter
     witness_failures: Counter
     witness_cosigned: Counter
+    witness_behind: Gauge
 
 
 def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
@@ -156,6 +157,9 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
                                  ["witness", "reason"], registry=r),
         witness_cosigned=Counter("auditor_witness_cosigned", "Checkpoints cosigned by a witness",
                                  ["witness"], registry=r),
+        witness_behind=Gauge("auditor_witness_behind_seconds", "How long the oldest checkpoint a witness has "
+                             "not cosigned has waited, over every chain of this instance (0: none)",
+                             ["witness"], registry=r),
     )
     m.build_info.labels(__version__, platform.python_version()).set(1)
     for outcome in ("commit", "abort"):

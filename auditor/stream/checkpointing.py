@@ -85,10 +85,13 @@ class Checkpointer:
         self.logs[log.chain_id] = log
 
     def forget(self, chain_ids: Iterable[str]) -> None:
+        chain_ids = list(chain_ids)
         for c in chain_ids:
             self.logs.pop(c, None)
             self._saved.pop(c, None)
             self.unsigned.discard(c)
+        if self.witness is not None:
+            self.witness.forget(chain_ids)
 
     def partition_of(self, chain_id: str) -> int:
         return chainid.checkpoint_partition(audit_partition_of(chain_id, self.audit_partitions), self.partitions)

@@ -15,13 +15,16 @@ instances) gets a proof from its size built from the topics: the compact range s
 checkpoint of that size and the record hashes since (:func:`auditor.stream.chainrestore.history_since`).
 
 Failures (unreachable, refused, an invalid answer) are counted per witness and reason and
-retried with the next checkpoint; they never slow the daemon down. When the topics no longer
+retried with the next checkpoint; they never slow the daemon down. ``auditor_witness_behind_seconds``
+says, per witness, how long the oldest checkpoint it has not cosigned has waited (over every chain:
+a witness refusing one chain while cosigning the others is behind too). When the topics no longer
 hold that history (records deleted), ``auditor witness push`` on the daemon's file copy
 (``trail_dir``) proves from its records; the daemon carries on from the size the witness holds.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import deque
@@ -128,6 +131,11 @@ class WitnessPusher:
         self.max_queue = max_queue
         self.chains: dict[str, _Chain] = {}
         self.cond = threading.Condition()
+        #: witness url -> chain -> when the oldest checkpoint that witness has not cosigned was offered
+        self.since: dict[str, dict[str, float]] = {c.url: {} for c in clients}
+        self._offered: dict[int, float] = {}   # id(Pending) -> when offered, for the queued ones
+        for c in clients:
+            metrics.witness_behind.labels(c.url).set_function(functools.partial(self.behind, c.url))
         self.stopping = False
         self.busy = False
         #: (chain, old size, known size) -> (compact range at old, record hashes old..known), from the topics
@@ -137,13 +145,39 @@ class WitnessPusher:
 
     def offer(self, p: Pending) -> None:
         """From the main loop: never blocks on a witness."""
+        now = time.monotonic()
         with self.cond:
             if len(self.queue) >= self.max_queue:
-                self.queue.popleft()
+                self._offered.pop(id(self.queue.popleft()), None)
                 for c in self.clients:
                     self.metrics.witness_failures.labels(c.url, "dropped").inc()
             self.queue.append(p)
+            self._offered[id(p)] = now
+            for chains in self.since.values():
+                chains.setdefault(p.chain_id, now)
             self.cond.notify()
+
+    def behind(self, url: str) -> float:
+        """Seconds since the oldest checkpoint witness ``url`` has not cosigned was offered (0: none)."""
+        with self.cond:
+            oldest = min(self.since[url].values(), default=None)
+        return 0.0 if oldest is None else max(0.0, time.monotonic() - oldest)
+
+    def forget(self, chain_ids: list[str]) -> None:
+        """Chains this instance no longer owns: their witnessing is the new owner's to report."""
+        with self.cond:
+            for chains in self.since.values():
+                for c in chain_ids:
+                    chains.pop(c, None)
+
+    def _cosigned(self, url: str, chain_id: str) -> None:
+        """``url`` cosigned the latest checkpoint of ``chain_id`` taken in: behind from the next queued one."""
+        with self.cond:
+            queued = [self._offered.get(id(p), 0.0) for p in self.queue if p.chain_id == chain_id]
+            if queued:
+                self.since[url][chain_id] = min(queued)
+            else:
+                self.since[url].pop(chain_id, None)
 
     def close(self, timeout: float = 10.0) -> None:
         """Send what is queued (bounded by ``timeout``), then stop the thread."""
@@ -167,6 +201,7 @@ class WitnessPusher:
                     return
                 items = list(self.queue)
                 self.queue.clear()
+                self._offered.clear()
                 self.busy = True
             try:
                 self._push(items)
@@ -220,6 +255,7 @@ class WitnessPusher:
             chain.sent[client.url] = cp.size
             sigs.extend(got)
             self.metrics.witness_cosigned.labels(client.url).inc()
+            self._cosigned(client.url, chain_id)
         if len(chain.sent) == len(self.clients):
             chain.rebase(min(chain.sent.values()))
         if sigs and self.producer is not None:

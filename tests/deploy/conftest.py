@@ -50,6 +50,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "auditor_trail_adopted_unsigned_total": ("counter", ("chain",)),
     "auditor_witness_failures_total": ("counter", ("witness", "reason")),
     "auditor_witness_cosigned_total": ("counter", ("witness",)),
+    "auditor_witness_behind_seconds": ("gauge", ("witness",)),
     "auditor_ledger_facts_total": ("counter", ()),
     "auditor_ledger_facts_rejected_total": ("counter", ("reason",)),
     "auditor_ledger_corrections_total": ("counter", ("pack", "verdict_changed")),

@@ -47,14 +47,14 @@ def feed(setup: Setup, items: list[Event]) -> None:
 class WitnessProcess:
     """``auditor witness serve`` as its own process (so it can be frozen)."""
 
-    def __init__(self, work: Path, setup: Setup) -> None:
+    def __init__(self, work: Path, setup: Setup, *extra: str) -> None:
         self.key_dir = work / "wkey"
         witness_keys.generate(self.key_dir, "dpo.example.com/witness")
         self.vkey = self.key_dir / witness_keys.VKEY
         self.log = work / "witness.log"
         cmd = [sys.executable, "-m", "auditor", "witness", "serve", "--key", str(self.key_dir),
                "--log-key", str(setup.keys_dir / "signing.pub"), "--state", str(work / "wstate.json"),
-               "--listen", "127.0.0.1:0"]
+               "--listen", "127.0.0.1:0", *extra]
         with self.log.open("wb") as fh:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                                          start_new_session=True)
@@ -105,6 +105,9 @@ def test_a_frozen_witness_never_stops_the_daemon_and_cosigning_resumes_after_sig
             assert len(pusher.queue) <= queue
             wait_until(lambda: daemon.sample("auditor_witness_failures_total", {**labels, "reason": "dropped"}) > 0,
                        30, "dropped checkpoints counted")
+            # the metric shows the witness behind, and by how long
+            wait_until(lambda: daemon.sample("auditor_witness_behind_seconds", labels) >= 5, 30,
+                       lambda: f"the witness behind ({daemon.sample('auditor_witness_behind_seconds', labels)}s)")
             cosigned_frozen = daemon.sample("auditor_witness_cosigned_total", labels)
             print(f"500 events audited {audited_in:.1f}s after SIGSTOP; queue {len(pusher.queue)}; "
                   f"chains {[(c, ch.base, len(ch.leaves)) for c, ch in pusher.chains.items()]}")
@@ -115,6 +118,8 @@ def test_a_frozen_witness_never_stops_the_daemon_and_cosigning_resumes_after_sig
             wait_until(lambda: daemon.sample("auditor_witness_cosigned_total", labels) > cosigned_frozen, 60,
                        "cosignatures after SIGCONT")
             wait_until(lambda: not pusher.queue and not pusher.busy, 60, "the witness queue drained")
+            wait_until(lambda: daemon.sample("auditor_witness_behind_seconds", labels) == 0, 60,
+                       "the witness caught up")
         assert daemon.exit_code == 0
         capsys.readouterr()
         code = main(["verify", f"kafka://{setup.bootstrap}/{setup.audit}", "--keys", str(setup.keys_dir),
@@ -207,3 +212,34 @@ def test_a_witness_answering_without_end_cannot_fill_the_daemons_memory(kafka_bo
         assert daemon.exit_code == 0
     finally:
         huge.close()
+
+
+def test_a_witness_that_refuses_one_chain_is_shown_behind(kafka_bootstrap, tmp_path):
+    """A witness that trusts only one of the instance's chains (its --origin-prefix names chain 0)
+    cosigns chain 0 and refuses chain 1. auditor_witness_cosigned_total keeps rising, so
+    AuditorWitnessFailing (failures and no cosignature for 15 minutes) never fires, yet chain 1 is
+    never witnessed. Before the fix no metric showed it; auditor_witness_behind_seconds now does."""
+    from auditor.trail.checkpoint import origin_for
+    from auditor.trail.keys import KeyRing
+
+    setup = make_setup(tmp_path, kafka_bootstrap, partitions=2, trail=False, batch_max_events=20)
+    log_name = KeyRing.load(setup.keys_dir).signer.name
+    w = WitnessProcess(tmp_path, setup, "--origin-prefix", origin_for(log_name, f"{setup.events}/0"))
+    try:
+        cfg = setup.config(**{"trail.witnesses": [w.url], "trail.witness_keys": [str(w.vkey)]})
+        labels = {"witness": w.url}
+        with InProcessDaemon(cfg) as daemon, TopicTail(setup.bootstrap, setup.audit) as tail:
+            items = events(200, seed=24)
+            feeder = Feeder(setup.bootstrap, setup.events)
+            for i, e in enumerate(items):
+                feeder.send(e, partition=i % 2)
+            feeder.flush()
+            tail.wait_for(len(items), 60, "records")
+            wait_until(lambda: daemon.sample("auditor_witness_cosigned_total", labels) > 0
+                       and daemon.sample("auditor_witness_failures_total", {**labels, "reason": "refused"}) > 0,
+                       40, "chain 0 cosigned and chain 1 refused")
+            wait_until(lambda: daemon.sample("auditor_witness_behind_seconds", labels) >= 5, 40,
+                       lambda: f"the witness shown behind ({daemon.sample('auditor_witness_behind_seconds', labels)}s)")
+        assert daemon.exit_code == 0
+    finally:
+        w.close()
