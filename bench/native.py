@@ -17,7 +17,8 @@ trail records (tests/unit/trail/trailkit.py), in batches of --batch as the daemo
 * processor batch, Python reference / native: the daemon's whole per-batch work
   (``BatchProcessor.process``: decode, evaluate, build, seal, route; no Kafka) with
   ``native: false`` and ``native: true``, on the same messages (3 partitions, heads committed
-  after each batch as the runner does).
+  after each batch as the runner does); "without the fact path" builds an Event for every event
+  (auditor/stream/factpath.py off).
 
 Prints a markdown table and writes bench/results/native.json. Numbers are only meaningful on a
 quiet machine; they are not asserted anywhere.
@@ -151,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             _, new = sealer.seal_batch(b, heads)
             heads.update(new)
 
-    def processor_run(native_on: bool) -> Callable[[], None]:
+    def processor_run(native_on: bool, fact_path: bool = True) -> Callable[[], None]:
         proc = make_processor(native_on)
+        if not fact_path:
+            proc.facts = None
 
         def run() -> None:
             proc.forget(list(proc.heads))
@@ -180,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                          ("record encode + hash, native", native_seal)]
     if args.mode != "codec":
         measurements += [("processor batch, Python reference", processor_run(False)),
+                         ("processor batch, native without the fact path", processor_run(True, False)),
                          ("processor batch, native", processor_run(True))]
     rows = []
     for name, fn in measurements:

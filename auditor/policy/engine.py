@@ -130,15 +130,7 @@ class CompiledPack:
         return self.pack.content_hash
 
     def candidates(self, kind: EventKind, rtype: str, purpose: str) -> tuple[tuple[Rule, ...], tuple[Rule, ...]]:
-        """(permits, constraints) whose kind/recipient/purpose scope covers this key, in pack order.
-
-        An undeclared recipient type or purpose has exactly the candidates of ``*`` (rules index
-        declared names only), so it is looked up as ``*``: event payloads never become cache keys."""
-        pack = self.pack
-        if rtype not in pack.recipients:
-            rtype = ANY
-        if purpose not in pack.purposes:
-            purpose = ANY
+        """(permits, constraints) whose kind/recipient/purpose scope covers this key, in pack order."""
         key = (kind, rtype, purpose)
         hit = self._cache.get(key)
         if hit is not None:
@@ -266,6 +258,7 @@ def _key_function(facts: Iterable[str], has_recipient: bool,
     as constants, never written into the source). Recipient facts are left out of the key of a plan
     for events without a recipient: they are None for all of them."""
     exprs: list[str] = []
+    used: list[str] = []
     consts: dict[str, object] = {"_minor": subject_minor, "_abroad": recipient_abroad}
     for fact in sorted(facts):
         if fact not in _KEY_EXPR and not fact.startswith("attributes."):
@@ -278,11 +271,14 @@ def _key_function(facts: Iterable[str], has_recipient: bool,
             continue
         else:
             exprs.append(_KEY_EXPR[fact].format(minor_age=int(minor_age)))
+        used.append(fact)
     body = "    s = e.subject\n" if any(x.startswith("s.") or " s." in x or "(s," in x for x in exprs) else ""
     src = f"def key(e):\n{body}    return ({''.join(x + ', ' for x in exprs)})\n"
     namespace: dict[str, object] = dict(consts)
     exec(compile(src, "<policy-memo-key>", "exec"), namespace)  # noqa: S102 - fixed expressions only
-    return namespace["key"]  # type: ignore[return-value]
+    key = namespace["key"]
+    key.facts = tuple(used)  # type: ignore[attr-defined]  # what the key holds, in order (stream/factpath.py)
+    return key  # type: ignore[return-value]
 
 
 def _plan_bytes(key: tuple[object, ...], plan: _Plan) -> int:

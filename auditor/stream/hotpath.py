@@ -31,7 +31,7 @@ from typing import Protocol
 
 from auditor.errors import TransientError
 from auditor.events.wire import EventDecoder
-from auditor.native import EventDecoded, NativeEventDecoder, NativeSealer, SealedBytes
+from auditor.native import Decoded, EventDecoded, NativeEventDecoder, NativeSealer, Refused, SealedBytes
 from auditor.trail.chain import ChainHead, seal_bytes
 from auditor.trail.record import AuditRecord
 
@@ -93,6 +93,15 @@ class NativePath:
             raise
         except Exception:  # noqa: BLE001 - find the message that fails, alone
             return [self._decode_one(v) for v in values]
+
+    def decode_facts(self, values: Sequence[bytes | None]) -> list[Decoded | Refused | Exception]:
+        """The batch as facts tuples (no Event): see :mod:`auditor.stream.factpath`."""
+        try:
+            return list(self.decoder.decode_facts(values))
+        except TransientError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the full path decodes them again, one by one if need be
+            return [exc] * len(values)
 
     def _decode_one(self, value: bytes | None) -> DecodeResult:
         try:

@@ -33,12 +33,13 @@ from auditor.ledger.late import DecisionReads
 from auditor.ledger.model import to_us
 from auditor.logging import get_logger
 from auditor.memo import BytesMemo
-from auditor.native import NativeEventDecoder, NativeSealer, SealedBytes
+from auditor.native import Decoded, NativeEventDecoder, NativeSealer, SealedBytes
 from auditor.policy import CompiledPack, Decision, Verdict
 from auditor.policy.decision import decision_to_dict
 from auditor.policy.engine import MemoEvaluator
 from auditor.stream.budget import HeadersLike, OutputBudget, dead_letter, message_size
-from auditor.stream.hotpath import DecodeResult, SealResult, hot_path
+from auditor.stream.factpath import FactPath
+from auditor.stream.hotpath import DecodeResult, NativePath, SealResult, hot_path
 from auditor.trail import chainid
 from auditor.trail.chain import ChainHead, SealedBatch, seal_bytes
 from auditor.trail.record import (
@@ -130,6 +131,8 @@ class BatchProcessor:
         self.hot = hot_path(decoder, sealer)
         self.packs = dict(packs)
         self.evaluators = {pid: MemoEvaluator(p) for pid, p in self.packs.items()}
+        #: decisions from the facts tuple where the memo knows them (compiled path, no ledger)
+        self.facts = FactPath(decoder.fact_names, self.evaluators) if isinstance(decoder, NativeEventDecoder) else None
         #: the record form of each memoised decision template, by the template's id (bounded by bytes)
         self._decided: BytesMemo[int, tuple[Decision, DecisionFacts]] = BytesMemo(DECIDED_MAX_BYTES, 64 * 1024)
         self._timed = 0
@@ -170,10 +173,51 @@ class BatchProcessor:
         now = self.clock()
         batch = list(messages)
         values = [m.value() for m in batch]
-        audit = self._audit
-        items = [audit(m, v, d, now) for m, v, d in zip(batch, values, self.hot.decode(values), strict=True)]
+        if self.facts is not None and self.ledger is None and isinstance(self.hot, NativePath):
+            items = self._audit_facts(batch, values, self.hot, self.facts, now)
+        else:
+            audit = self._audit
+            items = [audit(m, v, d, now) for m, v, d in zip(batch, values, self.hot.decode(values), strict=True)]
         self._seal_and_route(out, items)
         return out
+
+    def _audit_facts(self, batch: list[MessageLike], values: list[bytes | None], hot: NativePath, facts: FactPath,
+                     now: datetime) -> list[_Audit | _Reject]:
+        """The batch as facts tuples (one call): what the memo already decided is audited from the
+        tuple; the rest is decoded into Events (one more call) and audited the full way."""
+        items: list[_Audit | _Reject | None] = []
+        rest: list[int] = []
+        for i, (msg, raw, result) in enumerate(zip(batch, values, hot.decode_facts(values), strict=True)):
+            item = None
+            if isinstance(result, Decoded) and raw is not None and len(raw) <= MAX_TEXT:
+                item = self._audit_fact(facts, msg, raw, result, now)
+            if item is None:
+                rest.append(i)
+            items.append(item)
+        if rest:
+            decoded = hot.decode([values[i] for i in rest])
+            for i, d in zip(rest, decoded, strict=True):
+                items[i] = self._audit(batch[i], values[i], d, now)
+        return items  # type: ignore[return-value]  # every None was replaced
+
+    def _audit_fact(self, facts: FactPath, msg: MessageLike, raw: bytes, decoded: Decoded,
+                    now: datetime) -> _Audit | None:
+        """One event audited from its facts tuple, or None: the full path then audits it."""
+        try:
+            self._timed += 1
+            t0 = time.perf_counter() if self._timed % DECISION_TIMING_SAMPLE == 1 else -1.0
+            hit = facts.decide(decoded.facts)
+            if hit is None:
+                self._timed -= 1
+                return None
+            seconds = time.perf_counter() - t0 if t0 >= 0 else -1.0
+            decision, template, evaluator = hit
+            source = SourceRef(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+            record = facts.record(decoded.facts, self._facts_of(decision, template), source, decoded.digest,
+                                  self.pseudonymizer, self.instance_id, now)
+        except Exception:  # noqa: BLE001 - the full path judges it again and names any failure
+            return None
+        return _Audit(msg, source, raw, record, None, decision, evaluator, True, seconds, now)
 
     def _audit(self, msg: MessageLike, raw: bytes | None, decoded: DecodeResult, now: datetime) -> _Audit | _Reject:
         """One message's unsealed record, or its rejection. Nothing here changes any state."""
@@ -259,11 +303,11 @@ class BatchProcessor:
                 out.violations.extend(p.violation[1])
             if item.seconds >= 0:
                 out.decision_seconds.append(item.seconds)
-            judged = item.judged
-            if judged is not None and judged.reads and item.record.facts is not None:
+            judged, event = item.judged, item.event
+            if judged is not None and judged.reads and item.record.facts is not None and event is not None:
                 out.ledger_reads.append(DecisionReads(
-                    item.source.partition or 0, item.record.facts.subject_pseudonym, to_us(item.event.occurred_at),
-                    item.record.chain_id, seal.seq, item.event.event_id, judged.reads, seal.data))
+                    item.source.partition or 0, item.record.facts.subject_pseudonym, to_us(event.occurred_at),
+                    item.record.chain_id, seal.seq, event.event_id, judged.reads, seal.data))
 
     def append_record(self, out: BatchResult, record: AuditRecord) -> tuple[int, bytes]:
         """Seal ``record`` after its chain's working head and route it to the audit topic (a
@@ -288,10 +332,15 @@ class BatchProcessor:
             stage = "route"
             violation = None
             if decision.verdict is Verdict.VIOLATION:
+                if event is None:  # the fact path takes allowed events only
+                    raise TypeError("a violation without its event")
                 head = ChainHead(record.chain_id, seal.seq + 1, seal.record_hash)
                 violation = self._violations(event, decision, item.evaluator, record, head, source, item.short)
-            labels = (item.evaluator.compiled.id, event.kind.value, decision.verdict.value)
-            when = event.occurred_at.timestamp()
+            facts = record.facts
+            if facts is None:
+                raise TypeError("a decision record without facts")
+            labels = (item.evaluator.compiled.id, facts.kind.value, decision.verdict.value)
+            when = facts.occurred_at.timestamp()
         except TransientError:
             raise
         except DecodeError as exc:
@@ -435,7 +484,7 @@ class _Audit(NamedTuple):
     source: SourceRef
     raw: bytes | None
     record: AuditRecord
-    event: Event
+    event: Event | None  # None: audited from the facts tuple (stream/factpath.py)
     decision: Decision
     evaluator: MemoEvaluator
     short: bool

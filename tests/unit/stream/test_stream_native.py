@@ -70,7 +70,8 @@ def outputs(result: BatchResult) -> tuple[Any, ...]:
 
 def same_outputs(values: list[bytes | None], batch: int = 100, partitions: int = 3) -> list[BatchResult]:
     """Both paths over the values (spread over partitions, in batches, heads committed in
-    between); asserts every output is equal and returns the reference's results."""
+    between); asserts every output is equal and returns the reference's results. Some of the
+    native path's records come from the facts tuple (the memo knew the decision)."""
     reference, native = pair()
     results = []
     for start in range(0, len(values), batch):
@@ -83,6 +84,7 @@ def same_outputs(values: list[bytes | None], batch: int = 100, partitions: int =
             native.commit_heads()
             results.append(a)
     assert reference.heads == native.heads
+    assert native.facts is not None and native.facts.hits > len(values) // 10
     return results
 
 
@@ -95,7 +97,8 @@ def example_values() -> list[bytes | None]:
 # ---------------------------------------------------------------- the same records
 
 def test_every_example_event_gives_the_same_records_violations_and_heads():
-    results = same_outputs(example_values())
+    values = example_values()
+    results = same_outputs(values + values)  # the second time round the memo knows most of them
     records = [record_from_bytes(o.value) for r in results for o in r.outgoing if o.topic == "audit"]
     assert len(records) > 200 and all(r.record_type is RecordType.DECISION for r in records)
     assert sum(len(r.violations) for r in results) > 20  # violations are compared too
@@ -118,6 +121,38 @@ def test_a_record_over_the_audit_budget_is_rejected_in_the_same_place():
     a, b = reference.process(messages(values)), native.process(messages(values))
     assert outputs(b) == outputs(a)
     assert 0 < a.dead_letters.count("record_too_large") < len(values)  # some fit, some do not
+
+
+def test_the_fact_path_reads_the_memo_key_the_engine_reads_from_the_event():
+    # every example event: the key the fact path reads from the tuple is the engine's key_of(event)
+    _, native = pair()
+    assert native.facts is not None
+    values = example_values()
+    native.process(messages(values))  # fills the plans
+    decoder = native.decoder
+    assert isinstance(decoder, NativeEventDecoder)
+    checked = 0
+    for value, facts, decoded in zip(values, decoder.decode_facts(values), decoder.decode_events(values), strict=True):
+        assert not isinstance(decoded, Exception) and hasattr(facts, "facts"), value
+        event = decoded.event
+        compiled = native.evaluators[event.policy_id].compiled
+        plan = compiled.plan(event)
+        if plan.key_of is None:
+            continue
+        key_of = native.facts._key_of(plan.key_of, compiled.pack.minor_age)
+        assert key_of is not None
+        assert key_of(facts.facts) == plan.key_of(event), event.event_id
+        checked += 1
+    assert checked > 200
+
+
+def test_what_the_memo_has_not_seen_goes_the_full_way():
+    _, native = pair()
+    assert native.facts is not None
+    values = [wire(violating("ipasar", i)) for i in range(3)]
+    native.process(messages(values))
+    native.process(messages(values, first_offset=3))
+    assert native.facts.hits == 0  # violations: their message reads the event
 
 
 # ---------------------------------------------------------------- refused inputs

@@ -1,0 +1,172 @@
+"""Decisions from the facts tuple, without an Event, where the decision memo knows the answer.
+
+The compiled decoder's :meth:`~auditor.native.NativeEventDecoder.decode_facts` gives each event
+as one flat tuple (``fact_names`` order). The policy engine's memo keys each plan on the facts
+its rules read (``plan.key_of.facts``); this module reads the same key from the tuple, looks the
+decision up, and builds the record's :class:`~auditor.trail.record.Facts` from the tuple: no
+:class:`~auditor.events.model.Event`, no nested dicts, for the events the memo already judged.
+
+Anything else goes the full way (:meth:`FactPath.audit` returns None): an event the memo has
+not seen, a plan that is not memoised, a violation (its message reads the event), an input
+longer than :data:`~auditor.trail.record.MAX_TEXT` (its texts may need cutting), or one that
+:func:`~auditor.events.codec.event_from_datum` would not take on its fast path (its own checks
+then name the field). The records are byte for byte those of the full path
+(tests/unit/stream/test_stream_native.py compares the two on every example and generated event).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from auditor import __version__
+from auditor.events.codec import _EPOCH, MAX_MICROS, MIN_MICROS
+from auditor.events.model import ActorOrganisation, ActorType, EventKind, Identifiability, LegalRequestType, Safeguard
+from auditor.policy import Decision, Verdict
+from auditor.policy.conditions import recipient_abroad, subject_minor
+from auditor.policy.engine import ANY, MemoEvaluator
+from auditor.trail.record import AuditRecord, DecisionFacts, Facts, RecipientFacts, RecordType, SourceRef
+
+_KINDS = {k.value: k for k in EventKind}
+_ACTORS = {a.value: a for a in ActorType}
+_ORGS = {o.value: o for o in ActorOrganisation}
+_IDENT = {i.value: i for i in Identifiability}
+_LEGAL = {t.value: t for t in LegalRequestType}
+_SAFE = {t.value: t for t in Safeguard}
+
+
+class _Subject(NamedTuple):  # what subject_minor reads
+    age: int | None
+    is_minor: bool | None
+
+
+class _Recipient(NamedTuple):
+    country: str | None
+
+
+class _Event(NamedTuple):  # what recipient_abroad reads
+    recipient: _Recipient | None
+    subject: Any
+
+
+class _Region(NamedTuple):
+    region: str | None
+
+
+class FactPath:
+    """Audits an event from its facts tuple when the memo of its pack already holds the decision."""
+
+    def __init__(self, fact_names: Sequence[str], evaluators: Mapping[str, MemoEvaluator]) -> None:
+        self.at = {n: i for i, n in enumerate(fact_names)}
+        self.evaluators = evaluators
+        #: events audited from their tuple (tests and benchmarks read it)
+        self.hits = 0
+        self._keys: dict[int, tuple[object, Callable[[tuple[Any, ...]], tuple[object, ...]]]] = {}
+        at = self.at
+        (self._id, self._time, self._kind, self._policy, self._system, self._atype, self._aid, self._role,
+         self._sid, self._age, self._minor, self._region, self._cats, self._purpose, self._rtype, self._rid,
+         self._rcountry, self._rbehalf, self._ident, self._basis, self._legal, self._cm, self._ct, self._cg,
+         self._co, self._cross, self._dest, self._safe, self._attrs) = (at[n] for n in (
+            "event_id", "occurred_at", "kind", "policy_id", "source_system", "actor.type", "actor.id",
+            "actor.role", "subject.id", "subject.age", "subject.is_minor", "subject.region", "data_categories",
+            "purpose", "recipient.type", "recipient.id", "recipient.country", "recipient.on_our_behalf",
+            "identifiability", "legal_basis", "legal_request.type", "consent.marketing",
+            "consent.third_party_sharing", "consent.guardian", "consent.marketing_opt_out",
+            "transfer.cross_border", "transfer.destination_country", "transfer.safeguard", "attributes"))
+        self._org, self._reference = at["actor.organisation"], at["legal_request.reference"]
+
+    def decide(self, t: tuple[Any, ...]) -> tuple[Decision, Decision, MemoEvaluator] | None:
+        """(decision, template, evaluator) of an ALLOW the memo holds for these facts, else None."""
+        evaluator = self.evaluators.get(t[self._policy])
+        if evaluator is None or not self._plain(t):
+            return None
+        compiled = evaluator.compiled
+        rtype = t[self._rtype]
+        plan = compiled._plans.get((t[self._kind], ANY if rtype is None else rtype, t[self._purpose], t[self._cats]))
+        if plan is None or plan.memo is None or plan.key_of is None:
+            return None
+        key_of = self._key_of(plan.key_of, compiled.pack.minor_age)
+        if key_of is None:
+            return None
+        template = plan.memo.get(key_of(t))
+        if template is None or template.verdict is not Verdict.ALLOW:
+            return None
+        compiled.memo_hits += 1
+        self.hits += 1
+        eid = t[self._id]
+        if template.event_id == eid:
+            return template, template, evaluator
+        return Decision(eid, *template[1:]), template, evaluator
+
+    def _plain(self, t: tuple[Any, ...]) -> bool:
+        """What event_from_datum checks before it builds an Event (else its slow path names the field)."""
+        if not (t[self._id] and t[self._policy] and t[self._system] and t[self._purpose] and t[self._aid]
+                and t[self._sid] and t[self._cats] and all(t[self._cats])):
+            return False
+        age = t[self._age]
+        if age is not None and not 0 <= age < 200:
+            return False
+        if not MIN_MICROS <= t[self._time] <= MAX_MICROS:
+            return False
+        rtype = t[self._rtype]
+        if (rtype is None) is (t[self._kind] == "DISCLOSURE"):
+            return False
+        return rtype is None or bool(rtype and t[self._rid])
+
+    def _key_of(self, key_of: Any, minor_age: int) -> Callable[[tuple[Any, ...]], tuple[object, ...]] | None:
+        """The plan's memo key read from the tuple: the same values, in the same order, as ``key_of(event)``."""
+        hit = self._keys.get(id(key_of))
+        if hit is not None and hit[0] is key_of:
+            return hit[1]
+        facts = getattr(key_of, "facts", None)
+        if facts is None:
+            return None
+        at = self.at
+        consts: dict[str, object] = {"_minor": subject_minor, "_abroad": recipient_abroad, "_S": _Subject,
+                                     "_E": _Event, "_R": _Recipient, "_G": _Region}
+        exprs: list[str] = []
+        needs_attrs = False
+        for fact in facts:
+            if fact.startswith("attributes."):
+                name = f"_a{len(consts)}"
+                consts[name] = fact.removeprefix("attributes.")
+                exprs.append(f"a.get({name})")
+                needs_attrs = True
+            elif fact == "actor.is_subject":
+                exprs.append(f"t[{at['actor.id']}] == t[{at['subject.id']}]")
+            elif fact == "subject.minor":
+                exprs.append(f"_minor(_S(t[{at['subject.age']}], t[{at['subject.is_minor']}]), {int(minor_age)})")
+            elif fact == "recipient.abroad":
+                exprs.append(f"_abroad(_E(_R(t[{at['recipient.country']}]), _G(t[{at['subject.region']}])))")
+            elif fact in at:
+                exprs.append(f"t[{at[fact]}]")
+            else:
+                return None
+        body = f"    a = dict(t[{self._attrs}])\n" if needs_attrs else ""
+        src = f"def key(t):\n{body}    return ({''.join(x + ', ' for x in exprs)})\n"
+        exec(compile(src, "<factpath-memo-key>", "exec"), consts)  # noqa: S102 - fixed expressions only
+        fn: Callable[[tuple[Any, ...]], tuple[object, ...]] = consts["key"]  # type: ignore[assignment]
+        if len(self._keys) > 10_000:
+            self._keys.clear()
+        self._keys[id(key_of)] = (key_of, fn)  # keeping key_of alive keeps its id unique
+        return fn
+
+    def record(self, t: tuple[Any, ...], decided: DecisionFacts, source: SourceRef, digest: bytes,
+               pseudonymize: Any, instance_id: str, now: datetime) -> AuditRecord:
+        """The unsealed record of a decided event, as build_record makes it for a short input."""
+        rtype = t[self._rtype]
+        facts = Facts(
+            _KINDS[t[self._kind]], _EPOCH + timedelta(microseconds=t[self._time]), t[self._policy], t[self._system],
+            _ACTORS[t[self._atype]], pseudonymize(t[self._aid]), t[self._role],
+            pseudonymize(t[self._sid]), t[self._age], t[self._minor], t[self._region],
+            t[self._cats], t[self._purpose],
+            None if rtype is None else RecipientFacts(rtype, t[self._rid], t[self._rcountry], t[self._rbehalf]),
+            _IDENT[t[self._ident]], t[self._basis], _LEGAL[t[self._legal]],
+            t[self._cm], t[self._ct], t[self._cg], t[self._co],
+            t[self._cross], t[self._dest], _SAFE[t[self._safe]],
+            t[self._attrs],
+        )
+        return AuditRecord(source.chain_id, RecordType.DECISION, source, t[self._id], digest, now, __version__,
+                           instance_id, pseudonymize.key_id, facts, decided,
+                           actor_organisation=_ORGS[t[self._org]], legal_request_reference=t[self._reference])
