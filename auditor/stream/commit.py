@@ -4,7 +4,8 @@ The only order in which anything becomes visible:
 
 1. ``begin_transaction``                                          hook ``after_begin``
 2. produce the audit records, violations and dead letters          hook ``after_produce``
-3. ``send_offsets_to_transaction`` (the consumed offsets, KIP-447)  hook ``after_send_offsets``
+3. ``send_offsets_to_transaction`` (the consumed offsets, KIP-447)  hooks ``in_send_offsets`` (inside
+   the watched call, before the client is called) and ``after_send_offsets``
 4. ``commit_transaction``: records and offsets visible together     hook ``after_commit``
 5. advance the in-memory chain heads                               hook ``after_heads``
 6. append the records to the optional file copy and make it durable
@@ -90,7 +91,7 @@ class BatchCommit:
             tps = [TopicPartition(t, p, o) for (t, p), o in next_offsets(batch).items()]
             metadata = self.consumer.consumer_group_metadata()
             self._retry(lambda: producer.send_offsets_to_transaction(tps, metadata, SEND_OFFSETS_TIMEOUT_S),
-                        "send_offsets_to_transaction", SEND_OFFSETS_TIMEOUT_S)
+                        "send_offsets_to_transaction", SEND_OFFSETS_TIMEOUT_S, hook_step="in_send_offsets")
             if hook:
                 hook("after_send_offsets")
             self._retry(lambda: producer.commit_transaction(COMMIT_TIMEOUT_S), "commit_transaction",
@@ -153,10 +154,13 @@ class BatchCommit:
                 with self.watchdog.call("produce (queue full)", 1.0):
                     self.producer.poll(0.05)
 
-    def _retry(self, op: Callable[[], Any], what: str, timeout: float, attempts: int = 10) -> Any:
+    def _retry(self, op: Callable[[], Any], what: str, timeout: float, attempts: int = 10,
+               hook_step: str | None = None) -> Any:
         for attempt in range(attempts):
             try:
                 with self.watchdog.call(what, timeout):
+                    if hook_step and self.hook:
+                        self.hook(hook_step)  # inside the watched call, before the client is called
                     return op()
             except KafkaException as exc:
                 err = exc.args[0]

@@ -16,8 +16,12 @@ hang      the same file, then block the main thread in a C call that never retur
           own timeout); the daemon's other threads keep running
 ========  ===================================================================================
 
-Steps: ``after_begin``, ``after_produce``, ``after_send_offsets``, ``after_commit``,
-``after_heads``. Unset, the hook is ``None`` and the commit sequence does not call it.
+Steps: ``after_begin``, ``after_produce``, ``in_send_offsets``, ``after_send_offsets``,
+``after_commit``, ``after_heads``. ``in_send_offsets`` acts inside the watchdog's watch of the
+``send_offsets_to_transaction`` call, before the client is called: ``hang`` there is a client call
+that outlives its own timeout (the watchdog's call rule); ``hang`` after a step is a loop that makes
+no progress outside any call (its stall rule). Unset, the hook is ``None`` and the commit sequence
+does not call it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pathlib import Path
 
 from auditor.errors import ConfigError
 
-STEPS = ("after_begin", "after_produce", "after_send_offsets", "after_commit", "after_heads")
+STEPS = ("after_begin", "after_produce", "in_send_offsets", "after_send_offsets", "after_commit", "after_heads")
 ACTIONS = ("stop", "kill", "hang")
 ENV, DIR_ENV = "AUDITOR_TEST_HOOK", "AUDITOR_TEST_HOOK_DIR"
 

@@ -45,6 +45,34 @@ def test_a_wedged_main_loop_fails_health_and_exits_4_while_lag_keeps_moving(kafk
     assert "no progress" in fired["reason"] and fired["exit_code"] == 4
 
 
+def test_a_client_call_past_its_own_timeout_fails_health_and_exits_4(kafka_bootstrap, tmp_path):
+    """The main thread wedged inside the watched send_offsets_to_transaction call (hook step
+    ``in_send_offsets``), as librdkafka 2.16 can block there far past its timeout: the watchdog's call
+    rule fires once the call has run its own 30 s timeout plus watchdog.call_margin_s, well before the
+    stall bound, and the process exits 4 (it marks itself unhealthy first; the exit follows at once)."""
+    setup = make_setup(tmp_path, kafka_bootstrap, partitions=2, trail=False)
+    feeder = Feeder(kafka_bootstrap, setup.events)
+    hook_dir = tmp_path / "hook-call"
+    with Fleet(setup) as fleet:
+        d = fleet.start("in-call", env={"AUDITOR_TEST_HOOK": "in_send_offsets:hang:3",
+                                        "AUDITOR_TEST_HOOK_DIR": str(hook_dir),
+                                        "AUDITOR_WATCHDOG_CALL_MARGIN_S": "5",
+                                        "AUDITOR_WATCHDOG_STALL_TIMEOUT_S": "600"})
+        d.wait_ready(60)
+        feed = PacedFeeder(feeder, itertools.cycle(mixed_events(2000, seed=44)), rate=200)
+        feed.start()
+        wait_until((hook_dir / "in_send_offsets.reached").exists, 60, lambda: f"the call to wedge: {d.describe()}")
+        wedged_at = time.monotonic()
+        wait_until(lambda: d.proc.poll() is not None, 90,
+                   lambda: f"the watchdog to end a call past its timeout: {d.describe()}", interval=0.2)
+        took = time.monotonic() - wedged_at
+        feed.finish()
+    assert d.proc.returncode == 4, d.describe()
+    assert 30 + 5 <= took + 1 < 30 + 5 + 30, f"exit {took:.0f}s after the call wedged (timeout 30 s + margin 5 s)"
+    (fired,) = d.events("watchdog: exiting so that the process is restarted")
+    assert "send_offsets_to_transaction" in fired["reason"] and "past its own 30s timeout" in fired["reason"]
+
+
 def test_sigterm_is_honoured_while_the_main_thread_is_wedged_in_a_c_call(kafka_bootstrap, tmp_path):
     setup = make_setup(tmp_path, kafka_bootstrap, partitions=2, trail=False)
     feeder = Feeder(kafka_bootstrap, setup.events)
