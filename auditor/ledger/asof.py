@@ -112,7 +112,7 @@ class SubjectView:
     index can ask the same questions again when a fact arrives late.
     """
 
-    __slots__ = ("history", "at_us", "partition", "through_offset", "reads")
+    __slots__ = ("history", "at_us", "partition", "through_offset", "reads", "_memo")
 
     def __init__(self, history: tuple[Entry, ...], at: datetime | int, *, partition: int = 0,
                  through_offset: int = -1) -> None:
@@ -121,9 +121,13 @@ class SubjectView:
         self.partition = partition
         self.through_offset = through_offset
         self.reads: list[tuple[Query, Reading]] = []
+        #: answers already given: the join's overlay and its claims check ask the same questions
+        self._memo: dict[Query, Reading] = {}
 
     def ask(self, q: Query) -> Reading:
-        reading = answer(self.history, self.at_us, q)
+        reading = self._memo.get(q)
+        if reading is None:
+            reading = self._memo[q] = answer(self.history, self.at_us, q) if self.history else UNKNOWN
         self.reads.append((q, reading))
         return reading
 
