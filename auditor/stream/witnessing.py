@@ -1,10 +1,10 @@
 """Send the daemon's checkpoints to witnesses without blocking the hot path.
 
 The main loop only calls :meth:`WitnessPusher.offer` after a transaction committed: a bounded
-queue (``trail.witness_queue``; when it is full the oldest entry is dropped and counted as
-``auditor_witness_failures_total{reason="dropped"}``). One side thread drains the queue, keeps
-per chain what it needs to prove consistency from any size a witness may hold (the compact
-range at the oldest size some witness has not moved past, plus the record hashes since; at
+queue (``trail.witness_queue`` checkpoints and :data:`MAX_QUEUE_BYTES`; when it is full the oldest
+entry is dropped and counted as ``auditor_witness_failures_total{reason="dropped"}``). One side
+thread drains the queue, keeps per chain what it needs to prove consistency from any size a
+witness may hold (the compact range at the oldest size some witness has not moved past, plus the record hashes since; at
 most :data:`MAX_LEAF_BYTES`), and sends each chain's latest checkpoint to every witness
 (:class:`~auditor.witness.client.WitnessClient`; a witness answering 409 with its size gets a
 proof from there). Cosignatures go to the checkpoint topic as ``cosigned`` messages (a plain
@@ -54,6 +54,16 @@ History = Callable[[str, int, int], tuple[tuple[bytes, ...], list[bytes]]]
 
 #: record hashes kept per chain for proofs while a witness lags (32 bytes each): 1M records
 MAX_LEAF_BYTES = 32 * 1024 * 1024
+#: bound of the checkpoints queued for the side thread, in estimated bytes (a frozen witness must not
+#: make the queue hold trail.witness_queue whole batches of record hashes: 10,000 x 500 x 74 B = 370 MB)
+MAX_QUEUE_BYTES = 64 * 1024 * 1024
+#: what one queued record hash keeps alive (a 32-byte bytes object and its slot: 74 B measured)
+LEAF_COST = 80
+
+
+def queued_bytes(p: Pending) -> int:
+    """The estimated memory one queued checkpoint keeps alive."""
+    return 400 + LEAF_COST * len(p.leaves) + 40 * len(p.prev_roots) + len(p.stored.note)
 
 
 @dataclass
@@ -122,13 +132,15 @@ def _range_at(size: int, roots: tuple[bytes, ...]) -> MerkleRange:
 
 class WitnessPusher:
     def __init__(self, clients: list[WitnessClient], metrics: Metrics, producer: Producer | None, topic: str,
-                 max_queue: int) -> None:
+                 max_queue: int, max_queue_bytes: int = MAX_QUEUE_BYTES) -> None:
         self.clients = clients
         self.metrics = metrics
         self.producer = producer
         self.topic = topic
         self.queue: deque[Pending] = deque()
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self.queue_bytes = 0
         self.chains: dict[str, _Chain] = {}
         self.cond = threading.Condition()
         #: witness url -> chain -> when the oldest checkpoint that witness has not cosigned was offered
@@ -146,12 +158,17 @@ class WitnessPusher:
     def offer(self, p: Pending) -> None:
         """From the main loop: never blocks on a witness."""
         now = time.monotonic()
+        size = queued_bytes(p)
         with self.cond:
-            if len(self.queue) >= self.max_queue:
-                self._offered.pop(id(self.queue.popleft()), None)
+            while self.queue and (len(self.queue) >= self.max_queue
+                                  or self.queue_bytes + size > self.max_queue_bytes):
+                old = self.queue.popleft()
+                self.queue_bytes -= queued_bytes(old)
+                self._offered.pop(id(old), None)
                 for c in self.clients:
                     self.metrics.witness_failures.labels(c.url, "dropped").inc()
             self.queue.append(p)
+            self.queue_bytes += size
             self._offered[id(p)] = now
             for chains in self.since.values():
                 chains.setdefault(p.chain_id, now)
@@ -201,6 +218,7 @@ class WitnessPusher:
                     return
                 items = list(self.queue)
                 self.queue.clear()
+                self.queue_bytes = 0
                 self._offered.clear()
                 self.busy = True
             try:

@@ -243,3 +243,45 @@ def test_a_witness_that_refuses_one_chain_is_shown_behind(kafka_bootstrap, tmp_p
         assert daemon.exit_code == 0
     finally:
         w.close()
+
+
+def test_a_frozen_witness_queue_is_bounded_in_bytes(kafka_bootstrap, tmp_path, capsys):
+    """The queue for the side thread was bounded only by trail.witness_queue (10,000 checkpoints),
+    each holding its batch's record hashes (74 B each, measured): with 500-event batches a frozen
+    witness let it hold about 370 MB. Now it is bounded in bytes too (the oldest dropped, counted),
+    and the witness still catches up after SIGCONT."""
+    setup = make_setup(tmp_path, kafka_bootstrap, partitions=1, trail=False, batch_max_events=500)
+    w = WitnessProcess(tmp_path, setup)
+    bound = 300_000
+    try:
+        cfg = setup.config(**{"trail.witnesses": [w.url], "trail.witness_keys": [str(w.vkey)]})
+        items = events(12_000, seed=25)
+        labels = {"witness": w.url}
+        with InProcessDaemon(cfg) as daemon, TopicTail(setup.bootstrap, setup.audit) as tail:
+            pusher = daemon.daemon.checkpoints.witness
+            assert pusher is not None
+            pusher.max_queue_bytes = bound
+            feed(setup, items[:500])
+            tail.wait_for(500, 60, "the first records")
+            wait_until(lambda: daemon.sample("auditor_witness_cosigned_total", labels) > 0, 30, "a cosignature")
+            os.kill(w.proc.pid, signal.SIGSTOP)
+            feed(setup, items[500:])
+            tail.wait_for(len(items), 120, "records while the witness is frozen")
+            held = sum(32 * len(p.leaves) + len(p.stored.note) for p in list(pusher.queue))
+            assert held <= bound, f"the frozen witness's queue holds {held} bytes of hashes and notes"
+            from auditor.stream.witnessing import queued_bytes
+            assert sum(queued_bytes(p) for p in list(pusher.queue)) <= bound
+            assert daemon.sample("auditor_witness_failures_total", {**labels, "reason": "dropped"}) > 0
+            os.kill(w.proc.pid, signal.SIGCONT)
+            more = events(200, seed=26)
+            feed(setup, more)
+            tail.wait_for(len(items) + len(more), 60, "records after SIGCONT")
+            wait_until(lambda: not pusher.queue and not pusher.busy
+                       and daemon.sample("auditor_witness_behind_seconds", labels) == 0, 60, "the witness caught up")
+        assert daemon.exit_code == 0
+        capsys.readouterr()
+        code = main(["verify", f"kafka://{setup.bootstrap}/{setup.audit}", "--keys", str(setup.keys_dir),
+                     "--witness-key", str(w.vkey), "--min-witnesses", "1"])
+        assert code == 0, capsys.readouterr().out
+    finally:
+        w.close()
