@@ -52,7 +52,7 @@ log = get_logger("auditor.witness")
 
 History = Callable[[str, int, int], tuple[tuple[bytes, ...], list[bytes]]]
 
-#: record hashes kept per chain for proofs while a witness lags (32 bytes each): 1M records
+#: memory for the record hashes kept per chain for proofs while a witness lags (about 420,000 records)
 MAX_LEAF_BYTES = 32 * 1024 * 1024
 #: bound of the checkpoints queued for the side thread, in estimated bytes (a frozen witness must not
 #: make the queue hold trail.witness_queue whole batches of record hashes: 10,000 x 500 x 74 B = 370 MB)
@@ -88,8 +88,9 @@ class _Chain:
             self.base, self.roots, self.leaves = p.stored.prev_size, p.prev_roots, []
         self.leaves.extend(p.leaves)
         self.latest, self.partition = p.stored, p.partition
-        if len(self.leaves) * 32 > MAX_LEAF_BYTES:  # keep the newest; older witness sizes become unprovable
-            self.rebase(self.size - MAX_LEAF_BYTES // 64)
+        # keep the newest; older witness sizes become unprovable (each hash costs LEAF_COST, not 32 B)
+        if len(self.leaves) * LEAF_COST > MAX_LEAF_BYTES:
+            self.rebase(self.size - MAX_LEAF_BYTES // (2 * LEAF_COST))
         return joined
 
     def extend_back(self, old: int, roots: tuple[bytes, ...], leaves: list[bytes]) -> None:
