@@ -6,11 +6,12 @@ its rules read (``plan.key_of.facts``); this module reads the same key from the 
 decision up, and builds the record's :class:`~auditor.trail.record.Facts` from the tuple: no
 :class:`~auditor.events.model.Event`, no nested dicts, for the events the memo already judged.
 
-Anything else goes the full way (:meth:`FactPath.audit` returns None): an event the memo has
-not seen, a plan that is not memoised, a violation (its message reads the event), an input
-longer than :data:`~auditor.trail.record.MAX_TEXT` (its texts may need cutting), or one that
+Anything else goes the full way (:meth:`FactPath.decide` returns None): an event the memo has
+not seen, a plan that is not memoised, an input longer than
+:data:`~auditor.trail.record.MAX_TEXT` (its texts may need cutting), or one that
 :func:`~auditor.events.codec.event_from_datum` would not take on its fast path (its own checks
-then name the field). The records are byte for byte those of the full path
+then name the field). A violation's message and labels read the record's facts, which are the
+event's for such a short input. The records are byte for byte those of the full path
 (tests/unit/stream/test_stream_native.py compares the two on every example and generated event).
 """
 
@@ -23,7 +24,7 @@ from typing import Any, NamedTuple
 from auditor import __version__
 from auditor.events.codec import _EPOCH, MAX_MICROS, MIN_MICROS
 from auditor.events.model import ActorOrganisation, ActorType, EventKind, Identifiability, LegalRequestType, Safeguard
-from auditor.policy import Decision, Verdict
+from auditor.policy import Decision
 from auditor.policy.conditions import recipient_abroad, subject_minor
 from auditor.policy.engine import ANY, MemoEvaluator
 from auditor.trail.record import AuditRecord, DecisionFacts, Facts, RecipientFacts, RecordType, SourceRef
@@ -77,7 +78,7 @@ class FactPath:
         self._org, self._reference = at["actor.organisation"], at["legal_request.reference"]
 
     def decide(self, t: tuple[Any, ...]) -> tuple[Decision, Decision, MemoEvaluator] | None:
-        """(decision, template, evaluator) of an ALLOW the memo holds for these facts, else None."""
+        """(decision, template, evaluator) the memo holds for these facts, else None."""
         evaluator = self.evaluators.get(t[self._policy])
         if evaluator is None or not self._plain(t):
             return None
@@ -90,7 +91,7 @@ class FactPath:
         if key_of is None:
             return None
         template = plan.memo.get(key_of(t))
-        if template is None or template.verdict is not Verdict.ALLOW:
+        if template is None:
             return None
         compiled.memo_hits += 1
         self.hits += 1

@@ -332,8 +332,6 @@ class BatchProcessor:
             stage = "route"
             violation = None
             if decision.verdict is Verdict.VIOLATION:
-                if event is None:  # the fact path takes allowed events only
-                    raise TypeError("a violation without its event")
                 head = ChainHead(record.chain_id, seal.seq + 1, seal.record_hash)
                 violation = self._violations(event, decision, item.evaluator, record, head, source, item.short)
             facts = record.facts
@@ -354,10 +352,13 @@ class BatchProcessor:
                     short: bool) -> tuple[Outgoing, list[tuple[str, str, str, str, str]]]:
         """The violation message of one event and its metric labels (nothing is stored here)."""
         pack = evaluator.compiled
-        rtype = event.recipient.type if event.recipient is not None else "none"
+        # from the facts tuple (event None, a short input): the record's facts are the event's, uncut
+        recipient, purpose = (event.recipient, event.purpose) if event is not None else \
+            (record.facts.recipient, record.facts.purpose)  # type: ignore[union-attr]
+        rtype = recipient.type if recipient is not None else "none"
         if rtype != "none" and rtype not in pack.pack.recipients:
             rtype = UNDECLARED
-        purpose = event.purpose if event.purpose in pack.pack.purposes else UNDECLARED
+        purpose = purpose if purpose in pack.pack.purposes else UNDECLARED
         labels = [(pack.id, v.rule_id, v.rule.severity, rtype, purpose) for v in decision.violations]
         message = self._violation_message(decision, record, head.size - 1, head.head_hash, source,
                                           () if short else long_texts(event))

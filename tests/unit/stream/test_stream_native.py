@@ -146,13 +146,18 @@ def test_the_fact_path_reads_the_memo_key_the_engine_reads_from_the_event():
     assert checked > 200
 
 
-def test_what_the_memo_has_not_seen_goes_the_full_way():
-    _, native = pair()
+def test_violations_the_memo_knows_take_the_fact_path_with_the_same_message():
+    reference, native = pair()
     assert native.facts is not None
     values = [wire(violating("ipasar", i)) for i in range(3)]
-    native.process(messages(values))
-    native.process(messages(values, first_offset=3))
-    assert native.facts.hits == 0  # violations: their message reads the event
+    first = [reference.process(messages(values)), native.process(messages(values))]
+    native.commit_heads()
+    reference.commit_heads()
+    before = native.facts.hits  # (the compiled packs, and so their memo, are shared by the tests)
+    again = messages(values, first_offset=3)
+    b, a = native.process(again), reference.process(again)
+    assert native.facts.hits > before and len(b.violations) >= 3  # (an undeclared purpose is never memoised)
+    assert outputs(b) == outputs(a) and outputs(first[0]) == outputs(first[1])
 
 
 # ---------------------------------------------------------------- refused inputs
@@ -288,6 +293,7 @@ class _Boom(RuntimeError):
 
 def test_a_native_decoder_fault_on_one_message_dead_letters_only_that_one(monkeypatch: pytest.MonkeyPatch):
     _, native = pair()
+    native.facts = None  # every message through decode_events (the memo, shared by the tests, knows some)
     decoder = native.decoder
     assert isinstance(decoder, NativeEventDecoder)
     real = decoder.decode_events
@@ -308,6 +314,19 @@ def test_a_native_decoder_fault_on_one_message_dead_letters_only_that_one(monkey
     assert [r.record_type for r in result.records] == [RecordType.DECISION] * 2 + [RecordType.REJECTION,
                                                                                  RecordType.DECISION]
     assert result.dead_letters == ["decode_failed"] and [r.seq for r in result.records] == [0, 1, 2, 3]
+
+
+def test_a_facts_decoder_fault_sends_the_batch_the_full_way(monkeypatch: pytest.MonkeyPatch):
+    reference, native = pair()
+    decoder = native.decoder
+    assert isinstance(decoder, NativeEventDecoder) and native.facts is not None
+
+    def decode_facts(values):
+        raise _Boom("a bug in the batch call")
+
+    monkeypatch.setattr(decoder, "decode_facts", decode_facts)
+    values = example_values()[:50]
+    assert outputs(native.process(messages(values))) == outputs(reference.process(messages(values)))
 
 
 def test_a_native_sealer_fault_on_one_record_dead_letters_only_that_one(monkeypatch: pytest.MonkeyPatch):
