@@ -141,6 +141,8 @@ class WitnessPusher:
         self.queue: deque[Pending] = deque()
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
+        #: how long close() waits for the queue to drain (build_pusher: a quarter of shutdown_timeout_s)
+        self.close_timeout = 10.0
         self.queue_bytes = 0
         self.chains: dict[str, _Chain] = {}
         self.cond = threading.Condition()
@@ -197,9 +199,11 @@ class WitnessPusher:
             else:
                 self.since[url].pop(chain_id, None)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Send what is queued (bounded by ``timeout``), then stop the thread."""
-        deadline = time.monotonic() + timeout
+    def close(self, timeout: float | None = None) -> None:
+        """Send what is queued (bounded by ``timeout``, default :attr:`close_timeout`), then stop the
+        thread. A frozen witness must not stretch the daemon's shutdown: what is not sent now is sent
+        on the next start, from the size the witness holds."""
+        deadline = time.monotonic() + (self.close_timeout if timeout is None else timeout)
         with self.cond:
             while (self.queue or self.busy) and time.monotonic() < deadline:
                 self.cond.wait(0.05)
@@ -207,7 +211,7 @@ class WitnessPusher:
             self.cond.notify_all()
         self.thread.join(max(0.1, deadline - time.monotonic()))
         if self.producer is not None:
-            self.producer.flush(max(1.0, deadline - time.monotonic()))
+            self.producer.flush(max(0.5, deadline - time.monotonic()))
 
     # ------------------------------------------------------------------ the side thread
     def _run(self) -> None:
@@ -294,7 +298,9 @@ def build_pusher(cfg: Config, metrics: Metrics) -> WitnessPusher | None:
     clients = [WitnessClient(url, key) for url, key in zip(cfg.trail.witnesses, keys, strict=True)]
     conf: dict[str, Any] = {**cfg.client_conf(), "client.id": f"auditor-{cfg.instance_id}-witness",
                             "enable.idempotence": True, "acks": "all", "linger.ms": 50}
-    return WitnessPusher(clients, metrics, Producer(conf), cfg.checkpoint_topic, cfg.trail.witness_queue)
+    pusher = WitnessPusher(clients, metrics, Producer(conf), cfg.checkpoint_topic, cfg.trail.witness_queue)
+    pusher.close_timeout = min(10.0, cfg.shutdown_timeout_s / 4)
+    return pusher
 
 
 def _witness_key(path: Path) -> CosignatureVerifier:
