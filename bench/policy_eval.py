@@ -2,6 +2,7 @@
 
     python bench/policy_eval.py            # full run (about two minutes)
     python bench/policy_eval.py --quick    # fewer repetitions
+    python bench/policy_eval.py --plain-ab # seed packs only: plain path, compiled tests vs interpreted
 
 Two paths are measured on the same events. ``evaluate`` is what every caller (the daemon, `check`,
 `policy test`) runs: compiled plans plus the decision memo keyed on the facts the plan's rules read;
@@ -31,7 +32,7 @@ from tempfile import TemporaryDirectory
 
 from auditor.events.model import Event
 from auditor.policy import CompiledPack, compile_pack, evaluate, load_pack
-from auditor.policy.engine import evaluate_plain
+from auditor.policy.engine import evaluate_interpreted, evaluate_plain
 from auditor.policy.examples import examples_path, load_examples
 from auditor.stream.generate import stream
 
@@ -67,6 +68,28 @@ def measure(name: str, pack: CompiledPack, events: list[Event], seconds: float) 
     slow = rate(events, plain, seconds, evaluate_plain)
     return {"pack": name, "rules": len(pack.pack.rules), "events": len(events), "distinct": pack.memo_entries(),
             "decisions_per_s": round(fast), "plain_per_s": round(slow)}
+
+
+def plain_ab(seeds: list[str], events_of: Callable[[str, CompiledPack], list[Event]], seconds: float,
+             rounds: int = 3) -> None:
+    """The plain path (memo off) with the compiled tests and with each test's interpreted ``holds``
+    (the engine before the compiled tests), alternated in the same minutes on the same plans:
+    the median of ``rounds`` alternations per pack."""
+    load0 = os.getloadavg()
+    print("| pack | plain/s, interpreted tests | plain/s, compiled tests | speed-up |")
+    print("|---|---:|---:|---:|")
+    for pid in seeds:
+        pack = compile_pack(load_pack(pid).pack, memo_bytes=0)
+        events = events_of(pid, pack)
+        old: list[float] = []
+        new: list[float] = []
+        for _ in range(rounds):
+            old.append(rate(events, pack, seconds, evaluate_interpreted))
+            new.append(rate(events, pack, seconds, evaluate_plain))
+        o, n = sorted(old)[len(old) // 2], sorted(new)[len(new) // 2]
+        print(f"| {pid} | {o:,.0f} | {n:,.0f} | {n / o:.2f} |", flush=True)
+    print(f"\nload average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} at the start, "
+          f"{os.getloadavg()[0]:.2f} at the end")
 
 
 def synthetic_pack(n_rules: int, directory: Path) -> Path:
@@ -117,16 +140,25 @@ def synthetic_events(pack: CompiledPack, count: int, distinct_purposes: int | No
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--plain-ab", action="store_true", help="seed packs only: the plain path with the compiled "
+                    "tests against the interpreted tests, alternated (prints a table, writes no results)")
+    ap.add_argument("--packs", nargs="*", default=SEEDS, help="with --plain-ab: these seed packs only")
     args = ap.parse_args()
     seconds = 1.5 if args.quick else 6.0
     pin_one_core()
+
+    def seed_events(pid: str, pack: CompiledPack) -> list[Event]:
+        events = [ex.event for ex in load_examples(examples_path(pid))]
+        demo = itertools.islice(stream([pack], seed=3, malformed_rate=0.0), 2000)
+        return events + [e for e in demo if isinstance(e, Event)]
+
+    if args.plain_ab:
+        plain_ab(args.packs, seed_events, seconds)
+        return
     rows: list[dict[str, object]] = []
     for pid in SEEDS:
         pack = load_pack(pid)
-        events = [ex.event for ex in load_examples(examples_path(pid))]
-        demo = itertools.islice(stream([pack], seed=3, malformed_rate=0.0), 2000)
-        events += [e for e in demo if isinstance(e, Event)]
-        rows.append(measure(pid, pack, events, seconds))
+        rows.append(measure(pid, pack, seed_events(pid, pack), seconds))
     with TemporaryDirectory() as tmp:
         synth: dict[tuple[int, str], dict[str, object]] = {}
         for n in (100, 10_000):

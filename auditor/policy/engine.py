@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor.events.model import Event, EventKind
+from auditor.policy.codegen import compile_plan, compile_tests
 from auditor.policy.conditions import Condition, Derived, recipient_abroad, subject_minor
 from auditor.policy.decision import Decision, RuleRef, Verdict, Violation, ViolationKind
 from auditor.policy.loader import parse_pack, resolve_pack
@@ -30,6 +31,7 @@ from auditor.policy.model import Effect, Pack, Rule
 
 ANY = "*"
 _Key = tuple[EventKind, str, str]
+_new_decision = tuple.__new__
 
 
 #: Facts that are part of a plan's key: a test reading only these is decided when the plan is made.
@@ -38,6 +40,8 @@ _CACHE_MAX = 65_536
 _CACHEABLE_CATEGORIES = 16
 #: bound of the memo key functions kept (one per distinct set of facts plans read: few per pack)
 _KEY_FNS_MAX = 1024
+#: bound of the ALLOW tails one compiled allow test keeps (one per set of rules that held together)
+_ALLOW_TAILS_MAX = 256
 #: the memo keeps a decision only when every free-text fact in its key is at most this long
 _MEMO_MAX_TEXT = 64
 #: default bound of one compiled pack's decision memo, in (estimated) bytes of keys and decisions
@@ -75,14 +79,27 @@ _KEY_EXPR: dict[str, str] = {
 _RECIPIENT_FACTS = frozenset(f for f in _KEY_EXPR if f.startswith("recipient."))
 
 
+class _RuleCode:
+    """A rule's tests on the facts outside a plan's key, compiled once per rule (see codegen): the
+    scope's and the conditions' (None: none), and each condition alone (to name those that failed)."""
+
+    __slots__ = ("scope", "conditions", "each")
+
+    def __init__(self, scope: tuple[Condition, ...], conditions: tuple[Condition, ...], name: str) -> None:
+        self.scope = compile_tests(scope, f"{name}_scope")
+        self.conditions = compile_tests(conditions, f"{name}_conditions")
+        self.each = tuple((cond, compile_tests((cond,), f"{name}_c{i}")) for i, cond in enumerate(conditions))
+
+
 class _Entry:
     """A candidate rule of a plan: the tests left to check per event, and what already failed."""
 
-    __slots__ = ("rule", "ref", "scope", "conditions", "broken")
+    __slots__ = ("rule", "ref", "scope", "conditions", "broken", "code")
 
     def __init__(self, rule: Rule, scope: tuple[Condition, ...], conditions: tuple[Condition, ...],
-                 broken: tuple[Condition, ...]) -> None:
+                 broken: tuple[Condition, ...], code: _RuleCode) -> None:
         self.rule, self.ref, self.scope, self.conditions, self.broken = rule, rule.ref, scope, conditions, broken
+        self.code = code
 
 
 class _Plan:
@@ -91,7 +108,7 @@ class _Plan:
     ``key_of`` reads the facts the remaining tests and their reasons read (None: a fact it cannot
     key); ``memo`` maps those facts to the decision (None: not memoised)."""
 
-    __slots__ = ("undeclared", "atoms", "permits", "constraints", "key_of", "memo", "needs_minor")
+    __slots__ = ("undeclared", "atoms", "permits", "constraints", "key_of", "memo", "needs_minor", "allow")
 
     def __init__(self, undeclared: tuple[Violation, ...], atoms: frozenset[str], permits: tuple[_Entry, ...],
                  constraints: tuple[_Entry, ...]) -> None:
@@ -99,6 +116,36 @@ class _Plan:
         self.key_of: Callable[[Event], tuple[object, ...]] | None = None
         self.memo: dict[tuple[object, ...], Decision] | None = None
         self.needs_minor = False
+        #: the compiled allow test of the whole plan, shared by plans of the same rules (see _AllowCode)
+        self.allow: _AllowCode | None = None
+
+
+class _AllowCode:
+    """A plan's rules compiled into one allow test (codegen.compile_plan): ``test(e, atoms)`` is 0
+    unless the event is allowed, else the bits of the rules that held. ``tails`` maps those bits to
+    the rest of the ALLOW decision (permit, held rules): what the bits alone decide, so it is the
+    same for every event (it is not keyed on any fact, and every test still runs for each event)."""
+
+    __slots__ = ("test", "tails", "refs", "ids")
+
+    def __init__(self, permits: tuple[_Entry, ...], constraints: tuple[_Entry, ...], minor_age: int) -> None:
+        self.test = compile_plan([(p.scope, p.conditions, bool(p.broken), p.rule.forbid) for p in permits],
+                                 [(k.scope, k.conditions, bool(k.broken), k.rule.forbid) for k in constraints],
+                                 minor_age)
+        self.tails: dict[int, tuple[object, ...]] = {}
+        self.refs = tuple(p.ref for p in permits)
+        self.ids = tuple(e.rule.id for e in (*permits, *constraints))
+
+    def tail(self, bits: int, pack: Pack) -> tuple[object, ...]:
+        """(verdict, violations, permitted_by, pack id, pack hash, held, considered) of an ALLOW."""
+        hit = self.tails.get(bits)
+        if hit is None:
+            held = tuple(rid for i, rid in enumerate(self.ids) if bits >> i & 1)
+            first = (bits & -bits).bit_length() - 1   # the lowest bit set: the first permit that held
+            hit = (Verdict.ALLOW, (), self.refs[first], pack.id, pack.content_hash, held, ())
+            if len(self.tails) < _ALLOW_TAILS_MAX:
+                self.tails[bits] = hit
+        return hit
 
 
 @dataclass(slots=True)
@@ -120,6 +167,10 @@ class CompiledPack:
     plan_bytes: int = 0
     memo_hits: int = 0
     memo_misses: int = 0
+    #: compiled residual tests per rule (keyed by the rule's position in the pack), made on first use
+    _code: dict[int, _RuleCode] = field(default_factory=dict)
+    #: compiled allow tests by the plan's candidate rules (and which already failed on the key)
+    _allow: dict[tuple[object, ...], _AllowCode] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -190,11 +241,19 @@ class CompiledPack:
                     conds = ()   # a prohibition's conditions are never weighed
                 for t in (*scope, *conds):
                     reads.update(t.reads)
-                out.append(_Entry(rule, scope, conds, broken))
+                out.append(_Entry(rule, scope, conds, broken, self._rule_code(rule, scope, conds)))
             return tuple(out)
 
         plan = _Plan((), atoms, entries(permits), entries(constraints))
         plan.needs_minor = "subject.minor" in reads
+        shape = (tuple((id(p.rule), bool(p.broken)) for p in plan.permits),
+                 tuple((id(k.rule), bool(k.broken)) for k in plan.constraints))
+        allow = self._allow.get(shape)
+        if allow is None:
+            if len(self._allow) >= _KEY_FNS_MAX:
+                self._allow.clear()
+            allow = self._allow[shape] = _AllowCode(plan.permits, plan.constraints, pack.minor_age)
+        plan.allow = allow
         fn_key = (frozenset(reads - STATIC_FACTS), rtype != ANY)
         if fn_key in self._key_fns:
             plan.key_of = self._key_fns[fn_key]
@@ -203,6 +262,15 @@ class CompiledPack:
                 self._key_fns.clear()
             plan.key_of = self._key_fns[fn_key] = _key_function(fn_key[0], fn_key[1], pack.minor_age)
         return plan
+
+    def _rule_code(self, rule: Rule, scope: tuple[Condition, ...], conds: tuple[Condition, ...]) -> _RuleCode:
+        """The compiled residual tests of a rule: the same for every plan (a plan drops or decides
+        only the tests reading static facts), so compiled once per rule."""
+        key = id(rule)   # the pack keeps its rules alive as long as this compiled pack
+        code = self._code.get(key)
+        if code is None:
+            code = self._code[key] = _RuleCode(scope, conds, f"r{len(self._code)}")
+        return code
 
     def _remember(self, plan: _Plan, key: tuple[object, ...], d: Decision) -> None:
         memo = plan.memo
@@ -339,7 +407,80 @@ def _violation(rule: Rule, kind: ViolationKind, e: Event, x: Derived, broken: li
 
 
 def _decide(e: Event, compiled: CompiledPack, plan: _Plan) -> Decision:
-    """The plain evaluation of an event under its plan (no memo)."""
+    """The plain evaluation of an event under its plan (no memo), with the compiled tests: the
+    plan's allow test first; an event it does not allow is judged rule by rule for its reasons."""
+    allow = plan.allow
+    if allow is not None:
+        try:
+            bits = allow.test(e, plan.atoms)
+        except AttributeError:   # an Event built by hand with plain strings for enums
+            return _decide_interpreted(e, compiled, plan)
+        if bits:
+            return _new_decision(Decision, (e.event_id, *allow.tail(bits, compiled.pack)))
+    return _decide_rules(e, compiled, plan)
+
+
+def _decide_rules(e: Event, compiled: CompiledPack, plan: _Plan) -> Decision:
+    """The plain evaluation with each rule's compiled tests: every violation and its reasons."""
+    pack = compiled.pack
+    x = Derived(plan.atoms, subject_minor(e.subject, pack.minor_age) if plan.needs_minor else None, pack.minor_age)
+    held: list[str] = []
+    permitted_by: RuleRef | None = None
+    failed_entries: list[_Entry] = []
+    try:
+        for entry in plan.permits:
+            code = entry.code
+            if code.scope is not None and not code.scope(e, x):
+                continue
+            if entry.broken or (code.conditions is not None and not code.conditions(e, x)):
+                failed_entries.append(entry)
+            else:
+                if permitted_by is None:
+                    permitted_by = entry.ref
+                held.append(entry.rule.id)
+        if permitted_by is None:
+            failed = [(f.rule, [*f.broken, *[cond for cond, fn in f.code.each if not fn(e, x)]])  # type: ignore[misc]
+                      for f in failed_entries]
+        broken_constraints: list[tuple[_Entry, list[Condition]]] = []
+        for entry in plan.constraints:
+            code = entry.code
+            if code.scope is not None and not code.scope(e, x):
+                continue
+            if entry.rule.forbid:
+                broken_constraints.append((entry, []))
+            elif entry.broken or (code.conditions is not None and not code.conditions(e, x)):
+                broken_constraints.append(
+                    (entry, [*entry.broken, *[cond for cond, fn in code.each if not fn(e, x)]]))  # type: ignore[misc]
+            else:
+                held.append(entry.rule.id)
+    except AttributeError:   # an Event built by hand with plain strings for enums: the interpreted tests
+        return _decide_interpreted(e, compiled, plan)
+    found: list[tuple[float, Violation]] = []
+    considered: tuple[Violation, ...] = ()
+    if permitted_by is None:
+        if failed:
+            failed.sort(key=lambda rb: (-rb[0].specificity, len(rb[1])))
+            best = failed[0]
+            found.append((best[0].specificity, _violation(best[0], ViolationKind.CONDITION_FAILED, e, x, best[1])))
+            considered = tuple(_violation(r, ViolationKind.CONDITION_FAILED, e, x, b) for r, b in failed[1:])
+        else:
+            found.append((-1.0, Violation(pack.synthetic["default-deny"], ViolationKind.DEFAULT_DENY,
+                                          f"no clause of this policy permits {describe(e)}")))
+    for entry, broken in broken_constraints:
+        rule = entry.rule
+        kind = ViolationKind.PROHIBITED if rule.forbid else ViolationKind.CONSTRAINT_FAILED
+        found.append((rule.specificity, _violation(rule, kind, e, x, broken)))
+    if not found:
+        return Decision(e.event_id, Verdict.ALLOW, (), permitted_by, pack.id, pack.content_hash, tuple(held))
+    if len(found) > 1:
+        found.sort(key=lambda sv: -sv[0])
+    return Decision(e.event_id, Verdict.VIOLATION, tuple(v for _, v in found), permitted_by, pack.id,
+                    pack.content_hash, tuple(held), considered)
+
+
+def _decide_interpreted(e: Event, compiled: CompiledPack, plan: _Plan) -> Decision:
+    """The plain evaluation with each test's own ``holds``: the reference the compiled tests are
+    checked against (tests/unit/policy/test_compiled_tests.py), and the path for hand-built events."""
     pack = compiled.pack
     x = Derived(plan.atoms, subject_minor(e.subject, pack.minor_age) if plan.needs_minor else None, pack.minor_age)
     held: list[str] = []
@@ -395,9 +536,6 @@ def _decide(e: Event, compiled: CompiledPack, plan: _Plan) -> Decision:
                     pack.content_hash, tuple(held), considered)
 
 
-_new_decision = tuple.__new__
-
-
 def decide(e: Event, compiled: CompiledPack) -> Decision:
     """The decision for an event's facts, as remembered: shared by every event with the same facts
     (its ``event_id`` is the first such event's). :func:`evaluate` puts the event's own id on it."""
@@ -438,6 +576,15 @@ def evaluate_plain(e: Event, compiled: CompiledPack) -> Decision:
         pack = compiled.pack
         return Decision(e.event_id, Verdict.VIOLATION, plan.undeclared, None, pack.id, pack.content_hash)
     return _decide(e, compiled, plan)
+
+
+def evaluate_interpreted(e: Event, compiled: CompiledPack) -> Decision:
+    """Judge one event without the memo and without the compiled tests (the differential tests)."""
+    plan = compiled.plan(e)
+    if plan.undeclared:
+        pack = compiled.pack
+        return Decision(e.event_id, Verdict.VIOLATION, plan.undeclared, None, pack.id, pack.content_hash)
+    return _decide_interpreted(e, compiled, plan)
 
 
 class MemoEvaluator:

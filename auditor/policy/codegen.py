@@ -1,0 +1,182 @@
+"""Compile a rule's tests into one generated Python function over the facts they read.
+
+The interpreted form of a test (:mod:`auditor.policy.conditions`) calls ``holds`` on every node of
+its tree, and every ``FactIn`` reads its fact through a lambda: a rule with an ``any_of`` of three
+tests costs seven Python calls per event. :func:`compile_tests` writes the same tests as one
+boolean expression (``and``/``or``/``not`` short-circuit as the interpreted loops do) in a function
+``f(e, x)`` that reads each event part it needs once into a local, and compiles it once per rule.
+
+Only fixed expressions are written into the source; every value a pack supplies (accepted values,
+attribute names, element sets) is passed in as a named constant, never as text. A test class this
+module does not know is called through its own ``holds``, so the result never depends on what is
+generated for it. Enum facts are compared by their string value (an Enum's ``__hash__`` is Python
+code); an Event built by hand with plain strings for enums raises AttributeError here, and the
+engine then judges it with the interpreted tests. ``tests/unit/policy/test_compiled_tests.py``
+checks the generated function against ``holds`` on every test of every seed pack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from auditor.events.model import ActorOrganisation, Event
+from auditor.policy import conditions as c
+
+Compiled = Callable[[Event, c.Derived], object]
+
+#: locals a fact expression may use, and how each is read once at the top of the function
+_LOCALS = {
+    "r": "r = e.recipient",
+    "s": "s = e.subject",
+    "a": "a = e.actor",
+    "t": "t = e.transfer",
+    "k": "k = e.consent",
+}
+
+#: fact -> (expression, locals it uses, compared by enum value). The value of each expression is
+#: the value ``conditions.FACTS`` returns (for enum facts: that enum's ``_value_``).
+_FACT_EXPR: dict[str, tuple[str, str, bool]] = {
+    "kind": ("e.kind._value_", "", True),
+    "purpose": ("e.purpose", "", False),
+    "recipient.type": ("(None if r is None else r.type)", "r", False),
+    "recipient.id": ("(None if r is None else r.id)", "r", False),
+    "recipient.country": ("(None if r is None or not r.country else r.country.upper())", "r", False),
+    "recipient.on_our_behalf": ("(None if r is None else r.on_our_behalf)", "r", False),
+    "identifiability": ("e.identifiability._value_", "", True),
+    "legal_request.type": ("e.legal_request.type._value_", "", True),
+    "legal_basis": ("(e.legal_basis.lower() if e.legal_basis else None)", "", False),
+    "actor.type": ("a.type._value_", "a", True),
+    "actor.role": ("a.role", "a", False),
+    "actor.organisation": ("a.organisation._value_", "a", True),
+    "actor.is_subject": ("(a.id == s.id)", "as", False),
+    "subject.minor": ("x.minor", "", False),
+    "subject.region": ("(s.region.upper() if s.region else None)", "s", False),
+    "transfer.cross_border": ("t.cross_border", "t", False),
+    "transfer.destination_country": ("(t.destination_country.upper() if t.destination_country else None)", "t",
+                                     False),
+    "transfer.safeguard": ("t.safeguard._value_", "t", True),
+    "recipient.abroad": ("_abroad(e)", "", False),
+}
+
+
+def _attr_bool(have: str | None) -> str | None:
+    if have is not None and have.lower() in c.BOOL_TEXT:
+        return have.lower()
+    return have
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.consts: dict[str, object] = {"_abroad": c.recipient_abroad, "_attr_bool": _attr_bool,
+                                          "_minor": c.subject_minor, "_Derived": c.Derived}
+        self.locals: set[str] = set()
+        self.holds = False   # some test is called through its own holds(e, x)
+        self.x = "x."        # how the derived facts are read: x.atoms, x.minor (or the locals atoms, minor)
+
+    def const(self, value: object) -> str:
+        name = f"_c{len(self.consts)}"
+        self.consts[name] = value
+        return name
+
+    def expr(self, t: c.Condition) -> str:   # noqa: PLR0911 - one branch per test class
+        if isinstance(t, c.FactIn) and t.fact in _FACT_EXPR:
+            text, uses, by_value = _FACT_EXPR[t.fact]
+            if t.fact == "subject.minor" and self.x != "x.":
+                text, uses = "minor", "m"
+            self.locals.update(uses)
+            accepted: Iterable[object] = t.accepted
+            if t.fact == "actor.organisation":
+                # FACTS reads UNKNOWN as None: None accepts UNKNOWN, and UNKNOWN itself never matches
+                accepted = [ActorOrganisation.UNKNOWN if v is None else v for v in t.accepted
+                            if v is not ActorOrganisation.UNKNOWN]
+            if by_value:
+                accepted = [v if v is None else v._value_ for v in accepted]  # type: ignore[attr-defined]
+            return f"({text} in {self.const(frozenset(accepted))})"
+        if isinstance(t, c.Consent) and t.flag in c.CONSENT_FLAGS:
+            self.locals.add("k")
+            return f"k.{t.flag}"
+        if isinstance(t, c.NotOptedOut):
+            self.locals.add("k")
+            return "(not k.marketing_opt_out)"
+        if isinstance(t, c.AttributeEquals):
+            have = f"e.attributes.get({self.const(t.key)})"
+            if t.booleans:
+                have = f"_attr_bool({have})"
+            return f"({have} in {self.const(t.values)})"
+        if isinstance(t, c.CategoriesAny):
+            return f"(not {self.const(t.atoms)}.isdisjoint({self.x}atoms))"
+        if isinstance(t, c.OnlyCategories):
+            return f"({self.x}atoms <= {self.const(t.atoms)})"
+        if isinstance(t, c.TransferOutside):
+            self.locals.add("t")
+            return (f"(t.cross_border if not t.destination_country else "
+                    f"t.destination_country.upper() not in {self.const(t.inside)})")
+        if isinstance(t, c.Not):
+            return f"(not {self.expr(t.inner)})"
+        if isinstance(t, c.AnyOf) and t.options:
+            return "(" + " or ".join(self.expr(o) for o in t.options) + ")"
+        if isinstance(t, c.AllOf) and t.parts:
+            return "(" + " and ".join(self.expr(p) for p in t.parts) + ")"
+        self.holds = True
+        return f"{self.const(t)}.holds(e, x)"   # any other test: its own interpreted holds
+
+
+def compile_tests(tests: Iterable[c.Condition], name: str = "tests") -> Compiled | None:
+    """One function ``f(e, x)`` true exactly when every test holds (None: no tests, always true)."""
+    tests = tuple(tests)
+    if not tests:
+        return None
+    w = _Writer()
+    body = " and ".join(w.expr(t) for t in tests)
+    prelude = "".join(f"    {_LOCALS[v]}\n" for v in sorted(w.locals))
+    src = f"def {name}(e, x):\n{prelude}    return {body}\n"
+    namespace: dict[str, object] = dict(w.consts)
+    exec(compile(src, f"<policy-{name}>", "exec"), namespace)  # noqa: S102 - fixed expressions only
+    fn = namespace[name]
+    fn.__source__ = src  # type: ignore[attr-defined]   # for tests and debugging
+    return fn  # type: ignore[return-value]
+
+
+#: (residual scope tests, residual conditions, a condition on the plan's key already failed, forbids)
+RuleTests = tuple[tuple[c.Condition, ...], tuple[c.Condition, ...], bool, bool]
+
+
+def compile_plan(permits: Iterable[RuleTests], constraints: Iterable[RuleTests],
+                 minor_age: int) -> Callable[[Event, frozenset[str]], int]:
+    """The allow test of a whole plan as one function ``f(e, atoms)``: 0 when the event is not
+    allowed (no permit holds, or a constraint in scope fails or forbids); otherwise a bit set with
+    bit ``i`` for each permit ``i`` that holds and bit ``len(permits) + j`` for each constraint ``j``
+    in scope (which then held). Every test of every rule in scope is evaluated (permits all, for the
+    ``held`` list); the event's parts and the subject's minority are read once."""
+    permits, constraints = tuple(permits), tuple(constraints)
+    w = _Writer()
+    w.x = ""
+    lines = ["    m = 0"]
+    for i, (scope, conds, broken, _) in enumerate(permits):
+        if broken:
+            continue   # can never hold
+        test = " and ".join(w.expr(t) for t in (*scope, *conds)) or "True"
+        lines.append(f"    if {test}:\n        m |= {1 << i}")
+    lines.append("    if not m:\n        return 0")
+    for j, (scope, conds, broken, forbid) in enumerate(constraints):
+        bit = 1 << (len(permits) + j)
+        test = " and ".join(w.expr(t) for t in scope) or "True"
+        if forbid or broken:
+            lines.append(f"    if {test}:\n        return 0")
+            continue
+        holds = " and ".join(w.expr(t) for t in conds) or "True"
+        lines.append(f"    if {test}:\n        if not ({holds}):\n            return 0\n        m |= {bit}")
+    age = int(minor_age)
+    if w.holds:
+        w.locals.add("m")
+    prelude = [f"    {_LOCALS[v]}" for v in sorted(w.locals - {"m"})]
+    if "m" in w.locals:
+        prelude.append(f"    minor = _minor(e.subject, {age})")
+    if w.holds:
+        prelude.append(f"    x = _Derived(atoms, minor, {age})")
+    src = "\n".join(["def plan(e, atoms):", *prelude, *lines, "    return m", ""])
+    namespace: dict[str, object] = dict(w.consts)
+    exec(compile(src, "<policy-plan>", "exec"), namespace)  # noqa: S102 - fixed expressions only
+    fn = namespace["plan"]
+    fn.__source__ = src  # type: ignore[attr-defined]
+    return fn  # type: ignore[return-value]
