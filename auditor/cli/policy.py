@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-import tempfile
 import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -81,55 +77,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     probe.set_defaults(func=run_probe)
 
 
-STDIN_NAME = "<stdin>"
-
-
-@contextmanager
-def _stdin_pack() -> Iterator[Path]:
-    """Standard input as a pack file (bounded like any pack file), removed afterwards."""
-    from auditor.policy.yamlsrc import MAX_BYTES
-
-    data = sys.stdin.buffer.read(MAX_BYTES + 1)
-    if len(data) > MAX_BYTES:
-        raise PolicyError(f"standard input holds more than {MAX_BYTES:,} bytes, the limit for a pack",
-                          path=STDIN_NAME)
-    with tempfile.TemporaryDirectory(prefix="auditor-lint-") as tmp:
-        path = Path(tmp) / "stdin.yaml"
-        path.write_bytes(data)
-        yield path
-
-
 def run_lint(args: argparse.Namespace) -> int:
+    """Lint packs; ``-`` is read by the loader itself (auditor.policy.yamlsrc), named ``<stdin>``."""
     if args.packs.count("-") > 1:
         raise ConfigError("'-' (standard input) can be given once")
     failed = 0
     for name in args.packs or bundled_pack_names():
         try:
-            with _stdin_pack() if name == "-" else nullcontext(None) as piped:
-                pack = load_pack(piped if piped is not None else name)
-                shown = STDIN_NAME if piped is not None else None
+            pack = load_pack(name)
         except PolicyLintError as exc:
             failed += 1
             for f in exc.findings:
-                print(_named(f"{f}", name))
+                print(f"{f}")
             continue
         except PolicyError as exc:
             failed += 1
-            print(_named(str(exc), name))
+            print(str(exc))
             continue
         for w in pack.pack.warnings:
             print(str(w))
         if args.strict and pack.pack.warnings:
             failed += 1
-        print(_named(f"ok  {pack.id:<12} {len(pack.pack.permits):>3} permits {len(pack.pack.constraints):>3} "
-                     f"constraints  {len(pack.pack.warnings)} warnings  {pack.content_hash}  "
-                     f"{shown or pack.pack.path}", name))
+        print(f"ok  {pack.id:<12} {len(pack.pack.permits):>3} permits {len(pack.pack.constraints):>3} "
+              f"constraints  {len(pack.pack.warnings)} warnings  {pack.content_hash}  {pack.pack.path}")
     return 1 if failed else 0
-
-
-def _named(text: str, name: str) -> str:
-    """A message about the pack read from standard input names it <stdin>, not the temporary file."""
-    return re.sub(r"\S*/auditor-lint-[^/\s]+/stdin\.yaml", STDIN_NAME, text) if name == "-" else text
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from auditor.policy.decision import RuleRef
 from auditor.policy.lint import check_pack
 from auditor.policy.model import SEVERITIES, Effect, Pack, Rule, Scope, Term
 from auditor.policy.syntax import BUILTIN_REGIONS, COUNTRY, RECIPIENT_TESTS, TestParser, Vocab
-from auditor.policy.yamlsrc import STDIN, LineDict, load_yaml
+from auditor.policy.yamlsrc import STDIN, LineDict, load_yaml, shown
 
 LANGUAGE = 2
 TOP_KEYS = {"language", "pack", "title", "source", "version", "minor_age", "notes", "absent", "default",
@@ -91,7 +91,7 @@ def _specificity(scope: Scope) -> float:
 
 class _Parser:
     def __init__(self, path: Path) -> None:
-        self.path = str(path)
+        self.path = shown(path)
         self.findings: list[PolicyError] = []
         self.warnings: list[PolicyError] = []
 
@@ -336,10 +336,10 @@ def parse_pack(path: Path) -> Pack:
     raw = load_yaml(path)
     p = _Parser(path)
     if not isinstance(raw, LineDict):
-        raise PolicyError("a pack must be a YAML mapping", path=str(path), line=1)
+        raise PolicyError("a pack must be a YAML mapping", path=p.path, line=1)
     if raw.get("language") != LANGUAGE:
         raise PolicyError(f"this is not a language {LANGUAGE} pack: add 'language: {LANGUAGE}' at the top "
-                          "(docs/policy-language.md describes the format)", path=str(path),
+                          "(docs/policy-language.md describes the format)", path=p.path,
                           line=raw.line_of("language"))
     p.unknown_keys(raw, TOP_KEYS, "the pack")
     pack_id = p.text(raw, "pack", "the pack")
@@ -395,7 +395,7 @@ def parse_pack(path: Path) -> Pack:
         id=pack_id, title=str(raw.get("title", pack_id)), source=str(raw.get("source", "")),
         version=str(raw.get("version", "1")), minor_age=minor_age, default=default,
         categories=categories, purposes=purposes, recipients=recipients, roles=frozenset(role_terms),
-        rules=tuple(permits + constraints), path=str(path), content_hash=content_hash(raw), synthetic=synthetic,
+        rules=tuple(permits + constraints), path=p.path, content_hash=content_hash(raw), synthetic=synthetic,
         elements=elements, regions={k: Term(k, "", "", countries=tuple(sorted(v))) for k, v in regions.items()},
         role_terms=role_terms, atoms=atoms, absent=pack_absent, notes=tuple(notes), warnings=tuple(warnings),
     )

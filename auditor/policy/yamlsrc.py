@@ -61,8 +61,14 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequen
 #: Bounds on what a pack or example file may expand to. A few kilobytes of YAML anchors and
 #: aliases can otherwise describe billions of nodes (an "alias bomb").
 MAX_BYTES = 8 * 1024 * 1024
-#: the path that means standard input (`auditor policy lint -`)
+#: the path that means standard input (`auditor policy lint -`), and how messages name it
 STDIN = "-"
+STDIN_NAME = "<stdin>"
+
+
+def shown(path: Path | str) -> str:
+    """How messages name a pack or example file: its path, or ``<stdin>`` for standard input."""
+    return STDIN_NAME if str(path) == STDIN else str(path)
 #: aliases may make a document at most this many times larger than it is written (or 100,000 nodes)
 MAX_EXPANSION = 10
 MIN_EXPANSION_ALLOWANCE = 100_000
@@ -108,7 +114,7 @@ def load_yaml(path: Path) -> Any:
         if str(path) == STDIN:
             data = sys.stdin.buffer.read(MAX_BYTES + 1)
             if len(data) > MAX_BYTES:
-                raise PolicyError(f"standard input is over the limit of {MAX_BYTES:,} bytes", path=STDIN)
+                raise PolicyError(f"standard input is over the limit of {MAX_BYTES:,} bytes", path=STDIN_NAME)
             text = data.decode("utf-8")
         else:
             size = path.stat().st_size
@@ -116,9 +122,9 @@ def load_yaml(path: Path) -> Any:
                 raise PolicyError(f"file is {size:,} bytes; the limit is {MAX_BYTES:,}", path=str(path))
             text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise PolicyError(f"cannot read: {exc.strerror}", path=str(path)) from exc
+        raise PolicyError(f"cannot read: {exc.strerror}", path=shown(path)) from exc
     except UnicodeDecodeError as exc:
-        raise PolicyError("not UTF-8 text", path=str(path)) from exc
+        raise PolicyError("not UTF-8 text", path=shown(path)) from exc
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -127,14 +133,14 @@ def load_yaml(path: Path) -> Any:
         _check_expansion(node)
         return loader.construct_document(node)
     except PolicyError as exc:
-        exc.path = str(path)
+        exc.path = shown(path)
         raise
     except RecursionError as exc:
-        raise PolicyError("the YAML is nested too deeply", path=str(path)) from exc
+        raise PolicyError("the YAML is nested too deeply", path=shown(path)) from exc
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise PolicyError(f"not valid YAML: {exc.problem}", path=str(path), line=line) from exc
+        raise PolicyError(f"not valid YAML: {exc.problem}", path=shown(path), line=line) from exc
     except yaml.YAMLError as exc:
-        raise PolicyError(f"not valid YAML: {exc}", path=str(path)) from exc
+        raise PolicyError(f"not valid YAML: {exc}", path=shown(path)) from exc
     finally:
         loader.dispose()

@@ -22,6 +22,18 @@ def test_faults_on_standard_input_name_stdin_and_the_line():
     assert "<stdin>:3: unknown key 'bogus'" in r.out and "auditor-lint-" not in r.out
 
 
+def test_warnings_on_standard_input_name_stdin_too():
+    """One implementation of `lint -` (the loader reads standard input itself): the CLI's own copy
+    wrote the pack to a temporary file and renamed only errors, so a warning named the temp file."""
+    text = (packs_dir() / "ipmart.yaml").read_text().replace("unsubscribe_link: [true, ~]",
+                                                               'unsubscribe_link: ["true", ~]')
+    assert '"true"' in text
+    r = run_cli("policy", "lint", "-", stdin=text.encode(), timeout=60)
+    assert r.code == 0, r.err
+    (warning,) = [line for line in r.out.splitlines() if "warning:" in line]
+    assert warning.startswith("<stdin>:") and "quoted" in warning and "stdin.yaml" not in r.out, r.out
+
+
 def test_an_alias_bomb_on_standard_input_is_refused_quickly():
     bomb = "language: 2\na: &a [x, x, x, x, x, x, x, x, x, x]\n"
     for i in range(1, 9):
