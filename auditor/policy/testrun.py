@@ -77,7 +77,7 @@ def to_text(r: TestReport) -> str:
         status = "FAIL" if o.problems else "PASS"
         lines.append(f"  {status} {o.example.id:<32} {d.verdict.value:<9} {o.example.title}")
         if o.problems:
-            lines += [f"       expected: {p}" for p in o.problems]
+            lines += [f"       got {p}" for p in o.problems]
             lines += [f"       - {v.rule_id}: {v.reason}" for v in d.violations]
             if d.permitted_by is not None:
                 lines.append(f"       permitted by {d.permitted_by.rule_id}")
