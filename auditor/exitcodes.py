@@ -31,6 +31,22 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+#: the exit codes of the daemon (``auditor run``), in the words its --help prints (README "Operations")
+DAEMON_EXITS: dict[ExitCode, str] = {
+    ExitCode.OK: "stopped cleanly",
+    ExitCode.USAGE: "configuration error",
+    ExitCode.BROKER: "fatal Kafka error (fenced by a newer instance with the same instance id, the broker "
+                     "unreachable at start)",
+    ExitCode.WATCHDOG: "the watchdog (the main loop stalled, a client call past its timeout plus "
+                       "watchdog.call_margin_s, or a shutdown past shutdown_timeout_s)",
+}
+
+
+def daemon_exit_status() -> str:
+    """The "exit status:" line of ``auditor run --help``, from :data:`DAEMON_EXITS`."""
+    return "exit status: " + ", ".join(f"{int(code)} {what}" for code, what in DAEMON_EXITS.items()) + "."
+
+
 def exit_code(exc: AuditorError) -> ExitCode:
     """The exit code of a command that failed with ``exc`` (the table above)."""
     if isinstance(exc, TrailCorruption):

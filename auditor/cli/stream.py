@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 from auditor.cli.boundary import non_negative_int, note, positive_int
 from auditor.config import Config, load_config
 from auditor.errors import ConfigError
+from auditor.exitcodes import daemon_exit_status
 from auditor.logging import get_logger
 
 if TYPE_CHECKING:
@@ -37,8 +39,7 @@ config: instance ids <instance-id>-0 .. -(N-1), HTTP ports http.port + i, file c
 <trail>/<instance-id>-i. SIGTERM stops them all; if one ends on its own, the others are stopped
 and its exit status is returned, so the orchestrator restarts the group.
 
-exit status: 0 stopped cleanly, 2 configuration error, 3 fatal Kafka error (e.g. fenced).
-"""
+""" + textwrap.fill(daemon_exit_status(), 96) + "\n"
 
 DEMO_HELP = """\
 Everything on one machine: start a local Apache Kafka broker (jars fetched with Maven on first

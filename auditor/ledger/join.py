@@ -37,7 +37,7 @@ from dataclasses import replace
 from datetime import date
 from typing import NamedTuple
 
-from auditor.events.model import ConsentState, Event
+from auditor.events.model import ConsentState, Event, EventKind
 from auditor.ledger.asof import SubjectView
 from auditor.ledger.claims import MARKETING, Contradiction, contradicted_claims
 from auditor.ledger.model import UNKNOWN, FactRef, Family, Query, Reading
@@ -153,15 +153,17 @@ class PackJoin:
         self._cites: dict[tuple[object, ...], RuleRef] = {}
 
     def cite(self, e: Event, claim: str) -> RuleRef:
-        rtype = e.recipient.type if e.recipient is not None else ANY
-        key = (claim, e.kind, rtype, e.purpose)
+        pack = self.compiled.pack
+        rtype = e.recipient.type if e.recipient is not None and e.recipient.type in pack.recipients else ANY
+        purpose = e.purpose if e.purpose in pack.purposes else ANY   # undeclared: the candidates of any
+        key = (claim, e.kind, rtype, purpose)
         hit = self._cites.get(key)
         if hit is None:
-            hit = self._cites[key] = self._find(e, rtype, claim)
+            hit = self._cites[key] = self._find(e.kind, rtype, purpose, claim)
         return hit
 
-    def _find(self, e: Event, rtype: str, claim: str) -> RuleRef:
-        permits, constraints = self.compiled.candidates(e.kind, rtype, e.purpose)
+    def _find(self, kind: EventKind, rtype: str, purpose: str, claim: str) -> RuleRef:
+        permits, constraints = self.compiled.candidates(kind, rtype, purpose)
         in_scope = [r for r in (*permits, *constraints) if _reads_claim(r, claim)]
         if in_scope:
             return max(in_scope, key=lambda r: r.specificity).ref  # max keeps the first of equals

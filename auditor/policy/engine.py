@@ -181,7 +181,15 @@ class CompiledPack:
         return self.pack.content_hash
 
     def candidates(self, kind: EventKind, rtype: str, purpose: str) -> tuple[tuple[Rule, ...], tuple[Rule, ...]]:
-        """(permits, constraints) whose kind/recipient/purpose scope covers this key, in pack order."""
+        """(permits, constraints) whose kind/recipient/purpose scope covers this key, in pack order.
+
+        An undeclared recipient type or purpose has exactly the candidates of ``*`` (rules index
+        declared names only), so it is looked up as ``*``: event payloads never become cache keys."""
+        pack = self.pack
+        if rtype not in pack.recipients:
+            rtype = ANY
+        if purpose not in pack.purposes:
+            purpose = ANY
         key = (kind, rtype, purpose)
         hit = self._cache.get(key)
         if hit is not None:

@@ -386,7 +386,7 @@ class LedgerFeed:
                     raise AuditorError("the corrected record's pack is no longer loaded")
                 judged = self.judging.judge(event, evaluator.compiled, c.partition, _decide(evaluator),
                                             pseudonym=c.pseudonym)
-            except (AuditorError, ValueError, KeyError) as exc:
+            except Exception as exc:  # noqa: BLE001 - one correction never stops the feed (logged, class only)
                 log.error("a late fact changed an audited decision that cannot be judged again",
                           chain=c.chain_id, seq=c.seq, error_class=type(exc).__name__)
                 continue

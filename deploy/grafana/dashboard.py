@@ -121,6 +121,21 @@ ROWS: tuple[Row, ...] = (
               (_q("time() - max by (topic) (auditor_last_audit_timestamp_seconds > 0)", "{{topic}}"),),
               unit="s", thresholds=((0, "green"), (1800, "red"))),
     )),
+    Row("Subject ledger", (
+        Panel("Facts applied", "Subject facts applied to the instances' ledgers per second (ledger.dir set).",
+              (_q(f"sum(rate(auditor_ledger_facts_total[{RATE}]))", "facts"),
+               _q(f"sum by (reason) (rate(auditor_ledger_facts_rejected_total[{RATE}]))", "rejected {{reason}}")),
+              unit="ops"),
+        Panel("Corrections", "CORRECTION records per second after late facts, by pack and whether the verdict "
+              "changed.",
+              (_q(f"sum by (pack, verdict_changed) (rate(auditor_ledger_corrections_total[{RATE}]))",
+                  "{{pack}} changed={{verdict_changed}}"),),
+              unit="ops", stacked=True),
+        Panel("Late facts", "Facts that arrived after events they precede; beyond the window: uncorrected.",
+              (_q(f"sum(rate(auditor_ledger_late_facts_total[{RATE}]))", "late"),
+               _q(f"sum(rate(auditor_ledger_late_beyond_window_total[{RATE}]))", "beyond window")),
+              unit="ops"),
+    )),
     Row("Trail", (
         Panel("Checkpoint age", "Age of the newest signed checkpoint, per hash chain.",
               (_q("max by (chain) (auditor_trail_checkpoint_age_seconds)", "{{chain}}"),),

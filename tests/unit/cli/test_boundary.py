@@ -220,3 +220,16 @@ def test_output_piped_into_head_is_not_an_error():
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert b"auditor:" not in err and b"Traceback" not in err, err
+
+
+def test_run_help_lists_every_exit_code_of_the_daemon(capsys):
+    """README "Operations": 0 stopped, 2 configuration, 3 fatal Kafka, 4 watchdog (the help lacked 4)."""
+    from auditor.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    status = text[text.index("exit status:"):].split(" options:")[0]
+    for code in (0, 2, 3, 4):
+        assert f" {code} " in status, f"exit {code} missing from: {status}"
+    assert "watchdog" in status and "fenced" in status

@@ -75,3 +75,44 @@ def test_another_recipient_is_still_another_recipient(tmp_path: Path) -> None:
     assert d.verdict is Verdict.ALLOW
     d = judged(tmp_path, {"type": "CONSENT_WITHDRAWN", "scope": {"recipient_type": "affiliate"}})
     assert d.verdict is Verdict.ALLOW
+
+
+def test_events_with_ever_new_undeclared_purposes_do_not_grow_the_join(tmp_path: Path) -> None:
+    """Each contradicted claim is cited with the pack's clause, looked up once per (claim, kind,
+    recipient type, purpose). Before the fix the raw purpose and recipient type were the key: events
+    naming ever new undeclared purposes (10,000 characters each) grew the join's citations without
+    bound and the compiled pack's candidate cache by 65,536 such keys (2,000 events kept 21 MB). An
+    undeclared name has the candidates of "any", so it is looked up as that."""
+    import tracemalloc
+
+    from auditor.policy import load_pack as fresh_pack
+
+    pack = fresh_pack("ipasar")
+    path = tmp_path / "facts.jsonl"
+    path.write_text(json.dumps({"fact_id": "f1", "subject_id": "u-1", "type": "CONSENT_WITHDRAWN",
+                                "effective_at": "2026-01-01T00:00:00Z", "recorded_at": "2026-01-01T00:00:00Z",
+                                "source_system": "cmp", "scope": {"purpose": "marketing"}}) + "\n")
+    ledger = OfflineLedger(path)
+
+    def event(i: int, purpose: str) -> Any:
+        return event_from_mapping({
+            "event_id": f"e{i}", "occurred_at": "2026-02-01T00:00:00Z", "kind": "USE", "policy_id": "ipasar",
+            "source_system": "x", "actor": {"type": "EMPLOYEE", "id": "a"}, "subject": {"id": "u-1"},
+            "data_categories": ["marketing_data"], "purpose": purpose, "consent": {"marketing": True}})
+
+    try:
+        cited = {v.rule for v in ledger.judge(event(0, "no-such-purpose"), pack).decision.violations
+                 if v.kind is ViolationKind.CLAIM_CONTRADICTED}
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(1, 1001):
+                d = ledger.judge(event(i, f"p{i}-" + "x" * 10_000), pack).decision
+                assert {v.rule for v in d.violations if v.kind is ViolationKind.CLAIM_CONTRADICTED} == cited
+            kept = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert kept < 2_000_000, f"the join kept {kept} bytes for 1,000 events"
+        assert len(ledger.judging.join_for(pack)._cites) <= 2 and len(pack._cache) <= 2
+    finally:
+        ledger.close()

@@ -43,3 +43,74 @@ def test_each_instance_has_a_store_of_its_own(tmp_path):
 
 def test_chain_ids_name_their_source_partition():
     assert _chain_key("a/b-topic/12") == ("a/b-topic", 12)
+
+
+# ---------------------------------------------------------------- corrections, without a broker
+
+def _feed(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from auditor.events.wire import EventDecoder, SchemaAllowList
+    from auditor.stream.app import load_packs
+    from auditor.stream.ledgerfeed import LedgerFeed
+    from auditor.stream.processor import BatchProcessor, Routing
+    from auditor.trail.keys import KeyRing
+
+    KeyRing.generate(tmp_path / "keys")
+    keys = KeyRing.resolve(tmp_path / "keys")
+    cfg = load_config(None, env={}, overrides={"instance_id": "unit", "ledger.dir": str(tmp_path / "ledger"),
+                                               "keys_dir": str(tmp_path / "keys"), "policy.packs": ["ipasar"]})
+    processor = BatchProcessor(EventDecoder(SchemaAllowList([], {}, None), 1 << 20), load_packs(cfg.packs),
+                               keys.pseudonymizer, Routing("audit", "violations", "dead", 3), "unit")
+    return LedgerFeed(cfg, processor, CollectorRegistry())
+
+
+def test_a_late_withdrawal_yields_a_correction_record_and_a_broken_payload_is_skipped(tmp_path):
+    import json
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+    from pathlib import Path
+
+    from auditor.events.codec import event_from_mapping
+    from auditor.ledger.late import Correction
+    from auditor.ledger.model import FactType, Scope, SubjectFact
+    from auditor.stream.produce import encode
+    from auditor.trail.canonical import record_from_bytes
+    from auditor.trail.record import RecordType
+
+    feed = _feed(tmp_path)
+    try:
+        data = Path(__file__).resolve().parents[2] / "data" / "events" / "ipasar.jsonl"
+        line = next(raw for raw in data.read_text().splitlines() if '"event_id":"ipasar-mkt-consent"' in
+                    raw.replace(" ", ""))
+        t0 = datetime(2026, 2, 24, tzinfo=UTC)
+        event = replace(event_from_mapping(json.loads(line)), occurred_at=t0 + timedelta(hours=2))
+
+        class Msg:
+            def topic(self): return "events"
+            def partition(self): return 1
+            def offset(self): return 7
+            def value(self): return encode(event)
+            def key(self): return None
+            def headers(self): return None
+
+        first = feed.processor.process([Msg()])
+        feed.processor.commit_heads()
+        feed.after_commit(first)
+        (reads,) = first.ledger_reads
+        assert first.sealed[0][0].decision.verdict.value == "ALLOW"
+        withdrawn = SubjectFact("w", event.subject.id, FactType.CONSENT_WITHDRAWN, t0, t0, "cmp", Scope("marketing"))
+        applied = feed.store.apply(1, [(0, withdrawn)], feed.pseudonymize)
+        report = feed.index.affected(applied.applied)
+        (found,) = report.corrections
+        broken = Correction(*found[:-1], payload=b"not a record")
+        out, labels = feed.corrections([broken, found])
+        assert labels == [("ipasar", "true")]
+        audit = [o for o in out.outgoing if o.topic == "audit"]
+        (fix,) = [record_from_bytes(o.value) for o in audit]
+        assert fix.record_type is RecordType.CORRECTION and fix.decision.verdict.value == "VIOLATION"
+        assert fix.ledger.corrects == (reads.chain_id, reads.seq, (0,))
+        assert fix.seq == reads.seq + 1 and fix.source == first.sealed[0][0].source
+        assert any(o.topic == "violations" for o in out.outgoing)
+    finally:
+        feed.close()
