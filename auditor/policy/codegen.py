@@ -59,30 +59,51 @@ _FACT_EXPR: dict[str, tuple[str, str, bool]] = {
 }
 
 
-def _attr_bool(have: str | None) -> str | None:
-    if have is not None and have.lower() in c.BOOL_TEXT:
-        return have.lower()
-    return have
-
-
 class _Writer:
     def __init__(self) -> None:
-        self.consts: dict[str, object] = {"_abroad": c.recipient_abroad, "_attr_bool": _attr_bool,
-                                          "_minor": c.subject_minor, "_Derived": c.Derived}
+        self.consts: dict[str, object] = {"_abroad": c.recipient_abroad, "_minor": c.subject_minor,
+                                          "_Derived": c.Derived, "_bool_text": c.BOOL_TEXT}
         self.locals: set[str] = set()
         self.holds = False   # some test is called through its own holds(e, x)
         self.x = "x."        # how the derived facts are read: x.atoms, x.minor (or the locals atoms, minor)
+        self.facts: dict[str, tuple[int, str]] = {}   # fact read -> (number, expression)
+        self.uses: dict[int, int] = {}                # fact number -> how many tests read it
 
     def const(self, value: object) -> str:
         name = f"_c{len(self.consts)}"
         self.consts[name] = value
         return name
 
+    def fact(self, name: str, text: str) -> str:
+        """A placeholder for one fact read: a fact read by several tests is read once, into a local
+        (see :meth:`finish`); one read once stays inline, where short-circuiting may skip it."""
+        n, _ = self.facts.setdefault(name, (len(self.facts), text))
+        self.uses[n] = self.uses.get(n, 0) + 1
+        return f"\x00{n}\x00"
+
+    def finish(self, lines: list[str]) -> tuple[list[str], list[str]]:
+        """(prelude lines reading the shared facts, ``lines`` with every placeholder filled)."""
+        prelude, inline = [], {}
+        for n, text in sorted(self.facts.values()):
+            if self.uses[n] > 1:
+                prelude.append(f"    f{n} = {text}")
+                inline[n] = f"f{n}"
+            else:
+                inline[n] = text
+        out = []
+        for line in lines:
+            for n, text in inline.items():
+                line = line.replace(f"\x00{n}\x00", text)
+            out.append(line)
+        return prelude, out
+
     def expr(self, t: c.Condition) -> str:   # noqa: PLR0911 - one branch per test class
         if isinstance(t, c.FactIn) and t.fact in _FACT_EXPR:
             text, uses, by_value = _FACT_EXPR[t.fact]
             if t.fact == "subject.minor" and self.x != "x.":
                 text, uses = "minor", "m"
+            else:
+                text = self.fact(t.fact, text)
             self.locals.update(uses)
             accepted: Iterable[object] = t.accepted
             if t.fact == "actor.organisation":
@@ -99,9 +120,13 @@ class _Writer:
             self.locals.add("k")
             return "(not k.marketing_opt_out)"
         if isinstance(t, c.AttributeEquals):
-            have = f"e.attributes.get({self.const(t.key)})"
-            if t.booleans:
-                have = f"_attr_bool({have})"
+            name = f"attributes.{t.key}"
+            key = self.facts[name][1] if name in self.facts else f"e.attributes.get({self.const(t.key)})"
+            if t.booleans:   # as AttributeEquals.holds: true/false in any case read lower-cased
+                have = self.fact(f"{name}/bool", f"(_v.lower() if (_v := {key}) is not None "
+                                                 f"and _v.lower() in _bool_text else _v)")
+            else:
+                have = self.fact(name, key)
             return f"({have} in {self.const(t.values)})"
         if isinstance(t, c.CategoriesAny):
             return f"(not {self.const(t.atoms)}.isdisjoint({self.x}atoms))"
@@ -111,6 +136,8 @@ class _Writer:
             self.locals.add("t")
             return (f"(t.cross_border if not t.destination_country else "
                     f"t.destination_country.upper() not in {self.const(t.inside)})")
+        if isinstance(t, c.SafeguardIfCrossBorder):
+            return f"{self.const(t)}.holds(e, None)"   # its holds reads the event only
         if isinstance(t, c.Not):
             return f"(not {self.expr(t.inner)})"
         if isinstance(t, c.AnyOf) and t.options:
@@ -128,7 +155,8 @@ def compile_tests(tests: Iterable[c.Condition], name: str = "tests") -> Compiled
         return None
     w = _Writer()
     body = " and ".join(w.expr(t) for t in tests)
-    prelude = "".join(f"    {_LOCALS[v]}\n" for v in sorted(w.locals))
+    shared, (body,) = w.finish([body])
+    prelude = "".join(f"    {_LOCALS[v]}\n" for v in sorted(w.locals)) + "".join(f"{p}\n" for p in shared)
     src = f"def {name}(e, x):\n{prelude}    return {body}\n"
     namespace: dict[str, object] = dict(w.consts)
     exec(compile(src, f"<policy-{name}>", "exec"), namespace)  # noqa: S102 - fixed expressions only
@@ -169,9 +197,11 @@ def compile_plan(permits: Iterable[RuleTests], constraints: Iterable[RuleTests],
     age = int(minor_age)
     if w.holds:
         w.locals.add("m")
+    shared, lines = w.finish(lines)
     prelude = [f"    {_LOCALS[v]}" for v in sorted(w.locals - {"m"})]
     if "m" in w.locals:
         prelude.append(f"    minor = _minor(e.subject, {age})")
+    prelude += shared
     if w.holds:
         prelude.append(f"    x = _Derived(atoms, minor, {age})")
     src = "\n".join(["def plan(e, atoms):", *prelude, *lines, "    return m", ""])

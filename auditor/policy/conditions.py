@@ -83,6 +83,9 @@ def _show(v: object) -> str:
 
 # ---------------------------------------------------------------- one fact against a set of values
 
+#: bound of the reasons one test keeps (see FactIn.reason)
+_REASONS_MAX = 64
+
 @dataclass(frozen=True, slots=True)
 class FactIn:
     """``<test>: [values]``: the fact named ``fact`` has one of ``accepted`` (None = unknown)."""
@@ -95,6 +98,8 @@ class FactIn:
     reads: frozenset[str] = field(default=frozenset())
     unknown_unhandled: frozenset[str] = field(default=frozenset())
     get: Callable[[Event, Derived], object] = field(default=lambda e, x: None, compare=False, repr=False)
+    #: reasons already written, by (value read, minor age): a reason is a function of those alone
+    _reasons: dict[tuple[object, int], str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reads", frozenset({self.fact}))
@@ -107,9 +112,19 @@ class FactIn:
 
     def reason(self, e: Event, x: Derived) -> str:
         have = self.get(e, x)
+        key = (have, x.minor_age)
+        hit = self._reasons.get(key)
+        if hit is None:
+            hit = self._reason(have, x.minor_age)
+            # bounded: free-text facts (role, recipient id) can take countless values
+            if len(self._reasons) < _REASONS_MAX and (not isinstance(have, str) or len(have) <= 64):
+                self._reasons[key] = hit
+        return hit
+
+    def _reason(self, have: object, minor_age: int) -> str:
         special = SPECIAL_REASONS.get((self.fact, have))
         if special is not None:
-            return special.format(minor_age=x.minor_age)
+            return special.format(minor_age=minor_age)
         label = FACT_LABELS.get(self.fact, self.fact)
         return f"{label} is {words([have])}, not {'one of: ' if len(self.accepted) > 1 else ''}{words(self.accepted)}"
 
@@ -281,6 +296,8 @@ class AttributeEquals:
     booleans: bool = False
     reads: frozenset[str] = frozenset()
     unknown_unhandled: frozenset[str] = frozenset()
+    #: reasons already written, by the attribute's text (bounded, as FactIn's)
+    _reasons: dict[str | None, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reads", frozenset({f"attributes.{self.key}"}))
@@ -300,7 +317,12 @@ class AttributeEquals:
 
     def reason(self, e: Event, x: Derived) -> str:
         have = e.attributes.get(self.key)
-        return f"fact '{self.key}' is {'not stated' if have is None else repr(have)}, needs {words(self.values)}"
+        hit = self._reasons.get(have)
+        if hit is None:
+            hit = f"fact '{self.key}' is {'not stated' if have is None else repr(have)}, needs {words(self.values)}"
+            if len(self._reasons) < _REASONS_MAX and (have is None or len(have) <= 64):
+                self._reasons[have] = hit
+        return hit
 
 
 # ---------------------------------------------------------------- transfers
@@ -405,9 +427,11 @@ class AnyOf:
         return False
 
     def reason(self, e: Event, x: Derived) -> str:
-        reasons = list(dict.fromkeys(c.reason(e, x) for c in self.options))   # each distinct reason once
+        reasons: dict[str, None] = {}   # each distinct reason once, in order
+        for c in self.options:
+            reasons[c.reason(e, x)] = None
         if len(reasons) == 1:
-            return reasons[0]
+            return next(iter(reasons))
         return "none of the alternatives holds: " + "; or ".join(reasons)
 
 
@@ -430,7 +454,7 @@ class AllOf:
         return True
 
     def reason(self, e: Event, x: Derived) -> str:
-        return "; ".join(c.reason(e, x) for c in self.parts if not c.holds(e, x))
+        return "; ".join([c.reason(e, x) for c in self.parts if not c.holds(e, x)])
 
 
 # ---------------------------------------------------------------- enum names the parser accepts

@@ -404,7 +404,7 @@ def describe(e: Event) -> str:
 
 
 def _violation(rule: Rule, kind: ViolationKind, e: Event, x: Derived, broken: list[Condition]) -> Violation:
-    why = "; ".join(cond.reason(e, x) for cond in broken)
+    why = "; ".join([cond.reason(e, x) for cond in broken])
     if kind is ViolationKind.PROHIBITED:
         reason = rule.explain or f"prohibited: {describe(e)}"
     elif kind is ViolationKind.CONSTRAINT_FAILED:
