@@ -42,6 +42,10 @@ _CACHEABLE_CATEGORIES = 16
 _KEY_FNS_MAX = 1024
 #: bound of the ALLOW tails one compiled allow test keeps (one per set of rules that held together)
 _ALLOW_TAILS_MAX = 256
+#: a plan's tests are compiled at its this-many-th plain evaluation (before: the interpreted tests).
+#: Compiling a plan costs about ten times making it; a plan an event stream meets once or twice (or
+#: one never cached: undeclared names, long category lists) is not worth it.
+_COMPILE_AFTER = 8
 #: the memo keeps a decision only when every free-text fact in its key is at most this long
 _MEMO_MAX_TEXT = 64
 #: default bound of one compiled pack's decision memo, in (estimated) bytes of keys and decisions
@@ -97,9 +101,9 @@ class _Entry:
     __slots__ = ("rule", "ref", "scope", "conditions", "broken", "code")
 
     def __init__(self, rule: Rule, scope: tuple[Condition, ...], conditions: tuple[Condition, ...],
-                 broken: tuple[Condition, ...], code: _RuleCode) -> None:
+                 broken: tuple[Condition, ...]) -> None:
         self.rule, self.ref, self.scope, self.conditions, self.broken = rule, rule.ref, scope, conditions, broken
-        self.code = code
+        self.code: _RuleCode | None = None   # set when the plan is compiled
 
 
 class _Plan:
@@ -108,7 +112,8 @@ class _Plan:
     ``key_of`` reads the facts the remaining tests and their reasons read (None: a fact it cannot
     key); ``memo`` maps those facts to the decision (None: not memoised)."""
 
-    __slots__ = ("undeclared", "atoms", "permits", "constraints", "key_of", "memo", "needs_minor", "allow")
+    __slots__ = ("undeclared", "atoms", "permits", "constraints", "key_of", "memo", "needs_minor", "allow",
+                 "uses")
 
     def __init__(self, undeclared: tuple[Violation, ...], atoms: frozenset[str], permits: tuple[_Entry, ...],
                  constraints: tuple[_Entry, ...]) -> None:
@@ -118,6 +123,7 @@ class _Plan:
         self.needs_minor = False
         #: the compiled allow test of the whole plan, shared by plans of the same rules (see _AllowCode)
         self.allow: _AllowCode | None = None
+        self.uses = 0   # plain evaluations before the plan's tests are compiled (see _COMPILE_AFTER)
 
 
 class _AllowCode:
@@ -249,19 +255,11 @@ class CompiledPack:
                     conds = ()   # a prohibition's conditions are never weighed
                 for t in (*scope, *conds):
                     reads.update(t.reads)
-                out.append(_Entry(rule, scope, conds, broken, self._rule_code(rule, scope, conds)))
+                out.append(_Entry(rule, scope, conds, broken))
             return tuple(out)
 
         plan = _Plan((), atoms, entries(permits), entries(constraints))
         plan.needs_minor = "subject.minor" in reads
-        shape = (tuple((id(p.rule), bool(p.broken)) for p in plan.permits),
-                 tuple((id(k.rule), bool(k.broken)) for k in plan.constraints))
-        allow = self._allow.get(shape)
-        if allow is None:
-            if len(self._allow) >= _KEY_FNS_MAX:
-                self._allow.clear()
-            allow = self._allow[shape] = _AllowCode(plan.permits, plan.constraints, pack.minor_age)
-        plan.allow = allow
         fn_key = (frozenset(reads - STATIC_FACTS), rtype != ANY)
         if fn_key in self._key_fns:
             plan.key_of = self._key_fns[fn_key]
@@ -270,6 +268,21 @@ class CompiledPack:
                 self._key_fns.clear()
             plan.key_of = self._key_fns[fn_key] = _key_function(fn_key[0], fn_key[1], pack.minor_age)
         return plan
+
+    def compile_plan(self, plan: _Plan) -> _AllowCode:
+        """Compile a plan's tests (once it has been used ``_COMPILE_AFTER`` times): each rule's, and
+        the plan's allow test, shared by plans of the same candidate rules."""
+        for entry in (*plan.permits, *plan.constraints):
+            entry.code = self._rule_code(entry.rule, entry.scope, entry.conditions)
+        shape = (tuple((id(p.rule), bool(p.broken)) for p in plan.permits),
+                 tuple((id(k.rule), bool(k.broken)) for k in plan.constraints))
+        allow = self._allow.get(shape)
+        if allow is None:
+            if len(self._allow) >= _KEY_FNS_MAX:
+                self._allow.clear()
+            allow = self._allow[shape] = _AllowCode(plan.permits, plan.constraints, self.pack.minor_age)
+        plan.allow = allow
+        return allow
 
     def _rule_code(self, rule: Rule, scope: tuple[Condition, ...], conds: tuple[Condition, ...]) -> _RuleCode:
         """The compiled residual tests of a rule: the same for every plan (a plan drops or decides
@@ -418,13 +431,17 @@ def _decide(e: Event, compiled: CompiledPack, plan: _Plan) -> Decision:
     """The plain evaluation of an event under its plan (no memo), with the compiled tests: the
     plan's allow test first; an event it does not allow is judged rule by rule for its reasons."""
     allow = plan.allow
-    if allow is not None:
-        try:
-            bits = allow.test(e, plan.atoms)
-        except AttributeError:   # an Event built by hand with plain strings for enums
+    if allow is None:
+        plan.uses += 1
+        if plan.uses < _COMPILE_AFTER:   # compiling costs tens of plain evaluations: only plans in use
             return _decide_interpreted(e, compiled, plan)
-        if bits:
-            return _new_decision(Decision, (e.event_id, *allow.tail(bits, compiled.pack)))
+        allow = compiled.compile_plan(plan)
+    try:
+        bits = allow.test(e, plan.atoms)
+    except AttributeError:   # an Event built by hand with plain strings for enums
+        return _decide_interpreted(e, compiled, plan)
+    if bits:
+        return _new_decision(Decision, (e.event_id, *allow.tail(bits, compiled.pack)))
     return _decide_rules(e, compiled, plan)
 
 
@@ -437,7 +454,7 @@ def _decide_rules(e: Event, compiled: CompiledPack, plan: _Plan) -> Decision:
     failed_entries: list[_Entry] = []
     try:
         for entry in plan.permits:
-            code = entry.code
+            code: _RuleCode = entry.code  # type: ignore[assignment]   # compiled before this runs
             if code.scope is not None and not code.scope(e, x):
                 continue
             if entry.broken or (code.conditions is not None and not code.conditions(e, x)):
@@ -447,11 +464,11 @@ def _decide_rules(e: Event, compiled: CompiledPack, plan: _Plan) -> Decision:
                     permitted_by = entry.ref
                 held.append(entry.rule.id)
         if permitted_by is None:
-            failed = [(f.rule, [*f.broken, *[cond for cond, fn in f.code.each if not fn(e, x)]])  # type: ignore[misc]
+            failed = [(f.rule, [*f.broken, *[cond for cond, fn in f.code.each if not fn(e, x)]])  # type: ignore[misc, union-attr]
                       for f in failed_entries]
         broken_constraints: list[tuple[_Entry, list[Condition]]] = []
         for entry in plan.constraints:
-            code = entry.code
+            code = entry.code  # type: ignore[assignment]
             if code.scope is not None and not code.scope(e, x):
                 continue
             if entry.rule.forbid:

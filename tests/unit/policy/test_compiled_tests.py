@@ -12,7 +12,7 @@ import pytest
 
 from auditor.events.model import ActorOrganisation, LegalRequestType
 from auditor.policy import conditions as c
-from auditor.policy import load_pack
+from auditor.policy import engine, load_pack
 from auditor.policy.codegen import compile_tests
 from auditor.policy.conditions import Derived
 from auditor.policy.engine import compile_pack, evaluate_interpreted, evaluate_plain
@@ -59,6 +59,12 @@ def test_every_compiled_test_agrees_with_its_holds(pack_id):
     assert checked > 0
 
 
+@pytest.fixture(autouse=True)
+def _compile_at_once(monkeypatch):  # type: ignore[no-untyped-def]
+    """Plans are compiled at their first evaluation here (normally at their 8th)."""
+    monkeypatch.setattr(engine, "_COMPILE_AFTER", 1)
+
+
 @pytest.mark.parametrize("pack_id", PACKS)
 def test_compiled_plain_path_gives_the_interpreted_decision(pack_id):
     compiled = compile_pack(load_pack(pack_id).pack, memo_bytes=0)
@@ -81,3 +87,16 @@ def test_legal_request_sets_compile_by_value():
     t = c.FactIn("legal_request", "legal_request.type", frozenset({LegalRequestType.COURT_ORDER}), "x")
     fn = compile_tests((t,))
     assert fn is not None and "_value_" in fn.__source__  # type: ignore[attr-defined]
+
+
+def test_a_plan_is_compiled_at_its_eighth_plain_evaluation(monkeypatch):
+    monkeypatch.setattr(engine, "_COMPILE_AFTER", 8)
+    compiled = compile_pack(load_pack("ipmart").pack, memo_bytes=0)
+    e = next(e for e in _events(compiled.pack, "compile", 200) if not compiled.plan(e).undeclared)
+    want = evaluate_interpreted(e, compiled)
+    plan = compiled.plan(e)
+    for _ in range(7):
+        assert evaluate_plain(e, compiled) == want
+        assert plan.allow is None
+    assert evaluate_plain(e, compiled) == want
+    assert plan.allow is not None and all(entry.code is not None for entry in (*plan.permits, *plan.constraints))
