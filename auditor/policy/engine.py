@@ -46,6 +46,8 @@ _ALLOW_TAILS_MAX = 256
 #: Compiling a plan costs about ten times making it; a plan an event stream meets once or twice (or
 #: one never cached: undeclared names, long category lists) is not worth it.
 _COMPILE_AFTER = 8
+#: bound of the reasons kept per test by CompiledPack.reason
+_REASONS_MAX = 256
 #: the memo keeps a decision only when every free-text fact in its key is at most this long
 _MEMO_MAX_TEXT = 64
 #: default bound of one compiled pack's decision memo, in (estimated) bytes of keys and decisions
@@ -177,6 +179,9 @@ class CompiledPack:
     _code: dict[int, _RuleCode] = field(default_factory=dict)
     #: compiled allow tests by the plan's candidate rules (and which already failed on the key)
     _allow: dict[tuple[object, ...], _AllowCode] = field(default_factory=dict)
+    #: reasons already written per test (see reason): by id, with the test kept alive alongside
+    _reasons: dict[int, tuple[Callable[[Event], tuple[object, ...]] | None, bool, dict[tuple[object, ...], str],
+                              Condition]] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -283,6 +288,31 @@ class CompiledPack:
             allow = self._allow[shape] = _AllowCode(plan.permits, plan.constraints, self.pack.minor_age)
         plan.allow = allow
         return allow
+
+    def reason(self, cond: Condition, e: Event, x: Derived) -> str:
+        """``cond.reason(e, x)``, kept per value of the facts the test reads (a reason reads no
+        others: the memo relies on the same), at most _REASONS_MAX per test, none with a text over
+        _MEMO_MAX_TEXT characters; a test reading facts no key function knows is not kept."""
+        slot = self._reasons.get(id(cond))
+        if slot is None:
+            if len(self._reasons) >= _KEY_FNS_MAX:
+                self._reasons.clear()
+            reads = cond.reads
+            fn = None if "data_categories" in reads else _key_function(reads, True, self.pack.minor_age)
+            slot = self._reasons[id(cond)] = (fn, bool(reads & _RECIPIENT_FACTS), {}, cond)
+        fn, needs_recipient, kept, _ = slot
+        if fn is None or (needs_recipient and e.recipient is None):
+            return cond.reason(e, x)
+        try:
+            key = fn(e)
+        except AttributeError:   # a hand-built event (plain strings for enums)
+            return cond.reason(e, x)
+        hit = kept.get(key)
+        if hit is None:
+            hit = cond.reason(e, x)
+            if len(kept) < _REASONS_MAX and not any(isinstance(v, str) and len(v) > _MEMO_MAX_TEXT for v in key):
+                kept[key] = hit
+        return hit
 
     def _rule_code(self, rule: Rule, scope: tuple[Condition, ...], conds: tuple[Condition, ...]) -> _RuleCode:
         """The compiled residual tests of a rule: the same for every plan (a plan drops or decides
@@ -416,8 +446,13 @@ def describe(e: Event) -> str:
     return what
 
 
-def _violation(rule: Rule, kind: ViolationKind, e: Event, x: Derived, broken: list[Condition]) -> Violation:
-    why = "; ".join([cond.reason(e, x) for cond in broken])
+def _reason(cond: Condition, e: Event, x: Derived) -> str:
+    return cond.reason(e, x)
+
+
+def _violation(rule: Rule, kind: ViolationKind, e: Event, x: Derived, broken: list[Condition],
+               reason_of: Callable[[Condition, Event, Derived], str] = _reason) -> Violation:
+    why = "; ".join([reason_of(cond, e, x) for cond in broken])
     if kind is ViolationKind.PROHIBITED:
         reason = rule.explain or f"prohibited: {describe(e)}"
     elif kind is ViolationKind.CONSTRAINT_FAILED:
@@ -486,15 +521,17 @@ def _decide_rules(e: Event, compiled: CompiledPack, plan: _Plan) -> Decision:
         if failed:
             failed.sort(key=lambda rb: (-rb[0].specificity, len(rb[1])))
             best = failed[0]
-            found.append((best[0].specificity, _violation(best[0], ViolationKind.CONDITION_FAILED, e, x, best[1])))
-            considered = tuple(_violation(r, ViolationKind.CONDITION_FAILED, e, x, b) for r, b in failed[1:])
+            why = compiled.reason
+            found.append((best[0].specificity,
+                          _violation(best[0], ViolationKind.CONDITION_FAILED, e, x, best[1], why)))
+            considered = tuple([_violation(r, ViolationKind.CONDITION_FAILED, e, x, b, why) for r, b in failed[1:]])
         else:
             found.append((-1.0, Violation(pack.synthetic["default-deny"], ViolationKind.DEFAULT_DENY,
                                           f"no clause of this policy permits {describe(e)}")))
     for entry, broken in broken_constraints:
         rule = entry.rule
         kind = ViolationKind.PROHIBITED if rule.forbid else ViolationKind.CONSTRAINT_FAILED
-        found.append((rule.specificity, _violation(rule, kind, e, x, broken)))
+        found.append((rule.specificity, _violation(rule, kind, e, x, broken, compiled.reason)))
     if not found:
         return Decision(e.event_id, Verdict.ALLOW, (), permitted_by, pack.id, pack.content_hash, tuple(held))
     if len(found) > 1:
