@@ -46,8 +46,9 @@ _ALLOW_TAILS_MAX = 256
 #: Compiling a plan costs about ten times making it; a plan an event stream meets once or twice (or
 #: one never cached: undeclared names, long category lists) is not worth it.
 _COMPILE_AFTER = 8
-#: bound of the reasons kept per test by CompiledPack.reason
-_REASONS_MAX = 256
+#: bounds of the reasons CompiledPack.reason keeps: per test, and how many tests
+_REASONS_MAX = 32
+_REASON_TESTS_MAX = 2048
 #: the memo keeps a decision only when every free-text fact in its key is at most this long
 _MEMO_MAX_TEXT = 64
 #: default bound of one compiled pack's decision memo, in (estimated) bytes of keys and decisions
@@ -291,14 +292,22 @@ class CompiledPack:
 
     def reason(self, cond: Condition, e: Event, x: Derived) -> str:
         """``cond.reason(e, x)``, kept per value of the facts the test reads (a reason reads no
-        others: the memo relies on the same), at most _REASONS_MAX per test, none with a text over
-        _MEMO_MAX_TEXT characters; a test reading facts no key function knows is not kept."""
+        others: the memo relies on the same), at most _REASONS_MAX per test and _REASON_TESTS_MAX
+        tests, none with a text over _MEMO_MAX_TEXT characters; a test reading facts no key function
+        knows is not kept."""
         slot = self._reasons.get(id(cond))
         if slot is None:
-            if len(self._reasons) >= _KEY_FNS_MAX:
+            if len(self._reasons) >= _REASON_TESTS_MAX:
                 self._reasons.clear()
             reads = cond.reads
-            fn = None if "data_categories" in reads else _key_function(reads, True, self.pack.minor_age)
+            fn = None
+            if "data_categories" not in reads:   # key functions are shared with the memo's
+                fn_key = (frozenset(reads), True)
+                if fn_key not in self._key_fns:
+                    if len(self._key_fns) >= _KEY_FNS_MAX:
+                        self._key_fns.clear()
+                    self._key_fns[fn_key] = _key_function(reads, True, self.pack.minor_age)
+                fn = self._key_fns[fn_key]
             slot = self._reasons[id(cond)] = (fn, bool(reads & _RECIPIENT_FACTS), {}, cond)
         fn, needs_recipient, kept, _ = slot
         if fn is None or (needs_recipient and e.recipient is None):
