@@ -500,15 +500,14 @@ class Config:
             "heartbeat.interval.ms": 1_000,
             "max.poll.interval.ms": 300_000,
             "fetch.wait.max.ms": 50,
-            # Fair draining: librdkafka keeps fetching while its queue holds fewer than
-            # queued.min.messages (default 100,000), and a fetch brings up to
-            # max.partition.fetch.bytes (default 1 MiB) per partition. With the defaults a backlog
-            # fills the queue with one partition's messages for minutes before the next one's
-            # come up. A queue of about two batches and small per-partition fetches interleave
-            # the partitions batch by batch (tests/integration/test_daemon_fairness.py).
-            "queued.min.messages": 2 * self.batch.max_events,
+            # Prefetch: librdkafka's own sizes (a queue of up to 100,000 messages, 1 MiB per
+            # partition per fetch). A queue of two batches and 256 KiB fetches (kept for fair
+            # draining before) cost 3-5x: 1,872 vs 8,624 events/s for the daemon and 5,764 vs
+            # 22,088-31,022 for a bare consumer (bench/stream.py --quick, 2026-12-04). Fair draining is
+            # done by stream/fairness.py's rotation instead (tests/integration/test_daemon_fairness.py).
+            "queued.min.messages": 100_000,
             "queued.max.messages.kbytes": 65536,
-            "max.partition.fetch.bytes": 256 * 1024,
+            "max.partition.fetch.bytes": 1024 * 1024,
         }
 
     def producer_conf(self, transactional_id: str) -> dict[str, Any]:

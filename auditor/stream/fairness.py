@@ -2,12 +2,10 @@
 
 librdkafka hands messages over in the order its fetches brought them, and one fetch can carry a
 partition's whole backlog when the producer wrote it in large record batches: the consumer then
-sees one partition for minutes while the others wait. Two measures:
-
-- the prefetch queue is kept near two batches and per-partition fetches small
-  (``queued.min.messages``, ``max.partition.fetch.bytes`` in :meth:`Config.consumer_conf`);
-- rotation: when a batch came mostly from some partitions while another owned partition with a
-  backlog has had no message for ``starve_s`` (0.5 s), the dominant partitions are paused for the
+sees one partition for minutes while the others wait. The prefetch keeps librdkafka's sizes (a
+small queue and small fetches interleaved the partitions too, but cost 3-5x in throughput), so
+the measure is rotation: when a batch came mostly from some partitions while another owned partition with a
+  backlog has had no message for ``starve_s`` (0.2 s), the dominant partitions are paused for the
   next batch, so the next batch comes from the others. Pausing drops what was prefetched for the
   paused partitions (they resume from their position and fetch it again), so it is kept for real
   starvation: rotating after every batch of a backlog that was already interleaved fetched most of
@@ -27,7 +25,7 @@ Key = tuple[str, int]
 
 
 #: a partition with a backlog that got no message for this long is starved
-STARVE_S = 0.5
+STARVE_S = 0.2
 
 
 class Rotation:
