@@ -125,7 +125,11 @@ def load_yaml(path: Path) -> Any:
         raise PolicyError(f"cannot read: {exc.strerror}", path=shown(path)) from exc
     except UnicodeDecodeError as exc:
         raise PolicyError("not UTF-8 text", path=shown(path)) from exc
-    loader = _Loader(text)
+    try:
+        # the reader refuses control characters while it is constructed: inside the try
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"not valid YAML: {exc}", path=shown(path)) from exc
     try:
         node = loader.get_single_node()
         if node is None:

@@ -17,7 +17,7 @@ from auditor.policy import CompiledPack, load_pack
 from auditor.stream import topics
 from auditor.stream.checkpointing import build_checkpointer
 from auditor.stream.filecopy import FileCopy
-from auditor.stream.ledgerfeed import LedgerFeed
+from auditor.stream.ledgerfeed import LedgerFeed, LedgerMetrics
 from auditor.stream.processor import BatchProcessor, BatchResult, Routing
 from auditor.stream.registry import REASONS as REGISTRY_ERRORS
 from auditor.stream.registry import ConfluentRegistry
@@ -67,6 +67,8 @@ def build_daemon(cfg: Config, *, registry: CollectorRegistry | None = None,
     daemon = Daemon(cfg, processor, metrics, file_copy=file_copy, on_batch=on_batch, checkpoints=checkpoints)
     if cfg.ledger.dir is not None:  # l12: the subject ledger (auditor.stream.ledgerfeed)
         daemon.ledger = LedgerFeed(cfg, processor, metrics.registry)
+    else:  # the ledger metrics still exist, at 0, so the dashboard's ledger row says "none" rather than "no data"
+        LedgerMetrics.build(metrics.registry, processor.packs)
     watch_registry(allow, metrics, daemon)
     return daemon
 

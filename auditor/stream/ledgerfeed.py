@@ -95,6 +95,10 @@ def store_path(cfg: Config) -> Path:
 
 # ---------------------------------------------------------------- metrics
 
+#: why a fact from the facts topic is skipped (auditor.ledger.codec's DecodeError reasons): pre-labelled
+FACT_REJECT_REASONS = ("undecodable", "unknown_schema", "oversize", "hostile_encoding")
+
+
 class LedgerMetrics(NamedTuple):
     facts: Counter
     rejected: Counter
@@ -122,6 +126,8 @@ class LedgerMetrics(NamedTuple):
         for pack in packs:
             for changed in ("true", "false"):
                 m.corrections.labels(pack, changed)
+        for reason in FACT_REJECT_REASONS:
+            m.rejected.labels(reason)
         return m
 
 
