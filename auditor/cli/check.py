@@ -7,7 +7,7 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
@@ -245,10 +245,28 @@ def run(args: argparse.Namespace) -> int:
     if ledger is not None:
         summary["ledger"] = {"facts": ledger.report.applied, "malformed_facts": len(ledger.report.errors),
                              "contradicted_claims": ledger.contradictions}
+        undeclared = _undeclared_scopes(ledger.report.scopes, packs)
+        if undeclared:  # l12b: facts scoped to names no pack used here declares
+            summary["ledger"]["undeclared_scope_names"] = undeclared  # type: ignore[index]
     _print_summary(summary, args.format, out)
     if args.fail_on_violation and (verdicts["VIOLATION"] or malformed):
         return 1
     return 0
+
+
+def _undeclared_scopes(scopes: dict[Any, tuple[int, int]], packs: Packs) -> int:
+    """Warn of facts scoped to a purpose or recipient type no pack used here declares (l12b); how many
+    such names (at most vocabulary.MAX_NAMES)."""
+    from auditor.ledger.vocabulary import UndeclaredScopes
+
+    used = [p for p in (packs.override, *packs.by_id.values()) if p is not None and p.id in packs.used]
+    vocabulary = UndeclaredScopes(used)
+    for scope, (n, line) in scopes.items():
+        vocabulary.check(scope, f"line {line}", n)
+    found = vocabulary.found()
+    for u in found:
+        print(f"auditor: warning: {vocabulary.message(u)}", file=sys.stderr)
+    return len(found)
 
 
 def _print_summary(s: dict[str, object], fmt: str, out: TextIO) -> None:

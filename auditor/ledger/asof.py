@@ -6,6 +6,12 @@ Precedence (one rule for every family):
 * among the facts in force that answer a question, the **latest** wins: the greatest by
   (effective time, recorded time, log position). A fact that says "withdrawn" after one that
   says "granted" ends the consent from its effective time on; a later grant restores it;
+* **at the same effective time the restrictive fact wins** (:data:`~auditor.ledger.model.RESTRICTIVE`):
+  a grant and a withdrawal both effective at 10:00 leave the consent withdrawn, whichever was
+  recorded or logged last (two systems' facts reach the topic in arrival order, which says
+  nothing about the person's intent); likewise opt-out over opt-in, closed over reopened,
+  deletion requested over cancelled, service ended over started. Recorded time and log position
+  order only facts that say the same thing (and birth dates);
 * for scoped families (consent, opt-out, guardian consent, services), a fact answers a
   question when its scope covers it (:meth:`Scope.covers`). Specificity does not outrank time:
   a withdrawal of all marketing consent on Monday ends the consent a subject gave to one
@@ -29,6 +35,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
 from auditor.ledger.model import (
+    RESTRICTIVE,
     UNKNOWN,
     Entry,
     Family,
@@ -55,13 +62,23 @@ def answer(history: tuple[Entry, ...], at_us: int, q: Query) -> Reading:
     if family is Family.SERVICE_ACTIVE:
         return _service(history, at_us, q)
     scoped = q.family in _SCOPED_QUESTIONS
+    restrictive = RESTRICTIVE.get(family)
+    best: Entry | None = None
     for e in reversed(history):
+        if best is not None and e.effective_us != best.effective_us:
+            break  # nothing earlier can outrank the latest in force
         if e.effective_us > at_us or e.family is not family:
             continue
         if scoped and e.scope is not None and not e.scope.covers(q.purpose, q.recipient_type, q.recipient_id):
             continue
-        return Reading(e.value, (e.ref,), e.effective_us)
-    return UNKNOWN
+        if best is None:
+            best = e
+            if restrictive is None or e.value is restrictive:
+                break
+        elif e.value is restrictive:  # same effective time: the restrictive fact wins
+            best = e
+            break
+    return UNKNOWN if best is None else Reading(best.value, (best.ref,), best.effective_us)
 
 
 _SCOPED_QUESTIONS = frozenset({Family.CONSENT, Family.OPT_OUT, Family.GUARDIAN_CONSENT})
@@ -74,7 +91,9 @@ def _service(history: tuple[Entry, ...], at_us: int, q: Query) -> Reading:
         if e.effective_us > at_us or e.family is not Family.SERVICE_ACTIVE:
             continue
         sid = e.service_id or ""
-        latest.setdefault(sid, e)
+        last = latest.get(sid)
+        if last is None or (last.value is True and e.value is False and e.effective_us == last.effective_us):
+            latest[sid] = e  # an end at the same effective time as a start wins (RESTRICTIVE)
         if e.value is True:
             scope_of.setdefault(sid, e)
     running: list[Entry] = []

@@ -92,6 +92,19 @@ def _string(m: Mapping[str, Any], key: str, where: str = "", *, required: bool =
     return value
 
 
+def _subject_id(m: Mapping[str, Any]) -> str:
+    """The subject id, refused with reason ``bad_subject_id`` when blanks start or end it: the id is
+    the Kafka key that co-partitions facts with events and the input of the subject's pseudonym,
+    so ``" u-1"`` would be a subject of its own whose facts never meet ``u-1``'s events. Refusing it
+    (and counting it) says so; trimming would guess, and ids may be case- or blank-significant
+    elsewhere. The id itself is never quoted."""
+    value = str(_string(m, "subject_id"))
+    if value != value.strip():
+        raise _bad("field 'subject_id' starts or ends with blanks (spaces, tabs or line breaks); the producing "
+                   "system must send the id exactly as in its events", "bad_subject_id")
+    return value
+
+
 def _time(m: Mapping[str, Any], key: str) -> datetime:
     value = m.get(key)
     if value is None:
@@ -179,7 +192,7 @@ def fact_from_mapping(m: Mapping[str, Any]) -> SubjectFact:
         raise _bad(f"field 'service_id' does not apply to a {ftype.value} fact")
     return SubjectFact(
         fact_id=str(_string(m, "fact_id")),
-        subject_id=str(_string(m, "subject_id")),
+        subject_id=_subject_id(m),
         type=ftype,
         effective_at=_time(m, "effective_at"),
         recorded_at=_time(m, "recorded_at"),

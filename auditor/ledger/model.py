@@ -63,6 +63,18 @@ FACT_FAMILY: dict[FactType, tuple[Family, bool | None]] = {
     FactType.SERVICE_ENDED: (Family.SERVICE_ACTIVE, False),
 }
 
+#: the value that restricts processing, per family: at the same effective time it wins over the other
+#: (a grant and a withdrawal both effective at 10:00 leave the consent withdrawn at 10:00, whatever
+#: order they were recorded or logged in: the conservative reading). Birth dates are not ordered so.
+RESTRICTIVE: dict[Family, bool] = {
+    Family.CONSENT: False,
+    Family.OPT_OUT: True,
+    Family.GUARDIAN_CONSENT: False,
+    Family.ACCOUNT_CLOSED: True,
+    Family.DELETION_REQUESTED: True,
+    Family.SERVICE_ACTIVE: False,
+}
+
 #: families whose facts carry a scope and whose questions name a purpose and a recipient
 SCOPED_FAMILIES: frozenset[Family] = frozenset(
     {Family.CONSENT, Family.OPT_OUT, Family.GUARDIAN_CONSENT, Family.SERVICE_ACTIVE})
@@ -108,6 +120,11 @@ def same_name(fact: str, event: str | None) -> bool:
 
 def _words(name: str) -> str:
     return " ".join(name.casefold().replace("_", " ").replace("-", " ").split())
+
+
+def name_key(name: str) -> str:
+    """A scope or vocabulary name as :func:`same_name` compares it (case, blanks, ``_``/``-`` ignored)."""
+    return _words(name)
 
 
 EVERYTHING = Scope()

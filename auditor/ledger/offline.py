@@ -19,7 +19,7 @@ from auditor.events.model import Event
 from auditor.ledger.codec import iter_fact_lines
 from auditor.ledger.join import Judged
 from auditor.ledger.judging import StoreJudge
-from auditor.ledger.model import SubjectFact
+from auditor.ledger.model import Scope, SubjectFact
 from auditor.ledger.store import LedgerStore
 from auditor.policy.engine import CompiledPack, evaluate
 from auditor.trail.keys import Pseudonymizer
@@ -28,25 +28,39 @@ from auditor.trail.record import Pseudonymize
 FILE_PARTITION = 0
 
 
+#: distinct fact scopes remembered for the undeclared-names warning (auditor.ledger.vocabulary)
+MAX_SCOPES = 4096
+
+
 class LoadReport(NamedTuple):
     applied: int
     errors: tuple[DecodeError, ...]  # each names the file, line and field
+    #: each distinct scope of the file's facts: how many facts, and the first fact's line
+    scopes: dict[Scope, tuple[int, int]] = {}
 
 
 def load_facts_file(path: Path, store: LedgerStore, pseudonymize: Callable[[str], str], *,
                     chunk: int = 20_000) -> LoadReport:
     """Apply every valid line of ``path`` (offset = line number); collect the faulty lines."""
     errors: list[DecodeError] = []
+    scopes: dict[Scope, tuple[int, int]] = {}
 
     def facts() -> Iterator[tuple[int, SubjectFact]]:
         for decoded in iter_fact_lines(path):
             if decoded.error is not None:
                 errors.append(decoded.error)
             elif decoded.fact is not None:
+                scope = decoded.fact.scope
+                if scope is not None:
+                    seen = scopes.get(scope)
+                    if seen is not None:
+                        scopes[scope] = (seen[0] + 1, seen[1])
+                    elif len(scopes) < MAX_SCOPES:
+                        scopes[scope] = (1, decoded.line)
                 yield decoded.line, decoded.fact
 
     applied = store.restore(FILE_PARTITION, facts(), pseudonymize, chunk=chunk)
-    return LoadReport(applied, tuple(errors))
+    return LoadReport(applied, tuple(errors), scopes)
 
 
 class OfflineLedger:

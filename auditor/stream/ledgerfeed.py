@@ -47,8 +47,9 @@ from auditor.ledger.codec import FactDecoder
 from auditor.ledger.join import Judged
 from auditor.ledger.judging import StoreJudge
 from auditor.ledger.late import Correction, DecisionIndex, LateReport
-from auditor.ledger.model import SubjectFact
+from auditor.ledger.model import Scope, SubjectFact
 from auditor.ledger.store import Applied, LedgerStore, resume_from
+from auditor.ledger.vocabulary import UndeclaredScopes
 from auditor.logging import get_logger
 from auditor.policy import Decision, Verdict
 from auditor.policy.engine import MemoEvaluator
@@ -96,7 +97,8 @@ def store_path(cfg: Config) -> Path:
 # ---------------------------------------------------------------- metrics
 
 #: why a fact from the facts topic is skipped (auditor.ledger.codec's DecodeError reasons): pre-labelled
-FACT_REJECT_REASONS = ("undecodable", "unknown_schema", "oversize", "hostile_encoding")
+FACT_REJECT_REASONS = ("undecodable", "unknown_schema", "oversize", "hostile_encoding", "missing_field", "bad_field",
+                       "bad_subject_id")
 
 
 class LedgerMetrics(NamedTuple):
@@ -155,6 +157,20 @@ class FactsReader:
                                   "fetch.wait.max.ms": 20})
         #: next offset to read, per assigned partition
         self.next: dict[int, int] = {}
+        #: facts scoped to names no loaded pack declares: logged once per name (auditor.ledger.vocabulary)
+        self.vocabulary: UndeclaredScopes | None = None
+        self._declared: set[Scope] = set()  # scopes seen whose names are all declared (bounded)
+
+    def _note_scope(self, scope: Scope, where: str) -> None:
+        assert self.vocabulary is not None
+        if self.vocabulary.declares(scope):
+            if len(self._declared) < 4096:
+                self._declared.add(scope)
+            return
+        new = self.vocabulary.check(scope, where)
+        if new is not None:
+            log.warning("subject facts scoped to a name no loaded pack declares", field=new.field, name=new.name,
+                        first=new.first, packs=list(self.vocabulary.packs))
 
     def assign(self, partitions: set[int]) -> None:
         gone = [p for p in self.next if p not in partitions]
@@ -257,6 +273,10 @@ class FactsReader:
         return pending, not todo
 
     def _apply(self, p: int, block: list[tuple[int, SubjectFact]], pending: Pending, collect: bool) -> None:
+        if self.vocabulary is not None:
+            for offset, fact in block:
+                if fact.scope is not None and fact.scope not in self._declared:
+                    self._note_scope(fact.scope, f"{self.topic}/{p}@{offset}")
         result = self.store.apply(p, block, self.pseudonymize, collect=collect, advance=False)
         self.metrics.facts.inc(result.written)
         pending.applied.extend(result.applied)
@@ -307,6 +327,7 @@ class LedgerFeed:
         t = self.cfg.topics
         self.partitions = check_copartitioned(md, t.events, t.facts, self.cfg.kafka.bootstrap_servers)
         self.reader = FactsReader(self.cfg, self.store, admin, self.decoder, self.metrics, self.pseudonymize)
+        self.reader.vocabulary = UndeclaredScopes(self.processor.packs.values())
         log.info("subject ledger on", facts_topic=t.facts, partitions=self.partitions, store=str(self.store.path),
                  positions=self.store.positions())
 

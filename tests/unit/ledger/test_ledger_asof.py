@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from auditor.ledger.asof import SubjectView, age_on, answer, normalise
 from auditor.ledger.model import (
     FACT_FAMILY,
+    RESTRICTIVE,
     Entry,
     FactRef,
     FactType,
@@ -53,18 +54,45 @@ def test_withdrawal_recorded_first_but_effective_later_still_wins_after_its_time
     assert view(g, w, minutes=61).consent("marketing").value is False
 
 
-def test_same_effective_time_the_later_recorded_wins() -> None:
-    w = entry(W, 10, recorded=12, offset=1)
-    g = entry(G, 10, recorded=11, offset=2)
-    assert view(g, w, minutes=10).consent("marketing").value is False
+def test_same_effective_time_the_later_recorded_wins_between_facts_that_say_the_same() -> None:
+    early = entry(W, 10, recorded=11, offset=2, scope=Scope("marketing"))
+    late = entry(W, 10, recorded=12, offset=1)
+    assert view(early, late, minutes=10).consent("marketing").refs == (late.ref,)
 
 
-def test_same_effective_and_recorded_time_the_later_log_position_wins() -> None:
+def test_same_effective_time_a_withdrawal_wins_over_a_grant_recorded_later() -> None:
+    # atkE: two systems' facts with the same effective time; the conservative reading wins (a decision)
+    w = entry(W, 10, recorded=11, offset=1)
+    g = entry(G, 10, recorded=12, offset=2)
+    assert view(g, w, minutes=10).consent("marketing") == Reading(False, (w.ref,), w.effective_us)
+    assert view(g, w, minutes=9).consent("marketing").value is None
+    later = entry(G, 10.5, offset=3)  # a grant effective even a moment later restores it
+    assert view(g, w, later, minutes=11).consent("marketing").value is True
+
+
+def test_same_effective_and_recorded_time_a_withdrawal_wins_whatever_the_log_position() -> None:
     g = entry(G, 10, offset=7)
     w = entry(W, 10, offset=8)
     assert view(w, g, minutes=10).consent("marketing").value is False
     g2 = entry(G, 10, offset=9)
-    assert view(w, g, g2, minutes=10).consent("marketing").value is True
+    assert view(w, g, g2, minutes=10).consent("marketing").value is False
+
+
+def test_same_effective_time_the_restrictive_fact_wins_in_every_family() -> None:
+    pairs = [(FactType.MARKETING_OPT_IN, FactType.MARKETING_OPT_OUT, "opted_out", True),
+             (FactType.GUARDIAN_CONSENT_GRANTED, FactType.GUARDIAN_CONSENT_WITHDRAWN, "guardian_consent", False),
+             (FactType.ACCOUNT_REOPENED, FactType.ACCOUNT_CLOSED, "account_closed", True),
+             (FactType.DELETION_CANCELLED, FactType.DELETION_REQUESTED, "deletion_requested", True)]
+    for permissive, restrictive, question, value in pairs:
+        r = entry(restrictive, 10, recorded=10, offset=1)
+        p = entry(permissive, 10, recorded=20, offset=2)
+        v = view(p, r, minutes=10)
+        ask = getattr(v, question)
+        got = ask("marketing") if question in ("opted_out", "guardian_consent") else ask()
+        assert got.value is value, question
+    start = entry(FactType.SERVICE_STARTED, 10, recorded=10, offset=1, service="s1")
+    end = entry(FactType.SERVICE_ENDED, 10, recorded=5, offset=0, service="s1")
+    assert view(start, end, minutes=10).service_active("marketing").value is False
 
 
 def test_a_repeated_fact_id_is_applied_once_first_in_the_log_wins() -> None:
@@ -254,7 +282,11 @@ def brute_force(entries: list[Entry], at_us: int) -> dict[Query, object]:
             kept.append(e)
     state: dict[Query, object] = {}
     services: dict[str, tuple[bool, bool, Scope | None]] = {}  # id -> running, ever started, scope
-    for e in sorted(kept, key=lambda e: (e.effective_us, e.recorded_us, e.partition, e.offset)):
+    def precedence(e: Entry) -> tuple[int, bool, int, int, int]:  # at one effective time the restrictive fact last
+        family, value = FACT_FAMILY[e.type]
+        return (e.effective_us, RESTRICTIVE.get(family) is value, e.recorded_us, e.partition, e.offset)
+
+    for e in sorted(kept, key=precedence):
         if e.effective_us > at_us:
             break
         family, value = FACT_FAMILY[e.type]
