@@ -386,18 +386,19 @@ class DaemonProcess:
     """``python -m auditor run`` with its own instance id and an ephemeral HTTP port.
 
     ``env`` is added to the environment (every ``AUDITOR_*`` variable of the test run is dropped
-    first); ``cwd`` is the working directory (the test's own by default)."""
+    first); ``cwd`` is the working directory (the test's own by default); ``args`` are more options
+    of ``auditor run`` (``--processes 2``)."""
 
     #: how long the daemon may take to log "auditor started" (its HTTP port)
     start_timeout = 60.0
 
     def __init__(self, setup: Setup, instance_id: str, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, args: Iterable[str] = ()) -> None:
         self.setup, self.instance_id = setup, instance_id
         self.log_path = setup.work / f"{instance_id}-{uuid.uuid4().hex[:4]}.log"
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("AUDITOR_")}, **(env or {})}
         cmd = [sys.executable, "-m", "auditor", "--log-level", "info", "run",
-               "--config", str(setup.config_path), "--instance-id", instance_id, "--http-port", "0"]
+               "--config", str(setup.config_path), "--instance-id", instance_id, "--http-port", "0", *args]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          env=env, start_new_session=True, cwd=cwd)
@@ -517,6 +518,13 @@ def _field_offset(datum: dict[str, Any], name: str) -> int:
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, prefix, {k: datum[k] for k in names[:n]})
     return len(buf.getvalue())
+
+
+def hostile_template(items: Iterable[Event | bytes | None]) -> Event:
+    """The first event of ``items`` that :func:`hostile_inputs` can edit: no recipient, one data
+    category, no legal basis (its edits assume those fields' encoded lengths)."""
+    return next(i for i in items if isinstance(i, Event) and i.recipient is None
+                and len(i.data_categories) == 1 and i.legal_basis is None)
 
 
 def hostile_inputs(event: Event) -> dict[str, tuple[bytes | None, frozenset[str]]]:

@@ -32,6 +32,7 @@ from daemonkit import (
     assert_exactly_once,
     chains_of,
     hostile_inputs,
+    hostile_template,
     make_setup,
     mixed_events,
     read_audit,
@@ -97,8 +98,7 @@ class Run:
 
 def inputs() -> tuple[list[Event | bytes | None], dict[bytes | None, frozenset[str]]]:
     items: list[Event | bytes | None] = list(mixed_events(N_GENERATED))
-    template = next(i for i in items if isinstance(i, Event) and i.recipient is None
-                    and len(i.data_categories) == 1 and i.legal_basis is None)
+    template = hostile_template(items)
     hostile = hostile_inputs(template)
     extra: list[Event | bytes | None] = []
     for copy in range(HOSTILE_COPIES):

@@ -18,6 +18,7 @@ from daemonkit import (
     assert_exactly_once,
     chains_of,
     hostile_inputs,
+    hostile_template,
     make_setup,
     mixed_events,
     read_audit,
@@ -65,8 +66,7 @@ def _timeless(r: AuditRecord) -> AuditRecord:
 def test_native_and_python_daemons_write_the_same_records(kafka_bootstrap: str, tmp_path: Path):
     setup = make_setup(tmp_path, kafka_bootstrap, partitions=3, trail=False)
     items: list[Event | bytes | None] = list(mixed_events(N))
-    template = next(i for i in items if isinstance(i, Event) and i.recipient is None
-                    and len(i.data_categories) == 1 and i.legal_basis is None)
+    template = hostile_template(items)
     # the hand-made hostile inputs but the negative union index (its reason may differ, see hotpath.py)
     items += [v for name, (v, _) in hostile_inputs(template).items() if name != "negative_union_index"]
     feeder = Feeder(kafka_bootstrap, setup.events)

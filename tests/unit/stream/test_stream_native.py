@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import random
-import struct
 import sys
 from datetime import UTC, datetime
 from itertools import islice
@@ -23,7 +22,6 @@ from streamkit import NOW, PACK_IDS, messages, packs, processor, violating, wire
 from auditor.config import load_config
 from auditor.events.codec import event_from_mapping, event_to_mapping, iter_json_lines
 from auditor.events.wire import (
-    DEFAULT_MAX_BYTES,
     SINGLE_OBJECT_MAGIC,
     EventDecoder,
     SchemaAllowList,
@@ -39,19 +37,12 @@ from auditor.trail.keys import Pseudonymizer
 from auditor.trail.record import RecordType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "native"))
-from nativekit import EVENT_SCHEMA, PARSED_RAW, RAW_EVENT_SCHEMA, blocked, datums, plain, sort_maps, zigzag  # noqa: E402
+from hostilekit import GOOD, GOOD_VALUE  # noqa: E402
+from hostilekit import HOSTILE as CODEC_HOSTILE  # noqa: E402
+from nativekit import PARSED_RAW, RAW_EVENT_SCHEMA, blocked, datums, plain, sort_maps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = sorted(p for p in (ROOT / "tests/data/events").glob("*.jsonl") if p.name != "malformed.jsonl")
-GOOD = {
-    "event_id": "ev-1", "occurred_at": "2026-03-01T12:00:00Z", "kind": "DISCLOSURE", "policy_id": "ipasar",
-    "source_system": "risk-engine", "actor": {"type": "SERVICE", "id": "svc-9", "role": "credit"},
-    "subject": {"id": "u-1", "age": 41, "region": "MY"}, "data_categories": ["account_information"],
-    "purpose": "creditworthiness", "recipient": {"type": "credit_agency", "id": "ctos", "country": "MY",
-                                                 "on_our_behalf": False},
-    "consent": {"third_party_sharing": True}, "attributes": {"ticket": "T-1"},
-}
-GOOD_VALUE = encode_single_object(event_to_mapping(event_from_mapping(GOOD)))
 
 
 def pair(allow: SchemaAllowList | None = None) -> tuple[BatchProcessor, BatchProcessor]:
@@ -162,36 +153,8 @@ def test_violations_the_memo_knows_take_the_fact_path_with_the_same_message():
 
 # ---------------------------------------------------------------- refused inputs
 
-def edited(at_field: str, old_len: int, new: bytes) -> bytes:
-    names = [f["name"] for f in EVENT_SCHEMA["fields"]]
-    datum = event_to_mapping(event_from_mapping(GOOD))
-    n = names.index(at_field)
-    prefix = fastavro.parse_schema({**EVENT_SCHEMA, "name": "Prefix", "fields": EVENT_SCHEMA["fields"][:n]},
-                                   named_schemas={})
-    at = 10 + len(plain({k: datum[k] for k in names[:n]}, prefix))
-    return GOOD_VALUE[:at] + new + GOOD_VALUE[at + old_len:]
-
-
 HOSTILE: dict[str, bytes | None] = {
-    "tombstone": None,
-    "empty": b"",
-    "half-magic": b"\xc3",
-    "text": b"not avro",
-    "unknown-fingerprint": b"\xc3\x01" + b"\x11" * 8 + GOOD_VALUE[10:],
-    "unknown-confluent-id": b"\x00" + struct.pack(">I", 99) + GOOD_VALUE[10:],
-    "oversize": b"\xc3\x01" + b"\x00" * DEFAULT_MAX_BYTES,
-    "negative-union-index": edited("legal_basis", 1, zigzag(-1)),
-    "union-index-out-of-range": edited("legal_basis", 1, zigzag(5)),
-    "array-count-2^62": edited("data_categories", 1, zigzag(2**62)),
-    "map-count-2^40": edited("attributes", 1, zigzag(2**40)),
-    "string-length-2^40": edited("event_id", 1, zigzag(2**40)),
-    "trailing-byte": GOOD_VALUE + b"\x00",
-    "non-minimal-varint": edited("event_id", 1, bytes([zigzag(4)[0] | 0x80, 0x00])),
-    "truncated": GOOD_VALUE[:len(GOOD_VALUE) // 2],
-    "enum-index-9": edited("kind", 1, zigzag(9)),
-    "invalid-utf8": edited("event_id", 5, zigzag(3) + b"\xff\xfe\xfd"),
-    "boolean-byte-2": edited("consent", 1, b"\x02"),
-    "overlong-varint": edited("occurred_at", 8, b"\xff" * 11),
+    **CODEC_HOSTILE,
     "access-with-recipient": encode_single_object({**event_to_mapping(event_from_mapping(GOOD)), "kind": "ACCESS"}),
     "unknown-policy": encode_single_object({**event_to_mapping(event_from_mapping(GOOD)), "policy_id": "nope"}),
 }
