@@ -29,7 +29,12 @@ Steps:
   twice in one run: without a ledger, then with one (facts on their co-partitioned topic,
   restored on assignment, every decision judged as of its time and indexed for late facts).
   events/s from start until every event is committed (auditor_events_consumed_total), and the
-  share of time to the first committed batch (group join, restoring the facts).
+  share of time to the first committed batch (group join, restoring the facts). Then the ledger
+  daemon is started twice more on the same topics and group, once as itself (``restart``, its
+  own store) and once as a new instance with an empty store (``takeover``, as when a rebalance
+  moves partitions to another instance): the time until every chain's decisions are indexed
+  from the trail (the records read back within the correction window, each judged again from its
+  stored answers; ``takeover`` restores every fact first).
 
 Memory is reported as peak RSS and, at the end of the step, as anonymous memory (the process's
 own) and file-backed memory (pages of the memory-mapped store, which the kernel reclaims):
@@ -239,7 +244,42 @@ def daemon_runs(bootstrap: str, events: int, subjects: int, base: Path) -> list[
                     "rate": events / elapsed, "to_first_batch": (first[0] - start) if first else None,
                     "steady_rate": (events / (start + elapsed - first[0])) if first else None,
                     "violations": int(violations), "produce_seconds": produced, **_memory()})
+        if ledger:
+            for again in ("restart", "takeover"):
+                out.append(_index_again(overrides, base, run, again))
     return out
+
+
+def _index_again(overrides: dict, base: Path, run: str, how: str) -> dict:
+    """The ledger daemon started again on the same topics and group once every event is audited:
+    ``restart`` with its own store, ``takeover`` as a new instance with an empty store (a partition
+    moving to another instance). Time until every chain's decisions are indexed from the trail."""
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    from auditor.config import load_config
+    from auditor.stream.app import build_daemon
+
+    cfg = dict(overrides)
+    if how == "takeover":
+        cfg["instance_id"] = f"b-{run}-takeover"
+        cfg["ledger.dir"] = str(base / f"daemon-ledger-{run}-takeover")
+    daemon = build_daemon(load_config(env={}, overrides=cfg), registry=CollectorRegistry())
+    feed = daemon.ledger
+    assert feed is not None
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    start = time.perf_counter()
+    thread.start()
+    while len(feed.indexed) < 3:
+        if time.perf_counter() > start + 3600 or not thread.is_alive():
+            raise SystemExit(f"{how}: the decision index was not rebuilt")
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - start
+    decisions = feed.index.count()
+    daemon.request_stop()
+    thread.join(60)
+    return {"ledger": True, "again": how, "seconds": elapsed, "decisions": decisions, **_memory()}
 
 
 def run_worker(kind: str, store_dir: Path, subjects: int) -> dict:
@@ -315,6 +355,12 @@ def _daemon_step(args: argparse.Namespace, base: Path) -> None:
         with LocalKafka() as kafka:
             runs = daemon_runs(kafka.bootstrap_servers, args.daemon_events, args.daemon_subjects, base)
     for r in runs:
+        if "again" in r:
+            print(f"{args.daemon_subjects:>11,} {r['again']:<8} {r['decisions'] / r['seconds']:>10,.0f} "
+                  f"{r['seconds']:>8.1f} {r['peak_rss_mb']:>7.0f}MB {r['anon_mb']:>4.0f}MB {r['file_mb']:>4.0f}MB  "
+                  f"until every chain's decisions are indexed from the trail: {r['decisions']:,} decisions"
+                  + (" (and every fact restored)" if r["again"] == "takeover" else ""), flush=True)
+            continue
         label = "daemon+L" if r["ledger"] else "daemon"
         steady = f"{r['steady_rate']:,.0f}/s after the first batch ({r['to_first_batch']:.1f}s to it)" \
             if r["steady_rate"] else ""

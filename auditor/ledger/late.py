@@ -11,6 +11,12 @@ old and new. The caller re-judges those events and writes a correction record fo
 the correction is durable, :meth:`DecisionIndex.acknowledge` stores the new answers, so the next
 late fact is compared with what the trail now says.
 
+The index of one instance is rebuilt from the trail for every chain assigned to it (the daemon's
+``LedgerFeed``): :meth:`DecisionIndex.forget_chains` drops the chain's entries, the decisions
+read back are recorded, and :meth:`DecisionIndex.recheck` asks them all again, which finds the
+facts applied before the decisions were indexed here (made by another instance, or lost in a
+crash before their index write).
+
 The index is bounded twice: by a window of event time (decisions older than the newest indexed
 event minus ``window`` are dropped) and by bytes on disk (the oldest go first). A late fact
 older than the horizon cannot be checked; :class:`LateReport` counts those for a metric.
@@ -26,11 +32,12 @@ from datetime import date, timedelta
 from typing import Any, NamedTuple
 
 from auditor.ledger.asof import answer
-from auditor.ledger.model import FactRef, Family, Query, Reading
+from auditor.ledger.model import Entry, FactRef, Family, Query, Reading
 from auditor.ledger.store import Applied, LedgerStore, _bytes, subject_prefix
 
 _BIAS = 1 << 63
 _Q = struct.Struct(">Q")
+_PART = struct.Struct(">I")
 _FAMILIES = {f.value: f for f in Family}
 DEFAULT_WINDOW = timedelta(days=7)
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
@@ -48,6 +55,9 @@ class DecisionReads(NamedTuple):
     reads: tuple[tuple[Query, Reading], ...]
     #: opaque bytes the caller needs to re-judge the event (e.g. its record's facts); kept as given
     payload: bytes = b""
+    #: how far the decision's partition of the facts had been applied (-1: not known); a rebuilt
+    #: decision (:meth:`DecisionIndex.recheck`) names as the cause of its correction the facts past it
+    through_offset: int = -1
 
 
 class Change(NamedTuple):
@@ -85,8 +95,7 @@ def _dec(value: Any) -> bool | date | None:
 
 
 def _key(partition: int, pseudonym: str, occurred_us: int, chain_id: str, seq: int) -> bytes:
-    return (subject_prefix(partition, pseudonym) + _Q.pack(occurred_us + _BIAS)
-            + hashlib.sha256(chain_id.encode()).digest()[:8] + _Q.pack(seq))
+    return subject_prefix(partition, pseudonym) + _Q.pack(occurred_us + _BIAS) + _chain_hash(chain_id) + _Q.pack(seq)
 
 
 class DecisionIndex:
@@ -114,7 +123,10 @@ class DecisionIndex:
             if not d.reads:
                 continue
             key = _key(d.partition, d.pseudonym, d.occurred_us, d.chain_id, d.seq)
-            value = _pack({"e": d.event_id, "c": d.chain_id, "s": d.seq, "r": _reads(d.reads)}, d.payload)
+            doc: dict[str, Any] = {"e": d.event_id, "c": d.chain_id, "s": d.seq, "r": _reads(d.reads)}
+            if d.through_offset >= 0:
+                doc["t"] = d.through_offset
+            value = _pack(doc, d.payload)
             rows.append((key, value, key[20:28] + key))
             newest = max(newest, d.occurred_us)
         if not rows:
@@ -213,12 +225,7 @@ class DecisionIndex:
             for key, raw in rows:
                 occurred = _occurred(key)
                 doc, payload = _unpack(raw)
-                changes = []
-                for family, purpose, rtype, rid, before in doc["r"]:
-                    q = Query(_FAMILIES[family], purpose, rtype, rid)
-                    now = answer(history, occurred, q)
-                    if _enc(now.value) != before:
-                        changes.append(Change(q, _dec(before), now))
+                changes = _changes(doc, history, occurred)
                 if changes:
                     relevant = tuple(r for r in cause if any(
                         a.entry.ref == r and a.entry.effective_us <= occurred for a in facts))
@@ -226,9 +233,85 @@ class DecisionIndex:
                                                   tuple(changes), relevant or cause, payload))
         return LateReport(tuple(corrections), late, beyond)
 
+    def forget_chains(self, chains: Iterable[tuple[int, str]]) -> int:
+        """Drop the indexed decisions of these (partition, chain id): before the chain's decisions
+        are indexed again from the trail (a partition assigned to this instance). Returns how many."""
+        by_partition: dict[int, set[bytes]] = {}
+        for partition, chain in chains:
+            by_partition.setdefault(partition, set()).add(_chain_hash(chain))
+        store = self.store
+        dropped = 0
+
+        def body(txn: Any) -> None:
+            nonlocal dropped
+            cur = txn.cursor(db=store.decisions)
+            for partition, hashes in by_partition.items():
+                prefix = _PART.pack(partition)
+                doomed = [bytes(k) for k, _ in _scan_from(cur, prefix, prefix) if bytes(k[28:36]) in hashes]
+                for key in doomed:
+                    txn.delete(key, db=store.decisions)
+                    txn.delete(key[20:28] + key, db=store.decisions_by_time)
+                dropped += len(doomed)
+
+        store._write(body)
+        return dropped
+
+    def recheck(self, chains: Iterable[tuple[int, str]]) -> LateReport:
+        """Ask every indexed decision of these (partition, chain id) its questions again, against the
+        history as it stands: the decisions whose answers changed since they were made (facts that
+        arrived after them, read by whichever instance). For decisions just indexed from the trail
+        by another instance's records, :meth:`affected` cannot see those facts: they were applied
+        before the decisions were indexed here. The cause of each correction is the facts past the
+        decision's ``through_offset`` effective by its time (else the facts its new answers cite)."""
+        by_partition: dict[int, set[bytes]] = {}
+        for partition, chain in chains:
+            by_partition.setdefault(partition, set()).add(_chain_hash(chain))
+        store = self.store
+        corrections: list[Correction] = []
+        late: set[FactRef] = set()
+        for partition, hashes in by_partition.items():
+            prefix = _PART.pack(partition)
+            with store.env.begin(db=store.decisions) as txn:
+                rows = [(k, v) for k, v in _scan_from(txn.cursor(), prefix, prefix) if k[28:36] in hashes]
+            history: tuple[Entry, ...] = ()
+            subject = b""
+            for key, raw in rows:
+                if key[:20] != subject:
+                    subject = key[:20]
+                    pseudonym = key[4:20].hex()
+                    history = store.history(partition, pseudonym)
+                occurred = _occurred(key)
+                doc, payload = _unpack(raw)
+                changes = _changes(doc, history, occurred)
+                if not changes:
+                    continue
+                through = int(doc.get("t", -1))
+                cause = tuple(sorted(e.ref for e in history if e.offset > through and e.effective_us <= occurred)) \
+                    if through >= 0 else ()
+                cause = cause or tuple(sorted({r for ch in changes for r in ch.after.refs}))
+                late.update(cause)
+                corrections.append(Correction(doc["e"], doc["c"], doc["s"], occurred, partition, key[4:20].hex(),
+                                              tuple(changes), cause, payload))
+        return LateReport(tuple(corrections), len(late), 0)
+
     def count(self) -> int:
         with self.store.env.begin() as txn:
             return int(txn.stat(self.store.decisions)["entries"])
+
+
+def _changes(doc: dict[str, Any], history: tuple[Entry, ...], occurred: int) -> list[Change]:
+    """The questions of an indexed decision whose answer ``history`` now gives differently."""
+    changes = []
+    for family, purpose, rtype, rid, before in doc["r"]:
+        q = Query(_FAMILIES[family], purpose, rtype, rid)
+        now = answer(history, occurred, q)
+        if _enc(now.value) != before:
+            changes.append(Change(q, _dec(before), now))
+    return changes
+
+
+def _chain_hash(chain_id: str) -> bytes:
+    return hashlib.sha256(chain_id.encode()).digest()[:8]
 
 
 def _reads(reads: tuple[tuple[Query, Reading], ...]) -> list[list[Any]]:

@@ -23,6 +23,15 @@ their own claims). The store of one instance lives in ``ledger.dir/<instance_id>
   acknowledged in the index; if it aborts, the facts are read again before the next batch, so a
   crash in between repeats the check instead of losing it.
 * **After each batch** commits, its decisions that read the ledger are added to the index.
+* **A chain new to this instance** (assigned in a rebalance, or every chain after a restart) is
+  indexed from the trail before its first batch (:meth:`LedgerFeed._index_from_trail`): its
+  records in the audit topic written within ``ledger.correction_window_s`` are read back, each
+  decision's questions asked again by the join with the answers its record stores (a correction
+  supersedes the answers of the decision it corrects), and then every indexed decision of the
+  chain is asked again against the facts as they now stand (:meth:`DecisionIndex.recheck`): a
+  fact that arrived after another instance made a decision, or after this instance crashed
+  between a batch's commit and its index write, is corrected like any late fact. Until then its
+  decisions are not corrected by the facts read meanwhile (they are rechecked instead).
 
 The join itself is :class:`~auditor.ledger.judging.StoreJudge`, the code path of
 ``auditor check --ledger`` too, so the daemon and the offline check give the same verdicts.
@@ -44,16 +53,17 @@ from auditor.config import Config
 from auditor.errors import AuditorError, ConfigError, DecodeError, TransientError
 from auditor.events.model import Event
 from auditor.ledger.codec import FactDecoder
-from auditor.ledger.join import Judged
+from auditor.ledger.join import Judged, RecordedView
 from auditor.ledger.judging import StoreJudge
-from auditor.ledger.late import Correction, DecisionIndex, LateReport
-from auditor.ledger.model import Scope, SubjectFact
+from auditor.ledger.late import Correction, DecisionIndex, DecisionReads, LateReport
+from auditor.ledger.model import Scope, SubjectFact, to_us
 from auditor.ledger.store import Applied, LedgerStore, resume_from
 from auditor.ledger.vocabulary import UndeclaredScopes
 from auditor.logging import get_logger
 from auditor.policy import Decision, Verdict
 from auditor.policy.engine import MemoEvaluator
 from auditor.stream.processor import BatchProcessor, BatchResult
+from auditor.trail import chainid
 from auditor.trail.canonical import record_from_bytes
 from auditor.trail.record import CorrectedRecord, RecordType, build_record, record_to_event
 
@@ -64,6 +74,8 @@ CHUNK = 20_000
 #: facts read per round before their corrections are written and they are confirmed
 ROUND = 200_000
 CALL_TIMEOUT_S = 10.0
+#: decisions read back from the audit topic per index transaction
+READ_BACK_CHUNK = 2_000
 
 
 # ---------------------------------------------------------------- the start-up check
@@ -212,7 +224,7 @@ class FactsReader:
                                           request_timeout=CALL_TIMEOUT_S)
         return {tps[tp]: fut.result(CALL_TIMEOUT_S).offset for tp, fut in futures.items()}
 
-    def read_some(self, timeout: float, collect: bool, beat: Callable[[], None],
+    def read_some(self, timeout: float, collect: Callable[[int], bool], beat: Callable[[], None],
                   limit: int | None = None) -> tuple[Pending, bool]:
         """Read the assigned partitions towards their current end, applying facts ``CHUNK`` at a
         time, until the end or about ``limit`` facts (a long restore goes in rounds, each
@@ -272,12 +284,13 @@ class FactsReader:
                 pending.high[p] = max(pending.high.get(p, -1), self.next[p] - 1)
         return pending, not todo
 
-    def _apply(self, p: int, block: list[tuple[int, SubjectFact]], pending: Pending, collect: bool) -> None:
+    def _apply(self, p: int, block: list[tuple[int, SubjectFact]], pending: Pending,
+               collect: Callable[[int], bool]) -> None:
         if self.vocabulary is not None:
             for offset, fact in block:
                 if fact.scope is not None and fact.scope not in self._declared:
                     self._note_scope(fact.scope, f"{self.topic}/{p}@{offset}")
-        result = self.store.apply(p, block, self.pseudonymize, collect=collect, advance=False)
+        result = self.store.apply(p, block, self.pseudonymize, collect=collect(p), advance=False)
         self.metrics.facts.inc(result.written)
         pending.applied.extend(result.applied)
 
@@ -320,6 +333,8 @@ class LedgerFeed:
         self.clock = clock
         self.reader: FactsReader | None = None
         self.partitions = 0
+        #: chains whose decisions are indexed here (from the trail, on their assignment; then as committed)
+        self.indexed: set[tuple[str, int]] = set()
         processor.ledger = self
 
     # ------------------------------------------------------------------ lifecycle
@@ -345,24 +360,33 @@ class LedgerFeed:
     def before_batch(self, restored: Iterable[tuple[str, int]], commit: Callable[[BatchResult], bool],
                      beat: Callable[[], None]) -> bool:
         """Read the facts of the restored partitions to their end; correct decisions late facts
-        changed. False when the corrections' transaction did not commit (the caller retries)."""
+        changed; index the decisions of chains new to this instance from the trail and correct
+        those the facts changed since. False when a correction's transaction did not commit (the
+        caller retries)."""
         assert self.reader is not None
         owned = set(restored)
+        self.indexed &= owned  # a chain that leaves is indexed again from the trail when it comes back
         t0 = time.monotonic()
         self.reader.assign({p for _, p in owned})
-        collect = self.index.count() > 0
+        indexed_partitions = {p for _, p in self.indexed}
+        collect = (lambda p: p in indexed_partitions) if self.index.count() > 0 else (lambda p: False)
         while True:
             pending, done = self.reader.read_some(self.cfg.ledger.catch_up_timeout_s, collect, beat)
-            if not self._settle(pending, owned, commit):
+            if not self._settle(pending, commit):
                 return False
             if done:
-                self.metrics.catch_up.set(time.monotonic() - t0)
-                return True
+                break
             beat()  # a long restore is progress
+        new = owned - self.indexed
+        if new and not self._index_from_trail(new, commit, beat):
+            return False
+        self.metrics.catch_up.set(time.monotonic() - t0)
+        return True
 
-    def _settle(self, pending: Pending, owned: set[tuple[str, int]], commit: Callable[[BatchResult], bool]) -> bool:
+    def _settle(self, pending: Pending, commit: Callable[[BatchResult], bool]) -> bool:
         """Correct what ``pending``'s facts changed, then confirm them; False if the correction
-        did not commit (the facts are read again)."""
+        did not commit (the facts are read again). Only chains already indexed here are corrected:
+        a chain new to this instance is checked against every fact when it is indexed from the trail."""
         assert self.reader is not None
         if not pending.high:
             return True
@@ -370,20 +394,144 @@ class LedgerFeed:
         if pending.applied:
             report = self.index.affected(pending.applied)
             self._count(report)
-            corrections = [c for c in report.corrections if _chain_key(c.chain_id) in owned]
-        if corrections:
-            result, labels = self.corrections(corrections)
-            if not commit(result):
-                self.reader.rewind(pending.high)
-                return False
-            for label in labels:
-                self.metrics.corrections.labels(*label).inc()
-            self.index.acknowledge(corrections)
-            log.info("late facts corrected audited decisions", corrections=len(corrections),
-                     verdicts_changed=sum(1 for _, changed in labels if changed == "true"))
+            corrections = [c for c in report.corrections if _chain_key(c.chain_id) in self.indexed]
+        if corrections and not self._correct(corrections, commit, pending.high):
+            self.reader.rewind(pending.high)
+            return False
         for p, high in pending.high.items():
             self.store.confirm(p, high)
         return True
+
+    def _correct(self, corrections: list[Correction], commit: Callable[[BatchResult], bool],
+                 through: dict[int, int]) -> bool:
+        """Write the CORRECTION records of ``corrections`` in a transaction of their own; once it
+        committed, count them and store their new answers in the index."""
+        result, labels = self.corrections(corrections, through)
+        if not commit(result):
+            return False
+        for label in labels:
+            self.metrics.corrections.labels(*label).inc()
+        self.index.acknowledge(corrections)
+        log.info("late facts corrected audited decisions", corrections=len(corrections),
+                 verdicts_changed=sum(1 for _, changed in labels if changed == "true"))
+        return True
+
+    # ------------------------------------------------------------------ the index, from the trail
+    def _index_from_trail(self, chains: set[tuple[str, int]], commit: Callable[[BatchResult], bool],
+                          beat: Callable[[], None]) -> bool:
+        """Index the recent decisions of ``chains`` (newly restored here) from their records in the
+        audit topic, then correct those whose answers the facts, now read to their end, change.
+
+        The trail is the durable copy of every decision: whichever instance made it (before a
+        rebalance moved the partition here), and whether or not the instance that made it lived to
+        index it (a crash between the batch's commit and its index write). A chain's records are
+        read back from the first written within ``ledger.correction_window_s`` (by the records'
+        timestamps); a CORRECTION supersedes the answers of the decision it corrects. The local
+        entries of these chains are dropped first (another instance may have corrected them)."""
+        routing = self.processor.routing
+        keys = {(p, chainid.chain_id(t, p)) for t, p in chains}
+        self.index.forget_chains(keys)
+        by_audit: dict[int, set[str]] = {}
+        for p, chain in keys:
+            by_audit.setdefault(chainid.audit_partition(p, routing.audit_partitions), set()).add(chain)
+        since_ms = int((self.clock().timestamp() - self.cfg.ledger.correction_window_s) * 1000)
+        indexed = 0
+        t0 = time.monotonic()
+        for audit_partition, wanted in sorted(by_audit.items()):
+            indexed += self._read_back(routing.audit_topic, audit_partition, wanted, since_ms, beat)
+        report = self.index.recheck(keys)
+        if report.late_facts:
+            self.metrics.late.inc(report.late_facts)
+        corrections = list(report.corrections)
+        if corrections and not self._correct(corrections, commit, {}):
+            return False  # indexed again (the same entries) on the next try
+        self.indexed |= chains
+        log.info("decision index rebuilt from the audit topic", chains=sorted(c for _, c in keys), decisions=indexed,
+                 corrections=len(corrections), seconds=round(time.monotonic() - t0, 3))
+        return True
+
+    def _read_back(self, topic: str, partition: int, wanted: set[str], since_ms: int,
+                   beat: Callable[[], None]) -> int:
+        """Index the decisions that read the ledger among ``wanted`` chains' records in one audit
+        partition, from the first record at or after ``since_ms`` to the last committed one."""
+        consumer = Consumer({**self.cfg.client_conf(), "group.id": f"auditor-ledger-index-{self.cfg.instance_id}",
+                             "enable.auto.commit": False, "enable.auto.offset.store": False,
+                             "isolation.level": "read_committed", "enable.partition.eof": True,
+                             "fetch.wait.max.ms": 20})
+        timeout = self.cfg.ledger.catch_up_timeout_s
+        batch: list[DecisionReads] = []
+        indexed = 0
+        try:
+            (found,) = consumer.offsets_for_times([TopicPartition(topic, partition, max(since_ms, 0))],
+                                                  timeout=CALL_TIMEOUT_S)
+            if found.error is not None:
+                raise TransientError(f"cannot find where to read {topic}/{partition} back from: {found.error}")
+            if found.offset < 0:
+                return 0  # nothing written since: no decision to index
+            consumer.assign([TopicPartition(topic, partition, found.offset)])
+            last_progress = time.monotonic()
+            while True:
+                if time.monotonic() - last_progress > timeout:
+                    raise TransientError(f"reading {topic}/{partition} back to index decisions made no progress "
+                                         f"for {timeout:.0f}s (ledger.catch_up_timeout_s)")
+                msgs = consumer.consume(1000, 0.1)
+                if msgs:
+                    last_progress = time.monotonic()
+                at_end = False
+                for m in msgs:
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            at_end = True
+                            continue
+                        raise TransientError(f"reading {topic}/{partition} back: {err}")
+                    reads = self._reads_of(m.value(), wanted)
+                    if reads is not None:
+                        batch.append(reads)
+                if len(batch) >= READ_BACK_CHUNK or (at_end and batch):
+                    indexed += self.index.record(batch)
+                    batch = []
+                    beat()
+                if at_end:
+                    return indexed
+        except KafkaException as exc:
+            raise TransientError(f"reading {topic}/{partition} back to index decisions: {exc}") from exc
+        finally:
+            try:
+                consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("audit read-back consumer close failed", error=str(exc))
+
+    def _reads_of(self, value: bytes | None, wanted: set[str]) -> DecisionReads | None:
+        """What a decision record (or a CORRECTION, under the seq it corrects) read from the
+        ledger: its questions asked again by the join, answered from the record's own ledger reads
+        (a question the record does not list had no fact to answer it), so exactly what the decision
+        read. None for a record of another chain, a rejection, or a decision that read nothing."""
+        if not value:
+            return None
+        try:
+            record = record_from_bytes(value)
+        except Exception:  # noqa: BLE001 - not a record of ours: the chain restore reports it
+            return None
+        lf = record.ledger
+        if record.chain_id not in wanted or lf is None or record.decision is None or record.facts is None:
+            return None
+        try:
+            event = record_to_event(record)
+            evaluator = self.processor.evaluators.get(event.policy_id)
+            if evaluator is None:
+                return None  # its pack is no longer loaded: nothing to judge it again with
+            judged = self.judging.join_for(evaluator.compiled).judge(event, RecordedView(lf, event.occurred_at),
+                                                                     _decide(evaluator))
+        except Exception as exc:  # noqa: BLE001 - one record never stops the index (logged, class only)
+            log.error("an audited decision cannot be indexed for late facts", chain=record.chain_id, seq=record.seq,
+                      error_class=type(exc).__name__)
+            return None
+        if not judged.reads:
+            return None
+        seq = lf.corrects.seq if lf.corrects is not None else record.seq
+        return DecisionReads(record.source.partition or 0, record.facts.subject_pseudonym, to_us(event.occurred_at),
+                             record.chain_id, seq, event.event_id, judged.reads, bytes(value), lf.through_offset)
 
     def after_commit(self, result: BatchResult) -> None:
         if result.ledger_reads:
@@ -398,8 +546,11 @@ class LedgerFeed:
                         facts=report.beyond_window, window_s=self.cfg.ledger.correction_window_s)
 
     # ------------------------------------------------------------------ corrections
-    def corrections(self, found: list[Correction]) -> tuple[BatchResult, list[tuple[str, str]]]:
-        """The CORRECTION records of ``found``, sealed into their chains (working heads)."""
+    def corrections(self, found: list[Correction], through: dict[int, int] | None = None
+                    ) -> tuple[BatchResult, list[tuple[str, str]]]:
+        """The CORRECTION records of ``found``, sealed into their chains (working heads).
+        ``through``: per partition, the highest fact offset applied but not yet confirmed (the late
+        facts themselves): the record's ``through_offset`` covers what its answers read."""
         out = BatchResult()
         labels: list[tuple[str, str]] = []
         now = self.clock()
@@ -418,7 +569,9 @@ class LedgerFeed:
                           chain=c.chain_id, seq=c.seq, error_class=type(exc).__name__)
                 continue
             cause = tuple(sorted({r.offset for r in c.cause}))
-            ledger = judged.ledger._replace(corrects=CorrectedRecord(c.chain_id, c.seq, cause))
+            ledger = judged.ledger._replace(corrects=CorrectedRecord(c.chain_id, c.seq, cause),
+                                            through_offset=max(judged.ledger.through_offset,
+                                                               (through or {}).get(c.partition, -1)))
             record = build_record(event, judged.decision, old.source, IdentityPseudonyms(old.pseudonym_key_id),
                                   p.instance_id, now, digest=old.input_digest, ledger=ledger,
                                   record_type=RecordType.CORRECTION)

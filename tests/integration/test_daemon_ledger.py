@@ -5,6 +5,8 @@ same verdicts as ``auditor check --ledger``."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 import structlog
 import yaml
-from daemonkit import InProcessDaemon, Setup, make_setup, read_audit, wait_until
+from daemonkit import Fleet, InProcessDaemon, Setup, make_setup, read_audit, wait_until
 
 from auditor.cli import main as auditor_main
 from auditor.events.codec import event_from_mapping, event_to_json
@@ -167,36 +169,140 @@ def _check_verdicts(tmp_path: Path, events: list[Event], facts: list[SubjectFact
     return out
 
 
-def test_restart_and_rebalance_keep_history_and_match_one_run_and_check_ledger(tmp_path, kafka_bootstrap, capsys):
+def corrections(records: list[AuditRecord]) -> list[tuple[str, str, tuple[str, ...], tuple[int, ...]]]:
+    """Each CORRECTION record: (event id, verdict, violated rules, the late facts' offsets), sorted."""
+    out = []
+    for r in records:
+        if r.record_type is RecordType.CORRECTION and r.decision is not None and r.event_id is not None:
+            assert r.ledger is not None and r.ledger.corrects is not None
+            out.append((r.event_id, r.decision.verdict.value, tuple(sorted(v.rule_id for v in r.decision.violations)),
+                        r.ledger.corrects.cause_offsets))
+    return sorted(out)
+
+
+def late_withdrawals(events: list[Event], facts: list[SubjectFact], phase: list[Event], at: datetime, n: int,
+                     taken: set[str], tag: str) -> list[SubjectFact]:
+    """Marketing-consent withdrawals, effective at ``at`` (before some of ``phase``'s events), for
+    ``n`` subjects that have only a grant so far and events in ``phase`` after ``at``: produced
+    after those events were audited, each changes what they read (one late fact per subject)."""
+    plain = {f.subject_id for f in facts} - {f.subject_id for f in facts if f.type is not FactType.CONSENT_GRANTED}
+    chosen: list[str] = []
+    for e in phase:
+        s = e.subject.id
+        if e.occurred_at >= at and s in plain and s not in taken and s not in chosen:
+            chosen.append(s)
+    taken.update(chosen[:n])
+    return [withdrawal(f"late-{tag}-{s}", s, at) for s in chosen[:n]]
+
+
+def restored_partitions(*daemons: InProcessDaemon) -> list[int]:
+    return [len(d.daemon.ownership.restored()) for d in daemons]
+
+
+def test_restart_and_rebalance_keep_history_and_corrections_match_one_run_and_check_ledger(
+        tmp_path, kafka_bootstrap, capsys):
+    """Two instances with partitions moving (a second instance joins, the first restarts) give the
+    same decisions and the same CORRECTION records as one uninterrupted run, for late facts that
+    arrive after another instance audited the decisions they change (l12b: the decision index is
+    rebuilt from the audit topic when a partition is assigned)."""
     events, facts = ledger_stream(seed=5, events=1200, subjects=150)
     assert any(f.type is FactType.CONSENT_WITHDRAWN for f in facts)
+    third = len(events) // 3
+    phases = [events[:third], events[third:2 * third], events[2 * third:]]
+    taken: set[str] = set()
+    late1 = late_withdrawals(events, facts, phases[0], phases[0][third // 4].occurred_at, 12, taken, "1")
+    late2 = late_withdrawals(events, facts, phases[1], phases[1][third // 4].occurred_at, 12, taken, "2")
+    assert len(late1) == len(late2) == 12
+    everything = [*facts, *late1, *late2]
+
+    def audited(setup: Setup) -> list[AuditRecord]:
+        return [e.record for e in read_audit(kafka_bootstrap, setup.audit)]
+
+    def decided(setup: Setup, n: int) -> Any:
+        return lambda: sum(1 for r in audited(setup) if r.record_type is RecordType.DECISION) >= n
+
     # one uninterrupted run
     ref, ref_facts = ledger_setup(tmp_path / "ref", kafka_bootstrap)
     produce(kafka_bootstrap, ref_facts, facts)
-    produce(kafka_bootstrap, ref.events, events)
-    with InProcessDaemon(ref.config(instance_id="solo")):
-        wait_until(lambda: len(read_audit(kafka_bootstrap, ref.audit)) >= len(events), 180, "the reference run")
-    one_run = decisions([e.record for e in read_audit(kafka_bootstrap, ref.audit)])
-    # two instances, a restart and partitions moving
+    with InProcessDaemon(ref.config(instance_id="solo")) as solo:
+        produce(kafka_bootstrap, ref.events, phases[0])
+        wait_until(decided(ref, third), 180, "the first third (reference)")
+        produce(kafka_bootstrap, ref_facts, late1)
+        produce(kafka_bootstrap, ref.events, phases[1])
+        wait_until(decided(ref, 2 * third), 180, "the second third (reference)")
+        produce(kafka_bootstrap, ref.events, phases[2])
+        wait_until(decided(ref, len(events)), 180, "every event (reference)")
+        produce(kafka_bootstrap, ref_facts, late2)
+        assert solo.daemon.ledger is not None
+        store = solo.daemon.ledger.store
+        wait_until(lambda: sum(h + 1 for h in store.positions().values()) >= len(everything), 120,
+                   "every fact confirmed (reference)")
+    one_run, one_run_fixes = decisions(audited(ref)), corrections(audited(ref))
+    assert len(one_run) == len(events)
+    assert len(one_run_fixes) >= 24 and {f[0] for f in one_run_fixes} <= {e.event_id for e in events}
+    # two instances, partitions moving: a second instance joins, then the first restarts
     setup, facts_topic = ledger_setup(tmp_path / "moving", kafka_bootstrap)
     produce(kafka_bootstrap, facts_topic, facts)
-    third = len(events) // 3
-    produce(kafka_bootstrap, setup.events, events[:third])
     first = InProcessDaemon(setup.config(instance_id="first")).__enter__()
     try:
-        wait_until(lambda: len(read_audit(kafka_bootstrap, setup.audit)) >= third // 2, 120, "the first third")
-        with InProcessDaemon(setup.config(instance_id="second")):
-            produce(kafka_bootstrap, setup.events, events[third:2 * third])
-            wait_until(lambda: len(read_audit(kafka_bootstrap, setup.audit)) >= third + third // 2, 120,
-                       "the second third with two instances")
+        produce(kafka_bootstrap, setup.events, phases[0])
+        wait_until(decided(setup, third), 180, "the first third, audited by the first instance alone")
+        with InProcessDaemon(setup.config(instance_id="second")) as second:
+            wait_until(lambda: min(restored_partitions(first, second)) >= 1
+                       and sum(restored_partitions(first, second)) == 3, 120,
+                       lambda: f"both instances holding partitions ({restored_partitions(first, second)})")
+            # late for decisions the first instance made, some in partitions now the second's
+            produce(kafka_bootstrap, facts_topic, late1)
+            produce(kafka_bootstrap, setup.events, phases[1])
+            wait_until(decided(setup, 2 * third), 180, "the second third with two instances")
             first.stop()
             first = InProcessDaemon(setup.config(instance_id="first")).__enter__()  # restart: resumes its store
-            produce(kafka_bootstrap, setup.events, events[2 * third:])
-            wait_until(lambda: len(read_audit(kafka_bootstrap, setup.audit)) >= len(events), 180, "every event")
+            wait_until(lambda: min(restored_partitions(first, second)) >= 1
+                       and sum(restored_partitions(first, second)) == 3, 120,
+                       lambda: f"both instances holding partitions again ({restored_partitions(first, second)})")
+            produce(kafka_bootstrap, setup.events, phases[2])
+            wait_until(decided(setup, len(events)), 180, "every event")
+            produce(kafka_bootstrap, facts_topic, late2)  # late for decisions made before partitions moved
+            wait_until(lambda: len(corrections(audited(setup))) >= len(one_run_fixes), 120,
+                       lambda: f"{len(one_run_fixes)} corrections as in one run (have "
+                               f"{len(corrections(audited(setup)))})")
+            time.sleep(3)  # none beyond them
     finally:
         first.stop()
-    moving = decisions([e.record for e in read_audit(kafka_bootstrap, setup.audit)])
+    records = audited(setup)
+    moving = decisions(records)
     assert len(one_run) == len(events) and moving == one_run
+    assert corrections(records) == one_run_fixes
     assert sum(1 for v, _ in one_run.values() if v == "VIOLATION") > 10
-    # the same events and facts offline
-    assert _check_verdicts(tmp_path, events, facts, capsys) == one_run
+    # the same events and every fact offline: the corrected decisions
+    assert _check_verdicts(tmp_path, events, everything, capsys) == one_run
+
+
+def test_a_decision_committed_just_before_a_crash_is_corrected_after_the_restart(tmp_path, kafka_bootstrap):
+    """SIGKILL right after the batch's transaction commits (before the instance could index the
+    decision locally): a late fact after the restart still corrects it (l12b)."""
+    setup, facts = ledger_setup(tmp_path, kafka_bootstrap, partitions=1)
+    audited_event = marketing_event("audited-then-crash", "u-crash", T0 + timedelta(hours=2))
+    produce(kafka_bootstrap, setup.events, [audited_event])
+    hook_dir = tmp_path / "hook"
+    with Fleet(setup) as fleet:
+        crashing = fleet.start("crash", env={"AUDITOR_TEST_HOOK": "after_commit:kill:1",
+                                             "AUDITOR_TEST_HOOK_DIR": str(hook_dir)})
+        wait_until(lambda: crashing.proc.poll() is not None, 120, lambda: f"the SIGKILL after commit: "
+                                                                         f"{crashing.describe()}")
+        assert crashing.proc.returncode == -signal.SIGKILL and (hook_dir / "after_commit.reached").exists()
+    (first,) = read_audit(kafka_bootstrap, setup.audit)
+    assert first.record.event_id == "audited-then-crash" and first.record.decision is not None
+    assert first.record.decision.verdict.value == "ALLOW"
+    with InProcessDaemon(setup.config(instance_id="crash")) as d:  # the same store (ledger.dir/crash)
+        produce(kafka_bootstrap, facts, [withdrawal("w-crash", "u-crash", T0 + timedelta(hours=1))])
+        # the next event of the partition: its batch comes after the facts were read and corrected
+        produce(kafka_bootstrap, setup.events, [marketing_event("after-restart", "u-other", T0)])
+        wait_until(lambda: any(e.record.event_id == "after-restart" for e in read_audit(kafka_bootstrap, setup.audit)),
+                   120, "the event after the restart")
+        assert d.sample("auditor_ledger_corrections_total", {"pack": "ipasar", "verdict_changed": "true"}) == 1
+    entries = read_audit(kafka_bootstrap, setup.audit)
+    (fix,) = [e.record for e in entries if e.record.record_type is RecordType.CORRECTION]
+    assert fix.event_id == "audited-then-crash" and fix.ledger is not None and fix.ledger.corrects is not None
+    assert (fix.ledger.corrects.chain_id, fix.ledger.corrects.seq) == (first.record.chain_id, first.record.seq)
+    assert fix.decision is not None and fix.decision.verdict.value == "VIOLATION"

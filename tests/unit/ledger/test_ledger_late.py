@@ -187,3 +187,49 @@ def test_the_payload_recorded_with_a_decision_comes_back_with_its_correction(sto
     index.acknowledge([c])
     (c2,) = index.affected(store.apply(0, [(1, fact("CONSENT_GRANTED", 10))], KEY).applied).corrections
     assert c2.payload == blob
+
+
+# ---------------------------------------------------------------- decisions indexed from the trail (l12b)
+
+def indexed_elsewhere(store: LedgerStore, pseudonym: str, minutes: float, seq: int, chain: str = "events/0",
+                      partition: int = 0) -> DecisionReads:
+    """A decision another instance made: its reads as of the facts it had then (its through_offset)."""
+    v = store.view(partition, pseudonym, us(minutes))
+    v.consent("marketing")
+    v.opted_out("marketing")
+    return DecisionReads(partition, pseudonym, v.at_us, chain, seq, f"ev-{seq}", tuple(v.reads), b"rec",
+                         v.through_offset)
+
+
+def test_a_decision_indexed_from_the_trail_after_its_late_fact_was_applied_is_rechecked(store: LedgerStore) -> None:
+    # another instance decided with the grant only; the withdrawal reached this instance's store
+    # before the decision was indexed here, so affected() never sees it: recheck() must
+    store.apply(0, [(0, fact("CONSENT_GRANTED", 0))], KEY)
+    before = indexed_elsewhere(store, U1, 30, seq=4)
+    early = indexed_elsewhere(store, U1, 5, seq=3)
+    other = indexed_elsewhere(store, U2, 30, seq=5)
+    store.apply(0, [(1, fact("CONSENT_WITHDRAWN", 10, recorded=40)), (2, fact("MARKETING_OPT_IN", 31))], KEY)
+    index = DecisionIndex(store)
+    index.record([before, early, other])
+    assert index.affected(()).corrections == ()
+    report = index.recheck([(0, "events/0")])
+    assert [(c.event_id, c.seq, c.payload) for c in report.corrections] == [("ev-4", 4, b"rec")]
+    (c,) = report.corrections
+    assert c.changes == ((Query(Family.CONSENT, "marketing"), True, Reading(False, (FactRef(0, 1),), us(10))),)
+    assert c.cause == (FactRef(0, 1),)  # past its through_offset and in force by its time; not the opt-in
+    assert report.late_facts == 1
+    index.acknowledge(report.corrections)
+    assert index.recheck([(0, "events/0")]).corrections == ()
+    assert index.recheck([(0, "events/1")]).corrections == ()  # another chain of the partition
+
+
+def test_forgetting_a_chain_drops_its_decisions_only(store: LedgerStore) -> None:
+    index = DecisionIndex(store)
+    index.record([indexed_elsewhere(store, U1, 1, 1, "a/0"), indexed_elsewhere(store, U2, 2, 2, "a/0"),
+                  indexed_elsewhere(store, U1, 3, 3, "b/0"), indexed_elsewhere(store, U1, 4, 4, "a/1", partition=1)])
+    assert index.forget_chains([(0, "a/0")]) == 2
+    assert index.count() == 2
+    with store.env.begin(db=store.decisions_by_time) as txn:
+        assert txn.stat(store.decisions_by_time)["entries"] == 2
+    store.apply(0, [(0, fact("CONSENT_WITHDRAWN", 0))], KEY)
+    assert {c.chain_id for c in index.recheck([(0, "a/0"), (0, "b/0"), (1, "a/1")]).corrections} == {"b/0"}
