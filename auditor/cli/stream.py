@@ -177,6 +177,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from auditor.stream.app import build_daemon, create_topics
+    from auditor.stream.intake import settle_heap
 
     cfg = _config(args)
     if cfg.instance_id_generated:
@@ -191,6 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return run_processes(args.processes, cfg.instance_id, cfg.http_port, cfg.trail_dir, cfg.shutdown_timeout_s)
     daemon = build_daemon(cfg)
+    settle_heap()  # what is built lives as long as the process: no garbage collection traverses it again
     daemon.install_signal_handlers()
     return daemon.run()
 

@@ -2,7 +2,8 @@
 
 Durability order, per batch (the only order in which anything is made visible):
 
-1. consume up to ``batch_max_events`` messages or ``batch_max_ms``, whichever comes first;
+1. take what has arrived, up to ``batch_max_events`` messages, waiting up to ``batch_max_ms`` only
+   for the first (:func:`~auditor.stream.intake.take_batch`);
 2. decode, evaluate, build and seal the audit records (:class:`BatchProcessor`, pure);
 3. commit it (:class:`~auditor.stream.commit.BatchCommit`): begin a transaction; produce audit
    records, violations and dead letters; add the consumed offsets to the transaction; commit it.
@@ -49,6 +50,7 @@ from auditor.stream.checkpointing import Checkpointer
 from auditor.stream.commit import BatchCommit, Fatal, first_offsets
 from auditor.stream.fairness import Rotation
 from auditor.stream.http import OpsServer
+from auditor.stream.intake import take_batch
 from auditor.stream.lag import LagMonitor
 from auditor.stream.ledgerfeed import LedgerFeed
 from auditor.stream.ownership import Ownership
@@ -232,7 +234,7 @@ class Daemon:
         self.ownership.report()
         self.metrics.ready.set(1 if self.ready() else 0)
         with self.watchdog.call("consume", self.cfg.batch_max_ms / 1000 + 5):
-            msgs = self.consumer.consume(self.cfg.batch_max_events, self.cfg.batch_max_ms / 1000)
+            msgs = take_batch(self.consumer, self.cfg.batch_max_events, self.cfg.batch_max_ms / 1000)
         restored = self.ownership.restored()
         batch = []
         for m in msgs:
