@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, timedelta
 from typing import Any, NamedTuple
 
@@ -177,8 +177,11 @@ class DecisionIndex:
         raw = txn.get(b"idx_horizon", db=self.store.meta)
         return None if raw is None else int(raw)
 
-    def acknowledge(self, corrections: Iterable[Correction]) -> None:
-        """Store the new answers of corrected decisions (after their correction records are durable)."""
+    def acknowledge(self, corrections: Iterable[Correction],
+                    payloads: Mapping[tuple[str, int], bytes] | None = None) -> None:
+        """Store the new answers of corrected decisions (after their correction records are durable),
+        and with them the payload given for (chain id, seq), if any: the correction record, so the
+        next correction is compared with what the trail says last."""
         store = self.store
         updates: list[tuple[bytes, bytes]] = []
         with store.env.begin(db=store.decisions) as txn:
@@ -191,7 +194,7 @@ class DecisionIndex:
                 new = {(q.family.value, q.purpose, q.recipient_type, q.recipient_id): _enc(ch.after.value)
                        for ch in c.changes for q in (ch.query,)}
                 doc["r"] = [[*row[:4], new.get(tuple(row[:4]), row[4])] for row in doc["r"]]
-                updates.append((key, _pack(doc, payload)))
+                updates.append((key, _pack(doc, (payloads or {}).get((c.chain_id, c.seq), payload))))
         if updates:
             def body(txn: Any) -> None:
                 for k, v in updates:
@@ -256,7 +259,7 @@ class DecisionIndex:
         store._write(body)
         return dropped
 
-    def recheck(self, chains: Iterable[tuple[int, str]]) -> LateReport:
+    def recheck(self, chains: Iterable[tuple[int, str]], progress: Callable[[], None] | None = None) -> LateReport:
         """Ask every indexed decision of these (partition, chain id) its questions again, against the
         history as it stands: the decisions whose answers changed since they were made (facts that
         arrived after them, read by whichever instance). For decisions just indexed from the trail
@@ -275,7 +278,9 @@ class DecisionIndex:
                 rows = [(k, v) for k, v in _scan_from(txn.cursor(), prefix, prefix) if k[28:36] in hashes]
             history: tuple[Entry, ...] = ()
             subject = b""
-            for key, raw in rows:
+            for n, (key, raw) in enumerate(rows):
+                if progress is not None and n % 5_000 == 4_999:
+                    progress()  # a long recheck is progress (the daemon's watchdog)
                 if key[:20] != subject:
                     subject = key[:20]
                     pseudonym = key[4:20].hex()

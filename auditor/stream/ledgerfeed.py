@@ -335,6 +335,8 @@ class LedgerFeed:
         self.partitions = 0
         #: chains whose decisions are indexed here (from the trail, on their assignment; then as committed)
         self.indexed: set[tuple[str, int]] = set()
+        #: the CORRECTION records last sealed, by the (chain id, seq) they correct: their index payloads
+        self._written: dict[tuple[str, int], bytes] = {}
         processor.ledger = self
 
     # ------------------------------------------------------------------ lifecycle
@@ -411,7 +413,7 @@ class LedgerFeed:
             return False
         for label in labels:
             self.metrics.corrections.labels(*label).inc()
-        self.index.acknowledge(corrections)
+        self.index.acknowledge(corrections, self._written)
         log.info("late facts corrected audited decisions", corrections=len(corrections),
                  verdicts_changed=sum(1 for _, changed in labels if changed == "true"))
         return True
@@ -439,7 +441,7 @@ class LedgerFeed:
         t0 = time.monotonic()
         for audit_partition, wanted in sorted(by_audit.items()):
             indexed += self._read_back(routing.audit_topic, audit_partition, wanted, since_ms, beat)
-        report = self.index.recheck(keys)
+        report = self.index.recheck(keys, beat)
         if report.late_facts:
             self.metrics.late.inc(report.late_facts)
         corrections = list(report.corrections)
@@ -553,6 +555,7 @@ class LedgerFeed:
         facts themselves): the record's ``through_offset`` covers what its answers read."""
         out = BatchResult()
         labels: list[tuple[str, str]] = []
+        self._written = {}
         now = self.clock()
         p = self.processor
         for c in found:
@@ -576,6 +579,7 @@ class LedgerFeed:
                                   p.instance_id, now, digest=old.input_digest, ledger=ledger,
                                   record_type=RecordType.CORRECTION)
             seq, record_hash = p.append_record(out, record)
+            self._written[(c.chain_id, c.seq)] = out.outgoing[-1].value  # the sealed record (its index payload)
             changed = judged.decision.verdict.value != old.decision.verdict.value
             labels.append((evaluator.compiled.id, "true" if changed else "false"))
             if judged.decision.verdict is Verdict.VIOLATION:  # the violations topic hears of it too

@@ -233,3 +233,14 @@ def test_forgetting_a_chain_drops_its_decisions_only(store: LedgerStore) -> None
         assert txn.stat(store.decisions_by_time)["entries"] == 2
     store.apply(0, [(0, fact("CONSENT_WITHDRAWN", 0))], KEY)
     assert {c.chain_id for c in index.recheck([(0, "a/0"), (0, "b/0"), (1, "a/1")]).corrections} == {"b/0"}
+
+
+def test_an_acknowledged_correction_can_replace_the_payload_with_the_correction_record(store: LedgerStore) -> None:
+    index = DecisionIndex(store)
+    v = store.view(0, U1, us(30))
+    v.consent("marketing")
+    index.record([DecisionReads(0, U1, v.at_us, "events/0", 1, "ev-1", tuple(v.reads), b"decision")])
+    (c,) = index.affected(store.apply(0, [(0, fact("CONSENT_WITHDRAWN", 0))], KEY).applied).corrections
+    index.acknowledge([c], {("events/0", 1): b"correction", ("events/0", 2): b"another"})
+    (c2,) = index.affected(store.apply(0, [(1, fact("CONSENT_GRANTED", 10))], KEY).applied).corrections
+    assert (c2.seq, c2.payload) == (1, b"correction")  # compared with what the trail says last
