@@ -210,3 +210,50 @@ def compile_plan(permits: Iterable[RuleTests], constraints: Iterable[RuleTests],
     fn = namespace["plan"]
     fn.__source__ = src  # type: ignore[attr-defined]
     return fn  # type: ignore[return-value]
+
+
+#: per rule: the bit its scope sets, and the bits its failing conditions set
+Layout = tuple[tuple[int, tuple[int, ...]], ...]
+
+
+def compile_fails(permits: Iterable[RuleTests], constraints: Iterable[RuleTests],
+                  minor_age: int) -> tuple[Callable[[Event, frozenset[str]], int], Layout]:
+    """What failed, for an event a plan's allow test did not allow: one function ``f(e, atoms)``
+    returning a bit set, and per rule (permits, then constraints) the bit set when its scope holds
+    and the bits of each of its conditions that fails (tested one by one, in order, only when the
+    scope holds; a prohibition's conditions are never weighed). The engine turns the bit set into
+    the violations once per plan and bit set; the event's facts still decide every bit."""
+    rules = (*permits, *constraints)
+    w = _Writer()
+    w.x = ""
+    lines = ["    m = 0"]
+    layout: list[tuple[int, tuple[int, ...]]] = []
+    n = 0
+    for scope, conds, _broken, forbid in rules:
+        scope_bit = 1 << n
+        n += 1
+        cond_bits = []
+        test = " and ".join(w.expr(t) for t in scope) or "True"
+        lines.append(f"    if {test}:\n        m |= {scope_bit}")
+        for cond in () if forbid else conds:
+            bit = 1 << n
+            n += 1
+            cond_bits.append(bit)
+            lines.append(f"        if not ({w.expr(cond)}):\n            m |= {bit}")
+        layout.append((scope_bit, tuple(cond_bits)))
+    age = int(minor_age)
+    if w.holds:
+        w.locals.add("m")
+    shared, lines = w.finish(lines)
+    prelude = [f"    {_LOCALS[v]}" for v in sorted(w.locals - {"m"})]
+    if "m" in w.locals:
+        prelude.append(f"    minor = _minor(e.subject, {age})")
+    prelude += shared
+    if w.holds:
+        prelude.append(f"    x = _Derived(atoms, minor, {age})")
+    src = "\n".join(["def fails(e, atoms):", *prelude, *lines, "    return m", ""])
+    namespace: dict[str, object] = dict(w.consts)
+    exec(compile(src, "<policy-fails>", "exec"), namespace)  # noqa: S102 - fixed expressions only
+    fn = namespace["fails"]
+    fn.__source__ = src  # type: ignore[attr-defined]
+    return fn, tuple(layout)  # type: ignore[return-value]

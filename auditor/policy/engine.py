@@ -21,9 +21,10 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from auditor.events.model import Event, EventKind
-from auditor.policy.codegen import compile_plan, compile_tests
+from auditor.policy.codegen import compile_fails, compile_plan
 from auditor.policy.conditions import Condition, Derived, recipient_abroad, subject_minor
 from auditor.policy.decision import Decision, RuleRef, Verdict, Violation, ViolationKind
 from auditor.policy.loader import parse_pack, resolve_pack
@@ -32,6 +33,7 @@ from auditor.policy.model import Effect, Pack, Rule
 ANY = "*"
 _Key = tuple[EventKind, str, str]
 _new_decision = tuple.__new__
+_KeyFn = Callable[[Event], tuple[object, ...]]
 
 
 #: Facts that are part of a plan's key: a test reading only these is decided when the plan is made.
@@ -49,6 +51,8 @@ _COMPILE_AFTER = 8
 #: bounds of the reasons CompiledPack.reason keeps: per test, and how many tests
 _REASONS_MAX = 32
 _REASON_TESTS_MAX = 2048
+#: bound of the bit sets of the fails test one plan keeps judged (see CompiledPack.judge)
+_JUDGED_MAX = 64
 #: the memo keeps a decision only when every free-text fact in its key is at most this long
 _MEMO_MAX_TEXT = 64
 #: default bound of one compiled pack's decision memo, in (estimated) bytes of keys and decisions
@@ -82,31 +86,23 @@ _KEY_EXPR: dict[str, str] = {
     "consent.third_party_sharing": "e.consent.third_party_sharing",
     "consent.guardian": "e.consent.guardian",
     "consent.marketing_opt_out": "e.consent.marketing_opt_out",
+    # the facts of a plan's key (STATIC_FACTS): only the keys of reasons read them (see reason)
+    "kind": "e.kind._value_",
+    "purpose": "e.purpose",
+    "recipient.type": "e.recipient.type",
+    "data_categories": "e.data_categories",
 }
 _RECIPIENT_FACTS = frozenset(f for f in _KEY_EXPR if f.startswith("recipient."))
-
-
-class _RuleCode:
-    """A rule's tests on the facts outside a plan's key, compiled once per rule (see codegen): the
-    scope's and the conditions' (None: none), and each condition alone (to name those that failed)."""
-
-    __slots__ = ("scope", "conditions", "each")
-
-    def __init__(self, scope: tuple[Condition, ...], conditions: tuple[Condition, ...], name: str) -> None:
-        self.scope = compile_tests(scope, f"{name}_scope")
-        self.conditions = compile_tests(conditions, f"{name}_conditions")
-        self.each = tuple((cond, compile_tests((cond,), f"{name}_c{i}")) for i, cond in enumerate(conditions))
 
 
 class _Entry:
     """A candidate rule of a plan: the tests left to check per event, and what already failed."""
 
-    __slots__ = ("rule", "ref", "scope", "conditions", "broken", "code")
+    __slots__ = ("rule", "ref", "scope", "conditions", "broken")
 
     def __init__(self, rule: Rule, scope: tuple[Condition, ...], conditions: tuple[Condition, ...],
                  broken: tuple[Condition, ...]) -> None:
         self.rule, self.ref, self.scope, self.conditions, self.broken = rule, rule.ref, scope, conditions, broken
-        self.code: _RuleCode | None = None   # set when the plan is compiled
 
 
 class _Plan:
@@ -116,7 +112,7 @@ class _Plan:
     key); ``memo`` maps those facts to the decision (None: not memoised)."""
 
     __slots__ = ("undeclared", "atoms", "permits", "constraints", "key_of", "memo", "needs_minor", "allow",
-                 "uses")
+                 "uses", "judged")
 
     def __init__(self, undeclared: tuple[Violation, ...], atoms: frozenset[str], permits: tuple[_Entry, ...],
                  constraints: tuple[_Entry, ...]) -> None:
@@ -127,6 +123,8 @@ class _Plan:
         #: the compiled allow test of the whole plan, shared by plans of the same rules (see _AllowCode)
         self.allow: _AllowCode | None = None
         self.uses = 0   # plain evaluations before the plan's tests are compiled (see _COMPILE_AFTER)
+        #: what each bit set of the compiled fails test (see _AllowCode.fails) makes of this plan
+        self.judged: dict[int, _Judged] = {}
 
 
 class _AllowCode:
@@ -135,15 +133,27 @@ class _AllowCode:
     the rest of the ALLOW decision (permit, held rules): what the bits alone decide, so it is the
     same for every event (it is not keyed on any fact, and every test still runs for each event)."""
 
-    __slots__ = ("test", "tails", "refs", "ids")
+    __slots__ = ("test", "tails", "refs", "ids", "rules", "minor_age", "_fails", "layout")
 
     def __init__(self, permits: tuple[_Entry, ...], constraints: tuple[_Entry, ...], minor_age: int) -> None:
-        self.test = compile_plan([(p.scope, p.conditions, bool(p.broken), p.rule.forbid) for p in permits],
-                                 [(k.scope, k.conditions, bool(k.broken), k.rule.forbid) for k in constraints],
-                                 minor_age)
+        self.rules = ([(p.scope, p.conditions, bool(p.broken), p.rule.forbid) for p in permits],
+                      [(k.scope, k.conditions, bool(k.broken), k.rule.forbid) for k in constraints])
+        self.minor_age = minor_age
+        self.test = compile_plan(*self.rules, minor_age)
         self.tails: dict[int, tuple[object, ...]] = {}
         self.refs = tuple(p.ref for p in permits)
         self.ids = tuple(e.rule.id for e in (*permits, *constraints))
+        self._fails: Callable[[Event, frozenset[str]], int] | None = None
+        self.layout: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+    @property
+    def fails(self) -> Callable[[Event, frozenset[str]], int]:
+        """The compiled fails test (codegen.compile_fails), compiled at the shape's first violation."""
+        fn = self._fails
+        if fn is None:
+            fn, self.layout = compile_fails(*self.rules, self.minor_age)
+            self._fails = fn
+        return fn
 
     def tail(self, bits: int, pack: Pack) -> tuple[object, ...]:
         """(verdict, violations, permitted_by, pack id, pack hash, held, considered) of an ALLOW."""
@@ -176,13 +186,12 @@ class CompiledPack:
     plan_bytes: int = 0
     memo_hits: int = 0
     memo_misses: int = 0
-    #: compiled residual tests per rule (keyed by the rule's position in the pack), made on first use
-    _code: dict[int, _RuleCode] = field(default_factory=dict)
     #: compiled allow tests by the plan's candidate rules (and which already failed on the key)
     _allow: dict[tuple[object, ...], _AllowCode] = field(default_factory=dict)
     #: reasons already written per test (see reason): by id, with the test kept alive alongside
-    _reasons: dict[int, tuple[Callable[[Event], tuple[object, ...]] | None, bool, dict[tuple[object, ...], str],
-                              Condition]] = field(default_factory=dict)
+    #: (key function for events with a recipient, without, reasons by key, the test)
+    _reasons: dict[int, tuple[_KeyFn | None, _KeyFn | None, dict[tuple[object, ...], str], Condition]] = field(
+        default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -276,10 +285,8 @@ class CompiledPack:
         return plan
 
     def compile_plan(self, plan: _Plan) -> _AllowCode:
-        """Compile a plan's tests (once it has been used ``_COMPILE_AFTER`` times): each rule's, and
-        the plan's allow test, shared by plans of the same candidate rules."""
-        for entry in (*plan.permits, *plan.constraints):
-            entry.code = self._rule_code(entry.rule, entry.scope, entry.conditions)
+        """Compile a plan's tests (once it has been used ``_COMPILE_AFTER`` times): the plan's allow
+        test (and, at its first violation, its fails test), shared by plans of the same candidate rules."""
         shape = (tuple((id(p.rule), bool(p.broken)) for p in plan.permits),
                  tuple((id(k.rule), bool(k.broken)) for k in plan.constraints))
         allow = self._allow.get(shape)
@@ -290,47 +297,129 @@ class CompiledPack:
         plan.allow = allow
         return allow
 
+    def judge(self, plan: _Plan, allow: _AllowCode, sig: int, has_recipient: bool) -> _Judged:
+        """What a bit set of the plan's fails test decides, as _decide_interpreted would decide it
+        for an event whose tests gave those bits (kept per plan: which conditions failed on the
+        plan's key alone is the plan's own)."""
+        layout = allow.layout
+        held: list[str] = []
+        permitted_by: RuleRef | None = None
+        failed: list[tuple[Rule, list[Condition]]] = []
+        n = len(plan.permits)
+        for entry, (scope_bit, cond_bits) in zip(plan.permits, layout[:n], strict=True):
+            if not sig & scope_bit:
+                continue
+            bad = [cond for cond, bit in zip(entry.conditions, cond_bits, strict=True) if sig & bit]
+            if entry.broken or bad:
+                failed.append((entry.rule, [*entry.broken, *bad]))
+            else:
+                if permitted_by is None:
+                    permitted_by = entry.ref
+                held.append(entry.rule.id)
+        broken_constraints: list[tuple[Rule, ViolationKind, list[Condition]]] = []
+        for entry, (scope_bit, cond_bits) in zip(plan.constraints, layout[n:], strict=True):
+            if not sig & scope_bit:
+                continue
+            rule = entry.rule
+            if rule.forbid:
+                broken_constraints.append((rule, ViolationKind.PROHIBITED, []))
+                continue
+            bad = [cond for cond, bit in zip(entry.conditions, cond_bits, strict=True) if sig & bit]
+            if entry.broken or bad:
+                broken_constraints.append((rule, ViolationKind.CONSTRAINT_FAILED, [*entry.broken, *bad]))
+            else:
+                held.append(rule.id)
+        found: list[tuple[float, Rule | None, ViolationKind, list[Condition]]] = []
+        considered: list[tuple[Rule, ViolationKind, list[Condition]]] = []
+        if permitted_by is None:
+            if failed:
+                failed.sort(key=lambda rb: (-rb[0].specificity, len(rb[1])))
+                best = failed[0]
+                found.append((best[0].specificity, best[0], ViolationKind.CONDITION_FAILED, best[1]))
+                considered = [(r, ViolationKind.CONDITION_FAILED, b) for r, b in failed[1:]]
+            else:
+                found.append((-1.0, None, ViolationKind.DEFAULT_DENY, []))
+        for rule, kind, broken in broken_constraints:
+            found.append((rule.specificity, rule, kind, broken))
+        if len(found) > 1:
+            found.sort(key=lambda sv: -sv[0])
+        judged = _Judged([(r, k, b) for _, r, k, b in found], considered, permitted_by, tuple(held))
+        reads = frozenset().union(*(cond.reads for cond in judged.conds)) - STATIC_FACTS
+        judged.key_of = self._key_fn(reads, has_recipient)
+        if len(plan.judged) < _JUDGED_MAX:
+            plan.judged[sig] = judged
+            self.plan_bytes += 200 + 64 * (len(found) + len(considered) + len(judged.conds))
+        return judged
+
+    def report(self, judged: _Judged, key: tuple[object, ...], e: Event, plan: _Plan,
+               x: Derived | None = None) -> tuple[object, ...]:
+        """(verdict, violations, permitted_by, pack id, pack hash, held, considered) of the decision
+        ``judged`` makes for the event, written as _decide_interpreted writes it; kept in
+        ``judged.tails`` under ``key`` (bounded: per bit set, and in length)."""
+        pack = self.pack
+        if x is None:
+            x = Derived(plan.atoms, subject_minor(e.subject, pack.minor_age) if plan.needs_minor else None,
+                        pack.minor_age)
+        why: tuple[str, ...] = (tuple([self.reason(cond, e, x) for cond in judged.conds]) if judged.key_of is not None
+                                else cast(tuple[str, ...], key))   # without a key function: the reasons are the key
+        reasons = iter(why)
+
+        def violation(rule: Rule | None, kind: ViolationKind, broken: list[Condition]) -> Violation:
+            if rule is None:
+                return Violation(pack.synthetic["default-deny"], ViolationKind.DEFAULT_DENY,
+                                 f"no clause of this policy permits {describe(e)}")
+            texts = {} if kind is ViolationKind.PROHIBITED else {id(cond): next(reasons) for cond in broken}
+            return _violation(rule, kind, e, x, broken, lambda cond, e, x: texts[id(cond)])
+
+        found = tuple([violation(*v) for v in judged.found])
+        considered = tuple([violation(*v) for v in judged.considered])
+        if found:
+            tail: tuple[object, ...] = (Verdict.VIOLATION, found, judged.permitted_by, pack.id, pack.content_hash,
+                                        judged.held, considered)
+        else:   # the fails test found nothing the allow test refused: cannot happen if they agree
+            tail = (Verdict.ALLOW, (), judged.permitted_by, pack.id, pack.content_hash, judged.held, ())
+        keep = _keepable(key) if judged.key_of is not None else sum(map(len, why)) <= _MEMO_MAX_ENTRY
+        if len(judged.tails) < _REASONS_MAX and keep:
+            judged.tails[key] = tail
+            self.plan_bytes += 200 + sum(map(len, why)) + sum(120 + len(v.reason) for v in (*found, *considered))
+        return tail
+
     def reason(self, cond: Condition, e: Event, x: Derived) -> str:
         """``cond.reason(e, x)``, kept per value of the facts the test reads (a reason reads no
         others: the memo relies on the same), at most _REASONS_MAX per test and _REASON_TESTS_MAX
-        tests, none with a text over _MEMO_MAX_TEXT characters; a test reading facts no key function
-        knows is not kept."""
+        tests, none with a text over _MEMO_MAX_TEXT characters or over _CACHEABLE_CATEGORIES
+        categories; a test reading facts no key function knows is not kept. An event without a
+        recipient is keyed without the recipient facts (None for all such events; the key is then
+        shorter, so it never equals the key of an event with a recipient)."""
         slot = self._reasons.get(id(cond))
         if slot is None:
             if len(self._reasons) >= _REASON_TESTS_MAX:
                 self._reasons.clear()
             reads = cond.reads
-            fn = None
-            if "data_categories" not in reads:   # key functions are shared with the memo's
-                fn_key = (frozenset(reads), True)
-                if fn_key not in self._key_fns:
-                    if len(self._key_fns) >= _KEY_FNS_MAX:
-                        self._key_fns.clear()
-                    self._key_fns[fn_key] = _key_function(reads, True, self.pack.minor_age)
-                fn = self._key_fns[fn_key]
-            slot = self._reasons[id(cond)] = (fn, bool(reads & _RECIPIENT_FACTS), {}, cond)
-        fn, needs_recipient, kept, _ = slot
-        if fn is None or (needs_recipient and e.recipient is None):
+            slot = self._reasons[id(cond)] = (self._key_fn(reads, True), self._key_fn(reads, False), {}, cond)
+        fn = slot[0] if e.recipient is not None else slot[1]
+        if fn is None:
             return cond.reason(e, x)
         try:
             key = fn(e)
         except AttributeError:   # a hand-built event (plain strings for enums)
             return cond.reason(e, x)
+        kept = slot[2]
         hit = kept.get(key)
         if hit is None:
             hit = cond.reason(e, x)
-            if len(kept) < _REASONS_MAX and not any(isinstance(v, str) and len(v) > _MEMO_MAX_TEXT for v in key):
+            if len(kept) < _REASONS_MAX and _keepable(key):
                 kept[key] = hit
         return hit
 
-    def _rule_code(self, rule: Rule, scope: tuple[Condition, ...], conds: tuple[Condition, ...]) -> _RuleCode:
-        """The compiled residual tests of a rule: the same for every plan (a plan drops or decides
-        only the tests reading static facts), so compiled once per rule."""
-        key = id(rule)   # the pack keeps its rules alive as long as this compiled pack
-        code = self._code.get(key)
-        if code is None:
-            code = self._code[key] = _RuleCode(scope, conds, f"r{len(self._code)}")
-        return code
+    def _key_fn(self, facts: frozenset[str], has_recipient: bool) -> Callable[[Event], tuple[object, ...]] | None:
+        """The key function of these facts (shared by the memo's plans and the reasons' keys)."""
+        fn_key = (facts, has_recipient)
+        if fn_key not in self._key_fns:
+            if len(self._key_fns) >= _KEY_FNS_MAX:
+                self._key_fns.clear()
+            self._key_fns[fn_key] = _key_function(facts, has_recipient, self.pack.minor_age)
+        return self._key_fns[fn_key]
 
     def _remember(self, plan: _Plan, key: tuple[object, ...], d: Decision) -> None:
         memo = plan.memo
@@ -409,6 +498,15 @@ def _key_function(facts: Iterable[str], has_recipient: bool,
     return key  # type: ignore[return-value]
 
 
+def _keepable(key: tuple[object, ...]) -> bool:
+    """Whether a reason or report may be kept under this key: no text in it over _MEMO_MAX_TEXT
+    characters, no category list over _CACHEABLE_CATEGORIES."""
+    for v in key:
+        if isinstance(v, str | tuple) and len(v) > (_MEMO_MAX_TEXT if isinstance(v, str) else _CACHEABLE_CATEGORIES):
+            return False
+    return True
+
+
 def _plan_bytes(key: tuple[object, ...], plan: _Plan) -> int:
     """An estimate of what one cached plan keeps alive: its key, element set, candidate entries and
     empty memo (the conditions and rules are the pack's, shared; key functions are shared by plans)."""
@@ -473,7 +571,10 @@ def _violation(rule: Rule, kind: ViolationKind, e: Event, x: Derived, broken: li
 
 def _decide(e: Event, compiled: CompiledPack, plan: _Plan) -> Decision:
     """The plain evaluation of an event under its plan (no memo), with the compiled tests: the
-    plan's allow test first; an event it does not allow is judged rule by rule for its reasons."""
+    plan's allow test first. An event it does not allow goes through the plan's fails test, whose
+    bit set (which rules were in scope, which of their conditions failed) is judged once per plan
+    (CompiledPack.judge); the report (violations, their reasons, considered permits) is written
+    once per value of the facts the failed tests' reasons read and then kept (CompiledPack.report)."""
     allow = plan.allow
     if allow is None:
         plan.uses += 1
@@ -482,71 +583,59 @@ def _decide(e: Event, compiled: CompiledPack, plan: _Plan) -> Decision:
         allow = compiled.compile_plan(plan)
     try:
         bits = allow.test(e, plan.atoms)
+        if not bits:
+            sig = allow.fails(e, plan.atoms)
     except AttributeError:   # an Event built by hand with plain strings for enums
         return _decide_interpreted(e, compiled, plan)
     if bits:
-        return _new_decision(Decision, (e.event_id, *allow.tail(bits, compiled.pack)))
-    return _decide_rules(e, compiled, plan)
-
-
-def _decide_rules(e: Event, compiled: CompiledPack, plan: _Plan) -> Decision:
-    """The plain evaluation with each rule's compiled tests: every violation and its reasons."""
+        tail = allow.tails.get(bits)
+        if tail is None:
+            tail = allow.tail(bits, compiled.pack)
+        return _new_decision(Decision, (e.event_id, *tail))
+    judged = plan.judged.get(sig)
+    if judged is None:
+        judged = compiled.judge(plan, allow, sig, e.recipient is not None)
+    key_of = judged.key_of
+    if key_of is not None:
+        try:
+            key = key_of(e)
+        except AttributeError:   # a hand-built event (plain strings for enums)
+            return _decide_interpreted(e, compiled, plan)
+        tail = judged.tails.get(key)
+        if tail is None:
+            tail = compiled.report(judged, key, e, plan)
+        return _new_decision(Decision, (e.event_id, *tail))
+    # a failed test reads a fact no key function knows: the report is kept per its reasons' texts
     pack = compiled.pack
     x = Derived(plan.atoms, subject_minor(e.subject, pack.minor_age) if plan.needs_minor else None, pack.minor_age)
-    held: list[str] = []
-    permitted_by: RuleRef | None = None
-    failed_entries: list[_Entry] = []
-    try:
-        for entry in plan.permits:
-            code: _RuleCode = entry.code  # type: ignore[assignment]   # compiled before this runs
-            if code.scope is not None and not code.scope(e, x):
-                continue
-            if entry.broken or (code.conditions is not None and not code.conditions(e, x)):
-                failed_entries.append(entry)
-            else:
-                if permitted_by is None:
-                    permitted_by = entry.ref
-                held.append(entry.rule.id)
-        if permitted_by is None:
-            failed = [(f.rule, [*f.broken, *[cond for cond, fn in f.code.each if not fn(e, x)]])  # type: ignore[misc, union-attr]
-                      for f in failed_entries]
-        broken_constraints: list[tuple[_Entry, list[Condition]]] = []
-        for entry in plan.constraints:
-            code = entry.code  # type: ignore[assignment]
-            if code.scope is not None and not code.scope(e, x):
-                continue
-            if entry.rule.forbid:
-                broken_constraints.append((entry, []))
-            elif entry.broken or (code.conditions is not None and not code.conditions(e, x)):
-                broken_constraints.append(
-                    (entry, [*entry.broken, *[cond for cond, fn in code.each if not fn(e, x)]]))  # type: ignore[misc]
-            else:
-                held.append(entry.rule.id)
-    except AttributeError:   # an Event built by hand with plain strings for enums: the interpreted tests
-        return _decide_interpreted(e, compiled, plan)
-    found: list[tuple[float, Violation]] = []
-    considered: tuple[Violation, ...] = ()
-    if permitted_by is None:
-        if failed:
-            failed.sort(key=lambda rb: (-rb[0].specificity, len(rb[1])))
-            best = failed[0]
-            why = compiled.reason
-            found.append((best[0].specificity,
-                          _violation(best[0], ViolationKind.CONDITION_FAILED, e, x, best[1], why)))
-            considered = tuple([_violation(r, ViolationKind.CONDITION_FAILED, e, x, b, why) for r, b in failed[1:]])
-        else:
-            found.append((-1.0, Violation(pack.synthetic["default-deny"], ViolationKind.DEFAULT_DENY,
-                                          f"no clause of this policy permits {describe(e)}")))
-    for entry, broken in broken_constraints:
-        rule = entry.rule
-        kind = ViolationKind.PROHIBITED if rule.forbid else ViolationKind.CONSTRAINT_FAILED
-        found.append((rule.specificity, _violation(rule, kind, e, x, broken, compiled.reason)))
-    if not found:
-        return Decision(e.event_id, Verdict.ALLOW, (), permitted_by, pack.id, pack.content_hash, tuple(held))
-    if len(found) > 1:
-        found.sort(key=lambda sv: -sv[0])
-    return Decision(e.event_id, Verdict.VIOLATION, tuple(v for _, v in found), permitted_by, pack.id,
-                    pack.content_hash, tuple(held), considered)
+    reason = compiled.reason
+    why = tuple([reason(cond, e, x) for cond in judged.conds])
+    tail = judged.tails.get(why)
+    if tail is None:
+        tail = compiled.report(judged, why, e, plan, x)
+    return _new_decision(Decision, (e.event_id, *tail))
+
+
+class _Judged:
+    """What one bit set of a plan's fails test decides (CompiledPack.judge): the violations to report
+    as (rule, kind, failed conditions), most specific first (rule None: the default deny), the
+    permits considered, the permit that held and every rule that held. ``conds`` lists the failed
+    conditions whose reasons the report quotes, in report order. Only those reasons are the event's,
+    and a reason is a function of the facts its test reads (the memo relies on the same), so
+    ``tails`` keeps the rest of the decision per value of those facts (``key_of``: the plan's key
+    facts left out, they are the plan's own), or per tuple of the reasons' texts when a failed
+    test reads a fact no key function knows (``key_of`` None)."""
+
+    __slots__ = ("found", "considered", "permitted_by", "held", "conds", "key_of", "tails")
+
+    def __init__(self, found: list[tuple[Rule | None, ViolationKind, list[Condition]]],
+                 considered: list[tuple[Rule, ViolationKind, list[Condition]]], permitted_by: RuleRef | None,
+                 held: tuple[str, ...]) -> None:
+        self.found, self.considered, self.permitted_by, self.held = found, considered, permitted_by, held
+        self.conds = tuple(cond for _, kind, broken in (*found, *considered) if kind is not ViolationKind.PROHIBITED
+                           for cond in broken)
+        self.key_of: Callable[[Event], tuple[object, ...]] | None = None
+        self.tails: dict[tuple[object, ...], tuple[object, ...]] = {}
 
 
 def _decide_interpreted(e: Event, compiled: CompiledPack, plan: _Plan) -> Decision:
