@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, timedelta
 from typing import Any, NamedTuple
@@ -80,6 +81,16 @@ class Correction(NamedTuple):
     payload: bytes = b""        # as recorded with the decision
 
 
+class Marker(NamedTuple):
+    """How far a chain's decisions are indexed here: the chain's seq of the last record indexed, when
+    (wall clock, ms), and the facts partition's applied offset when the chain left this instance
+    (None while it has not left since)."""
+
+    seq: int
+    ms: int
+    left: int | None = None
+
+
 class LateReport(NamedTuple):
     corrections: tuple[Correction, ...]
     late_facts: int        # applied facts effective before an indexed decision of their subject
@@ -102,8 +113,9 @@ class DecisionIndex:
     """The bounded index of recent decisions that read the ledger (in the ledger's LMDB file)."""
 
     def __init__(self, store: LedgerStore, *, window: timedelta = DEFAULT_WINDOW,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.clock = clock
         self.window_us = int(window.total_seconds() * 1_000_000)
         self.max_bytes = max_bytes
 
@@ -115,8 +127,17 @@ class DecisionIndex:
         return None if raw is None else int(raw)
 
     # ------------------------------------------------------------------ writing
-    def record(self, decisions: Iterable[DecisionReads]) -> int:
-        """Index decisions that read the ledger (one transaction); returns how many."""
+    def record(self, decisions: Iterable[DecisionReads], marks: Mapping[tuple[int, str], int] | None = None) -> int:
+        """Index decisions that read the ledger (one transaction); returns how many. The chains'
+        markers (:meth:`marker`) advance to ``marks`` ((partition, chain id) -> seq) in the same
+        transaction; by default to each chain's highest seq among ``decisions``."""
+        decisions = list(decisions)
+        if marks is None:
+            auto: dict[tuple[int, str], int] = {}
+            for d in decisions:
+                k = (d.partition, d.chain_id)
+                auto[k] = max(auto.get(k, -1), d.seq)
+            marks = auto
         rows: list[tuple[bytes, bytes, bytes]] = []
         newest = -_BIAS
         for d in decisions:
@@ -130,6 +151,8 @@ class DecisionIndex:
             rows.append((key, value, key[20:28] + key))
             newest = max(newest, d.occurred_us)
         if not rows:
+            if marks:
+                self.mark(marks)
             return 0
         store = self.store
 
@@ -137,6 +160,7 @@ class DecisionIndex:
             for key, value, tkey in rows:
                 txn.put(key, value, db=store.decisions)
                 txn.put(tkey, b"", db=store.decisions_by_time)
+            self._mark(txn, marks)
             raw = txn.get(b"idx_newest", db=store.meta)
             top = max(newest, int(raw)) if raw is not None else newest
             txn.put(b"idx_newest", str(top).encode(), db=store.meta)
@@ -236,6 +260,36 @@ class DecisionIndex:
                                                   tuple(changes), relevant or cause, payload))
         return LateReport(tuple(corrections), late, beyond)
 
+    # ------------------------------------------------------------------ markers
+    def marker(self, partition: int, chain: str) -> Marker | None:
+        with self.store.env.begin(db=self.store.meta) as txn:
+            raw = txn.get(_marker_key(partition, chain))
+        if raw is None:
+            return None
+        doc = json.loads(bytes(raw))
+        return Marker(int(doc["seq"]), int(doc["ms"]), doc.get("left"))
+
+    def mark(self, marks: Mapping[tuple[int, str], int]) -> None:
+        """Advance the markers of these (partition, chain id) to at least these seqs, now."""
+        if marks:
+            self.store._write(lambda txn: self._mark(txn, marks))
+
+    def _mark(self, txn: Any, marks: Mapping[tuple[int, str], int]) -> None:
+        now = int(self.clock() * 1000)
+        for (partition, chain), seq in marks.items():
+            key = _marker_key(partition, chain)
+            raw = txn.get(key, db=self.store.meta)
+            old = -1 if raw is None else int(json.loads(bytes(raw))["seq"])
+            txn.put(key, json.dumps({"seq": max(seq, old), "ms": now}).encode(), db=self.store.meta)
+
+    def left(self, partition: int, chain: str, facts_high: int) -> None:
+        """The chain left this instance when its facts partition was applied through ``facts_high``."""
+        marker = self.marker(partition, chain)
+        if marker is not None:
+            doc = {"seq": marker.seq, "ms": marker.ms, "left": facts_high}
+            self.store._write(lambda txn: txn.put(_marker_key(partition, chain), json.dumps(doc).encode(),
+                                                  db=self.store.meta))
+
     def forget_chains(self, chains: Iterable[tuple[int, str]]) -> int:
         """Drop the indexed decisions of these (partition, chain id): before the chain's decisions
         are indexed again from the trail (a partition assigned to this instance). Returns how many."""
@@ -255,11 +309,14 @@ class DecisionIndex:
                     txn.delete(key, db=store.decisions)
                     txn.delete(key[20:28] + key, db=store.decisions_by_time)
                 dropped += len(doomed)
+                for h in hashes:
+                    txn.delete(MARKER_PREFIX + prefix + h, db=store.meta)
 
         store._write(body)
         return dropped
 
-    def recheck(self, chains: Iterable[tuple[int, str]], progress: Callable[[], None] | None = None) -> LateReport:
+    def recheck(self, chains: Iterable[tuple[int, str]], progress: Callable[[], None] | None = None,
+                only: set[tuple[str, int]] | None = None) -> LateReport:
         """Ask every indexed decision of these (partition, chain id) its questions again, against the
         history as it stands: the decisions whose answers changed since they were made (facts that
         arrived after them, read by whichever instance). For decisions just indexed from the trail
@@ -287,6 +344,8 @@ class DecisionIndex:
                     history = store.history(partition, pseudonym)
                 occurred = _occurred(key)
                 doc, payload = _unpack(raw)
+                if only is not None and (doc["c"], doc["s"]) not in only:
+                    continue
                 changes = _changes(doc, history, occurred)
                 if not changes:
                     continue
@@ -317,6 +376,14 @@ def _changes(doc: dict[str, Any], history: tuple[Entry, ...], occurred: int) -> 
 
 def _chain_hash(chain_id: str) -> bytes:
     return hashlib.sha256(chain_id.encode()).digest()[:8]
+
+
+#: the ledger store's meta keys of chain markers: prefix | partition u32 | chain hash
+MARKER_PREFIX = b"ixm"
+
+
+def _marker_key(partition: int, chain: str) -> bytes:
+    return MARKER_PREFIX + _PART.pack(partition) + _chain_hash(chain)
 
 
 def _reads(reads: tuple[tuple[Query, Reading], ...]) -> list[list[Any]]:

@@ -207,6 +207,7 @@ class LedgerStore:
             for db in (self.facts, self.decisions):
                 _delete_prefix(txn, db, prefix)
             _delete_matching(txn, self.decisions_by_time, lambda k: k[8:12] == prefix)
+            _delete_prefix(txn, self.meta, b"ixm" + prefix)  # the chain markers (auditor.ledger.late)
             txn.delete(b"hw" + prefix, db=self.meta)
 
     # ------------------------------------------------------------------ writing

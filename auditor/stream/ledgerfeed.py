@@ -31,7 +31,10 @@ their own claims). The store of one instance lives in ``ledger.dir/<instance_id>
   chain is asked again against the facts as they now stand (:meth:`DecisionIndex.recheck`): a
   fact that arrived after another instance made a decision, or after this instance crashed
   between a batch's commit and its index write, is corrected like any late fact. Until then its
-  decisions are not corrected by the facts read meanwhile (they are rechecked instead).
+  decisions are not corrected by the facts read meanwhile (they are rechecked instead). A chain
+  whose marker says its local entries are still good (a restart; a partition back with no fact
+  of it applied here since it left) is *resumed* instead (:meth:`LedgerFeed._resume_from_trail`):
+  only its records after the marker are read back, before the facts, and rechecked after them.
 
 The join itself is :class:`~auditor.ledger.judging.StoreJudge`, the code path of
 ``auditor check --ledger`` too, so the daemon and the offline check give the same verdicts.
@@ -55,7 +58,7 @@ from auditor.events.model import Event
 from auditor.ledger.codec import FactDecoder
 from auditor.ledger.join import Judged, RecordedView
 from auditor.ledger.judging import StoreJudge
-from auditor.ledger.late import Correction, DecisionIndex, DecisionReads, LateReport
+from auditor.ledger.late import Correction, DecisionIndex, DecisionReads, LateReport, Marker
 from auditor.ledger.model import Scope, SubjectFact, to_us
 from auditor.ledger.store import Applied, LedgerStore, resume_from
 from auditor.ledger.vocabulary import UndeclaredScopes
@@ -64,7 +67,7 @@ from auditor.policy import Decision, Verdict
 from auditor.policy.engine import MemoEvaluator
 from auditor.stream.processor import BatchProcessor, BatchResult
 from auditor.trail import chainid
-from auditor.trail.canonical import record_from_bytes
+from auditor.trail.canonical import iter_frames, record_from_bytes
 from auditor.trail.record import CorrectedRecord, RecordType, build_record, record_to_event
 
 log = get_logger("auditor.ledger")
@@ -76,6 +79,9 @@ ROUND = 200_000
 CALL_TIMEOUT_S = 10.0
 #: decisions read back from the audit topic per index transaction
 READ_BACK_CHUNK = 2_000
+#: a resumed chain is read back from this long before its marker was written (records' timestamps
+#: are their producers' clocks: instances whose clocks differ by more may be missed)
+RESUME_SKEW_MS = 300_000
 
 
 # ---------------------------------------------------------------- the start-up check
@@ -335,6 +341,8 @@ class LedgerFeed:
         self.partitions = 0
         #: chains whose decisions are indexed here (from the trail, on their assignment; then as committed)
         self.indexed: set[tuple[str, int]] = set()
+        #: chains resumed from their markers, not yet rechecked: the seqs indexed, the marker to set after
+        self._resumed: dict[tuple[str, int], tuple[set[int], int]] = {}
         #: the CORRECTION records last sealed, by the (chain id, seq) they correct: their index payloads
         self._written: dict[tuple[str, int], bytes] = {}
         processor.ledger = self
@@ -367,9 +375,16 @@ class LedgerFeed:
         caller retries)."""
         assert self.reader is not None
         owned = set(restored)
+        for t, p in sorted(self.indexed - owned):  # leaving: what its facts partition had been checked through
+            self.index.left(p, chainid.chain_id(t, p), self.store.high_offset(p))
+            self._resumed.pop((t, p), None)
         self.indexed &= owned  # a chain that leaves is indexed again from the trail when it comes back
         t0 = time.monotonic()
         self.reader.assign({p for _, p in owned})
+        since_ms = self._window_start_ms()
+        resumable = {c: m for c in sorted(owned - self.indexed) if (m := self._resumable(c, since_ms)) is not None}
+        if resumable:
+            self._resume_from_trail(resumable, since_ms, beat)
         indexed_partitions = {p for _, p in self.indexed}
         collect = (lambda p: p in indexed_partitions) if self.index.count() > 0 else (lambda p: False)
         while True:
@@ -379,11 +394,11 @@ class LedgerFeed:
             if done:
                 break
             beat()  # a long restore is progress
-        new = owned - self.indexed
-        if new and not self._index_from_trail(new, commit, beat):
-            return False
         self.metrics.catch_up.set(time.monotonic() - t0)
-        return True
+        if self._resumed and not self._recheck_resumed(commit, beat):
+            return False
+        new = owned - self.indexed
+        return not new or self._index_from_trail(new, commit, beat)
 
     def _settle(self, pending: Pending, commit: Callable[[BatchResult], bool]) -> bool:
         """Correct what ``pending``'s facts changed, then confirm them; False if the correction
@@ -419,6 +434,65 @@ class LedgerFeed:
         return True
 
     # ------------------------------------------------------------------ the index, from the trail
+    def _window_start_ms(self) -> int:
+        return int((self.clock().timestamp() - self.cfg.ledger.correction_window_s) * 1000)
+
+    def _resumable(self, chain: tuple[str, int], since_ms: int) -> Marker | None:
+        """The chain's marker when its local index entries can be resumed: it was indexed here
+        within the window, and no fact of its partition was applied here since it left (none was
+        checked against its entries); else None (indexed again from the trail in full)."""
+        t, p = chain
+        marker = self.index.marker(p, chainid.chain_id(t, p))
+        if marker is None or marker.ms < since_ms:
+            return None
+        if marker.left is not None and marker.left != self.store.high_offset(p):
+            return None
+        return marker
+
+    def _resume_from_trail(self, chains: dict[tuple[str, int], Marker], since_ms: int,
+                           beat: Callable[[], None]) -> None:
+        """Chains whose local entries are still good (a restart, or a partition back with no fact
+        applied since it left): index only the records written after the marker's seq (other
+        instances' decisions and corrections, or ours committed but not indexed before a crash),
+        before the facts are read, so the facts read now are checked against every entry; those
+        records are asked again after the facts (:meth:`_recheck_resumed`)."""
+        routing = self.processor.routing
+        by_audit: dict[int, dict[str, tuple[tuple[str, int], Marker]]] = {}
+        for (t, p), marker in chains.items():
+            by_audit.setdefault(chainid.audit_partition(p, routing.audit_partitions), {})[
+                chainid.chain_id(t, p)] = ((t, p), marker)
+        t0 = time.monotonic()
+        read = 0
+        for audit_partition, wanted in sorted(by_audit.items()):
+            after = {chain: m.seq for chain, (_, m) in wanted.items()}
+            start_ms = max(since_ms, min(m.ms for _, m in wanted.values()) - RESUME_SKEW_MS)
+            n, seen, top = self._read_back(routing.audit_topic, audit_partition, set(wanted), start_ms, beat, after)
+            read += n
+            for chain, (key, m) in wanted.items():
+                self._resumed[key] = (seen.get(chain, set()), max(m.seq, top.get(chain, -1)))
+        self.indexed |= set(chains)
+        log.info("decision index resumed from the audit topic", chains=sorted(f"{t}/{p}" for t, p in chains),
+                 decisions=read, seconds=round(time.monotonic() - t0, 3))
+
+    def _recheck_resumed(self, commit: Callable[[BatchResult], bool], beat: Callable[[], None]) -> bool:
+        """Ask the decisions indexed by :meth:`_resume_from_trail` again, against the facts now read;
+        then advance the chains' markers past the records read."""
+        keys = {(p, chainid.chain_id(t, p)) for t, p in self._resumed}
+        only = {(chainid.chain_id(t, p), seq) for (t, p), (seqs, _) in self._resumed.items() for seq in seqs}
+        corrections: list[Correction] = []
+        if only:
+            report = self.index.recheck(keys, beat, only=only)
+            if report.late_facts:
+                self.metrics.late.inc(report.late_facts)
+            corrections = list(report.corrections)
+            if corrections and not self._correct(corrections, commit, {}):
+                return False
+        self.index.mark({(p, chainid.chain_id(t, p)): top for (t, p), (_, top) in self._resumed.items()})
+        if corrections:
+            log.info("decisions resumed from the trail corrected", corrections=len(corrections))
+        self._resumed.clear()
+        return True
+
     def _index_from_trail(self, chains: set[tuple[str, int]], commit: Callable[[BatchResult], bool],
                           beat: Callable[[], None]) -> bool:
         """Index the recent decisions of ``chains`` (newly restored here) from their records in the
@@ -436,32 +510,41 @@ class LedgerFeed:
         by_audit: dict[int, set[str]] = {}
         for p, chain in keys:
             by_audit.setdefault(chainid.audit_partition(p, routing.audit_partitions), set()).add(chain)
-        since_ms = int((self.clock().timestamp() - self.cfg.ledger.correction_window_s) * 1000)
+        since_ms = self._window_start_ms()
         indexed = 0
+        tops: dict[str, int] = {}
         t0 = time.monotonic()
         for audit_partition, wanted in sorted(by_audit.items()):
-            indexed += self._read_back(routing.audit_topic, audit_partition, wanted, since_ms, beat)
+            n, _, top = self._read_back(routing.audit_topic, audit_partition, wanted, since_ms, beat, {})
+            indexed += n
+            tops.update(top)
         report = self.index.recheck(keys, beat)
         if report.late_facts:
             self.metrics.late.inc(report.late_facts)
         corrections = list(report.corrections)
         if corrections and not self._correct(corrections, commit, {}):
             return False  # indexed again (the same entries) on the next try
+        self.index.mark({(p, chain): tops[chain] for p, chain in keys if chain in tops})
         self.indexed |= chains
         log.info("decision index rebuilt from the audit topic", chains=sorted(c for _, c in keys), decisions=indexed,
                  corrections=len(corrections), seconds=round(time.monotonic() - t0, 3))
         return True
 
-    def _read_back(self, topic: str, partition: int, wanted: set[str], since_ms: int,
-                   beat: Callable[[], None]) -> int:
+    def _read_back(self, topic: str, partition: int, wanted: set[str], since_ms: int, beat: Callable[[], None],
+                   after: dict[str, int]) -> tuple[int, dict[str, set[int]], dict[str, int]]:
         """Index the decisions that read the ledger among ``wanted`` chains' records in one audit
-        partition, from the first record at or after ``since_ms`` to the last committed one."""
+        partition with a seq past ``after`` (chain -> seq), from the first record at or after
+        ``since_ms`` to the last committed one. Chain markers are left alone (the caller advances
+        them once the records are rechecked). Returns how many were indexed, the seqs they are
+        indexed under per chain, and the highest seq read per chain."""
         consumer = Consumer({**self.cfg.client_conf(), "group.id": f"auditor-ledger-index-{self.cfg.instance_id}",
                              "enable.auto.commit": False, "enable.auto.offset.store": False,
                              "isolation.level": "read_committed", "enable.partition.eof": True,
                              "fetch.wait.max.ms": 20})
         timeout = self.cfg.ledger.catch_up_timeout_s
         batch: list[DecisionReads] = []
+        seen: dict[str, set[int]] = {}
+        top: dict[str, int] = {}
         indexed = 0
         try:
             (found,) = consumer.offsets_for_times([TopicPartition(topic, partition, max(since_ms, 0))],
@@ -469,7 +552,7 @@ class LedgerFeed:
             if found.error is not None:
                 raise TransientError(f"cannot find where to read {topic}/{partition} back from: {found.error}")
             if found.offset < 0:
-                return 0  # nothing written since: no decision to index
+                return 0, seen, top  # nothing written since: no decision to index
             consumer.assign([TopicPartition(topic, partition, found.offset)])
             last_progress = time.monotonic()
             while True:
@@ -487,15 +570,25 @@ class LedgerFeed:
                             at_end = True
                             continue
                         raise TransientError(f"reading {topic}/{partition} back: {err}")
-                    reads = self._reads_of(m.value(), wanted)
+                    value = m.value()
+                    try:
+                        frame = next(iter_frames(value or b"", 1))
+                    except Exception:  # noqa: BLE001 - not a record of ours: the chain restore reports it
+                        continue
+                    chain = frame.chain_id
+                    if chain not in wanted or frame.seq <= after.get(chain, -1):
+                        continue
+                    top[chain] = max(top.get(chain, -1), frame.seq)
+                    reads = self._reads_of(value)
                     if reads is not None:
                         batch.append(reads)
+                        seen.setdefault(chain, set()).add(reads.seq)
                 if len(batch) >= READ_BACK_CHUNK or (at_end and batch):
-                    indexed += self.index.record(batch)
+                    indexed += self.index.record(batch, marks={})
                     batch = []
                     beat()
                 if at_end:
-                    return indexed
+                    return indexed, seen, top
         except KafkaException as exc:
             raise TransientError(f"reading {topic}/{partition} back to index decisions: {exc}") from exc
         finally:
@@ -504,7 +597,7 @@ class LedgerFeed:
             except (KafkaException, RuntimeError) as exc:
                 log.warning("audit read-back consumer close failed", error=str(exc))
 
-    def _reads_of(self, value: bytes | None, wanted: set[str]) -> DecisionReads | None:
+    def _reads_of(self, value: bytes | None) -> DecisionReads | None:
         """What a decision record (or a CORRECTION, under the seq it corrects) read from the
         ledger: its questions asked again by the join, answered from the record's own ledger reads
         (a question the record does not list had no fact to answer it), so exactly what the decision
@@ -516,7 +609,7 @@ class LedgerFeed:
         except Exception:  # noqa: BLE001 - not a record of ours: the chain restore reports it
             return None
         lf = record.ledger
-        if record.chain_id not in wanted or lf is None or record.decision is None or record.facts is None:
+        if lf is None or record.decision is None or record.facts is None:
             return None
         try:
             event = record_to_event(record)

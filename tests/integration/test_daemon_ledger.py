@@ -278,23 +278,34 @@ def test_restart_and_rebalance_keep_history_and_corrections_match_one_run_and_ch
     assert _check_verdicts(tmp_path, events, everything, capsys) == one_run
 
 
-def test_a_decision_committed_just_before_a_crash_is_corrected_after_the_restart(tmp_path, kafka_bootstrap):
+@pytest.mark.parametrize("nth", [1, 2])
+def test_a_decision_committed_just_before_a_crash_is_corrected_after_the_restart(tmp_path, kafka_bootstrap, nth):
     """SIGKILL right after the batch's transaction commits (before the instance could index the
-    decision locally): a late fact after the restart still corrects it (l12b)."""
+    decision locally): a late fact after the restart still corrects it (l12b). At the first commit
+    the restarted instance has no index of the chain (indexed from the trail in full); at the
+    second it resumes its own index from the first decision on."""
     setup, facts = ledger_setup(tmp_path, kafka_bootstrap, partitions=1)
-    audited_event = marketing_event("audited-then-crash", "u-crash", T0 + timedelta(hours=2))
-    produce(kafka_bootstrap, setup.events, [audited_event])
     hook_dir = tmp_path / "hook"
     with Fleet(setup) as fleet:
-        crashing = fleet.start("crash", env={"AUDITOR_TEST_HOOK": "after_commit:kill:1",
+        crashing = fleet.start("crash", env={"AUDITOR_TEST_HOOK": f"after_commit:kill:{nth}",
                                              "AUDITOR_TEST_HOOK_DIR": str(hook_dir)})
+        if nth == 2:  # a first batch, committed and indexed
+            produce(kafka_bootstrap, setup.events, [marketing_event("indexed-before", "u-early", T0)])
+            wait_until(lambda: len(read_audit(kafka_bootstrap, setup.audit)) == 1, 120,
+                       lambda: f"the first batch: {crashing.describe()}")
+        crash = marketing_event("audited-then-crash", "u-crash", T0 + timedelta(hours=2))
+        produce(kafka_bootstrap, setup.events, [crash])
         wait_until(lambda: crashing.proc.poll() is not None, 120, lambda: f"the SIGKILL after commit: "
                                                                          f"{crashing.describe()}")
         assert crashing.proc.returncode == -signal.SIGKILL and (hook_dir / "after_commit.reached").exists()
-    (first,) = read_audit(kafka_bootstrap, setup.audit)
-    assert first.record.event_id == "audited-then-crash" and first.record.decision is not None
-    assert first.record.decision.verdict.value == "ALLOW"
-    with InProcessDaemon(setup.config(instance_id="crash")) as d:  # the same store (ledger.dir/crash)
+        resumed = nth == 2
+    (first,) = [e for e in read_audit(kafka_bootstrap, setup.audit) if e.record.event_id == "audited-then-crash"]
+    assert first.record.decision is not None and first.record.decision.verdict.value == "ALLOW"
+    d = InProcessDaemon(setup.config(instance_id="crash"))  # the same store (ledger.dir/crash)
+    assert d.daemon.ledger is not None
+    marker = d.daemon.ledger.index.marker(0, first.record.chain_id)  # before it runs
+    assert (marker is not None) is resumed and (marker is None or marker.seq < first.record.seq)
+    with d:
         produce(kafka_bootstrap, facts, [withdrawal("w-crash", "u-crash", T0 + timedelta(hours=1))])
         # the next event of the partition: its batch comes after the facts were read and corrected
         produce(kafka_bootstrap, setup.events, [marketing_event("after-restart", "u-other", T0)])

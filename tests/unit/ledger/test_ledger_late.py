@@ -244,3 +244,25 @@ def test_an_acknowledged_correction_can_replace_the_payload_with_the_correction_
     index.acknowledge([c], {("events/0", 1): b"correction", ("events/0", 2): b"another"})
     (c2,) = index.affected(store.apply(0, [(1, fact("CONSENT_GRANTED", 10))], KEY).applied).corrections
     assert (c2.seq, c2.payload) == (1, b"correction")  # compared with what the trail says last
+
+
+def test_chain_markers_follow_the_index_and_are_dropped_with_it(store: LedgerStore) -> None:
+    now = [1_000.0]
+    index = DecisionIndex(store, clock=lambda: now[0])
+    assert index.marker(0, "a/0") is None
+    index.record([indexed_elsewhere(store, U1, 1, 4, "a/0"), indexed_elsewhere(store, U2, 2, 9, "a/0")])
+    assert index.marker(0, "a/0") == (9, 1_000_000, None)
+    now[0] = 2_000.0
+    index.record([indexed_elsewhere(store, U1, 3, 20, "a/0")], marks={})  # read back: not advanced yet
+    assert index.marker(0, "a/0") == (9, 1_000_000, None)
+    index.left(0, "a/0", 41)
+    assert index.marker(0, "a/0") == (9, 1_000_000, 41)
+    index.mark({(0, "a/0"): 25})
+    assert index.marker(0, "a/0") == (25, 2_000_000, None)  # indexed again: no longer left
+    index.mark({(0, "a/0"): 3})
+    assert index.marker(0, "a/0").seq == 25  # type: ignore[union-attr]  # never backwards
+    index.record([indexed_elsewhere(store, U1, 3, 2, "b/1", partition=1)])
+    index.forget_chains([(0, "a/0")])
+    assert index.marker(0, "a/0") is None and index.marker(1, "b/1") is not None
+    store.drop_partition(1)
+    assert index.marker(1, "b/1") is None
