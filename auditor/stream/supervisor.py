@@ -129,17 +129,29 @@ class Supervisor:
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, self._signal)
         try:
-            for m in self.members:
-                if self._requested is not None:
-                    log.info("stop requested while starting: not starting the others", started=len(self.procs))
-                    break
-                self.procs[m.index] = subprocess.Popen(self.argv_of(m), preexec_fn=_die_with(os.getpid()))
-                log.info("process started", member=m.index, instance_id=m.instance_id, pid=self.procs[m.index].pid)
+            try:
+                self._start()
+            except Exception:
+                # a member that cannot be started (fork's EAGAIN, ENOMEM, ...): the ones already
+                # auditing stop as on SIGTERM, within the bound, before the error is reported
+                self._stop_all()
+                deadline = time.monotonic() + self.grace
+                while any(p.poll() is None for p in self.procs.values()) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                raise
             return self._supervise()
         finally:
             self._kill_all()  # only after an error of the supervisor itself: every member has ended otherwise
             for s in (signal.SIGTERM, signal.SIGINT):  # ignored from now on, also while Python finalizes
                 signal.signal(s, signal.SIG_IGN)
+
+    def _start(self) -> None:
+        for m in self.members:
+            if self._requested is not None:
+                log.info("stop requested while starting: not starting the others", started=len(self.procs))
+                return
+            self.procs[m.index] = subprocess.Popen(self.argv_of(m), preexec_fn=_die_with(os.getpid()))
+            log.info("process started", member=m.index, instance_id=m.instance_id, pid=self.procs[m.index].pid)
 
     def _supervise(self) -> int:
         """Until every member has ended; the group's exit status."""

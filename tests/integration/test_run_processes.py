@@ -1,75 +1,156 @@
-"""``auditor run --processes 2`` on a real broker: two members of one consumer group, each with
-its own instance id, sharing the partitions; exactly once across both; SIGTERM stops the group;
-a member that dies takes the group down with its status, so the orchestrator restarts it."""
+"""``auditor run --processes N`` on a real broker: members of one consumer group, each with its own
+instance id, sharing the partitions; exactly once across them; SIGTERM stops the group; a member
+that dies takes the group down with its status, so the orchestrator restarts it.
+
+And an SRE's worst day: a member frozen between send_offsets and commit while the group is
+stopped, two members SIGKILLed at once, the parent SIGKILLed, Ctrl-C twice, a member that cannot
+bind its HTTP port, more members than partitions. After each, the group is started again (as an
+orchestrator would) and in the end every event has exactly one audit record and the chains verify
+(the fault suite's independent reader, its file-copy check and ``auditor verify``).
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient
-from daemonkit import Feeder, Setup, TopicTail, assert_exactly_once, make_setup, mixed_events, read_audit, wait_until
+from daemonkit import (
+    DaemonProcess,
+    Feeder,
+    PacedFeeder,
+    Sent,
+    Setup,
+    TopicTail,
+    assert_exactly_once,
+    make_setup,
+    mixed_events,
+    read_audit,
+    wait_until,
+)
+
+from auditor.events.model import Event
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
+from faultkit import Expect, assert_trail_intact, endless, reached  # noqa: E402
 
 pytestmark = pytest.mark.kafka
 
 
-class Group:
-    def __init__(self, setup: Setup, n: int) -> None:
-        self.log_path = setup.work / "group.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITOR_")}
-        cmd = [sys.executable, "-m", "auditor", "--log-level", "info", "run", "--config", str(setup.config_path),
-               "--instance-id", "grp", "--http-port", "0", "--processes", str(n)]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True)
+class PartitionFeeder(Feeder):
+    """A feeder that sends round-robin to the given partitions only (all of them until set)."""
 
-    def lines(self, event: str) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(doc, dict) and doc.get("event") == event:
-                out.append(doc)
-        return out
+    partitions: list[int] | None = None
 
-    def describe(self) -> str:
-        tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
-        return f"group (exit {self.proc.poll()}); log tail:\n{tail}"
+    def send(self, item: Event | bytes | None, partition: int | None = None) -> None:
+        if partition is None and self.partitions:
+            partition = self.partitions[self.count % len(self.partitions)]
+        super().send(item, partition)
 
-    def child_pids(self) -> list[int]:
-        return [int(d["pid"]) for d in self.lines("process started")]
+
+class Group(DaemonProcess):
+    """The parent ``auditor run --processes n`` (instance id ``grp``: members ``grp-0`` ..)."""
+
+    def __init__(self, setup: Setup, n: int, env: dict[str, str] | None = None, http_port: int = 0) -> None:
+        # a second --http-port wins over DaemonProcess's 0 (any free port for every member)
+        super().__init__(setup, "grp", env, args=["--processes", str(n), "--http-port", str(http_port)])
+        self.n = n
+
+    def child_pids(self) -> dict[str, int]:
+        """instance id -> pid of each member started."""
+        return {d["instance_id"]: int(d["pid"]) for d in self.events("process started")}
+
+    def started(self, timeout: float = 90.0) -> dict[str, int]:
+        """Until every member has logged "auditor started"; their pids."""
+        wait_until(lambda: len(self.events("auditor started")) >= self.n or self.proc.poll() is not None,
+                   timeout, self.describe)
+        assert self.proc.poll() is None, self.describe()
+        return self.child_pids()
+
+    def wait_exit(self, timeout: float, what: str) -> tuple[int, float]:
+        start = time.monotonic()
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the group did not exit within {timeout:.0f}s {what}: {self.describe()}") from None
+        return code, time.monotonic() - start
 
     def kill_all(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        """The test's own clean-up: SIGKILL the parent and every member it logged."""
+        for pid in self.child_pids().values():
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self.kill()
 
 
 def _alive(pid: int) -> bool:
+    """Running or stopped; a zombie not yet reaped by its (dead) parent counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
         return False
-    # a zombie not yet reaped by its (dead) parent counts as gone
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split(") ", 1)[1][0] != "Z"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
+    except (FileNotFoundError, IndexError):
+        return "gone"
+
+
+def _assignments(setup: Setup) -> dict[str, list[int]]:
+    """client id (``auditor-<instance id>``) -> the partitions it holds (members holding none left out)."""
+    admin = AdminClient(setup.admin_conf)
+    (future,) = admin.describe_consumer_groups([setup.group]).values()
+    return {m.client_id: sorted(tp.partition for tp in m.assignment.topic_partitions)
+            for m in future.result(10).members if m.assignment is not None and m.assignment.topic_partitions}
 
 
 def _members(setup: Setup) -> int:
     """Group members that hold partitions (a member that joined but whose cooperative rebalance has
     not handed it any yet does not count: events sent then are all audited by the other one)."""
-    admin = AdminClient(setup.admin_conf)
-    (future,) = admin.describe_consumer_groups([setup.group]).values()
-    return sum(1 for m in future.result(10).members
-               if m.assignment is not None and m.assignment.topic_partitions)
+    return len(_assignments(setup))
+
+
+def _holding(setup: Setup, group: Group, n: int) -> None:
+    wait_until(lambda: _members(setup) == n, 90, lambda: f"{n} group members holding partitions; {group.describe()}")
+
+
+def _gone(pids: list[int], timeout: float) -> list[int]:
+    """The pids still alive after ``timeout`` seconds (none, when every one ended)."""
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
+def _finish(setup: Setup, feed: PacedFeeder, n: int, groups: list[Group]) -> list[Sent]:
+    """A group started again audits everything the feeder sent; it stops with 0."""
+    group = Group(setup, n)
+    groups.append(group)
+    group.started()
+    if isinstance(feed.feeder, PartitionFeeder):
+        feed.feeder.partitions = None  # every partition again
+    sent = feed.finish()
+    with TopicTail(setup.bootstrap, setup.audit) as tail:
+        tail.wait_for(len(sent), 180, f"every event audited after the restart; {group.describe()}")
+    group.proc.send_signal(signal.SIGTERM)
+    code, _ = group.wait_exit(40, "after SIGTERM")
+    assert code == 0, group.describe()
+    return sent
+
+
+def _trails(setup: Setup, n: int) -> list[Path]:
+    assert setup.trail_dir is not None
+    return [setup.trail_dir / f"grp-{i}" for i in range(n) if (setup.trail_dir / f"grp-{i}" / "segments").exists()]
 
 
 def test_two_processes_share_the_partitions_exactly_once_and_stop_together(kafka_bootstrap, tmp_path):
@@ -77,18 +158,16 @@ def test_two_processes_share_the_partitions_exactly_once_and_stop_together(kafka
     events = mixed_events(1200, seed=31)
     group = Group(setup, 2)
     try:
-        wait_until(lambda: len(group.lines("auditor started")) == 2 or group.proc.poll() is not None, 90,
-                   group.describe)
-        started = group.lines("auditor started")
-        assert group.proc.poll() is None, group.describe()
+        group.started()
+        started = group.events("auditor started")
         assert len({d["http_port"] for d in started}) == 2, "the two members share an HTTP port"
-        wait_until(lambda: _members(setup) == 2, 60, lambda: f"2 group members holding partitions; {group.describe()}")
+        _holding(setup, group, 2)
         feeder = Feeder(kafka_bootstrap, setup.events)
         feeder.send_all(events)
         feeder.flush()
         with TopicTail(kafka_bootstrap, setup.audit) as tail:
             tail.wait_for(len(events), 120, "every event audited by the group")
-        pids = group.child_pids()
+        pids = list(group.child_pids().values())
         assert len(pids) == 2
         group.proc.send_signal(signal.SIGTERM)
         assert group.proc.wait(40) == 0, group.describe()
@@ -106,12 +185,139 @@ def test_a_member_that_dies_stops_the_group_with_its_status(kafka_bootstrap, tmp
     setup = make_setup(tmp_path, kafka_bootstrap, partitions=2, trail=False)
     group = Group(setup, 2)
     try:
-        wait_until(lambda: len(group.lines("auditor started")) == 2 or group.proc.poll() is not None, 90,
-                   group.describe)
-        first, second = group.child_pids()
+        first, second = group.started().values()
         os.kill(first, signal.SIGKILL)
         assert group.proc.wait(40) == 128 + signal.SIGKILL, group.describe()
         wait_until(lambda: not _alive(second), 10, "the surviving member to stop")
-        assert group.lines("a process ended on its own: stopping the others so the group restarts together")
+        assert group.events("a process ended on its own: stopping the others so the group restarts together")
     finally:
         group.kill_all()
+
+
+@pytest.mark.parametrize("past_session", [False, True], ids=["briefly", "past-the-session-timeout"])
+def test_a_member_frozen_between_send_offsets_and_commit_stops_with_the_group(kafka_bootstrap, tmp_path,
+                                                                               past_session):
+    """SIGTERM to the group while one member is frozen (SIGSTOP) after send_offsets_to_transaction
+    and before commit. Before: its SIGTERM stayed pending, the parent SIGKILLed it after
+    shutdown_timeout_s + 5 s and exited 137. Now it is woken (SIGCONT), commits and stops: exit 0.
+    ``past_session``: frozen until its session (10 s) expired and the other member holds all the
+    partitions, waiting for the frozen member's open transaction (KIP-447) when it is woken.
+    Then the group is started again: nothing lost, nothing doubled, chains verify."""
+    setup = make_setup(tmp_path, kafka_bootstrap, partitions=4, trail=True, batch_max_events=200)
+    hooks = tmp_path / "hooks"
+    groups: list[Group] = []
+    group = Group(setup, 2, {"AUDITOR_TEST_HOOK": "after_send_offsets:stop:3", "AUDITOR_TEST_HOOK_DIR": str(hooks)})
+    groups.append(group)
+    feeder = PartitionFeeder(kafka_bootstrap, setup.events)
+    feed = PacedFeeder(feeder, iter(endless(41)), rate=200)
+    try:
+        pids = group.started()
+        _holding(setup, group, 2)
+        # events only to grp-0's partitions: only grp-0 runs transactions, so only it freezes
+        feeder.partitions = _assignments(setup)["auditor-grp-0"]
+        feed.start()
+        wait_until(lambda: reached(hooks, "after_send_offsets"), 90,
+                   lambda: f"grp-0 to freeze after send_offsets of its 3rd transaction; {group.describe()}")
+        wait_until(lambda: _state(pids["grp-0"]) == "T", 10, "grp-0 stopped (SIGSTOP)")
+        if past_session:
+            wait_until(lambda: list(_assignments(setup)) == ["auditor-grp-1"], 60,
+                       lambda: f"grp-1 alone in the group; {group.describe()}")
+        group.proc.send_signal(signal.SIGTERM)
+        code, took = group.wait_exit(60, "after SIGTERM with a frozen member")
+        assert code == 0, f"exit {code} after {took:.1f}s: {group.describe()}"
+        assert not _gone(list(pids.values()), 5), "a member outlived the group"
+        sent = _finish(setup, feed, 2, groups)
+    finally:
+        feed.halt.set()
+        for g in groups:
+            g.kill_all()
+    assert_trail_intact(setup, Expect(sent, setup.events), console=False, file_copies=_trails(setup, 2))
+
+
+def test_members_killed_together_the_parent_killed_and_ctrl_c_twice(kafka_bootstrap, tmp_path):
+    """Three members under a paced stream: two SIGKILLed at once (the group exits 137 and stops the
+    third); started again and the parent SIGKILLed (every member ends: SIGTERM from the kernel when
+    its parent dies, no orphan keeps auditing under its transactional id); started again and Ctrl-C
+    twice to the process group (exit 0). Then nothing lost, nothing doubled, chains verify."""
+    setup = make_setup(tmp_path, kafka_bootstrap, partitions=4, trail=True, batch_max_events=200)
+    groups: list[Group] = []
+    feed = PacedFeeder(Feeder(kafka_bootstrap, setup.events), iter(endless(42)), rate=150)
+    try:
+        group = Group(setup, 3)
+        groups.append(group)
+        pids = group.started()
+        feed.start()
+        _holding(setup, group, 3)
+        time.sleep(2)
+        for name in ("grp-0", "grp-1"):
+            os.kill(pids[name], signal.SIGKILL)
+        code, _ = group.wait_exit(60, "after two members were SIGKILLed")
+        assert code == 128 + signal.SIGKILL, group.describe()
+        assert not _gone([pids["grp-2"]], 5), "the third member outlived the group"
+
+        group = Group(setup, 3)
+        groups.append(group)
+        pids = group.started()
+        _holding(setup, group, 3)
+        time.sleep(2)
+        group.proc.send_signal(signal.SIGKILL)
+        group.proc.wait(10)
+        left = _gone(list(pids.values()), 40)
+        assert not left, f"members {left} outlived their parent: {group.describe()}"
+
+        group = Group(setup, 3)
+        groups.append(group)
+        pids = group.started()
+        _holding(setup, group, 3)
+        time.sleep(2)
+        os.killpg(group.proc.pid, signal.SIGINT)
+        time.sleep(0.3)
+        os.killpg(group.proc.pid, signal.SIGINT)
+        code, _ = group.wait_exit(60, "after Ctrl-C twice")
+        assert code == 0, group.describe()
+        assert not _gone(list(pids.values()), 5)
+        assert feed.flowing, "the feeder stopped"
+        sent = _finish(setup, feed, 3, groups)
+    finally:
+        feed.halt.set()
+        for g in groups:
+            g.kill_all()
+    assert_trail_intact(setup, Expect(sent, setup.events), console=False, file_copies=_trails(setup, 3))
+
+
+def test_a_member_that_cannot_bind_its_port_stops_the_group_with_2(kafka_bootstrap, tmp_path):
+    setup = make_setup(tmp_path, kafka_bootstrap, partitions=2, trail=False)
+    with socket.socket() as taken, socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        base = probe.getsockname()[1]
+        probe.close()
+        taken.bind(("0.0.0.0", base + 1))  # the second member's port
+        taken.listen()
+        group = Group(setup, 2, http_port=base)
+        try:
+            code, _ = group.wait_exit(90, "with the second member's port taken")
+            assert code == 2, group.describe()
+            log = group.log_path.read_text()
+            assert f"port {base + 1} is already in use" in log, group.describe()
+            assert not _gone(list(group.child_pids().values()), 5)
+        finally:
+            group.kill_all()
+
+
+def test_more_members_than_partitions(kafka_bootstrap, tmp_path):
+    """Three members, two partitions: one member holds none. Every event is still audited once."""
+    setup = make_setup(tmp_path, kafka_bootstrap, partitions=2, trail=False)
+    group = Group(setup, 3)
+    try:
+        group.started()
+        _holding(setup, group, 2)
+        feeder = Feeder(kafka_bootstrap, setup.events)
+        feeder.send_all(mixed_events(400, seed=43))
+        with TopicTail(kafka_bootstrap, setup.audit) as tail:
+            tail.wait_for(len(feeder.sent), 120, f"every event audited; {group.describe()}")
+        group.proc.send_signal(signal.SIGTERM)
+        code, _ = group.wait_exit(40, "after SIGTERM")
+        assert code == 0, group.describe()
+    finally:
+        group.kill_all()
+    assert_exactly_once(read_audit(kafka_bootstrap, setup.audit), feeder.sent, setup.events)

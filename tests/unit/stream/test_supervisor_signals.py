@@ -37,7 +37,9 @@ if kind == "deaf":
 signal.pthread_sigmask(signal.SIG_BLOCK, stops)
 with open(os.path.join(where, f"{index}.ready"), "w") as fh:
     fh.write(str(os.getpid()))
-if kind.startswith("exit"):
+if kind.startswith("exit"):  # once member 0 is ready (its SIGTERM must not find it starting)
+    while not os.path.exists(os.path.join(where, "0.ready")):
+        time.sleep(0.02)
     sys.exit(int(kind[4:]))
 got = signal.sigtimedwait(stops, 120)
 if got is None:
@@ -58,6 +60,10 @@ def argv_of(m):
         while not os.path.exists(os.path.join(where, f"{m.index - 1}.ready")):
             time.sleep(0.02)
         os.kill(os.getpid(), signal.SIGTERM)
+    if kinds[m.index] == "unstartable":  # fork or exec fails (EAGAIN at the process limit, ENOMEM, ...)
+        while not os.path.exists(os.path.join(where, f"{m.index - 1}.ready")):
+            time.sleep(0.02)
+        return [os.path.join(where, "no-such-program")]
     return [sys.executable, member, "daemon" if kinds[m.index] == "term-parent" else kinds[m.index],
             where, str(m.index)]
 
@@ -205,6 +211,19 @@ def test_a_stop_requested_while_the_members_start_reaches_every_member(parents):
                if "process started" in line]
     assert first in started
     assert gone_within(started, 2)
+
+
+def test_a_member_that_cannot_be_started_stops_the_started_ones_cleanly(parents):
+    """The second member cannot be started (here: no such program; in life fork's EAGAIN or ENOMEM):
+    the first, already auditing, must be stopped as on SIGTERM, not SIGKILLed mid-transaction
+    (before: the parent's clean-up SIGKILLed it); the group exits 2 with the reason."""
+    p = parents(["daemon", "unstartable"])
+    first = p.ready(0)
+    code, _ = p.wait(15)
+    assert code == ExitCode.USAGE, p.describe()
+    assert gone_within([first], 2)
+    assert p.signals_of(0) == [signal.SIGTERM], f"member 0 was not stopped with SIGTERM: {p.describe()}"
+    assert "no-such-program" in p.log.read_text(), p.describe()
 
 
 def test_two_members_killed_at_once_end_the_group_with_137_and_stop_the_third(parents):
