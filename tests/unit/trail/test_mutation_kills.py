@@ -1,0 +1,457 @@
+"""Tests that kill the mutants the second mutation run found alive (docs/mutation.md, "Second run").
+
+Each test names the function and the change it pins. Without it, the change went unnoticed by every
+test of tests/unit/trail.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import shutil
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from trailkit import (
+    flip_body_byte,
+    make_records,
+    rewrite_segment,
+    segment_records,
+    stored_checkpoints,
+    write_stored,
+    write_trail,
+)
+
+from auditor.errors import TrailError
+from auditor.trail import KeyRing, TrailWriter, make_proof, verify_proof, verify_trail
+from auditor.trail.anchor import chain_leaves
+from auditor.trail.chain import recompute_hash
+from auditor.trail.keys import Verifier
+from auditor.trail.note import ALG_COSIGNATURE_V1, ALG_ED25519, format_vkey, key_id, parse_vkey, raw_public
+from auditor.trail.segment import list_segments
+from auditor.trail.source import Issue, as_source
+
+N = 200  # one chain, checkpoints every 50
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    return KeyRing.generate(tmp_path_factory.mktemp("k") / "keys")
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory, keys):
+    trail = tmp_path_factory.mktemp("golden") / "trail"
+    return trail, write_trail(trail, keys, N, batch=25, checkpoint_every=50)
+
+
+@pytest.fixture
+def copy(golden, tmp_path):
+    dst = tmp_path / "trail"
+    shutil.copytree(golden[0], dst)
+    (dst / ".lock").unlink(missing_ok=True)
+    return dst
+
+
+def only_segment(trail):
+    (_, seg), = list_segments(trail)
+    return seg
+
+
+# ---------------------------------------------------------------- anchor.chain_leaves, proof.make_proof:
+# an Issue in the stream (here: segments renamed out of order) is skipped, not the end of the stream
+# (mutants `continue` -> `break`).
+
+def test_leaves_and_proofs_are_read_past_an_issue_the_source_reports(tmp_path, keys):
+    trail = tmp_path / "t"
+    records = make_records(keys, 120)
+    with TrailWriter.open(trail, keys, segment_bytes=15_000, checkpoint_every=40) as w:
+        for i in range(0, 120, 10):
+            w.append(records[i:i + 10])
+            w.commit()
+    segs = [p for _, p in list_segments(trail)]
+    a, b = segs[1], segs[2]
+    a.rename(a.with_suffix(".x"))
+    b.rename(a)
+    a.with_suffix(".x").rename(b)
+    items = list(as_source(trail).chunks())
+    assert isinstance(items[0], Issue) and items[0].kind == "reordered"  # the issue comes first
+    sealed = verify_trail(trail, keys.verifier)
+    assert sealed.kinds() == {"reordered"}
+    size = sealed.covered["events/0"]
+    leaves = chain_leaves(as_source(trail), "events/0", size)
+    assert len(leaves) == size and leaves == [r.record_hash for r in _records(trail)][:size]
+    proof = make_proof(trail, 5, None, keys.verifier)
+    assert proof.seq == 5 and verify_proof(proof, keys.verifier)[0] == []
+
+
+def _records(trail):
+    from auditor.trail import ReplayFilter, iter_records
+
+    return list(iter_records(trail, ReplayFilter()))
+
+
+# ---------------------------------------------------------------- proof.choose_checkpoint: an unreadable,
+# forged or unparseable checkpoint entry is skipped, not the end of the search (`continue` -> `break`).
+
+@pytest.mark.parametrize("with_key", [True, False])
+def test_a_proof_skips_unreadable_and_forged_checkpoint_entries_before_the_good_ones(copy, keys, with_key):
+    entries = stored_checkpoints(copy)
+    junk = dataclasses.replace(entries[-1], note=b"not a signed note\n")
+    write_stored(copy, [junk, *entries])
+    with (copy / "checkpoints.jsonl").open("r+") as fh:  # and an unreadable line at the very start
+        rest = fh.read()
+        fh.seek(0)
+        fh.write("{not json\n" + rest)
+    proof = make_proof(copy, 7, "events/0", keys.verifier if with_key else None)
+    assert (proof.seq, proof.tree_size) == (7, N)
+    assert verify_proof(proof, keys.verifier)[0] == []
+
+
+# ---------------------------------------------------------------- proof.make_proof: every checkpointed
+# leaf must be seen (`or` -> `and`), and only leaves below the checkpoint's size count (`>=` -> `>`).
+
+def test_no_proof_from_a_chain_cut_below_its_checkpoint(copy, keys):
+    seg = only_segment(copy)
+    rewrite_segment(seg, segment_records(seg)[:N - 10])  # seq 3 is there, seq 190..199 are not
+    with pytest.raises(TrailError, match="does not hold seq 3 and all 200 checkpointed records"):
+        make_proof(copy, 3, "events/0", keys.verifier)
+
+
+def test_a_record_past_the_checkpoint_does_not_fill_the_gap_of_a_deleted_one(copy, keys):
+    write_stored(copy, stored_checkpoints(copy)[:2])  # latest checkpoint: size 100; records 100.. unsigned
+    seg = only_segment(copy)
+    recs = segment_records(seg)
+    del recs[33]
+    rewrite_segment(seg, recs)
+    with pytest.raises(TrailError, match="does not hold seq 10 and all 100 checkpointed records"):
+        make_proof(copy, 10, "events/0", keys.verifier)
+
+
+# ---------------------------------------------------------------- proof.verify_proof: the problem line
+# names both roots, or says the path is malformed (`if root` -> `if root and False` / `or True`).
+
+def test_a_wrong_audit_path_is_reported_with_both_roots_or_as_malformed(golden, keys):
+    from auditor.trail.merkle import root_from_inclusion
+
+    trail, _ = golden
+    proof = make_proof(trail, 9, None, keys.verifier)
+    bad_node = dataclasses.replace(proof, audit_path=(bytes(32), *proof.audit_path[1:]))
+    problems, _ = verify_proof(bad_node, keys.verifier)
+    leaf = recompute_hash(proof.record_bytes)
+    actual = root_from_inclusion(9, N, leaf, bad_node.audit_path)
+    assert actual is not None
+    expected = root_from_inclusion(9, N, leaf, proof.audit_path)
+    assert problems == ["the audit path does not lead to the checkpoint's Merkle root "
+                        f"(expected {expected.hex()}, actual {actual.hex()})"]
+    short = dataclasses.replace(proof, audit_path=(proof.audit_path[0][:31], *proof.audit_path[1:]))
+    assert verify_proof(short, keys.verifier)[0] == [
+        "the audit path does not lead to the checkpoint's Merkle root (malformed path)"]
+
+
+# ---------------------------------------------------------------- verify._Chain.issue: a modified record's
+# issue carries the hash its bytes have now (`actual.hex() if actual` -> `... and False`).
+
+def test_a_modified_record_issue_carries_the_actual_hash_of_its_bytes(copy, keys):
+    seg = only_segment(copy)
+    recs = segment_records(seg)
+    recs[77] = flip_body_byte(recs[77])
+    rewrite_segment(seg, recs)
+    (issue,) = verify_trail(copy, keys.verifier).issues
+    assert issue.kind == "modified" and issue.actual == recompute_hash(recs[77]).hex()
+
+
+# ---------------------------------------------------------------- keys.Verifier.of: without a name, the
+# key's default note name (`default_key_name(p)` -> `default_key_name(None)`).
+
+def test_a_verifier_built_from_the_bare_public_key_verifies_a_trail_of_a_key_without_a_name(golden, keys):
+    trail, _ = golden
+    verifier = Verifier.of(keys.signer.public_key())
+    assert verifier.notes[0].name == keys.signer.name
+    assert verify_trail(trail, verifier).ok
+
+
+# ---------------------------------------------------------------- note.parse_vkey: strict base64
+# (`validate=True` -> False) and exactly 33 bytes of a known key type (`or` -> `and`).
+
+def _raw() -> bytes:
+    return raw_public(Ed25519PrivateKey.generate().public_key())
+
+
+def test_a_vkey_with_characters_outside_base64_is_malformed():
+    text = format_vkey("example.com/log", ALG_ED25519, _raw())
+    name, h, b64 = text.split("+", 2)
+    with pytest.raises(ValueError, match="^vkey example.com/log: malformed key data$"):
+        parse_vkey(f"{name}+{h}+{b64[:4]}!{b64[4:]}")
+
+
+@pytest.mark.parametrize("blob", [
+    bytes([0x09]) + bytes(32),          # 33 bytes, an unknown key type
+    bytes([ALG_ED25519]) + bytes(33),    # a known type, 34 bytes
+    bytes([ALG_COSIGNATURE_V1]) + bytes(31),
+])
+def test_a_vkey_of_an_unknown_type_or_length_is_refused_even_with_a_matching_hash(blob):
+    raw = blob[1:]
+    # the hash a forger would put there: the one the verifier would compute for a cosignature key
+    h = f"{key_id('example.com/log', ALG_COSIGNATURE_V1, raw):08x}"
+    text = f"example.com/log+{h}+{base64.b64encode(blob).decode()}"
+    with pytest.raises(ValueError, match="not an Ed25519 key .type 0x01. or cosignature key .type 0x04.$"):
+        parse_vkey(text)
+
+
+# ---------------------------------------------------------------- chain.SealedBatch: a slice seals each item
+# (`self._one(x)` -> `self._one(None)`).
+
+def test_a_slice_of_a_sealed_batch_is_the_sealed_records(tmp_path, keys):
+    records = make_records(keys, 5)
+    with TrailWriter.open(tmp_path / "t", keys) as w:
+        batch = w.append(records)
+        w.commit()
+    assert batch[1:3] == [batch[1], batch[2]]
+    assert [r.seq for r in batch[:]] == [0, 1, 2, 3, 4]
+
+
+# ---------------------------------------------------------------- merkle.root_from_inclusion / path_ranges:
+# the index must be inside the tree (`<` -> `<=`), the leaf and every path node 32 bytes (`or` -> `and`).
+
+def _tree(n: int):
+    from auditor.trail.hashing import leaf_hash
+    from auditor.trail.merkle import list_nodes, root_of
+
+    leaves = [leaf_hash(b"%d" % i) for i in range(n)]
+    return leaves, list_nodes(leaves), root_of(leaves)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 13])
+def test_an_inclusion_path_holds_only_for_a_leaf_inside_the_tree_and_hashes_of_32_bytes(size):
+    from auditor.trail.merkle import inclusion_proof, root_from_inclusion, verify_inclusion
+
+    leaves, node, root = _tree(size)
+    for i in range(size):
+        path = inclusion_proof(i, size, node)
+        assert verify_inclusion(i, size, leaves[i], path, root)
+        assert root_from_inclusion(i, size, leaves[i][:31], path) is None  # a short leaf
+        assert root_from_inclusion(i, size, leaves[i], [*path, leaves[0]]) is None  # one node too many
+        if path:
+            assert root_from_inclusion(i, size, leaves[i], [path[0][:31], *path[1:]]) is None  # a short node
+    last = inclusion_proof(size - 1, size, node)
+    for index in (size, size + 1, -1):
+        for path in (last, [], [leaves[0]] * 4):
+            assert root_from_inclusion(index, size, leaves[-1], path) is None
+    with pytest.raises(ValueError, match=f"leaf {size} is outside a tree of size {size}"):
+        inclusion_proof(size, size, node)
+
+
+# ---------------------------------------------------------------- anchor.check_extends: a stored proof
+# from another size is not used (`or` -> `and`); the outcome is False, not None; the message counts the
+# proofs after the trusted size only (`>` -> `>=`).
+
+@pytest.fixture
+def anchored(tmp_path, keys):
+    trail = tmp_path / "trail"
+    write_trail(trail, keys, 200, batch=25, checkpoint_every=50)
+    return trail
+
+
+def _history(trail, keys):
+    from auditor.trail.source import FileSource
+    from auditor.trail.verify import Policy, VerifyReport, load_checkpoints
+
+    report = VerifyReport()
+    load_checkpoints(FileSource(trail), keys.verifier, Policy(), report)
+    return report.history["events/0"], report.entries["events/0"]
+
+
+def test_a_stored_proof_from_another_size_sends_the_check_to_the_records(anchored, keys):
+    from trailkit import signed_checkpoints
+
+    from auditor.trail.anchor import check_extends, proof_from_leaves
+
+    trusted = signed_checkpoints(anchored, keys)[0]  # size 50
+    entries = stored_checkpoints(anchored)
+    write_stored(anchored, [entries[0], *entries[2:]])  # 150's proof starts at 100, which is gone
+    history, stored = _history(anchored, keys)
+    assert [cp.size for cp in history] == [50, 150, 200]
+    result = check_extends(trusted, history, stored)
+    assert result.ok is False and result.needs_records is True
+    assert result.how == "no stored proof links size 50 to 150"
+    from_records = proof_from_leaves(trusted, history[-1], chain_leaves(as_source(anchored), "events/0", 200))
+    assert from_records.ok is True
+
+
+def test_check_extends_answers_false_and_counts_the_proofs_it_verified(anchored, keys):
+    from trailkit import signed_checkpoints
+
+    from auditor.trail.anchor import check_extends
+
+    signed = signed_checkpoints(anchored, keys)
+    history, stored = _history(anchored, keys)
+    ok = check_extends(signed[1], history, stored)  # size 100: proofs 100->150, 150->200
+    assert ok.ok is True and "2 consistency proof(s) verified, no record read" in ok.how
+    gap = check_extends(signed[1], [history[0], *history[2:]], stored)
+    assert gap.ok is False and gap.needs_records is True
+
+
+# ---------------------------------------------------------------- anchor.findings: every chain is looked
+# at (`continue` -> `break`); fork or rollback (`>` -> `>=`); where the histories agree (`and` -> `or`,
+# `<` -> `<=`); "first diverging size" for a fork only.
+
+@pytest.fixture(scope="module")
+def two_chain_checkpoints(tmp_path_factory, keys):
+    from trailkit import signed_checkpoints
+
+    trail = tmp_path_factory.mktemp("two") / "trail"
+    write_trail(trail, keys, 80, partitions=2, batch=10, checkpoint_every=10)
+    by_chain: dict[str, list] = {}
+    for cp in signed_checkpoints(trail, keys):
+        by_chain.setdefault(cp.chain_id, []).append(cp)
+    return {c: sorted(cps, key=lambda cp: cp.size) for c, cps in by_chain.items()}
+
+
+def test_findings_name_a_failing_chain_after_a_passing_one(two_chain_checkpoints):
+    from auditor.trail.anchor import Anchored, findings
+
+    a, b = two_chain_checkpoints["events/0"][0], two_chain_checkpoints["events/1"][0]
+    (issue,) = findings([Anchored(a, True, 40, "fine"), Anchored(b, False, 40, "diverges")])
+    assert (issue.kind, issue.chain, issue.seq) == ("fork", "events/1", b.size - 1)
+    assert issue.message == f"diverges; first diverging size: {b.size}"
+
+
+def test_a_different_root_at_the_latest_size_is_a_fork_and_a_larger_size_a_rollback(two_chain_checkpoints):
+    from auditor.trail.anchor import Anchored, findings
+
+    cps = two_chain_checkpoints["events/0"]
+    top = cps[-1]
+    (same,) = findings([Anchored(top, False, top.size, "other root")])
+    assert same.kind == "fork" and same.message == f"other root; first diverging size: {top.size}"
+    (longer,) = findings([Anchored(top, False, top.size - 1, "rolled back")])
+    assert longer.kind == "rollback" and longer.message == "rolled back" and longer.seq == top.size - 1
+
+
+def test_findings_say_where_the_histories_agree_only_below_the_first_divergence(two_chain_checkpoints):
+    from auditor.trail.anchor import Anchored, findings
+
+    c10, c20, c30 = two_chain_checkpoints["events/0"][:3]
+    (issue,) = findings([Anchored(c10, True, 40, ""), Anchored(c20, False, 40, "x"),
+                         Anchored(c30, True, 40, "")])
+    assert issue.message == f"x; first diverging size: {c20.size} (the trail agrees with the trusted checkpoint " \
+                            f"of size {c10.size})"
+    (alone,) = findings([Anchored(c20, True, 40, ""), Anchored(c20, False, 40, "y")])
+    assert alone.message == f"y; first diverging size: {c20.size}"
+
+
+# ---------------------------------------------------------------- keys.KeyRing.load: "no keys" only when
+# the directory holds none of the three (each `and`/`is None`/`not` mutated).
+
+def test_a_key_directory_with_any_one_key_loads_and_an_empty_one_is_refused(tmp_path, golden, keys):
+    from auditor.errors import ConfigError
+    from auditor.trail.keys import PSEUDONYM_KEY, SIGNING_PUB
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="^no keys in "):
+        KeyRing.load(tmp_path / "empty")
+    for name in (SIGNING_PUB, PSEUDONYM_KEY):
+        only = tmp_path / name
+        only.mkdir(mode=0o700)
+        shutil.copy2(keys.directory / name, only / name)
+        (only / name).chmod(0o600)
+        ring = KeyRing.load(only)
+        assert bool(ring.verifier) is (name == SIGNING_PUB)
+    assert verify_trail(golden[0], KeyRing.load(tmp_path / SIGNING_PUB).verifier).ok
+
+
+# ---------------------------------------------------------------- verify._Chain: the per-chain state
+# machine, fed hashes directly (each case is a pattern a forger can write into a segment).
+
+def _chain(expected=None):
+    from auditor.trail.hashing import genesis_hash
+    from auditor.trail.verify import VerifyReport, _Chain
+
+    report = VerifyReport()
+    return _Chain("c/0", expected or {}, report), report, genesis_hash("c/0")
+
+
+def _h(i: int) -> bytes:
+    return bytes([i]) * 32
+
+
+def test_a_duplicate_seq_then_a_successor_linking_to_neither_is_a_modification():
+    """`alt is not None and prev == alt` (-> `or`): a successor that links to neither copy of a
+    duplicated seq is an altered record, not the genuine one of an insertion."""
+    chain, report, g = _chain()
+    chain.add(0, g, _h(1))
+    chain.add(1, _h(1), _h(2))
+    chain.add(1, _h(1), _h(3))   # a second record claiming seq 1
+    chain.add(2, _h(9), _h(4))   # links to neither
+    chain.finish()
+    assert [(i.kind, i.seq) for i in report.issues] == [("modified", 1)]
+    assert report.issues[0].message == "record seq 1 was altered and re-hashed: seq 2 links to another hash"
+
+
+def test_a_gap_is_a_deletion_even_when_the_record_after_it_links_to_the_previous_head():
+    """`seq == size - 1 and alt is None and prev == prev_head` (-> `... or prev == prev_head`)."""
+    chain, report, g = _chain()
+    chain.add(0, g, _h(1))
+    chain.add(1, _h(1), _h(2))
+    chain.add(5, _h(1), _h(3))
+    chain.finish()
+    assert [(i.kind, i.seq, i.message) for i in report.issues] == [
+        ("deleted", 2, "records seq 2..4 are missing (3 deleted)")]
+    assert report.chains == {} and chain.size == 6
+
+
+def test_a_third_record_claiming_one_seq_is_named_as_inserted():
+    """`seq == size - 1 and alt is None ...` (-> `seq == size - 1 or ...`): only one duplicate is held
+    back; a third claimant is an insertion."""
+    chain, report, g = _chain()
+    chain.add(0, g, _h(1))
+    chain.add(1, _h(1), _h(2))
+    chain.add(1, _h(1), _h(3))
+    chain.add(1, _h(1), _h(4))
+    chain.finish()
+    assert [(i.kind, i.seq) for i in report.issues] == [("inserted", 1), ("inserted", 1)]
+    assert report.issues[0].message == ("a record claiming seq 1 appears after seq 1 "
+                                        "(inserted, duplicated or out of order)")
+
+
+def test_after_a_deletion_the_merkle_root_is_not_compared_but_the_head_still_is():
+    """`merkle_ok = False` (-> True) after a gap: the range lacks leaves, so only heads compare."""
+    from auditor.trail.verify import _Expect
+
+    chain, report, g = _chain({3: [_Expect(3, bytes(32), _h(3), False)]})
+    chain.add(0, g, _h(1))
+    chain.add(2, _h(9), _h(3))   # seq 1 deleted; seq 2 is the checkpoint's head
+    chain.finish()
+    assert [(i.kind, i.seq) for i in report.issues] == [("deleted", 1)]
+    assert chain.last_match == 3
+
+
+@pytest.mark.parametrize("trusted, kind, what", [(True, "fork", "trusted checkpoint"),
+                                                   (False, "checkpoint", "signed checkpoint")])
+def test_a_head_that_differs_names_the_kind_of_checkpoint(trusted, kind, what):
+    from auditor.trail.verify import _Expect
+
+    chain, report, g = _chain({2: [_Expect(2, bytes(32), _h(7), trusted)]})
+    chain.add(0, g, _h(1))
+    chain.add(1, _h(1), _h(2))
+    chain.finish()
+    (issue,) = report.issues
+    assert (issue.kind, issue.seq) == (kind, 1)
+    assert issue.message == (f"record seq 1 differs from the {what} of size 2; records after seq -1 were "
+                             "rewritten or replaced")
+
+
+def test_verify_trail_reports_its_progress_in_bytes(golden, keys):
+    trail, _ = golden
+    seen: list[int] = []
+    assert verify_trail(trail, keys.verifier, progress=seen.append).ok
+    assert seen and all(n > 0 for n in seen)
+
+
+def test_a_first_record_that_does_not_start_from_the_genesis_hash_is_named():
+    chain, report, g = _chain()
+    chain.add(0, _h(5), _h(1))
+    chain.finish()
+    (issue,) = report.issues
+    assert (issue.kind, issue.seq, issue.expected, issue.actual) == ("modified", 0, g.hex(), _h(5).hex())
+    assert issue.message == "seq 0 does not start from the chain's genesis hash"
