@@ -9,6 +9,7 @@ Two modes::
 
     nice python bench/memory.py                         # 100,000 events through BatchProcessor
     nice python bench/memory.py --events 20000 --size 100000
+    nice python bench/memory.py --native --events 1000000 --size 1000 --batch 1000 --every 100000
     nice python bench/memory.py --daemon                # `auditor run` on a local broker (LocalKafka)
     nice python bench/memory.py --daemon --bootstrap localhost:9092 --events 5000
 
@@ -112,11 +113,13 @@ class Samples:
 
 def offline(args: argparse.Namespace) -> dict[str, object]:
     from auditor.events.wire import EventDecoder
+    from auditor.native import NativeEventDecoder
     from auditor.stream.processor import BatchProcessor, Routing
     from auditor.trail.keys import Pseudonymizer
 
     packs = {p.id: p for p in (load_pack(n) for n in PACK_IDS)}
-    processor = BatchProcessor(EventDecoder(), packs, Pseudonymizer(b"m" * 32),
+    decoder = NativeEventDecoder() if args.native else EventDecoder()
+    processor = BatchProcessor(decoder, packs, Pseudonymizer(b"m" * 32),
                                Routing("audit", "violations", "dead-letter", 16), "bench-memory")
 
     @dataclasses.dataclass(frozen=True)
@@ -263,6 +266,8 @@ def main() -> int:
     ap.add_argument("--every", type=int, default=5_000, help="sample RSS every this many events")
     ap.add_argument("--daemon", action="store_true", help="audit through `auditor run` on a broker")
     ap.add_argument("--bootstrap", help="with --daemon: an existing broker (default: start LocalKafka)")
+    ap.add_argument("--native", action="store_true",
+                    help="offline: the compiled hot path (the daemon's default) instead of the Python reference")
     ap.add_argument("--verbose", "-v", action="store_true", help="print each sample")
     args = ap.parse_args()
     out = daemon(args) if args.daemon else offline(args)
