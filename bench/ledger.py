@@ -32,9 +32,10 @@ Steps:
   share of time to the first committed batch (group join, restoring the facts). Then the ledger
   daemon is started twice more on the same topics and group, once as itself (``restart``, its
   own store) and once as a new instance with an empty store (``takeover``, as when a rebalance
-  moves partitions to another instance): the time until every chain's decisions are indexed
-  from the trail (the records read back within the correction window, each judged again from its
-  stored answers; ``takeover`` restores every fact first).
+  moves partitions to another instance): the time from start until every chain's decisions are
+  indexed, and how many were read back from the trail (``restart`` resumes from its markers and
+  reads back only what it had not indexed; ``takeover`` restores every fact, then reads back every
+  record within the correction window and judges each again from its stored answers).
 
 Memory is reported as peak RSS and, at the end of the step, as anonymous memory (the process's
 own) and file-backed memory (pages of the memory-mapped store, which the kernel reclaims):
@@ -279,7 +280,8 @@ def _index_again(overrides: dict, base: Path, run: str, how: str) -> dict:
     decisions = feed.index.count()
     daemon.request_stop()
     thread.join(60)
-    return {"ledger": True, "again": how, "seconds": elapsed, "decisions": decisions, **_memory()}
+    return {"ledger": True, "again": how, "seconds": elapsed, "decisions": decisions, "read_back": feed.read_back,
+            **_memory()}
 
 
 def run_worker(kind: str, store_dir: Path, subjects: int) -> dict:
@@ -356,10 +358,12 @@ def _daemon_step(args: argparse.Namespace, base: Path) -> None:
             runs = daemon_runs(kafka.bootstrap_servers, args.daemon_events, args.daemon_subjects, base)
     for r in runs:
         if "again" in r:
-            print(f"{args.daemon_subjects:>11,} {r['again']:<8} {r['decisions'] / r['seconds']:>10,.0f} "
+            print(f"{args.daemon_subjects:>11,} {r['again']:<8} {r['read_back'] / r['seconds']:>10,.0f} "
                   f"{r['seconds']:>8.1f} {r['peak_rss_mb']:>7.0f}MB {r['anon_mb']:>4.0f}MB {r['file_mb']:>4.0f}MB  "
-                  f"until every chain's decisions are indexed from the trail: {r['decisions']:,} decisions"
-                  + (" (and every fact restored)" if r["again"] == "takeover" else ""), flush=True)
+                  f"from start until every chain's decisions are indexed: {r['decisions']:,} in the index, "
+                  f"{r['read_back']:,} read back from the trail"
+                  + (" (and every fact restored)" if r["again"] == "takeover" else " (resumed from its markers)"),
+                  flush=True)
             continue
         label = "daemon+L" if r["ledger"] else "daemon"
         steady = f"{r['steady_rate']:,.0f}/s after the first batch ({r['to_first_batch']:.1f}s to it)" \

@@ -341,6 +341,8 @@ class LedgerFeed:
         self.partitions = 0
         #: chains whose decisions are indexed here (from the trail, on their assignment; then as committed)
         self.indexed: set[tuple[str, int]] = set()
+        #: decisions indexed from the audit topic since start (rebuilt or resumed chains)
+        self.read_back = 0
         #: chains resumed from their markers, not yet rechecked: the seqs indexed, the marker to set after
         self._resumed: dict[tuple[str, int], tuple[set[int], int]] = {}
         #: the CORRECTION records last sealed, by the (chain id, seq) they correct: their index payloads
@@ -584,7 +586,9 @@ class LedgerFeed:
                         batch.append(reads)
                         seen.setdefault(chain, set()).add(reads.seq)
                 if len(batch) >= READ_BACK_CHUNK or (at_end and batch):
-                    indexed += self.index.record(batch, marks={})
+                    n = self.index.record(batch, marks={})
+                    indexed += n
+                    self.read_back += n
                     batch = []
                     beat()
                 if at_end:
