@@ -455,3 +455,141 @@ def test_a_first_record_that_does_not_start_from_the_genesis_hash_is_named():
     (issue,) = report.issues
     assert (issue.kind, issue.seq, issue.expected, issue.actual) == ("modified", 0, g.hex(), _h(5).hex())
     assert issue.message == "seq 0 does not start from the chain's genesis hash"
+
+
+# ---------------------------------------------------------------- verify_source / _check_coverage: which
+# age limit applies (the policy's, else the source's grace, else 15 minutes), the boundary (older than the
+# limit fails, exactly the limit passes), and what the issue says.
+
+def _unsigned_tail(trail, keys):
+    """100 signed records, then 30 durable ones no checkpoint covers (the writer died)."""
+    from trailkit import T0
+
+    write_trail(trail, keys, 100, checkpoint_every=50)
+    w = TrailWriter.open(trail, keys, checkpoint_every=50, clock=lambda: T0)
+    tail = make_records(keys, 30, seed=5)
+    w.append(tail)
+    w.commit()
+    w._unlock()
+    return tail[0].processed_at  # the oldest unsigned record
+
+
+class _GraceSource:
+    """A trail source that, like the Kafka audit topic, allows no unsigned records and says why
+    (and keeps no ``notes``: they are optional)."""
+
+    unsigned_grace = __import__("datetime").timedelta(0)
+    unsigned_means = "this source signs every record at once"
+
+    def __init__(self, trail):
+        from auditor.trail.source import FileSource
+
+        self._inner = FileSource(trail)
+        self.label = "grace"
+
+    def checkpoints(self):
+        return self._inner.checkpoints()
+
+    def chunks(self):
+        return self._inner.chunks()
+
+    def size_hint(self):
+        return self._inner.size_hint()
+
+
+def test_the_unsigned_age_limit_is_the_policys_then_the_sources_then_15_minutes(tmp_path, keys):
+    from datetime import timedelta
+
+    from auditor.trail.source import FileSource
+    from auditor.trail.verify import Policy, _fmt, verify_source
+
+    trail = tmp_path / "t"
+    oldest = _unsigned_tail(trail, keys)
+    now = oldest + timedelta(minutes=10)
+    assert verify_trail(trail, keys.verifier, policy=Policy(now=now)).ok  # 10 minutes < the default 15
+    (issue,) = verify_trail(trail, keys.verifier, policy=Policy(now=now, max_unsigned_age=timedelta(minutes=5))).issues
+    assert (issue.kind, issue.chain, issue.seq) == ("unsigned", "events/0", 100)
+    assert issue.message == ("30 records after the last signed checkpoint (size 100), the oldest processed 10m0s "
+                             "ago, beyond the allowed 5m0s: checkpoints were removed or the writer stopped signing")
+    (strict,) = verify_source(_GraceSource(trail), keys.verifier, policy=Policy(now=now)).issues
+    assert strict.message.endswith(f"beyond the allowed {_fmt(timedelta(0))}: this source signs every record at once")
+    limit = timedelta(minutes=7)
+    at_limit = verify_source(FileSource(trail), keys.verifier,
+                             policy=Policy(now=oldest + limit, max_unsigned_age=limit))
+    assert at_limit.ok and any("the last 30 records are not yet covered" in n for n in at_limit.notes)
+    past = verify_source(FileSource(trail), keys.verifier,
+                         policy=Policy(now=oldest + limit + timedelta(seconds=1), max_unsigned_age=limit))
+    assert past.kinds() == {"unsigned"}
+
+
+def test_records_of_unknown_age_after_no_checkpoint_of_their_chain_are_unsigned():
+    from datetime import UTC, datetime, timedelta
+
+    from auditor.trail.verify import Policy, VerifyReport, _check_coverage
+
+    report = VerifyReport(records=3, chains={"c/0": 3}, checkpoints=1)  # a checkpoint, of another chain
+    _check_coverage(report, Policy(), datetime(2026, 1, 1, tzinfo=UTC), {}, timedelta(minutes=15), "why")
+    (issue,) = report.issues
+    assert (issue.kind, issue.chain, issue.seq) == ("unsigned", "c/0", 0)
+    assert issue.message == ("3 records after no signed checkpoint at all, of unknown age, beyond the allowed "
+                             "15m0s: why")
+
+
+def test_an_unreadable_checkpoint_line_does_not_hide_the_checkpoints_after_it(copy, keys):
+    text = (copy / "checkpoints.jsonl").read_text()
+    (copy / "checkpoints.jsonl").write_text("{not json\n" + text)
+    report = verify_trail(copy, keys.verifier)
+    assert report.checkpoints == 4 and report.covered == {"events/0": N}
+    (issue,) = report.issues
+    assert issue.kind == "signature" and issue.message.startswith("checkpoint line 1: unreadable checkpoint entry")
+
+
+def test_records_only_mode_reads_no_checkpoint_without_a_key_and_still_checks_them_with_one(golden, keys):
+    from auditor.trail.source import FileSource
+    from auditor.trail.verify import Policy, verify_source
+
+    trail, _ = golden
+    policy = Policy(require_checkpoints=False)
+    bare = verify_source(FileSource(trail), Verifier(), policy=policy)
+    assert bare.ok and bare.checkpoints == 0 and bare.records == N
+    keyed = verify_source(FileSource(trail), keys.verifier, policy=policy)
+    assert keyed.ok and keyed.checkpoints == 4 and keyed.covered == {"events/0": N}
+
+
+def test_only_the_watched_records_are_kept_for_their_age(golden):
+    """`seq in watch and not yet kept` (-> `or`): keeping every record would hold the trail in memory."""
+    from auditor.trail.source import FileSource
+    from auditor.trail.verify import VerifyReport, _scan_chunk
+
+    trail, _ = golden
+    first: dict = {}
+    chains: dict = {}
+    for chunk in FileSource(trail).chunks():
+        _scan_chunk(chunk, chains, {}, {"events/0": {150}}, first, VerifyReport())
+    assert list(first) == [("events/0", 150)]
+
+
+def test_witness_coverage_allows_records_up_to_exactly_the_age_limit(golden):
+    """The unwitnessed check: `age is None or age > limit` (-> `is not None`, `>=`)."""
+    from datetime import timedelta
+
+    from auditor.trail.canonical import record_from_bytes
+    from auditor.trail.verify import Policy, VerifyReport, _check_coverage
+
+    trail, _ = golden
+    data = segment_records(only_segment(trail))[3]
+    at = record_from_bytes(data).processed_at
+    limit = timedelta(minutes=15)
+    policy = Policy(min_witnesses=1)
+
+    def check(now):
+        report = VerifyReport(records=5, chains={"events/0": 5}, checkpoints=1, covered={"events/0": 5},
+                              witnessed={"events/0": 3})
+        _check_coverage(report, policy, now, {("events/0", 3): data}, limit, "why")
+        return report.issues
+
+    assert check(at + limit) == []
+    (issue,) = check(at + limit + timedelta(seconds=1))
+    assert (issue.kind, issue.seq) == ("unwitnessed", 3)
+    assert issue.message == ("2 records after size 3 have no checkpoint cosigned by 1 witness(es) and are older "
+                             "than 15m0s")
