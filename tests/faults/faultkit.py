@@ -334,7 +334,7 @@ def run_auditor(*args: str, timeout: float = 180.0) -> subprocess.CompletedProce
 
 class Daemon(DaemonProcess):
     """daemonkit's daemon subprocess, run in the setup's work directory, with what a supervisor asks:
-    is it alive, send it a signal, wait for its exit; ``get`` answers (0, reason) when nothing listens."""
+    is it alive, send it a signal; ``get`` answers (0, reason) when nothing listens."""
 
     start_timeout = 90.0  # the fault suite's machine is loaded by brokers that are being killed
 
@@ -353,12 +353,6 @@ class Daemon(DaemonProcess):
     def signal(self, sig: int) -> None:
         if self.alive():
             os.kill(self.proc.pid, sig)
-
-    def wait_exit(self, timeout: float, what: str) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"no exit within {timeout:.0f}s {what}: {self.describe()}") from None
 
 
 class Supervisor:

@@ -471,6 +471,12 @@ class DaemonProcess:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"no exit {within}s after SIGTERM: {self.describe()}") from None
 
+    def wait_exit(self, timeout: float, what: str) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit within {timeout:.0f}s {what}: {self.describe()}") from None
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()

@@ -15,11 +15,11 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import fastavro
 import pytest
 from confluent_kafka.admin import AdminClient
 from daemonkit import (
@@ -74,13 +74,12 @@ class Group(DaemonProcess):
         assert self.proc.poll() is None, self.describe()
         return self.child_pids()
 
-    def wait_exit(self, timeout: float, what: str) -> tuple[int, float]:
-        start = time.monotonic()
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"the group did not exit within {timeout:.0f}s {what}: {self.describe()}") from None
-        return code, time.monotonic() - start
+    def ended(self, code: int, timeout: float, what: str) -> None:
+        """The group exits with ``code`` within ``timeout`` and no member outlives it."""
+        got = self.wait_exit(timeout, what)
+        assert got == code, f"exit {got} {what}, expected {code}: {self.describe()}"
+        left = _gone(list(self.child_pids().values()), 10)
+        assert not left, f"members {left} outlived the group {what}: {self.describe()}"
 
     def kill_all(self) -> None:
         """The test's own clean-up: SIGKILL the parent and every member it logged."""
@@ -91,12 +90,64 @@ class Group(DaemonProcess):
         self.kill()
 
 
+class Day:
+    """Groups started one after another (as an orchestrator restarts them) on one setup, under one
+    paced stream; ``finish`` starts the last group, which must audit everything sent, and
+    ``check`` counts the trail."""
+
+    def __init__(self, setup: Setup, seed: int, rate: float) -> None:
+        self.setup = setup
+        self.feeder = PartitionFeeder(setup.bootstrap, setup.events)
+        self.feed = PacedFeeder(self.feeder, iter(endless(seed)), rate=rate)
+        self.groups: list[Group] = []
+        self.sent: list[Sent] = []
+
+    def start(self, n: int, env: dict[str, str] | None = None) -> tuple[Group, dict[str, int]]:
+        group = Group(self.setup, n, env)
+        self.groups.append(group)
+        pids = group.started()
+        wait_until(lambda: _members(self.setup) == n, 90,
+                   lambda: f"{n} group members holding partitions; {group.describe()}")
+        return group, pids
+
+    def finish(self, n: int) -> None:
+        assert self.feed.flowing, "the feeder stopped"
+        group, _ = self.start(n)
+        self.feeder.partitions = None  # every partition again
+        self.sent = self.feed.finish()
+        with TopicTail(self.setup.bootstrap, self.setup.audit) as tail:
+            tail.wait_for(len(self.sent), 180, f"every event audited after the restart; {group.describe()}")
+        group.proc.send_signal(signal.SIGTERM)
+        group.ended(0, 40, "after SIGTERM")
+
+    def check(self, n: int) -> None:
+        """Nothing lost, nothing doubled, chains link, each file copy mirrors the topic, verify passes."""
+        assert self.setup.trail_dir is not None
+        copies = [c for c in (self.setup.trail_dir / f"grp-{i}" for i in range(n)) if _holds_records(c)]
+        assert copies, "no member's file copy holds a record"
+        assert_trail_intact(self.setup, Expect(self.sent, self.setup.events), console=False, file_copies=copies)
+
+    def __enter__(self) -> Day:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.feed.halt.set()
+        for g in self.groups:
+            g.kill_all()
+
+
+def _holds_records(trail: Path) -> bool:
+    """A member that never held a partition with events has a file copy without records."""
+    for segment in sorted((trail / "segments").glob("*.avro")):
+        with segment.open("rb") as fh:
+            if next(iter(fastavro.reader(fh)), None) is not None:
+                return True
+    return False
+
+
 def _alive(pid: int) -> bool:
     """Running or stopped; a zombie not yet reaped by its (dead) parent counts as gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
+    return _state(pid) not in ("Z", "gone")
 
 
 def _state(pid: int) -> str:
@@ -104,6 +155,14 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
     except (FileNotFoundError, IndexError):
         return "gone"
+
+
+def _gone(pids: list[int], timeout: float) -> list[int]:
+    """The pids still alive after ``timeout`` seconds (none, when every one ended)."""
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
 
 
 def _assignments(setup: Setup) -> dict[str, list[int]]:
@@ -120,39 +179,6 @@ def _members(setup: Setup) -> int:
     return len(_assignments(setup))
 
 
-def _holding(setup: Setup, group: Group, n: int) -> None:
-    wait_until(lambda: _members(setup) == n, 90, lambda: f"{n} group members holding partitions; {group.describe()}")
-
-
-def _gone(pids: list[int], timeout: float) -> list[int]:
-    """The pids still alive after ``timeout`` seconds (none, when every one ended)."""
-    deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return [p for p in pids if _alive(p)]
-
-
-def _finish(setup: Setup, feed: PacedFeeder, n: int, groups: list[Group]) -> list[Sent]:
-    """A group started again audits everything the feeder sent; it stops with 0."""
-    group = Group(setup, n)
-    groups.append(group)
-    group.started()
-    if isinstance(feed.feeder, PartitionFeeder):
-        feed.feeder.partitions = None  # every partition again
-    sent = feed.finish()
-    with TopicTail(setup.bootstrap, setup.audit) as tail:
-        tail.wait_for(len(sent), 180, f"every event audited after the restart; {group.describe()}")
-    group.proc.send_signal(signal.SIGTERM)
-    code, _ = group.wait_exit(40, "after SIGTERM")
-    assert code == 0, group.describe()
-    return sent
-
-
-def _trails(setup: Setup, n: int) -> list[Path]:
-    assert setup.trail_dir is not None
-    return [setup.trail_dir / f"grp-{i}" for i in range(n) if (setup.trail_dir / f"grp-{i}" / "segments").exists()]
-
-
 def test_two_processes_share_the_partitions_exactly_once_and_stop_together(kafka_bootstrap, tmp_path):
     setup = make_setup(tmp_path, kafka_bootstrap, partitions=4, trail=True)
     events = mixed_events(1200, seed=31)
@@ -161,17 +187,15 @@ def test_two_processes_share_the_partitions_exactly_once_and_stop_together(kafka
         group.started()
         started = group.events("auditor started")
         assert len({d["http_port"] for d in started}) == 2, "the two members share an HTTP port"
-        _holding(setup, group, 2)
+        wait_until(lambda: _members(setup) == 2, 60, lambda: f"2 group members holding partitions; {group.describe()}")
         feeder = Feeder(kafka_bootstrap, setup.events)
         feeder.send_all(events)
         feeder.flush()
         with TopicTail(kafka_bootstrap, setup.audit) as tail:
             tail.wait_for(len(events), 120, "every event audited by the group")
-        pids = list(group.child_pids().values())
-        assert len(pids) == 2
+        assert len(group.child_pids()) == 2
         group.proc.send_signal(signal.SIGTERM)
-        assert group.proc.wait(40) == 0, group.describe()
-        assert not any(_alive(p) for p in pids), "a member outlived the group"
+        group.ended(0, 40, "after SIGTERM")
     finally:
         group.kill_all()
     entries = read_audit(kafka_bootstrap, setup.audit)
@@ -185,10 +209,9 @@ def test_a_member_that_dies_stops_the_group_with_its_status(kafka_bootstrap, tmp
     setup = make_setup(tmp_path, kafka_bootstrap, partitions=2, trail=False)
     group = Group(setup, 2)
     try:
-        first, second = group.started().values()
+        first, _ = group.started().values()
         os.kill(first, signal.SIGKILL)
-        assert group.proc.wait(40) == 128 + signal.SIGKILL, group.describe()
-        wait_until(lambda: not _alive(second), 10, "the surviving member to stop")
+        group.ended(128 + signal.SIGKILL, 40, "after a member was SIGKILLed")
         assert group.events("a process ended on its own: stopping the others so the group restarts together")
     finally:
         group.kill_all()
@@ -205,17 +228,12 @@ def test_a_member_frozen_between_send_offsets_and_commit_stops_with_the_group(ka
     Then the group is started again: nothing lost, nothing doubled, chains verify."""
     setup = make_setup(tmp_path, kafka_bootstrap, partitions=4, trail=True, batch_max_events=200)
     hooks = tmp_path / "hooks"
-    groups: list[Group] = []
-    group = Group(setup, 2, {"AUDITOR_TEST_HOOK": "after_send_offsets:stop:3", "AUDITOR_TEST_HOOK_DIR": str(hooks)})
-    groups.append(group)
-    feeder = PartitionFeeder(kafka_bootstrap, setup.events)
-    feed = PacedFeeder(feeder, iter(endless(41)), rate=200)
-    try:
-        pids = group.started()
-        _holding(setup, group, 2)
+    with Day(setup, seed=41, rate=200) as day:
+        group, pids = day.start(2, {"AUDITOR_TEST_HOOK": "after_send_offsets:stop:3",
+                                    "AUDITOR_TEST_HOOK_DIR": str(hooks)})
         # events only to grp-0's partitions: only grp-0 runs transactions, so only it freezes
-        feeder.partitions = _assignments(setup)["auditor-grp-0"]
-        feed.start()
+        day.feeder.partitions = _assignments(setup)["auditor-grp-0"]
+        day.feed.start()
         wait_until(lambda: reached(hooks, "after_send_offsets"), 90,
                    lambda: f"grp-0 to freeze after send_offsets of its 3rd transaction; {group.describe()}")
         wait_until(lambda: _state(pids["grp-0"]) == "T", 10, "grp-0 stopped (SIGSTOP)")
@@ -223,15 +241,9 @@ def test_a_member_frozen_between_send_offsets_and_commit_stops_with_the_group(ka
             wait_until(lambda: list(_assignments(setup)) == ["auditor-grp-1"], 60,
                        lambda: f"grp-1 alone in the group; {group.describe()}")
         group.proc.send_signal(signal.SIGTERM)
-        code, took = group.wait_exit(60, "after SIGTERM with a frozen member")
-        assert code == 0, f"exit {code} after {took:.1f}s: {group.describe()}"
-        assert not _gone(list(pids.values()), 5), "a member outlived the group"
-        sent = _finish(setup, feed, 2, groups)
-    finally:
-        feed.halt.set()
-        for g in groups:
-            g.kill_all()
-    assert_trail_intact(setup, Expect(sent, setup.events), console=False, file_copies=_trails(setup, 2))
+        group.ended(0, 60, "after SIGTERM with a frozen member")
+        day.finish(2)
+    day.check(2)
 
 
 def test_members_killed_together_the_parent_killed_and_ctrl_c_twice(kafka_bootstrap, tmp_path):
@@ -240,49 +252,26 @@ def test_members_killed_together_the_parent_killed_and_ctrl_c_twice(kafka_bootst
     its parent dies, no orphan keeps auditing under its transactional id); started again and Ctrl-C
     twice to the process group (exit 0). Then nothing lost, nothing doubled, chains verify."""
     setup = make_setup(tmp_path, kafka_bootstrap, partitions=4, trail=True, batch_max_events=200)
-    groups: list[Group] = []
-    feed = PacedFeeder(Feeder(kafka_bootstrap, setup.events), iter(endless(42)), rate=150)
-    try:
-        group = Group(setup, 3)
-        groups.append(group)
-        pids = group.started()
-        feed.start()
-        _holding(setup, group, 3)
-        time.sleep(2)
-        for name in ("grp-0", "grp-1"):
-            os.kill(pids[name], signal.SIGKILL)
-        code, _ = group.wait_exit(60, "after two members were SIGKILLed")
-        assert code == 128 + signal.SIGKILL, group.describe()
-        assert not _gone([pids["grp-2"]], 5), "the third member outlived the group"
+    with Day(setup, seed=42, rate=150) as day:
+        day.feed.start()
+        group, pids = day.start(3)
+        os.kill(pids["grp-0"], signal.SIGKILL)
+        os.kill(pids["grp-1"], signal.SIGKILL)
+        group.ended(128 + signal.SIGKILL, 60, "after two members were SIGKILLed")
 
-        group = Group(setup, 3)
-        groups.append(group)
-        pids = group.started()
-        _holding(setup, group, 3)
-        time.sleep(2)
+        group, pids = day.start(3)
         group.proc.send_signal(signal.SIGKILL)
         group.proc.wait(10)
         left = _gone(list(pids.values()), 40)
         assert not left, f"members {left} outlived their parent: {group.describe()}"
 
-        group = Group(setup, 3)
-        groups.append(group)
-        pids = group.started()
-        _holding(setup, group, 3)
-        time.sleep(2)
+        group, pids = day.start(3)
         os.killpg(group.proc.pid, signal.SIGINT)
         time.sleep(0.3)
         os.killpg(group.proc.pid, signal.SIGINT)
-        code, _ = group.wait_exit(60, "after Ctrl-C twice")
-        assert code == 0, group.describe()
-        assert not _gone(list(pids.values()), 5)
-        assert feed.flowing, "the feeder stopped"
-        sent = _finish(setup, feed, 3, groups)
-    finally:
-        feed.halt.set()
-        for g in groups:
-            g.kill_all()
-    assert_trail_intact(setup, Expect(sent, setup.events), console=False, file_copies=_trails(setup, 3))
+        group.ended(0, 60, "after Ctrl-C twice")
+        day.finish(3)
+    day.check(3)
 
 
 def test_a_member_that_cannot_bind_its_port_stops_the_group_with_2(kafka_bootstrap, tmp_path):
@@ -295,11 +284,8 @@ def test_a_member_that_cannot_bind_its_port_stops_the_group_with_2(kafka_bootstr
         taken.listen()
         group = Group(setup, 2, http_port=base)
         try:
-            code, _ = group.wait_exit(90, "with the second member's port taken")
-            assert code == 2, group.describe()
-            log = group.log_path.read_text()
-            assert f"port {base + 1} is already in use" in log, group.describe()
-            assert not _gone(list(group.child_pids().values()), 5)
+            group.ended(2, 90, "with the second member's port taken")
+            assert f"port {base + 1} is already in use" in group.log_path.read_text(), group.describe()
         finally:
             group.kill_all()
 
@@ -310,14 +296,13 @@ def test_more_members_than_partitions(kafka_bootstrap, tmp_path):
     group = Group(setup, 3)
     try:
         group.started()
-        _holding(setup, group, 2)
+        wait_until(lambda: _members(setup) == 2, 90, lambda: f"2 members holding partitions; {group.describe()}")
         feeder = Feeder(kafka_bootstrap, setup.events)
         feeder.send_all(mixed_events(400, seed=43))
         with TopicTail(kafka_bootstrap, setup.audit) as tail:
             tail.wait_for(len(feeder.sent), 120, f"every event audited; {group.describe()}")
         group.proc.send_signal(signal.SIGTERM)
-        code, _ = group.wait_exit(40, "after SIGTERM")
-        assert code == 0, group.describe()
+        group.ended(0, 40, "after SIGTERM")
     finally:
         group.kill_all()
     assert_exactly_once(read_audit(kafka_bootstrap, setup.audit), feeder.sent, setup.events)

@@ -25,7 +25,7 @@ import pytest
 from auditor.cli import build_parser
 from auditor.errors import ConfigError
 from auditor.exitcodes import ExitCode
-from auditor.stream.supervisor import child_argv, common_run_argv, plan_members
+from auditor.stream.supervisor import _die_with, child_argv, common_run_argv, plan_members
 
 MEMBER = r"""
 import os, signal, sys, time
@@ -279,6 +279,23 @@ def test_members_of_a_parent_killed_with_sigkill_end(parents):
     p.wait(5)
     assert gone_within(pids, 5), "a member outlived its parent"
     assert p.signals_of(0) == p.signals_of(1) == [signal.SIGTERM], "not stopped by SIGTERM (PR_SET_PDEATHSIG)"
+
+
+def test_a_member_whose_parent_died_before_it_asked_for_pdeathsig_exits_at_once():
+    """Between fork and prctl(PR_SET_PDEATHSIG) the parent may die: the signal would then never
+    come and the member would audit on as an orphan. The child checks that its parent is still the
+    one that started it (here: a parent pid that is not its parent, as after re-parenting)."""
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                              preexec_fn=_die_with(os.getpid() + 4_000_000))
+    kept = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], preexec_fn=_die_with(os.getpid()))
+    try:
+        assert orphan.wait(10) == 0
+        time.sleep(0.5)
+        assert kept.poll() is None, "a member of a living parent exited"
+    finally:
+        for proc in (orphan, kept):
+            proc.kill()
+            proc.wait()
 
 
 def test_an_abbreviated_processes_option_is_not_passed_on_to_the_members():
