@@ -315,3 +315,13 @@ def test_ports_past_65535_are_a_configuration_error_of_the_group():
     with pytest.raises(ConfigError, match="--processes 2"):
         plan_members(2, "a", 65535, None)
     assert [m.http_port for m in plan_members(2, "a", 65534, None)] == [65534, 65535]
+
+
+@pytest.mark.parametrize(("given", "said"), [("0", "must be 1 or more, got 0"), ("-1", "must be 1 or more, got -1"),
+                                              ("-3", "must be 1 or more, got -3"), ("two", "not a whole number")])
+def test_processes_zero_negative_or_not_a_number_is_a_usage_error(given, said, capsys):
+    """Exit 2 with one message; before, -1 was answered 'must be 0 or more' (0 is refused too)."""
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["run", f"--processes={given}"])
+    assert exc.value.code == ExitCode.USAGE
+    assert f"argument --processes: {said}" in capsys.readouterr().err
