@@ -41,3 +41,54 @@ def test_the_plain_and_interpreted_paths_judge_an_undeclared_category_in_full(pa
     assert (d.event_id, d.verdict, d.permitted_by, d.pack_id) == ("u-7", Verdict.VIOLATION, None, "tiny")
     assert d.pack_hash == pack.pack.content_hash and d.pack_hash.startswith("sha256:")
     assert d.violated_rule_ids == ("tiny.undeclared-category",) and "tattoos" in d.violations[0].reason
+
+
+# ---------------------------------------------------------------- engine.decide: the shared decision of the
+# undeclared path carries the event id, pack id and hash; the paths without a memo judge the event itself
+# (`_decide(e, compiled, plan)` with each argument mutated to None).
+
+def test_decide_keeps_every_field_of_an_undeclared_category_decision(pack):
+    from auditor.policy.engine import decide
+
+    e = make_event(event_id="u-8", data_categories=["tattoos"])
+    d = decide(e, pack)
+    assert (d.event_id, d.verdict, d.permitted_by, d.pack_id, d.pack_hash) == (
+        "u-8", Verdict.VIOLATION, None, "tiny", pack.pack.content_hash)
+    assert d.violated_rule_ids == ("tiny.undeclared-category",)
+
+
+def test_an_event_whose_plan_is_not_cached_is_still_judged(pack):
+    from auditor.policy.engine import decide
+
+    many = make_event(event_id="m-1", data_categories=["contact"] * 200, consent={"marketing": True})
+    assert decide(many, pack).verdict is Verdict.ALLOW
+    assert evaluate(many, pack).verdict is Verdict.ALLOW
+    refused = make_event(event_id="m-2", data_categories=["contact"] * 200)
+    assert decide(refused, pack).violated_rule_ids == ("tiny.use.marketing",)
+
+
+def test_an_event_built_by_hand_with_a_plain_string_enum_is_judged(pack):
+    import dataclasses
+
+    from auditor.policy.engine import decide
+
+    e = make_event(event_id="h-1", consent={"marketing": True})
+    by_hand = dataclasses.replace(e, actor=dataclasses.replace(e.actor, type="EMPLOYEE"))
+    assert decide(by_hand, pack).verdict is Verdict.ALLOW
+    no = dataclasses.replace(make_event(event_id="h-2"), actor=dataclasses.replace(e.actor, type="EMPLOYEE"))
+    assert decide(no, pack).violated_rule_ids == ("tiny.use.marketing",)
+
+
+# ---------------------------------------------------------------- conditions.recipient_abroad: unknown when
+# either country is unknown (`or` -> `and` would call a disclosure abroad when one side is unknown).
+
+@pytest.mark.parametrize("country, region, abroad", [
+    ("SG", "MY", True), ("my", "MY", False), (None, "MY", None), ("SG", None, None), (None, None, None),
+])
+def test_a_recipient_is_abroad_only_when_both_countries_are_known_and_differ(country, region, abroad):
+    from auditor.policy.conditions import recipient_abroad
+
+    recipient = {"type": "bank", "id": "b-1"} | ({"country": country} if country else {})
+    subject = {"id": "s-1", "age": 30} | ({"region": region} if region else {})
+    e = make_event(kind="DISCLOSURE", recipient=recipient, subject=subject, purpose="billing")
+    assert recipient_abroad(e) is abroad

@@ -593,3 +593,125 @@ def test_witness_coverage_allows_records_up_to_exactly_the_age_limit(golden):
     assert (issue.kind, issue.seq) == ("unwitnessed", 3)
     assert issue.message == ("2 records after size 3 have no checkpoint cosigned by 1 witness(es) and are older "
                              "than 15m0s")
+
+
+# ---------------------------------------------------------------- anchor.check_extends / proof_from_leaves:
+# every outcome carries the trusted checkpoint, `ok` exactly True or False, and the trail's latest size
+# (each argument of each `Anchored(...)` mutated; `findings` reads all three).
+
+def _outcome(result, trusted, ok, latest, needs_records=False):
+    assert result.trusted is trusted
+    assert result.ok is ok and result.latest == latest and result.needs_records is needs_records
+
+
+def test_every_check_extends_outcome_names_the_trusted_checkpoint_and_the_latest_size(anchored, keys, tmp_path):
+    from trailkit import signed_checkpoints
+
+    from auditor.trail.anchor import check_extends, findings, proof_from_leaves
+
+    signed = signed_checkpoints(anchored, keys)
+    history, stored = _history(anchored, keys)
+    t50, t100 = signed[0], signed[1]
+    _outcome(check_extends(t100, [], {}), t100, False, 0)
+    (none,) = findings([check_extends(t100, [], {})])
+    assert (none.kind, none.seq) == ("rollback", 0)
+    _outcome(check_extends(t100, history[:1], stored), t100, False, 50)
+    _outcome(check_extends(t50, history, stored), t50, True, 200)
+    other = tmp_path / "other"
+    write_trail(other, keys, 200, batch=25, checkpoint_every=50, seed=5)
+    forked = signed_checkpoints(other, keys)[1]
+    _outcome(check_extends(forked, history, stored), forked, False, 200)
+    broken = dict(stored)
+    broken[150] = dataclasses.replace(stored[150], proof=(bytes(32), *stored[150].proof[1:]))
+    _outcome(check_extends(t100, history, broken), t100, False, 200)
+    unlinked = dict(stored)
+    unlinked[150] = dataclasses.replace(stored[150], prev_size=50)
+    _outcome(check_extends(t100, history, unlinked), t100, False, 200, needs_records=True)
+    leaves = chain_leaves(as_source(anchored), "events/0", 200)
+    _outcome(proof_from_leaves(t50, history[-1], leaves[:10]), t50, False, 200)
+    _outcome(proof_from_leaves(t50, history[-1], [bytes(32), *leaves[1:]]), t50, False, 200)
+    _outcome(proof_from_leaves(t50, history[-1], leaves), t50, True, 200)
+
+
+def test_the_root_of_an_empty_compact_range_is_the_empty_tree():
+    from auditor.trail.merkle import EMPTY_ROOT, root_from_range, root_of
+
+    assert root_from_range(0, []) == EMPTY_ROOT == root_of([])
+    assert root_from_range(-1, []) is None
+
+
+# ---------------------------------------------------------------- verify.load_checkpoints: after a fork
+# (two roots for one size) the other checkpoints still count (`continue` -> `break`); a stored proof that
+# was stripped from an entry that still names its previous size is checked (`or` -> `and`).
+
+def test_checkpoints_after_a_forked_one_still_count(tmp_path, golden, keys):
+    fork = tmp_path / "fork"
+    write_trail(fork, keys, N, seed=123)
+    trail = tmp_path / "t"
+    shutil.copytree(golden[0], trail)
+    entries = stored_checkpoints(trail)
+    write_stored(trail, [entries[0], stored_checkpoints(fork)[0], *entries[1:]])
+    report = verify_trail(trail, keys.verifier)
+    assert [(i.kind, i.seq) for i in report.issues] == [("fork", 49)]
+    assert report.covered == {"events/0": N} and [cp.size for cp in report.history["events/0"]] == [50, 100, 150, 200]
+
+
+def test_a_stored_consistency_proof_stripped_from_its_entry_is_named(copy, keys):
+    entries = stored_checkpoints(copy)
+    assert entries[2].prev_size == 100 and entries[2].proof
+    entries[2] = dataclasses.replace(entries[2], proof=())
+    write_stored(copy, entries)
+    (issue,) = verify_trail(copy, keys.verifier).issues
+    assert (issue.kind, issue.seq) == ("proof", 149)
+    assert issue.message == "checkpoint line 3: the stored consistency proof from size 100 to 150 does not verify"
+
+
+# ---------------------------------------------------------------- merkle.verify_consistency: sizes out of
+# order and nodes that are not 32 bytes fail before any hashing (`or` -> `and`).
+
+def test_a_consistency_proof_needs_sizes_in_order_and_nodes_of_32_bytes():
+    from auditor.trail.merkle import consistency_proof, verify_consistency
+
+    leaves, node, root = _tree(13)
+    _, _, root7 = _tree(7)
+    proof = consistency_proof(7, 13, node)
+    assert verify_consistency(7, 13, root7, root, proof)
+    assert not verify_consistency(7, 13, root7, root, [proof[0][:31], *proof[1:]])
+    assert not verify_consistency(7, 13, root7, root, [*proof, bytes(31)])
+    from auditor.trail.hashing import node_hash
+
+    x, y = bytes(range(32)), bytes(range(1, 33))
+    # hashes a shrinking "proof" would need: the algorithm run on sizes 3 -> 2 would accept them
+    assert not verify_consistency(3, 2, x, node_hash(x, y), [x, y])
+    for old, new in ((13, 7), (8, 7), (-1, 13)):
+        for p in (proof, proof[:1], [], [root7], [root, root7, root]):
+            assert not verify_consistency(old, new, root7, root, p)
+            assert not verify_consistency(old, new, root, root7, p)
+
+
+# ---------------------------------------------------------------- note.open_note: the refusal names the keys.
+
+def test_a_note_signed_only_by_unknown_keys_names_them():
+    from auditor.trail.note import NoteError, NoteSigner, open_note, sign_note
+
+    signed = sign_note("hello\n", NoteSigner("b.example/log", Ed25519PrivateKey.generate()))
+    other = NoteSigner("a.example/log", Ed25519PrivateKey.generate())
+    with pytest.raises(NoteError, match=r"^signed by unknown key\(s\) only \(b.example/log\)$"):
+        open_note(signed, [other.verifier])
+
+
+# ---------------------------------------------------------------- proof.InclusionProof.from_json: the record
+# is strict base64 (`validate=True` -> False would drop stray characters and read a damaged file).
+
+def test_a_proof_file_with_a_stray_character_in_the_record_is_not_a_proof(golden, keys):
+    import json
+
+    from auditor.trail.proof import InclusionProof
+
+    trail, _ = golden
+    proof = make_proof(trail, 4, None, keys.verifier)
+    m = json.loads(proof.to_json())
+    assert InclusionProof.from_json(json.dumps(m)) == proof
+    m["record"] = m["record"][:8] + "*" + m["record"][8:]
+    with pytest.raises(TrailError, match="^not a proof file: "):
+        InclusionProof.from_json(json.dumps(m))
