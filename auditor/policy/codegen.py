@@ -17,7 +17,9 @@ checks the generated function against ``holds`` on every test of every seed pack
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterable
+from types import CodeType, FunctionType
 
 from auditor.events.model import ActorOrganisation, Event
 from auditor.policy import conditions as c
@@ -57,6 +59,28 @@ _FACT_EXPR: dict[str, tuple[str, str, bool]] = {
     "transfer.safeguard": ("t.safeguard._value_", "t", True),
     "recipient.abroad": ("_abroad(e)", "", False),
 }
+
+
+#: compiled code by source text (bounded): rules and plans of the same structure differ only in their
+#: constants, which each function gets in its own namespace, so they share one code object
+_CODE: dict[str, CodeType] = {}
+_CODE_MAX = 4096
+
+
+def _function(src: str, name: str, consts: dict[str, object]) -> Callable[..., object]:
+    """The function ``name`` that ``src`` defines, its free names bound to ``consts``. The source is
+    compiled once (the expensive part of compiling a plan) and its code shared."""
+    code = _CODE.get(src)
+    if code is None:
+        module = compile(src, f"<policy-{name}>", "exec")
+        code = next(c for c in module.co_consts if isinstance(c, CodeType) and c.co_name == name)
+        if len(_CODE) >= _CODE_MAX:
+            _CODE.clear()
+        _CODE[src] = code
+    namespace: dict[str, object] = {**consts, "__builtins__": builtins}
+    fn = FunctionType(code, namespace, name)
+    fn.__source__ = src  # type: ignore[attr-defined]   # for tests and debugging
+    return fn
 
 
 class _Writer:
@@ -158,11 +182,7 @@ def compile_tests(tests: Iterable[c.Condition], name: str = "tests") -> Compiled
     shared, (body,) = w.finish([body])
     prelude = "".join(f"    {_LOCALS[v]}\n" for v in sorted(w.locals)) + "".join(f"{p}\n" for p in shared)
     src = f"def {name}(e, x):\n{prelude}    return {body}\n"
-    namespace: dict[str, object] = dict(w.consts)
-    exec(compile(src, f"<policy-{name}>", "exec"), namespace)  # noqa: S102 - fixed expressions only
-    fn = namespace[name]
-    fn.__source__ = src  # type: ignore[attr-defined]   # for tests and debugging
-    return fn  # type: ignore[return-value]
+    return _function(src, name, w.consts)
 
 
 #: (residual scope tests, residual conditions, a condition on the plan's key already failed, forbids)
@@ -205,11 +225,7 @@ def compile_plan(permits: Iterable[RuleTests], constraints: Iterable[RuleTests],
     if w.holds:
         prelude.append(f"    x = _Derived(atoms, minor, {age})")
     src = "\n".join(["def plan(e, atoms):", *prelude, *lines, "    return m", ""])
-    namespace: dict[str, object] = dict(w.consts)
-    exec(compile(src, "<policy-plan>", "exec"), namespace)  # noqa: S102 - fixed expressions only
-    fn = namespace["plan"]
-    fn.__source__ = src  # type: ignore[attr-defined]
-    return fn  # type: ignore[return-value]
+    return _function(src, "plan", w.consts)  # type: ignore[return-value]
 
 
 #: per rule: the bit its scope sets, and the bits its failing conditions set
@@ -252,8 +268,4 @@ def compile_fails(permits: Iterable[RuleTests], constraints: Iterable[RuleTests]
     if w.holds:
         prelude.append(f"    x = _Derived(atoms, minor, {age})")
     src = "\n".join(["def fails(e, atoms):", *prelude, *lines, "    return m", ""])
-    namespace: dict[str, object] = dict(w.consts)
-    exec(compile(src, "<policy-fails>", "exec"), namespace)  # noqa: S102 - fixed expressions only
-    fn = namespace["fails"]
-    fn.__source__ = src  # type: ignore[attr-defined]
-    return fn, tuple(layout)  # type: ignore[return-value]
+    return _function(src, "fails", w.consts), tuple(layout)  # type: ignore[return-value]
