@@ -715,3 +715,50 @@ def test_a_proof_file_with_a_stray_character_in_the_record_is_not_a_proof(golden
     m["record"] = m["record"][:8] + "*" + m["record"][8:]
     with pytest.raises(TrailError, match="^not a proof file: "):
         InclusionProof.from_json(json.dumps(m))
+
+
+# ---------------------------------------------------------------- source.merge_cosignatures / cosigned_notes:
+# a damaged cosignature line or stored note is skipped, not the end of the list (`continue` -> `break`).
+
+def test_cosignatures_after_a_damaged_line_still_reach_their_checkpoints(copy):
+    import json
+
+    from auditor.trail.note import Note, NoteSigner, sign_note
+    from auditor.trail.source import FileSource, Located, merge_cosignatures
+
+    entries = list(FileSource(copy).checkpoints())
+    witness = NoteSigner("w.example/witness", Ed25519PrivateKey.generate())
+    last = Note.parse(entries[-1].entry.note)
+    cosigned = sign_note(last.text, witness).to_bytes()
+    (copy / "cosignatures.jsonl").write_text("not json\n" + json.dumps({"note": cosigned.decode()}) + "\n")
+    assert FileSource(copy).cosigned_notes() == [cosigned]
+    damaged = Located("checkpoint line 0", dataclasses.replace(entries[0].entry, note=b"damaged"))
+    merged = merge_cosignatures([damaged, *entries], [b"damaged line", cosigned])
+    assert len(merged) == len(entries) + 1 and merged[0] is damaged
+    names = {s.name for s in Note.parse(merged[-1].entry.note).signatures}
+    assert "w.example/witness" in names and len(names) == 2
+
+
+# ---------------------------------------------------------------- checkpoint.Checkpoint.parse / _unb64 /
+# StoredCheckpoint.from_json: the body is at least three lines each ending in a newline (`<` -> `<=`,
+# `or` -> `and`); the root is strict base64; an entry of another format is refused.
+
+def test_the_checkpoint_body_stored_entry_and_root_are_read_strictly(golden):
+    import json
+
+    from auditor.errors import TrailCorruption
+    from auditor.trail.checkpoint import FORMAT, Checkpoint, StoredCheckpoint
+    from auditor.trail.note import Note
+
+    text = Note.parse(stored_checkpoints(golden[0])[0].note).text
+    origin, size, root, *ext = text.split("\n")
+    assert Checkpoint.parse(text).size == int(size) == 50
+    with pytest.raises(TrailCorruption, match="at least three non-empty lines, each ending in a newline"):
+        Checkpoint.parse(text[:-1])
+    with pytest.raises(TrailCorruption, match="no 'time' or 'head' extension line"):
+        Checkpoint.parse(f"{origin}\n{size}\n{root}\n")
+    with pytest.raises(TrailCorruption, match="not base64"):
+        Checkpoint.parse(text.replace(root, root[:4] + "*" + root[4:]))
+    with pytest.raises(TrailCorruption, match="unreadable checkpoint entry"):
+        StoredCheckpoint.from_json(json.dumps({"format": FORMAT + "-other", "note": "x\n"}))
+    assert StoredCheckpoint.from_json(json.dumps({"format": FORMAT, "note": "x\n"})).note == b"x\n"
