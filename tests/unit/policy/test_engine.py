@@ -194,6 +194,10 @@ def test_caches_do_not_grow_with_hostile_events(pack):
     from auditor.policy.engine import MemoEvaluator
 
     memo = MemoEvaluator(pack)
+    # the shapes the loop uses, met once with ordinary facts: their plans may exist, hostile facts add none
+    memo(make_event(event_id="warm-access", kind="ACCESS", purpose="support", actor={"role": "support_agent"}))
+    memo(make_event(event_id="warm-use", consent={"marketing": True}))
+    pack.clear_memo()
     before = len(pack._plans)
     kept, kept_bytes = pack.memo_entries(), pack.memo_bytes
     for i in range(50):
