@@ -762,3 +762,103 @@ def test_the_checkpoint_body_stored_entry_and_root_are_read_strictly(golden):
     with pytest.raises(TrailCorruption, match="unreadable checkpoint entry"):
         StoredCheckpoint.from_json(json.dumps({"format": FORMAT + "-other", "note": "x\n"}))
     assert StoredCheckpoint.from_json(json.dumps({"format": FORMAT, "note": "x\n"})).note == b"x\n"
+
+
+# ---------------------------------------------------------------- third run (docs/mutation.md, "Third run")
+
+def _sig_line(name: str, blob: bytes) -> str:
+    return f"\u2014 {name} {base64.b64encode(blob).decode()}\n"
+
+
+def test_checkpoint_extension_lines_are_read_in_any_order_and_the_first_time_counts():
+    """Checkpoint.parse: `key == "time" and time is None` -> `or` read the head line as a time."""
+    from auditor.trail.checkpoint import Checkpoint
+
+    root = base64.b64encode(b"\x01" * 32).decode()
+    head = base64.b64encode(b"\x02" * 32).decode()
+    cp = Checkpoint.parse(f"o\n5\n{root}\nhead {head}\ntime 2024-05-01T12:00:00.000000Z\n")
+    assert cp.head == b"\x02" * 32 and cp.time.year == 2024
+    t1, t2 = "time 2024-05-01T12:00:00.000000Z", "time 2025-01-01T00:00:00.000000Z"
+    twice = Checkpoint.parse(f"o\n5\n{root}\n{t1}\nhead {head}\n{t2}\n")
+    assert twice.time.year == 2024 and twice.extensions == (t2,)
+
+
+def test_a_signature_line_with_a_space_or_no_data_is_malformed_and_non_base64_is_refused():
+    """note._parse_signature: `not b64 or " " in b64` -> `and`; `validate=True` -> `False`."""
+    from auditor.trail.note import Note, NoteError
+
+    with pytest.raises(NoteError, match="malformed signature line"):
+        Note.parse("text\n\n\u2014 k AAAAAAA= AAAA\n")
+    with pytest.raises(NoteError, match="malformed signature line"):
+        Note.parse("text\n\n\u2014 k \n")
+    good = base64.b64encode(b"\x00\x00\x00\x07" + b"s" * 64).decode()
+    with pytest.raises(NoteError, match="not base64"):
+        Note.parse(f"text\n\n\u2014 k {good[:8]}!{good[8:]}\n")
+
+
+def test_note_bounds_are_inclusive_five_byte_signature_max_size_max_signatures():
+    """note._parse_signature `len(blob) < 5` -> `<=`; Note.parse `len(raw) > MAX_NOTE_BYTES` and
+    `len(lines) > MAX_SIGNATURES` -> `>=`; `split < 0` -> `<=` (a note whose text is one empty line)."""
+    from auditor.trail.note import MAX_NOTE_BYTES, MAX_SIGNATURES, Note, NoteError
+
+    five = Note.parse("t\n\n" + _sig_line("k", b"\x00\x00\x00\x07x"))
+    assert five.signatures[0].key_id == 7 and five.signatures[0].data == b"x"
+    with pytest.raises(NoteError, match="too short"):
+        Note.parse("t\n\n" + _sig_line("k", b"\x00\x00\x00\x07"))
+    lines = "".join(_sig_line(f"k{i}", b"\x00\x00\x00\x01" + b"s" * 64) for i in range(MAX_SIGNATURES))
+    assert len(Note.parse("t\n\n" + lines).signatures) == MAX_SIGNATURES
+    with pytest.raises(NoteError, match="signatures, more than"):
+        Note.parse("t\n\n" + lines + _sig_line("kx", b"\x00\x00\x00\x01" + b"s" * 64))
+    sig = _sig_line("k", b"\x00\x00\x00\x01" + b"s" * 64)
+    pad = MAX_NOTE_BYTES - len(("\n\n" + sig).encode())
+    exact = "a" * pad + "\n\n" + sig
+    assert len(exact.encode()) == MAX_NOTE_BYTES and Note.parse(exact).text == "a" * pad + "\n"
+    with pytest.raises(NoteError, match="larger than"):
+        Note.parse("a" + exact)
+    assert Note.parse("\n\n" + sig).text == "\n"
+
+
+def _three_segments(trail, keys):
+    records = make_records(keys, 120)
+    with TrailWriter.open(trail, keys, segment_bytes=15_000, checkpoint_every=40) as w:
+        for i in range(0, 120, 10):
+            w.append(records[i:i + 10])
+            w.commit()
+    return [p for _, p in list_segments(trail)]
+
+
+def test_a_segment_that_vanishes_while_verifying_is_reported_and_later_segments_still_read(tmp_path, keys):
+    """FileSource.chunks: `continue` -> `break` after a segment that cannot be read dropped every
+    later segment (here: a segment file removed after the headers were read)."""
+    from auditor.trail.source import Chunk, FileSource
+
+    trail = tmp_path / "t"
+    segs = _three_segments(trail, keys)
+    assert len(segs) >= 3
+    it = FileSource(trail).chunks()
+    first = next(it)  # every header has been read; segment 0 is open
+    assert isinstance(first, Chunk)
+    segs[1].unlink()
+    rest = list(it)
+    assert [type(x).__name__ for x in rest] == ["Issue"] + ["Chunk"] * (len(segs) - 2)
+    assert rest[0].kind == "damaged"
+
+
+def test_a_torn_block_is_placed_at_the_end_or_in_the_middle_of_the_trail(tmp_path, keys):
+    """FileSource.chunks: `pos == len(ordered) - 1` -> `!=`, `and False`, `or True` (the message)."""
+    from auditor.trail.source import FileSource
+
+    trail = tmp_path / "t"
+    segs = _three_segments(trail, keys)
+
+    def torn_issues():
+        return [x.message for x in FileSource(trail).chunks() if isinstance(x, Issue)]
+
+    with segs[-1].open("r+b") as fh:
+        fh.truncate(segs[-1].stat().st_size - 5)
+    (only,) = torn_issues()
+    assert "at the end of the trail" in only
+    with segs[0].open("r+b") as fh:
+        fh.truncate(segs[0].stat().st_size - 5)
+    first, last = torn_issues()
+    assert "in the middle of the trail" in first and "at the end of the trail" in last
