@@ -92,3 +92,27 @@ def test_a_recipient_is_abroad_only_when_both_countries_are_known_and_differ(cou
     subject = {"id": "s-1", "age": 30} | ({"region": region} if region else {})
     e = make_event(kind="DISCLOSURE", recipient=recipient, subject=subject, purpose="billing")
     assert recipient_abroad(e) is abroad
+
+
+# ---------------------------------------------------------------- third run (docs/mutation.md, "Third run")
+# engine.decide: the key of a memoised plan that reads an enum's value (here transfer.safeguard) raises
+# AttributeError for an Event built by hand with a plain string; the event is then judged without the
+# memo (`_decide(e, compiled, plan)` with each argument mutated to None crashed or misjudged).
+
+def test_a_hand_built_transfer_with_a_plain_string_safeguard_is_judged_without_the_memo(pack):
+    import dataclasses
+
+    from auditor.policy.engine import decide
+
+    e = make_event(event_id="h-3", kind="DISCLOSURE", purpose="support",
+                   recipient={"type": "service_provider", "id": "p-1", "country": "DE", "on_our_behalf": True},
+                   transfer={"cross_border": True, "destination_country": "US",
+                             "safeguard": "STANDARD_CONTRACTUAL_CLAUSES"})
+    assert decide(e, pack).verdict is Verdict.ALLOW
+    scc = dataclasses.replace(e, transfer=dataclasses.replace(e.transfer, safeguard="STANDARD_CONTRACTUAL_CLAUSES"))
+    with pytest.raises(AttributeError):
+        pack.plan(scc).key_of(scc)   # the memo key cannot be made: the path under test
+    assert decide(scc, pack).verdict is Verdict.ALLOW
+    not_ours = dataclasses.replace(scc, event_id="h-4", recipient=dataclasses.replace(e.recipient, on_our_behalf=False))
+    d = decide(not_ours, pack)
+    assert d.violated_rule_ids == ("tiny.disclose.processor",) and d.event_id == "h-4"
