@@ -862,3 +862,43 @@ def test_a_torn_block_is_placed_at_the_end_or_in_the_middle_of_the_trail(tmp_pat
         fh.truncate(segs[0].stat().st_size - 5)
     first, last = torn_issues()
     assert "in the middle of the trail" in first and "at the end of the trail" in last
+
+
+@pytest.mark.timeout(60)
+def test_scan_segment_tears_at_each_kind_of_damaged_block(copy):
+    """segment.scan_segment: a varint cut short (`torn = True` -> `None`/`False`, `break` -> `return`),
+    a damaged sync marker (`or` -> `and`), a block of zero records (`count <= 0` -> `< 0`, `and`), a
+    negative size pointing back at the previous sync marker (`size_ < 0 or ...` -> `and`: loops), and
+    an empty block that is otherwise well formed, which is read (`size_ < 0` -> `<= 0`)."""
+    from auditor.trail.segment import scan_segment
+
+    seg = only_segment(copy)
+    pristine = seg.read_bytes()
+    whole = scan_segment(seg, 0)
+    assert not whole.torn and len(whole.blocks) >= 3
+    b1 = whole.blocks[1]
+    after_b0 = whole.base + b1.offset
+
+    def torn_at(good_end):
+        s = scan_segment(seg, 0)
+        assert s.torn is True and s.good_end == good_end
+        seg.write_bytes(pristine)
+
+    seg.write_bytes(pristine[:after_b0 + 1])          # block 1's count read, its size cut off
+    torn_at(after_b0)
+    sync_at = whole.base + whole.blocks[1].data_end
+    seg.write_bytes(pristine[:sync_at] + bytes([pristine[sync_at] ^ 1]) + pristine[sync_at + 1:])
+    torn_at(after_b0)                                  # block 1 complete, its sync marker damaged
+    assert pristine[after_b0] != 0
+    seg.write_bytes(pristine[:after_b0] + b"\x00" + pristine[after_b0 + 1:])
+    torn_at(after_b0)                                  # block 1 claims zero records
+    size_len = b1.data_start - b1.offset - 1                 # bytes of block 1's size varint
+    back = -(16 + 1 + size_len)                        # from after the size back to block 0's sync
+    zz = (back << 1) ^ (back >> 63)
+    varint = bytes([(zz >> (7 * i)) & 0x7F | (0x80 if i < size_len - 1 else 0) for i in range(size_len)])
+    seg.write_bytes(pristine[:after_b0 + 1] + varint + pristine[after_b0 + 1 + size_len:])
+    torn_at(after_b0)                                  # a negative size: torn, not a loop
+    seg.write_bytes(pristine[:after_b0] + b"\x02\x00" + whole.sync + pristine[after_b0:])
+    empty = scan_segment(seg, 0)                       # one record claimed in zero bytes: framed, read on
+    assert not empty.torn and len(empty.blocks) == len(whole.blocks) + 1
+    assert empty.blocks[1].data_start == empty.blocks[1].data_end
