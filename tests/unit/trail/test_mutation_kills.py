@@ -902,3 +902,31 @@ def test_scan_segment_tears_at_each_kind_of_damaged_block(copy):
     empty = scan_segment(seg, 0)                       # one record claimed in zero bytes: framed, read on
     assert not empty.torn and len(empty.blocks) == len(whole.blocks) + 1
     assert empty.blocks[1].data_start == empty.blocks[1].data_end
+
+
+def _zz(v: int) -> bytes:
+    z, out = (v << 1) ^ (v >> 63), bytearray()
+    while True:
+        out.append(z & 0x7F | (0x80 if z > 0x7F else 0))
+        z >>= 7
+        if not z:
+            return bytes(out)
+
+
+def _header(meta: dict[str, bytes], sync: bytes) -> bytes:
+    body = b"".join(_zz(len(k.encode())) + k.encode() + _zz(len(v)) + v for k, v in meta.items())
+    return b"Obj\x01" + _zz(len(meta)) + body + _zz(0) + sync
+
+
+def test_a_segment_header_with_an_empty_key_or_the_most_entries_allowed_is_read(copy):
+    """segment._parse_header: key length `n < 0` -> `<= 0` (an empty key refused); `len(meta) + count >
+    _MAX_META_ENTRIES` -> `>=` (a header with exactly the most entries refused)."""
+    from auditor.trail.segment import _MAX_META_ENTRIES, _parse_header
+
+    meta, sync, end = _parse_header(only_segment(copy).read_bytes()[:1 << 16])
+    with_empty = _parse_header(_header({**meta, "": b"x"}, sync))[0]
+    assert with_empty[""] == b"x"
+    fill = {f"k{i}": b"" for i in range(_MAX_META_ENTRIES - len(meta))}
+    assert len(_parse_header(_header({**meta, **fill}, sync))[0]) == _MAX_META_ENTRIES
+    with pytest.raises(ValueError, match="implausible"):
+        _parse_header(_header({**meta, **fill, "one": b"more"}, sync))
