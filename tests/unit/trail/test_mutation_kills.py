@@ -930,3 +930,20 @@ def test_a_segment_header_with_an_empty_key_or_the_most_entries_allowed_is_read(
     assert len(_parse_header(_header({**meta, **fill}, sync))[0]) == _MAX_META_ENTRIES
     with pytest.raises(ValueError, match="implausible"):
         _parse_header(_header({**meta, **fill, "one": b"more"}, sync))
+
+
+def test_range_nodes_straddling_the_compact_range_end_and_a_wrong_number_of_roots():
+    """merkle.RangeNodes.__call__: `hi - lo < 2` -> `<= 2` refused the node (2, 4) of a tree grown from
+    3 leaves (leaf 2 is the compact range's last root); `self(lo, ...)`/`self(..., hi)` -> None crashed
+    there. RangeNodes.__init__: `zip(..., strict=True)` -> `False`/`None` took too few roots silently."""
+    from auditor.trail.merkle import RangeNodes, range_sizes, root_of
+
+    leaves = [bytes([i]) * 32 for i in range(6)]
+    roots, lo = [], 0
+    for size in range_sizes(3):
+        roots.append(root_of(leaves[lo:lo + size]))
+        lo += size
+    nodes = RangeNodes(3, roots, leaves[3:])
+    assert nodes(2, 4) == root_of(leaves[2:4]) and nodes(0, 6) == root_of(leaves)
+    with pytest.raises(ValueError):
+        RangeNodes(3, roots[:1], leaves[3:])
