@@ -116,3 +116,14 @@ def test_a_hand_built_transfer_with_a_plain_string_safeguard_is_judged_without_t
     not_ours = dataclasses.replace(scc, event_id="h-4", recipient=dataclasses.replace(e.recipient, on_our_behalf=False))
     d = decide(not_ours, pack)
     assert d.violated_rule_ids == ("tiny.disclose.processor",) and d.event_id == "h-4"
+
+
+def test_keepable_bounds_text_by_characters_and_category_lists_by_length():
+    """engine._keepable: `>` -> `>=`, the two bounds swapped (`and False`/`or True`), and either return
+    flipped, changed what the memo may keep."""
+    from auditor.policy.engine import _CACHEABLE_CATEGORIES, _MEMO_MAX_TEXT, _keepable
+
+    assert _MEMO_MAX_TEXT != _CACHEABLE_CATEGORIES
+    assert _keepable(("x" * _MEMO_MAX_TEXT, ("c",) * _CACHEABLE_CATEGORIES, 7, None))
+    assert not _keepable(("x" * (_MEMO_MAX_TEXT + 1),))
+    assert not _keepable((("c",) * (_CACHEABLE_CATEGORIES + 1),))
