@@ -127,3 +127,18 @@ def test_keepable_bounds_text_by_characters_and_category_lists_by_length():
     assert _keepable(("x" * _MEMO_MAX_TEXT, ("c",) * _CACHEABLE_CATEGORIES, 7, None))
     assert not _keepable(("x" * (_MEMO_MAX_TEXT + 1),))
     assert not _keepable((("c",) * (_CACHEABLE_CATEGORIES + 1),))
+
+
+# codegen.compile_plan: a permit's test (12) or a constraint's conditions (44) written as `None`: the allow
+# test said "not allowed" for an allowed event; the fails path then reached the same verdict, so only the
+# allow test's own result shows it.
+
+@pytest.mark.parametrize("over", [
+    {"consent": {"marketing": True}},
+    {"consent": {"marketing": True, "guardian": True}, "subject": {"id": "s-2", "age": 9}},
+])
+def test_the_allow_test_of_a_plan_is_non_zero_for_an_allowed_event(pack, over):
+    e = make_event(event_id="a-1", **over)
+    assert evaluate(e, pack).verdict is Verdict.ALLOW
+    plan = pack.plan(e)
+    assert pack.compile_plan(plan).test(e, plan.atoms) != 0
