@@ -46,8 +46,22 @@ CONTENT_ERRORS = frozenset({
 })
 
 
+#: the codes that mean another producer with our transactional id took over (librdkafka reports the
+#: same fence as ``_FENCED`` "old epoch", ``PRODUCER_FENCED`` or ``INVALID_PRODUCER_EPOCH`` by call)
+FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+
+
 class Fatal(Exception):
     """A fatal Kafka error (fenced by a newer instance, ...): the daemon exits with code 3."""
+
+    def __init__(self, message: str, fenced: bool = False) -> None:
+        super().__init__(message)
+        #: another instance with the same instance id (transactional id) took over
+        self.fenced = fenced
+
+    @classmethod
+    def of(cls, err: KafkaError) -> Fatal:
+        return cls(str(err), fenced=err.code() in FENCED_CODES)
 
 
 @dataclass(frozen=True)
@@ -119,7 +133,7 @@ class BatchCommit:
         if self.checkpoints is not None:
             self.checkpoints.discard()
         if err.fatal():
-            raise Fatal(str(err)) from exc
+            raise Fatal.of(err) from exc
         self.producer.poll(0)  # serve the delivery reports that say which output was refused
         content = err.code() in CONTENT_ERRORS or bool(self._refused)
         log.warning("transaction aborted; rewinding to the batch start", error=str(err),
@@ -129,7 +143,7 @@ class BatchCommit:
                 self.producer.abort_transaction(ABORT_TIMEOUT_S)
         except KafkaException as abort_exc:
             if abort_exc.args[0].fatal():
-                raise Fatal(str(abort_exc.args[0])) from abort_exc
+                raise Fatal.of(abort_exc.args[0]) from abort_exc
             log.warning("abort failed", error=str(abort_exc.args[0]))
         if self.metrics is not None:
             self.metrics.transactions.labels("abort").inc()

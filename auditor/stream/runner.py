@@ -189,7 +189,12 @@ class Daemon:
             log.info("draining: last batch committed, leaving the group")
             return EXIT_OK
         except Fatal as exc:
-            log.error("fatal Kafka error, exiting", error=str(exc), exit_code=int(EXIT_FATAL))
+            if exc.fenced:
+                log.error("fenced: another instance with the same instance id took over, exiting", error=str(exc),
+                          exit_code=int(EXIT_FATAL),
+                          hint="give every instance its own instance_id; a restarted instance fences the old one")
+            else:
+                log.error("fatal Kafka error, exiting", error=str(exc), exit_code=int(EXIT_FATAL))
             self.healthy = False
             self.fatal = True
             return EXIT_FATAL
@@ -244,7 +249,7 @@ class Daemon:
                     batch.append(m)
             elif err.code() != KafkaError._PARTITION_EOF:
                 if err.fatal():
-                    raise Fatal(str(err))
+                    raise Fatal.of(err)
                 log.warning("consumer error", error=str(err), retriable=err.retriable())
         if self.ledger is not None and not self._ledger_caught_up(restored, batch):
             return
