@@ -43,6 +43,15 @@ from faultkit import Expect, assert_trail_intact, endless, reached  # noqa: E402
 
 pytestmark = pytest.mark.kafka
 
+#: the longest attack scenarios run with the full fault suite (AUDITOR_FAULTS=all, README "Fault
+#: suite"), not in every CI run: together about 5 of this file's 9.5 minutes at load 11, and one
+#: ([briefly]) once timed out in CI with 1,436 of 2,310 events audited after the restart (passed on
+#: re-run; not explained yet). The supervisor behaviour they found is also covered by the real-process
+#: tests in tests/unit/stream/test_supervisor_signals.py.
+fault_suite_only = pytest.mark.skipif(
+    os.environ.get("AUDITOR_FAULTS") != "all",
+    reason="in the full fault suite only: AUDITOR_FAULTS=all python -m pytest tests/integration/test_run_processes.py")
+
 
 class PartitionFeeder(Feeder):
     """A feeder that sends round-robin to the given partitions only (all of them until set)."""
@@ -217,6 +226,8 @@ def test_a_member_that_dies_stops_the_group_with_its_status(kafka_bootstrap, tmp
         group.kill_all()
 
 
+@pytest.mark.faults
+@fault_suite_only
 @pytest.mark.parametrize("past_session", [False, True], ids=["briefly", "past-the-session-timeout"])
 def test_a_member_frozen_between_send_offsets_and_commit_stops_with_the_group(kafka_bootstrap, tmp_path,
                                                                                past_session):
@@ -246,6 +257,8 @@ def test_a_member_frozen_between_send_offsets_and_commit_stops_with_the_group(ka
     day.check(2)
 
 
+@pytest.mark.faults
+@fault_suite_only
 def test_members_killed_together_the_parent_killed_and_ctrl_c_twice(kafka_bootstrap, tmp_path):
     """Three members under a paced stream: two SIGKILLed at once (the group exits 137 and stops the
     third); started again and the parent SIGKILLed (every member ends: SIGTERM from the kernel when
