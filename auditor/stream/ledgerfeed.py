@@ -35,6 +35,9 @@ their own claims). The store of one instance lives in ``ledger.dir/<instance_id>
   whose marker says its local entries are still good (a restart; a partition back with no fact
   of it applied here since it left) is *resumed* instead (:meth:`LedgerFeed._resume_from_trail`):
   only its records after the marker are read back, before the facts, and rechecked after them.
+  Either way only the chain's own records are read back: those on the path of hash links that
+  ends at the chain's head as restored from its signed checkpoint (:meth:`LedgerFeed._read_back`;
+  a record someone else appended to the audit topic, however well linked, is skipped).
 
 The join itself is :class:`~auditor.ledger.judging.StoreJudge`, the code path of
 ``auditor check --ledger`` too, so the daemon and the offline check give the same verdicts.
@@ -42,8 +45,9 @@ The join itself is :class:`~auditor.ledger.judging.StoreJudge`, the code path of
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -68,6 +72,7 @@ from auditor.policy.engine import MemoEvaluator
 from auditor.stream.processor import BatchProcessor, BatchResult
 from auditor.trail import chainid
 from auditor.trail.canonical import iter_frames, record_from_bytes
+from auditor.trail.chain import hash_record_bytes
 from auditor.trail.record import CorrectedRecord, RecordType, build_record, record_to_event
 
 log = get_logger("auditor.ledger")
@@ -538,12 +543,18 @@ class LedgerFeed:
         partition with a seq past ``after`` (chain -> seq), from the first record at or after
         ``since_ms`` to the last committed one. Chain markers are left alone (the caller advances
         them once the records are rechecked). Returns how many were indexed, the seqs they are
-        indexed under per chain, and the highest seq read per chain."""
+        indexed under per chain, and the highest seq read per chain.
+
+        Only records of the chain itself are indexed: anyone who may write to the audit topic can
+        append a record that names the chain, with a correct seq, link and hash (att12). The first
+        pass frames every record of the wanted chains and recomputes its hash; a record is the
+        chain's only if it is on the path of ``prev_hash`` links that ends at the chain's head as
+        restored here (its signed checkpoint's). The second pass indexes those records only; the
+        others are logged and skipped. The first pass keeps two hashes and an offset per record."""
         consumer = Consumer({**self.cfg.client_conf(), "group.id": f"auditor-ledger-index-{self.cfg.instance_id}",
                              "enable.auto.commit": False, "enable.auto.offset.store": False,
                              "isolation.level": "read_committed", "enable.partition.eof": True,
                              "fetch.wait.max.ms": 20})
-        timeout = self.cfg.ledger.catch_up_timeout_s
         batch: list[DecisionReads] = []
         seen: dict[str, set[int]] = {}
         top: dict[str, int] = {}
@@ -555,44 +566,38 @@ class LedgerFeed:
                 raise TransientError(f"cannot find where to read {topic}/{partition} back from: {found.error}")
             if found.offset < 0:
                 return 0, seen, top  # nothing written since: no decision to index
-            consumer.assign([TopicPartition(topic, partition, found.offset)])
-            last_progress = time.monotonic()
-            while True:
-                if time.monotonic() - last_progress > timeout:
-                    raise TransientError(f"reading {topic}/{partition} back to index decisions made no progress "
-                                         f"for {timeout:.0f}s (ledger.catch_up_timeout_s)")
-                msgs = consumer.consume(1000, 0.1)
-                if msgs:
-                    last_progress = time.monotonic()
-                at_end = False
-                for m in msgs:
-                    err = m.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            at_end = True
-                            continue
-                        raise TransientError(f"reading {topic}/{partition} back: {err}")
-                    value = m.value()
-                    try:
-                        frame = next(iter_frames(value or b"", 1))
-                    except Exception:  # noqa: BLE001 - not a record of ours: the chain restore reports it
-                        continue
-                    chain = frame.chain_id
-                    if chain not in wanted or frame.seq <= after.get(chain, -1):
-                        continue
-                    top[chain] = max(top.get(chain, -1), frame.seq)
-                    reads = self._reads_of(value)
-                    if reads is not None:
-                        batch.append(reads)
-                        seen.setdefault(chain, set()).add(reads.seq)
-                if len(batch) >= READ_BACK_CHUNK or (at_end and batch):
-                    n = self.index.record(batch, marks={})
-                    indexed += n
-                    self.read_back += n
+            links: dict[str, dict[bytes, tuple[bytes, int]]] = {c: {} for c in wanted}
+            last = -1
+            for m in self._scan(consumer, topic, partition, found.offset, beat):
+                last = m.offset() or 0
+                value = m.value() or b""
+                try:
+                    frame = next(iter_frames(value, 1))
+                except Exception:  # noqa: BLE001 - not a record of ours: the chain restore reports it
+                    continue
+                chain = frame.chain_id
+                if chain in links and frame.seq > after.get(chain, -1) and frame.end == len(value) \
+                        and hash_record_bytes(value[:-32]) == frame.record_hash:
+                    links[chain][bytes(frame.record_hash)] = (bytes(frame.prev_hash), last)
+            ours = self._on_chain(links)
+            for m in self._scan(consumer, topic, partition, found.offset, beat, until=last):
+                offset = m.offset() or 0
+                if offset not in ours:
+                    continue
+                value = m.value()
+                chain, seq = ours[offset]
+                top[chain] = max(top.get(chain, -1), seq)
+                reads = self._reads_of(value)
+                if reads is not None:
+                    batch.append(reads)
+                    seen.setdefault(chain, set()).add(reads.seq)
+                if len(batch) >= READ_BACK_CHUNK:
+                    indexed += self._index_read_back(batch)
                     batch = []
                     beat()
-                if at_end:
-                    return indexed, seen, top
+            if batch:
+                indexed += self._index_read_back(batch)
+            return indexed, seen, top
         except KafkaException as exc:
             raise TransientError(f"reading {topic}/{partition} back to index decisions: {exc}") from exc
         finally:
@@ -600,6 +605,61 @@ class LedgerFeed:
                 consumer.close()
             except (KafkaException, RuntimeError) as exc:
                 log.warning("audit read-back consumer close failed", error=str(exc))
+
+    def _on_chain(self, links: dict[str, dict[bytes, tuple[bytes, int]]]) -> dict[int, tuple[str, int]]:
+        """The offsets of the records on each chain's path of links back from its head here (offset ->
+        (chain, seq)); the records of the chains that are not on it are logged."""
+        ours: dict[int, tuple[str, int]] = {}
+        for chain, by_hash in links.items():
+            head = self.processor.heads.get(chain)
+            n = 0
+            if head is not None:
+                h, seq = head.head_hash, head.size - 1
+                while (link := by_hash.get(h)) is not None:
+                    ours[link[1]] = (chain, seq)
+                    h, seq, n = link[0], seq - 1, n + 1
+            if len(by_hash) > n:
+                log.error("records in the audit topic name this chain but are not on it (forged): not indexed",
+                          chain=chain, records=len(by_hash) - n, indexed=n)
+        return ours
+
+    def _scan(self, consumer: Consumer, topic: str, partition: int, start: int, beat: Callable[[], None],
+              until: int | None = None) -> Iterator[Any]:
+        """The committed messages of one partition from ``start`` to its end (or to offset ``until``)."""
+        timeout = self.cfg.ledger.catch_up_timeout_s
+        consumer.assign([TopicPartition(topic, partition, start)])
+        try:
+            last_progress = time.monotonic()
+            n = 0
+            while True:
+                if time.monotonic() - last_progress > timeout:
+                    raise TransientError(f"reading {topic}/{partition} back to index decisions made no progress "
+                                         f"for {timeout:.0f}s (ledger.catch_up_timeout_s)")
+                msgs = consumer.consume(1000, 0.1)
+                if msgs:
+                    last_progress = time.monotonic()
+                for m in msgs:
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            return
+                        raise TransientError(f"reading {topic}/{partition} back: {err}")
+                    if until is not None and (m.offset() or 0) > until:
+                        return
+                    yield m
+                    n += 1
+                    if n % 20_000 == 0:
+                        beat()
+                    if until is not None and (m.offset() or 0) == until:
+                        return
+        finally:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                consumer.unassign()
+
+    def _index_read_back(self, batch: list[DecisionReads]) -> int:
+        n = self.index.record(batch, marks={})
+        self.read_back += n
+        return n
 
     def _reads_of(self, value: bytes | None) -> DecisionReads | None:
         """What a decision record (or a CORRECTION, under the seq it corrects) read from the
