@@ -18,7 +18,8 @@ facts applied before the decisions were indexed here (made by another instance, 
 crash before their index write).
 
 The index is bounded twice: by a window of event time (decisions older than the newest indexed
-event minus ``window`` are dropped) and by bytes on disk (the oldest go first). A late fact
+event minus ``window`` are dropped; an event dated more than ``FUTURE_SLACK_S`` after the clock is
+indexed but does not count as the newest) and by bytes on disk (the oldest go first). A late fact
 older than the horizon cannot be checked; :class:`LateReport` counts those for a metric.
 """
 
@@ -42,6 +43,9 @@ _PART = struct.Struct(">I")
 _FAMILIES = {f.value: f for f in Family}
 DEFAULT_WINDOW = timedelta(days=7)
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+#: an event dated more than this after the instance's clock does not advance the window (att12: one
+#: event dated 9999-12-31 would otherwise drop every other decision and make every late fact "beyond")
+FUTURE_SLACK_S = 3600
 
 
 class DecisionReads(NamedTuple):
@@ -140,6 +144,7 @@ class DecisionIndex:
             marks = auto
         rows: list[tuple[bytes, bytes, bytes]] = []
         newest = -_BIAS
+        ahead = int((self.clock() + FUTURE_SLACK_S) * 1_000_000)  # later events do not move the window
         for d in decisions:
             if not d.reads:
                 continue
@@ -149,7 +154,8 @@ class DecisionIndex:
                 doc["t"] = d.through_offset
             value = _pack(doc, d.payload)
             rows.append((key, value, key[20:28] + key))
-            newest = max(newest, d.occurred_us)
+            if d.occurred_us <= ahead:
+                newest = max(newest, d.occurred_us)
         if not rows:
             if marks:
                 self.mark(marks)
@@ -162,7 +168,7 @@ class DecisionIndex:
                 txn.put(tkey, b"", db=store.decisions_by_time)
             self._mark(txn, marks)
             raw = txn.get(b"idx_newest", db=store.meta)
-            top = max(newest, int(raw)) if raw is not None else newest
+            top = max(newest, min(int(raw), ahead)) if raw is not None else newest  # a store written before att12
             txn.put(b"idx_newest", str(top).encode(), db=store.meta)
             self._prune(txn, top - self.window_us)
 

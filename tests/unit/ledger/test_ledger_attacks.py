@@ -1,0 +1,57 @@
+"""Hostile input to the subject ledger (att12): what a producer of events or facts can send."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from auditor.ledger.late import DecisionIndex, DecisionReads
+from auditor.ledger.model import to_us
+from auditor.ledger.store import LedgerStore
+from auditor.trail.keys import Pseudonymizer
+from tests.unit.ledger.ledgerkit import T0, fact
+
+KEY = Pseudonymizer(b"k" * 32)
+U1, U2 = KEY("u-1"), KEY("u-2")
+NOW_S = T0.timestamp() + 86_400  # the instance's clock: a day after the audited events
+FAR = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LedgerStore]:
+    with LedgerStore(tmp_path / "ledger", KEY.key_id) as s:
+        yield s
+
+
+def audited(store: LedgerStore, index: DecisionIndex, pseudonym: str, occurred_us: int, seq: int) -> None:
+    v = store.view(0, pseudonym, occurred_us)
+    v.consent("marketing")
+    index.record([DecisionReads(0, pseudonym, v.at_us, "events/0", seq, f"ev-{seq}", tuple(v.reads))])
+
+
+def test_an_event_dated_in_the_far_future_does_not_push_every_other_decision_out_of_the_window(
+        store: LedgerStore) -> None:
+    """The window is kept in event time, from the newest indexed event. Before the fix one event
+    with ``occurred_at`` 9999-12-31 (the events codec takes it) moved the newest to year 9999: every
+    other decision of the instance was dropped at once, for good (the newest is stored), and every
+    late fact after it counted as beyond the window, never corrected."""
+    index = DecisionIndex(store, clock=lambda: NOW_S)
+    store.apply(0, [(0, fact("CONSENT_GRANTED", 0))], KEY)
+    audited(store, index, U1, to_us(T0) + 30 * 60_000_000, seq=1)
+    audited(store, index, U2, to_us(FAR), seq=2)  # a hostile producer's event
+    assert index.count() == 2 and index.horizon_us() is None
+    late = store.apply(0, [(1, fact("CONSENT_WITHDRAWN", 10, recorded=40))], KEY)
+    report = index.affected(late.applied)
+    assert [c.event_id for c in report.corrections] == ["ev-1"] and report.beyond_window == 0
+
+
+def test_a_store_whose_newest_was_already_pushed_to_the_far_future_prunes_by_the_clock(store: LedgerStore) -> None:
+    """A store written before the fix keeps the poisoned newest: it is read no further ahead than
+    the clock allows, so the next decisions are kept."""
+    store._write(lambda txn: txn.put(b"idx_newest", str(to_us(FAR)).encode(), db=store.meta))
+    index = DecisionIndex(store, clock=lambda: NOW_S)
+    audited(store, index, U1, to_us(T0) + 30 * 60_000_000, seq=1)
+    assert index.count() == 1
