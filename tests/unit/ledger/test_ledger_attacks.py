@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from auditor.errors import DecodeError
+from auditor.ledger.codec import FactDecoder, decode_fact_line, encode_fact_single_object
 from auditor.ledger.late import DecisionIndex, DecisionReads
 from auditor.ledger.model import to_us
 from auditor.ledger.store import LedgerStore
@@ -55,3 +59,30 @@ def test_a_store_whose_newest_was_already_pushed_to_the_far_future_prunes_by_the
     index = DecisionIndex(store, clock=lambda: NOW_S)
     audited(store, index, U1, to_us(T0) + 30 * 60_000_000, seq=1)
     assert index.count() == 1
+
+
+def _line(subject: str) -> str:
+    return json.dumps({"fact_id": "f-1", "subject_id": subject, "type": "CONSENT_WITHDRAWN",
+                       "effective_at": "2026-03-01T09:00:00Z", "recorded_at": "2026-03-01T09:00:01Z",
+                       "source_system": "consent-platform", "scope": {"purpose": "marketing"}})
+
+
+@pytest.mark.parametrize("subject", ["\u200bu-10293", "u-10293\u200b", "\ufeffu-10293", "u-10293\u2060",
+                                     "u-10293\x00", "\x7fu-10293", "u-10293\u00ad"])
+def test_a_subject_id_with_invisible_characters_at_either_end_is_refused(subject: str) -> None:
+    """A zero-width space, a byte-order mark, a word joiner, a soft hyphen or a control character
+    at either end of the id is invisible in every log and console, like a blank, and makes another
+    subject whose withdrawal never meets the events (before the fix only str.strip()'s blanks were
+    refused: these were stored)."""
+    with pytest.raises(DecodeError) as info:
+        decode_fact_line(_line(subject))
+    assert info.value.reason == "bad_subject_id" and "u-10293" not in str(info.value)
+    good = decode_fact_line(_line("u-10293"))
+    with pytest.raises(DecodeError) as info:
+        FactDecoder().decode(encode_fact_single_object(dataclasses.replace(good, subject_id=subject)))
+    assert info.value.reason == "bad_subject_id"
+
+
+def test_invisible_characters_inside_a_subject_id_and_confusable_letters_are_the_producers_business() -> None:
+    for subject in ("u-\u200b10293", "\u0443-10293"):  # a zero-width space inside; a Cyrillic u
+        assert decode_fact_line(_line(subject)).subject_id == subject
