@@ -189,6 +189,25 @@ def compile_tests(tests: Iterable[c.Condition], name: str = "tests") -> Compiled
 RuleTests = tuple[tuple[c.Condition, ...], tuple[c.Condition, ...], bool, bool]
 
 
+def _emit(w: _Writer, lines: list[str], name: str, minor_age: int) -> Callable[..., object]:
+    """The function ``name(e, atoms)`` whose body is ``lines`` and which returns ``m``: the event
+    parts the body reads, ``minor`` (when a test reads it) and the shared atom sets are read once at
+    the top, and an ``x`` (:class:`conditions.Derived`) is built for tests called through their own
+    ``holds``."""
+    age = int(minor_age)
+    if w.holds:
+        w.locals.add("m")
+    shared, lines = w.finish(lines)
+    prelude = [f"    {_LOCALS[v]}" for v in sorted(w.locals - {"m"})]
+    if "m" in w.locals:
+        prelude.append(f"    minor = _minor(e.subject, {age})")
+    prelude += shared
+    if w.holds:
+        prelude.append(f"    x = _Derived(atoms, minor, {age})")
+    src = "\n".join([f"def {name}(e, atoms):", *prelude, *lines, "    return m", ""])
+    return _function(src, name, w.consts)
+
+
 def compile_plan(permits: Iterable[RuleTests], constraints: Iterable[RuleTests],
                  minor_age: int) -> Callable[[Event, frozenset[str]], int]:
     """The allow test of a whole plan as one function ``f(e, atoms)``: 0 when the event is not
@@ -214,18 +233,7 @@ def compile_plan(permits: Iterable[RuleTests], constraints: Iterable[RuleTests],
             continue
         holds = " and ".join(w.expr(t) for t in conds) or "True"
         lines.append(f"    if {test}:\n        if not ({holds}):\n            return 0\n        m |= {bit}")
-    age = int(minor_age)
-    if w.holds:
-        w.locals.add("m")
-    shared, lines = w.finish(lines)
-    prelude = [f"    {_LOCALS[v]}" for v in sorted(w.locals - {"m"})]
-    if "m" in w.locals:
-        prelude.append(f"    minor = _minor(e.subject, {age})")
-    prelude += shared
-    if w.holds:
-        prelude.append(f"    x = _Derived(atoms, minor, {age})")
-    src = "\n".join(["def plan(e, atoms):", *prelude, *lines, "    return m", ""])
-    return _function(src, "plan", w.consts)  # type: ignore[return-value]
+    return _emit(w, lines, "plan", minor_age)  # type: ignore[return-value]
 
 
 #: per rule: the bit its scope sets, and the bits its failing conditions set
@@ -257,15 +265,4 @@ def compile_fails(permits: Iterable[RuleTests], constraints: Iterable[RuleTests]
             cond_bits.append(bit)
             lines.append(f"        if not ({w.expr(cond)}):\n            m |= {bit}")
         layout.append((scope_bit, tuple(cond_bits)))
-    age = int(minor_age)
-    if w.holds:
-        w.locals.add("m")
-    shared, lines = w.finish(lines)
-    prelude = [f"    {_LOCALS[v]}" for v in sorted(w.locals - {"m"})]
-    if "m" in w.locals:
-        prelude.append(f"    minor = _minor(e.subject, {age})")
-    prelude += shared
-    if w.holds:
-        prelude.append(f"    x = _Derived(atoms, minor, {age})")
-    src = "\n".join(["def fails(e, atoms):", *prelude, *lines, "    return m", ""])
-    return _function(src, "fails", w.consts), tuple(layout)  # type: ignore[return-value]
+    return _emit(w, lines, "fails", minor_age), tuple(layout)  # type: ignore[return-value]
