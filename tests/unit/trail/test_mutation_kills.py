@@ -31,26 +31,7 @@ from auditor.trail.note import ALG_COSIGNATURE_V1, ALG_ED25519, format_vkey, key
 from auditor.trail.segment import list_segments
 from auditor.trail.source import Issue, as_source
 
-N = 200  # one chain, checkpoints every 50
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return KeyRing.generate(tmp_path_factory.mktemp("k") / "keys")
-
-
-@pytest.fixture(scope="module")
-def golden(tmp_path_factory, keys):
-    trail = tmp_path_factory.mktemp("golden") / "trail"
-    return trail, write_trail(trail, keys, N, batch=25, checkpoint_every=50)
-
-
-@pytest.fixture
-def copy(golden, tmp_path):
-    dst = tmp_path / "trail"
-    shutil.copytree(golden[0], dst)
-    (dst / ".lock").unlink(missing_ok=True)
-    return dst
+N = 200  # the golden trail's records (conftest.py: keys, golden, copy)
 
 
 def only_segment(trail):

@@ -7,7 +7,6 @@ import json
 import shutil
 from datetime import timedelta
 
-import pytest
 from trailkit import (
     T0,
     flip_body_byte,
@@ -27,27 +26,7 @@ from auditor.trail.checkpoint import Checkpoint, origin_for
 from auditor.trail.note import Note
 from auditor.trail.segment import list_segments
 
-N = 200  # one chain, checkpoints every 50
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return KeyRing.generate(tmp_path_factory.mktemp("k") / "keys")
-
-
-@pytest.fixture(scope="module")
-def golden(tmp_path_factory, keys):
-    trail = tmp_path_factory.mktemp("golden") / "trail"
-    write_trail(trail, keys, N, batch=25, checkpoint_every=50)
-    return trail
-
-
-@pytest.fixture
-def copy(golden, tmp_path):
-    dst = tmp_path / "trail"
-    shutil.copytree(golden, dst)
-    (dst / ".lock").unlink(missing_ok=True)
-    return dst
+N = 200  # the golden trail's records (conftest.py: keys, golden, copy)
 
 
 def only_segment(trail):
@@ -62,7 +41,7 @@ def issues_of(trail, keys, **kw):
 
 
 def test_untouched_golden_trail_verifies(golden, keys):
-    report = verify_trail(golden, keys.verifier)
+    report = verify_trail(golden.trail, keys.verifier)
     assert report.ok, report.issues
     assert report.records == N and report.checkpoints == 4 and report.chains == {"events/0": N}
 
@@ -216,9 +195,9 @@ def test_removed_checkpoints_beyond_the_cadence_are_detected(copy, keys):
 
 def test_rollback_to_an_older_copy_is_detected_against_a_trusted_checkpoint(tmp_path, golden, keys):
     old = tmp_path / "old"
-    shutil.copytree(golden, old)
+    shutil.copytree(golden.trail, old)
     new = tmp_path / "new"
-    shutil.copytree(golden, new)
+    shutil.copytree(golden.trail, new)
     with TrailWriter.open(new, keys, checkpoint_every=50) as w:
         w.append(make_records(keys, 60, seed=11))
     trusted = signed_checkpoints(new, keys)[-1]
@@ -229,7 +208,7 @@ def test_rollback_to_an_older_copy_is_detected_against_a_trusted_checkpoint(tmp_
 
 
 def test_forked_trail_differs_from_a_trusted_checkpoint(tmp_path, golden, keys):
-    trusted = signed_checkpoints(golden, keys)[-1]
+    trusted = signed_checkpoints(golden.trail, keys)[-1]
     fork = tmp_path / "fork"
     write_trail(fork, keys, N, seed=123)  # same size, other content, validly signed
     (issue,) = issues_of(fork, keys, trusted=[trusted])
@@ -290,7 +269,7 @@ def test_two_signed_checkpoints_of_one_size_with_different_roots_are_a_fork(tmp_
     fork = tmp_path / "fork"
     write_trail(fork, keys, N, seed=123)
     trail = tmp_path / "t"
-    shutil.copytree(golden, trail)
+    shutil.copytree(golden.trail, trail)
     write_stored(trail, stored_checkpoints(trail) + stored_checkpoints(fork)[-1:])
     issues = issues_of(trail, keys)
     assert any(i.kind == "fork" and i.seq == N - 1 and "two histories" in i.message for i in issues)
