@@ -158,7 +158,7 @@ FACTS = {
     "legal_basis": lambda e, x: e.legal_basis.lower() if e.legal_basis else None,
     "actor.type": lambda e, x: e.actor.type,
     "actor.role": lambda e, x: e.actor.role,
-    "actor.organisation": lambda e, x: None if e.actor.organisation is ActorOrganisation.UNKNOWN
+    "actor.organisation": lambda e, x: None if e.actor.organisation == ActorOrganisation.UNKNOWN  # or "UNKNOWN"
     else e.actor.organisation,
     "actor.is_subject": lambda e, x: e.actor.id == e.subject.id,
     "subject.minor": lambda e, x: x.minor,
@@ -381,7 +381,7 @@ class SafeguardIfCrossBorder:
         return any(dest in group and region in group for group in self.within)
 
     def reason(self, e: Event, x: Derived) -> str:
-        have = e.transfer.safeguard.value.lower().replace("_", " ")
+        have = words([e.transfer.safeguard])   # a Safeguard, or its plain string in a hand-built event
         dest = _show(_region(e.transfer.destination_country))
         needs = words(self.safeguards) or "none"
         return (f"the cross-border transfer to {dest} relies on safeguard '{have}'; needs one of: {needs}"

@@ -231,7 +231,11 @@ class CompiledPack:
         """The plan for an event's static facts: made once per key, then looked up (bounded cache)."""
         r = e.recipient
         rtype = ANY if r is None else r.type
-        key = (e.kind._value_, rtype, e.purpose, e.data_categories)
+        try:
+            kind = e.kind._value_
+        except AttributeError:   # a hand-built event (a plain string for its kind)
+            kind = e.kind
+        key = (kind, rtype, e.purpose, e.data_categories)
         hit = self._plans.get(key)
         if hit is None:
             hit = self._make_plan(e, rtype)
@@ -547,7 +551,7 @@ def _undeclared(e: Event, pack: Pack) -> list[Violation]:
 
 
 def describe(e: Event) -> str:
-    what = f"{e.kind.value} of {', '.join(e.data_categories)} for {e.purpose}"
+    what = f"{getattr(e.kind, 'value', e.kind)} of {', '.join(e.data_categories)} for {e.purpose}"
     if e.recipient is not None:
         what += f" to {e.recipient.type}"
     return what
