@@ -10,6 +10,9 @@ The only order in which anything becomes visible:
 5. advance the in-memory chain heads                               hook ``after_heads``
 6. append the records to the optional file copy and make it durable
 
+A transaction that consumed nothing (the ledger's corrections) sends at step 3 the group's
+committed offsets of its records' inputs again (:meth:`BatchCommit._fence`), so KIP-447 fences it too.
+
 A failure before step 4 completes aborts the transaction and drops the working chain heads:
 nothing of the batch is visible, and the caller rewinds to the batch start. Retriable errors
 are retried with backoff; a fatal error (fenced) raises :class:`Fatal`. Every librdkafka call
@@ -38,6 +41,7 @@ log = get_logger("auditor.stream")
 SEND_OFFSETS_TIMEOUT_S = 30.0
 COMMIT_TIMEOUT_S = 60.0
 ABORT_TIMEOUT_S = 30.0
+FENCE_TIMEOUT_S = 10.0
 
 #: delivery errors caused by a message's content: retrying the same message cannot cure them
 CONTENT_ERRORS = frozenset({
@@ -102,7 +106,7 @@ class BatchCommit:
                 self._produce(o)
             if hook:
                 hook("after_produce")
-            tps = [TopicPartition(t, p, o) for (t, p), o in next_offsets(batch).items()]
+            tps = [TopicPartition(t, p, o) for (t, p), o in next_offsets(batch).items()] or self._fence(result)
             metadata = self.consumer.consumer_group_metadata()
             self._retry(lambda: producer.send_offsets_to_transaction(tps, metadata, SEND_OFFSETS_TIMEOUT_S),
                         "send_offsets_to_transaction", SEND_OFFSETS_TIMEOUT_S, hook_step="in_send_offsets")
@@ -126,6 +130,19 @@ class BatchCommit:
             self.file_copy.append(o.value for o in result.outgoing if o.topic == audit)
             self.file_copy.commit()
         return COMMITTED
+
+    def _fence(self, result: BatchResult) -> list[TopicPartition]:
+        """A transaction that consumed nothing (the ledger's CORRECTION records) still goes through the
+        group's KIP-447 fence: it commits again the group's committed offsets of its records' input
+        partitions (no change), so an instance whose partitions moved while it was frozen is refused
+        (send_offsets_to_transaction with no offset does nothing, and nothing else fenced it: att12)."""
+        keys = sorted({(r.source.topic, r.source.partition) for r, *_ in result.sealed
+                       if r.source.topic is not None and r.source.partition is not None})
+        if not keys:
+            return []
+        with self.watchdog.call("committed offsets (fence)", FENCE_TIMEOUT_S):
+            got = self.consumer.committed([TopicPartition(t, p) for t, p in keys], timeout=FENCE_TIMEOUT_S)
+        return [tp for tp in got if tp.error is None and tp.offset >= 0]
 
     def _abort(self, exc: KafkaException) -> Outcome:
         err = exc.args[0]

@@ -205,3 +205,31 @@ def test_killed_after_the_read_back_corrected_before_its_marker_the_correction_i
     capsys.readouterr()
     code = auditor_main(["verify", f"kafka://{kafka_bootstrap}/{setup.audit}", "--keys", str(setup.keys_dir)])
     assert code == 0, capsys.readouterr().out
+
+
+def test_an_instance_frozen_before_its_read_back_correction_commits_cannot_commit_it_once_the_chain_moved(
+        tmp_path, kafka_bootstrap, capsys):
+    """A new instance indexes the chain from the trail and is frozen (SIGSTOP) right after it began
+    the correction's transaction (its first), until its session expired and another instance took
+    the chain over and corrected the victim itself. Woken, the zombie must not commit its
+    correction: a corrections-only transaction sends no offsets, so before the fix nothing fenced
+    it (librdkafka's send_offsets_to_transaction with no offset does nothing) and the chain forked
+    (two records of seq 1, two signed heads)."""
+    setup, facts, _ = audited_once(tmp_path, kafka_bootstrap)
+    produce(kafka_bootstrap, facts, [withdrawal("w-late", "u-victim", T0 + timedelta(hours=1))])
+    hook_dir = tmp_path / "hook"
+    with Fleet(setup) as fleet:
+        z = fleet.start("z", env={"AUDITOR_TEST_HOOK": "after_begin:stop:1", "AUDITOR_TEST_HOOK_DIR": str(hook_dir)})
+        wait_until(lambda: (hook_dir / "after_begin.reached").exists(), 120, lambda: f"z frozen: {z.describe()}")
+        run_until_next_is_audited(setup, kafka_bootstrap, "b")  # after z's session (10 s) expired
+        assert [x.instance_id for x in corrections_by_the_auditor(setup, kafka_bootstrap)] == ["b"]
+        z.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: len(z.events("chain restored")) >= 2, 90,
+                   lambda: f"z woken, back in the group with the chain: {z.describe()}")
+        assert z.terminate() == 0
+    entries = read_audit(kafka_bootstrap, setup.audit)
+    assert [(e.record.seq, e.record.record_type.value, e.record.instance_id) for e in entries] == [
+        (0, "DECISION", "a"), (1, "CORRECTION", "b"), (2, "DECISION", "b")]
+    capsys.readouterr()
+    code = auditor_main(["verify", f"kafka://{kafka_bootstrap}/{setup.audit}", "--keys", str(setup.keys_dir)])
+    assert code == 0, capsys.readouterr().out
