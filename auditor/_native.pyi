@@ -1,6 +1,6 @@
 """Type stub of the compiled module (native/src/lib.rs). Use auditor.native, not this."""
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 class Decoded:
     canonical: bytes
@@ -28,3 +28,7 @@ class RecordSealer:
                    ) -> list[tuple[bytes, int, bytes, bytes]]: ...
 
 def genesis_hash(chain_id: str) -> bytes: ...
+
+def chain_encoded(records: Sequence[bytes], heads: Mapping[str, Any], ranges: Mapping[str, Any]
+                  ) -> tuple[bytes, int, list[tuple[str, int, bytes, int, tuple[bytes, ...], list[bytes]]],
+                             int | None]: ...

@@ -79,6 +79,15 @@ class MerkleRange:
         rng._stack = list(roots)
         return rng
 
+    @classmethod
+    def of(cls, size: int, roots: Sequence[bytes]) -> MerkleRange:
+        """A range of ``size`` leaves with these subtree roots, not checked: for a range extended
+        elsewhere from one of ours (the compiled step of :mod:`auditor.trail.encoded`)."""
+        rng = cls()
+        rng.size = size
+        rng._stack = list(roots)
+        return rng
+
     def append(self, leaf: bytes) -> None:
         stack = self._stack
         stack.append(leaf)

@@ -78,9 +78,11 @@ def header_bytes(index: int, sync: bytes) -> bytes:
     return b"".join(parts)
 
 
-def block_bytes(records: list[bytes], sync: bytes) -> bytes:
+def block_bytes(records: list[bytes], sync: bytes, count: int | None = None) -> bytes:
+    """One Avro block of ``records`` (each one record's bytes; or, given ``count``, chunks that
+    hold ``count`` records in all)."""
     data = b"".join(records)
-    return b"".join((enc_long(len(records)), enc_long(len(data)), data, sync))
+    return b"".join((enc_long(len(records) if count is None else count), enc_long(len(data)), data, sync))
 
 
 @dataclass

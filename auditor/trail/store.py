@@ -37,7 +37,7 @@ from auditor.errors import ConfigError, TrailCorruption, TrailError
 from auditor.trail.canonical import Frame, iter_frames
 from auditor.trail.chain import ChainHead, SealedBatch, seal_bytes
 from auditor.trail.checkpoint import Checkpoint, SignedCheckpoint, StoredCheckpoint, make_checkpoint
-from auditor.trail.hashing import leaf_hash
+from auditor.trail.encoded import chain_encoded, check_encoded
 from auditor.trail.keys import KeyRing
 from auditor.trail.merkle import MerkleRange, RangeNodes, consistency_proof
 from auditor.trail.note import Note
@@ -124,7 +124,8 @@ class TrailWriter:
         self.ranges: dict[str, MerkleRange] = {}
         self._state: dict[str, _ChainState] = {}
         self._last_cp: dict[str, tuple[int, datetime]] = {}
-        self._pending: list[bytes] = []
+        self._pending: list[bytes] = []  # records' bytes, or chunks of several (append_encoded)
+        self._pending_count = 0
         self._pending_chains: set[str] = set()
         self._pending_bytes = 0
         self._segment_index = -1
@@ -315,6 +316,7 @@ class TrailWriter:
             pending_chains.add(chain_id)
             pending.append(data)
             self._pending_bytes += len(data)
+        self._pending_count += len(out)
         self._dirty = True
         if self._pending_bytes >= _FLUSH_BYTES:
             self._write_block()
@@ -323,31 +325,32 @@ class TrailWriter:
     def append_encoded(self, encoded: Iterable[bytes]) -> None:
         """Append records sealed elsewhere, byte for byte (the audit topic's values): each must be one
         whole record that hashes to its record_hash and links to its chain's head. Not re-sealed, so
-        a record keeps the bytes its writer gave it, whatever version of the encoder that was."""
+        a record keeps the bytes its writer gave it, whatever version of the encoder that was.
+
+        One compiled call checks and chains the whole batch (:func:`auditor.trail.encoded.chain_encoded`).
+        A refused record raises TrailCorruption; the records before it are appended, as one by one."""
         if self.closed:
             raise TrailError("the trail writer is closed")
-        for data in encoded:
-            (f,) = iter_frames(data, 1)
-            chain_id = f.chain_id
-            head = self.heads.get(chain_id) or ChainHead.genesis(chain_id)
-            if f.end != len(data) or leaf_hash(data[:-32]) != f.record_hash:
-                raise TrailCorruption(f"chain {chain_id} seq {f.seq}: the record's bytes do not hash to its record "
-                                      "hash", chain=chain_id, seq=f.seq)
-            if f.seq != head.size or f.prev_hash != head.head_hash:
-                raise TrailCorruption(f"chain {chain_id} seq {f.seq} does not link to the trail's head (size "
-                                      f"{head.size})", chain=chain_id, seq=f.seq, expected=head.head_hash.hex(),
-                                      actual=f.prev_hash.hex())
-            self.heads[chain_id] = ChainHead(chain_id, head.size + 1, f.record_hash)
-            rng = self.ranges.get(chain_id)
-            if rng is None:
-                rng = self.ranges[chain_id] = MerkleRange()
+        records = encoded if isinstance(encoded, list) else list(encoded)
+        batch = chain_encoded(records, self.heads, self.ranges)
+        for a in batch.chains:
+            chain_id = a.chain_id
+            self.heads[chain_id] = ChainHead(chain_id, a.size, a.head_hash)
+            if chain_id not in self.ranges:
                 self._state[chain_id] = _ChainState()
-            rng.append(f.record_hash)
-            self._state[chain_id].since.append(f.record_hash)
+            self.ranges[chain_id] = MerkleRange.of(a.range_size, a.roots)
+            self._state[chain_id].since.extend(a.leaves)
             self._pending_chains.add(chain_id)
-            self._pending.append(data)
-            self._pending_bytes += len(data)
+        if batch.accepted:
+            self._pending.append(batch.data)
+            self._pending_count += batch.accepted
+            self._pending_bytes += len(batch.data)
             self._dirty = True
+        if batch.bad is not None:
+            data = records[batch.bad]
+            (f,) = iter_frames(data, 1)  # raises if it does not frame
+            check_encoded(data, self.head(f.chain_id))  # raises: it does not hash or link
+            raise AssertionError(f"the compiled step refused record {batch.bad} that the reference accepts")
         if self._pending_bytes >= _FLUSH_BYTES:
             self._write_block()
 
@@ -378,10 +381,11 @@ class TrailWriter:
             if st.first_at is None:
                 st.first_at = at
         self._pending_chains.clear()
-        block = block_bytes(self._pending, self._sync)
+        block = block_bytes(self._pending, self._sync, self._pending_count)
         self._fh.write(block)
         self._segment_size += len(block)
         self._pending.clear()
+        self._pending_count = 0
         self._pending_bytes = 0
 
     def commit(self) -> None:

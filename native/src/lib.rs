@@ -11,6 +11,7 @@ mod codec;
 mod extract;
 mod record;
 mod schema;
+mod trail;
 mod wire;
 
 use std::collections::HashMap;
@@ -278,5 +279,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Refused>()?;
     m.add_class::<RecordSealer>()?;
     m.add_function(wrap_pyfunction!(genesis_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(trail::chain_encoded, m)?)?;
     Ok(())
 }
