@@ -66,11 +66,15 @@ def state(records: list[bytes]) -> tuple[dict[str, ChainHead], dict[str, MerkleR
 def same(records: list[bytes], heads=None, ranges=None) -> enc.EncodedBatch:
     heads, ranges = heads or {}, ranges or {}
     before = (dict(heads), {c: (r.size, r.subtree_roots) for c, r in ranges.items()})
-    ours = enc.chain_encoded(records, heads, ranges)
+    ours = enc.chain_encoded_native(records, heads, ranges)
     theirs = enc.chain_encoded_py(records, heads, ranges)
     assert ours == theirs
     assert before == (heads, {c: (r.size, r.subtree_roots) for c, r in ranges.items()})  # only read
     return ours
+
+
+def test_the_writer_uses_the_compiled_step():
+    assert store.chain_encoded is enc.chain_encoded is enc.chain_encoded_native
 
 
 def test_every_example_event_chains_as_the_reference_chains_it(keys):
