@@ -79,14 +79,12 @@ class MerkleRange:
         rng._stack = list(roots)
         return rng
 
-    @classmethod
-    def of(cls, size: int, roots: Sequence[bytes]) -> MerkleRange:
-        """A range of ``size`` leaves with these subtree roots, not checked: for a range extended
-        elsewhere from one of ours (the compiled step of :mod:`auditor.trail.encoded`)."""
-        rng = cls()
-        rng.size = size
-        rng._stack = list(roots)
-        return rng
+    def reset(self, size: int, roots: Sequence[bytes]) -> MerkleRange:
+        """Make this the range of ``size`` leaves with these subtree roots, not checked: for a range
+        extended elsewhere from this one (the compiled step of :mod:`auditor.trail.encoded`)."""
+        self.size = size
+        self._stack = list(roots)
+        return self
 
     def append(self, leaf: bytes) -> None:
         stack = self._stack

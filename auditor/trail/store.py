@@ -336,9 +336,11 @@ class TrailWriter:
         for a in batch.chains:
             chain_id = a.chain_id
             self.heads[chain_id] = ChainHead(chain_id, a.size, a.head_hash)
-            if chain_id not in self.ranges:
+            rng = self.ranges.get(chain_id)
+            if rng is None:
+                rng = self.ranges[chain_id] = MerkleRange()
                 self._state[chain_id] = _ChainState()
-            self.ranges[chain_id] = MerkleRange.of(a.range_size, a.roots)
+            rng.reset(a.range_size, a.roots)
             self._state[chain_id].since.extend(a.leaves)
             self._pending_chains.add(chain_id)
         if batch.accepted:

@@ -159,8 +159,8 @@ pub fn chain_encoded<'py>(
         };
         framed.push((c, f.seq, f.prev, f.end));
     }
-    // Hash, link and extend the ranges without the GIL.
-    let (accepted, total) = py.detach(|| {
+    // Hash, link and extend the ranges (without the GIL for a batch worth the switch).
+    let mut check = || {
         let mut total = 0usize;
         for (i, &(c, seq, prev, end)) in framed.iter().enumerate() {
             let data: &[u8] = &records[i];
@@ -178,7 +178,8 @@ pub fn chain_encoded<'py>(
             total += data.len();
         }
         (framed.len(), total)
-    });
+    };
+    let (accepted, total) = if framed.len() >= 64 { py.detach(check) } else { check() };
     let data = PyBytes::new_with(py, total, |buf| {
         let mut at = 0;
         for r in &records[..accepted] {

@@ -60,7 +60,7 @@ def state(records: list[bytes]) -> tuple[dict[str, ChainHead], dict[str, MerkleR
     batch = enc.chain_encoded_py(records, {}, {})
     assert batch.bad is None
     return ({a.chain_id: ChainHead(a.chain_id, a.size, a.head_hash) for a in batch.chains},
-            {a.chain_id: MerkleRange.of(a.range_size, a.roots) for a in batch.chains})
+            {a.chain_id: MerkleRange().reset(a.range_size, a.roots) for a in batch.chains})
 
 
 def same(records: list[bytes], heads=None, ranges=None) -> enc.EncodedBatch:
@@ -96,7 +96,7 @@ def test_the_merkle_root_matches_an_independent_rfc9162_tree(keys):
     other = pymerkle.InmemoryTree(algorithm="sha256")
     for d in data:
         other.append_entry(d[:-32])  # pymerkle hashes 0x00 || entry itself
-    assert MerkleRange.of(a.range_size, a.roots).root() == other.get_root()
+    assert MerkleRange().reset(a.range_size, a.roots).root() == other.get_root()
     assert a.leaves == [hashlib.sha256(b"\x00" + d[:-32]).digest() for d in data[23:]]
 
 
