@@ -549,8 +549,10 @@ class LedgerFeed:
         append a record that names the chain, with a correct seq, link and hash (att12). The first
         pass frames every record of the wanted chains and recomputes its hash; a record is the
         chain's only if it is on the path of ``prev_hash`` links that ends at the chain's head as
-        restored here (its signed checkpoint's). The second pass indexes those records only; the
-        others are logged and skipped. The first pass keeps two hashes and an offset per record."""
+        restored here (its signed checkpoint's), at the first offset its bytes appear (a copy of a
+        record appended again later must not be indexed after the records that follow it). The
+        second pass indexes those records only; the others are logged and skipped. The first pass
+        keeps two hashes and an offset per record."""
         consumer = Consumer({**self.cfg.client_conf(), "group.id": f"auditor-ledger-index-{self.cfg.instance_id}",
                              "enable.auto.commit": False, "enable.auto.offset.store": False,
                              "isolation.level": "read_committed", "enable.partition.eof": True,
@@ -567,6 +569,7 @@ class LedgerFeed:
             if found.offset < 0:
                 return 0, seen, top  # nothing written since: no decision to index
             links: dict[str, dict[bytes, tuple[bytes, int]]] = {c: {} for c in wanted}
+            named = dict.fromkeys(wanted, 0)  # records that name the chain, copies included
             last = -1
             for m in self._scan(consumer, topic, partition, found.offset, beat):
                 last = m.offset() or 0
@@ -578,8 +581,10 @@ class LedgerFeed:
                 chain = frame.chain_id
                 if chain in links and frame.seq > after.get(chain, -1) and frame.end == len(value) \
                         and hash_record_bytes(value[:-32]) == frame.record_hash:
-                    links[chain][bytes(frame.record_hash)] = (bytes(frame.prev_hash), last)
-            ours = self._on_chain(links)
+                    # the first copy: a record appended again later (a replay) must not move after its successors
+                    links[chain].setdefault(bytes(frame.record_hash), (bytes(frame.prev_hash), last))
+                    named[chain] += 1
+            ours = self._on_chain(links, named)
             for m in self._scan(consumer, topic, partition, found.offset, beat, until=last):
                 offset = m.offset() or 0
                 if offset not in ours:
@@ -606,7 +611,8 @@ class LedgerFeed:
             except (KafkaException, RuntimeError) as exc:
                 log.warning("audit read-back consumer close failed", error=str(exc))
 
-    def _on_chain(self, links: dict[str, dict[bytes, tuple[bytes, int]]]) -> dict[int, tuple[str, int]]:
+    def _on_chain(self, links: dict[str, dict[bytes, tuple[bytes, int]]],
+                  named: dict[str, int]) -> dict[int, tuple[str, int]]:
         """The offsets of the records on each chain's path of links back from its head here (offset ->
         (chain, seq)); the records of the chains that are not on it are logged."""
         ours: dict[int, tuple[str, int]] = {}
@@ -615,12 +621,12 @@ class LedgerFeed:
             n = 0
             if head is not None:
                 h, seq = head.head_hash, head.size - 1
-                while (link := by_hash.get(h)) is not None:
+                while n < len(by_hash) and (link := by_hash.get(h)) is not None:
                     ours[link[1]] = (chain, seq)
                     h, seq, n = link[0], seq - 1, n + 1
-            if len(by_hash) > n:
-                log.error("records in the audit topic name this chain but are not on it (forged): not indexed",
-                          chain=chain, records=len(by_hash) - n, indexed=n)
+            if named[chain] > n:
+                log.error("records in the audit topic name this chain but are not on it (forged or copied): "
+                          "not indexed", chain=chain, records=named[chain] - n, indexed=n)
         return ours
 
     def _scan(self, consumer: Consumer, topic: str, partition: int, start: int, beat: Callable[[], None],

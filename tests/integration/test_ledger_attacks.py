@@ -20,7 +20,7 @@ import pytest
 import structlog
 import yaml
 from confluent_kafka import Producer
-from daemonkit import Fleet, InProcessDaemon, Setup, make_setup, read_audit, wait_until
+from daemonkit import Fleet, InProcessDaemon, Setup, make_setup, read_audit, read_topic, wait_until
 
 from auditor.cli import main as auditor_main
 from auditor.events.codec import event_from_mapping
@@ -28,6 +28,7 @@ from auditor.events.model import Event
 from auditor.ledger.model import FactType, Scope, SubjectFact
 from auditor.localkafka.broker import create_topics
 from auditor.stream.produce import produce
+from auditor.trail.canonical import record_from_bytes as read_audit_record
 from auditor.trail.chain import ChainHead, seal_bytes
 from auditor.trail.record import AuditRecord, CorrectedRecord, LedgerFacts, LedgerRead, RecordType
 
@@ -163,6 +164,33 @@ def test_a_forged_decision_in_the_audit_topic_is_never_corrected_into_the_signed
     d = run_until_next_is_audited(setup, kafka_bootstrap, "b")  # another instance: indexed in full
     assert [(x.event_id, x.instance_id) for x in corrections_by_the_auditor(setup, kafka_bootstrap)] == []
     assert d.sample("auditor_ledger_corrections_total", {"pack": "ipasar", "verdict_changed": "true"}) == 0
+
+
+def test_an_old_correction_appended_again_does_not_stand_for_the_later_one(tmp_path, kafka_bootstrap):
+    """The victim is corrected twice (a late withdrawal, then a grant effective before the event);
+    the first correction's exact bytes are appended again (a replay: a link and hash the chain
+    really has). An instance that takes the chain over must index the decision with the last
+    correction's answers: before the fix the copy, later in the topic, overwrote them, so the
+    takeover 'corrected' the victim a third time (and a later withdrawal would have been missed)."""
+    setup, facts, _ = audited_once(tmp_path, kafka_bootstrap)
+
+    def fixes() -> int:
+        return len(corrections_by_the_auditor(setup, kafka_bootstrap))
+
+    with InProcessDaemon(setup.config(instance_id="a")):
+        produce(kafka_bootstrap, facts, [withdrawal("w-late", "u-victim", T0 + timedelta(hours=1))])
+        wait_until(lambda: fixes() == 1, 90, "the first correction")
+        regrant = replace(withdrawal("g-later", "u-victim", T0 + timedelta(minutes=90)), type=FactType.CONSENT_GRANTED)
+        produce(kafka_bootstrap, facts, [regrant])
+        wait_until(lambda: fixes() == 2, 90, "the second correction")
+    first = next(m for m in read_topic(kafka_bootstrap, setup.audit)
+                 if m.value and read_audit_record(m.value).record_type is RecordType.CORRECTION)
+    append(kafka_bootstrap, setup.audit, first.partition, first.value or b"")
+    replayed = max(e.offset for e in read_audit(kafka_bootstrap, setup.audit))
+    run_until_next_is_audited(setup, kafka_bootstrap, "b")  # another instance: indexed in full
+    after = [(e.record.event_id, e.record.record_type.value) for e in read_audit(kafka_bootstrap, setup.audit)
+             if e.offset > replayed]
+    assert after == [("next", "DECISION")]
 
 
 def test_a_forged_record_the_index_cannot_key_does_not_stop_the_partition(tmp_path, kafka_bootstrap):
