@@ -11,7 +11,8 @@ pseudonymising is the caller's cost, reported separately as "build"); every 1,00
 is about the subject the replay looks for. Targets: append >= 100k/s, verify >= 200k/s,
 replay with a subject filter >= 100k/s, and flat memory from 1M to 10M records.
 
-"append (compiled)" is the daemon's way of writing a file copy: the records are encoded and sealed
+"append (compiled)" is the file copy's way of writing (the daemon's FileCopy still calls
+append_encoded once per record, not per batch): the records are encoded and sealed
 by the compiled sealer (``NativeSealer.seal_batch``, one call per batch of 5,000) and appended as
 bytes (``TrailWriter.append_encoded``: one compiled call per batch checks each record's frame, hash
 and link and extends the Merkle ranges; then group commit), into a trail of its own. Its notes
