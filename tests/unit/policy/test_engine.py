@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import pytest
 
-from auditor.events.codec import event_from_mapping
 from auditor.policy import Verdict, ViolationKind, evaluate, load_pack
 from auditor.policy.examples import deep_merge
-
-TINY = Path(__file__).resolve().parents[2] / "data" / "packs" / "tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def pack():
-    return load_pack(TINY)
-
-
-def make_event(**over: Any):
-    base = {
-        "event_id": "e-1", "occurred_at": "2026-01-01T00:00:00Z", "kind": "USE", "policy_id": "tiny",
-        "source_system": "crm", "actor": {"type": "EMPLOYEE", "id": "a-1", "role": "support_agent"},
-        "subject": {"id": "s-1", "age": 30}, "data_categories": ["contact"], "purpose": "marketing",
-    }
-    return event_from_mapping(deep_merge(base, over))
+from tests.unit.policy.policykit import TINY, make_event
 
 
 def test_permit_with_all_conditions_allows_and_names_the_rule(pack):

@@ -3,32 +3,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import pytest
 
-from auditor.events.codec import event_from_mapping
-from auditor.policy import Verdict, evaluate, load_pack
+from auditor.policy import Verdict, evaluate
 from auditor.policy.engine import evaluate_interpreted, evaluate_plain
-from auditor.policy.examples import deep_merge
-
-TINY = Path(__file__).resolve().parents[2] / "data" / "packs" / "tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def pack():
-    return load_pack(TINY)
-
-
-def make_event(**over: Any):
-    base = {
-        "event_id": "e-1", "occurred_at": "2026-01-01T00:00:00Z", "kind": "USE", "policy_id": "tiny",
-        "source_system": "crm", "actor": {"type": "EMPLOYEE", "id": "a-1", "role": "support_agent"},
-        "subject": {"id": "s-1", "age": 30}, "data_categories": ["contact"], "purpose": "marketing",
-    }
-    return event_from_mapping(deep_merge(base, over))
-
+from tests.unit.policy.policykit import make_event
 
 # ---------------------------------------------------------------- engine.evaluate_plain / evaluate_interpreted:
 # the decision for an event with an undeclared category (each argument of the Decision mutated).
