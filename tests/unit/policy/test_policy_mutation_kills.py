@@ -7,7 +7,7 @@ import pytest
 
 from auditor.policy import Verdict, evaluate
 from auditor.policy.engine import evaluate_interpreted, evaluate_plain
-from tests.unit.policy.policykit import make_event
+from tests.unit.policy.policykit import TINY, make_event
 
 # ---------------------------------------------------------------- engine.evaluate_plain / evaluate_interpreted:
 # the decision for an event with an undeclared category (each argument of the Decision mutated).
@@ -121,3 +121,80 @@ def test_the_allow_test_of_a_plan_is_non_zero_for_an_allowed_event(pack, over):
     assert evaluate(e, pack).verdict is Verdict.ALLOW
     plan = pack.plan(e)
     assert pack.compile_plan(plan).test(e, plan.atoms) != 0
+
+
+# ---------------------------------------------------------------- fourth run (docs/mutation.md, "Fourth run")
+# engine._decide: a plan compiled, a hand-built event (plain string for transfer.safeguard) failing the
+# safeguard condition: the key of the failed test's report raises AttributeError, and the event is judged
+# by the interpreted tests (`_decide_interpreted(None, ...)` crashed). Before 40796a5 fixed
+# SafeguardIfCrossBorder.reason (`.value` of a str), every path crashed on this event.
+
+def test_a_hand_built_event_failing_the_safeguard_is_judged_on_every_path(monkeypatch):
+    import dataclasses
+
+    from auditor.policy import engine
+    from auditor.policy.engine import compile_pack, decide, evaluate_interpreted, evaluate_plain, load_pack
+
+    e = make_event(event_id="h-5", kind="DISCLOSURE", purpose="support",
+                   recipient={"type": "service_provider", "id": "p-1", "country": "DE", "on_our_behalf": True},
+                   transfer={"cross_border": True, "destination_country": "US", "safeguard": "NONE"})
+    by_hand = dataclasses.replace(e, transfer=dataclasses.replace(e.transfer, safeguard="NONE"))
+    want = evaluate_interpreted(e, load_pack(TINY))
+    assert want.violated_rule_ids == ("tiny.disclose.processor",)
+    assert "relies on safeguard 'none'" in want.violations[0].reason
+    assert evaluate_interpreted(by_hand, load_pack(TINY)) == want
+    monkeypatch.setattr(engine, "_COMPILE_AFTER", 1)   # the plan's tests are compiled at once
+    for judge in (decide, evaluate_plain):
+        compiled = compile_pack(load_pack(TINY).pack)
+        assert judge(by_hand, compiled) == want
+        assert compiled.plan(by_hand).allow is not None   # the compiled tests ran (and then the key raised)
+
+
+def _tiny_variant(tmp_path, old: str, new: str, memo_bytes: int = 0):  # type: ignore[no-untyped-def]
+    from auditor.policy import parse_pack
+    from auditor.policy.engine import compile_pack
+
+    text = TINY.read_text()
+    assert old in text
+    p = tmp_path / "variant.yaml"
+    p.write_text(text.replace(old, new))
+    return compile_pack(parse_pack(p), memo_bytes=memo_bytes)
+
+
+_MARKETING_REQUIRES = "    require: [{consent: marketing}, not_opted_out, {only_categories: [contact]}]"
+
+
+# engine._violation: a failed permit's reason is its failed conditions' reasons alone, or the rule's
+# `explain` followed by them in brackets (`if rule.explain` -> `and False` / `or True`). Checked on the
+# interpreted path and on the compiled one (CompiledPack.report writes the reason through _violation).
+
+@pytest.mark.parametrize("explain", [None, "Offers need the subject's consent"])
+def test_a_failed_permits_reason_is_its_explanation_then_the_failed_conditions(tmp_path, monkeypatch, explain):
+    from auditor.policy import engine
+    from auditor.policy.engine import evaluate_plain
+
+    line = f"    explain: \"{explain}\"\n" if explain else ""
+    compiled = _tiny_variant(tmp_path, _MARKETING_REQUIRES, line + _MARKETING_REQUIRES)
+    why = "the subject has not given marketing consent"
+    want = f"{explain} ({why})" if explain else why
+    monkeypatch.setattr(engine, "_COMPILE_AFTER", 1)
+    for judge in (evaluate_interpreted, evaluate_plain):
+        (v,) = judge(make_event(event_id="x-1"), compiled).violations
+        assert (v.rule_id, v.reason) == ("tiny.use.marketing", want), judge
+
+
+# CompiledPack.report: the reasons of a compiled plan's report read the subject's minority
+# (`if plan.needs_minor` -> `and False` wrote "age unknown" for a child).
+
+def test_a_compiled_report_states_the_minority_its_failed_condition_read(tmp_path, monkeypatch):
+    from auditor.policy import engine
+
+    compiled = _tiny_variant(tmp_path, _MARKETING_REQUIRES,
+                             "    require: [{consent: marketing}, {minor: false}]")
+    monkeypatch.setattr(engine, "_COMPILE_AFTER", 1)
+    child = make_event(event_id="c-1", subject={"id": "s-9", "age": 9}, consent={"marketing": True, "guardian": True})
+    d = evaluate_plain(child, compiled)
+    assert compiled.plan(child).allow is not None   # the compiled path wrote the report
+    assert d == evaluate_interpreted(child, compiled)
+    (v,) = d.violations
+    assert v.rule_id == "tiny.use.marketing" and v.reason == "the subject is a minor (under 18)"
