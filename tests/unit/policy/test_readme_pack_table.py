@@ -15,7 +15,9 @@ from auditor.policy.examples import examples_path, load_examples
 from auditor.policy.loader import parse_pack, resolve_pack
 
 README = Path(__file__).resolve().parents[3] / "README.md"
-ROW = re.compile(r"^\| `(?P<pack>\w+)` \| \d{3} \| (?P<permits>\d+) \+ (?P<constraints>\d+) \| (?P<examples>\d+) \|", re.M)
+ROW = re.compile(
+    r"^\| `(?P<pack>\w+)` \| \d{3} \| (?P<permits>\d+) \+ (?P<constraints>\d+) \| (?P<examples>\d+) \|", re.M
+)
 SEED_PACKS = ["ipasar", "waimaotong", "ipmart", "inper", "thisproduct"]
 
 
