@@ -83,6 +83,7 @@ class Metrics:
     pack_info: Gauge
     build_info: Gauge
     ready: Gauge
+    partitions_assigned: Gauge
     last_audit: Gauge
     partition_blocked: Gauge
     partition_stalled: Gauge
@@ -125,7 +126,10 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         pack_info=Gauge("auditor_pack_info", "Loaded policy packs and their content hashes",
                         ["pack", "hash"], registry=r),
         build_info=Gauge("auditor_build_info", "auditor build", ["version", "python"], registry=r),
-        ready=Gauge("auditor_ready", "1 when the daemon is assigned partitions and consuming", registry=r),
+        ready=Gauge("auditor_ready", "1 when the daemon has joined its consumer group (an assignment came, even an "
+                    "empty one), is consuming and no partition of it is stalled", registry=r),
+        partitions_assigned=Gauge("auditor_partitions_assigned", "Source partitions assigned to this instance "
+                                  "(0: idle, more instances than partitions)", registry=r),
         last_audit=Gauge("auditor_last_audit_timestamp_seconds", "Unix time of the last audited event",
                          ["topic"], registry=r),
         partition_blocked=Gauge("auditor_partition_blocked",

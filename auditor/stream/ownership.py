@@ -16,6 +16,8 @@ Anything else (a disagreement, a timeout, a damaged chain) leaves that partition
 reported (``auditor_partition_blocked``, a log line, an alert) and is retried every
 ``restore.retry_s``; the other partitions go on. A partition that cannot make progress
 (blocked, or its batches keep aborting) for ``watchdog.progress_timeout_s`` makes readiness fail.
+Readiness needs an assignment, but not a partition: a member given none (more members than
+partitions) is in its group, idle and ready; ``auditor_partitions_assigned`` counts what it holds.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class Ownership:
         self.cfg, self.processor, self.metrics, self.watchdog = cfg, processor, metrics, watchdog
         self.file_copy, self.clock = file_copy, clock
         self.states: dict[Key, PartitionState] = {}
+        #: an assignment (possibly empty) came since the start or the last loss: the member is in its group
+        self.joined = False
         self.consumer: Any | None = None
         self.admin: AdminClient | None = None
 
@@ -105,6 +109,8 @@ class Ownership:
         now = self.clock()
         for tp in partitions:
             self.states[(tp.topic, tp.partition)] = PartitionState(since=now, next_try=now)
+        self.joined = True
+        self.metrics.partitions_assigned.set(len(self.states))
         log.info("partitions assigned; restoring their chains",
                  partitions=[chainid.chain_id(tp.topic, tp.partition) for tp in partitions])
 
@@ -114,6 +120,7 @@ class Ownership:
         log.info("partitions revoked", partitions=[f"{tp.topic}/{tp.partition}" for tp in partitions])
 
     def on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.joined = False   # out of the group (session lost) until the next assignment
         self._drop(partitions)
         log.warning("partitions lost", partitions=[f"{tp.topic}/{tp.partition}" for tp in partitions])
 
@@ -127,6 +134,7 @@ class Ownership:
             for gauge in (self.metrics.consumer_lag, self.metrics.partition_blocked, self.metrics.partition_stalled):
                 with contextlib.suppress(KeyError):
                     gauge.remove(key[0], str(key[1]))
+        self.metrics.partitions_assigned.set(len(self.states))
 
     # ------------------------------------------------------------------ progress of batches
     def note_aborted(self, keys: Iterable[Key]) -> None:

@@ -125,7 +125,9 @@ class Daemon:
         SignalThread(self.request_stop).install()
 
     def ready(self) -> bool:
-        return (self.healthy and self.consumer is not None and bool(self.ownership.states)
+        """In the group (an assignment came, even an empty one: an idle member is ready), healthy, no
+        owned partition stalled, every further check passing."""
+        return (self.healthy and self.consumer is not None and self.ownership.joined
                 and not self.ownership.stuck() and all(check() for check in self.ready_checks))
 
     def start(self) -> None:

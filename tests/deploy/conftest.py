@@ -38,6 +38,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "auditor_pack_info": ("gauge", ("pack", "hash")),
     "auditor_build_info": ("gauge", ("version", "python")),
     "auditor_ready": ("gauge", ()),
+    "auditor_partitions_assigned": ("gauge", ()),
     "auditor_last_audit_timestamp_seconds": ("gauge", ("topic",)),
     "auditor_partition_blocked": ("gauge", ("topic", "partition")),
     "auditor_partition_stalled": ("gauge", ("topic", "partition")),
