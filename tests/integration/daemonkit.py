@@ -120,6 +120,21 @@ def make_setup(work: Path, bootstrap: str, *, partitions: int = 3, trail: bool =
     return setup
 
 
+def group_assignments(setup: Setup) -> dict[str, list[int]]:
+    """client id (``auditor-<instance id>``) -> the partitions it holds in the setup's consumer group
+    (members holding none left out)."""
+    admin = AdminClient(setup.admin_conf)
+    (future,) = admin.describe_consumer_groups([setup.group]).values()
+    return {m.client_id: sorted(tp.partition for tp in m.assignment.topic_partitions)
+            for m in future.result(10).members if m.assignment is not None and m.assignment.topic_partitions}
+
+
+def group_members(setup: Setup) -> int:
+    """Group members that hold partitions (a member that joined but whose cooperative rebalance has
+    not handed it any yet does not count: events sent then are all audited by the other one)."""
+    return len(group_assignments(setup))
+
+
 # ---------------------------------------------------------------- producing
 
 @dataclass(frozen=True)

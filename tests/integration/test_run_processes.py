@@ -21,7 +21,6 @@ from pathlib import Path
 
 import fastavro
 import pytest
-from confluent_kafka.admin import AdminClient
 from daemonkit import (
     DaemonProcess,
     Feeder,
@@ -30,6 +29,8 @@ from daemonkit import (
     Setup,
     TopicTail,
     assert_exactly_once,
+    group_assignments,
+    group_members,
     make_setup,
     mixed_events,
     read_audit,
@@ -115,7 +116,7 @@ class Day:
         group = Group(self.setup, n, env)
         self.groups.append(group)
         pids = group.started()
-        wait_until(lambda: _members(self.setup) == n, 90,
+        wait_until(lambda: group_members(self.setup) == n, 90,
                    lambda: f"{n} group members holding partitions; {group.describe()}")
         return group, pids
 
@@ -174,20 +175,6 @@ def _gone(pids: list[int], timeout: float) -> list[int]:
     return [p for p in pids if _alive(p)]
 
 
-def _assignments(setup: Setup) -> dict[str, list[int]]:
-    """client id (``auditor-<instance id>``) -> the partitions it holds (members holding none left out)."""
-    admin = AdminClient(setup.admin_conf)
-    (future,) = admin.describe_consumer_groups([setup.group]).values()
-    return {m.client_id: sorted(tp.partition for tp in m.assignment.topic_partitions)
-            for m in future.result(10).members if m.assignment is not None and m.assignment.topic_partitions}
-
-
-def _members(setup: Setup) -> int:
-    """Group members that hold partitions (a member that joined but whose cooperative rebalance has
-    not handed it any yet does not count: events sent then are all audited by the other one)."""
-    return len(_assignments(setup))
-
-
 def test_two_processes_share_the_partitions_exactly_once_and_stop_together(kafka_bootstrap, tmp_path):
     setup = make_setup(tmp_path, kafka_bootstrap, partitions=4, trail=True)
     events = mixed_events(1200, seed=31)
@@ -196,7 +183,8 @@ def test_two_processes_share_the_partitions_exactly_once_and_stop_together(kafka
         group.started()
         started = group.events("auditor started")
         assert len({d["http_port"] for d in started}) == 2, "the two members share an HTTP port"
-        wait_until(lambda: _members(setup) == 2, 60, lambda: f"2 group members holding partitions; {group.describe()}")
+        wait_until(lambda: group_members(setup) == 2, 60,
+                   lambda: f"2 group members holding partitions; {group.describe()}")
         feeder = Feeder(kafka_bootstrap, setup.events)
         feeder.send_all(events)
         feeder.flush()
@@ -243,13 +231,13 @@ def test_a_member_frozen_between_send_offsets_and_commit_stops_with_the_group(ka
         group, pids = day.start(2, {"AUDITOR_TEST_HOOK": "after_send_offsets:stop:3",
                                     "AUDITOR_TEST_HOOK_DIR": str(hooks)})
         # events only to grp-0's partitions: only grp-0 runs transactions, so only it freezes
-        day.feeder.partitions = _assignments(setup)["auditor-grp-0"]
+        day.feeder.partitions = group_assignments(setup)["auditor-grp-0"]
         day.feed.start()
         wait_until(lambda: reached(hooks, "after_send_offsets"), 90,
                    lambda: f"grp-0 to freeze after send_offsets of its 3rd transaction; {group.describe()}")
         wait_until(lambda: _state(pids["grp-0"]) == "T", 10, "grp-0 stopped (SIGSTOP)")
         if past_session:
-            wait_until(lambda: list(_assignments(setup)) == ["auditor-grp-1"], 60,
+            wait_until(lambda: list(group_assignments(setup)) == ["auditor-grp-1"], 60,
                        lambda: f"grp-1 alone in the group; {group.describe()}")
         group.proc.send_signal(signal.SIGTERM)
         group.ended(0, 60, "after SIGTERM with a frozen member")
@@ -309,7 +297,7 @@ def test_more_members_than_partitions(kafka_bootstrap, tmp_path):
     group = Group(setup, 3)
     try:
         group.started()
-        wait_until(lambda: _members(setup) == 2, 90, lambda: f"2 members holding partitions; {group.describe()}")
+        wait_until(lambda: group_members(setup) == 2, 90, lambda: f"2 members holding partitions; {group.describe()}")
         feeder = Feeder(kafka_bootstrap, setup.events)
         feeder.send_all(mixed_events(400, seed=43))
         with TopicTail(kafka_bootstrap, setup.audit) as tail:
