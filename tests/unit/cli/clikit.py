@@ -25,15 +25,49 @@ class Result:
         return [line for line in self.err.splitlines() if line.startswith("auditor:")]
 
 
-def run_cli(*args: str | Path, timeout: float = 120, cwd: Path | None = None, stdin: bytes | None = None,
-            env: dict[str, str] | None = None, memory: int = MEMORY_LIMIT) -> Result:
+class Running:
+    """A command started by :func:`start_cli`; :meth:`result` waits for it (bounded) and reads its output."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], stdin: bytes | None, timeout: float) -> None:
+        self.proc, self.stdin, self.timeout = proc, stdin, timeout
+        self._result: Result | None = None
+
+    def result(self) -> Result:
+        if self._result is None:
+            try:
+                out, err = self.proc.communicate(self.stdin, timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate()
+                raise
+            self._result = Result(self.proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+        return self._result
+
+    def stop(self) -> None:
+        """Kill it if still running (a test that failed before reading its result)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def start_cli(*args: str | Path, timeout: float = 120, cwd: Path | None = None, stdin: bytes | None = None,
+              env: dict[str, str] | None = None, memory: int = MEMORY_LIMIT) -> Running:
+    """Start the command and return at once: commands that only wait (for a broker that never
+    answers) can then wait side by side. ``timeout`` counts from the call to :meth:`Running.result`."""
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("AUDITOR_")}
-    p = subprocess.run([sys.executable, "-m", "auditor", *map(str, args)], input=stdin, capture_output=True,
-                       timeout=timeout, cwd=cwd, env={**base, **(env or {})}, preexec_fn=limit)
-    return Result(p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"))
+    proc = subprocess.Popen([sys.executable, "-m", "auditor", *map(str, args)],
+                            stdin=subprocess.PIPE if stdin is not None else None,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env={**base, **(env or {})},
+                            preexec_fn=limit)
+    return Running(proc, stdin, timeout)
+
+
+def run_cli(*args: str | Path, timeout: float = 120, cwd: Path | None = None, stdin: bytes | None = None,
+            env: dict[str, str] | None = None, memory: int = MEMORY_LIMIT) -> Result:
+    return start_cli(*args, timeout=timeout, cwd=cwd, stdin=stdin, env=env, memory=memory).result()
 
 
 def assert_one_line_error(r: Result, code: int, *needles: str) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from clikit import assert_one_line_error, run_cli
+from clikit import Running, assert_one_line_error, run_cli, start_cli
 
 from auditor.cli import boundary
 from auditor.config import CLIENT_ERRORS
@@ -119,31 +121,44 @@ def _closed_port() -> int:
     return port
 
 
-def test_verify_of_an_unreachable_topic_is_exit_3_in_one_line():
-    port = _closed_port()
-    r = run_cli("verify", f"kafka://127.0.0.1:{port}/auditor.audit", timeout=120)
-    assert_one_line_error(r, 3, f"cannot reach Kafka at 127.0.0.1:{port}", "Connection refused")
+@pytest.fixture(scope="module")
+def unreachable(tmp_path_factory) -> Iterator[dict[str, tuple[Running, str]]]:
+    """The commands below that wait for a broker that never answers (about 30 s each: their own
+    timeout), started together so that they wait side by side: name -> (command, its address)."""
+    events = tmp_path_factory.mktemp("produce") / "e.jsonl"
+    events.write_text((Path(__file__).parents[2] / "data/events/ipasar.jsonl").read_text())
+    addresses = {name: f"127.0.0.1:{_closed_port()}" for name in ("verify", "topics", "produce")}
+    addresses["unresolvable"] = "no-such-host.invalid:9092"
+    argvs = {"verify": ("verify", f"kafka://{addresses['verify']}/auditor.audit"),
+             "topics": ("topics", "create", "--bootstrap-servers", addresses["topics"]),
+             "unresolvable": ("topics", "create", "--bootstrap-servers", addresses["unresolvable"]),
+             "produce": ("produce", "--bootstrap-servers", addresses["produce"], events)}
+    started = {name: (start_cli(*argv, timeout=120), addresses[name]) for name, argv in argvs.items()}
+    yield started
+    for running, _ in started.values():
+        running.stop()
+
+
+def test_verify_of_an_unreachable_topic_is_exit_3_in_one_line(unreachable):
+    running, address = unreachable["verify"]
+    r = running.result()
+    assert_one_line_error(r, 3, f"cannot reach Kafka at {address}", "Connection refused")
     assert "rdkafka" not in r.err  # no librdkafka noise at the default level
 
 
-def test_topics_create_without_a_broker_is_exit_3_in_one_line():
-    port = _closed_port()
-    r = run_cli("topics", "create", "--bootstrap-servers", f"127.0.0.1:{port}", timeout=120)
+def test_topics_create_without_a_broker_is_exit_3_in_one_line(unreachable):
+    r = unreachable["topics"][0].result()
     assert_one_line_error(r, 3, "cannot reach Kafka", "kafka.bootstrap_servers")
     assert "rdkafka" not in r.err
 
 
-def test_an_unresolvable_broker_says_so():
-    r = run_cli("topics", "create", "--bootstrap-servers", "no-such-host.invalid:9092", timeout=120)
+def test_an_unresolvable_broker_says_so(unreachable):
+    r = unreachable["unresolvable"][0].result()
     assert_one_line_error(r, 3, "cannot resolve the Kafka address no-such-host.invalid:9092")
 
 
-def test_produce_without_a_broker_is_exit_3_in_one_line(tmp_path):
-    port = _closed_port()
-    events = tmp_path / "e.jsonl"
-    events.write_text((pytest.importorskip("pathlib").Path(__file__).parents[2] / "data/events/ipasar.jsonl")
-                      .read_text())
-    r = run_cli("produce", "--bootstrap-servers", f"127.0.0.1:{port}", events, timeout=120)
+def test_produce_without_a_broker_is_exit_3_in_one_line(unreachable):
+    r = unreachable["produce"][0].result()
     assert_one_line_error(r, 3, "cannot reach Kafka", "Connection refused")
     assert "rdkafka" not in r.err
 

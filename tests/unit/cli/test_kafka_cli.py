@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from clikit import assert_one_line_error, run_cli
+from clikit import assert_one_line_error, run_cli, start_cli
 
 from auditor.localkafka.broker import LocalKafka
 
@@ -83,11 +83,18 @@ def test_a_wrong_sasl_password_says_authentication_failed(tmp_path, sasl_kafka):
     cfg = _config(tmp_path, f"127.0.0.1:{sasl_kafka.sasl_port}", **{
         "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": "alice"})
     env = {"AUDITOR_KAFKA_PROPERTIES__SASL_PASSWORD": "wrong-password"}
-    for argv in (("topics", "create", "--config", cfg), ("produce", "--config", cfg, EVENTS),
-                 ("verify", f"kafka://127.0.0.1:{sasl_kafka.sasl_port}/auditor.audit", "--config", cfg)):
-        r = run_cli(*argv, env=env, timeout=150)
-        line = assert_one_line_error(r, 3, "authentication failed", "sasl.password")
-        assert "wrong-password" not in r.err and "bootstrap_servers" not in line, line
+    # the three wait side by side (each gives up after its own timeout, about 25 s)
+    started = [start_cli(*argv, env=env, timeout=150) for argv in (
+        ("topics", "create", "--config", cfg), ("produce", "--config", cfg, EVENTS),
+        ("verify", f"kafka://127.0.0.1:{sasl_kafka.sasl_port}/auditor.audit", "--config", cfg))]
+    try:
+        for running in started:
+            r = running.result()
+            line = assert_one_line_error(r, 3, "authentication failed", "sasl.password")
+            assert "wrong-password" not in r.err and "bootstrap_servers" not in line, line
+    finally:
+        for running in started:
+            running.stop()
 
 
 def test_plaintext_client_on_a_sasl_listener_names_the_protocol(tmp_path, sasl_kafka):
