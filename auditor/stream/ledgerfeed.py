@@ -452,6 +452,9 @@ class LedgerFeed:
         marker = self.index.marker(p, chainid.chain_id(t, p))
         if marker is None or marker.ms < since_ms:
             return None
+        head = self.processor.heads.get(chainid.chain_id(t, p))
+        if head is None or marker.seq >= head.size:
+            return None  # beyond the chain as restored (a marker a forged record advanced before att12)
         if marker.left is not None and marker.left != self.store.high_offset(p):
             return None
         return marker
@@ -570,6 +573,7 @@ class LedgerFeed:
                 return 0, seen, top  # nothing written since: no decision to index
             links: dict[str, dict[bytes, tuple[bytes, int]]] = {c: {} for c in wanted}
             named = dict.fromkeys(wanted, 0)  # records that name the chain, copies included
+            sizes = {c: h.size if (h := self.processor.heads.get(c)) is not None else 0 for c in wanted}
             last = -1
             for m in self._scan(consumer, topic, partition, found.offset, beat):
                 last = m.offset() or 0
@@ -579,11 +583,13 @@ class LedgerFeed:
                 except Exception:  # noqa: BLE001 - not a record of ours: the chain restore reports it
                     continue
                 chain = frame.chain_id
-                if chain in links and frame.seq > after.get(chain, -1) and frame.end == len(value) \
-                        and hash_record_bytes(value[:-32]) == frame.record_hash:
+                if chain not in links or frame.seq <= after.get(chain, -1):
+                    continue
+                named[chain] += 1
+                if frame.seq < sizes[chain] and frame.end == len(value) \
+                        and hash_record_bytes(value[:-32]) == frame.record_hash:  # else it cannot be on the chain
                     # the first copy: a record appended again later (a replay) must not move after its successors
                     links[chain].setdefault(bytes(frame.record_hash), (bytes(frame.prev_hash), last))
-                    named[chain] += 1
             ours = self._on_chain(links, named)
             for m in self._scan(consumer, topic, partition, found.offset, beat, until=last):
                 offset = m.offset() or 0
