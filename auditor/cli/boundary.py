@@ -21,7 +21,7 @@ import errno
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -51,6 +51,23 @@ _CAUSES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("refused", re.compile(r"Connection refused|Connect to .* failed|Network is unreachable|"
                            r"No route to host|Connection timed out", re.I)),
 )
+
+
+class SkipBad:
+    """The good items of decoded rows (``row.error`` None, the item under ``row.<attr>``), in order;
+    each bad row is said on stderr (``skipped: <error>``) and counted in :attr:`bad`. Lazy, so that
+    ``bad`` is known once the items have been used (by ``convert`` and ``produce``)."""
+
+    def __init__(self, rows: Iterable[Any], attr: str) -> None:
+        self.rows, self.attr, self.bad = rows, attr, 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for row in self.rows:
+            if row.error is not None:
+                self.bad += 1
+                print(f"skipped: {row.error}", file=sys.stderr)
+            elif (item := getattr(row, self.attr)) is not None:
+                yield item
 
 
 def note(**facts: Any) -> None:

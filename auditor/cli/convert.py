@@ -6,11 +6,10 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
+from auditor.cli.boundary import SkipBad
 from auditor.errors import ConfigError
-from auditor.events.model import Event
 
 HELP = """\
 Write events as an Avro object container file under the bundled event schema: the binary form
@@ -45,31 +44,21 @@ def run(args: argparse.Namespace) -> int:
     for path in args.inputs:
         if path != "-" and not Path(path).is_file():
             raise ConfigError(f"no such events file: {path}")
-    bad = 0
-
-    def events() -> Iterator[Event]:
-        nonlocal bad
-        for path in args.inputs:
-            for row in iter_event_file(path):
-                if row.error is not None:
-                    bad += 1
-                    print(f"skipped: {row.error}", file=sys.stderr)
-                elif row.event is not None:
-                    yield row.event
-
+    events = SkipBad((row for path in args.inputs for row in iter_event_file(path)), "event")
     if args.out == "-":
-        n = write_container(sys.stdout.buffer, events(), codec=args.codec)
+        n = write_container(sys.stdout.buffer, events, codec=args.codec)
         sys.stdout.buffer.flush()
     else:
         out = Path(args.out)
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
         try:
             with os.fdopen(fd, "wb") as fh:
-                n = write_container(fh, events(), codec=args.codec)
+                n = write_container(fh, events, codec=args.codec)
             os.replace(tmp, out)
         except BaseException:
             os.unlink(tmp)
             raise
     where = "standard output" if args.out == "-" else args.out
-    print(f"wrote {n} events to {where}" + (f" ({bad} malformed lines skipped)" if bad else ""), file=sys.stderr)
+    print(f"wrote {n} events to {where}" + (f" ({events.bad} malformed lines skipped)" if events.bad else ""),
+          file=sys.stderr)
     return 0

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from auditor.cli.boundary import non_negative_int, note, positive_int
+from auditor.cli.boundary import SkipBad, non_negative_int, note, positive_int
 from auditor.config import Config, load_config
 from auditor.errors import ConfigError
 from auditor.exitcodes import daemon_exit_status
 from auditor.logging import get_logger
 
 if TYPE_CHECKING:
-    from auditor.events.model import Event
+    pass
 
 RUN_HELP = """\
 Run the auditor daemon: consume events from Kafka, judge each against its policy pack, and
@@ -219,27 +217,15 @@ def cmd_produce(args: argparse.Namespace) -> int:
     if args.facts:
         return _produce_facts(args, cfg)
     topic = args.topic or cfg.topics.events[0]
-    bad = 0
-
-    def events() -> Iterator[Event]:
-        nonlocal bad
-        for path in args.files:
-            for row in iter_event_file(path):
-                if row.error is not None:
-                    bad += 1
-                    print(f"skipped: {row.error}", file=sys.stderr)
-                elif row.event is not None:
-                    yield row.event
-
-    n = produce(cfg.kafka.bootstrap_servers, topic, events(), framing=args.framing, schema_id=args.schema_id,
+    events = SkipBad((row for path in args.files for row in iter_event_file(path)), "event")
+    n = produce(cfg.kafka.bootstrap_servers, topic, events, framing=args.framing, schema_id=args.schema_id,
                 properties=cfg.kafka.properties)
-    print(f"produced {n} events to {topic}" + (f" ({bad} malformed lines skipped)" if bad else ""))
+    print(f"produced {n} events to {topic}" + (f" ({events.bad} malformed lines skipped)" if events.bad else ""))
     return 0
 
 
 def _produce_facts(args: argparse.Namespace, cfg: Config) -> int:
     from auditor.ledger.codec import iter_fact_lines
-    from auditor.ledger.model import SubjectFact
     from auditor.stream.produce import produce
 
     if args.framing != "single-object":
@@ -250,20 +236,9 @@ def _produce_facts(args: argparse.Namespace, cfg: Config) -> int:
         if not Path(path).is_file():
             raise ConfigError(f"no such facts file: {path}")
     topic = args.topic or cfg.topics.facts
-    bad = 0
-
-    def facts() -> Iterator[SubjectFact]:
-        nonlocal bad
-        for path in args.files:
-            for row in iter_fact_lines(Path(path)):
-                if row.error is not None:
-                    bad += 1
-                    print(f"skipped: {row.error}", file=sys.stderr)
-                elif row.fact is not None:
-                    yield row.fact
-
-    n = produce(cfg.kafka.bootstrap_servers, topic, facts(), properties=cfg.kafka.properties)
-    print(f"produced {n} facts to {topic}" + (f" ({bad} malformed lines skipped)" if bad else ""))
+    facts = SkipBad((row for path in args.files for row in iter_fact_lines(Path(path))), "fact")
+    n = produce(cfg.kafka.bootstrap_servers, topic, facts, properties=cfg.kafka.properties)
+    print(f"produced {n} facts to {topic}" + (f" ({facts.bad} malformed lines skipped)" if facts.bad else ""))
     return 0
 
 
