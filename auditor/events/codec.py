@@ -62,11 +62,12 @@ def event_schema() -> Any:
     return load_schema("privacy_event.avsc")
 
 
-def _strip_logical(node: Any) -> Any:
+def strip_logical(node: Any) -> Any:
+    """An Avro schema (parsed JSON) without its ``logicalType`` annotations (times stay integers)."""
     if isinstance(node, dict):
-        return {k: _strip_logical(v) for k, v in node.items() if k != "logicalType"}
+        return {k: strip_logical(v) for k, v in node.items() if k != "logicalType"}
     if isinstance(node, list):
-        return [_strip_logical(v) for v in node]
+        return [strip_logical(v) for v in node]
     return node
 
 
@@ -74,7 +75,7 @@ def _strip_logical(node: Any) -> Any:
 def raw_event_schema() -> Any:
     """The event schema without logical types: same bytes, but times stay integers (faster)."""
     with schema_path("privacy_event.avsc").open("rb") as fh:
-        return fastavro.parse_schema(_strip_logical(json.load(fh)))
+        return fastavro.parse_schema(strip_logical(json.load(fh)))
 
 
 #: microseconds per unit of each Avro timestamp logical type an allow-listed writer may use
@@ -98,7 +99,7 @@ def plain_writer(parsed: Any) -> tuple[Any, Any]:
 
         def scale(v: Any) -> Any:
             return v * per if isinstance(v, int) and per != 1 else v
-    return fastavro.parse_schema(_strip_logical(parsed)), scale
+    return fastavro.parse_schema(strip_logical(parsed)), scale
 
 
 # ---------------------------------------------------------------- mapping -> Event

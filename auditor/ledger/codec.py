@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import fastavro
 
 from auditor.errors import DecodeError, SchemaError
+from auditor.events.codec import strip_logical
 from auditor.events.wire import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, schema_fingerprint
 from auditor.ledger.model import SCOPED_TYPES, FactType, Scope, SubjectFact, to_us
 
@@ -59,19 +60,11 @@ def fact_schema() -> Any:
     return fastavro.parse_schema(_schema_json())
 
 
-def _strip_logical(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _strip_logical(v) for k, v in node.items() if k != "logicalType"}
-    if isinstance(node, list):
-        return [_strip_logical(v) for v in node]
-    return node
-
-
 @cache
 def raw_fact_schema() -> Any:
     """The same schema without logical types: times and dates stay integers, so an out-of-range
     time is our error to report, not a crash inside the Avro library."""
-    return fastavro.parse_schema(_strip_logical(_schema_json()))
+    return fastavro.parse_schema(strip_logical(_schema_json()))
 
 
 # ---------------------------------------------------------------- mapping -> SubjectFact
@@ -301,7 +294,7 @@ class FactDecoder:
         self.by_fp: dict[bytes, Any] = {self.reader_fp: self.reader}
         for path in extra_schema_files or []:
             try:
-                parsed = fastavro.parse_schema(_strip_logical(json.loads(Path(path).read_text())))
+                parsed = fastavro.parse_schema(strip_logical(json.loads(Path(path).read_text())))
             except (OSError, ValueError) as exc:
                 raise SchemaError(f"cannot load allow-listed fact schema {path}: {exc}",
                                   reason="unknown_schema") from exc

@@ -214,8 +214,8 @@ def _evolved(tmp_path: Path, extra_field: dict[str, object] | None = None, extra
 def _encode_with(path: Path, datum: dict[str, object]) -> bytes:
     import io
 
-    from auditor.ledger.codec import _strip_logical
-    schema = fastavro.parse_schema(_strip_logical(json.loads(path.read_text())))
+    from auditor.events.codec import strip_logical
+    schema = fastavro.parse_schema(strip_logical(json.loads(path.read_text())))
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, schema, datum)
     return SINGLE_OBJECT_MAGIC + schema_fingerprint(schema) + buf.getvalue()

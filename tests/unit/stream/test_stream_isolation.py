@@ -13,7 +13,7 @@ import pytest
 from streamkit import TOPIC, compliant, messages, packs, processor, violating, wire
 
 from auditor.errors import DecodeError
-from auditor.events.codec import _strip_logical, decode_json_line, event_to_mapping, raw_event_schema
+from auditor.events.codec import decode_json_line, event_to_mapping, raw_event_schema, strip_logical
 from auditor.events.wire import SINGLE_OBJECT_MAGIC, SchemaAllowList, schema_fingerprint
 from auditor.schemas import earlier_event_schemas
 from auditor.stream import hotpath
@@ -163,7 +163,7 @@ def _writer(logical: str) -> tuple[object, object]:
     doc = json.loads(earlier_event_schemas()[0].read_text())
     occurred = next(f for f in doc["fields"] if f["name"] == "occurred_at")
     occurred["type"]["logicalType"] = logical
-    return fastavro.parse_schema(doc), fastavro.parse_schema(_strip_logical(doc))
+    return fastavro.parse_schema(doc), fastavro.parse_schema(strip_logical(doc))
 
 
 def _encode(parsed: object, raw: object, datum: dict) -> bytes:
