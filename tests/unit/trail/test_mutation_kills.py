@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from trailkit import (
     flip_body_byte,
     make_records,
+    only_segment,
     rewrite_segment,
     segment_records,
     stored_checkpoints,
@@ -32,11 +33,6 @@ from auditor.trail.segment import list_segments
 from auditor.trail.source import Issue, as_source
 
 N = 200  # the golden trail's records (conftest.py: keys, golden, copy)
-
-
-def only_segment(trail):
-    (_, seg), = list_segments(trail)
-    return seg
 
 
 # ---------------------------------------------------------------- anchor.chain_leaves, proof.make_proof:

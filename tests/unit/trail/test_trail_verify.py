@@ -12,6 +12,7 @@ from trailkit import (
     flip_body_byte,
     frame_of,
     make_records,
+    only_segment,
     reseal,
     rewrite_segment,
     segment_records,
@@ -27,11 +28,6 @@ from auditor.trail.note import Note
 from auditor.trail.segment import list_segments
 
 N = 200  # the golden trail's records (conftest.py: keys, golden, copy)
-
-
-def only_segment(trail):
-    (_, seg), = list_segments(trail)
-    return seg
 
 
 def issues_of(trail, keys, **kw):

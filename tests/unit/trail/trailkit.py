@@ -91,6 +91,14 @@ def write_trail(trail: Path, keys: KeyRing, n: int, *, batch: int = 25, checkpoi
 
 # ---------------------------------------------------------------- tampering helpers
 
+def only_segment(trail: Path) -> Path:
+    """The trail's one segment file (fails when there are more)."""
+    from auditor.trail.segment import list_segments
+
+    (_, seg), = list_segments(trail)
+    return seg
+
+
 def segment_records(path: Path) -> list[bytes]:
     """Every record's bytes in a segment (all blocks)."""
     from auditor.trail.segment import scan_segment
