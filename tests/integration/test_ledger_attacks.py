@@ -25,6 +25,7 @@ from daemonkit import Fleet, InProcessDaemon, Setup, make_setup, read_audit, rea
 from auditor.cli import main as auditor_main
 from auditor.events.codec import event_from_mapping
 from auditor.events.model import Event
+from auditor.ledger.codec import encode_fact_single_object
 from auditor.ledger.model import FactType, Scope, SubjectFact
 from auditor.localkafka.broker import create_topics
 from auditor.stream.produce import produce
@@ -85,7 +86,7 @@ def forged_after(last: AuditRecord, **changes: object) -> bytes:
 
 
 def append(bootstrap: str, topic: str, partition: int, value: bytes, *, aborted: bool = False) -> None:
-    """Append to the audit topic as a hostile producer: plainly, or in a transaction of its own it aborts."""
+    """Append to a topic as a hostile producer: plainly, or in a transaction of its own it aborts."""
     if aborted:
         p = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"{FORGER}-{topic}"})
         p.init_transactions(30)
@@ -154,9 +155,11 @@ def test_a_forged_decision_in_the_audit_topic_is_never_corrected_into_the_signed
     aborted), for an event never sent, claiming a consent no fact gives: an instance that takes the
     chain over must not judge it again and append a signed CORRECTION for it (before the fix the
     recheck found 'consent: true' unanswered now and corrected the forged event)."""
-    setup, _, victim = audited_once(tmp_path, kafka_bootstrap)
+    setup, facts, victim = audited_once(tmp_path, kafka_bootstrap)
     r = victim.record
     assert r.facts is not None
+    # and a withdrawal for the next event's subject, in a transaction its producer aborted: never applied
+    append(kafka_bootstrap, facts, 0, encode_fact_single_object(withdrawal("w-aborted", "u-other", T0)), aborted=True)
     for event_id, aborted in (("never-sent", False), ("never-committed", True)):
         append(kafka_bootstrap, setup.audit, victim.partition, forged_after(
             r, event_id=event_id, facts=r.facts._replace(subject_pseudonym=("ab" if aborted else "cd") * 16),
@@ -164,6 +167,8 @@ def test_a_forged_decision_in_the_audit_topic_is_never_corrected_into_the_signed
     d = run_until_next_is_audited(setup, kafka_bootstrap, "b")  # another instance: indexed in full
     assert [(x.event_id, x.instance_id) for x in corrections_by_the_auditor(setup, kafka_bootstrap)] == []
     assert d.sample("auditor_ledger_corrections_total", {"pack": "ipasar", "verdict_changed": "true"}) == 0
+    (after,) = [e.record for e in read_audit(kafka_bootstrap, setup.audit) if e.record.event_id == "next"]
+    assert after.decision is not None and after.decision.verdict.value == "ALLOW"  # read_committed facts
 
 
 def test_an_old_correction_appended_again_does_not_stand_for_the_later_one(tmp_path, kafka_bootstrap):
