@@ -149,14 +149,31 @@ class NativeSealer:
         """The record's fields from record_type to rejection (as :func:`auditor.trail.canonical.encode_body`)."""
         return bytes(self._sealer.encode_body(record))
 
-    def seal_batch(self, records: Iterable[Any], heads: Mapping[str, ChainHead]
-                   ) -> tuple[list[SealedBytes], dict[str, ChainHead]]:
+    def add_layout(self, spec: Mapping[str, Any]) -> int:
+        """Register how a record is built from an item ``(facts, chain_id, ...)`` instead of a
+        record object (:meth:`auditor.stream.factpath.FactPath.layout` gives the spec); returns the
+        handle :meth:`seal_batch` takes. Raises ValueError when the spec does not name every field
+        of the schema, or names one it does not have."""
+        return int(self._sealer.add_layout(dict(spec)))
+
+    def encode_field(self, name: str, value: Any) -> bytes:
+        """``value`` encoded as the record's field ``name`` (union branch included): the bytes a
+        ``("raw", k)`` layout source copies (a decision, encoded once per decision template)."""
+        return bytes(self._sealer.encode_field(name, value))
+
+    def seal_batch(self, records: Iterable[Any], heads: Mapping[str, ChainHead], layout: int | None = None,
+                   batch: tuple[Any, ...] = ()) -> tuple[list[SealedBytes], dict[str, ChainHead]]:
         """Seal ``records`` in order, each after its chain's head (from ``heads``, else the
         chain's genesis). Returns the sealed bytes per record and the chains' new heads (only the
-        chains the batch touched). ``heads`` itself is not changed."""
+        chains the batch touched). ``heads`` itself is not changed.
+
+        With ``layout`` (from :meth:`add_layout`), a record may also be given as a plain tuple
+        ``(facts, chain_id, ...)``: its bytes are built as the layout says, ``batch`` holding the
+        layout's batch values. A record object (a NamedTuple) is encoded as always."""
         work: dict[str, tuple[int, bytes]] = {c: (h.size, h.head_hash) for c, h in heads.items()}
         before = dict(work)
-        sealed = [SealedBytes(*t) for t in self._sealer.seal_batch(records, work)]
+        new = tuple.__new__
+        sealed = [new(SealedBytes, t) for t in self._sealer.seal_batch(records, work, layout, batch)]
         return sealed, {c: ChainHead(c, s, h) for c, (s, h) in work.items() if before.get(c) != (s, h)}
 
 

@@ -2,9 +2,13 @@
 
 The compiled decoder's :meth:`~auditor.native.NativeEventDecoder.decode_facts` gives each event
 as one flat tuple (``fact_names`` order). The policy engine's memo keys each plan on the facts
-its rules read (``plan.key_of.facts``); this module reads the same key from the tuple, looks the
-decision up, and builds the record's :class:`~auditor.trail.record.Facts` from the tuple: no
-:class:`~auditor.events.model.Event`, no nested dicts, for the events the memo already judged.
+its rules read (``plan.key_of.facts``); this module reads the same key from the tuple and looks the
+decision up: no :class:`~auditor.events.model.Event`, no nested dicts, for the events the memo
+already judged. The record is not built as a Python object either: :meth:`FactPath.layout` tells
+the compiled sealer which item of the tuple (or of the processor's per-event item: pseudonyms,
+source, digest, the decision encoded once per template) each field of the record takes, and the
+sealer writes the record's bytes from them in one call per batch. :meth:`FactPath.record` builds
+the same record as a Python object, for an item the compiled sealer could not build.
 
 Anything else goes the full way (:meth:`FactPath.decide` returns None): an event the memo has
 not seen, a plan that is not memoised, an input longer than
@@ -55,6 +59,13 @@ class _Region(NamedTuple):
     region: str | None
 
 
+#: what an item of :meth:`FactPath.layout` holds, by position: the sealer builds the record from it
+ITEM_FACTS, ITEM_CHAIN, ITEM_TOPIC, ITEM_PARTITION, ITEM_OFFSET, ITEM_DIGEST, ITEM_ACTOR, ITEM_SUBJECT, \
+    ITEM_DECISION = range(9)
+#: what the batch values of :meth:`FactPath.layout` hold: the records' processed_at
+BATCH_NOW = 0
+
+
 class FactPath:
     """Audits an event from its facts tuple when the memo of its pack already holds the decision."""
 
@@ -76,9 +87,25 @@ class FactPath:
             "consent.third_party_sharing", "consent.guardian", "consent.marketing_opt_out",
             "transfer.cross_border", "transfer.destination_country", "transfer.safeguard", "attributes"))
         self._org, self._reference = at["actor.organisation"], at["legal_request.reference"]
+        #: where the processor reads what it routes by, in the tuple
+        self.id_at, self.kind_at, self.time_at, self.purpose_at, self.rtype_at = (
+            self._id, self._kind, self._time, self._purpose, self._rtype)
+        self.actor_at, self.subject_at = self._aid, self._sid
 
     def decide(self, t: tuple[Any, ...]) -> tuple[Decision, Decision, MemoEvaluator] | None:
         """(decision, template, evaluator) the memo holds for these facts, else None."""
+        hit = self.lookup(t)
+        if hit is None:
+            return None
+        template, evaluator = hit
+        eid = t[self._id]
+        if template.event_id == eid:
+            return template, template, evaluator
+        return Decision(eid, *template[1:]), template, evaluator
+
+    def lookup(self, t: tuple[Any, ...]) -> tuple[Decision, MemoEvaluator] | None:
+        """(template, evaluator) the memo holds for these facts, else None. The event's decision is
+        the template with the event's id (:meth:`decide` builds it; the sealer does not need it)."""
         evaluator = self.evaluators.get(t[self._policy])
         if evaluator is None or not self._plain(t):
             return None
@@ -95,10 +122,7 @@ class FactPath:
             return None
         compiled.memo_hits += 1
         self.hits += 1
-        eid = t[self._id]
-        if template.event_id == eid:
-            return template, template, evaluator
-        return Decision(eid, *template[1:]), template, evaluator
+        return template, evaluator
 
     def _plain(self, t: tuple[Any, ...]) -> bool:
         """What event_from_datum checks before it builds an Event (else its slow path names the field)."""
@@ -152,6 +176,44 @@ class FactPath:
             self._keys.clear()
         self._keys[id(key_of)] = (key_of, fn)  # keeping key_of alive keeps its id unique
         return fn
+
+    def layout(self, instance_id: str, pseudonym_key_id: str) -> dict[str, Any]:
+        """How the compiled sealer builds the record of an event decided from its facts tuple, field
+        by field (a spec for :meth:`~auditor.native.NativeSealer.add_layout`), from an item
+        ``(facts, chain_id, topic, partition, offset, digest, actor pseudonym, subject pseudonym,
+        decision bytes)`` (the ``ITEM_*`` positions) and the batch's ``(processed_at,)``. The same
+        record :meth:`record` builds, without the Python objects; the sealer refuses a spec that
+        misses a field of the schema."""
+
+        def fact(index: int) -> tuple[str, int]:
+            return ("fact", index)
+
+        recipient = ("record", fact(self._rtype), {
+            "type": fact(self._rtype), "id": fact(self._rid), "country": fact(self._rcountry),
+            "on_our_behalf": fact(self._rbehalf)})
+        facts = {
+            "kind": fact(self._kind), "occurred_at": fact(self._time), "policy_id": fact(self._policy),
+            "source_system": fact(self._system), "actor_type": fact(self._atype),
+            "actor_pseudonym": ("item", ITEM_ACTOR), "actor_role": fact(self._role),
+            "subject_pseudonym": ("item", ITEM_SUBJECT), "subject_age": fact(self._age),
+            "subject_is_minor": fact(self._minor), "subject_region": fact(self._region),
+            "data_categories": fact(self._cats), "purpose": fact(self._purpose), "recipient": recipient,
+            "identifiability": fact(self._ident), "legal_basis": fact(self._basis),
+            "legal_request_type": fact(self._legal), "consent_marketing": fact(self._cm),
+            "consent_third_party_sharing": fact(self._ct), "consent_guardian": fact(self._cg),
+            "consent_marketing_opt_out": fact(self._co), "cross_border": fact(self._cross),
+            "destination_country": fact(self._dest), "safeguard": fact(self._safe), "attributes": fact(self._attrs),
+        }
+        source = {"topic": ("item", ITEM_TOPIC), "partition": ("item", ITEM_PARTITION),
+                  "offset": ("item", ITEM_OFFSET), "file": ("const", None), "line": ("const", None)}
+        return {
+            "record_type": ("const", RecordType.DECISION.value), "source": ("record", None, source),
+            "event_id": fact(self._id), "input_digest": ("item", ITEM_DIGEST), "processed_at": ("batch", BATCH_NOW),
+            "auditor_version": ("const", __version__), "instance_id": ("const", instance_id),
+            "pseudonym_key_id": ("const", pseudonym_key_id), "facts": ("record", None, facts),
+            "decision": ("raw", ITEM_DECISION), "rejection": ("const", None), "ledger": ("const", None),
+            "actor_organisation": fact(self._org), "legal_request_reference": fact(self._reference),
+        }
 
     def record(self, t: tuple[Any, ...], decided: DecisionFacts, source: SourceRef, digest: bytes,
                pseudonymize: Any, instance_id: str, now: datetime) -> AuditRecord:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from auditor.errors import TransientError
 from auditor.events.wire import EventDecoder
@@ -111,19 +111,21 @@ class NativePath:
         except Exception as exc:  # noqa: BLE001 - the processor dead-letters it
             return exc
 
-    def seal(self, records: Sequence[AuditRecord], heads: Mapping[str, ChainHead]
+    def seal(self, records: Sequence[AuditRecord | tuple[Any, ...]], heads: Mapping[str, ChainHead],
+             layout: int | None = None, batch: tuple[Any, ...] = ()
              ) -> tuple[list[SealResult], dict[str, ChainHead]]:
+        """As :meth:`PythonPath.seal`; with ``layout`` (a handle of the sealer's) a record may also
+        be an item ``(facts, chain_id, ...)`` the sealer builds the record from (stream/factpath.py)."""
         try:
-            sealed, new = self.sealer.seal_batch(records, heads)
+            sealed, new = self.sealer.seal_batch(records, heads, layout, batch)
         except TransientError:
             raise
         except Exception:  # noqa: BLE001 - find the record that fails, alone
-            return seal_each(records, heads, self._seal_one)
+            def one(head: ChainHead, record: Any) -> tuple[SealedBytes, ChainHead]:
+                (sealed,), new = self.sealer.seal_batch([record], {head.chain_id: head}, layout, batch)
+                return sealed, new[head.chain_id]
+            return seal_each(records, heads, one)
         return list(sealed), {**heads, **new}
-
-    def _seal_one(self, head: ChainHead, record: AuditRecord) -> tuple[SealedBytes, ChainHead]:
-        (sealed,), new = self.sealer.seal_batch([record], {head.chain_id: head})
-        return sealed, new[head.chain_id]
 
 
 def _seal_one(head: ChainHead, record: AuditRecord) -> tuple[SealedBytes, ChainHead]:
@@ -131,13 +133,13 @@ def _seal_one(head: ChainHead, record: AuditRecord) -> tuple[SealedBytes, ChainH
     return SealedBytes(data, head.size, head.head_hash, new.head_hash), new
 
 
-def seal_each(records: Sequence[AuditRecord], heads: Mapping[str, ChainHead], seal_one: Seal
+def seal_each(records: Sequence[Any], heads: Mapping[str, ChainHead], seal_one: Seal
               ) -> tuple[list[SealResult], dict[str, ChainHead]]:
     """Seal record by record; a record that fails is not placed (the next one takes its seq)."""
     work = dict(heads)
     out: list[SealResult] = []
     for record in records:
-        chain = record.chain_id
+        chain = record[1] if type(record) is tuple else record.chain_id  # an item (facts, chain_id, ...)
         head = work.get(chain) or ChainHead.genesis(chain)
         try:
             sealed, work[chain] = seal_one(head, record)

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
 from auditor.errors import BrokerError, DecodeError, TransientError
+from auditor.events.codec import _EPOCH
 from auditor.events.model import Event
 from auditor.events.wire import EventDecoder
 from auditor.ledger.join import Judged
@@ -38,9 +40,19 @@ from auditor.policy import CompiledPack, Decision, Verdict
 from auditor.policy.decision import decision_to_dict
 from auditor.policy.engine import MemoEvaluator
 from auditor.stream.budget import HeadersLike, OutputBudget, dead_letter, message_size
-from auditor.stream.factpath import FactPath
+from auditor.stream.factpath import (
+    ITEM_CHAIN,
+    ITEM_DIGEST,
+    ITEM_FACTS,
+    ITEM_OFFSET,
+    ITEM_PARTITION,
+    ITEM_SUBJECT,
+    ITEM_TOPIC,
+    FactPath,
+)
 from auditor.stream.hotpath import DecodeResult, NativePath, SealResult, hot_path
 from auditor.trail import chainid
+from auditor.trail.canonical import record_from_bytes
 from auditor.trail.chain import ChainHead, SealedBatch, seal_bytes
 from auditor.trail.record import (
     MAX_TEXT,
@@ -97,7 +109,8 @@ DECISION_TIMING_SAMPLE = 16
 @dataclass
 class BatchResult:
     outgoing: list[Outgoing] = field(default_factory=list)
-    #: (unsealed record, seq, prev_hash, record_hash); ``records`` builds the sealed records on demand
+    #: (unsealed record, seq, prev_hash, record_hash); ``records`` builds the sealed records on demand.
+    #: A record sealed from its facts tuple is a :class:`LazyRecord` (built from its bytes when read).
     sealed: list[tuple[AuditRecord, int, bytes, bytes]] = field(default_factory=list)
     #: (pack, kind, verdict) counts; violation label tuples; dead letter reasons; decision seconds
     audited: list[tuple[str, str, str]] = field(default_factory=list)
@@ -134,7 +147,10 @@ class BatchProcessor:
         #: decisions from the facts tuple where the memo knows them (compiled path, no ledger)
         self.facts = FactPath(decoder.fact_names, self.evaluators) if isinstance(decoder, NativeEventDecoder) else None
         #: the record form of each memoised decision template, by the template's id (bounded by bytes)
-        self._decided: BytesMemo[int, tuple[Decision, DecisionFacts]] = BytesMemo(DECIDED_MAX_BYTES, 64 * 1024)
+        self._decided: BytesMemo[int, _Template] = BytesMemo(DECIDED_MAX_BYTES, 64 * 1024)
+        #: the sealer's layout of records sealed from a facts tuple, and what it was made for
+        self._layout: tuple[int, tuple[str, str]] | None = None
+        self._chains: dict[tuple[str, int], str] = {}
         self._timed = 0
         self.pseudonymizer = pseudonymizer
         self.routing = routing
@@ -178,19 +194,21 @@ class BatchProcessor:
         else:
             audit = self._audit
             items = [audit(m, v, d, now) for m, v, d in zip(batch, values, self.hot.decode(values), strict=True)]
-        self._seal_and_route(out, items)
+        self._seal_and_route(out, items, now)
         return out
 
     def _audit_facts(self, batch: list[MessageLike], values: list[bytes | None], hot: NativePath, facts: FactPath,
-                     now: datetime) -> list[_Audit | _Reject]:
+                     now: datetime) -> list[_Audit | _Reject | _Fact]:
         """The batch as facts tuples (one call): what the memo already decided is audited from the
-        tuple; the rest is decoded into Events (one more call) and audited the full way."""
-        items: list[_Audit | _Reject | None] = []
+        tuple (sealed by the compiled sealer from the tuple too); the rest is decoded into Events
+        (one more call) and audited the full way."""
+        items: list[_Audit | _Reject | _Fact | None] = []
         rest: list[int] = []
+        audit_fact = self._audit_fact
         for i, (msg, raw, result) in enumerate(zip(batch, values, hot.decode_facts(values), strict=True)):
             item = None
-            if isinstance(result, Decoded) and raw is not None and len(raw) <= MAX_TEXT:
-                item = self._audit_fact(facts, msg, raw, result, now)
+            if type(result) is Decoded and raw is not None and len(raw) <= MAX_TEXT:
+                item = audit_fact(facts, msg, raw, result)
             if item is None:
                 rest.append(i)
             items.append(item)
@@ -200,24 +218,56 @@ class BatchProcessor:
                 items[i] = self._audit(batch[i], values[i], d, now)
         return items  # type: ignore[return-value]  # every None was replaced
 
-    def _audit_fact(self, facts: FactPath, msg: MessageLike, raw: bytes, decoded: Decoded,
-                    now: datetime) -> _Audit | None:
+    def _audit_fact(self, facts: FactPath, msg: MessageLike, raw: bytes, decoded: Decoded) -> _Fact | None:
         """One event audited from its facts tuple, or None: the full path then audits it."""
         try:
             self._timed += 1
             t0 = time.perf_counter() if self._timed % DECISION_TIMING_SAMPLE == 1 else -1.0
-            hit = facts.decide(decoded.facts)
+            t = decoded.facts
+            hit = facts.lookup(t)
             if hit is None:
                 self._timed -= 1
                 return None
             seconds = time.perf_counter() - t0 if t0 >= 0 else -1.0
-            decision, template, evaluator = hit
-            source = SourceRef(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
-            record = facts.record(decoded.facts, self._facts_of(decision, template), source, decoded.digest,
-                                  self.pseudonymizer, self.instance_id, now)
+            template, evaluator = hit
+            topic, partition = msg.topic() or "", msg.partition() or 0
+            chain = self._chains.get((topic, partition)) or self._chain_of(topic, partition)
+            decided = self._template(template)
+            pseudonymize = self.pseudonymizer
+            seal = (t, chain, topic, partition, msg.offset() or 0, decoded.digest, pseudonymize(t[facts.actor_at]),
+                    pseudonymize(t[facts.subject_at]), decided.raw)
         except Exception:  # noqa: BLE001 - the full path judges it again and names any failure
             return None
-        return _Audit(msg, source, raw, record, None, decision, evaluator, True, seconds, now)
+        return _Fact(msg, raw, seal, decided, evaluator, seconds)
+
+    def _chain_of(self, topic: str, partition: int) -> str:
+        if len(self._chains) > 10_000:
+            self._chains.clear()
+        chain = self._chains[(topic, partition)] = chainid.chain_id(topic, partition)
+        return chain
+
+    def _fact_layout(self, hot: NativePath) -> int | None:
+        """The sealer's layout of records sealed from a facts tuple (made once per instance id and key)."""
+        if self.facts is None:
+            return None
+        made_for = (self.instance_id, self.pseudonymizer.key_id)
+        if self._layout is None or self._layout[1] != made_for:
+            self._layout = (hot.sealer.add_layout(self.facts.layout(*made_for)), made_for)
+        return self._layout[0]
+
+    def _full_way(self, item: _Fact, now: datetime) -> _Audit | _Reject:
+        """An event audited from its tuple whose record the compiled sealer did not build: its
+        record is built as a Python object (the same record) and sealed as any other."""
+        assert self.facts is not None
+        t, seal = item.seal[ITEM_FACTS], item.seal
+        source = SourceRef(seal[ITEM_TOPIC], seal[ITEM_PARTITION], seal[ITEM_OFFSET])
+        try:
+            decision = Decision(t[self.facts.id_at], *item.decided.template[1:])
+            record = self.facts.record(t, item.decided.facts, source, seal[ITEM_DIGEST], self.pseudonymizer,
+                                       self.instance_id, now)
+        except Exception as exc:  # noqa: BLE001 - one message never stops the batch
+            return self._faulted(item.msg, source, item.raw, exc, "build", now)
+        return _Audit(item.msg, source, item.raw, record, None, decision, item.evaluator, True, item.seconds, now)
 
     def _audit(self, msg: MessageLike, raw: bytes | None, decoded: DecodeResult, now: datetime) -> _Audit | _Reject:
         """One message's unsealed record, or its rejection. Nothing here changes any state."""
@@ -258,25 +308,45 @@ class BatchProcessor:
             return self._faulted(msg, source, raw, exc, stage, now)
         return _Audit(msg, source, raw, record, event, decision, evaluator, short, seconds, now, judged)
 
-    def _seal_and_route(self, out: BatchResult, items: list[_Audit | _Reject]) -> None:
+    def _seal_and_route(self, out: BatchResult, items: list[_Audit | _Reject | _Fact], now: datetime | None = None
+                        ) -> None:
         """Seal every record after its chain's working head (one call), route them, advance the heads.
 
         An audit record that cannot be sealed or routed (over the audit topic's budget, a fault)
         becomes a rejection in its place, and the batch is sealed again: the records after it in
-        its chain link to the rejection, as if it had been rejected from the start."""
+        its chain link to the rejection, as if it had been rejected from the start. An event
+        audited from its facts tuple whose record the compiled sealer could not build is audited
+        again with its record built in Python (:meth:`_full_way`), and the batch sealed again."""
+        hot = self.hot
+        layout = None
+        if isinstance(hot, NativePath) and any(isinstance(it, _Fact) for it in items):
+            layout = self._fact_layout(hot)
         while True:
-            chains = {it.record.chain_id for it in items}
+            records: list[Any] = [it.seal if isinstance(it, _Fact) else it.record for it in items]
+            chains = {r[ITEM_CHAIN] if type(r) is tuple else r.chain_id for r in records}
             heads = {c: self._working.get(c) or self.heads.get(c) or ChainHead.genesis(c) for c in chains}
-            sealed, new_heads = self.hot.seal([it.record for it in items], heads)
-            placed: list[_Route | tuple[_Reject, SealedBytes]] = []
+            if layout is not None:
+                assert isinstance(hot, NativePath) and now is not None
+                sealed, new_heads = hot.seal(records, heads, layout, (now,))
+            else:
+                sealed, new_heads = hot.seal(records, heads)
+            placed: list[_Route | _FactRoute | tuple[_Reject, SealedBytes]] = []
             replaced = False
             for i, (item, seal) in enumerate(zip(items, sealed, strict=True)):
-                if isinstance(item, _Reject):
+                route: _Route | _FactRoute | _Reject
+                if isinstance(item, _Fact):
+                    assert now is not None
+                    if isinstance(seal, Exception):  # the compiled sealer could not build it: the full way
+                        items[i], replaced = self._full_way(item, now), True
+                        continue
+                    route = self._route_fact(item, seal, now)
+                elif isinstance(item, _Reject):
                     if isinstance(seal, Exception):
                         raise seal  # a rejection that cannot be sealed: the batch fails (as it always did)
                     placed.append((item, seal))
                     continue
-                route = self._route(item, seal)
+                else:
+                    route = self._route(item, seal)
                 if isinstance(route, _Reject):
                     items[i], replaced = route, True
                 else:
@@ -284,30 +354,50 @@ class BatchProcessor:
             if not replaced:
                 break
         self._working.update(new_heads)
-        audit_topic, audit_partitions = self.routing.audit_topic, self.routing.audit_partitions
-        outgoing, done, audited, occurred = out.outgoing, out.sealed, out.audited, out.occurred_at
         for p in placed:
-            if not isinstance(p, _Route):
+            if isinstance(p, _FactRoute):
+                self._place_fact(out, p)
+            elif isinstance(p, _Route):
+                self._place(out, p)
+            else:
                 reject, seal = p
-                done.append((reject.record, seal.seq, seal.prev_hash, seal.record_hash))
+                out.sealed.append((reject.record, seal.seq, seal.prev_hash, seal.record_hash))
                 self._dead_letter(out, reject, seal.data, seal.seq)
-                continue
-            item, seal = p.item, p.sealed
-            done.append((item.record, seal.seq, seal.prev_hash, seal.record_hash))
-            outgoing.append(Outgoing(audit_topic, chainid.audit_partition(item.source.partition, audit_partitions),
-                                     p.key, seal.data))
-            audited.append(p.labels)
-            occurred.append(p.when)
-            if p.violation is not None:
-                outgoing.append(p.violation[0])
-                out.violations.extend(p.violation[1])
-            if item.seconds >= 0:
-                out.decision_seconds.append(item.seconds)
-            judged, event = item.judged, item.event
-            if judged is not None and judged.reads and item.record.facts is not None and event is not None:
-                out.ledger_reads.append(DecisionReads(
-                    item.source.partition or 0, item.record.facts.subject_pseudonym, to_us(event.occurred_at),
-                    item.record.chain_id, seal.seq, event.event_id, judged.reads, seal.data))
+
+    def _place(self, out: BatchResult, p: _Route) -> None:
+        """The outputs of one sealed record into the batch's result."""
+        item, seal = p.item, p.sealed
+        out.sealed.append((item.record, seal.seq, seal.prev_hash, seal.record_hash))
+        out.outgoing.append(Outgoing(self.routing.audit_topic, self.audit_partition(item.source), p.key, seal.data))
+        out.audited.append(p.labels)
+        out.occurred_at.append(p.when)
+        if p.violation is not None:
+            out.outgoing.append(p.violation[0])
+            out.violations.extend(p.violation[1])
+        if item.seconds >= 0:
+            out.decision_seconds.append(item.seconds)
+        judged, event = item.judged, item.event
+        if judged is not None and judged.reads and item.record.facts is not None and event is not None:
+            out.ledger_reads.append(DecisionReads(
+                item.source.partition or 0, item.record.facts.subject_pseudonym, to_us(event.occurred_at),
+                item.record.chain_id, seal.seq, event.event_id, judged.reads, seal.data))
+
+    def _place_fact(self, out: BatchResult, p: _FactRoute) -> None:
+        """:meth:`_place` of a record sealed from a facts tuple (its AuditRecord is built only if read)."""
+        fact, seal = p.item, p.sealed
+        it = fact.seal
+        record: Any = LazyRecord(it[ITEM_CHAIN], seal.data)
+        out.sealed.append((record, seal.seq, seal.prev_hash, seal.record_hash))
+        routing = self.routing
+        partition = chainid.audit_partition(it[ITEM_PARTITION], routing.audit_partitions)
+        out.outgoing.append(Outgoing(routing.audit_topic, partition, p.key, seal.data))
+        out.audited.append(p.labels)
+        out.occurred_at.append(p.when)
+        if p.violation is not None:
+            out.outgoing.append(p.violation[0])
+            out.violations.extend(p.violation[1])
+        if fact.seconds >= 0:
+            out.decision_seconds.append(fact.seconds)
 
     def append_record(self, out: BatchResult, record: AuditRecord) -> tuple[int, bytes]:
         """Seal ``record`` after its chain's working head and route it to the audit topic (a
@@ -325,10 +415,7 @@ class BatchProcessor:
             if isinstance(seal, Exception):
                 raise seal
             key = record.chain_id.encode()
-            audit_budget = self.budget.audit
-            if len(seal.data) + len(key) > audit_budget:
-                raise DecodeError(f"the audit record would be {len(seal.data)} bytes, over the audit topic's "
-                                  f"budget of {audit_budget} bytes", reason="record_too_large")
+            self._check_budget(seal.data, key)
             stage = "route"
             violation = None
             if decision.verdict is Verdict.VIOLATION:
@@ -346,6 +433,37 @@ class BatchProcessor:
         except Exception as exc:  # noqa: BLE001 - one message never stops the batch
             return self._faulted(item.msg, source, item.raw, exc, stage, item.now)
         return _Route(item, seal, key, labels, when, violation)
+
+    def _check_budget(self, data: bytes, key: bytes) -> None:
+        audit_budget = self.budget.audit
+        if len(data) + len(key) > audit_budget:
+            raise DecodeError(f"the audit record would be {len(data)} bytes, over the audit topic's "
+                              f"budget of {audit_budget} bytes", reason="record_too_large")
+
+    def _route_fact(self, item: _Fact, seal: SealedBytes, now: datetime) -> _FactRoute | _Reject:
+        """:meth:`_route` of an event audited from its facts tuple (the same outputs)."""
+        facts = self.facts
+        assert facts is not None
+        it = item.seal
+        t, chain = it[ITEM_FACTS], it[ITEM_CHAIN]
+        stage = "seal"
+        try:
+            key = chain.encode()
+            self._check_budget(seal.data, key)
+            stage = "route"
+            decided = item.decided
+            violation = self._fact_violation(item, seal) if decided.violation else None
+            labels = (decided.pack_id, t[facts.kind_at], decided.verdict)
+            when = t[facts.time_at] / 1e6
+        except TransientError:
+            raise
+        except DecodeError as exc:
+            source = SourceRef(it[ITEM_TOPIC], it[ITEM_PARTITION], it[ITEM_OFFSET])
+            return self._rejected(item.msg, source, item.raw, exc.reason, str(exc), exc, stage, now)
+        except Exception as exc:  # noqa: BLE001 - one message never stops the batch
+            source = SourceRef(it[ITEM_TOPIC], it[ITEM_PARTITION], it[ITEM_OFFSET])
+            return self._faulted(item.msg, source, item.raw, exc, stage, now)
+        return _FactRoute(item, seal, key, labels, when, violation)
 
     def _violations(self, event: Any, decision: Decision, evaluator: MemoEvaluator,
                     record: AuditRecord, head: ChainHead, source: SourceRef,
@@ -371,13 +489,63 @@ class BatchProcessor:
         an event the memo did not keep (large facts) has a template of its own, seen once."""
         if decision is template:
             return decision_facts(template)
+        return self._template(template).facts
+
+    def _template(self, template: Decision) -> _Template:
+        """What is built once per memoised decision template: its record form, that form encoded
+        (the compiled path), its violation message's fixed parts (on the first violation)."""
         hit = self._decided.data.get(id(template))
-        if hit is None or hit[0] is not template:
+        if hit is None or hit.template is not template:
             facts = decision_facts(template)
+            hot = self.hot
+            raw = hot.sealer.encode_field("decision", facts) if isinstance(hot, NativePath) else b""
             size = sum(len(v.reason) + len(v.rule_id) + len(v.clause) + 300 for v in facts.violations)
             size += sum(len(v.reason) + 300 for v in template.considered)
-            hit = self._decided.put(id(template), (template, facts), 1024 + 2 * size)  # the template's too
-        return hit[1]
+            # the template's size too, and the message parts made on its first violation
+            hit = self._decided.put(id(template), _Template(template, facts, raw), 1024 + 4 * size + 2 * len(raw))
+        return hit
+
+    def _fact_violation(self, item: _Fact, seal: SealedBytes) -> tuple[Outgoing, list[tuple[str, str, str, str, str]]]:
+        """:meth:`_violations` of an event audited from its facts tuple: the message is the
+        template's fixed JSON parts with this event's values put in (the same bytes)."""
+        facts = self.facts
+        assert facts is not None
+        decided, it = item.decided, item.seal
+        t = it[ITEM_FACTS]
+        pack = item.evaluator.compiled
+        rtype, purpose = t[facts.rtype_at], t[facts.purpose_at]
+        labels = decided.labels.get((rtype, purpose))
+        if labels is None:
+            r = "none" if rtype is None else rtype if rtype in pack.pack.recipients else UNDECLARED
+            p = purpose if purpose in pack.pack.purposes else UNDECLARED
+            labels = decided.labels[(rtype, purpose)] = [
+                (pack.id, v.rule_id, v.rule.severity, r, p) for v in decided.template.violations]
+        parts = decided.parts or self._message_parts(decided)
+        topic, partition, offset, eid = it[ITEM_TOPIC], it[ITEM_PARTITION], it[ITEM_OFFSET], t[facts.id_at]
+        occurred = (_EPOCH + timedelta(microseconds=t[facts.time_at])).isoformat()
+        slots = {"event_id": eid, "source": f"{topic}/{partition}@{offset}", "chain_id": it[ITEM_CHAIN],
+                 "seq": seal.seq, "record_hash": seal.record_hash.hex(), "kind": t[facts.kind_at], "purpose": purpose,
+                 "recipient_type": rtype, "subject_pseudonym": it[ITEM_SUBJECT],
+                 "pseudonym_key_id": self.pseudonymizer.key_id, "occurred_at": occurred}
+        text = [parts[0]]
+        for k in range(1, len(parts), 2):
+            v = slots[parts[k]]
+            text.append(_json_str(v) if type(v) is str else "null" if v is None else str(v))
+            text.append(parts[k + 1])
+        key = (eid or "").encode()
+        value = "".join(text).encode()
+        if message_size(value, key) > self.budget.violations:
+            value = self._truncated(json.loads(value), decided.template)
+        return Outgoing(self.routing.violations_topic, None, key, value), labels
+
+    @staticmethod
+    def _message_parts(decided: _Template) -> list[str]:
+        """The violation message of a template as JSON text cut at each per-event value:
+        ``[text, slot name, text, slot name, ..., text]``."""
+        doc: dict[str, Any] = decision_to_dict(decided.template)
+        doc.update({name: f"\0{name}\0" for name in _MESSAGE_SLOTS})
+        decided.parts = _SLOT.split(json.dumps(doc, separators=(",", ":")))
+        return decided.parts
 
     def _seal_after(self, record: AuditRecord) -> tuple[bytes, bytes, ChainHead]:
         """The record sealed after its chain's working head: (its bytes, the previous hash, the new
@@ -414,13 +582,18 @@ class BatchProcessor:
         key = (record.event_id or "").encode()
         value = json.dumps(doc, separators=(",", ":")).encode()
         if message_size(value, key) > self.budget.violations:
-            # the rule ids and the record's place in the trail still fit; the reasons are in the record
-            doc = {k: doc[k] for k in ("event_id", "verdict", "pack", "pack_hash", "source", "chain_id", "seq",
-                                       "record_hash", "subject_pseudonym", "pseudonym_key_id")}
-            doc["violations"] = [{"rule": v.rule_id} for v in d.violations]
-            doc["truncated"] = True
-            value = json.dumps(doc, separators=(",", ":")).encode()
+            value = self._truncated(doc, d)
         return Outgoing(self.routing.violations_topic, None, key, value)
+
+    @staticmethod
+    def _truncated(doc: dict[str, Any], d: Decision) -> bytes:
+        """A violation message over its budget: the rule ids and the record's place in the trail
+        still fit; the reasons are in the record."""
+        doc = {k: doc[k] for k in ("event_id", "verdict", "pack", "pack_hash", "source", "chain_id", "seq",
+                                   "record_hash", "subject_pseudonym", "pseudonym_key_id")}
+        doc["violations"] = [{"rule": v.rule_id} for v in d.violations]
+        doc["truncated"] = True
+        return json.dumps(doc, separators=(",", ":")).encode()
 
     # ------------------------------------------------------------------ rejects
     def reject_unwritable(self, msg: MessageLike, error: str) -> BatchResult:
@@ -517,6 +690,83 @@ class _Route(NamedTuple):
     labels: tuple[str, str, str]
     when: float
     violation: tuple[Outgoing, list[tuple[str, str, str, str, str]]] | None
+
+
+class _Template:
+    """What is built once per memoised decision template (:meth:`BatchProcessor._template`)."""
+
+    __slots__ = ("template", "facts", "raw", "parts", "labels", "verdict", "violation", "pack_id")
+
+    def __init__(self, template: Decision, facts: DecisionFacts, raw: bytes) -> None:
+        self.template = template
+        #: what routing reads of every event (an Enum's .value costs a descriptor call)
+        self.verdict, self.violation, self.pack_id = (
+            template.verdict.value, template.verdict is Verdict.VIOLATION, template.pack_id)
+        #: the record form, and that form encoded as the record's decision field (compiled path)
+        self.facts, self.raw = facts, raw
+        #: the violation message cut at its per-event values (made on the first violation)
+        self.parts: list[str] | None = None
+        #: violation metric labels per (recipient type, purpose)
+        self.labels: dict[tuple[str | None, str], list[tuple[str, str, str, str, str]]] = {}
+
+
+class _Fact(NamedTuple):
+    """One event audited from its facts tuple: the item the compiled sealer builds its record
+    from (``ITEM_*`` of :mod:`auditor.stream.factpath`), and what routing needs."""
+
+    msg: MessageLike
+    raw: bytes
+    seal: tuple[Any, ...]
+    decided: _Template
+    evaluator: MemoEvaluator
+    seconds: float
+
+
+class _FactRoute(NamedTuple):
+    """One sealed record of an event audited from its facts tuple, and its outputs."""
+
+    item: _Fact
+    sealed: SealedBytes
+    key: bytes
+    labels: tuple[str, str, str]
+    when: float
+    violation: tuple[Outgoing, list[tuple[str, str, str, str, str]]] | None
+
+
+class LazyRecord:
+    """The unsealed :class:`AuditRecord` of a record the compiled sealer built from a facts tuple:
+    built from the record's bytes on first use (few callers ever look at it; the chain id is at hand)."""
+
+    __slots__ = ("chain_id", "_data", "_record")
+
+    def __init__(self, chain_id: str, data: bytes) -> None:
+        self.chain_id = chain_id
+        self._data = data
+        self._record: AuditRecord | None = None
+
+    def record(self) -> AuditRecord:
+        if self._record is None:
+            self._record = record_from_bytes(self._data)._replace(seq=-1, prev_hash=b"", record_hash=b"")
+        return self._record
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.record(), name)
+
+    def __eq__(self, other: object) -> bool:
+        return self.record() == (other.record() if isinstance(other, LazyRecord) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.record())
+
+    def __repr__(self) -> str:
+        return f"LazyRecord({self.record()!r})"
+
+
+#: the per-event values of a violation message (:meth:`BatchProcessor._violation_message`)
+_MESSAGE_SLOTS = ("event_id", "source", "chain_id", "seq", "record_hash", "kind", "purpose", "recipient_type",
+                  "subject_pseudonym", "pseudonym_key_id", "occurred_at")
+_SLOT = re.compile(r'"\\u0000(\w+)\\u0000"')
+_json_str = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str
 
 
 def _bounded_doc(node: Any, long_values: tuple[str, ...]) -> Any:

@@ -15,17 +15,17 @@ mod trail;
 mod wire;
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
-use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use sha2::{Digest, Sha256};
 
 use codec::Program;
 use extract::{Plan, Symbols};
-use record::{head_from_py, RecordEncoder};
+use record::{head_from_py, Layout, RecordEncoder};
 use schema::Schema;
 
 const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
@@ -213,13 +213,15 @@ impl EventCodec {
 #[pyclass(frozen, module = "auditor._native")]
 struct RecordSealer {
     enc: RecordEncoder,
+    /// Layouts of records sealed from a facts tuple (`add_layout`), by handle.
+    layouts: RwLock<Vec<Arc<Layout>>>,
 }
 
 #[pymethods]
 impl RecordSealer {
     #[new]
     fn new(py: Python<'_>, schema: &str) -> PyResult<Self> {
-        Ok(RecordSealer { enc: RecordEncoder::new(py, schema).map_err(PyValueError::new_err)? })
+        Ok(RecordSealer { enc: RecordEncoder::new(py, schema).map_err(PyValueError::new_err)?, layouts: RwLock::new(Vec::new()) })
     }
 
     /// The body of a record: its fields from record_type to the one before record_hash.
@@ -229,38 +231,87 @@ impl RecordSealer {
         Ok(PyBytes::new(py, &out))
     }
 
+    /// Register how records are built from a facts tuple (see `record::Layout`); returns its handle.
+    fn add_layout(&self, spec: &Bound<'_, PyDict>) -> PyResult<usize> {
+        let layout = self.enc.layout(spec)?;
+        let mut layouts = self.layouts.write().expect("layouts lock");
+        layouts.push(Arc::new(layout));
+        Ok(layouts.len() - 1)
+    }
+
+    /// `value` encoded with the type of the record's field `name` (for a `("raw", k)` layout source).
+    fn encode_field<'py>(&self, py: Python<'py>, name: &str, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, &self.enc.encode_field(name, value)?))
+    }
+
     /// Seal `records` in order after the chain heads in `heads` (chain_id -> (size, head_hash);
     /// a chain not in it starts at its genesis). Returns one (bytes, seq, prev_hash, record_hash)
     /// per record, and updates `heads` only once the whole batch is encoded.
+    ///
+    /// With `layout` (a handle from `add_layout`), an item that is a plain tuple (not a record
+    /// object, which is a NamedTuple) is `(facts, chain_id, ...)` and its body is built as the
+    /// layout says, reading `batch` for the layout's batch values.
+    #[pyo3(signature = (records, heads, layout=None, batch=None))]
     fn seal_batch<'py>(
         &self,
         py: Python<'py>,
         records: &Bound<'py, PyAny>,
         heads: &Bound<'py, PyDict>,
+        layout: Option<usize>,
+        batch: Option<&Bound<'py, PyTuple>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let mut work: HashMap<String, (i64, [u8; 32])> = HashMap::new();
+        let layout = match layout {
+            Some(i) => Some(
+                self.layouts.read().expect("layouts lock").get(i).cloned()
+                    .ok_or_else(|| PyKeyError::new_err(format!("no layout {i}")))?,
+            ),
+            None => None,
+        };
+        let batch_values = match (&layout, batch) {
+            (Some(l), Some(b)) => self.enc.batch_values(l, b)?,
+            (Some(l), None) => self.enc.batch_values(l, &PyTuple::empty(py))?,
+            _ => Vec::new(),
+        };
+        // per chain: (next seq, head hash, the head hash as a Python bytes once made)
+        let mut work: HashMap<String, (i64, [u8; 32], Option<Py<PyBytes>>)> = HashMap::new();
         let out = PyList::empty(py);
         let mut body = Vec::with_capacity(512);
         let mut data = Vec::with_capacity(1024);
         for r in records.try_iter()? {
             let r = r?;
-            let chain = self.enc.chain_id(&r)?;
-            let (seq, prev) = match work.get(&chain) {
-                Some(h) => *h,
+            let item = match &layout {
+                Some(l) if r.is_exact_instance_of::<PyTuple>() => Some((l, r.cast::<PyTuple>()?.clone())),
+                _ => None,
+            };
+            let chain = match &item {
+                Some((_, t)) => t.get_item(1)?.cast_into::<PyString>()
+                    .map_err(|_| PyTypeError::new_err("an item's second element is its chain id"))?.to_str()?.to_string(),
+                None => self.enc.chain_id(&r)?,
+            };
+            let (seq, prev, prev_py) = match work.remove(&chain) {
+                Some(h) => h,
                 None => match heads.get_item(&chain)? {
-                    Some(h) => head_from_py(&h)?,
-                    None => (0, record::genesis(&chain)),
+                    Some(h) => {
+                        let (s, p) = head_from_py(&h)?;
+                        (s, p, None)
+                    }
+                    None => (0, record::genesis(&chain), None),
                 },
             };
             body.clear();
-            self.enc.encode_body(&r, &mut body)?;
+            match &item {
+                Some((l, t)) => self.enc.encode_item(l, &batch_values, t, &mut body)?,
+                None => self.enc.encode_body(&r, &mut body)?,
+            }
             data.clear();
             let digest = record::seal(&chain, seq, &prev, &body, &mut data);
-            out.append((PyBytes::new(py, &data), seq, PyBytes::new(py, &prev), PyBytes::new(py, &digest)))?;
-            work.insert(chain, (seq + 1, digest));
+            let prev_py = prev_py.unwrap_or_else(|| PyBytes::new(py, &prev).unbind());
+            let digest_py = PyBytes::new(py, &digest).unbind();
+            out.append((PyBytes::new(py, &data), seq, prev_py, digest_py.clone_ref(py)))?;
+            work.insert(chain, (seq + 1, digest, Some(digest_py)));
         }
-        for (chain, (size, hash)) in work {
-            heads.set_item(chain, (size, PyBytes::new(py, &hash)))?;
+        for (chain, (size, _, hash)) in work {
+            heads.set_item(chain, (size, hash.expect("set with every record")))?;
         }
         Ok(out)
     }

@@ -345,3 +345,210 @@ pub fn head_from_py(v: &Bound<'_, PyAny>) -> PyResult<(i64, [u8; 32])> {
     }
     Ok((size, hash))
 }
+
+// ---------------------------------------------------------------- records from a facts tuple
+
+/// Where one field of a record sealed from a facts tuple takes its value (see [`Layout`]).
+pub enum Source {
+    /// Encoded once, when the layout was built.
+    Const(Vec<u8>),
+    /// The `k`-th value of the batch (encoded once per call, with this field's type).
+    Batch(usize),
+    /// The `k`-th element of the item, encoded with the field's type.
+    Item(usize),
+    /// The `k`-th element of the item: bytes already encoded with the field's type, copied as is.
+    Raw(usize),
+    /// The `i`-th element of the facts tuple (the item's first element), encoded with the field's type.
+    Fact(usize),
+    /// A record, or a union of null and a record: null when `unless` reads None.
+    Record { branch: Option<(i64, i64)>, unless: Option<Box<Source>>, fields: Vec<LayoutField> },
+}
+
+pub struct LayoutField {
+    name: String,
+    ty: NodeId,
+    src: Source,
+}
+
+/// How to build an audit record's body from an item `(facts, chain_id, ...)` without a Python
+/// record object: one [`Source`] per body field, in schema order. Built once from a Python spec:
+/// a dict of field name -> `("const", value)`, `("batch", k)`, `("item", k)`, `("raw", k)`,
+/// `("fact", i)` or `("record", unless_or_None, {sub-field: spec})`. Every field of the schema
+/// must be named, and nothing else: a schema change that the spec does not follow is refused
+/// when the layout is built, not discovered in a record.
+pub struct Layout {
+    fields: Vec<LayoutField>,
+    /// (batch index, field type) of each `Batch` source, in the order of their use ids.
+    batch_uses: Vec<(usize, NodeId)>,
+}
+
+impl RecordEncoder {
+    pub fn layout(&self, spec: &Bound<'_, PyDict>) -> PyResult<Layout> {
+        let Node::Record { fields, .. } = self.schema.node(self.schema.root) else { unreachable!() };
+        let mut batch_uses = Vec::new();
+        let body = &fields[self.body_start..self.hash_index];
+        let fields = self.layout_fields(body, spec, &mut batch_uses, "")?;
+        Ok(Layout { fields, batch_uses })
+    }
+
+    fn layout_fields(
+        &self,
+        fields: &[crate::schema::Field],
+        spec: &Bound<'_, PyDict>,
+        batch_uses: &mut Vec<(usize, NodeId)>,
+        at: &str,
+    ) -> PyResult<Vec<LayoutField>> {
+        for k in spec.keys() {
+            let k: String = k.extract()?;
+            if !fields.iter().any(|f| f.name == k) {
+                return Err(PyValueError::new_err(format!("layout: no field '{at}{k}' in the audit record schema")));
+            }
+        }
+        let mut out = Vec::with_capacity(fields.len());
+        for f in fields {
+            let s = spec
+                .get_item(&f.name)?
+                .ok_or_else(|| PyValueError::new_err(format!("layout: field '{at}{}' is not given", f.name)))?;
+            let path = format!("{at}{}.", f.name);
+            out.push(LayoutField { name: f.name.clone(), ty: f.ty, src: self.source(f.ty, &s, batch_uses, &path)? });
+        }
+        Ok(out)
+    }
+
+    fn source(&self, ty: NodeId, s: &Bound<'_, PyAny>, batch_uses: &mut Vec<(usize, NodeId)>, at: &str) -> PyResult<Source> {
+        let bad = || PyValueError::new_err(format!("layout: '{}' has a bad spec", at.trim_end_matches('.')));
+        let t = s.cast::<PyTuple>().map_err(|_| bad())?;
+        let kind: String = t.get_item(0)?.extract().map_err(|_| bad())?;
+        let index = || -> PyResult<usize> { t.get_item(1)?.extract::<usize>().map_err(|_| bad()) };
+        Ok(match kind.as_str() {
+            "const" => {
+                let mut b = Vec::new();
+                self.encode(ty, &t.get_item(1)?, &mut b, 1).map_err(|e| e.at(at.trim_end_matches('.')).into_py())?;
+                Source::Const(b)
+            }
+            "batch" => {
+                batch_uses.push((index()?, ty));
+                Source::Batch(batch_uses.len() - 1)
+            }
+            "item" => Source::Item(index()?),
+            "raw" => Source::Raw(index()?),
+            "fact" => Source::Fact(index()?),
+            "record" => {
+                if t.len() != 3 {
+                    return Err(bad());
+                }
+                let (rec, branch) = match self.schema.node(ty) {
+                    Node::Record { .. } => (ty, None),
+                    Node::Union(bs) => {
+                        let null = bs.iter().position(|b| matches!(self.schema.node(*b), Node::Null));
+                        let recs: Vec<usize> =
+                            (0..bs.len()).filter(|i| matches!(self.schema.node(bs[*i]), Node::Record { .. })).collect();
+                        match (null, recs.as_slice(), bs.len()) {
+                            (Some(n), [r], 2) => (bs[*r], Some((n as i64, *r as i64))),
+                            _ => return Err(bad()),
+                        }
+                    }
+                    _ => return Err(bad()),
+                };
+                let unless_spec = t.get_item(1)?;
+                let unless = if unless_spec.is_none() {
+                    None
+                } else {
+                    if branch.is_none() {
+                        return Err(bad()); // only a union with null can be null
+                    }
+                    match self.source(rec, &unless_spec, batch_uses, at)? {
+                        s @ (Source::Item(_) | Source::Fact(_)) => Some(Box::new(s)),
+                        _ => return Err(bad()),
+                    }
+                };
+                let Node::Record { fields, .. } = self.schema.node(rec) else { unreachable!() };
+                let sub = t.get_item(2)?;
+                let sub = sub.cast::<PyDict>().map_err(|_| bad())?;
+                Source::Record { branch, unless, fields: self.layout_fields(fields, sub, batch_uses, at)? }
+            }
+            _ => return Err(bad()),
+        })
+    }
+
+    /// The batch values each `Batch` source reads, encoded with their field types.
+    pub fn batch_values(&self, layout: &Layout, batch: &Bound<'_, PyTuple>) -> PyResult<Vec<Vec<u8>>> {
+        layout
+            .batch_uses
+            .iter()
+            .map(|(k, ty)| {
+                let mut b = Vec::new();
+                self.encode(*ty, &batch.get_item(*k)?, &mut b, 1).map_err(|e| e.at("(batch value)").into_py())?;
+                Ok(b)
+            })
+            .collect()
+    }
+
+    /// The body of the record an item `(facts, chain_id, ...)` describes under `layout`.
+    pub fn encode_item(
+        &self,
+        layout: &Layout,
+        batch: &[Vec<u8>],
+        item: &Bound<'_, PyTuple>,
+        out: &mut Vec<u8>,
+    ) -> PyResult<()> {
+        let facts = item.get_item(0)?;
+        let facts = facts.cast::<PyTuple>().map_err(|_| err_at("facts", "an item's first element is the facts tuple".into()))?;
+        for f in &layout.fields {
+            self.encode_source(f, batch, item, facts, out).map_err(|e| e.at(&f.name).into_py())?;
+        }
+        Ok(())
+    }
+
+    fn encode_source(
+        &self,
+        f: &LayoutField,
+        batch: &[Vec<u8>],
+        item: &Bound<'_, PyTuple>,
+        facts: &Bound<'_, PyTuple>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncErr> {
+        match &f.src {
+            Source::Const(b) => out.extend_from_slice(b),
+            Source::Batch(u) => out.extend_from_slice(&batch[*u]),
+            Source::Item(k) => self.encode(f.ty, &item.get_item(*k)?, out, 1)?,
+            Source::Fact(i) => self.encode(f.ty, &facts.get_item(*i)?, out, 1)?,
+            Source::Raw(k) => {
+                let v = item.get_item(*k)?;
+                out.extend_from_slice(v.cast::<PyBytes>().map_err(|_| EncErr::new("expected encoded bytes".into()))?.as_bytes())
+            }
+            Source::Record { branch, unless, fields } => {
+                if let (Some((null, _)), Some(u)) = (branch, unless) {
+                    let v = match &**u {
+                        Source::Item(k) => item.get_item(*k)?,
+                        Source::Fact(i) => facts.get_item(*i)?,
+                        _ => unreachable!("checked when the layout was built"),
+                    };
+                    if v.is_none() {
+                        put_long(out, *null);
+                        return Ok(());
+                    }
+                }
+                if let Some((_, rec)) = branch {
+                    put_long(out, *rec);
+                }
+                for sub in fields {
+                    self.encode_source(sub, batch, item, facts, out).map_err(|e| e.at(&sub.name))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A value encoded with the type of the root record's field `name` (e.g. a decision, once per template).
+    pub fn encode_field(&self, name: &str, v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+        let Node::Record { fields, .. } = self.schema.node(self.schema.root) else { unreachable!() };
+        let f = fields
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| PyValueError::new_err(format!("no field '{name}' in the audit record schema")))?;
+        let mut out = Vec::new();
+        self.encode(f.ty, v, &mut out, 1).map_err(|e| e.at(name).into_py())?;
+        Ok(out)
+    }
+}
