@@ -522,6 +522,9 @@ class Config:
             "compression.type": "lz4",
             "transaction.timeout.ms": self.transaction_timeout_ms,
             "message.max.bytes": 4 * 1024 * 1024,
+            # the commit reads delivery reports only for the outputs the broker refused (a
+            # transaction that lost any output fails at commit anyway): no report per output
+            "delivery.report.only.error": True,
         }
 
     def admin_conf(self) -> dict[str, Any]:

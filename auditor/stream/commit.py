@@ -102,8 +102,20 @@ class BatchCommit:
             if hook:
                 hook("after_begin")
             signed = self.checkpoints.seal(result) if self.checkpoints is not None else []
-            for o in [*result.outgoing, *signed]:
-                self._produce(o)
+            delivered = functools.partial(self._delivered, self._txn)
+            produce = producer.produce
+            for o in result.outgoing:
+                try:
+                    if o.headers:
+                        produce(o.topic, o.value, o.key, -1 if o.partition is None else o.partition,
+                                on_delivery=delivered, headers=list(o.headers))
+                    else:
+                        produce(o.topic, o.value, o.key, -1 if o.partition is None else o.partition,
+                                on_delivery=delivered)
+                except BufferError:
+                    self._produce(o, delivered)
+            for o in signed:
+                self._produce(o, delivered)
             if hook:
                 hook("after_produce")
             tps = [TopicPartition(t, p, o) for (t, p), o in next_offsets(batch).items()] or self._fence(result)
@@ -170,9 +182,10 @@ class BatchCommit:
         if err is not None and txn == self._txn and err.code() in CONTENT_ERRORS:
             self._refused.append(err.code())
 
-    def _produce(self, o: Outgoing) -> None:
+    def _produce(self, o: Outgoing, delivered: Callable[[Any, Any], None]) -> None:
+        """Produce one output, waiting while the client's queue is full (commit() tries each output
+        once inline first: one call per output is the common case)."""
         partition = -1 if o.partition is None else o.partition  # -1: the partitioner decides
-        delivered = functools.partial(self._delivered, self._txn)
         while True:
             try:
                 if o.headers:
