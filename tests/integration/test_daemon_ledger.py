@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -199,6 +198,17 @@ def restored_partitions(*daemons: InProcessDaemon) -> list[int]:
     return [len(d.daemon.ownership.restored()) for d in daemons]
 
 
+def confirmed(*daemons: InProcessDaemon) -> int:
+    """Facts confirmed in the stores, each partition counted once, as far as its furthest store (an
+    instance that held a partition before a rebalance keeps the position it had reached then)."""
+    high: dict[int, int] = {}
+    for d in daemons:
+        assert d.daemon.ledger is not None
+        for p, h in d.daemon.ledger.store.positions().items():
+            high[p] = max(high.get(p, -1), h)
+    return sum(h + 1 for h in high.values())
+
+
 def test_restart_and_rebalance_keep_history_and_corrections_match_one_run_and_check_ledger(
         tmp_path, kafka_bootstrap, capsys):
     """Two instances with partitions moving (a second instance joins, the first restarts) give the
@@ -266,7 +276,10 @@ def test_restart_and_rebalance_keep_history_and_corrections_match_one_run_and_ch
             wait_until(lambda: len(corrections(audited(setup))) >= len(one_run_fixes), 120,
                        lambda: f"{len(one_run_fixes)} corrections as in one run (have "
                                f"{len(corrections(audited(setup)))})")
-            time.sleep(3)  # none beyond them
+            # none beyond them: a fact's corrections commit before it is confirmed in the store, so
+            # once every fact is confirmed by the instance holding its partition, none can follow
+            wait_until(lambda: confirmed(first, second) >= len(everything), 120,
+                       lambda: f"every fact confirmed ({confirmed(first, second)} of {len(everything)})")
     finally:
         first.stop()
     records = audited(setup)
