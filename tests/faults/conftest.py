@@ -22,9 +22,10 @@ def _progress(message: str) -> None:
 
 
 #: the scenarios the whole test suite (tests/run_all.sh, CI) runs; the rest run with `-m faults`
-#: or AUDITOR_FAULTS=all (README "Fault suite": the whole fault suite takes longer than a quarter of CI)
+#: or AUDITOR_FAULTS=all (README "Fault suite": the whole fault suite takes longer than a quarter of CI).
+#: The zombie frozen between send_offsets and commit is not here: tests/integration/test_daemon_ownership.py
+#: guards the same takeover in every run in half the time.
 FAST = {
-    "test_zombie_frozen_between_send_offsets_and_commit_does_not_fork_the_chain",
     "test_sigkill_at_each_transaction_step_loses_and_duplicates_nothing[after_send_offsets]",
     "test_malformed_and_spoofed_headers",
 }

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -63,6 +64,14 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: Callable[[],
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for "
                                  f"{what() if callable(what) else what}")
         time.sleep(interval)
+
+
+#: for the attack scenarios outside tests/faults that every CI run leaves out (a cheaper test guards
+#: the same behaviour there): they run with the full fault suite (AUDITOR_FAULTS=all, README "Fault
+#: suite"). Mark them ``faults`` as well.
+fault_suite_only = pytest.mark.skipif(
+    os.environ.get("AUDITOR_FAULTS") != "all",
+    reason="in the full fault suite only: AUDITOR_FAULTS=all python -m pytest tests/integration")
 
 
 # ---------------------------------------------------------------- topics and config

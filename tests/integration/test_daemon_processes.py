@@ -18,6 +18,7 @@ from daemonkit import (
     TopicTail,
     assert_exactly_once,
     chains_of,
+    fault_suite_only,
     make_setup,
     mixed_events,
     read_audit,
@@ -65,6 +66,11 @@ def test_sigterm_drains_and_exits_zero_while_serving_readyz_and_metrics(kafka_bo
     assert len(entries) >= 600
 
 
+# With the full fault suite only: tests/faults/test_faults_txn.py's SIGKILL after send_offsets (in every
+# run) kills the same daemon at the riskiest step of its transaction instead of at a random point, and
+# checks more (the independent reader, the console consumer, each file copy byte for byte).
+@pytest.mark.faults
+@fault_suite_only
 def test_sigkill_and_restart_with_the_same_instance_id_loses_and_duplicates_nothing(kafka_bootstrap, tmp_path):
     setup = make_setup(tmp_path, kafka_bootstrap, partitions=3, trail=True)
     feeder = Feeder(kafka_bootstrap, setup.events)
