@@ -4,6 +4,7 @@ Java's partitioner (murmur2) picks, the same partition as the subject's events."
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -49,15 +50,19 @@ def test_the_reference_murmur2_matches_javas_known_values():
 
 
 def _partitions_of(bootstrap: str, topic: str, n: int) -> dict[str, set[int]]:
+    """Every message of the topic, up to each partition's end (read when called: the producer has flushed)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4()}", "enable.auto.commit": False})
+    total = sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(n))
     c.assign([TopicPartition(topic, p, 0) for p in range(n)])
     out: dict[str, set[int]] = {}
     seen = 0
+    deadline = time.monotonic() + 60
     try:
-        while True:
-            msg = c.poll(10)
+        while seen < total:
+            assert time.monotonic() < deadline, f"{topic}: {seen} of {total} messages read after 60 s"
+            msg = c.poll(1)
             if msg is None:
-                break
+                continue
             assert msg.error() is None, msg.error()
             out.setdefault(msg.key().decode(), set()).add(msg.partition())
             seen += 1
