@@ -198,3 +198,29 @@ def test_a_compiled_report_states_the_minority_its_failed_condition_read(tmp_pat
     assert d == evaluate_interpreted(child, compiled)
     (v,) = d.violations
     assert v.rule_id == "tiny.use.marketing" and v.reason == "the subject is a minor (under 18)"
+
+
+# engine._decide, its last branch: a failed test reads a fact no key function knows (here the key table
+# without consent.marketing and subject.minor stands for such a test), so the report is kept per tuple of
+# its reasons' texts. The mutants crashed there (`if tail is not None`, `why = None`, `tuple(None)`,
+# `_new_decision(None, ...)`) or wrote the minority's reason without the minority (`needs_minor and False`).
+
+def test_a_report_whose_failed_test_no_key_function_knows_is_the_interpreted_one(tmp_path, monkeypatch):
+    from auditor.policy import engine
+
+    monkeypatch.delitem(engine._KEY_EXPR, "consent.marketing")
+    monkeypatch.delitem(engine._KEY_EXPR, "subject.minor")
+    monkeypatch.setattr(engine, "_COMPILE_AFTER", 1)
+    requires = "    require: [{consent: marketing}, {minor: false}]"
+    compiled = _tiny_variant(tmp_path, _MARKETING_REQUIRES, requires)
+    reference = _tiny_variant(tmp_path, _MARKETING_REQUIRES, requires)
+    child = {"id": "s-9", "age": 9}
+    events = [make_event(event_id="k-1"),
+              make_event(event_id="k-2", subject=child, consent={"marketing": True, "guardian": True}),
+              make_event(event_id="k-3", subject=child, consent={"guardian": True})]
+    for _ in range(2):   # the report written, then the one kept under the same reasons
+        for e in events:
+            assert evaluate_plain(e, compiled) == evaluate_interpreted(e, reference), e.event_id
+    plan = compiled.plan(events[1])
+    assert plan.allow is not None and plan.judged and all(j.key_of is None for j in plan.judged.values())
+    assert evaluate_plain(events[1], compiled).violations[0].reason == "the subject is a minor (under 18)"
