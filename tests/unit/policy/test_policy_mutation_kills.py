@@ -224,3 +224,43 @@ def test_a_report_whose_failed_test_no_key_function_knows_is_the_interpreted_one
     plan = compiled.plan(events[1])
     assert plan.allow is not None and plan.judged and all(j.key_of is None for j in plan.judged.values())
     assert evaluate_plain(events[1], compiled).violations[0].reason == "the subject is a minor (under 18)"
+
+
+# CompiledPack._make_plan: a test reading exactly the plan's key facts (kind, purpose, recipient type,
+# categories: STATIC_FACTS) is decided when the plan is made. `t.reads <= STATIC_FACTS` -> `<` left such a
+# scope test unchecked (38: the constraint applied to every event) or such a condition unchecked (51: the
+# permit held) or checked twice (47: the condition listed twice among the failed).
+
+_ON_THE_KEY = "[{kinds: [ACCESS]}, {purposes: [support]}, {recipients: [law_enforcement]}, {categories: [card]}]"
+
+
+def test_a_test_on_exactly_the_plans_key_facts_is_decided_once(tmp_path, monkeypatch):
+    from auditor.policy import engine
+    from auditor.policy.engine import evaluate_plain
+
+    monkeypatch.setattr(engine, "_COMPILE_AFTER", 1)
+    as_condition = _tiny_variant(tmp_path, _MARKETING_REQUIRES,
+                                 f"    require: [{{consent: marketing}}, {{any_of: {_ON_THE_KEY}}}]")
+    rule = next(r for r in as_condition.pack.rules if r.id == "tiny.use.marketing")
+    assert rule.conditions[1].reads == engine.STATIC_FACTS
+    as_scope = _tiny_variant(tmp_path, "    when: {minor: true}", f"    when: {{minor: true, any_of: {_ON_THE_KEY}}}")
+    child = make_event(event_id="k-4", subject={"id": "s-9", "age": 9}, consent={"marketing": True})
+    for judge in (evaluate_interpreted, evaluate_plain, evaluate):
+        (v,) = judge(make_event(event_id="k-3", consent={"marketing": True}), as_condition).violations
+        assert (v.rule_id, v.failed) == ("tiny.use.marketing", (rule.conditions[1].source,)), judge
+        assert judge(child, as_scope).verdict is Verdict.ALLOW, judge   # tiny.minors not in scope
+
+
+# engine._key_function: the memo key of a plan for events without a recipient skips the recipient facts
+# (`continue` -> `break` dropped every fact sorted after the first of them: subject.minor here, so a child
+# was given an adult's remembered ALLOW).
+
+def test_the_memo_key_of_an_event_without_a_recipient_keeps_the_facts_after_the_recipients(tmp_path):
+    requires = "    require: [{consent: marketing}, {on_our_behalf: [true, unknown]}]"
+    compiled = _tiny_variant(tmp_path, _MARKETING_REQUIRES, requires, memo_bytes=1 << 20)
+    adult = make_event(event_id="m-1", consent={"marketing": True})
+    child = make_event(event_id="m-2", subject={"id": "s-1", "age": 9}, consent={"marketing": True})
+    assert "recipient.on_our_behalf" in compiled.reads and compiled.plan(adult).memo is not None
+    assert evaluate(adult, compiled).verdict is Verdict.ALLOW
+    assert evaluate(child, compiled).violated_rule_ids == ("tiny.minors",)
+    assert compiled.plan(child).key_of.facts == ("consent.guardian", "consent.marketing", "subject.minor")
