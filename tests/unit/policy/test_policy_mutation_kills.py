@@ -264,3 +264,33 @@ def test_the_memo_key_of_an_event_without_a_recipient_keeps_the_facts_after_the_
     assert evaluate(adult, compiled).verdict is Verdict.ALLOW
     assert evaluate(child, compiled).violated_rule_ids == ("tiny.minors",)
     assert compiled.plan(child).key_of.facts == ("consent.guardian", "consent.marketing", "subject.minor")
+
+
+# CompiledPack.plan: a plan gets a memo only when the pack has a memo budget and the plan a key function.
+# `and` -> `or` gave a plan whose facts no key function knows a memo (decide then called None: a crash);
+# `> 0` -> `>= 0` kept decisions with the memo turned off (memo_bytes=0).
+
+def test_a_plan_has_a_memo_only_with_a_budget_and_a_key_function(tmp_path, monkeypatch):
+    from auditor.policy import engine
+
+    off = _tiny_variant(tmp_path, "", "", memo_bytes=0)
+    on = _tiny_variant(tmp_path, "", "", memo_bytes=1 << 20)
+    e = make_event(event_id="p-1", consent={"marketing": True})
+    for compiled in (off, on):
+        assert evaluate(e, compiled).verdict is Verdict.ALLOW
+    assert (off.plan(e).memo, off.memo_entries()) == (None, 0)
+    assert on.memo_entries() == 1
+    monkeypatch.delitem(engine._KEY_EXPR, "consent.marketing")   # a fact no key function knows
+    unkeyed = _tiny_variant(tmp_path, "", "", memo_bytes=1 << 20)
+    assert evaluate(e, unkeyed).verdict is Verdict.ALLOW
+    assert unkeyed.plan(e).key_of is None and unkeyed.plan(e).memo is None
+
+
+# conditions.AttributeEquals.__post_init__: an attribute test whose values leave out `~` (absent) says the
+# absent case is unhandled (lint warns); `None not in` -> `None in` swapped the two.
+
+def test_an_attribute_test_without_absent_among_its_values_leaves_the_absent_case_unhandled():
+    from auditor.policy.conditions import AttributeEquals
+
+    assert AttributeEquals("tier", frozenset({"gold"}), "t").unknown_unhandled == {"attributes.tier"}
+    assert AttributeEquals("tier", frozenset({"gold", None}), "t").unknown_unhandled == frozenset()
