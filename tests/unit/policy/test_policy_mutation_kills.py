@@ -294,3 +294,32 @@ def test_an_attribute_test_without_absent_among_its_values_leaves_the_absent_cas
 
     assert AttributeEquals("tier", frozenset({"gold"}), "t").unknown_unhandled == {"attributes.tier"}
     assert AttributeEquals("tier", frozenset({"gold", None}), "t").unknown_unhandled == frozenset()
+
+
+# CompiledPack.report: what a plan's judged bit set keeps of its reports (memory, not verdicts): a report
+# keyed by facts is kept when no text in its key is over _MEMO_MAX_TEXT characters, one keyed by its
+# reasons' texts (no key function) when they are at most _MEMO_MAX_ENTRY characters in all, and at most
+# _REASONS_MAX per bit set. The mutants kept nothing (69), judged a keyed report by its reasons' length or
+# the reverse (70, 71, 73), kept over-long keys (80) or one report more (81).
+
+def test_a_judged_bit_set_keeps_reports_within_its_bounds(tmp_path, monkeypatch):
+    from auditor.policy import engine
+    from auditor.policy.engine import _MEMO_MAX_TEXT, _REASONS_MAX, evaluate_plain
+
+    monkeypatch.setattr(engine, "_COMPILE_AFTER", 1)
+
+    def kept(compiled, role: str) -> int:  # type: ignore[no-untyped-def]
+        e = make_event(kind="ACCESS", purpose="support", actor={"role": role})
+        assert evaluate_plain(e, compiled).violated_rule_ids == ("tiny.access.support",)
+        return sum(len(j.tails) for j in compiled.plan(e).judged.values())
+
+    keyed = _tiny_variant(tmp_path, "", "")
+    assert kept(keyed, "intern") == 1
+    assert kept(keyed, "x" * (_MEMO_MAX_TEXT + 1)) == 1   # an over-long role is judged, not kept
+    for i in range(_REASONS_MAX + 8):
+        kept(keyed, f"r{i}")
+    assert kept(keyed, "intern") == _REASONS_MAX
+    monkeypatch.delitem(engine._KEY_EXPR, "actor.role")   # the role's test: no key function knows it
+    unkeyed = _tiny_variant(tmp_path, "", "")
+    role = "y" * (_MEMO_MAX_TEXT - 4)   # a reason text over _MEMO_MAX_TEXT characters, far below _MEMO_MAX_ENTRY
+    assert kept(unkeyed, role) == 1 and kept(unkeyed, "y" * 5000) == 1
