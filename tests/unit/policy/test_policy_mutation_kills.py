@@ -323,3 +323,49 @@ def test_a_judged_bit_set_keeps_reports_within_its_bounds(tmp_path, monkeypatch)
     unkeyed = _tiny_variant(tmp_path, "", "")
     role = "y" * (_MEMO_MAX_TEXT - 4)   # a reason text over _MEMO_MAX_TEXT characters, far below _MEMO_MAX_ENTRY
     assert kept(unkeyed, role) == 1 and kept(unkeyed, "y" * 5000) == 1
+
+
+# codegen: "a test class this module does not know is called through its own holds". The generated plan and
+# fails tests then build the derived facts `x` (`_Writer.expr` 91, 92: `self.holds = None/False` left `x`
+# undefined: NameError), and only an all_of with parts is written inline (82: `isinstance(t, AllOf) or
+# t.parts` read `.parts` of any other class). The loader refuses empty any_of/all_of, so for the seed packs
+# these paths are unreachable; a hand-built or future test class reaches them.
+
+class _Odd:
+    """A test class codegen does not know: holds for a minor whose data holds a card number."""
+
+    source = "odd"
+    reads = frozenset({"subject.minor", "data_categories"})
+    unknown_unhandled: frozenset[str] = frozenset()
+
+    def holds(self, e, x):  # type: ignore[no-untyped-def]
+        return x.minor is True and "card" in x.atoms
+
+    def reason(self, e, x):  # type: ignore[no-untyped-def]
+        return "odd"
+
+
+def test_a_test_class_codegen_does_not_know_is_called_through_its_holds():
+    from auditor.policy.codegen import compile_fails, compile_plan, compile_tests
+    from auditor.policy.conditions import Derived
+
+    odd = _Odd()
+    permits = [((), (odd,), False, False)]
+    plan = compile_plan(permits, [], 18)
+    fails, layout = compile_fails(permits, [], 18)
+    tests = compile_tests([odd], "odd_only")
+    assert tests is not None and layout == ((1, (2,)),)
+    for age, atoms, holds in ((9, {"card"}, True), (30, {"card"}, False), (9, {"contact"}, False)):
+        e = make_event(subject={"id": "s-1", "age": age})
+        assert plan(e, frozenset(atoms)) == (1 if holds else 0), (age, atoms)
+        assert fails(e, frozenset(atoms)) == (1 if holds else 3), (age, atoms)
+        assert bool(tests(e, Derived(frozenset(atoms), age < 18, 18))) is holds
+
+
+# engine.compile_pack: the facts a pack reads (the ledger's join asks them: ledger.join.needs_of).
+
+def test_a_compiled_pack_knows_every_fact_its_rules_read(pack):
+    assert pack.reads == {
+        "actor.role", "consent.guardian", "consent.marketing", "consent.marketing_opt_out", "data_categories",
+        "legal_request.type", "recipient.on_our_behalf", "subject.minor", "subject.region",
+        "transfer.cross_border", "transfer.destination_country", "transfer.safeguard"}
