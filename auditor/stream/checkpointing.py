@@ -100,17 +100,27 @@ class Checkpointer:
     def seal(self, result: BatchResult) -> list[Outgoing]:
         """Follow the batch's sealed records; the checkpoint messages that cover them."""
         touched: dict[str, ChainLog] = {}
+        #: per chain touched: (next seq, head hash) as the batch goes, and the batch's record hashes
+        heads: dict[str, tuple[int, bytes]] = {}
+        added: dict[str, list[bytes]] = {}
         for record, seq, prev, digest in result.sealed:
             chain = record.chain_id
-            log = touched.get(chain)
-            if log is None:
+            head = heads.get(chain)
+            if head is None:
                 log = self.logs.get(chain) or ChainLog.genesis(chain)
                 self._saved[chain] = log.copy()
                 self.logs[chain] = touched[chain] = log
-            if prev != log.head.head_hash:
+                head, added[chain] = (log.head.size, log.head.head_hash), []
+            if prev != head[1]:
                 raise TrailCorruption(f"chain {chain}: record seq {seq} links to {prev.hex()[:16]}, not to the "
                                       "signed head", chain=chain, seq=seq)
-            log.extend(digest, seq)
+            if seq != head[0]:
+                raise TrailCorruption(f"chain {chain}: seq {seq} does not follow {head[0] - 1}", chain=chain, seq=seq)
+            heads[chain] = (seq + 1, digest)
+            added[chain].append(digest)
+        for chain, hashes in added.items():  # the Merkle range of each chain in one step
+            log = touched[chain]
+            log.extend_many(log.head.size, hashes)
         for chain in sorted(self.unsigned - touched.keys()):
             if chain in self.logs:
                 self._saved[chain] = self.logs[chain].copy()

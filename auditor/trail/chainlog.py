@@ -87,6 +87,18 @@ class ChainLog:
         self.range.append(record_hash)
         self.since.append(record_hash)
 
+    def extend_many(self, first_seq: int, record_hashes: Sequence[bytes]) -> None:
+        """:meth:`extend` with consecutive records sealed elsewhere (seqs ``first_seq``, ``first_seq + 1``,
+        ...; the caller checked their links), the Merkle range in one step."""
+        if not record_hashes:
+            return
+        if first_seq != self.head.size:
+            raise TrailCorruption(f"chain {self.chain_id}: seq {first_seq} does not follow {self.head.size - 1}",
+                                  chain=self.chain_id, seq=first_seq)
+        self.head = ChainHead(self.chain_id, first_seq + len(record_hashes), record_hashes[-1])
+        self.range.extend(record_hashes)
+        self.since.extend(record_hashes)
+
     def checkpoint(self, now: datetime, signer: Signer) -> StoredCheckpoint:
         """Sign the chain at its head, with the compact range and the proof from the last checkpoint."""
         note = make_checkpoint(self.head, self.range, now, signer)

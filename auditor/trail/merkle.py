@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
+from auditor import _native
 from auditor.trail.hashing import EMPTY_ROOT, HASH_SIZE, NODE_PREFIX, _sha256, leaf_hash, node_hash
 
 __all__ = ["EMPTY_ROOT", "MerkleRange", "PathBuilder", "RangeNodes", "consistency_proof", "inclusion_path",
@@ -41,6 +42,18 @@ def root_of(leaves: Sequence[bytes]) -> bytes:
         return leaves[0]
     k = _split(n)
     return node_hash(root_of(leaves[:k]), root_of(leaves[k:]))
+
+
+#: the compiled batch forms (native/src/merkle.rs; None while a checkout's module predates them)
+_merkle_extend = getattr(_native, "merkle_extend", None)
+_merkle_root = getattr(_native, "merkle_root", None)
+
+
+def leaves_root(leaves: Sequence[bytes]) -> bytes:
+    """:func:`root_of`, in one compiled call where built (a checkpoint's leaves since the last one)."""
+    if _merkle_root is None or len(leaves) < 8:
+        return root_of(leaves)
+    return bytes(_merkle_root(list(leaves)))
 
 
 def range_sizes(size: int) -> list[int]:
@@ -97,8 +110,13 @@ class MerkleRange:
         self.size += 1
 
     def extend(self, leaves: Iterable[bytes]) -> None:
-        for leaf in leaves:
-            self.append(leaf)
+        """:meth:`append` each leaf; a batch in one compiled call (native/src/merkle.rs) where built."""
+        leaves = leaves if isinstance(leaves, list) else list(leaves)
+        if _merkle_extend is None or len(leaves) < 8:
+            for leaf in leaves:
+                self.append(leaf)
+            return
+        self.size, self._stack = _merkle_extend(self.size, self._stack, leaves)
 
     @property
     def subtree_roots(self) -> tuple[bytes, ...]:
@@ -152,7 +170,7 @@ class RangeNodes:
             return known
         m = self.old_size
         if lo >= m:
-            return root_of(self.leaves[lo - m:hi - m])
+            return leaves_root(self.leaves[lo - m:hi - m])
         if hi - lo < 2:
             raise ValueError(f"leaf {lo} lies before the compact range's end ({m}) and is not stored")
         k = _split(hi - lo)

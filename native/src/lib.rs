@@ -9,6 +9,7 @@
 
 mod codec;
 mod extract;
+mod merkle;
 mod record;
 mod schema;
 mod trail;
@@ -330,6 +331,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Refused>()?;
     m.add_class::<RecordSealer>()?;
     m.add_function(wrap_pyfunction!(genesis_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(merkle::merkle_extend, m)?)?;
+    m.add_function(wrap_pyfunction!(merkle::merkle_root, m)?)?;
     m.add_function(wrap_pyfunction!(trail::chain_encoded, m)?)?;
     Ok(())
 }
