@@ -369,3 +369,37 @@ def test_a_compiled_pack_knows_every_fact_its_rules_read(pack):
         "actor.role", "consent.guardian", "consent.marketing", "consent.marketing_opt_out", "data_categories",
         "legal_request.type", "recipient.on_our_behalf", "subject.minor", "subject.region",
         "transfer.cross_border", "transfer.destination_country", "transfer.safeguard"}
+
+
+# ---------------------------------------------------------------- fourth run, tier 2 (numbers, arithmetic)
+# codegen._Writer.expr 51: a second attribute test on an attribute the function already reads took its
+# expression from `facts[name][2]` (IndexError: compiling the plan crashed). Two tests on one attribute
+# are an ordinary pack (an any_of of two values, or a scope and a condition).
+
+def test_two_attribute_tests_on_one_attribute_compile_to_what_they_hold():
+    from auditor.policy.codegen import compile_plan, compile_tests
+    from auditor.policy.conditions import AttributeEquals, Derived
+
+    gold, silver = (AttributeEquals("tier", frozenset({v}), f"attribute: {{tier: {v}}}") for v in ("gold", "silver"))
+    tests = compile_tests([gold, silver]), compile_tests([gold]), compile_tests([silver])
+    plan = compile_plan([((gold,), (), False, False), ((silver,), (), False, False)], [], 18)
+    for tier, bits in (("gold", 1), ("silver", 2), ("bronze", 0), (None, 0)):
+        e = make_event(attributes={"tier": tier} if tier else {})
+        x = Derived(frozenset(), None, 18)
+        assert plan(e, frozenset()) == bits, tier
+        assert [bool(f(e, x)) for f in tests] == [False, tier == "gold", tier == "silver"]   # type: ignore[misc]
+
+
+# engine.decide: the memo's hit and miss counters count one per decision (`+= 1` -> `+= 2`);
+# CompiledPack._remember: the memo never holds more than its budget (`memo_bytes + size` -> `-`).
+
+def test_the_memo_counts_hits_and_misses_and_stays_within_its_budget(tmp_path):
+    compiled = _tiny_variant(tmp_path, "", "", memo_bytes=1 << 20)
+    e = make_event(event_id="c-1", consent={"marketing": True})
+    evaluate(e, compiled)
+    evaluate(e, compiled)
+    assert (compiled.memo_hits, compiled.memo_misses) == (1, 1)
+    small = _tiny_variant(tmp_path, "", "", memo_bytes=600)
+    for i in range(40):
+        evaluate(make_event(event_id=f"c-{i}", actor={"role": f"role-{i}"}, kind="ACCESS", purpose="support"), small)
+        assert 0 < small.memo_bytes <= 600, i
