@@ -403,3 +403,20 @@ def test_the_memo_counts_hits_and_misses_and_stays_within_its_budget(tmp_path):
     for i in range(40):
         evaluate(make_event(event_id=f"c-{i}", actor={"role": f"role-{i}"}, kind="ACCESS", purpose="support"), small)
         assert 0 < small.memo_bytes <= 600, i
+
+
+# CompiledPack.plan 27: the plan cache never holds more than its budget when a plan is added
+# (`plan_bytes + size` -> `-`). Allowed events only: a violation's judged bit sets and reports are counted
+# in plan_bytes when they are made, and the budget is enforced at the next plan.
+
+def test_the_plan_cache_stays_within_its_budget():
+    from itertools import product
+
+    from auditor.policy.engine import compile_pack, load_pack
+
+    compiled = compile_pack(load_pack(TINY).pack, plan_bytes=3000)
+    for n in range(1, 5):
+        for cats in product(["contact", "card"], repeat=n):
+            e = make_event(kind="ACCESS", purpose="support", data_categories=list(cats))
+            assert evaluate(e, compiled).verdict is Verdict.ALLOW
+            assert 0 < compiled.plan_bytes <= 3000, cats
