@@ -924,3 +924,19 @@ def test_range_nodes_straddling_the_compact_range_end_and_a_wrong_number_of_root
     assert nodes(2, 4) == root_of(leaves[2:4]) and nodes(0, 6) == root_of(leaves)
     with pytest.raises(ValueError):
         RangeNodes(3, roots[:1], leaves[3:])
+
+
+# ---------------------------------------------------------------- fourth run, tier 2 (numbers)
+# verify._check_beyond: a chain with a signed checkpoint and no record left in the trail holds 0 records
+# (`report.chains.get(chain_id, 0)` -> `1`: the removal of a one-record chain went unreported and verify
+# passed).
+
+def test_a_checkpointed_chain_whose_only_record_was_removed_fails_verify(tmp_path, keys):
+    trail = tmp_path / "trail"
+    write_trail(trail, keys, 1, batch=1, checkpoint_every=1)
+    assert verify_trail(trail, keys.verifier).ok
+    rewrite_segment(only_segment(trail), [])
+    report = verify_trail(trail, keys.verifier)
+    (issue,) = [i for i in report.issues if i.kind == "truncated"]
+    assert issue.seq == 0 and "the chain ends at 0 records" in issue.message
+    assert not report.ok
