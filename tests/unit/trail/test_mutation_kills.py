@@ -940,3 +940,21 @@ def test_a_checkpointed_chain_whose_only_record_was_removed_fails_verify(tmp_pat
     (issue,) = [i for i in report.issues if i.kind == "truncated"]
     assert issue.seq == 0 and "the chain ends at 0 records" in issue.message
     assert not report.ok
+
+
+# verify.verify_source / _check_coverage: with witnesses required and none yet, the first record of each
+# chain (seq 0) is the one whose age decides; records younger than the limit raise only the trail-wide
+# "no checkpoint carries" issue (`witnessed.get(c, 0)` -> `None`/`1`/no default watched the wrong record, or
+# looked at the wrong one: "records after size 0 ... of unknown age" was added).
+
+def test_young_records_without_any_witness_raise_only_the_trail_wide_issue(golden, keys):
+    from datetime import timedelta
+
+    from trailkit import T0
+
+    from auditor.trail.verify import Policy
+
+    policy = Policy(min_witnesses=1, now=T0 + timedelta(minutes=1), max_unsigned_age=timedelta(minutes=15))
+    report = verify_trail(golden.trail, keys.verifier, policy=policy)
+    assert [(i.kind, i.message) for i in report.issues] == [
+        ("unwitnessed", "no checkpoint carries 1 valid witness cosignature(s)")]
