@@ -958,3 +958,20 @@ def test_young_records_without_any_witness_raise_only_the_trail_wide_issue(golde
     report = verify_trail(golden.trail, keys.verifier, policy=policy)
     assert [(i.kind, i.message) for i in report.issues] == [
         ("unwitnessed", "no checkpoint carries 1 valid witness cosignature(s)")]
+
+
+# checkpoint.Checkpoint.parse: every line of a body is non-empty (`lines[:-1]` -> `[:+1]`, `[:-2]` checked
+# only the first line, or all but the last: an empty extension line, or one at the end, was read).
+
+def test_a_checkpoint_body_with_an_empty_line_anywhere_is_refused(golden, keys):
+    from trailkit import signed_checkpoints
+
+    from auditor.errors import TrailCorruption
+    from auditor.trail.checkpoint import Checkpoint
+
+    text = signed_checkpoints(golden.trail, keys)[0].checkpoint.text()
+    assert Checkpoint.parse(text).text() == text
+    lines = text.split("\n")
+    for bad in ("\n".join([*lines[:3], "", *lines[3:]]), text[:-1] + "\n\n"):
+        with pytest.raises(TrailCorruption, match="at least three non-empty lines"):
+            Checkpoint.parse(bad)
