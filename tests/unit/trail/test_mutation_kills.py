@@ -975,3 +975,23 @@ def test_a_checkpoint_body_with_an_empty_line_anywhere_is_refused(golden, keys):
     for bad in ("\n".join([*lines[:3], "", *lines[3:]]), text[:-1] + "\n\n"):
         with pytest.raises(TrailCorruption, match="at least three non-empty lines"):
             Checkpoint.parse(bad)
+
+
+# verify._scan_chunk: a chain with no checkpoint yet (beside one that has them) has its first record (seq 0)
+# watched: its age decides whether the unsigned tail passes (`watch.get(chain, (0,))` -> `(1,)`: "of unknown
+# age", verify failed a trail whose unsigned records are a minute old).
+
+def test_a_young_chain_without_a_checkpoint_beside_a_checkpointed_one_passes(tmp_path, keys):
+    from datetime import timedelta
+
+    from trailkit import T0
+
+    from auditor.trail.verify import Policy
+
+    trail = tmp_path / "trail"
+    write_trail(trail, keys, 70, batch=10, checkpoint_every=50, partitions=2)
+    write_stored(trail, [e for e in stored_checkpoints(trail) if e.open(keys.verifier).chain_id == "events/0"])
+    report = verify_trail(trail, keys.verifier, policy=Policy(now=T0 + timedelta(minutes=1)))
+    assert report.ok, report.issues
+    assert report.notes == ["events/1: the last 35 records are not yet covered by a checkpoint (the oldest 59s "
+                            "old, within 15m0s)"]
