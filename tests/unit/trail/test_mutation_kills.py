@@ -995,3 +995,42 @@ def test_a_young_chain_without_a_checkpoint_beside_a_checkpointed_one_passes(tmp
     assert report.ok, report.issues
     assert report.notes == ["events/1: the last 35 records are not yet covered by a checkpoint (the oldest 59s "
                             "old, within 15m0s)"]
+
+
+# source.segment_order: every index below the highest is looked for (`range(max + 1)` -> `max - 1`: the
+# segment before the last, deleted, was not named; its records still show as deleted).
+
+def test_a_deleted_segment_before_the_last_is_named(tmp_path, keys):
+    trail = tmp_path / "t"
+    records = make_records(keys, 120)
+    with TrailWriter.open(trail, keys, segment_bytes=15_000, checkpoint_every=40) as w:
+        for i in range(0, 120, 10):
+            w.append(records[i:i + 10])
+            w.commit()
+    segs = [p for _, p in list_segments(trail)]
+    assert len(segs) >= 3
+    segs[-2].unlink()
+    report = verify_trail(trail, keys.verifier)
+    assert f"segment {len(segs) - 2} is missing" in [i.message for i in report.issues if i.kind == "reordered"]
+
+
+# source.segment_order: no segment, no problem (`default=-1` -> `+1` named segments 0 and 1 missing); and
+# segments are read in their headers' order, segment 0 first (`meta_index or 0` -> `or 1` tied it with
+# segment 1: after swapping the files of 0 and 1 the records were read out of order, a chain issue beside
+# the rename).
+
+def test_segments_are_read_in_header_order_from_segment_0_and_none_is_no_problem(tmp_path, keys):
+    from auditor.trail.source import segment_order
+
+    assert segment_order([]) == ([], [])
+    trail = tmp_path / "t"
+    records = make_records(keys, 120)
+    with TrailWriter.open(trail, keys, segment_bytes=15_000, checkpoint_every=40) as w:
+        for i in range(0, 120, 10):
+            w.append(records[i:i + 10])
+            w.commit()
+    a, b = [p for _, p in list_segments(trail)][:2]
+    a.rename(a.with_suffix(".x"))
+    b.rename(a)
+    a.with_suffix(".x").rename(b)
+    assert {i.kind for i in verify_trail(trail, keys.verifier).issues} == {"reordered"}
