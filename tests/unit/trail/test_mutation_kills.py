@@ -1034,3 +1034,16 @@ def test_segments_are_read_in_header_order_from_segment_0_and_none_is_no_problem
     b.rename(a)
     a.with_suffix(".x").rename(b)
     assert {i.kind for i in verify_trail(trail, keys.verifier).issues} == {"reordered"}
+
+
+# segment._parse_header: an Avro map block may give its count negated, followed by its size in bytes (the
+# Avro spec; this writer never does): `count = -count` -> `+count` read no entry of such a block.
+
+def test_a_header_map_block_with_a_negative_count_is_read():
+    from auditor.trail.segment import MAGIC, _parse_header, enc_long, header_bytes
+
+    sync = bytes(range(16))
+    meta, _, _ = _parse_header(header_bytes(0, sync))
+    entries = b"".join(enc_long(len(k.encode())) + k.encode() + enc_long(len(v)) + v for k, v in meta.items())
+    header = MAGIC + enc_long(-len(meta)) + enc_long(len(entries)) + entries + enc_long(0) + sync
+    assert _parse_header(header + b"rest") == (meta, sync, len(header))
