@@ -13,6 +13,7 @@ import io
 import json
 import re
 import sys
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
@@ -61,6 +62,22 @@ def load_schema(name: str) -> Any:
 def event_schema() -> Any:
     return load_schema("privacy_event.avsc")
 
+
+
+def subject_id_edges_clean(value: str) -> bool:
+    """Whether a subject id starts and ends with a visible character: no blank (space, tab, line
+    break) and no control or format character (zero-width space, byte-order mark, soft hyphen,
+    NUL...) at either end. Such an id shows in no log or console as different from the id without
+    it, yet it is another subject: another pseudonym, another ledger key. The events codec and the
+    ledger's facts codec refuse it alike (reason ``bad_subject_id``), so an event cannot step
+    around a subject's recorded withdrawal by an invisible edge on its id."""
+    return bool(value) and value == value.strip() and not (
+        unicodedata.category(value[0]) in ("Cc", "Cf") or unicodedata.category(value[-1]) in ("Cc", "Cf"))
+
+
+BAD_SUBJECT_ID = ("field '{}' starts or ends with blanks or invisible characters (spaces, tabs, line breaks, "
+                  "zero-width or control characters); the producing system must send the id exactly as it "
+                  "names the subject everywhere else")
 
 def strip_logical(node: Any) -> Any:
     """An Avro schema (parsed JSON) without its ``logicalType`` annotations (times stay integers)."""
@@ -117,6 +134,14 @@ def _str(m: Mapping[str, Any], key: str, where: str, *, required: bool = True) -
         return None
     if not isinstance(value, str) or (required and not value):
         raise DecodeError(f"field '{where}{key}' must be a non-empty string", reason="bad_field")
+    return value
+
+
+def _subject_id(subject_m: Mapping[str, Any]) -> str:
+    """``subject.id``, refused (``bad_subject_id``) when blanks or invisible characters edge it."""
+    value = str(_str(subject_m, "id", "subject."))
+    if not subject_id_edges_clean(value):
+        raise DecodeError(BAD_SUBJECT_ID.format("subject.id"), reason="bad_subject_id")
     return value
 
 
@@ -283,7 +308,7 @@ def event_from_mapping(m: Mapping[str, Any]) -> Event:
             organisation=_enum(ActorOrganisation, actor_m, "organisation", "actor.", ActorOrganisation.UNKNOWN),
         ),
         subject=Subject(
-            id=str(_str(subject_m, "id", "subject.")),
+            id=_subject_id(subject_m),
             age=age,
             is_minor=_bool(subject_m, "is_minor", "subject.", None),
             region=_str(subject_m, "region", "subject.", required=False),
@@ -327,7 +352,8 @@ def event_from_datum(d: dict[str, Any]) -> Event:
     kind = _KINDS[d["kind"]]
     if not d["event_id"] or not d["policy_id"] or not d["source_system"] or not d["purpose"]:
         return event_from_mapping(d)  # slow path names the empty field
-    if not actor["id"] or not subject["id"] or not d["data_categories"] or not all(d["data_categories"]):
+    if not actor["id"] or not subject_id_edges_clean(subject["id"]) or not d["data_categories"] \
+            or not all(d["data_categories"]):
         return event_from_mapping(d)
     age = subject["age"]
     if age is not None and not 0 <= age < 200:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-import unicodedata
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
@@ -28,7 +27,7 @@ from typing import Any, NamedTuple
 import fastavro
 
 from auditor.errors import DecodeError, SchemaError
-from auditor.events.codec import strip_logical
+from auditor.events.codec import BAD_SUBJECT_ID, strip_logical, subject_id_edges_clean
 from auditor.events.wire import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, schema_fingerprint
 from auditor.ledger.model import SCOPED_TYPES, FactType, Scope, SubjectFact, to_us
 
@@ -93,17 +92,10 @@ def _subject_id(m: Mapping[str, Any]) -> str:
     (and counting it) says so; trimming would guess, and ids may be case- or blank-significant
     elsewhere. The id itself is never quoted."""
     value = str(_string(m, "subject_id"))
-    if value != value.strip() or (value and (_invisible(value[0]) or _invisible(value[-1]))):
-        raise _bad("field 'subject_id' starts or ends with blanks or invisible characters (spaces, tabs, line "
-                   "breaks, zero-width or control characters); the producing system must send the id exactly as in "
-                   "its events", "bad_subject_id")
+    if not subject_id_edges_clean(value):
+        raise _bad(BAD_SUBJECT_ID.format("subject_id"), "bad_subject_id")
     return value
 
-
-def _invisible(ch: str) -> bool:
-    """A control or format character (zero-width space, byte-order mark, soft hyphen, NUL...): it
-    shows in no log or console, like a blank (att12)."""
-    return unicodedata.category(ch) in ("Cc", "Cf")
 
 
 def _time(m: Mapping[str, Any], key: str) -> datetime:

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from auditor import __version__
-from auditor.events.codec import _EPOCH, MAX_MICROS, MIN_MICROS
+from auditor.events.codec import _EPOCH, MAX_MICROS, MIN_MICROS, subject_id_edges_clean
 from auditor.events.model import ActorOrganisation, ActorType, EventKind, Identifiability, LegalRequestType, Safeguard
 from auditor.policy import Decision
 from auditor.policy.conditions import recipient_abroad, subject_minor
@@ -127,7 +127,7 @@ class FactPath:
     def _plain(self, t: tuple[Any, ...]) -> bool:
         """What event_from_datum checks before it builds an Event (else its slow path names the field)."""
         if not (t[self._id] and t[self._policy] and t[self._system] and t[self._purpose] and t[self._aid]
-                and t[self._sid] and t[self._cats] and all(t[self._cats])):
+                and subject_id_edges_clean(t[self._sid]) and t[self._cats] and all(t[self._cats])):
             return False
         age = t[self._age]
         if age is not None and not 0 <= age < 200:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from streamkit import NOW, PACK_IDS, messages, packs, processor, violating, wire
 
-from auditor.events.codec import event_schema, iter_json_lines
+from auditor.events.codec import event_schema, iter_json_lines, subject_id_edges_clean
 from auditor.events.model import ActorOrganisation, ActorType, EventKind, Identifiability, LegalRequestType, Safeguard
 from auditor.events.wire import encode_single_object
 from auditor.native import NativeEventDecoder, NativeSealer
@@ -107,7 +107,7 @@ def events() -> st.SearchStrategy[dict[str, Any]]:
         "actor": st.fixed_dictionaries({"type": st.sampled_from([a.value for a in ActorType]), "id": text,
                                         "role": maybe,
                                         "organisation": st.sampled_from([o.value for o in ActorOrganisation])}),
-        "subject": st.fixed_dictionaries({"id": text, "age": st.none() | st.integers(0, 199),
+        "subject": st.fixed_dictionaries({"id": text.filter(subject_id_edges_clean), "age": st.none() | st.integers(0, 199),
                                           "is_minor": st.none() | st.booleans(), "region": maybe}),
         "data_categories": st.lists(text | st.sampled_from(["account_information", "health"]), min_size=1,
                                     max_size=3),
