@@ -1047,3 +1047,22 @@ def test_a_header_map_block_with_a_negative_count_is_read():
     entries = b"".join(enc_long(len(k.encode())) + k.encode() + enc_long(len(v)) + v for k, v in meta.items())
     header = MAGIC + enc_long(-len(meta)) + enc_long(len(entries)) + entries + enc_long(0) + sync
     assert _parse_header(header + b"rest") == (meta, sync, len(header))
+
+
+# checkpoint.StoredCheckpoint.from_json: an entry read back is the entry written, its `at` (segment, offset)
+# in order (`(at[1], at[1])`), and an entry that names no previous size has none (`prev` defaulting to 1
+# would send verify looking for a consistency proof from size 1).
+
+def test_a_stored_checkpoint_entry_reads_back_as_written_and_prev_defaults_to_none(golden):
+    import json
+
+    from auditor.trail import StoredCheckpoint
+
+    entries = stored_checkpoints(golden.trail)
+    assert any(e.at is not None and e.at[0] != e.at[1] for e in entries)
+    for e in entries:
+        back = StoredCheckpoint.from_json(e.to_json())
+        assert (back.at, back.prev_size, back.range, back.proof) == (e.at, e.prev_size, e.range, e.proof)
+    doc = json.loads(entries[0].to_json())
+    del doc["prev"]
+    assert StoredCheckpoint.from_json(json.dumps(doc)).prev_size == 0
