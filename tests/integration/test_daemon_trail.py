@@ -15,7 +15,16 @@ import pytest
 import structlog
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
-from daemonkit import Feeder, InProcessDaemon, Setup, TopicTail, make_setup, mixed_events, read_audit
+from daemonkit import (
+    Feeder,
+    InProcessDaemon,
+    Setup,
+    TopicTail,
+    make_setup,
+    mixed_events,
+    read_audit,
+    wait_until,
+)
 from structlog.testing import capture_logs
 
 from auditor.cli import main
@@ -75,6 +84,9 @@ def set_retention(bootstrap: str, topic: str, ms: str) -> None:
         ConfigEntry("retention.ms", ms, incremental_operation=AlterConfigOpType.SET)])
     for fut in admin.incremental_alter_configs([res]).values():
         fut.result(30)
+    # the broker answers before every reader sees the new value (a run of `topics create` right after
+    # once still read retention.ms=-1 and exited 0)
+    wait_until(lambda: describe(admin, [topic])[topic]["retention.ms"] == ms, 30, f"{topic} retention.ms={ms}")
 
 
 # ---------------------------------------------------------------- retention
