@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import errno
-import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from clikit import Running, assert_one_line_error, run_cli, start_cli
+from clikit import assert_one_line_error, run_cli
 
 from auditor.cli import boundary
 from auditor.config import CLIENT_ERRORS
@@ -112,32 +109,7 @@ def test_an_unexpected_exception_is_one_line_and_exit_70(capsys):
 
 
 # ---------------------------------------------------------------- the real command, in a subprocess
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-@pytest.fixture(scope="module")
-def unreachable(tmp_path_factory) -> Iterator[dict[str, tuple[Running, str]]]:
-    """The commands below that wait for a broker that never answers (about 30 s each: their own
-    timeout), started together so that they wait side by side: name -> (command, its address)."""
-    events = tmp_path_factory.mktemp("produce") / "e.jsonl"
-    events.write_text((Path(__file__).parents[2] / "data/events/ipasar.jsonl").read_text())
-    addresses = {name: f"127.0.0.1:{_closed_port()}" for name in ("verify", "topics", "produce")}
-    addresses["unresolvable"] = "no-such-host.invalid:9092"
-    argvs = {"verify": ("verify", f"kafka://{addresses['verify']}/auditor.audit"),
-             "topics": ("topics", "create", "--bootstrap-servers", addresses["topics"]),
-             "unresolvable": ("topics", "create", "--bootstrap-servers", addresses["unresolvable"]),
-             "produce": ("produce", "--bootstrap-servers", addresses["produce"], events)}
-    started = {name: (start_cli(*argv, timeout=120), addresses[name]) for name, argv in argvs.items()}
-    yield started
-    for running, _ in started.values():
-        running.stop()
-
+# (the four commands of `unreachable` wait side by side from the end of collection on: conftest.py)
 
 def test_verify_of_an_unreachable_topic_is_exit_3_in_one_line(unreachable):
     running, address = unreachable["verify"]
