@@ -454,7 +454,7 @@ class BatchProcessor:
             decided = item.decided
             violation = self._fact_violation(item, seal) if decided.violation else None
             labels = (decided.pack_id, t[facts.kind_at], decided.verdict)
-            when = t[facts.time_at] / 1e6
+            when = t[facts.time_at] / 1_000_000  # int / int: correctly rounded, as occurred_at.timestamp()
         except TransientError:
             raise
         except DecodeError as exc:
