@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -588,3 +588,21 @@ def hostile_inputs(event: Event) -> dict[str, tuple[bytes | None, frozenset[str]
         "confluent_unknown_id": (b"\x00" + struct.pack(">I", 4242) + body, frozenset({"unknown_schema"})),
         "tombstone": (None, undecodable),
     }
+
+
+def set_topic_config(bootstrap: str, topic: str, name: str, value: str) -> None:
+    """Set one topic config and wait (bounded, 30 s) until the broker's described config shows it:
+    the broker answers the alter before every reader sees the new value (a `topics create` right after
+    once still read retention.ms=-1)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    entry = ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+    for fut in admin.incremental_alter_configs([ConfigResource(ResourceType.TOPIC, topic,
+                                                               incremental_configs=[entry])]).values():
+        fut.result(30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        (fut,) = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).values()
+        if fut.result(30)[name].value == value:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{topic}: {name} not {value} after 30 s")

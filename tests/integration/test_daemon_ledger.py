@@ -6,31 +6,26 @@ from __future__ import annotations
 
 import json
 import signal
-import uuid
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-import yaml
-from daemonkit import Fleet, InProcessDaemon, Setup, make_setup, read_audit, wait_until
+from daemonkit import Fleet, InProcessDaemon, Setup, read_audit, wait_until
+from ledgerkit import T0, ledger_setup, marketing_event, withdrawal
 
 from auditor.cli import main as auditor_main
-from auditor.events.codec import event_from_mapping, event_to_json
+from auditor.events.codec import event_to_json
 from auditor.events.model import Event
 from auditor.ledger.codec import fact_to_json
-from auditor.ledger.model import FactType, Scope, SubjectFact
-from auditor.localkafka.broker import create_topics
+from auditor.ledger.model import FactType, SubjectFact
 from auditor.policy.decision import ViolationKind
 from auditor.stream.generate import ledger_stream
 from auditor.stream.produce import produce
 from auditor.trail.record import AuditRecord, RecordType
 
 pytestmark = pytest.mark.kafka
-DATA = Path(__file__).resolve().parents[1] / "data"
-T0 = datetime(2026, 2, 24, 18, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,30 +34,6 @@ def _logs_to_the_live_stdout():
     structlog.reset_defaults()
     yield
     structlog.configure(**saved)
-
-
-def ledger_setup(work: Path, bootstrap: str, *, partitions: int = 3, facts_partitions: int | None = None,
-                 **extra: Any) -> tuple[Setup, str]:
-    setup = make_setup(work, bootstrap, partitions=partitions, trail=False)
-    facts = f"facts-{uuid.uuid4().hex[:8]}"
-    create_topics(bootstrap, [facts], facts_partitions or partitions)
-    doc = yaml.safe_load(setup.config_path.read_text())
-    doc["topics"]["facts"] = facts
-    doc["ledger"] = {"dir": str(work / "ledger"), **extra}
-    setup.config_path.write_text(yaml.safe_dump(doc))
-    return setup, facts
-
-
-def marketing_event(event_id: str, subject: str, at: datetime) -> Event:
-    line = next(raw for raw in (DATA / "events" / "ipasar.jsonl").read_text().splitlines()
-                if '"event_id":"ipasar-mkt-consent"' in raw.replace(" ", ""))
-    e = event_from_mapping(json.loads(line))
-    return replace(e, event_id=event_id, occurred_at=at, subject=replace(e.subject, id=subject))
-
-
-def withdrawal(fact_id: str, subject: str, at: datetime) -> SubjectFact:
-    return SubjectFact(fact_id, subject, FactType.CONSENT_WITHDRAWN, at, at + timedelta(seconds=3), "consent-platform",
-                       Scope("marketing"))
 
 
 def decisions(records: list[AuditRecord]) -> dict[str, tuple[str, tuple[str, ...]]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 from daemonkit import (
     Feeder,
     InProcessDaemon,
@@ -17,6 +16,7 @@ from daemonkit import (
     mixed_events,
     read_audit,
     read_topic,
+    set_topic_config,
 )
 
 from auditor.events.model import Event
@@ -25,17 +25,9 @@ from auditor.trail.record import RecordType
 pytestmark = pytest.mark.kafka
 
 
-def _limit_message_size(bootstrap: str, topic: str, max_bytes: int) -> None:
-    entry = ConfigEntry("max.message.bytes", str(max_bytes), incremental_operation=AlterConfigOpType.SET)
-    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for fut in admin.incremental_alter_configs([resource]).values():
-        fut.result(30)
-
-
 def test_an_output_the_broker_refuses_is_isolated_and_dead_lettered_by_reference(kafka_bootstrap, tmp_path):
     setup = make_setup(tmp_path, kafka_bootstrap, partitions=1, trail=False)
-    _limit_message_size(kafka_bootstrap, setup.dead_letter, 64 * 1024)
+    set_topic_config(kafka_bootstrap, setup.dead_letter, "max.message.bytes", str(64 * 1024))
     events = [e for e in mixed_events(400, seed=61) if isinstance(e, Event)][:200]
     # oversize: dead-lettered with its 300 KB (incompressible), which the dead-letter topic refuses
     poison = b"\xc3\x01" + random.Random(7).randbytes(300 * 1024)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import structlog
 from confluent_kafka import Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin import AdminClient
 from daemonkit import (
     Feeder,
     InProcessDaemon,
@@ -23,7 +23,7 @@ from daemonkit import (
     make_setup,
     mixed_events,
     read_audit,
-    wait_until,
+    set_topic_config,
 )
 from structlog.testing import capture_logs
 
@@ -78,17 +78,6 @@ def verify(setup: Setup, capsys: pytest.CaptureFixture[str], *extra: str) -> tup
     return code, capsys.readouterr().out
 
 
-def set_retention(bootstrap: str, topic: str, ms: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    res = ConfigResource("topic", topic, incremental_configs=[
-        ConfigEntry("retention.ms", ms, incremental_operation=AlterConfigOpType.SET)])
-    for fut in admin.incremental_alter_configs([res]).values():
-        fut.result(30)
-    # the broker answers before every reader sees the new value (a run of `topics create` right after
-    # once still read retention.ms=-1 and exited 0)
-    wait_until(lambda: describe(admin, [topic])[topic]["retention.ms"] == ms, 30, f"{topic} retention.ms={ms}")
-
-
 # ---------------------------------------------------------------- retention
 
 def test_topics_create_makes_the_trail_topics_with_infinite_retention(kafka_bootstrap, tmp_path, capsys):
@@ -109,7 +98,7 @@ def test_topics_create_makes_the_trail_topics_with_infinite_retention(kafka_boot
     out = capsys.readouterr().out
     assert "nothing (all topics exist)" in out
     assert f"au-{tag}.checkpoints: retention.ms=-1 retention.bytes=-1 cleanup.policy=delete" in out
-    set_retention(kafka_bootstrap, f"au-{tag}", WEEK_MS)
+    set_topic_config(kafka_bootstrap, f"au-{tag}", "retention.ms", WEEK_MS)
     assert main(["topics", "create", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert f"au-{tag} has retention.ms={WEEK_MS}" in err and "Traceback" not in err
@@ -119,7 +108,7 @@ def test_topics_create_makes_the_trail_topics_with_infinite_retention(kafka_boot
 
 def test_the_daemon_refuses_an_audit_topic_with_7_day_retention_naming_the_fix(kafka_bootstrap, tmp_path):
     setup = make_setup(tmp_path, kafka_bootstrap, partitions=1, trail=False)
-    set_retention(kafka_bootstrap, setup.audit, WEEK_MS)
+    set_topic_config(kafka_bootstrap, setup.audit, "retention.ms", WEEK_MS)
     done = subprocess.run([sys.executable, "-m", "auditor", "run", "--config", str(setup.config_path),
                            "--instance-id", "refused"], capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2])})
@@ -132,7 +121,7 @@ def test_the_daemon_refuses_an_audit_topic_with_7_day_retention_naming_the_fix(k
 
 def test_finite_retention_accepted_explicitly_runs_and_shows_in_the_metric(kafka_bootstrap, tmp_path):
     setup = make_setup(tmp_path, kafka_bootstrap, partitions=1, trail=False)
-    set_retention(kafka_bootstrap, checkpoint_topic_of(setup.audit), WEEK_MS)
+    set_topic_config(kafka_bootstrap, checkpoint_topic_of(setup.audit), "retention.ms", WEEK_MS)
     with pytest.raises(ConfigError, match="retention.ms=604800000"):
         InProcessDaemon(setup.config()).daemon.run()
     items = events(30, seed=2)

@@ -8,26 +8,21 @@ session's (tests/conftest.py)."""
 
 from __future__ import annotations
 
-import json
 import signal
-import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-import yaml
 from confluent_kafka import Producer
-from daemonkit import Fleet, InProcessDaemon, Setup, make_setup, read_audit, read_topic, wait_until
+from daemonkit import Fleet, InProcessDaemon, Setup, read_audit, read_topic, wait_until
+from ledgerkit import T0, ledger_setup, marketing_event, withdrawal
 
 from auditor.cli import main as auditor_main
-from auditor.events.codec import event_from_mapping
-from auditor.events.model import Event
 from auditor.ledger.codec import encode_fact_single_object
-from auditor.ledger.model import FactType, Scope, SubjectFact
-from auditor.localkafka.broker import create_topics
+from auditor.ledger.model import FactType
 from auditor.stream.produce import produce
 from auditor.trail.canonical import record_from_bytes as read_audit_record
 from auditor.trail.chain import ChainHead, seal_bytes
@@ -35,8 +30,6 @@ from auditor.trail.record import AuditRecord, CorrectedRecord, LedgerFacts, Ledg
 
 pytestmark = pytest.mark.kafka
 FORGER = "forger"
-DATA = Path(__file__).resolve().parents[1] / "data"
-T0 = datetime(2026, 2, 24, 18, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,31 +38,6 @@ def _logs_to_the_live_stdout():
     structlog.reset_defaults()
     yield
     structlog.configure(**saved)
-
-
-def ledger_setup(work: Path, bootstrap: str) -> tuple[Setup, str]:
-    """One partition of events, audit and facts topics; the ledger on."""
-    setup = make_setup(work, bootstrap, partitions=1, trail=False)
-    facts = f"facts-{uuid.uuid4().hex[:8]}"
-    create_topics(bootstrap, [facts], 1)
-    doc = yaml.safe_load(setup.config_path.read_text())
-    doc["topics"]["facts"] = facts
-    doc["ledger"] = {"dir": str(work / "ledger")}
-    setup.config_path.write_text(yaml.safe_dump(doc))
-    return setup, facts
-
-
-def marketing_event(event_id: str, subject: str, at: datetime) -> Event:
-    """ipasar's marketing send on claimed consent (the pack reads marketing consent; no recipient)."""
-    line = next(raw for raw in (DATA / "events" / "ipasar.jsonl").read_text().splitlines()
-                if '"event_id":"ipasar-mkt-consent"' in raw.replace(" ", ""))
-    e = event_from_mapping(json.loads(line))
-    return replace(e, event_id=event_id, occurred_at=at, subject=replace(e.subject, id=subject))
-
-
-def withdrawal(fact_id: str, subject: str, at: datetime) -> SubjectFact:
-    return SubjectFact(fact_id, subject, FactType.CONSENT_WITHDRAWN, at, at + timedelta(seconds=3), "consent-platform",
-                       Scope("marketing"))
 
 
 def consent_read(value: bool) -> LedgerRead:
@@ -102,7 +70,7 @@ def append(bootstrap: str, topic: str, partition: int, value: bytes, *, aborted:
 
 def audited_once(tmp_path: Path, kafka_bootstrap: str, instance: str = "a") -> tuple[Setup, str, Any]:
     """One partition, the victim's marketing send audited (ALLOW: no fact yet) by ``instance``, which stops."""
-    setup, facts = ledger_setup(tmp_path, kafka_bootstrap)
+    setup, facts = ledger_setup(tmp_path, kafka_bootstrap, partitions=1)
     produce(kafka_bootstrap, setup.events, [marketing_event("victim", "u-victim", T0 + timedelta(hours=2))])
     with InProcessDaemon(setup.config(instance_id=instance)):
         wait_until(lambda: len(read_audit(kafka_bootstrap, setup.audit)) == 1, 90, "the victim's record")

@@ -1,0 +1,47 @@
+"""The subject ledger's real-broker tests' shared setup: a daemon with the ledger on, ipasar's
+marketing event for a subject, and a marketing-consent withdrawal."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from daemonkit import Setup, make_setup
+
+from auditor.events.codec import event_from_mapping
+from auditor.events.model import Event
+from auditor.ledger.model import FactType, Scope, SubjectFact
+from auditor.localkafka.broker import create_topics
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+T0 = datetime(2026, 2, 24, 18, 0, tzinfo=UTC)
+
+
+def ledger_setup(work: Path, bootstrap: str, *, partitions: int = 3, facts_partitions: int | None = None,
+                 **extra: Any) -> tuple[Setup, str]:
+    setup = make_setup(work, bootstrap, partitions=partitions, trail=False)
+    facts = f"facts-{uuid.uuid4().hex[:8]}"
+    create_topics(bootstrap, [facts], facts_partitions or partitions)
+    doc = yaml.safe_load(setup.config_path.read_text())
+    doc["topics"]["facts"] = facts
+    doc["ledger"] = {"dir": str(work / "ledger"), **extra}
+    setup.config_path.write_text(yaml.safe_dump(doc))
+    return setup, facts
+
+
+def marketing_event(event_id: str, subject: str, at: datetime) -> Event:
+    """ipasar's marketing send on claimed consent (the pack reads marketing consent; no recipient)."""
+    line = next(raw for raw in (DATA / "events" / "ipasar.jsonl").read_text().splitlines()
+                if '"event_id":"ipasar-mkt-consent"' in raw.replace(" ", ""))
+    e = event_from_mapping(json.loads(line))
+    return replace(e, event_id=event_id, occurred_at=at, subject=replace(e.subject, id=subject))
+
+
+def withdrawal(fact_id: str, subject: str, at: datetime) -> SubjectFact:
+    return SubjectFact(fact_id, subject, FactType.CONSENT_WITHDRAWN, at, at + timedelta(seconds=3), "consent-platform",
+                       Scope("marketing"))
