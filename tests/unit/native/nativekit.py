@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from functools import cache
 from typing import Any
 
 import fastavro
@@ -165,3 +166,16 @@ def plain_value(t: str, datum: Any) -> bytes:
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, fastavro.parse_schema(t), datum)
     return buf.getvalue()
+
+
+def sealed(records: Any, heads: Any = None) -> list[bytes]:
+    """The compiled sealer's bytes of ``records``, each after its chain's head in ``heads`` (else genesis)."""
+    out, _ = _sealer().seal_batch(records, heads or {})
+    return [s.data for s in out]
+
+
+@cache
+def _sealer() -> Any:
+    from auditor.native import NativeSealer
+
+    return NativeSealer()

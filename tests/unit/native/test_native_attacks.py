@@ -13,28 +13,16 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trail"))
+from nativekit import sealed  # noqa: E402
 from trailkit import T0, make_records  # noqa: E402
 
 from auditor.errors import TrailCorruption  # noqa: E402
-from auditor.native import NativeSealer  # noqa: E402
 from auditor.trail import ChainHead, KeyRing, MerkleRange, TrailWriter, store  # noqa: E402
 from auditor.trail import encoded as enc  # noqa: E402
 from auditor.trail.canonical import enc_id, enc_long, iter_frames  # noqa: E402
 from auditor.trail.chainlog import ChainLog  # noqa: E402
 from auditor.trail.hashing import genesis_hash, leaf_hash  # noqa: E402
 from auditor.trail.verify import verify_trail  # noqa: E402
-
-SEALER = NativeSealer()
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return KeyRing.generate(tmp_path_factory.mktemp("k") / "keys")
-
-
-def sealed(records, heads=None) -> list[bytes]:
-    out, _ = SEALER.seal_batch(records, heads or {})
-    return [s.data for s in out]
 
 
 def parts(data: bytes) -> tuple[str, int, bytes, bytes]:

@@ -29,7 +29,7 @@ from auditor.events.model import (  # noqa: E402
 from auditor.native import NativeSealer, SealedBytes  # noqa: E402
 from auditor.native import genesis_hash as native_genesis
 from auditor.policy.decision import Verdict  # noqa: E402
-from auditor.trail import ChainHead, KeyRing, SourceRef, record_from_bytes  # noqa: E402
+from auditor.trail import ChainHead, SourceRef, record_from_bytes  # noqa: E402
 from auditor.trail.canonical import encode_body, record_schema  # noqa: E402
 from auditor.trail.chain import genesis_hash, seal_bytes  # noqa: E402
 from auditor.trail.merkle import MerkleRange, root_of  # noqa: E402
@@ -48,10 +48,6 @@ from auditor.trail.record import (  # noqa: E402
 
 SEALER = NativeSealer()
 
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return KeyRing.generate(tmp_path_factory.mktemp("k") / "keys")
 
 
 def reference_seal(records, heads=None):

@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trail"))
+from nativekit import sealed  # noqa: E402
 from trailkit import T0, make_decision, make_records  # noqa: E402
 
 from auditor.errors import TrailCorruption  # noqa: E402
 from auditor.events.codec import iter_json_lines  # noqa: E402
-from auditor.native import NativeSealer  # noqa: E402
 from auditor.trail import (  # noqa: E402
     ChainHead,
     KeyRing,
@@ -35,17 +35,8 @@ from auditor.trail.verify import verify_trail  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = sorted(p for p in (ROOT / "tests/data/events").glob("*.jsonl") if p.name != "malformed.jsonl")
-SEALER = NativeSealer()
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return KeyRing.generate(tmp_path_factory.mktemp("k") / "keys")
-
-
-def sealed(records, heads=None) -> list[bytes]:
-    out, _ = SEALER.seal_batch(records, heads or {})
-    return [s.data for s in out]
 
 
 def example_records(keys: KeyRing) -> list:

@@ -18,6 +18,7 @@ from trailkit import (
     only_segment,
     rewrite_segment,
     segment_records,
+    segmented_trail,
     stored_checkpoints,
     write_stored,
     write_trail,
@@ -29,7 +30,6 @@ from auditor.trail.anchor import chain_leaves
 from auditor.trail.chain import recompute_hash
 from auditor.trail.keys import Verifier
 from auditor.trail.note import ALG_COSIGNATURE_V1, ALG_ED25519, format_vkey, key_id, parse_vkey, raw_public
-from auditor.trail.segment import list_segments
 from auditor.trail.source import Issue, as_source
 
 N = 200  # the golden trail's records (conftest.py: keys, golden, copy)
@@ -41,12 +41,7 @@ N = 200  # the golden trail's records (conftest.py: keys, golden, copy)
 
 def test_leaves_and_proofs_are_read_past_an_issue_the_source_reports(tmp_path, keys):
     trail = tmp_path / "t"
-    records = make_records(keys, 120)
-    with TrailWriter.open(trail, keys, segment_bytes=15_000, checkpoint_every=40) as w:
-        for i in range(0, 120, 10):
-            w.append(records[i:i + 10])
-            w.commit()
-    segs = [p for _, p in list_segments(trail)]
+    segs = segmented_trail(trail, keys)
     a, b = segs[1], segs[2]
     a.rename(a.with_suffix(".x"))
     b.rename(a)
@@ -795,14 +790,6 @@ def test_note_bounds_are_inclusive_five_byte_signature_max_size_max_signatures()
     assert Note.parse("\n\n" + sig).text == "\n"
 
 
-def _three_segments(trail, keys):
-    records = make_records(keys, 120)
-    with TrailWriter.open(trail, keys, segment_bytes=15_000, checkpoint_every=40) as w:
-        for i in range(0, 120, 10):
-            w.append(records[i:i + 10])
-            w.commit()
-    return [p for _, p in list_segments(trail)]
-
 
 def test_a_segment_that_vanishes_while_verifying_is_reported_and_later_segments_still_read(tmp_path, keys):
     """FileSource.chunks: `continue` -> `break` after a segment that cannot be read dropped every
@@ -810,7 +797,7 @@ def test_a_segment_that_vanishes_while_verifying_is_reported_and_later_segments_
     from auditor.trail.source import Chunk, FileSource
 
     trail = tmp_path / "t"
-    segs = _three_segments(trail, keys)
+    segs = segmented_trail(trail, keys)
     assert len(segs) >= 3
     it = FileSource(trail).chunks()
     first = next(it)  # every header has been read; segment 0 is open
@@ -826,7 +813,7 @@ def test_a_torn_block_is_placed_at_the_end_or_in_the_middle_of_the_trail(tmp_pat
     from auditor.trail.source import FileSource
 
     trail = tmp_path / "t"
-    segs = _three_segments(trail, keys)
+    segs = segmented_trail(trail, keys)
 
     def torn_issues():
         return [x.message for x in FileSource(trail).chunks() if isinstance(x, Issue)]
@@ -1002,12 +989,7 @@ def test_a_young_chain_without_a_checkpoint_beside_a_checkpointed_one_passes(tmp
 
 def test_a_deleted_segment_before_the_last_is_named(tmp_path, keys):
     trail = tmp_path / "t"
-    records = make_records(keys, 120)
-    with TrailWriter.open(trail, keys, segment_bytes=15_000, checkpoint_every=40) as w:
-        for i in range(0, 120, 10):
-            w.append(records[i:i + 10])
-            w.commit()
-    segs = [p for _, p in list_segments(trail)]
+    segs = segmented_trail(trail, keys)
     assert len(segs) >= 3
     segs[-2].unlink()
     report = verify_trail(trail, keys.verifier)
@@ -1024,12 +1006,7 @@ def test_segments_are_read_in_header_order_from_segment_0_and_none_is_no_problem
 
     assert segment_order([]) == ([], [])
     trail = tmp_path / "t"
-    records = make_records(keys, 120)
-    with TrailWriter.open(trail, keys, segment_bytes=15_000, checkpoint_every=40) as w:
-        for i in range(0, 120, 10):
-            w.append(records[i:i + 10])
-            w.commit()
-    a, b = [p for _, p in list_segments(trail)][:2]
+    a, b = segmented_trail(trail, keys)[:2]
     a.rename(a.with_suffix(".x"))
     b.rename(a)
     a.with_suffix(".x").rename(b)

@@ -16,6 +16,7 @@ from trailkit import (
     reseal,
     rewrite_segment,
     segment_records,
+    segmented_trail,
     signed_checkpoints,
     stored_checkpoints,
     write_stored,
@@ -25,7 +26,6 @@ from trailkit import (
 from auditor.trail import KeyRing, Policy, TrailWriter, open_checkpoint, verify_trail
 from auditor.trail.checkpoint import Checkpoint, origin_for
 from auditor.trail.note import Note
-from auditor.trail.segment import list_segments
 
 N = 200  # the golden trail's records (conftest.py: keys, golden, copy)
 
@@ -108,12 +108,7 @@ def test_rewritten_history_is_caught_by_the_signed_checkpoint(copy, keys):
 
 def test_reordered_segments_are_named(tmp_path, keys):
     trail = tmp_path / "t"
-    records = make_records(keys, 120)
-    with TrailWriter.open(trail, keys, segment_bytes=15_000, checkpoint_every=40) as w:
-        for i in range(0, 120, 10):
-            w.append(records[i:i + 10])
-            w.commit()
-    segs = [p for _, p in list_segments(trail)]
+    segs = segmented_trail(trail, keys)
     assert len(segs) >= 3
     a, b = segs[1], segs[2]
     a.rename(a.with_suffix(".x"))
@@ -126,12 +121,7 @@ def test_reordered_segments_are_named(tmp_path, keys):
 
 def test_missing_segment_is_named(tmp_path, keys):
     trail = tmp_path / "t"
-    records = make_records(keys, 120)
-    with TrailWriter.open(trail, keys, segment_bytes=15_000, checkpoint_every=40) as w:
-        for i in range(0, 120, 10):
-            w.append(records[i:i + 10])
-            w.commit()
-    [p for _, p in list_segments(trail)][1].unlink()
+    segmented_trail(trail, keys)[1].unlink()
     issues = issues_of(trail, keys)
     assert any(i.kind == "reordered" and "segment 1 is missing" in i.message for i in issues)
     assert any(i.kind == "deleted" for i in issues)

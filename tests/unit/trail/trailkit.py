@@ -89,6 +89,19 @@ def write_trail(trail: Path, keys: KeyRing, n: int, *, batch: int = 25, checkpoi
     return list(iter_records(trail, ReplayFilter()))
 
 
+def segmented_trail(trail: Path, keys: KeyRing) -> list[Path]:
+    """120 records in batches of 10, checkpoints every 40, in segments of 15,000 bytes (at least
+    three); returns the segment files in order."""
+    from auditor.trail.segment import list_segments
+
+    records = make_records(keys, 120)
+    with TrailWriter.open(trail, keys, segment_bytes=15_000, checkpoint_every=40) as w:
+        for i in range(0, 120, 10):
+            w.append(records[i:i + 10])
+            w.commit()
+    return [p for _, p in list_segments(trail)]
+
+
 # ---------------------------------------------------------------- tampering helpers
 
 def only_segment(trail: Path) -> Path:
