@@ -64,15 +64,34 @@ def event_schema() -> Any:
 
 
 
+#: Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt) outside Cc/Cf: characters a
+#: renderer shows as nothing (combining grapheme joiner, Hangul fillers, Khmer inherent vowels,
+#: Mongolian free variation selectors, variation selectors, reserved ignorables)
+_IGNORABLE = ((0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F), (0x2065, 0x2065),
+              (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0xE0000, 0xE0FFF))
+
+
+def _invisible(ch: str) -> bool:
+    if unicodedata.category(ch) in ("Cc", "Cf"):
+        return True
+    o = ord(ch)
+    return any(lo <= o <= hi for lo, hi in _IGNORABLE)
+
+
 def subject_id_edges_clean(value: str) -> bool:
     """Whether a subject id starts and ends with a visible character: no blank (space, tab, line
-    break) and no control or format character (zero-width space, byte-order mark, soft hyphen,
-    NUL...) at either end. Such an id shows in no log or console as different from the id without
-    it, yet it is another subject: another pseudonym, another ledger key. The events codec and the
-    ledger's facts codec refuse it alike (reason ``bad_subject_id``), so an event cannot step
-    around a subject's recorded withdrawal by an invisible edge on its id."""
-    return bool(value) and value == value.strip() and not (
-        unicodedata.category(value[0]) in ("Cc", "Cf") or unicodedata.category(value[-1]) in ("Cc", "Cf"))
+    break), no control or format character (zero-width space, byte-order mark, soft hyphen,
+    NUL...) and no other default-ignorable one (variation selector, combining grapheme joiner,
+    Hangul filler...) at either end. Such an id shows in no log or console as different from the id
+    without it, yet it is another subject: another pseudonym, another ledger key. The events codec
+    and the ledger's facts codec refuse it alike (reason ``bad_subject_id``), so an event cannot
+    step around a subject's recorded withdrawal by an invisible edge on its id."""
+    if not value:
+        return False
+    first, last = value[0], value[-1]
+    if "!" <= first <= "~" and "!" <= last <= "~":  # printable ASCII at both ends: the usual id
+        return True
+    return value == value.strip() and not (_invisible(first) or _invisible(last))
 
 
 BAD_SUBJECT_ID = ("field '{}' starts or ends with blanks or invisible characters (spaces, tabs, line breaks, "
@@ -461,9 +480,15 @@ def decode_json_line(text: str | bytes) -> Event:
     except RecursionError:
         raise DecodeError("not valid JSON: nested too deeply", reason="undecodable") from None
     raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    refuse_lone_surrogates(raw, obj)
+    return event_from_mapping(obj)
+
+
+def refuse_lone_surrogates(raw: str, obj: Any) -> None:
+    """DecodeError (``undecodable``) when ``obj``, parsed from the JSON text ``raw``, holds a lone
+    surrogate: searched only when ``raw`` has a surrogate escape."""
     if _SURROGATE_ESCAPE.search(raw):
         _check_unicode(obj)
-    return event_from_mapping(obj)
 
 
 def _check_unicode(obj: Any) -> None:

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import fastavro
 
 from auditor.errors import DecodeError, SchemaError
-from auditor.events.codec import BAD_SUBJECT_ID, strip_logical, subject_id_edges_clean
+from auditor.events.codec import BAD_SUBJECT_ID, refuse_lone_surrogates, strip_logical, subject_id_edges_clean
 from auditor.events.wire import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, schema_fingerprint
 from auditor.ledger.model import SCOPED_TYPES, FactType, Scope, SubjectFact, to_us
 
@@ -252,6 +252,8 @@ def decode_fact_line(text: str | bytes) -> SubjectFact:
         obj = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"not valid JSON ({exc.__class__.__name__})", reason="undecodable") from exc
+    # a lone surrogate escape (\\ud800) is no Unicode text: no pseudonym, no Avro, no trail can hold it
+    refuse_lone_surrogates(text if isinstance(text, str) else text.decode("utf-8", "replace"), obj)
     return fact_from_mapping(obj)
 
 
