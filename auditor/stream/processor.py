@@ -626,7 +626,13 @@ class BatchProcessor:
 
     def _rejected(self, msg: MessageLike, source: SourceRef, raw: bytes | None, reason: str, message: str,
                   exc: Exception, stage: str, now: datetime, reference_only: bool = False) -> _Reject:
-        """The REJECTION record of one input (unsealed) and what its dead letter needs."""
+        """The REJECTION record of one input (unsealed) and what its dead letter needs.
+
+        The exception's traceback is dropped (nothing reads it after this): an exception kept as a
+        decode or seal result links, through its traceback's frames, back to that result list and to
+        the batch's BatchResult. That cycle kept the whole batch (every record, item and output)
+        alive until a garbage collection found it, whenever one message of the batch was refused."""
+        exc.__traceback__ = None
         message = message[:500]
         value = raw or b""
         record = build_rejection(hashlib.sha256(value).digest(), reason, message, source,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import struct
+import weakref
 
 import pytest
 from streamkit import (
@@ -23,11 +25,14 @@ from streamkit import (
 from auditor.errors import TransientError
 from auditor.events.codec import event_to_mapping
 from auditor.events.wire import SchemaAllowList, encode_confluent
+from auditor.native import NativeEventDecoder
 from auditor.policy import Verdict, evaluate
+from auditor.stream import hotpath
 from auditor.stream.generate import MUTATIONS
-from auditor.stream.processor import UNDECLARED, Outgoing
+from auditor.stream.processor import UNDECLARED, BatchProcessor, Outgoing
 from auditor.trail.canonical import record_from_bytes
 from auditor.trail.chain import ChainHead, genesis_hash, recompute_hash
+from auditor.trail.keys import Pseudonymizer
 from auditor.trail.record import RecordType
 
 
@@ -218,3 +223,51 @@ def test_registry_outage_raises_transient_error_and_dead_letters_nothing():
     p.decoder.allow.by_id[77] = p.decoder.allow.by_fp[p.decoder.allow.reader_fp]
     result = p.process(batch)
     assert [r.seq for r in result.records] == [0, 1, 2] and result.dead_letters == []
+
+
+def _no_garbage_left(p: BatchProcessor, values: list[bytes | None]) -> None:
+    """The batch's result, and everything in it, is freed as soon as the last reference goes (no cycle
+    left for the garbage collector: a kept batch costs a collection that walks every object in it)."""
+    gc.disable()
+    try:
+        result = p.process(messages(values))
+        assert result.dead_letters  # a refused message is in the batch
+        freed = weakref.ref(result)
+        del result
+        assert freed() is None, [type(r).__name__ for r in gc.get_referrers(freed())]
+    finally:
+        gc.enable()
+
+
+_REFUSED = [wire(compliant()), b"not avro at all", None, wire(dataclasses.replace(compliant(), policy_id="nosuchpack"))]
+
+
+def test_a_batch_with_refused_messages_leaves_no_reference_cycle():
+    _no_garbage_left(processor(), _REFUSED)
+
+
+def test_a_batch_with_refused_messages_leaves_no_reference_cycle_on_the_compiled_path():
+    _no_garbage_left(BatchProcessor(NativeEventDecoder(), packs(), Pseudonymizer(b"k" * 32), ROUTING, "unit-1",
+                                    clock=lambda: NOW), _REFUSED)
+
+
+def test_decoder_and_sealer_faults_leave_no_reference_cycle(monkeypatch: pytest.MonkeyPatch):
+    p = processor()
+    real = p.decoder.decode
+
+    def decode(value: bytes | None):
+        if value is not None and b"poison" in value:
+            raise RuntimeError("decoder bug")
+        return real(value)
+
+    p.decoder.decode = decode  # type: ignore[method-assign]
+    _no_garbage_left(p, [wire(compliant()), wire(compliant(event_id="poison"))])
+    real_seal = hotpath.seal_bytes
+
+    def seal(head, record):
+        if record.event_id == "sealpoison":
+            raise ValueError("sealer bug")
+        return real_seal(head, record)
+
+    monkeypatch.setattr(hotpath, "seal_bytes", seal)
+    _no_garbage_left(processor(), [wire(compliant()), wire(compliant(event_id="sealpoison"))])
