@@ -82,6 +82,7 @@ class Metrics:
     checkpoint_age: Gauge
     pack_info: Gauge
     build_info: Gauge
+    start_time: Gauge
     ready: Gauge
     partitions_assigned: Gauge
     last_audit: Gauge
@@ -126,6 +127,8 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         pack_info=Gauge("auditor_pack_info", "Loaded policy packs and their content hashes",
                         ["pack", "hash"], registry=r),
         build_info=Gauge("auditor_build_info", "auditor build", ["version", "python"], registry=r),
+        start_time=Gauge("auditor_start_time_seconds", "Unix time this process started (built its metrics)",
+                         registry=r),
         ready=Gauge("auditor_ready", "1 when the daemon has joined its consumer group (an assignment came, even an "
                     "empty one), is consuming and no partition of it is stalled", registry=r),
         partitions_assigned=Gauge("auditor_partitions_assigned", "Source partitions assigned to this instance "
@@ -166,6 +169,7 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
                              ["witness"], registry=r),
     )
     m.build_info.labels(__version__, platform.python_version()).set(1)
+    m.start_time.set_to_current_time()  # its changes count restarts (AuditorInstanceRestarting)
     for outcome in ("commit", "abort"):
         m.transactions.labels(outcome)
     return m

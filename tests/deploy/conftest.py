@@ -37,6 +37,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "auditor_trail_checkpoint_age_seconds": ("gauge", ("chain",)),
     "auditor_pack_info": ("gauge", ("pack", "hash")),
     "auditor_build_info": ("gauge", ("version", "python")),
+    "auditor_start_time_seconds": ("gauge", ()),
     "auditor_ready": ("gauge", ()),
     "auditor_partitions_assigned": ("gauge", ()),
     "auditor_last_audit_timestamp_seconds": ("gauge", ("topic",)),
