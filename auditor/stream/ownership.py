@@ -40,7 +40,7 @@ from auditor.stream.chainrestore import read_unsigned_chain, restore_chains
 from auditor.stream.checkpointing import Checkpointer, UnsignedChains
 from auditor.stream.checkpointing import Restored as SignedRestore
 from auditor.stream.processor import BatchProcessor
-from auditor.stream.restore import Restored, disagreement, open_transaction_gap
+from auditor.stream.restore import Restored, disagreement, stable_offsets
 from auditor.stream.watchdog import Watchdog
 from auditor.trail import chainid
 
@@ -66,6 +66,8 @@ class PartitionState:
     reason: str | None = None
     logged_at: float = 0.0
     failing_since: float | None = None
+    #: the audit partition's high watermark at the first try: the chain's head record lies below it
+    audit_high: int | None = None
 
 
 class Ownership:
@@ -168,7 +170,7 @@ class Ownership:
         st.attempts += 1
         try:
             committed = self._committed(key)
-            self._settle(key, st)
+            stable = self._settle(key, st)
             audit_partition = chainid.audit_partition(partition, self.processor.routing.audit_partitions)
             with self.watchdog.call("restore chain head", 4 * CALL_TIMEOUT_S):
                 signed = self._restore_signed(chain, audit_partition)  # t11: from the signed checkpoint
@@ -176,6 +178,11 @@ class Ownership:
                 signed = self._unsigned(chain, audit_partition, signed)  # t11: refuse (exit 2), or adopt
             restored = Restored(signed.log.head if signed.log.head.size else None, signed.source_offset)
             if restored.head is not None and restored.source_offset is None:
+                if st.audit_high is not None and stable < st.audit_high:  # attd: hidden, not gone
+                    raise NotYet(f"the head record of {chain} is not readable yet: a transaction open on audit "
+                                 f"partition {self.cfg.topics.audit}/{audit_partition} since offset {stable} "
+                                 "holds back what read_committed readers see (the chain's decisions cannot be "
+                                 "read back until it ends)")
                 why = None  # the head record is gone (retention): nothing left to compare, nothing to fork
             else:
                 why = disagreement(chain, committed, restored)
@@ -212,20 +219,26 @@ class Ownership:
             raise NotYet(f"the committed offset of {key[0]}/{key[1]} is not available: {tp.error}")
         return int(tp.offset)
 
-    def _settle(self, key: Key, st: PartitionState) -> None:
+    def _settle(self, key: Key, st: PartitionState) -> int:
+        """The audit partition's last stable offset, once no transaction is open there or
+        restore.settle_timeout_s has passed since the assignment."""
         assert self.admin is not None
         audit_partition = chainid.audit_partition(key[1], self.processor.routing.audit_partitions)
         try:
             with self.watchdog.call("audit partition offsets", CALL_TIMEOUT_S):
-                gap = open_transaction_gap(self.admin, self.cfg.topics.audit, audit_partition, CALL_TIMEOUT_S)
+                stable, high = stable_offsets(self.admin, self.cfg.topics.audit, audit_partition, CALL_TIMEOUT_S)
         except (KafkaException, TimeoutError):
             # an admin client that failed may never answer again (a coordinator or leader it lost track
             # of after a broker restart): the next try starts with a fresh one
             self.admin = AdminClient(self.cfg.admin_conf())
             raise
+        if st.audit_high is None:
+            st.audit_high = high
+        gap = high - stable
         if gap > 0 and self.clock() - st.since < self.cfg.restore.settle_timeout_s:
             raise NotYet(f"audit partition {self.cfg.topics.audit}/{audit_partition} has an open transaction "
                          f"({gap} offsets above its last stable offset)")
+        return stable
 
     def _seek(self, key: Key, committed: int) -> None:
         assert self.consumer is not None

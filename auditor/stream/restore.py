@@ -61,10 +61,17 @@ def disagreement(chain: str, committed: int, restored: Restored) -> str | None:
 
 def open_transaction_gap(admin: AdminClient, topic: str, partition: int, timeout: float) -> int:
     """High watermark minus last stable offset: > 0 while a transaction on the partition is open."""
+    stable, high = stable_offsets(admin, topic, partition, timeout)
+    return max(0, high - stable)
+
+
+def stable_offsets(admin: AdminClient, topic: str, partition: int, timeout: float) -> tuple[int, int]:
+    """(last stable offset, high watermark) of a partition. A read_committed reader sees nothing at
+    or past the last stable offset: the first offset of the oldest transaction still open there."""
     tp = TopicPartition(topic, partition)
     hwm = list_offsets(admin, [tp], OffsetSpec.latest(), timeout, IsolationLevel.READ_UNCOMMITTED)[(topic, partition)]
     lso = list_offsets(admin, [tp], OffsetSpec.latest(), timeout, IsolationLevel.READ_COMMITTED)[(topic, partition)]
-    return max(0, hwm - lso)
+    return lso, hwm
 
 
 def restore_heads(conf: dict[str, Any], audit_topic: str, partition: int, chain_ids: Iterable[str],
