@@ -65,7 +65,8 @@ def test_a_withdrawal_spelt_another_way_still_ends_the_consent(tmp_path: Path, s
 
 def test_an_opt_out_spelt_another_way_still_contradicts_the_claim(tmp_path: Path) -> None:
     d = judged(tmp_path, {"type": "MARKETING_OPT_OUT", "scope": {"purpose": "MARKETING"}})
-    assert [v.kind for v in d.violations] == [ViolationKind.CLAIM_CONTRADICTED]
+    # the opt-out also withdraws 2.C's prior consent (attp), so the partner-consent constraint fails too
+    assert [v.kind for v in d.violations] == [ViolationKind.CONSTRAINT_FAILED, ViolationKind.CLAIM_CONTRADICTED]
 
 
 def test_another_recipient_is_still_another_recipient(tmp_path: Path) -> None:
