@@ -12,7 +12,7 @@ from auditor.events.model import Event
 from auditor.policy import conditions as c
 from auditor.policy import engine, load_pack
 from auditor.policy.engine import compile_pack, evaluate, evaluate_interpreted, evaluate_plain
-from tests.unit.policy.test_compiled_tests import PACKS, _events
+from tests.unit.policy.test_compiled_tests import PACKS, _events, _tests
 
 
 def _plain(e: Event) -> Event:
@@ -45,7 +45,8 @@ def test_an_event_with_plain_strings_for_every_enum_gets_the_enum_event_s_decisi
 def test_a_failed_cross_border_safeguard_with_a_plain_string_safeguard_is_reported():
     """The transfer rule's reason read ``safeguard.value``: a plain string raised AttributeError."""
     pack = load_pack("inper").pack
-    test = next(t for rule in pack.rules for t in rule.conditions if isinstance(t, c.SafeguardIfCrossBorder))
+    test = next(t for rule in pack.rules for top in rule.conditions for t in _tests(top)
+                if isinstance(t, c.SafeguardIfCrossBorder))
     e = _events(pack, "inper/hand", 1)[0]
     hand = dataclasses.replace(e, transfer=dataclasses.replace(
         e.transfer, cross_border=True, destination_country="XX", safeguard="NONE"))
