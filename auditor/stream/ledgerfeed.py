@@ -70,6 +70,7 @@ from auditor.logging import get_logger
 from auditor.policy import Decision, Verdict
 from auditor.policy.engine import MemoEvaluator
 from auditor.stream.processor import BatchProcessor, BatchResult
+from auditor.stream.restore import stable_offsets
 from auditor.trail import chainid
 from auditor.trail.canonical import iter_frames, record_from_bytes
 from auditor.trail.chain import hash_record_bytes
@@ -84,6 +85,8 @@ ROUND = 200_000
 CALL_TIMEOUT_S = 10.0
 #: decisions read back from the audit topic per index transaction
 READ_BACK_CHUNK = 2_000
+#: audit records read per window when a chain's path is walked back from its head (kept at a time)
+WALK_WINDOW = 2_000
 #: a resumed chain is read back from this long before its marker was written (records' timestamps
 #: are their producers' clocks: instances whose clocks differ by more may be missed)
 RESUME_SKEW_MS = 300_000
@@ -549,13 +552,13 @@ class LedgerFeed:
         indexed under per chain, and the highest seq read per chain.
 
         Only records of the chain itself are indexed: anyone who may write to the audit topic can
-        append a record that names the chain, with a correct seq, link and hash (att12). The first
-        pass frames every record of the wanted chains and recomputes its hash; a record is the
-        chain's only if it is on the path of ``prev_hash`` links that ends at the chain's head as
-        restored here (its signed checkpoint's), at the first offset its bytes appear (a copy of a
-        record appended again later must not be indexed after the records that follow it). The
-        second pass indexes those records only; the others are logged and skipped. The first pass
-        keeps two hashes and an offset per record."""
+        append a record that names the chain, with a correct seq, link and hash (att12). A record
+        is the chain's only if it is on the path of ``prev_hash`` links that ends at the chain's
+        head as restored here (its signed checkpoint's). The first pass walks that path back from
+        the head, reading the partition backwards a window at a time (:meth:`_walk_back`): it
+        keeps one window and the offsets of the chain's own records, so a flood of forged records
+        costs reading time, not memory (before, every well-formed record below the head was kept
+        while reading: attd). The second pass indexes those records only."""
         consumer = Consumer({**self.cfg.client_conf(), "group.id": f"auditor-ledger-index-{self.cfg.instance_id}",
                              "enable.auto.commit": False, "enable.auto.offset.store": False,
                              "isolation.level": "read_committed", "enable.partition.eof": True,
@@ -571,27 +574,10 @@ class LedgerFeed:
                 raise TransientError(f"cannot find where to read {topic}/{partition} back from: {found.error}")
             if found.offset < 0:
                 return 0, seen, top  # nothing written since: no decision to index
-            links: dict[str, dict[bytes, tuple[bytes, int]]] = {c: {} for c in wanted}
-            named = dict.fromkeys(wanted, 0)  # records that name the chain, copies included
-            sizes = {c: h.size if (h := self.processor.heads.get(c)) is not None else 0 for c in wanted}
-            last = -1
-            for m in self._scan(consumer, topic, partition, found.offset, beat):
-                last = m.offset() or 0
-                value = m.value() or b""
-                try:
-                    frame = next(iter_frames(value, 1))
-                except Exception:  # noqa: BLE001 - not a record of ours: the chain restore reports it
-                    continue
-                chain = frame.chain_id
-                if chain not in links or frame.seq <= after.get(chain, -1):
-                    continue
-                named[chain] += 1
-                if frame.seq < sizes[chain] and frame.end == len(value) \
-                        and hash_record_bytes(value[:-32]) == frame.record_hash:  # else it cannot be on the chain
-                    # the first copy: a record appended again later (a replay) must not move after its successors
-                    links[chain].setdefault(bytes(frame.record_hash), (bytes(frame.prev_hash), last))
-            ours = self._on_chain(links, named)
-            for m in self._scan(consumer, topic, partition, found.offset, beat, until=last):
+            ours = self._walk_back(consumer, topic, partition, found.offset, wanted, after, beat)
+            if not ours:
+                return 0, seen, top
+            for m in self._scan(consumer, topic, partition, min(ours), beat, until=max(ours)):
                 offset = m.offset() or 0
                 if offset not in ours:
                     continue
@@ -617,22 +603,55 @@ class LedgerFeed:
             except (KafkaException, RuntimeError) as exc:
                 log.warning("audit read-back consumer close failed", error=str(exc))
 
-    def _on_chain(self, links: dict[str, dict[bytes, tuple[bytes, int]]],
-                  named: dict[str, int]) -> dict[int, tuple[str, int]]:
-        """The offsets of the records on each chain's path of links back from its head here (offset ->
-        (chain, seq)); the records of the chains that are not on it are logged."""
-        ours: dict[int, tuple[str, int]] = {}
-        for chain, by_hash in links.items():
+    def _walk_back(self, consumer: Consumer, topic: str, partition: int, start: int, wanted: set[str],
+                   after: dict[str, int], beat: Callable[[], None]) -> dict[int, tuple[str, int]]:
+        """The offsets at or after ``start`` of the records on each wanted chain's path of links back
+        from its head here, past ``after``'s seq (offset -> (chain, seq)). The partition is read
+        backwards from its last stable offset (the head lies below it: the restore waited for
+        that), ``WALK_WINDOW`` messages at a time; in a window, from its last message to its first,
+        a record is the chain's when its recomputed hash is the one the path expects next: the
+        head's, then each record's ``prev_hash``. A copy of a record appended again later is met
+        only while the path expects a later record, so it is passed by (att12's replay). Records
+        that name a chain but are not on its path are counted and logged, never kept."""
+        assert self.reader is not None
+        expect: dict[str, tuple[bytes, int]] = {}
+        for chain in wanted:
             head = self.processor.heads.get(chain)
-            n = 0
-            if head is not None:
-                h, seq = head.head_hash, head.size - 1
-                while n < len(by_hash) and (link := by_hash.get(h)) is not None:
-                    ours[link[1]] = (chain, seq)
-                    h, seq, n = link[0], seq - 1, n + 1
-            if named[chain] > n:
+            if head is not None and head.size - 1 > after.get(chain, -1):
+                expect[chain] = (head.head_hash, head.size - 1)
+        named = dict.fromkeys(wanted, 0)
+        linked = dict.fromkeys(wanted, 0)
+        ours: dict[int, tuple[str, int]] = {}
+        end, _ = stable_offsets(self.reader.admin, topic, partition, CALL_TIMEOUT_S)
+        while expect and end > start:
+            begin = max(start, end - WALK_WINDOW)
+            window = [m for m in self._scan(consumer, topic, partition, begin, beat, until=end - 1)]
+            for m in reversed(window):
+                value = m.value() or b""
+                try:
+                    frame = next(iter_frames(value, 1))
+                except Exception:  # noqa: BLE001 - not a record of ours: the chain restore reports it
+                    continue
+                chain = frame.chain_id
+                if chain not in named or frame.seq <= after.get(chain, -1):
+                    continue
+                named[chain] += 1
+                hit = expect.get(chain)
+                if hit is None or frame.seq != hit[1] or bytes(frame.record_hash) != hit[0] or frame.end != len(value) \
+                        or hash_record_bytes(value[:-32]) != frame.record_hash:
+                    continue
+                ours[m.offset() or 0] = (chain, frame.seq)
+                linked[chain] += 1
+                if frame.seq - 1 > after.get(chain, -1):
+                    expect[chain] = (bytes(frame.prev_hash), frame.seq - 1)
+                else:
+                    del expect[chain]
+            end = begin
+            beat()
+        for chain in wanted:
+            if named[chain] > linked[chain]:
                 log.error("records in the audit topic name this chain but are not on it (forged or copied): "
-                          "not indexed", chain=chain, records=named[chain] - n, indexed=n)
+                          "not indexed", chain=chain, records=named[chain] - linked[chain], indexed=linked[chain])
         return ours
 
     def _scan(self, consumer: Consumer, topic: str, partition: int, start: int, beat: Callable[[], None],

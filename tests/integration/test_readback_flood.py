@@ -1,0 +1,87 @@
+"""A flood of forged records on the audit topic while a chain is read back for the subject ledger.
+
+Anyone who may write to the audit topic can append records that name a chain, each with a
+correct seq, link and hash of its own (att12). The read-back indexes only the records on the
+chain's path of links back from its signed head; before, its first pass kept two hashes and an
+offset for every well-formed record below the head while it read, forged or not, so its memory
+grew with the flood (att12's notes: ~150 B a record). It now walks the path back from the head,
+window by window, and keeps only the chain's own records' offsets.
+One partition; the broker is the session's (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from datetime import timedelta
+
+import pytest
+import structlog
+from confluent_kafka import Producer
+from daemonkit import InProcessDaemon, read_audit, read_topic, wait_until
+from ledgerkit import T0, ledger_setup, marketing_event, withdrawal
+
+from auditor.stream.ledgerfeed import LedgerFeed
+from auditor.stream.produce import produce
+from auditor.trail.canonical import record_from_bytes
+from auditor.trail.chain import ChainHead, genesis_hash, hash_record_bytes
+
+pytestmark = pytest.mark.kafka
+FLOOD = 100_000
+
+
+@pytest.fixture(autouse=True)
+def _logs_to_the_live_stdout():
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**saved)
+
+
+def flood(bootstrap: str, topic: str, victim: bytes, n: int) -> None:
+    """``n`` records of the victim's chain at seq 0 (below its head), each another event id of the
+    victim's length, resealed: a correct link to genesis and a hash of its own."""
+    body = victim[:-32]
+    assert body.count(b"victim") == 1
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10_000,
+                  "queue.buffering.max.messages": 200_000})
+    for i in range(n):
+        unhashed = body.replace(b"victim", b"f%05d" % i)
+        p.produce(topic, unhashed + hash_record_bytes(unhashed), partition=0)
+        if i % 50_000 == 0:
+            p.poll(0)
+    assert p.flush(120) == 0
+
+
+def test_the_read_back_of_a_flooded_chain_keeps_only_its_own_records(tmp_path, kafka_bootstrap):
+    setup, facts = ledger_setup(tmp_path, kafka_bootstrap, partitions=1)
+    produce(kafka_bootstrap, setup.events, [marketing_event("victim", "u-victim", T0 + timedelta(hours=2))])
+    with InProcessDaemon(setup.config(instance_id="a")):
+        wait_until(lambda: len(read_audit(kafka_bootstrap, setup.audit)) == 1, 90, "the victim's record")
+    (victim,) = read_topic(kafka_bootstrap, setup.audit)
+    r = record_from_bytes(victim.value or b"")
+    assert r.seq == 0 and r.prev_hash == genesis_hash(r.chain_id) and ChainHead.after(r).size == 1
+    flood(kafka_bootstrap, setup.audit, victim.value or b"", FLOOD)
+    produce(kafka_bootstrap, facts, [withdrawal("w-late", "u-victim", T0 + timedelta(hours=1))])
+    produce(kafka_bootstrap, setup.events, [marketing_event("next", "u-other", T0)])
+    peaks: list[int] = []
+    original = LedgerFeed._read_back
+
+    def measured(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        tracemalloc.start()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+
+    LedgerFeed._read_back = measured  # type: ignore[method-assign]
+    try:
+        with InProcessDaemon(setup.config(instance_id="b")) as b:  # another instance: indexed in full
+            wait_until(lambda: b.daemon.batches >= 1 or not b.thread.is_alive(), 180, "the event after the takeover")
+    finally:
+        LedgerFeed._read_back = original  # type: ignore[method-assign]
+    after = [record_from_bytes(m.value or b"") for m in read_topic(kafka_bootstrap, setup.audit) if m.offset > FLOOD]
+    ours = [(x.event_id, x.record_type.value, x.instance_id) for x in after if x.instance_id == "b"]
+    assert ours == [("victim", "CORRECTION", "b"), ("next", "DECISION", "b")]
+    print(f"read-back peaks (traced Python memory): {[round(p / 2**20, 1) for p in peaks]} MiB for {FLOOD} forged")
+    assert peaks and max(peaks) < 12 * 2**20, f"{max(peaks) / 2**20:.1f} MiB traced while reading back {FLOOD} forged"
