@@ -64,6 +64,8 @@ def event_schema() -> Any:
 
 
 
+#: the longest subject id taken: the facts codec's longest string (auditor.ledger.codec.MAX_STRING)
+MAX_SUBJECT_ID = 1024
 #: Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt) outside Cc/Cf: characters a
 #: renderer shows as nothing (combining grapheme joiner, Hangul fillers, Khmer inherent vowels,
 #: Mongolian free variation selectors, variation selectors, reserved ignorables)
@@ -85,8 +87,10 @@ def subject_id_edges_clean(value: str) -> bool:
     Hangul filler...) at either end. Such an id shows in no log or console as different from the id
     without it, yet it is another subject: another pseudonym, another ledger key. The events codec
     and the ledger's facts codec refuse it alike (reason ``bad_subject_id``), so an event cannot
-    step around a subject's recorded withdrawal by an invisible edge on its id."""
-    if not value:
+    step around a subject's recorded withdrawal by an invisible edge on its id. Nor may it be
+    longer than ``MAX_SUBJECT_ID`` characters: the facts codec takes no longer string, so no fact
+    could ever be recorded for it."""
+    if not value or len(value) > MAX_SUBJECT_ID:
         return False
     first, last = value[0], value[-1]
     if "!" <= first <= "~" and "!" <= last <= "~":  # printable ASCII at both ends: the usual id
@@ -95,8 +99,8 @@ def subject_id_edges_clean(value: str) -> bool:
 
 
 BAD_SUBJECT_ID = ("field '{}' starts or ends with blanks or invisible characters (spaces, tabs, line breaks, "
-                  "zero-width or control characters); the producing system must send the id exactly as it "
-                  "names the subject everywhere else")
+                  "zero-width or control characters), or is longer than 1024 characters; the producing system "
+                  "must send the id exactly as it names the subject everywhere else")
 
 def strip_logical(node: Any) -> Any:
     """An Avro schema (parsed JSON) without its ``logicalType`` annotations (times stay integers)."""

@@ -27,14 +27,21 @@ from typing import Any, NamedTuple
 import fastavro
 
 from auditor.errors import DecodeError, SchemaError
-from auditor.events.codec import BAD_SUBJECT_ID, refuse_lone_surrogates, strip_logical, subject_id_edges_clean
+from auditor.events.codec import (
+    BAD_SUBJECT_ID,
+    MAX_SUBJECT_ID,
+    refuse_lone_surrogates,
+    strip_logical,
+    subject_id_edges_clean,
+)
 from auditor.events.wire import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, schema_fingerprint
 from auditor.ledger.model import SCOPED_TYPES, FactType, Scope, SubjectFact, to_us
 
 SCHEMA_FILE = "subject_fact.avsc"
 DEFAULT_MAX_BYTES = 64 * 1024
-#: longest string a fact may carry in any field (ids, names, purposes)
-MAX_STRING = 1024
+#: longest string a fact may carry in any field (ids, names, purposes); the events codec refuses a
+#: longer subject id (events.codec.MAX_SUBJECT_ID), for which no fact could be recorded
+MAX_STRING = MAX_SUBJECT_ID
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_DATE = date(1970, 1, 1)

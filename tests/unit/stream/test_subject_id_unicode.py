@@ -116,3 +116,11 @@ def test_check_with_a_lone_surrogate_in_the_facts_file_names_the_line_instead_of
     out, err = capsys.readouterr()
     assert f"{facts}:2:" in err and "internal error" not in err
     assert "ledger: 1 fact(s), 1 malformed" in out
+
+
+def test_an_id_the_facts_codec_cannot_take_is_refused_by_the_events_codec_too() -> None:
+    """The facts codec takes at most 1,024 characters in any field: no fact can ever be recorded for
+    a longer subject id, so an event for it was judged on its own consent claim alone. Before, the
+    events codec audited such an event on every path."""
+    assert _verdicts("u" * 1024) == ["ok"] * 5
+    assert _verdicts("u" * 1025) == ["bad_subject_id"] * 4 + ["bad_field"]
