@@ -64,6 +64,7 @@ from auditor.ledger.join import Judged, RecordedView
 from auditor.ledger.judging import StoreJudge
 from auditor.ledger.late import Correction, DecisionIndex, DecisionReads, LateReport, Marker
 from auditor.ledger.model import Scope, SubjectFact, to_us
+from auditor.ledger.partitioning import subject_partition
 from auditor.ledger.store import Applied, LedgerStore, resume_from
 from auditor.ledger.vocabulary import UndeclaredScopes
 from auditor.logging import get_logger
@@ -90,6 +91,11 @@ WALK_WINDOW = 2_000
 #: a resumed chain is read back from this long before its marker was written (records' timestamps
 #: are their producers' clocks: instances whose clocks differ by more may be missed)
 RESUME_SKEW_MS = 300_000
+
+
+MISROUTED = ("the {what} is on another partition than its {field} hashes to (murmur2 of the id, as Java clients "
+             "and `auditor produce` partition): the subject's facts and events must be keyed by the subject id and "
+             "partitioned alike, or they never meet")
 
 
 # ---------------------------------------------------------------- the start-up check
@@ -183,6 +189,8 @@ class FactsReader:
                                   "fetch.wait.max.ms": 20})
         #: next offset to read, per assigned partition
         self.next: dict[int, int] = {}
+        #: the facts topic's partition count: a fact on another partition than its subject's is refused
+        self.partitions = 0
         #: facts scoped to names no loaded pack declares: logged once per name (auditor.ledger.vocabulary)
         self.vocabulary: UndeclaredScopes | None = None
         self._declared: set[Scope] = set()  # scopes seen whose names are all declared (bounded)
@@ -278,6 +286,8 @@ class FactsReader:
                 self.next[p] = offset + 1
                 try:
                     fact = self.decoder.decode(m.value())
+                    if self.partitions and p != subject_partition(fact.subject_id, self.partitions):
+                        raise DecodeError(MISROUTED.format(what="fact", field="subject_id"), reason="misrouted")
                 except DecodeError as exc:  # never quotes the payload
                     self.metrics.rejected.labels(exc.reason).inc()
                     log.warning("subject fact skipped: it does not decode", partition=p, offset=offset,
@@ -362,6 +372,7 @@ class LedgerFeed:
         t = self.cfg.topics
         self.partitions = check_copartitioned(md, t.events, t.facts, self.cfg.kafka.bootstrap_servers)
         self.reader = FactsReader(self.cfg, self.store, admin, self.decoder, self.metrics, self.pseudonymize)
+        self.reader.partitions = self.partitions
         self.reader.vocabulary = UndeclaredScopes(self.processor.packs.values())
         log.info("subject ledger on", facts_topic=t.facts, partitions=self.partitions, store=str(self.store.path),
                  positions=self.store.positions())
@@ -374,6 +385,12 @@ class LedgerFeed:
 
     # ------------------------------------------------------------------ the join (processor)
     def judge(self, event: Event, evaluator: MemoEvaluator, partition: int) -> Judged:
+        """``event`` judged with its subject's facts in ``partition``. An event on another partition
+        than its subject id hashes to is refused (``misrouted``, a dead letter): its subject's facts
+        are not there, and the producing system, the one audited, would choose which of them its
+        events meet (attd)."""
+        if self.partitions and partition != subject_partition(event.subject.id, self.partitions):
+            raise DecodeError(MISROUTED.format(what="event", field="subject.id"), reason="misrouted")
         return self.judging.judge(event, evaluator.compiled, partition, _decide(evaluator))
 
     # ------------------------------------------------------------------ before and after a batch
