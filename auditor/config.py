@@ -35,6 +35,7 @@ AUDITOR_INSTANCE_ID                        instance_id
 AUDITOR_BATCH_MAX_EVENTS / _MAX_MS         batch.max_events, batch.max_ms
 AUDITOR_CHECKPOINT_EVERY / _SECONDS        checkpoint.every, checkpoint.seconds
 AUDITOR_BATCH_SPLIT_AFTER_FAILURES         batch.split_after_failures
+AUDITOR_BATCH_PIPELINE                     batch.pipeline (true/false: commit while the next batch is processed)
 AUDITOR_SHUTDOWN_TIMEOUT_S                 shutdown_timeout_s
 AUDITOR_WATCHDOG_STALL_TIMEOUT_S           watchdog.stall_timeout_s
 AUDITOR_WATCHDOG_CALL_MARGIN_S             watchdog.call_margin_s
@@ -342,6 +343,9 @@ class BatchConfig:
     #: a batch whose outputs the broker refuses this many times is split in halves, down to the
     #: one message that fails, which is then dead-lettered
     split_after_failures: _int(1, 100) = 2  # type: ignore[valid-type]
+    #: commit a batch's transaction on a worker thread while the next batch is consumed and
+    #: processed (auditor.stream.runner); false: consume, process and commit strictly in turn
+    pipeline: Annotated[bool, BeforeValidator(_flag)] = True
 
 
 @dataclass(frozen=True, config=_STRICT)

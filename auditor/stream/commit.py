@@ -13,8 +13,15 @@ The only order in which anything becomes visible:
 A transaction that consumed nothing (the ledger's corrections) sends at step 3 the group's
 committed offsets of its records' inputs again (:meth:`BatchCommit._fence`), so KIP-447 fences it too.
 
+With ``batch.pipeline`` (:meth:`BatchCommit.start`, :meth:`BatchCommit.finish`) steps 3-4 run on
+one commit worker thread while the main thread consumes and processes the next batch (its records
+chained after this batch's working heads, its transaction not begun); steps 5-6 run on the main
+thread once the worker is done, and advance the heads only up to this batch. The test hooks fire
+at the same steps, the steps 3-4 ones on the worker.
+
 A failure before step 4 completes aborts the transaction and drops the working chain heads:
-nothing of the batch is visible, and the caller rewinds to the batch start. Retriable errors
+nothing of the batch is visible, and the caller rewinds to the batch start (pipelined: also the
+next batch, processed after those heads, is dropped and read again). Retriable errors
 are retried with backoff; a fatal error (fenced) raises :class:`Fatal`. Every librdkafka call
 runs under the watchdog's eye with its own timeout (:meth:`Watchdog.call`).
 """
@@ -22,8 +29,11 @@ runs under the watchdog's eye with its own timeout (:meth:`Watchdog.call`).
 from __future__ import annotations
 
 import functools
+import queue
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +45,7 @@ from auditor.stream.checkpointing import Checkpointer
 from auditor.stream.processor import BatchProcessor, BatchResult, MessageLike, Outgoing
 from auditor.stream.testhook import TestHook
 from auditor.stream.watchdog import Watchdog
+from auditor.trail.chain import ChainHead
 
 log = get_logger("auditor.stream")
 
@@ -77,6 +88,46 @@ class Outcome:
 
 
 COMMITTED = Outcome(True)
+ABORTING = Outcome(False, error="aborting")
+
+
+@dataclass
+class InFlight:
+    """A transaction whose steps 3-4 run on the commit worker (``batch.pipeline``)."""
+
+    batch: Sequence[MessageLike]
+    result: BatchResult
+    #: the working chain heads at the end of this batch: what becomes current when it commits
+    heads: Mapping[str, ChainHead]
+    future: Future[None] | None
+    outcome: Outcome | None = None
+
+
+class _Worker:
+    """One thread that runs the in-flight transaction's broker round trips (they release the GIL)."""
+
+    def __init__(self) -> None:
+        self._todo: queue.SimpleQueue[tuple[Callable[[], None], Future[None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="auditor-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], None]) -> Future[None]:
+        future: Future[None] = Future()
+        self._todo.put((fn, future))
+        return future
+
+    def _run(self) -> None:
+        while (job := self._todo.get()) is not None:
+            fn, future = job
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which decides
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+    def close(self) -> None:
+        self._todo.put(None)
 
 
 class BatchCommit:
@@ -90,58 +141,107 @@ class BatchCommit:
         #: t11: signs the records of each batch in the same transaction (auditor.stream.checkpointing)
         self.checkpoints: Checkpointer | None = None
         self._txn = 0  # delivery reports of an earlier transaction do not count for this one
+        self._worker: _Worker | None = None
 
     def commit(self, batch: Sequence[MessageLike], result: BatchResult) -> Outcome:
         """Run the sequence; on abort the working heads are dropped and nothing is visible."""
+        try:
+            sent = self._open(batch, result)
+            self._close(*sent)
+        except KafkaException as exc:
+            return self._abort(exc)
+        self._committed(result, None)
+        return COMMITTED
+
+    def start(self, batch: Sequence[MessageLike], result: BatchResult,
+              heads: Mapping[str, ChainHead]) -> InFlight:
+        """``batch.pipeline``: steps 1-2 here, steps 3-4 on the commit worker; :meth:`finish` waits
+        for them and does 5-6. ``heads`` are the working chain heads as they were at the end of this
+        batch (:meth:`BatchProcessor.working_heads`): a batch processed meanwhile seals after them,
+        and only these become current when this transaction commits. Nothing else may use the
+        producer until :meth:`finish` returned."""
+        try:
+            sent = self._open(batch, result)
+        except KafkaException as exc:
+            return InFlight(batch, result, heads, None, self._abort(exc))
+        if self._worker is None:
+            self._worker = _Worker()
+        return InFlight(batch, result, heads, self._worker.submit(functools.partial(self._close, *sent)))
+
+    def finish(self, inflight: InFlight) -> Outcome:
+        """Wait for an in-flight transaction; then advance the heads (up to its batch) and append the
+        file copy, or abort it. Raises :class:`Fatal` as :meth:`commit` does."""
+        if inflight.outcome is None:
+            assert inflight.future is not None
+            try:
+                inflight.future.result()
+            except KafkaException as exc:
+                inflight.outcome = ABORTING  # a second finish (at close, after a Fatal) does not abort again
+                inflight.outcome = self._abort(exc)
+            else:
+                inflight.outcome = COMMITTED
+                self._committed(inflight.result, inflight.heads)
+        return inflight.outcome
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+
+    def _open(self, batch: Sequence[MessageLike], result: BatchResult) -> tuple[list[TopicPartition], Any]:
+        """Steps 1-2: begin, produce; what step 3 sends."""
         producer, hook = self.producer, self.hook
         self._refused.clear()
         self._txn += 1
-        try:
-            with self.watchdog.call("begin_transaction", 5.0):
-                producer.begin_transaction()
-            if hook:
-                hook("after_begin")
-            signed = self.checkpoints.seal(result) if self.checkpoints is not None else []
-            delivered = functools.partial(self._delivered, self._txn)
-            produce = producer.produce
-            for o in result.outgoing:
-                try:
-                    if o.headers:
-                        produce(o.topic, o.value, o.key, -1 if o.partition is None else o.partition,
-                                on_delivery=delivered, headers=list(o.headers))
-                    else:
-                        produce(o.topic, o.value, o.key, -1 if o.partition is None else o.partition,
-                                on_delivery=delivered)
-                except BufferError:
-                    self._produce(o, delivered)
-            for o in signed:
+        with self.watchdog.call("begin_transaction", 5.0):
+            producer.begin_transaction()
+        if hook:
+            hook("after_begin")
+        signed = self.checkpoints.seal(result) if self.checkpoints is not None else []
+        delivered = functools.partial(self._delivered, self._txn)
+        produce = producer.produce
+        for o in result.outgoing:
+            try:
+                if o.headers:
+                    produce(o.topic, o.value, o.key, -1 if o.partition is None else o.partition,
+                            on_delivery=delivered, headers=list(o.headers))
+                else:
+                    produce(o.topic, o.value, o.key, -1 if o.partition is None else o.partition,
+                            on_delivery=delivered)
+            except BufferError:
                 self._produce(o, delivered)
-            if hook:
-                hook("after_produce")
-            tps = [TopicPartition(t, p, o) for (t, p), o in next_offsets(batch).items()] or self._fence(result)
-            metadata = self.consumer.consumer_group_metadata()
-            self._retry(lambda: producer.send_offsets_to_transaction(tps, metadata, SEND_OFFSETS_TIMEOUT_S),
-                        "send_offsets_to_transaction", SEND_OFFSETS_TIMEOUT_S, hook_step="in_send_offsets")
-            if hook:
-                hook("after_send_offsets")
-            self._retry(lambda: producer.commit_transaction(COMMIT_TIMEOUT_S), "commit_transaction",
-                        COMMIT_TIMEOUT_S)
-            if hook:
-                hook("after_commit")
-        except KafkaException as exc:
-            return self._abort(exc)
+        for o in signed:
+            self._produce(o, delivered)
+        if hook:
+            hook("after_produce")
+        tps = [TopicPartition(t, p, o) for (t, p), o in next_offsets(batch).items()] or self._fence(result)
+        return tps, self.consumer.consumer_group_metadata()
+
+    def _close(self, tps: list[TopicPartition], metadata: Any) -> None:
+        """Steps 3-4: send the offsets, commit (on the commit worker with ``batch.pipeline``)."""
+        producer, hook = self.producer, self.hook
+        self._retry(lambda: producer.send_offsets_to_transaction(tps, metadata, SEND_OFFSETS_TIMEOUT_S),
+                    "send_offsets_to_transaction", SEND_OFFSETS_TIMEOUT_S, hook_step="in_send_offsets")
+        if hook:
+            hook("after_send_offsets")
+        self._retry(lambda: producer.commit_transaction(COMMIT_TIMEOUT_S), "commit_transaction",
+                    COMMIT_TIMEOUT_S)
+        if hook:
+            hook("after_commit")
+
+    def _committed(self, result: BatchResult, heads: Mapping[str, ChainHead] | None) -> None:
+        """Steps 5-6, once the transaction committed."""
         if self.metrics is not None:
             self.metrics.transactions.labels("commit").inc()
-        self.processor.commit_heads()
+        self.processor.commit_heads(heads)
         if self.checkpoints is not None:
             self.checkpoints.commit()
-        if hook:
-            hook("after_heads")
+        if self.hook:
+            self.hook("after_heads")
         if self.file_copy is not None:
             audit = self.processor.routing.audit_topic  # t11: the topic's bytes, not re-sealed records
             self.file_copy.append(o.value for o in result.outgoing if o.topic == audit)
             self.file_copy.commit()
-        return COMMITTED
 
     def _fence(self, result: BatchResult) -> list[TopicPartition]:
         """A transaction that consumed nothing (the ledger's CORRECTION records) still goes through the

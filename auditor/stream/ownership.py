@@ -80,6 +80,8 @@ class Ownership:
         self.joined = False
         self.consumer: Any | None = None
         self.admin: AdminClient | None = None
+        #: waits until the daemon's in-flight transaction (batch.pipeline) committed or aborted
+        self.settle_in_flight: Callable[[], None] = lambda: None
 
     def attach(self, consumer: Any, admin: AdminClient) -> None:
         self.consumer, self.admin = consumer, admin
@@ -117,12 +119,15 @@ class Ownership:
                  partitions=[chainid.chain_id(tp.topic, tp.partition) for tp in partitions])
 
     def on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        # Every consumed batch was committed before consume() was called again: nothing pending.
+        # Every consumed batch was committed, or is in flight (batch.pipeline: the last one, whose
+        # transaction carries the offsets of these partitions), before consume() was called again.
+        self.settle_in_flight()
         self._drop(partitions)
         log.info("partitions revoked", partitions=[f"{tp.topic}/{tp.partition}" for tp in partitions])
 
     def on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.joined = False   # out of the group (session lost) until the next assignment
+        self.settle_in_flight()  # it most likely aborts (its offsets are fenced); then it is read again
         self._drop(partitions)
         log.warning("partitions lost", partitions=[f"{tp.topic}/{tp.partition}" for tp in partitions])
 

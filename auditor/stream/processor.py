@@ -172,9 +172,19 @@ class BatchProcessor:
             self.heads.pop(c, None)
             self._working.pop(c, None)
 
-    def commit_heads(self) -> None:
-        self.heads.update(self._working)
-        self._working.clear()
+    def commit_heads(self, upto: Mapping[str, ChainHead] | None = None) -> None:
+        """The transaction committed: its working heads become current. ``upto`` (``batch.pipeline``):
+        the working heads as they were at the end of the committed batch (:meth:`working_heads`); the
+        working heads of a later batch, processed meanwhile, stay working."""
+        if upto is None:
+            self.heads.update(self._working)
+            self._working.clear()
+        else:
+            self.heads.update(upto)
+
+    def working_heads(self) -> dict[str, ChainHead]:
+        """A copy of the working heads (``batch.pipeline``: what the batch just processed ends at)."""
+        return dict(self._working)
 
     def discard_heads(self) -> None:
         self._working.clear()

@@ -11,6 +11,18 @@ Durability order, per batch (the only order in which anything is made visible):
    without its audit record, and a retried batch never leaves a duplicate;
 4. only then advance the in-memory chain heads and append to the optional file copy.
 
+``batch.pipeline`` (default on) overlaps step 3's broker round trips with steps 1-2 of the next
+batch: the main thread begins the transaction of batch N and produces its outputs, hands
+``send_offsets_to_transaction`` + ``commit_transaction`` to the commit worker
+(:meth:`BatchCommit.start`), then consumes and processes N+1, its records chained after N's
+working heads, and only then waits for N (:meth:`BatchCommit.finish`). N's heads (a snapshot taken
+when N was processed), checkpoints and file copy advance once N committed; only then is N+1's
+transaction begun. If N aborted, N+1 is dropped too (its records chain on N's) and both are read
+again from N's start; the next batch then runs unpipelined, so a refused batch is split as below.
+A rebalance callback (inside ``consume``) waits for the in-flight transaction before partitions
+are given up (:attr:`Ownership.settle_in_flight`). The ledger path, a split, a restore, a
+transient failure, an idle poll and shutdown wait for the in-flight transaction first.
+
 Errors follow librdkafka's transactional guidance: retriable errors are retried; abortable
 errors abort the transaction, discard the working chain heads and rewind the consumer to the
 batch start (a batch whose outputs the broker refuses is split down to the message that fails,
@@ -18,7 +30,8 @@ batch start (a batch whose outputs the broker refuses is split down to the messa
 exit 3. A watchdog thread exits with code 4 when the loop stalls (:mod:`auditor.stream.watchdog`).
 
 Rebalancing is cooperative-sticky. Because a batch is committed before ``consume`` is called
-again, nothing is pending when partitions are revoked (commit on revoke is the normal path);
+again, or is in flight and waited for in the revoke callback, nothing is pending when partitions
+are revoked (commit on revoke is the normal path);
 on lost partitions the next commit fails and the batch is aborted. Newly assigned partitions
 stay paused until their chain heads are restored from the audit topic and agree with the
 committed offsets (:mod:`auditor.stream.ownership`).
@@ -47,7 +60,7 @@ from auditor.logging import get_logger
 from auditor.metrics import Metrics
 from auditor.stream.budget import read_budget
 from auditor.stream.checkpointing import Checkpointer
-from auditor.stream.commit import BatchCommit, Fatal, first_offsets
+from auditor.stream.commit import BatchCommit, Fatal, InFlight, first_offsets
 from auditor.stream.fairness import Rotation
 from auditor.stream.http import OpsServer
 from auditor.stream.intake import take_batch
@@ -98,6 +111,15 @@ class Daemon:
         self.rotation = Rotation()
         #: the subject ledger (auditor.stream.ledgerfeed), set by build_daemon when ledger.dir is configured
         self.ledger: LedgerFeed | None = None
+        #: batch.pipeline: the transaction on the commit worker, and one that aborted whose batch (with
+        #: whatever was consumed after it) is still to be read again
+        self.pipelined = cfg.batch.pipeline
+        self._inflight: InFlight | None = None
+        self._aborted: InFlight | None = None
+        self._sync_next = False
+        #: a Fatal met while waiting for the in-flight transaction inside a rebalance callback
+        self._fatal_in_callback: Fatal | None = None
+        self.ownership.settle_in_flight = self._settle_in_callback
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -146,6 +168,7 @@ class Daemon:
         self.committer = BatchCommit(producer, self.consumer, self.processor, self.watchdog, self.file_copy, self.hook,
                                      self.metrics)
         self.committer.checkpoints = self.checkpoints  # t11: the checkpoint covering each batch, same transaction
+        self.pipelined = self.cfg.batch.pipeline and self.ledger is None  # l12: the ledger path runs in turn
         self.committer._retry(lambda: producer.init_transactions(30), "init_transactions", 30)
         self.ownership.attach(self.consumer, admin)
         self.consumer.subscribe(list(cfg.topics.events), on_assign=self.ownership.on_assign,
@@ -188,6 +211,7 @@ class Daemon:
             self.start()
             while not self.stop_requested.is_set():
                 self.step()
+            self._drain()
             log.info("draining: last batch committed, leaving the group")
             return EXIT_OK
         except Fatal as exc:
@@ -209,6 +233,14 @@ class Daemon:
         if self.lag is not None:
             self.lag.close()
             self.lag = None
+        if self._inflight is not None and self.committer is not None:  # an error left one on the worker
+            try:
+                self.committer.finish(self._inflight)  # committed (heads, file copy) or aborted
+            except Exception as exc:  # noqa: BLE001 - closing goes on; a restart reads it again
+                log.warning("the in-flight transaction failed at close", error=str(exc)[:300])
+            self._inflight = None
+        if self.committer is not None:
+            self.committer.close()
         if self.consumer is not None:
             try:
                 self.consumer.close()  # leaves the group; revokes with nothing pending
@@ -237,6 +269,8 @@ class Daemon:
     # ------------------------------------------------------------------ one batch
     def step(self) -> None:
         assert self.consumer is not None and self.committer is not None
+        if self._inflight is not None and self.ownership.owned() != self.ownership.restored():
+            self._drain()  # a chain to restore: no transaction of ours open on the audit partitions
         self.ownership.restore_due()
         self.ownership.report()
         self.metrics.ready.set(1 if self.ready() else 0)
@@ -255,14 +289,89 @@ class Daemon:
                 log.warning("consumer error", error=str(err), retriable=err.retriable())
         if self.ledger is not None and not self._ledger_caught_up(restored, batch):
             return
+        if self._fatal_in_callback is not None:
+            raise self._fatal_in_callback
+        if self._aborted is not None:  # the in-flight transaction aborted in a rebalance callback
+            self._reread(batch)
+            return
         if not batch:
+            self._drain()
             self._idle()
             return
         committer = self.committer
         self.rotation.after_batch(self.consumer, batch, restored)
+        if self.pipelined and not self._sync_next:
+            self._pipelined(batch)
+            return
+        self._drain()
+        self._sync_next = False
         progress = commit_or_split(batch, None, self.processor.process, committer.commit,
                                    self.processor.reject_unwritable, self.cfg.batch.split_after_failures)
         self._settle(progress)
+
+    # ------------------------------------------------------------------ batch.pipeline
+    def _pipelined(self, batch: list[Any]) -> None:
+        """Process this batch while the previous one commits; then begin its own transaction."""
+        assert self.committer is not None
+        try:
+            result = self.processor.process(batch)  # chained after the in-flight batch's working heads
+        except TransientError as exc:
+            self._await_inflight()
+            if self._aborted is None:
+                self._settle(Progress(failed=list(batch), transient=True, error=str(exc)))
+            else:
+                self._reread(batch)
+            return
+        heads = self.processor.working_heads()
+        if self._inflight is not None and self.hook:
+            self.hook("next_processed")
+        self._await_inflight()
+        if self._aborted is not None:  # this batch's records chain on the aborted one's: read both again
+            self._reread(batch)
+            return
+        inflight = self._inflight = self.committer.start(batch, result, heads)
+        if inflight.outcome is not None:  # aborted before it reached the worker
+            self._await_inflight()
+            self._reread([])
+
+    def _await_inflight(self) -> None:
+        """Wait for the transaction on the commit worker; settle it (heads, file copy, metrics), or note
+        its abort (its batch is read again by :meth:`_reread`)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return
+        assert self.committer is not None
+        outcome = self.committer.finish(inflight)  # Fatal: exit 3
+        if outcome.committed:
+            self._settle(Progress(committed=[(inflight.batch, inflight.result)]))
+        else:
+            self.ownership.note_aborted(first_offsets(inflight.batch))
+            self._aborted = inflight
+
+    def _reread(self, batch: Sequence[MessageLike]) -> None:
+        """The in-flight transaction aborted: rewind to its start, and to the start of ``batch``
+        (consumed or processed after it, dropped) where it had nothing; the next batch runs in turn."""
+        aborted, self._aborted = self._aborted, None
+        self.processor.discard_heads()  # done by the abort already; ``batch``'s heads chained on them
+        self._rewind([*(aborted.batch if aborted is not None else ()), *batch])
+        self._sync_next = True
+
+    def _drain(self) -> None:
+        """Main loop: no transaction left on the worker (an aborted one rewound)."""
+        self._await_inflight()
+        if self._aborted is not None:
+            self._reread([])
+
+    def _settle_in_callback(self) -> None:
+        """Ownership's on_revoke/on_lost, inside consume(): the in-flight transaction carries the
+        offsets of the partitions going away, so it ends first. A rewind waits for the main loop."""
+        if self._inflight is None:
+            return
+        try:
+            with self.watchdog.outside_call():  # consume's own timeout does not count meanwhile
+                self._await_inflight()
+        except Fatal as exc:
+            self._fatal_in_callback = exc  # raised by the main loop once consume returns
 
     def _ledger_caught_up(self, restored: frozenset[tuple[str, int]], batch: Sequence[MessageLike]) -> bool:
         """l12: the facts partitions read to their end and late facts corrected before the batch

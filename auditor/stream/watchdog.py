@@ -1,14 +1,17 @@
 """Liveness: a watchdog thread for the main loop, and signals handled off the main thread.
 
 The main loop beats when it makes progress (a batch committed, or nothing to do) and runs every
-librdkafka call inside :meth:`Watchdog.call` with that call's own timeout. The watchdog thread,
-started at start-up, fires when
+librdkafka call inside :meth:`Watchdog.call` with that call's own timeout. Each thread has its own
+current call: with ``batch.pipeline`` the commit worker runs a transaction's
+``send_offsets_to_transaction`` and ``commit_transaction`` while the main thread consumes and
+processes the next batch. The watchdog thread, started at start-up, fires when
 
-- a call has run longer than its own timeout plus ``call_margin_s`` (librdkafka 2.16 can block
-  in ``send_offsets_to_transaction`` far past its timeout after a broker restart), or
+- a call, in any thread, has run longer than its own timeout plus ``call_margin_s`` (librdkafka
+  2.16 can block in ``send_offsets_to_transaction`` far past its timeout after a broker restart), or
 - the loop has made no progress for ``stall_timeout_s`` while it had work (every transaction
   aborting, a call retried without end, every owned partition paused); a call in progress is
-  judged by its own timeout, so this counts up to the start of the current call, or
+  judged by its own timeout, so this counts up to the start of the oldest call in progress (a
+  thread waiting for another thread's call, :meth:`Watchdog.outside_call`, is in no call), or
 - a stop was requested (SIGTERM) and the process has not finished within ``shutdown_timeout_s``.
 
 Firing marks the process unhealthy (``/healthz`` 503), logs the reason and exits with
@@ -49,7 +52,8 @@ class Watchdog:
         self.shutdown_timeout_s = shutdown_timeout_s
         self.fire, self.clock = fire, clock
         self.last_beat = clock()
-        self.current: _Call | None = None
+        #: the call in progress in each thread (by thread id)
+        self._calls: dict[int, _Call] = {}
         self.stop_requested_at: float | None = None
         self.fired: str | None = None
         self._halt = threading.Event()
@@ -59,14 +63,41 @@ class Watchdog:
     def beat(self) -> None:
         self.last_beat = self.clock()
 
+    @property
+    def current(self) -> _Call | None:
+        """The oldest call in progress, of any thread."""
+        calls = list(self._calls.values())
+        return min(calls, key=lambda c: c.started) if calls else None
+
     @contextmanager
     def call(self, name: str, timeout: float) -> Iterator[None]:
-        """A blocking client call with its own timeout (seconds)."""
-        self.current = _Call(name, self.clock(), timeout)
+        """A blocking client call with its own timeout (seconds). A call inside another call of the
+        same thread replaces it until it returns; the outer call then counts again from that moment."""
+        me = threading.get_ident()
+        outer = self._calls.get(me)
+        self._calls[me] = _Call(name, self.clock(), timeout)
         try:
             yield
         finally:
-            self.current = None  # a call that returned is not progress by itself
+            self._restore(me, outer)  # a call that returned is not progress by itself
+
+    @contextmanager
+    def outside_call(self) -> Iterator[None]:
+        """The current thread waits for work watched in another thread (the in-flight commit, from a
+        rebalance callback inside ``consume``): its own call does not count meanwhile, and counts
+        again from the moment the wait ends."""
+        me = threading.get_ident()
+        outer = self._calls.pop(me, None)
+        try:
+            yield
+        finally:
+            self._restore(me, outer)
+
+    def _restore(self, me: int, outer: _Call | None) -> None:
+        if outer is None:
+            self._calls.pop(me, None)
+        else:
+            self._calls[me] = _Call(outer.name, self.clock(), outer.timeout)
 
     def stopping(self) -> None:
         """A stop was requested: the process must be gone within shutdown_timeout_s."""
@@ -80,16 +111,17 @@ class Watchdog:
         if self.stop_requested_at is not None and now - self.stop_requested_at > self.shutdown_timeout_s:
             return (f"shutdown did not finish within shutdown_timeout_s={self.shutdown_timeout_s:g}s "
                     "(the main thread is blocked or the broker is gone)")
-        call = self.current
+        calls = sorted(self._calls.values(), key=lambda c: c.started)
         idle = now - self.last_beat
-        if call is not None:
+        for call in calls:
             ran = now - call.started
             if ran > call.timeout + self.call_margin_s:
                 return (f"the Kafka client call {call.name} has run {ran:.0f}s, past its own "
                         f"{call.timeout:g}s timeout plus watchdog.call_margin_s={self.call_margin_s:g}s")
+        if calls:
             # a call is judged by its own timeout, but a loop that was already without progress when it
             # began the call (one that keeps making short calls and never commits) is stalled all the same
-            idle = call.started - self.last_beat
+            idle = calls[0].started - self.last_beat
         if idle > self.stall_timeout_s:
             return (f"the main loop made no progress for {idle:.0f}s "
                     f"(watchdog.stall_timeout_s={self.stall_timeout_s:g}s)")
