@@ -76,6 +76,8 @@ from auditor.stream.watchdog import SignalThread, Watchdog
 log = get_logger("auditor.stream")
 
 EXIT_OK, EXIT_FATAL, EXIT_SHUTDOWN_TIMEOUT = ExitCode.OK, ExitCode.BROKER, ExitCode.WATCHDOG
+#: while a transaction is in flight, the consumer is polled for the next batch in slices this long
+IN_FLIGHT_POLL_S = 0.005
 
 
 class Daemon:
@@ -275,7 +277,7 @@ class Daemon:
         self.ownership.report()
         self.metrics.ready.set(1 if self.ready() else 0)
         with self.watchdog.call("consume", self.cfg.batch_max_ms / 1000 + 5):
-            msgs = take_batch(self.consumer, self.cfg.batch_max_events, self.cfg.batch_max_ms / 1000)
+            msgs = self._take(self.cfg.batch_max_ms / 1000)
         restored = self.ownership.restored()
         batch = []
         for m in msgs:
@@ -310,6 +312,19 @@ class Daemon:
         self._settle(progress)
 
     # ------------------------------------------------------------------ batch.pipeline
+    def _take(self, max_wait_s: float) -> list[Any]:
+        """take_batch; while a transaction is on the worker, waiting for the first message only as long
+        as it runs (then an empty poll settles it at once, not ``batch.max_ms`` later)."""
+        assert self.consumer is not None
+        inflight = self._inflight
+        if inflight is None or inflight.future is None:
+            return take_batch(self.consumer, self.cfg.batch_max_events, max_wait_s)
+        deadline = time.monotonic() + max_wait_s
+        while True:
+            msgs = take_batch(self.consumer, self.cfg.batch_max_events, min(IN_FLIGHT_POLL_S, max_wait_s))
+            if msgs or inflight.future.done() or time.monotonic() >= deadline:
+                return msgs
+
     def _pipelined(self, batch: list[Any]) -> None:
         """Process this batch while the previous one commits; then begin its own transaction."""
         assert self.committer is not None

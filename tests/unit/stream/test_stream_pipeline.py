@@ -59,6 +59,8 @@ class Consumer:
             while len(out) < n and self.position[p] < len(self.logs[p]):
                 out.append(self.logs[p][self.position[p]])
                 self.position[p] += 1
+        if not out and timeout > 0:
+            time.sleep(timeout)  # librdkafka waits that long for a message that does not come
         return out
 
     def seek(self, tp: TopicPartition) -> None:
@@ -128,9 +130,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyRing:
     return KeyRing.generate(tmp_path_factory.mktemp("k") / "keys", "example.com/auditor")
 
 
-def daemon(keys: KeyRing, logs: dict[int, int], max_events: int = 2, pipeline: bool = True
+def daemon(keys: KeyRing, logs: dict[int, int], max_events: int = 2, pipeline: bool = True, max_ms: int = 1
            ) -> tuple[Daemon, Consumer, Producer]:
-    cfg = load_config(env={"AUDITOR_BATCH_MAX_EVENTS": str(max_events), "AUDITOR_BATCH_MAX_MS": "1",
+    cfg = load_config(env={"AUDITOR_BATCH_MAX_EVENTS": str(max_events), "AUDITOR_BATCH_MAX_MS": str(max_ms),
                            "AUDITOR_BATCH_PIPELINE": "true" if pipeline else "false"})
     p = processor()
     cp = Checkpointer(keys.signer, keys.verifier, "audit.checkpoints", audit_partitions=3, partitions=3)
@@ -266,6 +268,18 @@ def test_shutdown_finishes_the_in_flight_transaction_before_close(keys):
     assert d.run() == 0
     assert [n for n, _, _ in producer.committed] == [1, 2, 3], "the last transaction committed before close"
     assert d.processor.heads["events/0"].size == 6 and d._inflight is None
+
+
+def test_with_nothing_more_to_consume_the_in_flight_batch_settles_when_it_commits_not_after_max_ms(keys):
+    d, consumer, producer = daemon(keys, {0: 2}, max_ms=3000)
+    gate = producer.gate[1] = threading.Event()
+    d.step()  # the only batch, on the worker
+    threading.Timer(0.2, gate.set).start()
+    t0 = time.monotonic()
+    d.step()  # nothing to consume: polls while the transaction runs, then settles it
+    took = time.monotonic() - t0
+    assert d._inflight is None and d.processor.heads["events/0"].size == 2
+    assert 0.15 < took < 1.5, f"settled {took:.2f}s after the poll began (batch.max_ms is 3 s)"
 
 
 def test_switched_off_the_daemon_commits_each_batch_before_it_consumes_the_next(keys):
