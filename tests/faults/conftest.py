@@ -28,6 +28,7 @@ def _progress(message: str) -> None:
 FAST = {
     "test_sigkill_at_each_transaction_step_loses_and_duplicates_nothing[after_send_offsets]",
     "test_malformed_and_spoofed_headers",
+    "test_sigkill_while_a_batch_commits_and_the_next_is_processed_loses_and_duplicates_nothing",
 }
 
 
