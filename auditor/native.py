@@ -162,18 +162,23 @@ class NativeSealer:
         return bytes(self._sealer.encode_field(name, value))
 
     def seal_batch(self, records: Iterable[Any], heads: Mapping[str, ChainHead], layout: int | None = None,
-                   batch: tuple[Any, ...] = ()) -> tuple[list[SealedBytes], dict[str, ChainHead]]:
+                   batch: tuple[Any, ...] = (), tuples: bool = False) -> tuple[list[SealedBytes], dict[str, ChainHead]]:
         """Seal ``records`` in order, each after its chain's head (from ``heads``, else the
         chain's genesis). Returns the sealed bytes per record and the chains' new heads (only the
         chains the batch touched). ``heads`` itself is not changed.
 
         With ``layout`` (from :meth:`add_layout`), a record may also be given as a plain tuple
         ``(facts, chain_id, ...)``: its bytes are built as the layout says, ``batch`` holding the
-        layout's batch values. A record object (a NamedTuple) is encoded as always."""
+        layout's batch values. A record object (a NamedTuple) is encoded as always.
+
+        With ``tuples``, each sealed record is the plain tuple ``(data, seq, prev_hash, record_hash)``
+        the compiled code returns, not wrapped as a :class:`SealedBytes` (the same values, by position)."""
         work: dict[str, tuple[int, bytes]] = {c: (h.size, h.head_hash) for c, h in heads.items()}
         before = dict(work)
-        new = tuple.__new__
-        sealed = [new(SealedBytes, t) for t in self._sealer.seal_batch(records, work, layout, batch)]
+        sealed: list[Any] = self._sealer.seal_batch(records, work, layout, batch)
+        if not tuples:
+            new = tuple.__new__
+            sealed = [new(SealedBytes, t) for t in sealed]
         return sealed, {c: ChainHead(c, s, h) for c, (s, h) in work.items() if before.get(c) != (s, h)}
 
 

@@ -112,12 +112,14 @@ class NativePath:
             return exc
 
     def seal(self, records: Sequence[AuditRecord | tuple[Any, ...]], heads: Mapping[str, ChainHead],
-             layout: int | None = None, batch: tuple[Any, ...] = ()
+             layout: int | None = None, batch: tuple[Any, ...] = (), tuples: bool = False
              ) -> tuple[list[SealResult], dict[str, ChainHead]]:
         """As :meth:`PythonPath.seal`; with ``layout`` (a handle of the sealer's) a record may also
-        be an item ``(facts, chain_id, ...)`` the sealer builds the record from (stream/factpath.py)."""
+        be an item ``(facts, chain_id, ...)`` the sealer builds the record from (stream/factpath.py).
+        With ``tuples``, a sealed record may be a plain ``(data, seq, prev_hash, record_hash)``
+        tuple rather than a :class:`SealedBytes` (read them by position)."""
         try:
-            sealed, new = self.sealer.seal_batch(records, heads, layout, batch)
+            sealed, new = self.sealer.seal_batch(records, heads, layout, batch, tuples)
         except TransientError:
             raise
         except Exception:  # noqa: BLE001 - find the record that fails, alone

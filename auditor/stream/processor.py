@@ -42,6 +42,7 @@ from auditor.policy.engine import MemoEvaluator
 from auditor.stream.budget import HeadersLike, OutputBudget, dead_letter, message_size
 from auditor.stream.factpath import (
     ITEM_CHAIN,
+    ITEM_DECISION,
     ITEM_DIGEST,
     ITEM_FACTS,
     ITEM_OFFSET,
@@ -208,11 +209,11 @@ class BatchProcessor:
         return out
 
     def _audit_facts(self, batch: list[MessageLike], values: list[bytes | None], hot: NativePath, facts: FactPath,
-                     now: datetime) -> list[_Audit | _Reject | _Fact]:
+                     now: datetime) -> list[_Item]:
         """The batch as facts tuples (one call): what the memo already decided is audited from the
         tuple (sealed by the compiled sealer from the tuple too); the rest is decoded into Events
         (one more call) and audited the full way."""
-        items: list[_Audit | _Reject | _Fact | None] = []
+        items: list[_Item | None] = []
         rest: list[int] = []
         audit_fact = self._audit_fact
         for i, (msg, raw, result) in enumerate(zip(batch, values, hot.decode_facts(values), strict=True)):
@@ -229,7 +230,7 @@ class BatchProcessor:
         return items  # type: ignore[return-value]  # every None was replaced
 
     def _audit_fact(self, facts: FactPath, msg: MessageLike, raw: bytes, decoded: Decoded) -> _Fact | None:
-        """One event audited from its facts tuple, or None: the full path then audits it."""
+        """One event audited from its facts tuple (a :data:`_Fact` item), or None: the full path then audits it."""
         try:
             self._timed += 1
             t0 = time.perf_counter() if self._timed % DECISION_TIMING_SAMPLE == 1 else -1.0
@@ -242,13 +243,14 @@ class BatchProcessor:
             template, evaluator = hit
             topic, partition = msg.topic() or "", msg.partition() or 0
             chain = self._chains.get((topic, partition)) or self._chain_of(topic, partition)
-            decided = self._template(template)
+            decided = self._decided.data.get(id(template))
+            if decided is None or decided.template is not template:
+                decided = self._template(template)
             pseudonymize = self.pseudonymizer
-            seal = (t, chain, topic, partition, msg.offset() or 0, decoded.digest, pseudonymize(t[facts.actor_at]),
-                    pseudonymize(t[facts.subject_at]), decided.raw)
+            return (t, chain, topic, partition, msg.offset() or 0, decoded.digest, pseudonymize(t[facts.actor_at]),
+                    pseudonymize(t[facts.subject_at]), decided.raw, msg, raw, decided, evaluator, seconds)
         except Exception:  # noqa: BLE001 - the full path judges it again and names any failure
             return None
-        return _Fact(msg, raw, seal, decided, evaluator, seconds)
 
     def _chain_of(self, topic: str, partition: int) -> str:
         if len(self._chains) > 10_000:
@@ -269,15 +271,16 @@ class BatchProcessor:
         """An event audited from its tuple whose record the compiled sealer did not build: its
         record is built as a Python object (the same record) and sealed as any other."""
         assert self.facts is not None
-        t, seal = item.seal[ITEM_FACTS], item.seal
-        source = SourceRef(seal[ITEM_TOPIC], seal[ITEM_PARTITION], seal[ITEM_OFFSET])
+        t, decided = item[ITEM_FACTS], item[_DECIDED]
+        source = SourceRef(item[ITEM_TOPIC], item[ITEM_PARTITION], item[ITEM_OFFSET])
         try:
-            decision = Decision(t[self.facts.id_at], *item.decided.template[1:])
-            record = self.facts.record(t, item.decided.facts, source, seal[ITEM_DIGEST], self.pseudonymizer,
+            decision = Decision(t[self.facts.id_at], *decided.template[1:])
+            record = self.facts.record(t, decided.facts, source, item[ITEM_DIGEST], self.pseudonymizer,
                                        self.instance_id, now)
         except Exception as exc:  # noqa: BLE001 - one message never stops the batch
-            return self._faulted(item.msg, source, item.raw, exc, "build", now)
-        return _Audit(item.msg, source, item.raw, record, None, decision, item.evaluator, True, item.seconds, now)
+            return self._faulted(item[_MSG], source, item[_RAW], exc, "build", now)
+        return _Audit(item[_MSG], source, item[_RAW], record, None, decision, item[_EVALUATOR], True, item[_SECONDS],
+                      now)
 
     def _audit(self, msg: MessageLike, raw: bytes | None, decoded: DecodeResult, now: datetime) -> _Audit | _Reject:
         """One message's unsealed record, or its rejection. Nothing here changes any state."""
@@ -318,61 +321,61 @@ class BatchProcessor:
             return self._faulted(msg, source, raw, exc, stage, now)
         return _Audit(msg, source, raw, record, event, decision, evaluator, short, seconds, now, judged)
 
-    def _seal_and_route(self, out: BatchResult, items: list[_Audit | _Reject | _Fact], now: datetime | None = None
-                        ) -> None:
+    def _seal_and_route(self, out: BatchResult, items: list[_Item], now: datetime | None = None) -> None:
         """Seal every record after its chain's working head (one call), route them, advance the heads.
 
         An audit record that cannot be sealed or routed (over the audit topic's budget, a fault)
         becomes a rejection in its place, and the batch is sealed again: the records after it in
         its chain link to the rejection, as if it had been rejected from the start. An event
         audited from its facts tuple whose record the compiled sealer could not build is audited
-        again with its record built in Python (:meth:`_full_way`), and the batch sealed again."""
+        again with its record built in Python (:meth:`_full_way`), and the batch sealed again.
+        Each record's outputs go into ``out`` as it is routed; a batch sealed again first takes
+        back what its earlier round put there."""
         hot = self.hot
         layout = None
-        if isinstance(hot, NativePath) and any(isinstance(it, _Fact) for it in items):
+        if isinstance(hot, NativePath) and any(type(it) is tuple for it in items):
             layout = self._fact_layout(hot)
+        mark = [len(getattr(out, name)) for name in _RESULT_LISTS]
         while True:
-            records: list[Any] = [it.seal if isinstance(it, _Fact) else it.record for it in items]
+            records: list[Any] = [it if type(it) is tuple else it.record for it in items]  # type: ignore[union-attr]
             chains = {r[ITEM_CHAIN] if type(r) is tuple else r.chain_id for r in records}
             heads = {c: self._working.get(c) or self.heads.get(c) or ChainHead.genesis(c) for c in chains}
             if layout is not None:
                 assert isinstance(hot, NativePath) and now is not None
-                sealed, new_heads = hot.seal(records, heads, layout, (now,))
+                sealed, new_heads = hot.seal(records, heads, layout, (now,), tuples=True)
             else:
                 sealed, new_heads = hot.seal(records, heads)
-            placed: list[_Route | _FactRoute | tuple[_Reject, SealedBytes]] = []
             replaced = False
+            place_fact, dead_letter = self._place_fact, self._dead_letter
             for i, (item, seal) in enumerate(zip(items, sealed, strict=True)):
-                route: _Route | _FactRoute | _Reject
-                if isinstance(item, _Fact):
+                reject: _Audit | _Reject | None
+                if type(item) is tuple:  # a _Fact
                     assert now is not None
                     if isinstance(seal, Exception):  # the compiled sealer could not build it: the full way
-                        items[i], replaced = self._full_way(item, now), True
-                        continue
-                    route = self._route_fact(item, seal, now)
+                        reject = self._full_way(item, now)
+                    else:
+                        reject = place_fact(out, item, seal, now)
                 elif isinstance(item, _Reject):
                     if isinstance(seal, Exception):
                         raise seal  # a rejection that cannot be sealed: the batch fails (as it always did)
-                    placed.append((item, seal))
+                    out.sealed.append((item.record, seal[1], seal[2], seal[3]))
+                    dead_letter(out, item, seal[0], seal[1])
                     continue
                 else:
+                    assert isinstance(item, _Audit)
                     route = self._route(item, seal)
-                if isinstance(route, _Reject):
-                    items[i], replaced = route, True
-                else:
-                    placed.append(route)
+                    if isinstance(route, _Reject):
+                        reject = route
+                    else:
+                        self._place(out, route)
+                        continue
+                if reject is not None:
+                    items[i], replaced = reject, True
             if not replaced:
                 break
+            for name, n in zip(_RESULT_LISTS, mark, strict=True):
+                del getattr(out, name)[n:]
         self._working.update(new_heads)
-        for p in placed:
-            if isinstance(p, _FactRoute):
-                self._place_fact(out, p)
-            elif isinstance(p, _Route):
-                self._place(out, p)
-            else:
-                reject, seal = p
-                out.sealed.append((reject.record, seal.seq, seal.prev_hash, seal.record_hash))
-                self._dead_letter(out, reject, seal.data, seal.seq)
 
     def _place(self, out: BatchResult, p: _Route) -> None:
         """The outputs of one sealed record into the batch's result."""
@@ -392,22 +395,47 @@ class BatchProcessor:
                 item.source.partition or 0, item.record.facts.subject_pseudonym, to_us(event.occurred_at),
                 item.record.chain_id, seal.seq, event.event_id, judged.reads, seal.data))
 
-    def _place_fact(self, out: BatchResult, p: _FactRoute) -> None:
-        """:meth:`_place` of a record sealed from a facts tuple (its AuditRecord is built only if read)."""
-        fact, seal = p.item, p.sealed
-        it = fact.seal
-        record: Any = LazyRecord(it[ITEM_CHAIN], seal.data)
-        out.sealed.append((record, seal.seq, seal.prev_hash, seal.record_hash))
+    def _place_fact(self, out: BatchResult, item: _Fact, seal: tuple[bytes, int, bytes, bytes], now: datetime
+                    ) -> _Reject | None:
+        """:meth:`_route` and :meth:`_place` of a record sealed from a facts tuple (the same outputs;
+        its AuditRecord is built only if read), or the rejection that replaces it."""
+        facts = self.facts
+        assert facts is not None
+        t, chain = item[ITEM_FACTS], item[ITEM_CHAIN]
+        data, seq = seal[0], seal[1]
+        stage = "seal"
+        try:
+            key = chain.encode()
+            if len(data) + len(key) > self.budget.audit:
+                self._check_budget(data, key)
+            stage = "route"
+            decided: _Template = item[_DECIDED]
+            violation = self._fact_violation(item, seq, seal[3]) if decided.violation else None
+            kind = t[facts.kind_at]
+            labels = decided.audited.get(kind) or decided.audited.setdefault(
+                kind, (decided.pack_id, kind, decided.verdict))
+            when = t[facts.time_at] / 1_000_000  # int / int: correctly rounded, as occurred_at.timestamp()
+        except TransientError:
+            raise
+        except DecodeError as exc:
+            source = SourceRef(item[ITEM_TOPIC], item[ITEM_PARTITION], item[ITEM_OFFSET])
+            return self._rejected(item[_MSG], source, item[_RAW], exc.reason, str(exc), exc, stage, now)
+        except Exception as exc:  # noqa: BLE001 - one message never stops the batch
+            source = SourceRef(item[ITEM_TOPIC], item[ITEM_PARTITION], item[ITEM_OFFSET])
+            return self._faulted(item[_MSG], source, item[_RAW], exc, stage, now)
         routing = self.routing
-        partition = chainid.audit_partition(it[ITEM_PARTITION], routing.audit_partitions)
-        out.outgoing.append(Outgoing(routing.audit_topic, partition, p.key, seal.data))
-        out.audited.append(p.labels)
-        out.occurred_at.append(p.when)
-        if p.violation is not None:
-            out.outgoing.append(p.violation[0])
-            out.violations.extend(p.violation[1])
-        if fact.seconds >= 0:
-            out.decision_seconds.append(fact.seconds)
+        record: Any = LazyRecord(chain, data)
+        out.sealed.append((record, seq, seal[2], seal[3]))
+        out.outgoing.append(_outgoing(Outgoing, (routing.audit_topic, (item[ITEM_PARTITION] or 0) %
+                                                 routing.audit_partitions, key, data, ())))
+        out.audited.append(labels)
+        out.occurred_at.append(when)
+        if violation is not None:
+            out.outgoing.append(violation[0])
+            out.violations.extend(violation[1])
+        if item[_SECONDS] >= 0:
+            out.decision_seconds.append(item[_SECONDS])
+        return None
 
     def append_record(self, out: BatchResult, record: AuditRecord) -> tuple[int, bytes]:
         """Seal ``record`` after its chain's working head and route it to the audit topic (a
@@ -424,6 +452,7 @@ class BatchProcessor:
         try:
             if isinstance(seal, Exception):
                 raise seal
+            seal = SealedBytes._make(seal)  # a plain tuple when the batch was sealed with tuples=True
             key = record.chain_id.encode()
             self._check_budget(seal.data, key)
             stage = "route"
@@ -449,31 +478,6 @@ class BatchProcessor:
         if len(data) + len(key) > audit_budget:
             raise DecodeError(f"the audit record would be {len(data)} bytes, over the audit topic's "
                               f"budget of {audit_budget} bytes", reason="record_too_large")
-
-    def _route_fact(self, item: _Fact, seal: SealedBytes, now: datetime) -> _FactRoute | _Reject:
-        """:meth:`_route` of an event audited from its facts tuple (the same outputs)."""
-        facts = self.facts
-        assert facts is not None
-        it = item.seal
-        t, chain = it[ITEM_FACTS], it[ITEM_CHAIN]
-        stage = "seal"
-        try:
-            key = chain.encode()
-            self._check_budget(seal.data, key)
-            stage = "route"
-            decided = item.decided
-            violation = self._fact_violation(item, seal) if decided.violation else None
-            labels = (decided.pack_id, t[facts.kind_at], decided.verdict)
-            when = t[facts.time_at] / 1_000_000  # int / int: correctly rounded, as occurred_at.timestamp()
-        except TransientError:
-            raise
-        except DecodeError as exc:
-            source = SourceRef(it[ITEM_TOPIC], it[ITEM_PARTITION], it[ITEM_OFFSET])
-            return self._rejected(item.msg, source, item.raw, exc.reason, str(exc), exc, stage, now)
-        except Exception as exc:  # noqa: BLE001 - one message never stops the batch
-            source = SourceRef(it[ITEM_TOPIC], it[ITEM_PARTITION], it[ITEM_OFFSET])
-            return self._faulted(item.msg, source, item.raw, exc, stage, now)
-        return _FactRoute(item, seal, key, labels, when, violation)
 
     def _violations(self, event: Any, decision: Decision, evaluator: MemoEvaluator,
                     record: AuditRecord, head: ChainHead, source: SourceRef,
@@ -515,14 +519,15 @@ class BatchProcessor:
             hit = self._decided.put(id(template), _Template(template, facts, raw), 1024 + 4 * size + 2 * len(raw))
         return hit
 
-    def _fact_violation(self, item: _Fact, seal: SealedBytes) -> tuple[Outgoing, list[tuple[str, str, str, str, str]]]:
+    def _fact_violation(self, it: _Fact, seq: int, record_hash: bytes
+                        ) -> tuple[Outgoing, list[tuple[str, str, str, str, str]]]:
         """:meth:`_violations` of an event audited from its facts tuple: the message is the
         template's fixed JSON parts with this event's values put in (the same bytes)."""
         facts = self.facts
         assert facts is not None
-        decided, it = item.decided, item.seal
+        decided: _Template = it[_DECIDED]
         t = it[ITEM_FACTS]
-        pack = item.evaluator.compiled
+        pack = it[_EVALUATOR].compiled
         rtype, purpose = t[facts.rtype_at], t[facts.purpose_at]
         labels = decided.labels.get((rtype, purpose))
         if labels is None:
@@ -534,7 +539,7 @@ class BatchProcessor:
         topic, partition, offset, eid = it[ITEM_TOPIC], it[ITEM_PARTITION], it[ITEM_OFFSET], t[facts.id_at]
         occurred = (_EPOCH + timedelta(microseconds=t[facts.time_at])).isoformat()
         slots = {"event_id": eid, "source": f"{topic}/{partition}@{offset}", "chain_id": it[ITEM_CHAIN],
-                 "seq": seal.seq, "record_hash": seal.record_hash.hex(), "kind": t[facts.kind_at], "purpose": purpose,
+                 "seq": seq, "record_hash": record_hash.hex(), "kind": t[facts.kind_at], "purpose": purpose,
                  "recipient_type": rtype, "subject_pseudonym": it[ITEM_SUBJECT],
                  "pseudonym_key_id": self.pseudonymizer.key_id, "occurred_at": occurred}
         text = [parts[0]]
@@ -711,7 +716,7 @@ class _Route(NamedTuple):
 class _Template:
     """What is built once per memoised decision template (:meth:`BatchProcessor._template`)."""
 
-    __slots__ = ("template", "facts", "raw", "parts", "labels", "verdict", "violation", "pack_id")
+    __slots__ = ("template", "facts", "raw", "parts", "labels", "verdict", "violation", "pack_id", "audited")
 
     def __init__(self, template: Decision, facts: DecisionFacts, raw: bytes) -> None:
         self.template = template
@@ -724,29 +729,21 @@ class _Template:
         self.parts: list[str] | None = None
         #: violation metric labels per (recipient type, purpose)
         self.labels: dict[tuple[str | None, str], list[tuple[str, str, str, str, str]]] = {}
+        #: audited metric labels (pack, kind, verdict) per event kind
+        self.audited: dict[str, tuple[str, str, str]] = {}
 
 
-class _Fact(NamedTuple):
-    """One event audited from its facts tuple: the item the compiled sealer builds its record
-    from (``ITEM_*`` of :mod:`auditor.stream.factpath`), and what routing needs."""
-
-    msg: MessageLike
-    raw: bytes
-    seal: tuple[Any, ...]
-    decided: _Template
-    evaluator: MemoEvaluator
-    seconds: float
-
-
-class _FactRoute(NamedTuple):
-    """One sealed record of an event audited from its facts tuple, and its outputs."""
-
-    item: _Fact
-    sealed: SealedBytes
-    key: bytes
-    labels: tuple[str, str, str]
-    when: float
-    violation: tuple[Outgoing, list[tuple[str, str, str, str, str]]] | None
+#: One event audited from its facts tuple: the item the compiled sealer builds its record from
+#: (``ITEM_*`` of :mod:`auditor.stream.factpath`, positions 0-8), then what routing needs (``_MSG`` ...).
+#: A plain tuple: the sealer reads it as it is, and no object per event is made besides it.
+_Fact = tuple[Any, ...]
+_MSG, _RAW, _DECIDED, _EVALUATOR, _SECONDS = range(ITEM_DECISION + 1, ITEM_DECISION + 6)
+#: what the batch's audit holds per message, in order
+_Item = _Audit | _Reject | _Fact
+#: the lists of a BatchResult (a batch sealed again takes back what its earlier round put in them)
+_RESULT_LISTS = ("outgoing", "sealed", "audited", "violations", "dead_letters", "decision_seconds", "occurred_at",
+                 "ledger_reads")
+_outgoing = tuple.__new__  # Outgoing(...) without the NamedTuple's Python-level __new__
 
 
 class LazyRecord:

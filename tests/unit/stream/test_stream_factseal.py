@@ -274,3 +274,66 @@ def test_an_item_the_compiled_sealer_cannot_build_is_sealed_the_full_way(monkeyp
     a, b = reference.process(again), native.process(again)
     assert items[0] > 30  # the fact path was taken, and its items refused
     assert outputs(b)[:-1] == outputs(a)[:-1] and not b.dead_letters
+
+
+def one_record_each(r: BatchResult, n: int) -> None:
+    """Each of the batch's n inputs has one record and one audit message, audited or dead-lettered once."""
+    assert len(r.sealed) == n and sum(o.topic == "audit" for o in r.outgoing) == n
+    assert len(r.audited) + len(r.dead_letters) == n == len(r.occurred_at) + len(r.dead_letters)
+    assert len(r.violations) >= sum(o.topic == "violations" for o in r.outgoing)
+
+
+def with_audit_budget(audit: int, *processors: BatchProcessor) -> None:
+    for p in processors:
+        p.budget = OutputBudget(audit=audit, violations=p.budget.violations, dead_letter=p.budget.dead_letter)
+
+
+def test_records_over_the_audit_budget_on_the_fact_path_are_rejected_in_the_same_place():
+    """Rejections among records placed from their facts tuple: the batch is sealed again and each
+    round's outputs are taken back, so nothing is placed twice and the chains relink."""
+    values = [wire(violating(pack, i)) for pack in PACK_IDS for i in range(4)] + example_values()[:40]
+    reference, native = pair()
+    with_audit_budget(900, reference, native)
+    a, b = twice(values, reference, native)
+    assert outputs(b) == outputs(a)
+    one_record_each(b, len(values))
+    assert 0 < a.dead_letters.count("record_too_large") < len(values) // 2
+
+
+POOL = generated_values(400, seed=5)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=60), st.integers(650, 1400),
+       st.lists(st.integers(0, 59), max_size=3))
+def test_generated_batches_with_rejections_give_the_reference_outputs(picks, audit, faults):
+    """Generated batches (malformed inputs included), audit budgets that reject some records, and
+    route faults on some fact-path events: the fact path's outputs are the reference's."""
+    values = [POOL[i] for i in picks]
+    reference, native = pair()
+    with_audit_budget(audit, reference, native)
+    assert native.facts is not None
+    decoded = [getattr(d, "facts", None) for d in DECODER.decode_facts(values)]
+    poison = {t[native.facts.id_at] for i, t in enumerate(decoded) if i in faults and t is not None}
+    for p in (reference, native):
+        real = p._violation_message, p._fact_violation
+
+        def violation_message(d, *args, real=real[0], **kwargs):
+            if d.event_id in poison:
+                raise TypeError("a routing bug")
+            return real(d, *args, **kwargs)
+
+        def fact_violation(it, *args, real=real[1]):
+            if it[0][native.facts.id_at] in poison:
+                raise TypeError("a routing bug")
+            return real(it, *args)
+
+        p._violation_message = violation_message  # type: ignore[method-assign]
+        p._fact_violation = fact_violation  # type: ignore[method-assign]
+    for p in (reference, native):
+        p.process(messages(values))
+        p.commit_heads()
+    a, b = reference.process(messages(values, first_offset=100)), native.process(messages(values, first_offset=100))
+    assert outputs(b) == outputs(a)
+    assert list(b.records) == list(a.records)
+    one_record_each(b, len(values))
