@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from auditor import __version__
@@ -66,6 +67,20 @@ ITEM_FACTS, ITEM_CHAIN, ITEM_TOPIC, ITEM_PARTITION, ITEM_OFFSET, ITEM_DIGEST, IT
 BATCH_NOW = 0
 
 
+def _plain(eid: Any, policy: Any, system: Any, purpose: Any, aid: Any, sid: Any, cats: Any, age: Any, when: Any,
+           kind: Any, rtype: Any, rid: Any) -> bool:
+    """What event_from_datum checks before it builds an Event (else its slow path names the field)."""
+    if not (eid and policy and system and purpose and aid and subject_id_edges_clean(sid) and cats and all(cats)):
+        return False
+    if age is not None and not 0 <= age < 200:
+        return False
+    if not MIN_MICROS <= when <= MAX_MICROS:
+        return False
+    if (rtype is None) is (kind == "DISCLOSURE"):
+        return False
+    return rtype is None or bool(rtype and rid)
+
+
 class FactPath:
     """Audits an event from its facts tuple when the memo of its pack already holds the decision."""
 
@@ -91,6 +106,9 @@ class FactPath:
         self.id_at, self.kind_at, self.time_at, self.purpose_at, self.rtype_at = (
             self._id, self._kind, self._time, self._purpose, self._rtype)
         self.actor_at, self.subject_at = self._aid, self._sid
+        #: what lookup reads of every event, in one call
+        self._read = itemgetter(self._policy, self._kind, self._rtype, self._purpose, self._cats, self._id,
+                                self._system, self._aid, self._sid, self._age, self._time, self._rid)
 
     def decide(self, t: tuple[Any, ...]) -> tuple[Decision, Decision, MemoEvaluator] | None:
         """(decision, template, evaluator) the memo holds for these facts, else None."""
@@ -106,15 +124,17 @@ class FactPath:
     def lookup(self, t: tuple[Any, ...]) -> tuple[Decision, MemoEvaluator] | None:
         """(template, evaluator) the memo holds for these facts, else None. The event's decision is
         the template with the event's id (:meth:`decide` builds it; the sealer does not need it)."""
-        evaluator = self.evaluators.get(t[self._policy])
-        if evaluator is None or not self._plain(t):
+        policy, kind, rtype, purpose, cats, eid, system, aid, sid, age, when, rid = self._read(t)
+        evaluator = self.evaluators.get(policy)
+        if evaluator is None or not _plain(eid, policy, system, purpose, aid, sid, cats, age, when, kind, rtype, rid):
             return None
         compiled = evaluator.compiled
-        rtype = t[self._rtype]
-        plan = compiled._plans.get((t[self._kind], ANY if rtype is None else rtype, t[self._purpose], t[self._cats]))
+        plan = compiled._plans.get((kind, ANY if rtype is None else rtype, purpose, cats))
         if plan is None or plan.memo is None or plan.key_of is None:
             return None
-        key_of = self._key_of(plan.key_of, compiled.pack.minor_age)
+        hit = self._keys.get(id(plan.key_of))
+        key_of = hit[1] if hit is not None and hit[0] is plan.key_of else \
+            self._key_of(plan.key_of, compiled.pack.minor_age)
         if key_of is None:
             return None
         template = plan.memo.get(key_of(t))
@@ -126,18 +146,8 @@ class FactPath:
 
     def _plain(self, t: tuple[Any, ...]) -> bool:
         """What event_from_datum checks before it builds an Event (else its slow path names the field)."""
-        if not (t[self._id] and t[self._policy] and t[self._system] and t[self._purpose] and t[self._aid]
-                and subject_id_edges_clean(t[self._sid]) and t[self._cats] and all(t[self._cats])):
-            return False
-        age = t[self._age]
-        if age is not None and not 0 <= age < 200:
-            return False
-        if not MIN_MICROS <= t[self._time] <= MAX_MICROS:
-            return False
-        rtype = t[self._rtype]
-        if (rtype is None) is (t[self._kind] == "DISCLOSURE"):
-            return False
-        return rtype is None or bool(rtype and t[self._rid])
+        policy, kind, rtype, purpose, cats, eid, system, aid, sid, age, when, rid = self._read(t)
+        return _plain(eid, policy, system, purpose, aid, sid, cats, age, when, kind, rtype, rid)
 
     def _key_of(self, key_of: Any, minor_age: int) -> Callable[[tuple[Any, ...]], tuple[object, ...]] | None:
         """The plan's memo key read from the tuple: the same values, in the same order, as ``key_of(event)``."""

@@ -212,45 +212,54 @@ class BatchProcessor:
                      now: datetime) -> list[_Item]:
         """The batch as facts tuples (one call): what the memo already decided is audited from the
         tuple (sealed by the compiled sealer from the tuple too); the rest is decoded into Events
-        (one more call) and audited the full way."""
+        (one more call) and audited the full way.
+
+        An event audited from its tuple becomes one :data:`_Fact` item. The loop is written out
+        with its lookups bound once per batch: it runs once per event of every batch."""
         items: list[_Item | None] = []
         rest: list[int] = []
-        audit_fact = self._audit_fact
+        lookup, actor_at, subject_at = facts.lookup, facts.actor_at, facts.subject_at
+        chains, chain_of = self._chains, self._chain_of
+        decided_memo, template_of = self._decided.data, self._template
+        pseudonymize = self.pseudonymizer
+        known: Mapping[str, str] | None = getattr(pseudonymize, "known", None)
+        if known is None:  # a pseudonymizer without a memo to read
+            known = {}
+        perf_counter = time.perf_counter
+        timed = self._timed
         for i, (msg, raw, result) in enumerate(zip(batch, values, hot.decode_facts(values), strict=True)):
             item = None
             if type(result) is Decoded and raw is not None and len(raw) <= MAX_TEXT:
-                item = audit_fact(facts, msg, raw, result)
+                try:
+                    timed += 1
+                    t0 = perf_counter() if timed % DECISION_TIMING_SAMPLE == 1 else -1.0
+                    t = result.facts
+                    hit = lookup(t)
+                    if hit is None:
+                        timed -= 1
+                    else:
+                        seconds = perf_counter() - t0 if t0 >= 0 else -1.0
+                        template, evaluator = hit
+                        topic, partition = msg.topic() or "", msg.partition() or 0
+                        chain = chains.get((topic, partition)) or chain_of(topic, partition)
+                        decided = decided_memo.get(id(template))
+                        if decided is None or decided.template is not template:
+                            decided = template_of(template)
+                        actor, subject = t[actor_at], t[subject_at]
+                        item = (t, chain, topic, partition, msg.offset() or 0, result.digest,
+                                known.get(actor) or pseudonymize(actor), known.get(subject) or pseudonymize(subject),
+                                decided.raw, msg, raw, decided, evaluator, seconds)
+                except Exception:  # noqa: BLE001 - the full path judges it again and names any failure
+                    item = None
             if item is None:
                 rest.append(i)
             items.append(item)
+        self._timed = timed
         if rest:
             decoded = hot.decode([values[i] for i in rest])
             for i, d in zip(rest, decoded, strict=True):
                 items[i] = self._audit(batch[i], values[i], d, now)
         return items  # type: ignore[return-value]  # every None was replaced
-
-    def _audit_fact(self, facts: FactPath, msg: MessageLike, raw: bytes, decoded: Decoded) -> _Fact | None:
-        """One event audited from its facts tuple (a :data:`_Fact` item), or None: the full path then audits it."""
-        try:
-            self._timed += 1
-            t0 = time.perf_counter() if self._timed % DECISION_TIMING_SAMPLE == 1 else -1.0
-            t = decoded.facts
-            hit = facts.lookup(t)
-            if hit is None:
-                self._timed -= 1
-                return None
-            seconds = time.perf_counter() - t0 if t0 >= 0 else -1.0
-            template, evaluator = hit
-            topic, partition = msg.topic() or "", msg.partition() or 0
-            chain = self._chains.get((topic, partition)) or self._chain_of(topic, partition)
-            decided = self._decided.data.get(id(template))
-            if decided is None or decided.template is not template:
-                decided = self._template(template)
-            pseudonymize = self.pseudonymizer
-            return (t, chain, topic, partition, msg.offset() or 0, decoded.digest, pseudonymize(t[facts.actor_at]),
-                    pseudonymize(t[facts.subject_at]), decided.raw, msg, raw, decided, evaluator, seconds)
-        except Exception:  # noqa: BLE001 - the full path judges it again and names any failure
-            return None
 
     def _chain_of(self, topic: str, partition: int) -> str:
         if len(self._chains) > 10_000:

@@ -66,7 +66,7 @@ class Pseudonymizer:
     kept) and dropped when full, so memory stays flat however many or however long the ids.
     """
 
-    __slots__ = ("key_id", "_key", "_memo", "_hits")
+    __slots__ = ("key_id", "_key", "_memo", "_hits", "known")
     MEMO_MAX_BYTES = 16 * 1024 * 1024
     MEMO_MAX_ID = 1024
 
@@ -77,6 +77,9 @@ class Pseudonymizer:
         self.key_id = pseudonym_key_id(key)
         self._memo: BytesMemo[str, str] = BytesMemo(self.MEMO_MAX_BYTES, self.MEMO_MAX_ID + ENTRY_OVERHEAD + 64)
         self._hits = self._memo.data
+        #: identifier -> pseudonym for what the memo holds: a caller on a hot path may look up here
+        #: first and call only on a miss (read only; the same dict as the memo's)
+        self.known: Mapping[str, str] = self._hits
 
     def __call__(self, identifier: str) -> str:
         hit = self._hits.get(identifier)
