@@ -68,6 +68,8 @@ class PartitionState:
     failing_since: float | None = None
     #: the audit partition's high watermark at the first try: the chain's head record lies below it
     audit_high: int | None = None
+    #: the same of the checkpoint partition (the chain's last signed checkpoint lies below it)
+    checkpoint_high: int | None = None
 
 
 class Ownership:
@@ -177,8 +179,11 @@ class Ownership:
             committed = self._committed(key)
             stable = self._settle(key, st)
             audit_partition = chainid.audit_partition(partition, self.processor.routing.audit_partitions)
+            hidden = self._checkpoints_hidden(audit_partition, st)  # attd: before the read, not after
             with self.watchdog.call("restore chain head", 4 * CALL_TIMEOUT_S):
                 signed = self._restore_signed(chain, audit_partition)  # t11: from the signed checkpoint
+            if (signed.unsigned or signed.forged) and hidden:
+                raise NotYet(f"the signed checkpoints of {chain} may not be readable yet: {hidden}")
             if signed.unsigned:
                 signed = self._unsigned(chain, audit_partition, signed)  # t11: refuse (exit 2), or adopt
             restored = Restored(signed.log.head if signed.log.head.size else None, signed.source_offset)
@@ -244,6 +249,22 @@ class Ownership:
             raise NotYet(f"audit partition {self.cfg.topics.audit}/{audit_partition} has an open transaction "
                          f"({gap} offsets above its last stable offset)")
         return stable
+
+    def _checkpoints_hidden(self, audit_partition: int, st: PartitionState) -> str | None:
+        """Why the chain's signed checkpoints may be hidden now, or None: a transaction open on the
+        checkpoint partition since before its high watermark at the first look holds back what
+        read_committed readers see. Records found covered by no checkpoint (or past the last one
+        found) are then no proof of an unsigned or forged chain."""
+        cp = self.checkpoints
+        assert cp is not None and self.admin is not None
+        partition = chainid.checkpoint_partition(audit_partition, cp.partitions)
+        with self.watchdog.call("checkpoint partition offsets", CALL_TIMEOUT_S):
+            stable, high = stable_offsets(self.admin, cp.topic, partition, CALL_TIMEOUT_S)
+        if st.checkpoint_high is None:
+            st.checkpoint_high = high
+        if stable < st.checkpoint_high:
+            return f"a transaction open on checkpoint partition {cp.topic}/{partition} since offset {stable}"
+        return None
 
     def _seek(self, key: Key, committed: int) -> None:
         assert self.consumer is not None

@@ -24,6 +24,7 @@ from daemonkit import InProcessDaemon, read_audit, wait_until
 from ledgerkit import T0, ledger_setup, marketing_event, withdrawal
 
 from auditor.stream.produce import produce
+from auditor.stream.topics import checkpoint_topic_of
 from auditor.trail.record import RecordType
 
 pytestmark = pytest.mark.kafka
@@ -82,3 +83,35 @@ def test_a_takeover_waits_for_a_head_record_an_open_transaction_hides(tmp_path, 
     fixes = [e.record for e in read_audit(kafka_bootstrap, setup.audit)
              if e.record.record_type is RecordType.CORRECTION]
     assert [(f.event_id, f.decision.verdict.value if f.decision else None) for f in fixes] == [("victim", "VIOLATION")]
+
+
+def test_a_restart_waits_for_a_signed_checkpoint_an_open_transaction_hides(tmp_path, kafka_bootstrap):
+    """The same on the checkpoint topic: a transaction open there before the chain's first signed
+    checkpoint hides it, so the restore found records covered by no checkpoint and the daemon
+    stopped with exit 2 (UnsignedChains: the upgrade path, which systemd does not restart). Now
+    the partition waits, reported blocked, and goes on once the checkpoint is readable."""
+    setup, _ = ledger_setup(tmp_path, kafka_bootstrap, partitions=1)
+    fast = {"restore.settle_timeout_s": 2, "restore.retry_s": 0.5}
+    hostile = open_transaction(kafka_bootstrap, checkpoint_topic_of(setup.audit), 0)
+    try:
+        produce(kafka_bootstrap, setup.events, [marketing_event("first", "u-1", T0)])
+        with InProcessDaemon(setup.config(instance_id="a", **fast)) as a:  # its checkpoint lands after the open one
+            wait_until(lambda: a.sample("auditor_transactions_total", {"outcome": "commit"}) >= 1, 90,
+                       "the first decision committed")
+        produce(kafka_bootstrap, setup.events, [marketing_event("second", "u-2", T0)])
+        with InProcessDaemon(setup.config(instance_id="a", **fast)) as a:  # a restart
+            blocked = 0.0
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and a.thread.is_alive():
+                blocked = max(blocked, a.sample("auditor_partition_blocked", {"topic": setup.events, "partition": "0"}))
+                time.sleep(0.5)
+            assert a.thread.is_alive(), f"the daemon stopped with exit code {a.exit_code}"
+            hostile.abort_transaction(30)
+            hostile = None
+            wait_until(lambda: any(e.record.event_id == "second" for e in read_audit(kafka_bootstrap, setup.audit)),
+                       60, "the second event audited once the checkpoint is readable")
+            assert blocked == 1
+    finally:
+        if hostile is not None:
+            hostile.abort_transaction(30)
+    assert [e.record.seq for e in read_audit(kafka_bootstrap, setup.audit)] == [0, 1]
