@@ -313,17 +313,23 @@ class Daemon:
 
     # ------------------------------------------------------------------ batch.pipeline
     def _take(self, max_wait_s: float) -> list[Any]:
-        """take_batch; while a transaction is on the worker, waiting for the first message only as long
-        as it runs (then an empty poll settles it at once, not ``batch.max_ms`` later)."""
+        """take_batch; while a transaction is on the worker, what arrives until it has committed (as
+        take_batch gathers it then), or a full batch at once: processing overlaps the commit when
+        there is a backlog, and a batch is not cut short at lower rates (smaller transactions, and
+        events arriving meanwhile would wait for two commits). At most ``max_wait_s`` (then an empty
+        poll settles the in-flight transaction at once, not ``batch.max_ms`` later)."""
         assert self.consumer is not None
-        inflight = self._inflight
+        inflight, consumer, n = self._inflight, self.consumer, self.cfg.batch_max_events
         if inflight is None or inflight.future is None:
-            return take_batch(self.consumer, self.cfg.batch_max_events, max_wait_s)
+            return take_batch(consumer, n, max_wait_s)
+        future = inflight.future
         deadline = time.monotonic() + max_wait_s
-        while True:
-            msgs = take_batch(self.consumer, self.cfg.batch_max_events, min(IN_FLIGHT_POLL_S, max_wait_s))
-            if msgs or inflight.future.done() or time.monotonic() >= deadline:
-                return msgs
+        msgs: list[Any] = consumer.consume(n, 0)
+        while len(msgs) < n and not future.done() and time.monotonic() < deadline:
+            msgs += consumer.consume(n - len(msgs), IN_FLIGHT_POLL_S)
+        if len(msgs) < n and future.done():
+            msgs += consumer.consume(n - len(msgs), 0)
+        return msgs
 
     def _pipelined(self, batch: list[Any]) -> None:
         """Process this batch while the previous one commits; then begin its own transaction."""

@@ -282,6 +282,24 @@ def test_with_nothing_more_to_consume_the_in_flight_batch_settles_when_it_commit
     assert 0.15 < took < 1.5, f"settled {took:.2f}s after the poll began (batch.max_ms is 3 s)"
 
 
+def test_while_a_batch_commits_the_next_gathers_what_arrives_until_it_committed(keys):
+    """Not cut at the first messages that arrive: a batch taken early would be small (more, smaller
+    transactions) and the events arriving after it would wait for two commits."""
+    d, consumer, producer = daemon(keys, {0: 4}, max_events=10, max_ms=3000)
+    gate = producer.gate[1] = threading.Event()
+    d.step()  # 0-3 on the worker, held at the gate
+
+    def arrive(offsets: range) -> None:
+        consumer.logs[0].extend(Msg(TOPIC, 0, o, wire(compliant("ipasar", o))) for o in offsets)
+
+    arrive(range(4, 6))
+    threading.Timer(0.1, arrive, (range(6, 8),)).start()
+    threading.Timer(0.3, gate.set).start()
+    d.step()  # gathers 4-7 until the gate opens and 0-3 committed, then begins 4-7
+    d._drain()
+    assert [offs for _, offs, _ in producer.committed] == [{0: 4}, {0: 8}]
+
+
 def test_switched_off_the_daemon_commits_each_batch_before_it_consumes_the_next(keys):
     d, consumer, producer = daemon(keys, {0: 4}, pipeline=False)
     d.pipelined = False
