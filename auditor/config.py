@@ -504,14 +504,15 @@ class Config:
             "heartbeat.interval.ms": 1_000,
             "max.poll.interval.ms": 300_000,
             "fetch.wait.max.ms": 50,
-            # Prefetch: librdkafka's own sizes (a queue of up to 100,000 messages, 1 MiB per
-            # partition per fetch). A queue of two batches and 256 KiB fetches (kept for fair
-            # draining before) cost 3-5x: 1,872 vs 8,624 events/s for the daemon and 5,764 vs
-            # 22,088-31,022 for a bare consumer (bench/stream.py --quick, 2026-12-04). Fair draining is
-            # done by stream/fairness.py's rotation instead (tests/integration/test_daemon_fairness.py).
-            "queued.min.messages": 100_000,
+            # Prefetch: the daemon keeps its own queue per partition (stream/intake.py, up to 8
+            # batches each) and drains librdkafka's queue into it at every batch, so librdkafka only
+            # has to stay a step ahead. Small fetches interleave the partitions in its queue and keep
+            # the fetch that a pause drops small; a short backoff once its queue is over
+            # queued.min.messages (librdkafka's default is 1 s) keeps the small queue from stalling.
+            "queued.min.messages": 5000,
             "queued.max.messages.kbytes": 65536,
-            "max.partition.fetch.bytes": 1024 * 1024,
+            "fetch.queue.backoff.ms": 10,
+            "max.partition.fetch.bytes": 256 * 1024,
         }
 
     def producer_conf(self, transactional_id: str) -> dict[str, Any]:

@@ -1,78 +1,89 @@
 """Fair draining: a backlog on several partitions is audited on all of them at once.
 
-librdkafka hands messages over in the order its fetches brought them, and one fetch can carry a
-partition's whole backlog when the producer wrote it in large record batches: the consumer then
-sees one partition for minutes while the others wait. The prefetch keeps librdkafka's sizes (a
-small queue and small fetches interleaved the partitions too, but cost 3-5x in throughput), so
-the measure is rotation: when a batch came mostly from some partitions while another owned partition with a
-  backlog has had no message for ``starve_s`` (0.2 s), the dominant partitions are paused for the
-  next batch, so the next batch comes from the others. Pausing drops what was prefetched for the
-  paused partitions (they resume from their position and fetch it again), so it is kept for real
-  starvation: rotating after every batch of a backlog that was already interleaved fetched most of
-  the backlog twice (bench/stream.py: about 4x slower with the rotation on every batch).
+librdkafka hands messages over from one queue, in the order its fetches brought them, and one
+fetch can carry tens of thousands of one partition's events (up to ``max.partition.fetch.bytes``
+of compressed record batches, always at least one whole batch): taken in that order, the other
+partitions wait behind it. So the daemon takes everything librdkafka hands over into a small
+queue per partition (:class:`PartitionBuffers`) and builds each batch from those queues in turn,
+like Kafka Streams' ``RecordQueue``/``PartitionGroup``: every partition with something buffered
+gets its share of every batch, in offset order within the partition.
+
+What bounds the queues (pause a partition whose queue is full, resume it when it drained) is
+:class:`auditor.stream.intake.Intake`: pausing drops what librdkafka prefetched for the partition
+(it is fetched again on resume), but never stalls it, since its queue still holds its next events.
+This module has no Kafka in it: messages are anything with ``topic()`` and ``partition()``.
 """
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Iterable
 from typing import Any
-
-from confluent_kafka import KafkaException, TopicPartition
 
 Key = tuple[str, int]
 
 
-#: a partition with a backlog that got no message for this long is starved
-STARVE_S = 0.2
+class PartitionBuffers:
+    """A FIFO queue per partition, and batches taken from them in turn."""
 
+    def __init__(self) -> None:
+        self.queues: dict[Key, deque[Any]] = {}
+        #: messages buffered over all partitions
+        self.size = 0
+        #: the partition the next batch starts with rotates, so no partition is always served first
+        self._turn = 0
 
-class Rotation:
-    def __init__(self, starve_s: float = STARVE_S, clock: Callable[[], float] = time.monotonic) -> None:
-        self.held: set[Key] = set()
-        self.starve_s = starve_s
-        self.clock = clock
-        #: when each owned partition last had a message in a batch (or was first seen owned)
-        self.last_seen: dict[Key, float] = {}
+    def __len__(self) -> int:
+        return self.size
 
-    def after_batch(self, consumer: Any, batch: Iterable[Any], restored: frozenset[Key]) -> None:
-        """Resume what sat out this batch; pause what dominated it if another is starved."""
-        back = [TopicPartition(t, p) for t, p in self.held if (t, p) in restored]
-        self.held.clear()
-        if back:
-            consumer.resume(back)
-        now = self.clock()
-        counts = Counter((m.topic(), m.partition()) for m in batch)
-        for key in counts:
-            self.last_seen[key] = now
-        for key in restored:
-            self.last_seen.setdefault(key, now)
-        for key in self.last_seen.keys() - restored:  # revoked, or paused while its head is restored
-            del self.last_seen[key]
-        total = sum(counts.values())
-        if not total:
-            return
-        dominant = {k for k, n in counts.items() if n * 2 >= total}
-        waiting = [k for k in restored - counts.keys()
-                   if now - self.last_seen[k] >= self.starve_s and _has_backlog(consumer, k)]
-        if dominant and waiting:
-            consumer.pause([TopicPartition(t, p) for t, p in dominant])
-            self.held = dominant
+    def count(self, key: Key) -> int:
+        q = self.queues.get(key)
+        return len(q) if q is not None else 0
 
-    def forget(self, keys: Iterable[Key]) -> None:
-        keys = list(keys)
-        self.held.difference_update(keys)
+    def add(self, key: Key, msg: Any) -> int:
+        """Append one message to its partition's queue; return that queue's length."""
+        q = self.queues.get(key)
+        if q is None:
+            q = self.queues[key] = deque()
+        q.append(msg)
+        self.size += 1
+        return len(q)
+
+    def drop(self, keys: Iterable[Key]) -> int:
+        """Forget what is buffered for these partitions (rewound or revoked); return how many."""
+        dropped = 0
         for key in keys:
-            self.last_seen.pop(key, None)
+            q = self.queues.pop(key, None)
+            if q is not None:
+                dropped += len(q)
+        self.size -= dropped
+        return dropped
 
-
-def _has_backlog(consumer: Any, key: Key) -> bool:
-    """True unless the partition is known to be caught up (cached watermark, no broker call)."""
-    tp = TopicPartition(*key)
-    try:
-        _, high = consumer.get_watermark_offsets(tp, cached=True)
-        (pos,) = consumer.position([tp])
-    except KafkaException:
-        return True
-    return high < 0 or pos.offset < 0 or pos.offset < high
+    def take(self, n: int) -> list[Any]:
+        """Up to ``n`` messages, the partitions with something buffered sharing them equally (what one
+        cannot fill goes to the others); each partition's messages in its offset order."""
+        if n <= 0 or not self.size:
+            return []
+        keys = [k for k, q in self.queues.items() if q]
+        start = self._turn % len(keys)
+        self._turn += 1
+        keys = keys[start:] + keys[:start]
+        shares = dict.fromkeys(keys, 0)
+        left = min(n, self.size)
+        while left:
+            open_ = [k for k in keys if len(self.queues[k]) > shares[k]]
+            each, extra = divmod(left, len(open_))
+            for i, k in enumerate(open_):
+                got = min(each + (1 if i < extra else 0), len(self.queues[k]) - shares[k])
+                shares[k] += got
+                left -= got
+        out: list[Any] = []
+        for k in keys:
+            q, m = self.queues[k], shares[k]
+            if m == len(q):
+                out.extend(q)
+                q.clear()
+            else:
+                out.extend(q.popleft() for _ in range(m))
+        self.size -= len(out)
+        return out

@@ -84,6 +84,8 @@ class Ownership:
         self.admin: AdminClient | None = None
         #: waits until the daemon's in-flight transaction (batch.pipeline) committed or aborted
         self.settle_in_flight: Callable[[], None] = lambda: None
+        #: told the partitions revoked or lost (the daemon drops what it buffered of them)
+        self.on_drop: Callable[[list[Key]], None] | None = None
 
     def attach(self, consumer: Any, admin: AdminClient) -> None:
         self.consumer, self.admin = consumer, admin
@@ -135,6 +137,8 @@ class Ownership:
 
     def _drop(self, partitions: Iterable[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
+        if self.on_drop is not None:
+            self.on_drop(keys)
         self.processor.forget(chainid.chain_id(t, p) for t, p in keys)
         if self.checkpoints is not None:
             self.checkpoints.forget(chainid.chain_id(t, p) for t, p in keys)

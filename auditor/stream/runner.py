@@ -3,7 +3,8 @@
 Durability order, per batch (the only order in which anything is made visible):
 
 1. take what has arrived, up to ``batch_max_events`` messages, waiting up to ``batch_max_ms`` only
-   for the first (:func:`~auditor.stream.intake.take_batch`);
+   for the first, each partition with something buffered getting its share
+   (:class:`~auditor.stream.intake.Intake`);
 2. decode, evaluate, build and seal the audit records (:class:`BatchProcessor`, pure);
 3. commit it (:class:`~auditor.stream.commit.BatchCommit`): begin a transaction; produce audit
    records, violations and dead letters; add the consumed offsets to the transaction; commit it.
@@ -61,9 +62,8 @@ from auditor.metrics import Metrics
 from auditor.stream.budget import read_budget
 from auditor.stream.checkpointing import Checkpointer
 from auditor.stream.commit import BatchCommit, Fatal, InFlight, first_offsets
-from auditor.stream.fairness import Rotation
 from auditor.stream.http import OpsServer
-from auditor.stream.intake import take_batch
+from auditor.stream.intake import Intake
 from auditor.stream.lag import LagMonitor
 from auditor.stream.ledgerfeed import LedgerFeed
 from auditor.stream.ownership import Ownership
@@ -110,7 +110,9 @@ class Daemon:
         self.watchdog = Watchdog(w.stall_timeout_s, w.call_margin_s, cfg.shutdown_timeout_s, self._watchdog_fired)
         self.ownership = Ownership(cfg, processor, metrics, self.watchdog, file_copy)
         self.ownership.checkpoints = checkpoints  # t11: restore from signed checkpoints
-        self.rotation = Rotation()
+        #: per-partition queues between librdkafka and the batches (fair draining, auditor.stream.intake)
+        self.intake = Intake(self.ownership.restored, cfg.batch_max_events)
+        self.ownership.on_drop = self.intake.drop  # a revoked or lost partition's queue goes with it
         #: the subject ledger (auditor.stream.ledgerfeed), set by build_daemon when ledger.dir is configured
         self.ledger: LedgerFeed | None = None
         #: batch.pipeline: the transaction on the commit worker, and one that aborted whose batch (with
@@ -277,18 +279,14 @@ class Daemon:
         self.ownership.report()
         self.metrics.ready.set(1 if self.ready() else 0)
         with self.watchdog.call("consume", self.cfg.batch_max_ms / 1000 + 5):
-            msgs = self._take(self.cfg.batch_max_ms / 1000)
-        restored = self.ownership.restored()
-        batch = []
-        for m in msgs:
+            batch, errors = self._take(self.cfg.batch_max_ms / 1000)
+        for m in errors:
             err = m.error()
-            if err is None:
-                if (m.topic(), m.partition()) in restored:
-                    batch.append(m)
-            elif err.code() != KafkaError._PARTITION_EOF:
+            if err.code() != KafkaError._PARTITION_EOF:
                 if err.fatal():
                     raise Fatal.of(err)
                 log.warning("consumer error", error=str(err), retriable=err.retriable())
+        restored = self.ownership.restored()
         if self.ledger is not None and not self._ledger_caught_up(restored, batch):
             return
         if self._fatal_in_callback is not None:
@@ -301,7 +299,6 @@ class Daemon:
             self._idle()
             return
         committer = self.committer
-        self.rotation.after_batch(self.consumer, batch, restored)
         if self.pipelined and not self._sync_next:
             self._pipelined(batch)
             return
@@ -312,24 +309,24 @@ class Daemon:
         self._settle(progress)
 
     # ------------------------------------------------------------------ batch.pipeline
-    def _take(self, max_wait_s: float) -> list[Any]:
-        """take_batch; while a transaction is on the worker, what arrives until it has committed (as
-        take_batch gathers it then), or a full batch at once: processing overlaps the commit when
+    def _take(self, max_wait_s: float) -> tuple[list[Any], list[Any]]:
+        """Intake.take; while a transaction is on the worker, what arrives until it has committed (as
+        Intake.take gathers it then), or a full batch at once: processing overlaps the commit when
         there is a backlog, and a batch is not cut short at lower rates (smaller transactions, and
         events arriving meanwhile would wait for two commits). At most ``max_wait_s`` (then an empty
         poll settles the in-flight transaction at once, not ``batch.max_ms`` later)."""
         assert self.consumer is not None
-        inflight, consumer, n = self._inflight, self.consumer, self.cfg.batch_max_events
+        inflight, consumer, n, intake = self._inflight, self.consumer, self.cfg.batch_max_events, self.intake
         if inflight is None or inflight.future is None:
-            return take_batch(consumer, n, max_wait_s)
+            return intake.take(consumer, n, max_wait_s)
         future = inflight.future
         deadline = time.monotonic() + max_wait_s
-        msgs: list[Any] = consumer.consume(n, 0)
-        while len(msgs) < n and not future.done() and time.monotonic() < deadline:
-            msgs += consumer.consume(n - len(msgs), IN_FLIGHT_POLL_S)
-        if len(msgs) < n and future.done():
-            msgs += consumer.consume(n - len(msgs), 0)
-        return msgs
+        errors = intake.top_up(consumer)
+        while intake.buffered() < n and not future.done() and time.monotonic() < deadline:
+            errors += intake.top_up(consumer, IN_FLIGHT_POLL_S)
+        if intake.buffered() < n and future.done():
+            errors += intake.top_up(consumer)
+        return intake.next_batch(n), errors
 
     def _pipelined(self, batch: list[Any]) -> None:
         """Process this batch while the previous one commits; then begin its own transaction."""
@@ -429,7 +426,9 @@ class Daemon:
     def _rewind(self, batch: Sequence[MessageLike]) -> None:
         assert self.consumer is not None
         owned = self.ownership.owned()
-        for (t, p), o in first_offsets(batch).items():
+        first = first_offsets(batch)
+        self.intake.drop(first)  # what is buffered after the batch start is fetched again after the seek
+        for (t, p), o in first.items():
             if (t, p) in owned:
                 try:
                     self.consumer.seek(TopicPartition(t, p, o))

@@ -1,99 +1,52 @@
-"""Rotation (fair draining) with a fake consumer: a dominant partition is paused only when another
-owned partition with a backlog has been starved for ``starve_s``; pausing drops prefetched data, so
-an interleaved backlog must never be rotated."""
+"""PartitionBuffers (fair draining, auditor/stream/fairness.py), pure: a queue per partition, each
+batch shared by the partitions with something buffered, each partition's messages in their order."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections import Counter
 
-from confluent_kafka import TopicPartition
-
-from auditor.stream.fairness import Rotation
+from auditor.stream.fairness import PartitionBuffers
 
 T = "events"
 
 
-class Msg:
-    def __init__(self, p: int) -> None:
-        self.p = p
-
-    def topic(self) -> str:
-        return T
-
-    def partition(self) -> int:
-        return self.p
-
-
-class FakeConsumer:
-    """Every partition has a backlog (position 0, high watermark 10**6)."""
-
-    def __init__(self) -> None:
-        self.paused: list[int] = []
-        self.resumed: list[int] = []
-
-    def pause(self, tps: list[TopicPartition]) -> None:
-        self.paused += [tp.partition for tp in tps]
-
-    def resume(self, tps: list[TopicPartition]) -> None:
-        self.resumed += [tp.partition for tp in tps]
-
-    def get_watermark_offsets(self, tp: TopicPartition, cached: bool = False) -> tuple[int, int]:
-        return 0, 10**6
-
-    def position(self, tps: list[TopicPartition]) -> list[Any]:
-        return [TopicPartition(tp.topic, tp.partition, 0) for tp in tps]
+def filled(**counts: int) -> PartitionBuffers:
+    """p0=5, p1=3: partition 0 with messages (0, 0), (0, 1), ...; partition 1 with (1, 0), ..."""
+    b = PartitionBuffers()
+    for name, n in counts.items():
+        p = int(name[1:])
+        for o in range(n):
+            b.add((T, p), (p, o))
+    return b
 
 
-OWNED = frozenset({(T, 0), (T, 1), (T, 2)})
+def test_a_batch_is_shared_equally_and_the_remainder_rotates():
+    b = filled(p0=100, p1=100, p2=100)
+    firsts = []
+    for _ in range(3):
+        batch = b.take(10)
+        assert sorted(Counter(p for p, _ in batch).values()) == [3, 3, 4]
+        firsts.append(batch[0][0])
+    assert sorted(firsts) == [0, 1, 2]  # no partition always first (nor always given the extra one)
 
 
-def batch(*parts: int, n: int = 100) -> list[Msg]:
-    return [Msg(p) for p in parts for _ in range(n)]
+def test_each_partition_keeps_its_order_and_nothing_is_lost_or_repeated():
+    b = filled(p0=50, p1=7, p2=23)
+    got: list[tuple[int, int]] = []
+    while len(b):
+        got += b.take(9)
+    for p, n in ((0, 50), (1, 7), (2, 23)):
+        assert [o for q, o in got if q == p] == list(range(n))
+    assert len(b) == 0 and b.take(9) == []
 
 
-def test_an_interleaved_backlog_is_never_paused():
-    now = [0.0]
-    rot, consumer = Rotation(starve_s=0.5, clock=lambda: now[0]), FakeConsumer()
-    for i in range(30):  # each batch from one partition, in turn, 0.1 s apart: nobody starves
-        now[0] += 0.1
-        rot.after_batch(consumer, batch(i % 3), OWNED)
-    assert consumer.paused == []
+def test_drop_forgets_a_partition_and_the_size_follows():
+    b = filled(p0=5, p1=3)
+    assert b.drop([(T, 1), (T, 9)]) == 3
+    assert len(b) == 5 and b.count((T, 1)) == 0
+    assert b.take(10) == [(0, o) for o in range(5)]
 
 
-def test_a_starved_partition_gets_the_next_batch():
-    now = [0.0]
-    rot, consumer = Rotation(starve_s=0.5, clock=lambda: now[0]), FakeConsumer()
-    rot.after_batch(consumer, batch(0, 1, 2), OWNED)
-    for _ in range(4):  # partition 0 only, for 0.4 s: not yet starved
-        now[0] += 0.1
-        rot.after_batch(consumer, batch(0), OWNED)
-    assert consumer.paused == []
-    now[0] += 0.2  # partitions 1 and 2 have had nothing for 0.6 s
-    rot.after_batch(consumer, batch(0), OWNED)
-    assert consumer.paused == [0]
-    now[0] += 0.1
-    rot.after_batch(consumer, batch(1, 2), OWNED)
-    assert consumer.resumed == [0]
-
-
-def test_a_partition_without_backlog_is_not_waited_for():
-    class CaughtUp(FakeConsumer):
-        def position(self, tps: list[TopicPartition]) -> list[Any]:
-            return [TopicPartition(tp.topic, tp.partition, 10**6) for tp in tps]
-
-    now = [0.0]
-    rot, consumer = Rotation(starve_s=0.5, clock=lambda: now[0]), CaughtUp()
-    rot.after_batch(consumer, batch(0, 1, 2), OWNED)
-    for _ in range(10):
-        now[0] += 0.2
-        rot.after_batch(consumer, batch(0), OWNED)
-    assert consumer.paused == []
-
-
-def test_a_newly_owned_partition_starts_its_wait_when_first_seen():
-    now = [100.0]
-    rot, consumer = Rotation(starve_s=0.5, clock=lambda: now[0]), FakeConsumer()
-    rot.after_batch(consumer, batch(0), frozenset({(T, 0)}))
-    now[0] += 0.1
-    rot.after_batch(consumer, batch(0), OWNED)  # 1 and 2 assigned just now
-    assert consumer.paused == []
+def test_add_returns_the_partition_s_queue_length():
+    b = PartitionBuffers()
+    assert [b.add((T, 0), i) for i in range(3)] + [b.add((T, 1), 0)] == [1, 2, 3, 1]

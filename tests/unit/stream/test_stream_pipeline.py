@@ -165,7 +165,7 @@ def run_until_idle(d: Daemon, consumer: Consumer, steps: int = 40) -> None:
     for _ in range(steps):
         d.step()
         if all(consumer.position[p] == len(log) for p, log in consumer.logs.items()) and d._inflight is None \
-                and d._aborted is None:
+                and d._aborted is None and not d.intake.buffers:
             break
     d._drain()
 
@@ -219,7 +219,7 @@ def test_heads_advance_up_to_the_committed_batch_while_the_next_is_in_flight(key
 def test_a_revoke_inside_consume_waits_for_the_in_flight_transaction_before_giving_the_partition_up(keys):
     d, consumer, producer = daemon(keys, {0: 4, 1: 4}, max_events=2)
     gate = producer.gate[1] = threading.Event()
-    d.step()   # N = partition 0's 0-1, in flight, its send_offsets held at the gate
+    d.step()   # N = offset 0 of each partition (shared fairly), in flight, its send_offsets held at the gate
     timer = threading.Timer(0.3, gate.set)
     seen: list[str] = []
 
@@ -234,7 +234,7 @@ def test_a_revoke_inside_consume_waits_for_the_in_flight_transaction_before_givi
     assert "events/0" not in d.processor.heads, "the revoked chain is forgotten, not re-added by N's commit"
     d._drain()
     offsets = [offs for _, offs, _ in producer.committed]
-    assert offsets[0] == {0: 2} and all(0 not in o for o in offsets[1:]), \
+    assert 0 in offsets[0] and all(0 not in o for o in offsets[1:]), \
         "nothing of the revoked partition is committed after the revoke"
 
 
