@@ -655,8 +655,11 @@ class BatchProcessor:
         The exception's traceback is dropped (nothing reads it after this): an exception kept as a
         decode or seal result links, through its traceback's frames, back to that result list and to
         the batch's BatchResult. That cycle kept the whole batch (every record, item and output)
-        alive until a garbage collection found it, whenever one message of the batch was refused."""
-        exc.__traceback__ = None
+        alive until a garbage collection found it, whenever one message of the batch was refused.
+        The exceptions it was raised from or while handling (``__cause__``, ``__context__``) drop
+        theirs too: their frames link back to the same calls (a truncated Avro body's DecodeError
+        is raised from fastavro's error)."""
+        _drop_tracebacks(exc)
         message = message[:500]
         value = raw or b""
         record = build_rejection(hashlib.sha256(value).digest(), reason, message, source,
@@ -789,6 +792,19 @@ _MESSAGE_SLOTS = ("event_id", "source", "chain_id", "seq", "record_hash", "kind"
                   "subject_pseudonym", "pseudonym_key_id", "occurred_at")
 _SLOT = re.compile(r'"\\u0000(\w+)\\u0000"')
 _json_str = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str
+
+
+def _drop_tracebacks(exc: BaseException) -> None:
+    """Drop the traceback of ``exc`` and of every exception it was raised from or while handling."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.__traceback__ = None
+        todo += (e.__cause__, e.__context__)
 
 
 def _bounded_doc(node: Any, long_values: tuple[str, ...]) -> Any:
