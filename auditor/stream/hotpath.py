@@ -101,7 +101,8 @@ class NativePath:
         except TransientError:
             raise
         except Exception as exc:  # noqa: BLE001 - the full path decodes them again, one by one if need be
-            return [exc] * len(values)
+            # without its traceback: its frame (holding exc) links back to the batch, a reference cycle
+            return [exc.with_traceback(None)] * len(values)
 
     def _decode_one(self, value: bytes | None) -> DecodeResult:
         try:

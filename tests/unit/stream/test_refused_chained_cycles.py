@@ -7,9 +7,12 @@ until a garbage collection found it, on the Python path for every truncated or g
 from __future__ import annotations
 
 import pytest
-from streamkit import compliant, processor, wire
+from streamkit import NOW, ROUTING, compliant, packs, processor, wire
 from test_stream_processor import _no_garbage_left
 
+from auditor.native import NativeEventDecoder
+from auditor.stream.processor import BatchProcessor
+from auditor.trail.keys import Pseudonymizer
 
 GOOD = wire(compliant())
 CHAINED = {"truncated": GOOD[:20], "cut-short": GOOD[:-3], "garbled-body": GOOD[:10] + b"\xff" * 40}
@@ -35,3 +38,17 @@ def test_a_decoder_fault_raised_while_handling_another_leaves_no_reference_cycle
     p.decoder.decode = decode  # type: ignore[method-assign]
     _no_garbage_left(p, [GOOD, wire(compliant(event_id="poison")), GOOD])
 
+
+
+def test_a_compiled_decoder_fault_on_the_whole_batch_leaves_no_reference_cycle(monkeypatch: pytest.MonkeyPatch):
+    """decode_facts failing for the whole batch (a compiled-code fault): the batch is decoded again
+    the full way; the one exception NativePath.decode_facts returns for every message must not
+    keep its traceback (its frame holds the exception and links back to the batch)."""
+    p = BatchProcessor(NativeEventDecoder(), packs(), Pseudonymizer(b"k" * 32), ROUTING, "unit-1", clock=lambda: NOW)
+    assert p.facts is not None
+
+    def decode_facts(values):
+        raise RuntimeError("compiled decoder bug")
+
+    monkeypatch.setattr(p.hot.decoder, "decode_facts", decode_facts)  # type: ignore[attr-defined]
+    _no_garbage_left(p, [GOOD, b"not avro at all", GOOD])
