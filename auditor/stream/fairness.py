@@ -17,7 +17,7 @@ This module has no Kafka in it: messages are anything with ``topic()`` and ``par
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 Key = tuple[str, int]
@@ -26,10 +26,13 @@ Key = tuple[str, int]
 class PartitionBuffers:
     """A FIFO queue per partition, and batches taken from them in turn."""
 
-    def __init__(self) -> None:
+    def __init__(self, weigh: Callable[[Any], int] | None = None) -> None:
         self.queues: dict[Key, deque[Any]] = {}
         #: messages buffered over all partitions
         self.size = 0
+        #: what a message weighs (its payload's bytes), and the weight buffered over all partitions
+        self.weigh = weigh
+        self.nbytes = 0
         #: the partition the next batch starts with rotates, so no partition is always served first
         self._turn = 0
 
@@ -47,6 +50,8 @@ class PartitionBuffers:
             q = self.queues[key] = deque()
         q.append(msg)
         self.size += 1
+        if self.weigh is not None:
+            self.nbytes += self.weigh(msg)
         return len(q)
 
     def drop(self, keys: Iterable[Key]) -> int:
@@ -56,6 +61,8 @@ class PartitionBuffers:
             q = self.queues.pop(key, None)
             if q is not None:
                 dropped += len(q)
+                if self.weigh is not None:
+                    self.nbytes -= sum(map(self.weigh, q))
         self.size -= dropped
         return dropped
 
@@ -86,4 +93,6 @@ class PartitionBuffers:
             else:
                 out.extend(q.popleft() for _ in range(m))
         self.size -= len(out)
+        if self.weigh is not None:
+            self.nbytes -= sum(map(self.weigh, out))
         return out

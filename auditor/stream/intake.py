@@ -7,8 +7,8 @@ all of them at once (Kafka Streams' ``RecordQueue``/``PartitionGroup``). The que
 a partition whose queue holds ``high`` messages is paused (librdkafka then drops what it prefetched
 for it and fetches it again on resume) and resumed once its queue is down to ``low``; since the
 queue still holds its next events, a pause costs a refetch but never a stall. Bounds, in messages:
-``PAUSE_BATCHES``/``RESUME_BATCHES`` batches per partition, ``TOTAL_BATCHES`` over all of them
-(beyond that, librdkafka's own queue holds the rest).
+``PAUSE_BATCHES``/``RESUME_BATCHES`` batches per partition, ``TOTAL_BATCHES`` over all of them,
+and ``TOTAL_BYTES`` of payload over all of them (beyond that, librdkafka's own queue holds the rest).
 
 What is buffered is not processed yet, so it is never committed past (offsets come from the batch,
 :func:`auditor.stream.commit.next_offsets`). Whatever moves a partition's position from outside drops
@@ -54,6 +54,10 @@ PAUSE_BATCHES = 8
 RESUME_BATCHES = 3
 #: librdkafka's queue is not drained further while this many batches are buffered over all partitions
 TOTAL_BATCHES = 32
+#: ... nor while the queues hold this many bytes of payload (librdkafka's own queue is bounded in bytes,
+#: queued.max.messages.kbytes, but what was moved out of it is not counted there: by count alone, 32
+#: batches of 1,000 events of up to max.message.bytes each)
+TOTAL_BYTES = 64 * 1024 * 1024
 
 #: allocations between two young collections (CPython's default is 700): a batch of 1,000 events
 #: allocates tens of thousands of short-lived objects, most gone before a collection would see them
@@ -62,7 +66,8 @@ GC_THRESHOLD = (10_000, 10, 10)
 
 class Intake:
     def __init__(self, restored: Callable[[], frozenset[Key]], max_events: int,
-                 high: int | None = None, low: int | None = None, total: int | None = None) -> None:
+                 high: int | None = None, low: int | None = None, total: int | None = None,
+                 total_bytes: int = TOTAL_BYTES) -> None:
         self.consumer: Consumer | None = None  # the daemon's, as given to take()
         #: the partitions whose messages may be processed (ownership.restored)
         self.restored = restored
@@ -70,7 +75,8 @@ class Intake:
         self.high = high if high is not None else PAUSE_BATCHES * max_events
         self.low = low if low is not None else RESUME_BATCHES * max_events
         self.total = total if total is not None else TOTAL_BATCHES * max_events
-        self.buffers = PartitionBuffers()
+        self.total_bytes = total_bytes
+        self.buffers = PartitionBuffers(payload_bytes)
         #: partitions this intake paused because their queue was full
         self.paused: set[Key] = set()
         #: partitions paused so far (each pause drops what librdkafka prefetched for the partition)
@@ -119,7 +125,8 @@ class Intake:
         assert self.consumer is not None
         full: set[Key] = set()
         got = 0
-        while len(self.buffers) < self.total:
+        buffers = self.buffers
+        while len(buffers) < self.total and buffers.nbytes < self.total_bytes:
             msgs = self.consumer.consume(self.chunk, 0)
             self._keep(msgs, errors, full)
             got += len(msgs)
@@ -167,6 +174,11 @@ class Intake:
             self.paused.update(keys)
         else:
             self.paused.difference_update(keys)
+
+
+def payload_bytes(msg: Any) -> int:
+    v = msg.value()
+    return len(v) if v is not None else 0
 
 
 def settle_heap() -> None:

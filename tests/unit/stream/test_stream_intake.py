@@ -49,6 +49,9 @@ class Msg:
     def offset(self) -> int:
         return self.o
 
+    def value(self) -> bytes:
+        return b""
+
     def error(self) -> None:
         return None
 
