@@ -361,6 +361,7 @@ class BatchProcessor:
                 if type(item) is tuple:  # a _Fact
                     assert now is not None
                     if isinstance(seal, Exception):  # the compiled sealer could not build it: the full way
+                        _drop_tracebacks(seal)  # its frames link back to these results: a reference cycle
                         reject = self._full_way(item, now)
                     else:
                         reject = place_fact(out, item, seal, now)

@@ -7,7 +7,7 @@ until a garbage collection found it, on the Python path for every truncated or g
 from __future__ import annotations
 
 import pytest
-from streamkit import NOW, ROUTING, compliant, packs, processor, wire
+from streamkit import NOW, ROUTING, compliant, messages, packs, processor, wire
 from test_stream_processor import _no_garbage_left
 
 from auditor.native import NativeEventDecoder
@@ -52,3 +52,27 @@ def test_a_compiled_decoder_fault_on_the_whole_batch_leaves_no_reference_cycle(m
 
     monkeypatch.setattr(p.hot.decoder, "decode_facts", decode_facts)  # type: ignore[attr-defined]
     _no_garbage_left(p, [GOOD, b"not avro at all", GOOD])
+
+
+def test_an_item_the_compiled_sealer_refuses_leaves_no_reference_cycle(monkeypatch: pytest.MonkeyPatch):
+    """A fact-path item the compiled sealer cannot build is sealed the full way (its record built
+    in Python): the sealer's exception for it, kept in the round's seal results, must not keep its
+    traceback (seal_each's frame holds those results and links back to the batch)."""
+    p = BatchProcessor(NativeEventDecoder(), packs(), Pseudonymizer(b"k" * 32), ROUTING, "unit-1", clock=lambda: NOW)
+    values = [GOOD, wire(compliant(event_id="second")), b"not avro at all"]
+    p.process(messages(values))  # the memo knows them now
+    p.commit_heads()
+    sealer = p.hot.sealer  # type: ignore[attr-defined]
+    real = sealer.seal_batch
+
+    def seal_batch(records, heads, *layout):
+        records = list(records)
+        if any(type(r) is tuple for r in records):
+            raise ValueError("a layout bug")
+        return real(records, heads, *layout)
+
+    monkeypatch.setattr(sealer, "seal_batch", seal_batch)
+    assert p.facts is not None
+    hits = p.facts.hits
+    _no_garbage_left(p, values)
+    assert p.facts.hits > hits  # the fact path took them, and the sealer refused its items
