@@ -26,11 +26,12 @@ Key = tuple[str, int]
 class PartitionBuffers:
     """A FIFO queue per partition, and batches taken from them in turn."""
 
-    def __init__(self, weigh: Callable[[Any], int] | None = None) -> None:
+    def __init__(self, weigh: Callable[[Iterable[Any]], int] | None = None) -> None:
         self.queues: dict[Key, deque[Any]] = {}
         #: messages buffered over all partitions
         self.size = 0
-        #: what a message weighs (its payload's bytes), and the weight buffered over all partitions
+        #: what messages weigh (their payloads' bytes), and what is buffered (added to by the caller,
+        #: which weighs what it adds by the chunk: :meth:`add` is per message, the hot path)
         self.weigh = weigh
         self.nbytes = 0
         #: the partition the next batch starts with rotates, so no partition is always served first
@@ -50,8 +51,6 @@ class PartitionBuffers:
             q = self.queues[key] = deque()
         q.append(msg)
         self.size += 1
-        if self.weigh is not None:
-            self.nbytes += self.weigh(msg)
         return len(q)
 
     def drop(self, keys: Iterable[Key]) -> int:
@@ -62,7 +61,7 @@ class PartitionBuffers:
             if q is not None:
                 dropped += len(q)
                 if self.weigh is not None:
-                    self.nbytes -= sum(map(self.weigh, q))
+                    self.nbytes -= self.weigh(q)
         self.size -= dropped
         return dropped
 
@@ -94,5 +93,5 @@ class PartitionBuffers:
                 out.extend(q.popleft() for _ in range(m))
         self.size -= len(out)
         if self.weigh is not None:
-            self.nbytes -= sum(map(self.weigh, out))
+            self.nbytes -= self.weigh(out)
         return out

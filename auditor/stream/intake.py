@@ -142,12 +142,16 @@ class Intake:
             return
         restored = self.restored()  # after consume(): a rebalance callback may have run in it
         buffers, high = self.buffers, self.high
+        buffers.nbytes += payload_bytes(msgs)  # what is not kept is taken off again
         for m in msgs:
             if m.error() is not None:
                 errors.append(m)
+                buffers.nbytes -= payload_bytes((m,))
                 continue
             key = (m.topic(), m.partition())
-            if key in restored and buffers.add(key, m) >= high:
+            if key not in restored:
+                buffers.nbytes -= payload_bytes((m,))
+            elif buffers.add(key, m) >= high:
                 full.add(key)
 
     def _resume_drained(self) -> None:
@@ -176,9 +180,9 @@ class Intake:
             self.paused.difference_update(keys)
 
 
-def payload_bytes(msg: Any) -> int:
-    v = msg.value()
-    return len(v) if v is not None else 0
+def payload_bytes(msgs: Iterable[Any]) -> int:
+    """The bytes of these messages' values (a tombstone's None weighs nothing); ~30 ns a message."""
+    return sum([len(v) for m in msgs if (v := m.value())])
 
 
 def settle_heap() -> None:
