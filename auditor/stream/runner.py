@@ -433,7 +433,11 @@ class Daemon:
                 try:
                     self.consumer.seek(TopicPartition(t, p, o))
                 except KafkaException as exc:
-                    log.warning("seek failed", topic=t, partition=p, error=str(exc))
+                    # The position stays past the batch (and what was buffered behind it): going on,
+                    # the next commit would move the group's offset over messages never audited.
+                    # Exit (3); the restart resumes from the committed offsets.
+                    raise Fatal(f"seek of {t}/{p} back to offset {o} failed after an abort: {exc}; "
+                                "exiting so that the restart resumes from the committed offsets") from exc
 
     def _after_commit(self, batch: Sequence[MessageLike], result: BatchResult) -> None:
         m = self.metrics
