@@ -331,6 +331,13 @@ class Daemon:
     def _pipelined(self, batch: list[Any]) -> None:
         """Process this batch while the previous one commits; then begin its own transaction."""
         assert self.committer is not None
+        inflight = self._inflight
+        gathered_in_flight = inflight is not None
+        if inflight is not None and (inflight.future is None or inflight.future.done()):
+            self._await_inflight()  # already over (the batch was gathered until it was): settle it first
+            if self._aborted is not None:
+                self._reread(batch)
+                return
         try:
             result = self.processor.process(batch)  # chained after the in-flight batch's working heads
         except TransientError as exc:
@@ -341,7 +348,7 @@ class Daemon:
                 self._reread(batch)
             return
         heads = self.processor.working_heads()
-        if self._inflight is not None and self.hook:
+        if gathered_in_flight and self.hook:
             self.hook("next_processed")
         self._await_inflight()
         if self._aborted is not None:  # this batch's records chain on the aborted one's: read both again

@@ -18,8 +18,9 @@ hang      the same file, then block the main thread in a C call that never retur
 
 Steps: ``after_begin``, ``after_produce``, ``in_send_offsets``, ``after_send_offsets``,
 ``after_commit``, ``after_heads``; with ``batch.pipeline`` the three of steps 3-4 act on the commit
-worker thread, and ``next_processed`` acts on the main thread once the next batch is processed
-while this transaction was handed to the worker (its outcome not yet seen). ``in_send_offsets``
+worker thread, and ``next_processed`` acts on the main thread once the next batch, taken while
+this transaction was on the worker, is processed (the transaction still running if the batch came
+full, else over and settled first), before that batch's own transaction begins. ``in_send_offsets``
 acts inside the watchdog's watch of the ``send_offsets_to_transaction`` call, before the client is
 called: ``hang`` there is a client call that outlives its own timeout (the watchdog's call rule);
 ``hang`` after a step is a loop that makes no progress outside any call (its stall rule). Unset,

@@ -2,7 +2,9 @@
 batch is processed (chained after the in-flight batch's working heads) while the in-flight batch's
 send_offsets + commit run on the commit worker (AUDITOR_TEST_HOOK step ``next_processed``).
 
-Events flow from a paced feeder through the fault; the audit topic is then counted by the
+A backlog of full batches comes first (a batch gathers until the in-flight one committed unless it
+is full, so at a paced rate alone the next batch is processed after the commit); events then flow
+from a paced feeder through the fault; the audit topic is then counted by the
 independent reader (faultkit) and verified: no loss, no duplicate, every chain intact.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import time
+from itertools import islice
 
 import pytest
 from daemonkit import Feeder, PacedFeeder, make_setup, wait_until
@@ -18,6 +21,8 @@ from faultkit import Expect, Supervisor, assert_trail_intact, committed_count, e
 pytestmark = [pytest.mark.faults, pytest.mark.kafka]
 
 STEP = "next_processed"
+#: sent at once before the paced feed: full batches, so that a batch is processed while one commits
+BACKLOG = 3000
 
 
 def test_sigkill_while_a_batch_commits_and_the_next_is_processed_loses_and_duplicates_nothing(
@@ -25,10 +30,12 @@ def test_sigkill_while_a_batch_commits_and_the_next_is_processed_loses_and_dupli
     setup = make_setup(tmp_path, kafka_bootstrap, partitions=3, trail=True, batch_max_events=200)
     hooks = tmp_path / "hooks"
     hooks.mkdir()
-    feed = PacedFeeder(Feeder(kafka_bootstrap, setup.events), iter(endless(41)), rate=600)
+    feeder, items = Feeder(kafka_bootstrap, setup.events), iter(endless(41))
+    feed = PacedFeeder(feeder, items, rate=600)
     sup = Supervisor(setup, "pipe-kill", {"AUDITOR_TEST_HOOK": f"{STEP}:kill:3", "AUDITOR_TEST_HOOK_DIR": str(hooks)})
     try:
         sup.current.wait_ready(90)
+        feeder.send_all(islice(items, BACKLOG))  # full batches: the next is processed while one commits
         feed.start()
         wait_until(lambda: reached(hooks, STEP), 60,
                    lambda: f"the daemon to process a batch while its 3rd in-flight one commits: {sup.describe()}")
@@ -55,11 +62,13 @@ def test_zombie_frozen_with_a_batch_in_flight_and_the_next_processed_does_not_fo
     setup = make_setup(tmp_path, kafka_bootstrap, partitions=3, trail=True, batch_max_events=200)
     hooks = tmp_path / "hooks"
     hooks.mkdir()
-    feed = PacedFeeder(Feeder(kafka_bootstrap, setup.events), iter(endless(42)), rate=400)
+    feeder, items = Feeder(kafka_bootstrap, setup.events), iter(endless(42))
+    feed = PacedFeeder(feeder, items, rate=400)
     a = Supervisor(setup, "pipe-zombie-a", {"AUDITOR_TEST_HOOK": f"{STEP}:stop:3", "AUDITOR_TEST_HOOK_DIR": str(hooks)})
     b: Supervisor | None = None
     try:
         a.current.wait_ready(90)
+        feeder.send_all(islice(items, BACKLOG))
         feed.start()
         wait_until(lambda: reached(hooks, STEP), 60, lambda: f"A to freeze at {STEP}: {a.describe()}")
         frozen_at = time.monotonic()

@@ -300,6 +300,26 @@ def test_while_a_batch_commits_the_next_gathers_what_arrives_until_it_committed(
     assert [offs for _, offs, _ in producer.committed] == [{0: 4}, {0: 8}]
 
 
+def test_a_transaction_already_committed_is_settled_before_the_next_batch_is_processed(keys):
+    """Processing overlaps only a commit still running: one already over is settled first (heads,
+    file copy, metrics: the end-to-end latency is observed then, not after the next batch)."""
+    d, consumer, producer = daemon(keys, {0: 4})
+    order: list[str] = []
+    process = d.processor.process
+
+    def traced(batch):  # type: ignore[no-untyped-def]
+        order.append("process")
+        return process(batch)
+
+    d.processor.process = traced  # type: ignore[method-assign]
+    d.on_batch = lambda result: order.append("settled")
+    d.step()
+    assert d._inflight is not None and d._inflight.future is not None
+    d._inflight.future.result(10)
+    d.step()
+    assert order == ["process", "settled", "process"]
+
+
 def test_switched_off_the_daemon_commits_each_batch_before_it_consumes_the_next(keys):
     d, consumer, producer = daemon(keys, {0: 4}, pipeline=False)
     d.pipelined = False
