@@ -48,35 +48,9 @@ from auditor.stream.intake import settle_heap
 from auditor.stream.processor import BatchProcessor, Routing
 from auditor.stream.produce import encode
 from auditor.trail.keys import KeyRing
+from native import _Message  # bench/native.py: what the processor reads of a Kafka message
 
 PACKS = ("ipasar", "waimaotong", "ipmart", "inper", "thisproduct")
-
-
-class _Message:
-    """What the processor reads of a Kafka message."""
-
-    __slots__ = ("_t", "_p", "_o", "_v")
-
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes) -> None:
-        self._t, self._p, self._o, self._v = topic, partition, offset, value
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def value(self) -> bytes:
-        return self._v
-
-    def key(self) -> None:
-        return None
-
-    def headers(self) -> None:
-        return None
 
 
 class _Producer:

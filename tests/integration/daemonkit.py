@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
@@ -606,3 +607,14 @@ def set_topic_config(bootstrap: str, topic: str, name: str, value: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"{topic}: {name} not {value} after 30 s")
+
+
+@pytest.fixture(autouse=True)
+def logs_to_the_live_stdout() -> Iterator[None]:
+    """In-process daemons log; an earlier test may have bound structlog to a capture stream that is
+    closed by now. Autouse in each module that imports it (``from daemonkit import logs_to_the_live_stdout``)."""
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**saved)
+

@@ -18,9 +18,13 @@ import uuid
 from datetime import timedelta
 
 import pytest
-import structlog
 from confluent_kafka import Producer
-from daemonkit import InProcessDaemon, read_audit, wait_until
+from daemonkit import (
+    InProcessDaemon,
+    logs_to_the_live_stdout,  # noqa: F401  (autouse fixture)
+    read_audit,
+    wait_until,
+)
 from ledgerkit import T0, ledger_setup, marketing_event, withdrawal
 
 from auditor.stream.produce import produce
@@ -28,14 +32,6 @@ from auditor.stream.topics import checkpoint_topic_of
 from auditor.trail.record import RecordType
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture(autouse=True)
-def _logs_to_the_live_stdout():
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
 
 
 def open_transaction(bootstrap: str, topic: str, partition: int) -> Producer:

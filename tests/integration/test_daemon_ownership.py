@@ -16,7 +16,6 @@ import itertools
 import signal
 
 import pytest
-import structlog
 from confluent_kafka import Consumer, TopicPartition
 from daemonkit import (
     Feeder,
@@ -25,6 +24,7 @@ from daemonkit import (
     PacedFeeder,
     TopicTail,
     assert_exactly_once,
+    logs_to_the_live_stdout,  # noqa: F401  (autouse fixture)
     make_setup,
     mixed_events,
     read_audit,
@@ -36,15 +36,6 @@ from auditor.events.model import Event
 from auditor.stream.topictrail import verify_topic
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture(autouse=True)
-def _logs_to_the_live_stdout():
-    """In-process daemons log; an earlier test may have bound structlog to a closed capture stream."""
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
 
 
 def test_a_zombie_frozen_before_its_commit_does_not_fork_the_chain_of_its_successor(kafka_bootstrap, tmp_path):

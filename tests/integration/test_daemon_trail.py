@@ -8,11 +8,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from daemonkit import (
@@ -20,6 +18,7 @@ from daemonkit import (
     InProcessDaemon,
     Setup,
     TopicTail,
+    logs_to_the_live_stdout,  # noqa: F401  (autouse fixture)
     make_setup,
     mixed_events,
     read_audit,
@@ -43,14 +42,6 @@ from auditor.witness.state import WitnessState
 pytestmark = pytest.mark.kafka
 
 WEEK_MS = str(7 * 24 * 3600 * 1000)
-
-
-@pytest.fixture(autouse=True)
-def _logs_to_the_live_stdout() -> Iterator[None]:
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
 
 
 def events(n: int, seed: int) -> list[Event]:

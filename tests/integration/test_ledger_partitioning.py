@@ -15,9 +15,14 @@ import uuid
 from datetime import timedelta
 
 import pytest
-import structlog
 from confluent_kafka import Producer
-from daemonkit import InProcessDaemon, read_audit, read_topic, wait_until
+from daemonkit import (
+    InProcessDaemon,
+    logs_to_the_live_stdout,  # noqa: F401  (autouse fixture)
+    read_audit,
+    read_topic,
+    wait_until,
+)
 from ledgerkit import T0, ledger_setup, marketing_event, withdrawal
 
 from auditor.ledger.codec import encode_fact_single_object
@@ -26,14 +31,6 @@ from auditor.localkafka.broker import create_topics
 from auditor.stream.produce import encode, produce
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture(autouse=True)
-def _logs_to_the_live_stdout():
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
 
 
 def send(bootstrap: str, topic: str, value: bytes, partition: int, key: bytes | None = None) -> None:

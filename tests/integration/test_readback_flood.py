@@ -15,9 +15,14 @@ import tracemalloc
 from datetime import timedelta
 
 import pytest
-import structlog
 from confluent_kafka import Producer
-from daemonkit import InProcessDaemon, read_audit, read_topic, wait_until
+from daemonkit import (
+    InProcessDaemon,
+    logs_to_the_live_stdout,  # noqa: F401  (autouse fixture)
+    read_audit,
+    read_topic,
+    wait_until,
+)
 from ledgerkit import T0, ledger_setup, marketing_event, withdrawal
 
 from auditor.stream.ledgerfeed import LedgerFeed
@@ -27,14 +32,6 @@ from auditor.trail.chain import ChainHead, genesis_hash, hash_record_bytes
 
 pytestmark = pytest.mark.kafka
 FLOOD = 100_000
-
-
-@pytest.fixture(autouse=True)
-def _logs_to_the_live_stdout():
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
 
 
 def flood(bootstrap: str, topic: str, victim: bytes, n: int) -> None:

@@ -11,26 +11,25 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
-from daemonkit import Feeder, InProcessDaemon, Setup, TopicTail, make_setup, mixed_events, wait_until
+from daemonkit import (
+    Feeder,
+    InProcessDaemon,
+    Setup,
+    TopicTail,
+    logs_to_the_live_stdout,  # noqa: F401  (autouse fixture)
+    make_setup,
+    mixed_events,
+    wait_until,
+)
 
 from auditor.cli import main
 from auditor.events.model import Event
 from auditor.witness import keys as witness_keys
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture(autouse=True)
-def _logs_to_the_live_stdout() -> Iterator[None]:
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
 
 
 def events(n: int, seed: int) -> list[Event]:
