@@ -96,6 +96,21 @@ def set_budget(p: BatchProcessor, audit: int, violations: int) -> None:
     p.budget = OutputBudget(audit=audit, violations=violations, dead_letter=p.budget.dead_letter)
 
 
+def same_on_three(procs: tuple[BatchProcessor, ...], batch: list[StubMessage],
+                  budget: tuple[int, int] | None = None) -> list[BatchResult]:
+    """Process ``batch`` on the three paths (after setting their output budgets): the same outputs
+    and records on each, one record per input; the results, nothing committed."""
+    if budget is not None:
+        for p in procs:
+            set_budget(p, *budget)
+    results = [p.process(batch) for p in procs]
+    for r in results[1:]:
+        assert outputs(r) == outputs(results[0])
+        assert list(r.records) == list(results[0].records)
+    one_record_each(results[2], len(batch))
+    return results
+
+
 STEP = st.tuples(
     st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=40),
     st.lists(st.integers(0, PARTITIONS - 1), min_size=40, max_size=40),
@@ -113,14 +128,7 @@ def test_sequences_of_batches_give_the_reference_outputs_on_every_path(steps):
     queued: list[tuple[list[StubMessage], int, int]] = []
     for picks, parts, audit, violations, action in steps:
         batch = batch_of(picks, parts, offsets)
-        for p in procs:
-            set_budget(p, audit, violations)
-        results = [p.process(batch) for p in procs]
-        ref = outputs(results[0])
-        for r in results[1:]:
-            assert outputs(r) == ref
-            assert list(r.records) == list(results[0].records)
-        one_record_each(results[0], len(batch))
+        results = same_on_three(procs, batch, (audit, violations))
         if action == "retry":  # the transaction aborted: the same batch again gives the same bytes
             for p, r in zip(procs, results, strict=True):
                 p.discard_heads()
@@ -179,13 +187,7 @@ def test_generated_events_twice_give_the_reference_outputs_on_every_path(mapping
     for _ in range(2):
         batch = [StubMessage(TOPIC, parts[i % len(parts)], offsets.setdefault(parts[i % len(parts)], 0) + i, v)
                  for i, v in enumerate(values)]
-        for p in procs:
-            set_budget(p, audit, violations)
-        results = [p.process(batch) for p in procs]
-        for r in results[1:]:
-            assert outputs(r) == outputs(results[0])
-            assert list(r.records) == list(results[0].records)
-        one_record_each(results[2], len(batch))
+        same_on_three(procs, batch, (audit, violations))
         for p in procs:
             p.commit_heads()
         offsets = {k: v + len(values) for k, v in offsets.items()}
@@ -239,13 +241,7 @@ def test_varied_template_events_give_the_reference_outputs_on_every_path(values,
     procs = three()
     for k in range(2):
         batch = [StubMessage(TOPIC, parts[i % len(parts)], 100 * k + i, v) for i, v in enumerate(values)]
-        for p in procs:
-            set_budget(p, audit, violations)
-        results = [p.process(batch) for p in procs]
-        for r in results[1:]:
-            assert outputs(r) == outputs(results[0])
-            assert list(r.records) == list(results[0].records)
-        one_record_each(results[2], len(batch))
+        same_on_three(procs, batch, (audit, violations))
         for p in procs:
             p.commit_heads()
     assert procs[2].facts is not None
@@ -279,11 +275,7 @@ def test_audit_budget_refusals_at_any_position_give_the_reference_outputs(refuse
     for k in range(2):
         batch = [StubMessage(TOPIC, 0, 100 * k + i, v) for i, v in enumerate(values)]
         hits = procs[2].facts.hits if procs[2].facts is not None else 0
-        results = [p.process(batch) for p in procs]
-        for r in results[1:]:
-            assert outputs(r) == outputs(results[0])
-            assert list(r.records) == list(results[0].records)
-        one_record_each(results[2], len(batch))
+        results = same_on_three(procs, batch)
         assert results[2].dead_letters.count("record_too_large") == expected
         for p in procs:
             p.commit_heads()
