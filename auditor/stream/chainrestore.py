@@ -9,6 +9,7 @@ then decides how the chain continues. Both reads are read_committed, outside the
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -29,6 +30,9 @@ from auditor.trail.record import RecordType
 log = get_logger("auditor.restore")
 
 WINDOW = 2000
+#: ... and at most this many bytes of message values and keys (anyone who may write to the audit topic can
+#: append messages up to its max.message.bytes: 2,000 of 1 MiB kept 2 GiB at every restore, attops)
+WINDOW_BYTES = 16 * 1024 * 1024
 
 
 def restore_chains(conf: dict[str, Any], audit_topic: str, audit_partition: int, checkpoint_topic: str,
@@ -92,12 +96,14 @@ def _last_records(consumer: Consumer, topic: str, partition: int, wanted: set[st
     #: position in its partition): the source offset is that of the last record before the corrections
     behind: set[str] = set()
 
+    unreadable: list[int] = []
+
     def visit(m: Message) -> None:
         where = f"{topic}/{partition}@{m.offset()}"
         try:
             record = record_from_bytes(m.value() or b"")
         except Exception:  # noqa: BLE001 - any undecodable bytes: not a record of ours
-            log.error("unreadable bytes in the audit topic (not written by the auditor)", where=where)
+            unreadable.append(m.offset() or 0)  # logged once, counted (a flood of them is not a flood of lines)
             return
         chain = record.chain_id
         if chain not in wanted:
@@ -117,8 +123,13 @@ def _last_records(consumer: Consumer, topic: str, partition: int, wanted: set[st
             elif record.seq < size - 1:
                 offsets[chain] = None  # the head record is gone: nothing older can be it
 
-    _scan_back(consumer, topic, partition, visit, lambda: len(found) == len(wanted) and len(offsets) == len(wanted),
-               timeout)
+    try:
+        _scan_back(consumer, topic, partition, visit,
+                   lambda: len(found) == len(wanted) and len(offsets) == len(wanted), timeout)
+    finally:
+        if unreadable:
+            log.error("unreadable bytes in the audit topic (not written by the auditor)", messages=len(unreadable),
+                      where=f"{topic}/{partition}@{min(unreadable)}..{max(unreadable)}")
     for chain in wanted:
         offsets.setdefault(chain, None)
     return found, offsets
@@ -128,19 +139,27 @@ def _scan_back(consumer: Consumer, topic: str, partition: int, visit: Callable[[
                done: Callable[[], bool], timeout: float) -> None:
     """Visit committed messages from the partition's end backwards, window by window, until done()."""
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
-    end = high
+    end, size = high, WINDOW
     while not done() and end > low:
-        start = max(low, end - WINDOW)
-        for m in reversed(_window(consumer, topic, partition, start, end, timeout)):
+        start = max(low, end - size)
+        window, cut = _window(consumer, topic, partition, start, end, timeout, WINDOW_BYTES)
+        for m in reversed(window):
             visit(m)
             if done():
                 return
-        end = start
+        window.clear()  # before the next window is read
+        # Large messages: only those from ``cut`` on fitted; the next window ends there, no wider than that
+        size = max(1, end - cut) if cut > start else min(WINDOW, 2 * size)
+        end = cut
 
 
-def _window(consumer: Consumer, topic: str, partition: int, start: int, end: int, timeout: float) -> list[Message]:
+def _window(consumer: Consumer, topic: str, partition: int, start: int, end: int, timeout: float,
+            max_bytes: int | None = None) -> tuple[list[Message], int]:
+    """The messages with a value in [start, end), and the offset they start from: ``start``, or later when
+    they weigh more than ``max_bytes`` (the last ones are kept, at least one)."""
     consumer.assign([TopicPartition(topic, partition, start)])
-    out: list[Message] = []
+    out: deque[Message] = deque()
+    held, cut = 0, start
     try:
         while True:
             msg = consumer.poll(timeout)
@@ -149,14 +168,24 @@ def _window(consumer: Consumer, topic: str, partition: int, start: int, end: int
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    return out
+                    return list(out), cut
                 raise BrokerError(f"reading {topic}/{partition}: {err}")
             if (msg.offset() or 0) >= end:
-                return out
+                return list(out), cut
             if msg.value() is not None:
                 out.append(msg)
+                if max_bytes is not None:
+                    held += _weight(msg)
+                    while held > max_bytes and len(out) > 1:
+                        gone = out.popleft()
+                        held -= _weight(gone)
+                        cut = (gone.offset() or 0) + 1
     finally:
         consumer.unassign()
+
+
+def _weight(m: Message) -> int:
+    return len(m.value() or b"") + len(m.key() or b"")
 
 
 def read_unsigned_chain(conf: dict[str, Any], topic: str, partition: int, chain_id: str,
@@ -176,7 +205,7 @@ def read_unsigned_chain(conf: dict[str, Any], topic: str, partition: int, chain_
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
         for start in range(low, high, WINDOW):
-            for m in _window(consumer, topic, partition, start, min(high, start + WINDOW), timeout):
+            for m in _window(consumer, topic, partition, start, min(high, start + WINDOW), timeout)[0]:
                 value = m.value() or b""
                 where = f"{topic}/{partition}@{m.offset()}"
                 try:

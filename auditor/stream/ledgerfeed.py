@@ -86,8 +86,11 @@ ROUND = 200_000
 CALL_TIMEOUT_S = 10.0
 #: decisions read back from the audit topic per index transaction
 READ_BACK_CHUNK = 2_000
-#: audit records read per window when a chain's path is walked back from its head (kept at a time)
+#: audit records read per window when a chain's path is walked back from its head
 WALK_WINDOW = 2_000
+#: about the bytes of messages one consume() of a read-back hands over (held at once): it takes as many as
+#: the largest of its last batch allows, up to 1,000 (at first 16: large foreign messages, attops)
+SCAN_BYTES = 8 * 1024 * 1024
 #: a resumed chain is read back from this long before its marker was written (records' timestamps
 #: are their producers' clocks: instances whose clocks differ by more may be missed)
 RESUME_SKEW_MS = 300_000
@@ -642,8 +645,11 @@ class LedgerFeed:
         end, _ = stable_offsets(self.reader.admin, topic, partition, CALL_TIMEOUT_S)
         while expect and end > start:
             begin = max(start, end - WALK_WINDOW)
-            window = [m for m in self._scan(consumer, topic, partition, begin, beat, until=end - 1)]
-            for m in reversed(window):
+            # What the path needs of each record that names a wanted chain, its hash checked as it is read:
+            # a window keeps no message (anyone who may write to the audit topic can append 2,000 of up
+            # to its max.message.bytes: ~2 GiB kept per window before, attops)
+            window: list[tuple[int, str, int, bytes, bytes, bool]] = []
+            for m in self._scan(consumer, topic, partition, begin, beat, until=end - 1):
                 value = m.value() or b""
                 try:
                     frame = next(iter_frames(value, 1))
@@ -652,15 +658,18 @@ class LedgerFeed:
                 chain = frame.chain_id
                 if chain not in named or frame.seq <= after.get(chain, -1):
                     continue
+                record_hash = bytes(frame.record_hash)
+                sound = frame.end == len(value) and hash_record_bytes(value[:-32]) == record_hash
+                window.append((m.offset() or 0, chain, frame.seq, record_hash, bytes(frame.prev_hash), sound))
+            for offset, chain, seq, record_hash, prev_hash, sound in reversed(window):
                 named[chain] += 1
                 hit = expect.get(chain)
-                if hit is None or frame.seq != hit[1] or bytes(frame.record_hash) != hit[0] or frame.end != len(value) \
-                        or hash_record_bytes(value[:-32]) != frame.record_hash:
+                if hit is None or seq != hit[1] or record_hash != hit[0] or not sound:
                     continue
-                ours[m.offset() or 0] = (chain, frame.seq)
+                ours[offset] = (chain, seq)
                 linked[chain] += 1
-                if frame.seq - 1 > after.get(chain, -1):
-                    expect[chain] = (bytes(frame.prev_hash), frame.seq - 1)
+                if seq - 1 > after.get(chain, -1):
+                    expect[chain] = (prev_hash, seq - 1)
                 else:
                     del expect[chain]
             end = begin
@@ -678,14 +687,18 @@ class LedgerFeed:
         consumer.assign([TopicPartition(topic, partition, start)])
         try:
             last_progress = time.monotonic()
-            n = 0
+            n, count = 0, 16
+            msgs: list[Any] = []
             while True:
                 if time.monotonic() - last_progress > timeout:
                     raise TransientError(f"reading {topic}/{partition} back to index decisions made no progress "
                                          f"for {timeout:.0f}s (ledger.catch_up_timeout_s)")
-                msgs = consumer.consume(1000, 0.1)
+                msgs = []  # the last batch is not held while the next is taken
+                msgs = consumer.consume(count, 0.1)
                 if msgs:
                     last_progress = time.monotonic()
+                    largest = max([len(m.value() or b"") for m in msgs])
+                    count = max(1, min(1000, SCAN_BYTES // max(largest, 1)))
                 for m in msgs:
                     err = m.error()
                     if err is not None:
