@@ -15,11 +15,6 @@ from auditor.trail.replay import Stats, WhatIf, reevaluate, write_records
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return KeyRing.generate(tmp_path_factory.mktemp("k") / "keys")
-
-
-@pytest.fixture(scope="module")
 def trail(tmp_path_factory, keys):
     path = tmp_path_factory.mktemp("t") / "trail"
     write_trail(path, keys, 300, partitions=2, checkpoint_every=40, reject_every=25,

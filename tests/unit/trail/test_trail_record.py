@@ -13,7 +13,6 @@ from trailkit import T0, make_decision, make_event, make_records
 
 from auditor.trail import (
     ChainHead,
-    KeyRing,
     SourceRef,
     build_record,
     record_from_bytes,
@@ -23,11 +22,6 @@ from auditor.trail import (
 )
 from auditor.trail.canonical import record_schema
 from auditor.trail.chain import genesis_hash, recompute_hash
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return KeyRing.generate(tmp_path_factory.mktemp("k") / "keys")
 
 
 def sealed_chain(keys, n=40, **kw):

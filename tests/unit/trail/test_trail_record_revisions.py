@@ -14,7 +14,7 @@ import pytest
 from auditor.errors import TrailCorruption
 from auditor.events.codec import schema_path
 from auditor.events.model import ActorOrganisation, LegalRequest, LegalRequestType
-from auditor.trail import KeyRing, SourceRef
+from auditor.trail import SourceRef
 from auditor.trail.canonical import encode_body, encode_head, record_from_bytes, record_schema
 from auditor.trail.chain import ChainHead, hash_record_bytes, seal_bytes
 from auditor.trail.record import (
@@ -32,11 +32,6 @@ from tests.unit.trail.trailkit import T0, make_decision, make_event, make_record
 LEDGER = LedgerFacts(3, 17, (LedgerRead("consent", "marketing", None, "acme", False, (4, 5)),
                              LedgerRead("birth_date", None, None, None, "2010-01-01", (2,))),
                      CorrectedRecord("events/3", 5, (9,)))
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return KeyRing.generate(tmp_path_factory.mktemp("k") / "keys")
 
 
 def test_a_record_with_ledger_facts_round_trips_and_matches_fastavro(keys):

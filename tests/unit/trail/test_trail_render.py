@@ -29,7 +29,7 @@ from auditor.events.model import (
     Transfer,
 )
 from auditor.policy.decision import Decision, RuleRef, Verdict, Violation, ViolationKind
-from auditor.trail import KeyRing, ReplayFilter, SourceRef, TrailWriter, build_record, iter_records
+from auditor.trail import ReplayFilter, SourceRef, TrailWriter, build_record, iter_records
 from auditor.trail.canonical import record_to_bytes
 from auditor.trail.render import (
     TableWriter,
@@ -80,11 +80,6 @@ def _assert_keys_match(doc: dict, fields: dict[str, object], where: str) -> None
                     and b["items"].get("type") == "record":
                 for item in doc[name]:
                     _assert_keys_match(item, _record_fields(b["items"]), f"{where}.{name}[]")
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return KeyRing.generate(tmp_path_factory.mktemp("k") / "keys")
 
 
 FULL = Event(

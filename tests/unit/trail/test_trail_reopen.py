@@ -25,11 +25,6 @@ from auditor.trail.note import Note
 from auditor.trail.segment import list_segments
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return KeyRing.generate(tmp_path_factory.mktemp("k") / "keys")
-
-
 def test_reopen_reads_only_the_records_after_the_last_checkpoint(tmp_path, keys):
     write_trail(tmp_path / "t", keys, 2000, batch=50, checkpoint_every=100)
     with TrailWriter.open(tmp_path / "t", keys) as w:

@@ -18,11 +18,6 @@ from auditor.trail import KeyRing, TrailWriter, verify_trail
 from auditor.trail.segment import list_segments
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return KeyRing.generate(tmp_path_factory.mktemp("k") / "keys")
-
-
 def test_written_trail_verifies_and_is_plain_avro(tmp_path, keys):
     sealed = write_trail(tmp_path / "t", keys, 120, partitions=3, reject_every=9)
     report = verify_trail(tmp_path / "t", keys.verifier)
