@@ -15,10 +15,10 @@ from auditor.ledger.codec import FactDecoder, decode_fact_line, encode_fact_sing
 from auditor.ledger.late import DecisionIndex, DecisionReads
 from auditor.ledger.model import to_us
 from auditor.ledger.store import LedgerStore
-from auditor.stream.ledgerfeed import LedgerFeed
 from auditor.trail.chain import ChainHead
 from auditor.trail.keys import Pseudonymizer
 from tests.unit.ledger.ledgerkit import T0, fact
+from tests.unit.stream.streamkit import ledger_feed
 
 KEY = Pseudonymizer(b"k" * 32)
 U1, U2 = KEY("u-1"), KEY("u-2")
@@ -90,30 +90,12 @@ def test_invisible_characters_inside_a_subject_id_and_confusable_letters_are_the
         assert decode_fact_line(_line(subject)).subject_id == subject
 
 
-def _feed(tmp_path: Path) -> LedgerFeed:
-    from prometheus_client import CollectorRegistry
-
-    from auditor.config import load_config
-    from auditor.events.wire import EventDecoder, SchemaAllowList
-    from auditor.stream.app import load_packs
-    from auditor.stream.processor import BatchProcessor, Routing
-    from auditor.trail.keys import KeyRing
-
-    KeyRing.generate(tmp_path / "keys")
-    keys = KeyRing.resolve(tmp_path / "keys")
-    cfg = load_config(None, env={}, overrides={"instance_id": "unit", "ledger.dir": str(tmp_path / "ledger"),
-                                               "keys_dir": str(tmp_path / "keys"), "policy.packs": ["ipasar"]})
-    processor = BatchProcessor(EventDecoder(SchemaAllowList([], {}, None), 1 << 20), load_packs(cfg.packs),
-                               keys.pseudonymizer, Routing("audit", "violations", "dead", 3), "unit")
-    return LedgerFeed(cfg, processor, CollectorRegistry())
-
-
 def test_a_chain_marker_beyond_the_restored_head_is_not_resumed_from(tmp_path: Path) -> None:
     """Before att12 the read-back advanced a chain's marker to the highest seq it read, forged records
     included: a forged record at seq 5 of a chain of 3 records left the marker at 5, and the restart
     then skipped the instance's own records 3 to 5 (never indexed: their late facts never
     corrected). Such a marker is not resumed from: the chain is indexed again in full."""
-    feed = _feed(tmp_path)
+    feed = ledger_feed(tmp_path)
     try:
         chain = "events/1"
         feed.processor.set_head(chain, ChainHead(chain, 3, b"h" * 32))

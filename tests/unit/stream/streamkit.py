@@ -1,4 +1,5 @@
-"""Factories for the stream unit tests: a stub message, a processor over the real packs, events."""
+"""Factories for the stream unit tests: a stub message, a processor over the real packs, events, a
+ledger feed."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from auditor.events.codec import event_to_mapping
 from auditor.events.model import Event
@@ -14,6 +17,9 @@ from auditor.policy import CompiledPack, load_pack
 from auditor.stream.generate import templates
 from auditor.stream.processor import BatchProcessor, Routing
 from auditor.trail.keys import Pseudonymizer
+
+if TYPE_CHECKING:
+    from auditor.stream.ledgerfeed import LedgerFeed
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 TOPIC = "events"
@@ -78,3 +84,21 @@ def processor(allow: SchemaAllowList | None = None, routing: Routing = ROUTING) 
 def messages(values: list[bytes | None], partition: int = 0, first_offset: int = 0,
              topic: str = TOPIC) -> list[StubMessage]:
     return [StubMessage(topic, partition, first_offset + i, v) for i, v in enumerate(values)]
+
+
+def ledger_feed(tmp_path: Path) -> LedgerFeed:
+    """A LedgerFeed (ledger under ``tmp_path``, new keys, the ipasar pack) with no broker."""
+    from prometheus_client import CollectorRegistry
+
+    from auditor.config import load_config
+    from auditor.stream.app import load_packs
+    from auditor.stream.ledgerfeed import LedgerFeed
+    from auditor.trail.keys import KeyRing
+
+    KeyRing.generate(tmp_path / "keys")
+    keys = KeyRing.resolve(tmp_path / "keys")
+    cfg = load_config(None, env={}, overrides={"instance_id": "unit", "ledger.dir": str(tmp_path / "ledger"),
+                                               "keys_dir": str(tmp_path / "keys"), "policy.packs": ["ipasar"]})
+    processor = BatchProcessor(EventDecoder(SchemaAllowList([], {}, None), 1 << 20), load_packs(cfg.packs),
+                               keys.pseudonymizer, Routing("audit", "violations", "dead", 3), "unit")
+    return LedgerFeed(cfg, processor, CollectorRegistry())

@@ -10,6 +10,7 @@ from auditor.config import load_config
 from auditor.errors import ConfigError
 from auditor.exitcodes import exit_code
 from auditor.stream.ledgerfeed import _chain_key, check_copartitioned, store_path
+from tests.unit.stream.streamkit import ledger_feed
 
 
 def metadata(**topics: int) -> SimpleNamespace:
@@ -47,24 +48,6 @@ def test_chain_ids_name_their_source_partition():
 
 # ---------------------------------------------------------------- corrections, without a broker
 
-def _feed(tmp_path):
-    from prometheus_client import CollectorRegistry
-
-    from auditor.events.wire import EventDecoder, SchemaAllowList
-    from auditor.stream.app import load_packs
-    from auditor.stream.ledgerfeed import LedgerFeed
-    from auditor.stream.processor import BatchProcessor, Routing
-    from auditor.trail.keys import KeyRing
-
-    KeyRing.generate(tmp_path / "keys")
-    keys = KeyRing.resolve(tmp_path / "keys")
-    cfg = load_config(None, env={}, overrides={"instance_id": "unit", "ledger.dir": str(tmp_path / "ledger"),
-                                               "keys_dir": str(tmp_path / "keys"), "policy.packs": ["ipasar"]})
-    processor = BatchProcessor(EventDecoder(SchemaAllowList([], {}, None), 1 << 20), load_packs(cfg.packs),
-                               keys.pseudonymizer, Routing("audit", "violations", "dead", 3), "unit")
-    return LedgerFeed(cfg, processor, CollectorRegistry())
-
-
 def test_a_late_withdrawal_yields_a_correction_record_and_a_broken_payload_is_skipped(tmp_path):
     import json
     from dataclasses import replace
@@ -78,7 +61,7 @@ def test_a_late_withdrawal_yields_a_correction_record_and_a_broken_payload_is_sk
     from auditor.trail.canonical import record_from_bytes
     from auditor.trail.record import RecordType
 
-    feed = _feed(tmp_path)
+    feed = ledger_feed(tmp_path)
     try:
         data = Path(__file__).resolve().parents[2] / "data" / "events" / "ipasar.jsonl"
         line = next(raw for raw in data.read_text().splitlines() if '"event_id":"ipasar-mkt-consent"' in
