@@ -31,16 +31,17 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import fastavro
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from daemonkit import DaemonProcess, Sent, Setup, mixed_events, wait_until
+from daemonkit import DaemonProcess, Feeder, PacedFeeder, Sent, Setup, make_setup, mixed_events, wait_until
 
 from auditor.events.model import Event
 from auditor.localkafka.tools import console_consume
@@ -573,3 +574,89 @@ def endless(seed: int) -> Iterable[Any]:
     import itertools
 
     return itertools.cycle(mixed_events(3000, seed=seed))
+
+
+# ---------------------------------------------------------------- the daemon killed or frozen at a hook step
+
+def _hooked(kafka_bootstrap: str, tmp_path: Path, seed: int, rate: int
+            ) -> tuple[Setup, Path, Feeder, Iterator[Any], PacedFeeder]:
+    """The setup both hook scenarios run in (3 partitions, a file copy, batches of 200), the hook
+    directory, and a paced feeder over ``endless(seed)`` (not started)."""
+    setup = make_setup(tmp_path, kafka_bootstrap, partitions=3, trail=True, batch_max_events=200)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    feeder, items = Feeder(kafka_bootstrap, setup.events), iter(endless(seed))
+    return setup, hooks, feeder, items, PacedFeeder(feeder, items, rate=rate)
+
+
+def sigkill_at_hook_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path, step: str, *,
+                                                 instance_id: str, seed: int, rate: int, reaching: str,
+                                                 backlog: int = 0) -> None:
+    """AUDITOR_TEST_HOOK ``<step>:kill:3``: the daemon is SIGKILLed the 3rd time it reaches ``step``
+    while events flow at ``rate``/s (after ``backlog`` events sent at once, when not 0); the supervisor
+    restarts it, the restarted daemon audits, then the whole trail is checked. ``reaching`` says what
+    the daemon is waited for at the hook ("the daemon to <reaching>")."""
+    setup, hooks, feeder, items, feed = _hooked(kafka_bootstrap, tmp_path, seed, rate)
+    sup = Supervisor(setup, instance_id, {"AUDITOR_TEST_HOOK": f"{step}:kill:3", "AUDITOR_TEST_HOOK_DIR": str(hooks)})
+    try:
+        sup.current.wait_ready(90)
+        if backlog:
+            feeder.send_all(islice(items, backlog))
+        feed.start()
+        wait_until(lambda: reached(hooks, step), 60, lambda: f"the daemon to {reaching}: {sup.describe()}")
+        wait_until(lambda: bool(sup.exits), 30, lambda: f"the hooked daemon to die: {sup.describe()}")
+        assert sup.exits[0] == -signal.SIGKILL, f"the hook did not SIGKILL the daemon: {sup.describe()}"
+        sup.current.wait_ready(90)
+        before = committed_count(setup.bootstrap, setup.audit)
+        wait_audited(setup, before + 300, 90, "from the restarted daemon", describe=sup.describe)
+        assert feed.flowing, "the feeder stopped before the restarted daemon audited anything"
+        sent = feed.finish()
+        wait_audited(setup, len(sent), 120, "after the feeder stopped", describe=sup.describe)
+        assert sup.stop(within=30) == 0, sup.describe()
+        assert sup.exits[1:] == [], f"the restarted daemon exited by itself: {sup.describe()}"
+    finally:
+        feed.halt.set()
+        sup.kill_all()
+    assert_trail_intact(setup, Expect(sent, setup.events), file_copies=[sup.trail_dir])
+
+
+def zombie_frozen_at_hook_does_not_fork_the_chain(kafka_bootstrap: str, tmp_path: Path, step: str, *,
+                                                  instance_id: str, seed: int, rate: int, freezing: str,
+                                                  backlog: int = 0) -> None:
+    """AUDITOR_TEST_HOOK ``<step>:stop:3``: A (``<instance_id>-a``) freezes the 3rd time it reaches
+    ``step`` while events flow at ``rate``/s (after ``backlog`` events sent at once, when not 0), for
+    25 s, past the session timeout (10 s) and within the transaction timeout (60 s); B takes its
+    partitions; A wakes (SIGCONT); both stop and the whole trail is checked. ``freezing`` says where
+    A is waited for ("A to freeze <freezing>")."""
+    setup, hooks, feeder, items, feed = _hooked(kafka_bootstrap, tmp_path, seed, rate)
+    a = Supervisor(setup, f"{instance_id}-a", {"AUDITOR_TEST_HOOK": f"{step}:stop:3",
+                                               "AUDITOR_TEST_HOOK_DIR": str(hooks)})
+    b: Supervisor | None = None
+    try:
+        a.current.wait_ready(90)
+        if backlog:
+            feeder.send_all(islice(items, backlog))
+        feed.start()
+        wait_until(lambda: reached(hooks, step), 60, lambda: f"A to freeze {freezing}: {a.describe()}")
+        frozen_at = time.monotonic()
+        b = Supervisor(setup, f"{instance_id}-b")
+        b.current.wait_ready(90)  # B is assigned A's partitions once A's session (10 s) has expired
+        wait_until(lambda: time.monotonic() - frozen_at > 25, 40, "A frozen for 25 s (> session timeout)")
+        assert a.current.alive(), f"A died while frozen: {a.describe()}"
+        a.current.signal(signal.SIGCONT)  # the zombie wakes and commits (or aborts) its open transaction
+        time.sleep(8)
+        assert feed.flowing
+        sent = feed.finish()
+        wait_audited(setup, len(sent), 150, "after the zombie woke",
+                     describe=lambda: f"{a.describe()}\n{b.describe() if b else ''}")
+        for sup in (a, b):
+            sup.release()
+            if sup.current.alive():
+                assert sup.stop(within=30) == 0, sup.describe()
+            sup.assert_exits_documented()
+    finally:
+        feed.halt.set()
+        a.kill_all()
+        if b is not None:
+            b.kill_all()
+    assert_trail_intact(setup, Expect(sent, setup.events), file_copies=[a.trail_dir, b.trail_dir])

@@ -8,9 +8,6 @@ independent reader (and Kafka's console consumer) and verified.
 
 from __future__ import annotations
 
-import signal
-import time
-
 import pytest
 from daemonkit import Feeder, PacedFeeder, make_setup, wait_until
 from faultkit import (
@@ -22,7 +19,9 @@ from faultkit import (
     configure,
     endless,
     reached,
+    sigkill_at_hook_loses_and_duplicates_nothing,
     wait_audited,
+    zombie_frozen_at_hook_does_not_fork_the_chain,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka]
@@ -30,69 +29,17 @@ pytestmark = [pytest.mark.faults, pytest.mark.kafka]
 
 @pytest.mark.parametrize("step", HOOK_STEPS)
 def test_sigkill_at_each_transaction_step_loses_and_duplicates_nothing(kafka_bootstrap, tmp_path, step):
-    setup = make_setup(tmp_path, kafka_bootstrap, partitions=3, trail=True, batch_max_events=200)
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    feed = PacedFeeder(Feeder(kafka_bootstrap, setup.events), iter(endless(31)), rate=300)
-    sup = Supervisor(setup, "txn-kill", {"AUDITOR_TEST_HOOK": f"{step}:kill:3", "AUDITOR_TEST_HOOK_DIR": str(hooks)})
-    try:
-        sup.current.wait_ready(90)
-        feed.start()
-        wait_until(lambda: reached(hooks, step), 60,
-                   lambda: f"the daemon to reach {step} of its 3rd transaction (AUDITOR_TEST_HOOK): {sup.describe()}")
-        wait_until(lambda: bool(sup.exits), 30, lambda: f"the hooked daemon to die: {sup.describe()}")
-        assert sup.exits[0] == -signal.SIGKILL, f"the hook did not SIGKILL the daemon: {sup.describe()}"
-        sup.current.wait_ready(90)
-        before = committed_count(setup.bootstrap, setup.audit)
-        wait_audited(setup, before + 300, 90, "from the restarted daemon", describe=sup.describe)
-        assert feed.flowing, "the feeder stopped before the restarted daemon audited anything"
-        sent = feed.finish()
-        wait_audited(setup, len(sent), 120, "after the feeder stopped", describe=sup.describe)
-        assert sup.stop(within=30) == 0, sup.describe()
-        assert sup.exits[1:] == [], f"the restarted daemon exited by itself: {sup.describe()}"
-    finally:
-        feed.halt.set()
-        sup.kill_all()
-    assert_trail_intact(setup, Expect(sent, setup.events), file_copies=[sup.trail_dir])
+    sigkill_at_hook_loses_and_duplicates_nothing(
+        kafka_bootstrap, tmp_path, step, instance_id="txn-kill", seed=31, rate=300,
+        reaching=f"reach {step} of its 3rd transaction (AUDITOR_TEST_HOOK)")
 
 
 def test_zombie_frozen_between_send_offsets_and_commit_does_not_fork_the_chain(kafka_bootstrap, tmp_path):
     """Issue 9 item 1: A freezes after send_offsets_to_transaction, past the session timeout (10 s)
     but within the transaction timeout (60 s); B takes its partitions; A wakes and commits."""
-    setup = make_setup(tmp_path, kafka_bootstrap, partitions=3, trail=True, batch_max_events=200)
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    feed = PacedFeeder(Feeder(kafka_bootstrap, setup.events), iter(endless(32)), rate=200)
-    a = Supervisor(setup, "zombie-a", {"AUDITOR_TEST_HOOK": "after_send_offsets:stop:3",
-                                       "AUDITOR_TEST_HOOK_DIR": str(hooks)})
-    b: Supervisor | None = None
-    try:
-        a.current.wait_ready(90)
-        feed.start()
-        wait_until(lambda: reached(hooks, "after_send_offsets"), 60,
-                   lambda: f"A to freeze after send_offsets of its 3rd transaction: {a.describe()}")
-        frozen_at = time.monotonic()
-        b = Supervisor(setup, "zombie-b")
-        b.current.wait_ready(90)  # B is assigned A's partitions once A's session (10 s) has expired
-        wait_until(lambda: time.monotonic() - frozen_at > 25, 40, "A frozen for 25 s (> session timeout)")
-        assert a.current.alive(), f"A died while frozen: {a.describe()}"
-        a.current.signal(signal.SIGCONT)  # the zombie wakes and commits its open transaction
-        time.sleep(8)
-        assert feed.flowing
-        sent = feed.finish()
-        wait_audited(setup, len(sent), 150, "after the zombie woke",
-                     describe=lambda: f"{a.describe()}\n{b.describe() if b else ''}")
-        for sup in (a, b):
-            sup.release()
-            if sup.current.alive():
-                assert sup.stop(within=30) == 0, sup.describe()
-            sup.assert_exits_documented()
-    finally:
-        feed.halt.set()
-        a.kill_all()
-        if b is not None:
-            b.kill_all()
-    assert_trail_intact(setup, Expect(sent, setup.events), file_copies=[a.trail_dir, b.trail_dir])
+    zombie_frozen_at_hook_does_not_fork_the_chain(
+        kafka_bootstrap, tmp_path, "after_send_offsets", instance_id="zombie", seed=32, rate=200,
+        freezing="after send_offsets of its 3rd transaction")
 
 
 def test_main_loop_wedged_in_c_after_send_offsets_is_restarted_by_the_watchdog(kafka_bootstrap, tmp_path):
