@@ -43,6 +43,18 @@ def feed(setup: Setup, items: list[Event]) -> None:
     feeder.flush()
 
 
+def listening_url(proc: subprocess.Popen[bytes], log: Path) -> str:
+    """The URL a witness process announces in its log ("listening on 127.0.0.1:<port>"), once it does."""
+    port: list[str] = []
+
+    def listening() -> bool:
+        port[:] = re.findall(r"listening on 127\.0\.0\.1:(\d+)", log.read_text())
+        return bool(port) or proc.poll() is not None
+    wait_until(listening, 30, lambda: log.read_text())
+    assert port, log.read_text()
+    return f"http://127.0.0.1:{port[0]}"
+
+
 class WitnessProcess:
     """``auditor witness serve`` as its own process (so it can be frozen)."""
 
@@ -57,14 +69,7 @@ class WitnessProcess:
         with self.log.open("wb") as fh:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                                          start_new_session=True)
-        port: list[str] = []
-
-        def listening() -> bool:
-            port[:] = re.findall(r"listening on 127\.0\.0\.1:(\d+)", self.log.read_text())
-            return bool(port) or self.proc.poll() is not None
-        wait_until(listening, 30, lambda: self.log.read_text())
-        assert port, self.log.read_text()
-        self.url = f"http://127.0.0.1:{port[0]}"
+        self.url = listening_url(self.proc, self.log)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -139,14 +144,7 @@ class HostileWitness:
             self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("hostile_witness.py")), mode,
                                           str(self.count_file)], stdin=subprocess.DEVNULL, stdout=fh,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-        port: list[str] = []
-
-        def listening() -> bool:
-            port[:] = re.findall(r"listening on 127\.0\.0\.1:(\d+)", self.log.read_text())
-            return bool(port) or self.proc.poll() is not None
-        wait_until(listening, 30, lambda: self.log.read_text())
-        assert port, self.log.read_text()
-        self.url = f"http://127.0.0.1:{port[0]}"
+        self.url = listening_url(self.proc, self.log)
 
     @property
     def sent(self) -> int:
