@@ -10,9 +10,14 @@ import pytest
 
 from auditor.events.model import Event
 from auditor.policy import conditions as c
-from auditor.policy import engine, load_pack
+from auditor.policy import load_pack
 from auditor.policy.engine import compile_pack, evaluate, evaluate_interpreted, evaluate_plain
-from tests.unit.policy.test_compiled_tests import PACKS, _events, _tests
+from tests.unit.policy.test_compiled_tests import (
+    PACKS,
+    _compile_at_once,  # noqa: F401  (autouse fixture)
+    _events,
+    _tests,
+)
 
 
 def _plain(e: Event) -> Event:
@@ -23,11 +28,6 @@ def _plain(e: Event) -> Event:
         actor=dataclasses.replace(e.actor, type=e.actor.type.value, organisation=e.actor.organisation.value),
         legal_request=dataclasses.replace(e.legal_request, type=e.legal_request.type.value),
         transfer=dataclasses.replace(e.transfer, safeguard=e.transfer.safeguard.value))
-
-
-@pytest.fixture(autouse=True)
-def _compile_at_once(monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(engine, "_COMPILE_AFTER", 1)
 
 
 @pytest.mark.parametrize("pack_id", PACKS)
