@@ -12,17 +12,9 @@ from typing import Any
 import fastavro
 from hypothesis import strategies as st
 
-from auditor.events.codec import schema_path
+from auditor.events.codec import schema_path, strip_logical
 
 EVENT_SCHEMA: dict[str, Any] = json.loads(schema_path("privacy_event.avsc").read_text())
-
-
-def strip_logical(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: strip_logical(v) for k, v in node.items() if k != "logicalType"}
-    if isinstance(node, list):
-        return [strip_logical(v) for v in node]
-    return node
 
 
 RAW_EVENT_SCHEMA = strip_logical(EVENT_SCHEMA)
