@@ -150,6 +150,21 @@ class SchemaAllowList:
         return ws
 
 
+def split_frame(value: bytes | None, max_bytes: int) -> tuple[bytes | int, bytes]:
+    """A message value's writer-schema key and Avro body: the 8-byte fingerprint of the single-object
+    encoding, or the schema id (an int) of the Confluent wire format. Raises DecodeError for a
+    tombstone, a value over ``max_bytes``, or any other framing (events and facts alike)."""
+    if value is None:
+        raise DecodeError("message has no value (tombstone)", reason="undecodable")
+    if len(value) > max_bytes:
+        raise DecodeError(f"message of {len(value)} bytes exceeds the {max_bytes}-byte limit", reason="oversize")
+    if value[:2] == SINGLE_OBJECT_MAGIC and len(value) >= 10:
+        return value[2:10], value[10:]
+    if len(value) >= 5 and value[0] == CONFLUENT_MAGIC:
+        return struct.unpack(">I", value[1:5])[0], value[5:]
+    raise DecodeError("neither Avro single-object encoding nor Confluent wire format", reason="undecodable")
+
+
 class EventDecoder:
     """Turns one Kafka message value into a Decoded event, or raises DecodeError with a reason."""
 
@@ -159,43 +174,31 @@ class EventDecoder:
         self._plain_writers: dict[bytes, tuple[Any, Callable[[int], int]]] = {}  # allow-listed only
 
     def decode(self, value: bytes | None) -> Decoded:
-        if value is None:
-            raise DecodeError("message has no value (tombstone)", reason="undecodable")
-        if len(value) > self.max_bytes:
-            raise DecodeError(f"message of {len(value)} bytes exceeds the {self.max_bytes}-byte limit",
-                              reason="oversize")
-        if value[:2] == SINGLE_OBJECT_MAGIC and len(value) >= 10:
-            writer = self.allow.for_fingerprint(value[2:10])
-            body = value[10:]
-        elif len(value) >= 5 and value[0] == CONFLUENT_MAGIC:
-            writer = self.allow.for_id(struct.unpack(">I", value[1:5])[0])
-            body = value[5:]
-        else:
-            raise DecodeError("neither Avro single-object encoding nor Confluent wire format",
-                              reason="undecodable")
+        key, body = split_frame(value, self.max_bytes)
+        writer = self.allow.for_fingerprint(key) if isinstance(key, bytes) else self.allow.for_id(key)
         return self.decode_body(body, writer)
 
     def decode_body(self, body: bytes, writer: WriterSchema) -> Decoded:
         reader = self.allow.raw_reader
         if writer.fingerprint == self.allow.reader_fp:
-            datum = _read(body, reader, None)
-            canonical = _write(reader, datum)
+            datum = read_body(body, reader, None)
+            canonical = write_body(reader, datum)
             if canonical != body:
                 raise DecodeError("non-canonical or trailing bytes in the Avro body (hostile encoding)",
                                   reason="hostile_encoding")
             if not sorted_keys(datum["attributes"]):
-                canonical = _write(reader, {**datum, "attributes": sort_map(datum["attributes"])})
+                canonical = write_body(reader, {**datum, "attributes": sort_map(datum["attributes"])})
             return Decoded(event_from_datum(datum), canonical)
         raw_writer, scale = self._plain(writer)
-        as_written = _read(body, raw_writer, None)
-        if _write(raw_writer, as_written) != body:
+        as_written = read_body(body, raw_writer, None)
+        if write_body(raw_writer, as_written) != body:
             raise DecodeError("non-canonical or trailing bytes in the Avro body (hostile encoding)",
                               reason="hostile_encoding")
         # read without logical types, so a time no datetime can hold is a bad field, not a crash
-        datum = _read(body, raw_writer, reader)
+        datum = read_body(body, raw_writer, reader)
         datum["occurred_at"] = scale(datum["occurred_at"])
         event = event_from_mapping(datum)
-        return Decoded(event, _write(reader, {**datum, "attributes": sort_map(datum.get("attributes") or {})}))
+        return Decoded(event, write_body(reader, {**datum, "attributes": sort_map(datum.get("attributes") or {})}))
 
     def _plain(self, writer: WriterSchema) -> tuple[Any, Callable[[int], int]]:
         """The writer schema without logical types, and how its ``occurred_at`` becomes microseconds."""
@@ -219,7 +222,8 @@ def sort_map(m: Mapping[str, Any]) -> dict[str, Any]:
     return dict(sorted(m.items(), key=lambda kv: kv[0].encode()))
 
 
-def _read(body: bytes, writer: Any, reader: Any) -> Any:
+def read_body(body: bytes, writer: Any, reader: Any) -> Any:
+    """An Avro body read with ``writer`` (resolved to ``reader`` unless None); any failure is a DecodeError."""
     try:
         return fastavro.schemaless_reader(io.BytesIO(body), writer, reader)
     except EOFError as exc:
@@ -231,7 +235,7 @@ def _read(body: bytes, writer: Any, reader: Any) -> Any:
         raise DecodeError(f"undecodable Avro body ({exc.__class__.__name__})", reason="undecodable") from exc
 
 
-def _write(schema: Any, datum: Any) -> bytes:
+def write_body(schema: Any, datum: Any) -> bytes:
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, schema, datum)
     return buf.getvalue()
@@ -252,9 +256,9 @@ def _cached_fingerprint(schema: Any) -> bytes:
 def encode_single_object(datum: dict[str, Any], schema: Any | None = None) -> bytes:
     """Frame a datum with the Avro single-object encoding (used by producers and tests)."""
     schema = schema if schema is not None else event_schema()
-    return SINGLE_OBJECT_MAGIC + _cached_fingerprint(schema) + _write(schema, datum)
+    return SINGLE_OBJECT_MAGIC + _cached_fingerprint(schema) + write_body(schema, datum)
 
 
 def encode_confluent(datum: dict[str, Any], schema_id: int, schema: Any | None = None) -> bytes:
     schema = schema if schema is not None else event_schema()
-    return bytes([CONFLUENT_MAGIC]) + struct.pack(">I", schema_id) + _write(schema, datum)
+    return bytes([CONFLUENT_MAGIC]) + struct.pack(">I", schema_id) + write_body(schema, datum)

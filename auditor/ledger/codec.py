@@ -14,9 +14,7 @@ negative block counts and trailing bytes are rejected, and decoding is bounded b
 
 from __future__ import annotations
 
-import io
 import json
-import struct
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
@@ -34,7 +32,7 @@ from auditor.events.codec import (
     strip_logical,
     subject_id_edges_clean,
 )
-from auditor.events.wire import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, schema_fingerprint
+from auditor.events.wire import SINGLE_OBJECT_MAGIC, read_body, schema_fingerprint, split_frame, write_body
 from auditor.ledger.model import SCOPED_TYPES, FactType, Scope, SubjectFact, to_us
 
 SCHEMA_FILE = "subject_fact.avsc"
@@ -228,7 +226,7 @@ def fact_to_json(f: SubjectFact) -> str:
 
 def encode_fact(f: SubjectFact) -> bytes:
     """The fact's Avro body under the bundled schema (no framing)."""
-    return _write(raw_fact_schema(), fact_to_mapping(f))
+    return write_body(raw_fact_schema(), fact_to_mapping(f))
 
 
 def encode_fact_single_object(f: SubjectFact) -> bytes:
@@ -309,44 +307,23 @@ class FactDecoder:
             self.by_id[int(schema_id)] = fp
 
     def decode(self, value: bytes | None) -> SubjectFact:
-        if value is None:
-            raise DecodeError("message has no value (tombstone)", reason="undecodable")
-        if len(value) > self.max_bytes:
-            raise DecodeError(f"message of {len(value)} bytes exceeds the {self.max_bytes}-byte limit",
-                              reason="oversize")
-        if value[:2] == SINGLE_OBJECT_MAGIC and len(value) >= 10:
-            fp, body = value[2:10], value[10:]
-        elif len(value) >= 5 and value[0] == CONFLUENT_MAGIC:
-            schema_id = struct.unpack(">I", value[1:5])[0]
-            fp_hit = self.by_id.get(schema_id)
-            if fp_hit is None:
-                raise SchemaError(f"fact schema id {schema_id} is not configured", reason="unknown_schema")
-            fp, body = fp_hit, value[5:]
+        key, body = split_frame(value, self.max_bytes)
+        if isinstance(key, bytes):
+            fp = key
         else:
-            raise DecodeError("neither Avro single-object encoding nor Confluent wire format", reason="undecodable")
+            fp_hit = self.by_id.get(key)
+            if fp_hit is None:
+                raise SchemaError(f"fact schema id {key} is not configured", reason="unknown_schema")
+            fp = fp_hit
         writer = self.by_fp.get(fp)
         if writer is None:
             raise SchemaError(f"fact writer schema fingerprint {fp.hex()} is not allow-listed", reason="unknown_schema")
-        datum = _read(body, writer, None)
-        if _write(writer, datum) != body:
+        datum = read_body(body, writer, None)
+        if write_body(writer, datum) != body:
             raise DecodeError("non-canonical or trailing bytes in the Avro body (hostile encoding)",
                               reason="hostile_encoding")
         if writer is not self.reader:
-            datum = _read(body, writer, self.reader)
+            datum = read_body(body, writer, self.reader)
         return fact_from_mapping(datum)
 
 
-def _read(body: bytes, writer: Any, reader: Any) -> Any:
-    try:
-        return fastavro.schemaless_reader(io.BytesIO(body), writer, reader)
-    except EOFError as exc:
-        raise DecodeError("Avro body ends early: a length or count is larger than the message",
-                          reason="hostile_encoding") from exc
-    except Exception as exc:  # fastavro raises assorted errors on garbage; none may escape
-        raise DecodeError(f"undecodable Avro body ({exc.__class__.__name__})", reason="undecodable") from exc
-
-
-def _write(schema: Any, datum: Any) -> bytes:
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, schema, datum)
-    return buf.getvalue()

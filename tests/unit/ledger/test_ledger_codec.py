@@ -192,8 +192,9 @@ def test_bad_facts_inside_valid_avro_are_rejected_like_json() -> None:
     doc = dict(json.loads(line()))
     datum = {**doc, "effective_at": 253_402_300_800_000_000, "recorded_at": 0, "birth_date": None,
              "service_id": None, "scope": None}
-    from auditor.ledger.codec import _write, raw_fact_schema
-    value = SINGLE_OBJECT_MAGIC + bundled_fingerprint() + _write(raw_fact_schema(), datum)
+    from auditor.events.wire import write_body
+    from auditor.ledger.codec import raw_fact_schema
+    value = SINGLE_OBJECT_MAGIC + bundled_fingerprint() + write_body(raw_fact_schema(), datum)
     with pytest.raises(DecodeError, match="'effective_at' is outside"):
         FactDecoder().decode(value)
 
