@@ -17,7 +17,7 @@ Layout (LMDB named databases):
 
 =============  ===========================================================  ==========================
 ``facts``      partition u32 | pseudonym 16 B | effective | recorded | offset   the fact, JSON list
-``meta``       ``format``, ``key_id``, ``hw`` + partition u32                 text
+``meta``       ``format``, ``key_id``, ``partitions``, ``hw`` + partition u32  text
 ``decisions``  see :mod:`auditor.ledger.late`
 =============  ===========================================================  ==========================
 """
@@ -175,6 +175,16 @@ class LedgerStore:
 
     def close(self) -> None:
         self.env.close()
+
+    def partitions(self, count: int) -> int:
+        """The facts topic's partition count the store's facts were read with: recorded as ``count``
+        when none is (a new or emptied store), else the recorded one."""
+        with self.env.begin(write=True, db=self.meta) as txn:
+            raw = txn.get(b"partitions")
+            if raw is None:
+                txn.put(b"partitions", str(count).encode())
+                return count
+        return int(raw)
 
     def __enter__(self) -> LedgerStore:
         return self

@@ -133,7 +133,7 @@ def store_path(cfg: Config) -> Path:
 
 #: why a fact from the facts topic is skipped (auditor.ledger.codec's DecodeError reasons): pre-labelled
 FACT_REJECT_REASONS = ("undecodable", "unknown_schema", "oversize", "hostile_encoding", "missing_field", "bad_field",
-                       "bad_subject_id")
+                       "bad_subject_id", "misrouted")
 
 
 class LedgerMetrics(NamedTuple):
@@ -374,6 +374,15 @@ class LedgerFeed:
     def start(self, admin: AdminClient, md: Any) -> None:
         t = self.cfg.topics
         self.partitions = check_copartitioned(md, t.events, t.facts, self.cfg.kafka.bootstrap_servers)
+        recorded = self.store.partitions(self.partitions)
+        if recorded != self.partitions:  # the topics were given more partitions after facts were recorded
+            raise ConfigError(
+                f"the facts topic {t.facts} has {self.partitions} partition(s) but the ledger store "
+                f"{self.store.path} was built when it had {recorded} partition(s). Kafka leaves a record where it "
+                f"was written: a subject whose id now hashes to another partition has its older facts on the old "
+                f"one and its new events on the new one, where they would be judged without them. Fix: recreate "
+                f"{t.facts} with {self.partitions} partition(s) and produce the facts again (auditor produce "
+                f"--facts), then delete {self.store.path} (it is rebuilt from the topic); or unset ledger.dir.")
         self.reader = FactsReader(self.cfg, self.store, admin, self.decoder, self.metrics, self.pseudonymize)
         self.reader.partitions = self.partitions
         self.reader.vocabulary = UndeclaredScopes(self.processor.packs.values())

@@ -1,0 +1,64 @@
+"""The facts and event topics given more partitions after the ledger recorded facts (attops).
+
+Kafka keeps a record where it was written: after ``kafka-topics --alter --partitions``, a subject
+whose id now hashes to a new partition has its older facts on the old one and its new events on
+the new one. Both topics still have equal counts, so the start-up check passed, and the misrouted
+check (dc070f7) judges by the new count: the event is on its subject's partition, where none of its
+facts are. Its own consent claim stood against the recorded withdrawal, and nothing was counted
+(the withdrawal had been applied to the store before the change). The store now records the facts
+topic's partition count; a daemon that finds another one stops (exit 2) with what to do.
+Real broker (the session's, tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewPartitions
+from daemonkit import (
+    InProcessDaemon,
+    logs_to_the_live_stdout,  # noqa: F401  (autouse fixture)
+    read_audit,
+    wait_until,
+)
+from ledgerkit import T0, ledger_setup, marketing_event, withdrawal
+
+from auditor.errors import ConfigError
+from auditor.ledger.partitioning import subject_partition
+from auditor.stream.produce import produce
+
+pytestmark = pytest.mark.kafka
+
+
+def test_a_partition_count_changed_under_the_recorded_facts_stops_the_daemon(tmp_path, kafka_bootstrap):
+    setup, facts = ledger_setup(tmp_path, kafka_bootstrap, partitions=2)
+    subject = next(s for s in (f"u-{i}" for i in range(1000))
+                   if subject_partition(s, 4) == subject_partition(s, 2) + 2)  # moves when the topics grow
+    produce(kafka_bootstrap, facts, [withdrawal("w", subject, T0)])
+    with InProcessDaemon(setup.config(instance_id="a")) as d:
+        wait_until(lambda: d.sample("auditor_ledger_facts_total") == 1, 90, "the withdrawal applied")
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for fut in admin.create_partitions([NewPartitions(facts, 4), NewPartitions(setup.events, 4)]).values():
+        fut.result(30)
+    produce(kafka_bootstrap, setup.events, [marketing_event("after", subject, T0 + timedelta(hours=1))])
+    again = InProcessDaemon(setup.config(instance_id="a"))
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            again.daemon.run()
+        except BaseException as exc:  # noqa: BLE001 - what the test looks at
+            raised.append(exc)
+
+    again.thread = threading.Thread(target=run, name="auditor-daemon", daemon=True)
+    with again:
+        wait_until(lambda: not again.thread.is_alive() or read_audit(kafka_bootstrap, setup.audit), 90,
+                   "the daemon stopped, or the event audited")
+    records = [(e.record.event_id, e.record.record_type.value, e.record.decision.verdict.value if e.record.decision
+                else None) for e in read_audit(kafka_bootstrap, setup.audit)]
+    # before: [('after', 'DECISION', <not VIOLATION>)], the withdrawal on partition 0/1 never met
+    assert records == [], records
+    assert raised and isinstance(raised[0], ConfigError), raised
+    assert "2 partition" in str(raised[0]) and "4" in str(raised[0]), raised[0]
