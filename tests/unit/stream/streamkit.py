@@ -1,5 +1,5 @@
 """Factories for the stream unit tests: a stub message, a processor over the real packs, events, a
-ledger feed."""
+ledger feed, a clock the test moves."""
 
 from __future__ import annotations
 
@@ -55,6 +55,16 @@ class StubMessage:
 
     def headers(self) -> list[tuple[str, bytes | None]] | None:
         return None if self._headers is None else list(self._headers)
+
+
+class Clock:
+    """A monotonic clock that moves only when the test moves it (``clock.now += 59``)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from auditor.config import load_config
 from auditor.metrics import build_metrics
 from auditor.stream.runner import Daemon
-from tests.unit.stream.streamkit import processor
+from tests.unit.stream.streamkit import Clock, processor
 
 
 class _Consumer:
@@ -28,17 +28,10 @@ class _Checkpoints:
         pass
 
 
-class _Clock:
-    now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _daemon() -> tuple[Daemon, _Consumer, _Clock]:
+def _daemon() -> tuple[Daemon, _Consumer, Clock]:
     cfg = load_config(env={})
     daemon = Daemon(cfg, processor(), build_metrics(CollectorRegistry()), checkpoints=_Checkpoints())  # type: ignore[arg-type]
-    clock = daemon.ownership.clock = _Clock()
+    clock = daemon.ownership.clock = Clock()
     consumer = daemon.consumer = _Consumer()  # type: ignore[assignment]
     return daemon, consumer, clock
 

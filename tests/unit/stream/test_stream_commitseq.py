@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from streamkit import Clock
 
 from auditor.errors import ConfigError, TransientError
 from auditor.stream.commit import COMMITTED, Outcome, first_offsets, next_offsets
@@ -209,14 +210,6 @@ def test_lag_counts_from_the_committed_offset_or_the_log_start():
 
 
 # ---------------------------------------------------------------- the watchdog's verdicts
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def test_watchdog_fires_when_the_loop_stops_beating():
     clock = Clock()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry
-from streamkit import TOPIC, StubMessage, compliant, processor, wire
+from streamkit import TOPIC, Clock, StubMessage, compliant, processor, wire
 
 from auditor.config import load_config
 from auditor.exitcodes import ExitCode
@@ -328,14 +328,6 @@ def test_switched_off_the_daemon_commits_each_batch_before_it_consumes_the_next(
 
 
 # ---------------------------------------------------------------- the watchdog sees the worker's calls
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def test_the_watchdog_judges_a_call_on_the_commit_worker_while_the_main_thread_makes_short_calls():
     clock = Clock()
