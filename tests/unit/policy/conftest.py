@@ -12,6 +12,8 @@ import pytest
 from auditor.policy.engine import CompiledPack, load_pack
 from tests.unit.policy.policykit import TINY
 
+pytest.register_assert_rewrite("tests.unit.policy.seedkit")  # its checks assert (seed-read modules)
+
 
 @pytest.fixture(scope="module")
 def pack() -> CompiledPack:
