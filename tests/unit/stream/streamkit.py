@@ -1,5 +1,5 @@
 """Factories for the stream unit tests: a stub message, a processor over the real packs, events, a
-ledger feed, a clock the test moves."""
+ledger feed, a clock the test moves, a sealer fault."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from auditor.events.codec import event_to_mapping
 from auditor.events.model import Event
@@ -19,6 +19,8 @@ from auditor.stream.processor import BatchProcessor, Routing
 from auditor.trail.keys import Pseudonymizer
 
 if TYPE_CHECKING:
+    import pytest
+
     from auditor.stream.ledgerfeed import LedgerFeed
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -112,3 +114,17 @@ def ledger_feed(tmp_path: Path) -> LedgerFeed:
     processor = BatchProcessor(EventDecoder(SchemaAllowList([], {}, None), 1 << 20), load_packs(cfg.packs),
                                keys.pseudonymizer, Routing("audit", "violations", "dead", 3), "unit")
     return LedgerFeed(cfg, processor, CollectorRegistry())
+
+
+def seal_fails_for(monkeypatch: pytest.MonkeyPatch, event_id: str) -> None:
+    """The Python sealer (hotpath.seal_bytes) raises ValueError("sealer bug") on the record of ``event_id``."""
+    from auditor.stream import hotpath
+
+    real = hotpath.seal_bytes
+
+    def seal(head: Any, record: Any) -> Any:
+        if record.event_id == event_id:
+            raise ValueError("sealer bug")
+        return real(head, record)
+
+    monkeypatch.setattr(hotpath, "seal_bytes", seal)

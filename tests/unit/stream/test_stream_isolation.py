@@ -10,13 +10,12 @@ import json
 
 import fastavro
 import pytest
-from streamkit import TOPIC, compliant, messages, packs, processor, violating, wire
+from streamkit import TOPIC, compliant, messages, packs, processor, seal_fails_for, violating, wire
 
 from auditor.errors import DecodeError
 from auditor.events.codec import decode_json_line, event_to_mapping, raw_event_schema, strip_logical
 from auditor.events.wire import SINGLE_OBJECT_MAGIC, SchemaAllowList, schema_fingerprint
 from auditor.schemas import earlier_event_schemas
-from auditor.stream import hotpath
 from auditor.stream.processor import BatchProcessor, BatchResult
 from auditor.trail.canonical import record_from_bytes
 from auditor.trail.record import RecordType
@@ -96,14 +95,7 @@ def test_a_record_builder_fault_dead_letters_the_message_and_audits_the_rest():
 
 
 def test_a_sealing_fault_dead_letters_the_message_and_audits_the_rest(monkeypatch: pytest.MonkeyPatch):
-    real = hotpath.seal_bytes
-
-    def seal(head, record):
-        if record.event_id == "poison":
-            raise ValueError("sealer bug")
-        return real(head, record)
-
-    monkeypatch.setattr(hotpath, "seal_bytes", seal)
+    seal_fails_for(monkeypatch, "poison")
     _check_batch(processor().process(messages(_batch())), 1, 4, "seal_failed")
 
 

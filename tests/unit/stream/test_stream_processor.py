@@ -18,6 +18,7 @@ from streamkit import (
     messages,
     packs,
     processor,
+    seal_fails_for,
     violating,
     wire,
 )
@@ -27,7 +28,6 @@ from auditor.events.codec import event_to_mapping
 from auditor.events.wire import SchemaAllowList, encode_confluent
 from auditor.native import NativeEventDecoder
 from auditor.policy import Verdict, evaluate
-from auditor.stream import hotpath
 from auditor.stream.generate import MUTATIONS
 from auditor.stream.processor import UNDECLARED, BatchProcessor, Outgoing
 from auditor.trail.canonical import record_from_bytes
@@ -262,12 +262,5 @@ def test_decoder_and_sealer_faults_leave_no_reference_cycle(monkeypatch: pytest.
 
     p.decoder.decode = decode  # type: ignore[method-assign]
     _no_garbage_left(p, [wire(compliant()), wire(compliant(event_id="poison"))])
-    real_seal = hotpath.seal_bytes
-
-    def seal(head, record):
-        if record.event_id == "sealpoison":
-            raise ValueError("sealer bug")
-        return real_seal(head, record)
-
-    monkeypatch.setattr(hotpath, "seal_bytes", seal)
+    seal_fails_for(monkeypatch, "sealpoison")
     _no_garbage_left(processor(), [wire(compliant()), wire(compliant(event_id="sealpoison"))])
