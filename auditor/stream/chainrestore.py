@@ -62,26 +62,34 @@ def restore_chains(conf: dict[str, Any], audit_topic: str, audit_partition: int,
 def _last_checkpoints(consumer: Consumer, topic: str, partition: int, origins: dict[str, str], verifier: Verifier,
                       timeout: float) -> dict[str, tuple[SignedCheckpoint, StoredCheckpoint]]:
     found: dict[str, tuple[SignedCheckpoint, StoredCheckpoint]] = {}
+    #: checkpoints keyed for a wanted chain that are not used: logged once per restore, counted (the key is
+    #: public, so anyone who may write to the topic could make one error line each, at every restore)
+    invalid: list[tuple[int, str]] = []
 
     def visit(m: Message) -> None:
         chain = origins.get((m.key() or b"").decode("utf-8", "replace"))
         if chain is None or chain in found:
             return
-        where = f"{topic}/{partition}@{m.offset()}"
         try:
             kind, stored = stored_from_message(m.value() or b"", m.headers())  # type: ignore[arg-type]
             if kind != "checkpoint":
                 return
             signed = stored.open(verifier)
         except TrailCorruption as exc:
-            log.error("invalid checkpoint in the checkpoint topic; not used", where=where, error=str(exc))
+            invalid.append((m.offset() or 0, str(exc)))
             return
         if signed.chain_id != chain:
-            log.error("checkpoint keyed for another chain; not used", where=where)
+            invalid.append((m.offset() or 0, f"keyed for {chain}, signed for another chain"))
             return
         found[chain] = (signed, stored)
 
-    _scan_back(consumer, topic, partition, visit, lambda: len(found) == len(origins), timeout)
+    try:
+        _scan_back(consumer, topic, partition, visit, lambda: len(found) == len(origins), timeout)
+    finally:
+        if invalid:
+            (first, error), (last, _) = min(invalid), max(invalid)
+            log.error("invalid checkpoints in the checkpoint topic; not used", checkpoints=len(invalid),
+                      where=f"{topic}/{partition}@{first}..{last}", error=error)
     return found
 
 

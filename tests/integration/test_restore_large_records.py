@@ -27,6 +27,7 @@ from structlog.testing import capture_logs
 from auditor.events.model import Event
 from auditor.stream.chainrestore import restore_chains
 from auditor.stream.topics import checkpoint_topic_of
+from auditor.trail.checkpoint import origin_for
 from auditor.trail.keys import KeyRing
 
 pytestmark = pytest.mark.kafka
@@ -65,3 +66,29 @@ def test_a_restore_past_large_foreign_messages_keeps_a_bounded_window_and_logs_o
     assert peak < 24 * 2**20, f"{peak / 2**20:.1f} MiB traced during the restore"
     unreadable = [e for e in logs if "unreadable" in e["event"]]
     assert len(unreadable) == 1 and unreadable[0]["messages"] == JUNK, unreadable[:3]
+
+
+def test_forged_checkpoints_keyed_for_the_chain_are_logged_once_per_restore(tmp_path, kafka_bootstrap):
+    """A checkpoint keyed with the chain's origin (public: the key name and the chain id) that does not
+    open was logged as one error line each, at every restore: 500 forged, 500 lines."""
+    setup = make_setup(tmp_path, kafka_bootstrap, partitions=1, trail=False, batch_max_events=40)
+    feeder = Feeder(setup.bootstrap, setup.events)
+    for e in [e for e in mixed_events(30, seed=12) if isinstance(e, Event)][:20]:
+        feeder.send(e, partition=0)
+    feeder.flush()
+    with InProcessDaemon(setup.config()) as d, TopicTail(setup.bootstrap, setup.audit) as tail:
+        tail.wait_for(20, 90, "(in-process daemon)")
+    assert d.exit_code == 0
+    chain, checkpoints = f"{setup.events}/0", checkpoint_topic_of(setup.audit)
+    keys = KeyRing.load(setup.keys_dir)
+    origin = origin_for(keys.signer.name, chain).encode()
+    p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20})
+    for i in range(500):
+        p.produce(checkpoints, b"forged %d" % i, key=origin, partition=0)
+    assert p.flush(60) == 0
+    with capture_logs() as logs:
+        (restored,) = restore_chains(setup.admin_conf, setup.audit, 0, checkpoints, 0, [chain],
+                                     keys.signer.name, keys.verifier).values()
+    assert not restored.forged and restored.problem is None and restored.log.head.size == 20
+    invalid = [e for e in logs if "checkpoint" in e["event"] and e["log_level"] == "error"]
+    assert len(invalid) == 1 and invalid[0]["checkpoints"] == 500, (len(invalid), invalid[:2])
