@@ -193,7 +193,9 @@ def _window(consumer: Consumer, topic: str, partition: int, start: int, end: int
 
 
 def _weight(m: Message) -> int:
-    return len(m.value() or b"") + len(m.key() or b"")
+    """The bytes a kept message holds: its value, key and headers (each up to max.message.bytes)."""
+    headers: list[tuple[str, bytes | None]] = m.headers() or []  # type: ignore[assignment]
+    return len(m.value() or b"") + len(m.key() or b"") + sum([len(k) + len(v or b"") for k, v in headers])
 
 
 def read_unsigned_chain(conf: dict[str, Any], topic: str, partition: int, chain_id: str,
