@@ -10,6 +10,18 @@ queue still holds its next events, a pause costs a refetch but never a stall. Bo
 ``PAUSE_BATCHES``/``RESUME_BATCHES`` batches per partition, ``TOTAL_BATCHES`` over all of them,
 and ``TOTAL_BYTES`` of payload over all of them (beyond that, librdkafka's own queue holds the rest).
 
+Never every partition at once: one restored partition is always left fetching, held back by the
+total bounds alone. librdkafka does not wake its broker thread for a resume (the resume is handled
+on its main thread; the broker thread decides what to fetch only when it wakes for something else:
+a fetch response, a fetch backoff, a heartbeat, at the latest after ``rd_kafka_max_block_ms``, 1 s).
+With every partition paused, nothing woke it: a resumed partition was fetched again 0.3-0.9 s after
+the resume, long after its queue of ``low`` messages had run dry (traced with ``debug=fetch,topic``
+on a 400,000-event backlog: "Resume ... [1]" at 226 ms, "Fetch topic ... [1]" at 1,105 ms, the
+daemon waiting in ``consume`` with empty queues in between; the same delay is reported in
+confluent-kafka-go#630). A partition left fetching keeps the broker thread waking: for its fetch
+responses, or every ``fetch.queue.backoff.ms`` while librdkafka's queue is over its threshold.
+(With several brokers this holds for the broker of the partition left fetching only.)
+
 What is buffered is not processed yet, so it is never committed past (offsets come from the batch,
 :func:`auditor.stream.commit.next_offsets`). Whatever moves a partition's position from outside drops
 its queue: a rewind (the seek fetches it again) and a revoke or loss (:meth:`Intake.drop`). Messages
@@ -132,7 +144,11 @@ class Intake:
             got += len(msgs)
             if len(msgs) < self.chunk:
                 break
-        full = (full - self.paused) & self.restored()  # (one revoked meanwhile has no queue left)
+        restored = self.restored()
+        full = (full - self.paused) & restored  # (one revoked meanwhile has no queue left)
+        if full and not restored - self.paused - full:
+            # never pause them all: librdkafka would not notice the next resume (see the module doc)
+            full.discard(min(full, key=lambda k: (self.buffers.count(k), k)))
         if full:
             self._pause_resume(sorted(full), pause=True)
         return got
@@ -161,6 +177,9 @@ class Intake:
         gone = self.paused - restored
         self.paused -= gone
         drained = [k for k in self.paused if self.buffers.count(k) <= self.low]
+        if not drained and self.paused and not restored - self.paused:
+            # the one left fetching went away (revoked): one of the paused ones fetches instead
+            drained = [min(self.paused, key=lambda k: (self.buffers.count(k), k))]
         if drained:
             self._pause_resume(drained, pause=False)
 
