@@ -84,6 +84,8 @@ CHUNK = 20_000
 #: facts read per round before their corrections are written and they are confirmed
 ROUND = 200_000
 CALL_TIMEOUT_S = 10.0
+#: how often the facts and event topics' partition counts are checked again while the daemon runs
+PARTITIONS_CHECK_S = 10.0
 #: decisions read back from the audit topic per index transaction
 READ_BACK_CHUNK = 2_000
 #: audit records read per window when a chain's path is walked back from its head
@@ -369,6 +371,7 @@ class LedgerFeed:
         #: the CORRECTION records last sealed, by the (chain id, seq) they correct: their index payloads
         self._written: dict[tuple[str, int], bytes] = {}
         processor.ledger = self
+        self._partitions_checked = time.monotonic()  # checked at start
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, admin: AdminClient, md: Any) -> None:
@@ -395,6 +398,31 @@ class LedgerFeed:
             self.reader = None
         self.store.close()
 
+    def _check_partitions(self) -> None:
+        """Every ``PARTITIONS_CHECK_S``: the facts and event topics still have the partition count the
+        daemon started with. Facts topic given more partitions while the daemon runs: the facts of the
+        subjects that now hash to a new partition are written there, and no instance reads it (its events
+        are still on the old partitions), so their withdrawals were never met, silently, until a restart
+        (attops). Raises ConfigError (exit 2), as :func:`check_copartitioned` at start."""
+        now = time.monotonic()
+        if now - self._partitions_checked < PARTITIONS_CHECK_S or self.reader is None:
+            return
+        self._partitions_checked = now
+        t = self.cfg.topics
+        try:
+            md = self.reader.admin.list_topics(timeout=CALL_TIMEOUT_S)
+        except KafkaException as exc:  # asked again next time
+            log.warning("partition counts not checked this time", error=str(exc)[:300])
+            return
+        n = check_copartitioned(md, t.events, t.facts, self.cfg.kafka.bootstrap_servers)
+        if n != self.partitions:
+            raise ConfigError(
+                f"the facts topic {t.facts} and the event topics now have {n} partition(s); the daemon started "
+                f"with {self.partitions}. Kafka leaves a record where it was written: a subject whose id now "
+                f"hashes to another partition has its older facts on the old one. Fix: recreate {t.facts} with "
+                f"{n} partition(s) and produce the facts again (auditor produce --facts), then delete "
+                f"{self.store.path} (it is rebuilt from the topic); or unset ledger.dir.")
+
     # ------------------------------------------------------------------ the join (processor)
     def judge(self, event: Event, evaluator: MemoEvaluator, partition: int) -> Judged:
         """``event`` judged with its subject's facts in ``partition``. An event on another partition
@@ -413,6 +441,7 @@ class LedgerFeed:
         those the facts changed since. False when a correction's transaction did not commit (the
         caller retries)."""
         assert self.reader is not None
+        self._check_partitions()
         owned = set(restored)
         for t, p in sorted(self.indexed - owned):  # leaving: what its facts partition had been checked through
             self.index.left(p, chainid.chain_id(t, p), self.store.high_offset(p))

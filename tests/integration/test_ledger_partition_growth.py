@@ -27,6 +27,7 @@ from ledgerkit import T0, ledger_setup, marketing_event, withdrawal
 
 from auditor.errors import ConfigError
 from auditor.ledger.partitioning import subject_partition
+from auditor.stream import ledgerfeed
 from auditor.stream.produce import produce
 
 pytestmark = pytest.mark.kafka
@@ -62,3 +63,34 @@ def test_a_partition_count_changed_under_the_recorded_facts_stops_the_daemon(tmp
     assert records == [], records
     assert raised and isinstance(raised[0], ConfigError), raised
     assert "2 partition" in str(raised[0]) and "4" in str(raised[0]), raised[0]
+
+
+def test_a_facts_topic_grown_while_the_daemon_runs_stops_it(tmp_path, kafka_bootstrap, monkeypatch):
+    """The facts topic alone given more partitions while the daemon runs: a withdrawal of a subject whose
+    id now hashes to a new partition is written there, and no instance reads it (the subject's events
+    are still on the old partitions). Before, its events were judged on their consent claim, silently,
+    until the next start (whose check refuses the counts). Now within PARTITIONS_CHECK_S (10 s) the
+    daemon stops (exit 2); an event judged meanwhile is not corrected."""
+    monkeypatch.setattr(ledgerfeed, "PARTITIONS_CHECK_S", 1.0)
+    setup, facts = ledger_setup(tmp_path, kafka_bootstrap, partitions=2)
+    subject = next(s for s in (f"u-{i}" for i in range(1000)) if subject_partition(s, 4) >= 2)
+    produce(kafka_bootstrap, setup.events, [marketing_event("first", "u-other", T0)])
+    d = InProcessDaemon(setup.config(instance_id="a"))
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            d.daemon.run()
+        except BaseException as exc:  # noqa: BLE001 - what the test looks at
+            raised.append(exc)
+
+    d.thread = threading.Thread(target=run, name="auditor-daemon", daemon=True)
+    with d:
+        wait_until(lambda: len(read_audit(kafka_bootstrap, setup.audit)) == 1, 90, "the first event audited")
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        admin.create_partitions([NewPartitions(facts, 4)])[facts].result(30)
+        produce(kafka_bootstrap, facts, [withdrawal("w", subject, T0)])  # to a new partition
+        produce(kafka_bootstrap, setup.events, [marketing_event("after", subject, T0 + timedelta(hours=1))])
+        # before: it ran on, every later event of the subject judged without the withdrawal (fails here)
+        wait_until(lambda: not d.thread.is_alive(), 30, "the daemon stopped")
+    assert raised and isinstance(raised[0], ConfigError) and "4 partition" in str(raised[0]), raised
