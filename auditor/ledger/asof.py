@@ -18,6 +18,16 @@ Precedence (one rule for every family):
   partner last year, and a grant to that partner on Tuesday restores it for that partner only.
   This is what a person means by each instruction, and it never lets an old, narrow grant
   survive a later, broad withdrawal;
+* **marketing: the person's latest word** (attperm). A consent fact scoped to purpose
+  ``marketing`` answers the opt-out question too: granted says "not opted out", withdrawn says
+  "opted out", ranked with the opt-out family's own facts by the rules above (latest wins, the
+  restrictive one at a tie, scope first). A subject who opted out in January and consented to a
+  partner's offers in March gave, in March, the prior consent thisproduct 2.C asks for: her old
+  opt-out no longer speaks for her; one who withdrew her marketing consent has said no to
+  marketing, whether or not the pack asks for consent at all (ipmart's and inper's marketing is
+  opt-out). An unscoped consent, or one scoped to another purpose, says nothing about marketing;
+  a ``MARKETING_OPT_OUT`` does not answer the consent question (a pack that needs consent reads
+  both);
 * services: each ``service_id`` is running or ended by its own latest fact; a question about a
   service is answered True when any running service covers it, False when services covered it
   but all have ended, and None when none ever did;
@@ -42,8 +52,12 @@ from auditor.ledger.model import (
     Provenance,
     Query,
     Reading,
+    same_name,
     to_us,
 )
+
+#: the purpose whose consent facts also answer the opt-out question
+MARKETING = "marketing"
 
 
 def normalise(entries: Iterable[Entry]) -> tuple[Entry, ...]:
@@ -64,21 +78,33 @@ def answer(history: tuple[Entry, ...], at_us: int, q: Query) -> Reading:
     scoped = q.family in _SCOPED_QUESTIONS
     restrictive = RESTRICTIVE.get(family)
     best: Entry | None = None
+    said: bool | date | None = None  # best's answer to q
     for e in reversed(history):
         if best is not None and e.effective_us != best.effective_us:
             break  # nothing earlier can outrank the latest in force
-        if e.effective_us > at_us or e.family is not family:
+        if e.effective_us > at_us:
             continue
+        value = e.value
+        if e.family is not family:
+            if family is not Family.OPT_OUT or not _marketing_consent(e):
+                continue
+            value = not value  # a marketing consent granted: not opted out; withdrawn: opted out
         if scoped and e.scope is not None and not e.scope.covers(q.purpose, q.recipient_type, q.recipient_id):
             continue
         if best is None:
-            best = e
-            if restrictive is None or e.value is restrictive:
+            best, said = e, value
+            if restrictive is None or value is restrictive:
                 break
-        elif e.value is restrictive:  # same effective time: the restrictive fact wins
-            best = e
+        elif value is restrictive:  # same effective time: the restrictive fact wins
+            best, said = e, value
             break
-    return UNKNOWN if best is None else Reading(best.value, (best.ref,), best.effective_us)
+    return UNKNOWN if best is None else Reading(said, (best.ref,), best.effective_us)
+
+
+def _marketing_consent(e: Entry) -> bool:
+    """A consent fact scoped to purpose ``marketing``: it answers the opt-out question too."""
+    return e.family is Family.CONSENT and e.scope is not None and e.scope.purpose is not None \
+        and same_name(e.scope.purpose, MARKETING)
 
 
 _SCOPED_QUESTIONS = frozenset({Family.CONSENT, Family.OPT_OUT, Family.GUARDIAN_CONSENT})

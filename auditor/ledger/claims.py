@@ -25,10 +25,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from auditor.events.model import Event
-from auditor.ledger.asof import SubjectView
+from auditor.ledger.asof import MARKETING, SubjectView
 from auditor.ledger.model import FactRef
 
-MARKETING = "marketing"
+__all__ = ["MARKETING", "Contradiction", "contradicted_claims"]
 
 
 class Contradiction(NamedTuple):
@@ -77,7 +77,7 @@ def contradicted_claims(e: Event, view: SubjectView, minor_age: int) -> tuple[Co
             out.append(Contradiction("consent.guardian", True, False, r.refs, r.since_us))
     if not c.marketing_opt_out and e.purpose == MARKETING:
         r = view.opted_out(e.purpose, rtype, rid)
-        if r.value is True:
+        if r.value is True and all(r.refs != x.refs for x in out):  # a withdrawn consent is reported once
             out.append(Contradiction("consent.marketing_opt_out", False, True, r.refs, r.since_us))
     s = e.subject
     if s.age is not None or s.is_minor is False:

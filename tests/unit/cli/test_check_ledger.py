@@ -46,8 +46,11 @@ def test_consent_claimed_after_a_withdrawal_is_a_violation_and_before_it_is_allo
     out, err = capsys.readouterr()
     got = _decisions(out)
     assert got["before"]["verdict"] == "ALLOW"
+    # the marketing consent answers the opt-out question too (docs/ledger.md, "one conversation")
     assert got["before"]["ledger"] == [{"question": "consent", "purpose": "marketing", "recipient_type": None,
-                                        "recipient_id": None, "value": True, "facts_lines": [1]}]
+                                        "recipient_id": None, "value": True, "facts_lines": [1]},
+                                       {"question": "opt_out", "purpose": "marketing", "recipient_type": None,
+                                        "recipient_id": None, "value": False, "facts_lines": [1]}]
     after = got["after"]
     assert after["verdict"] == "VIOLATION"
     claim = [v for v in after["violations"] if v["kind"] == "CLAIM_CONTRADICTED"]
@@ -86,7 +89,8 @@ def test_the_trail_records_which_facts_each_decision_read(tmp_path, capsys):
     capsys.readouterr()
     (record,) = list(iter_records(trail))
     assert record.ledger is not None and record.ledger.partition == 0 and record.ledger.through_offset == 1
-    assert [(r.question, r.value, r.fact_offsets) for r in record.ledger.reads] == [("consent", False, (1,))]
+    assert [(r.question, r.value, r.fact_offsets) for r in record.ledger.reads] == [("consent", False, (1,)),
+                                                                                    ("opt_out", True, (1,))]
     assert "CLAIM_CONTRADICTED" in {v.kind for v in record.decision.violations}
     assert main(["verify", str(trail), "--keys", str(keys)]) == 0
     # what-if under the same pack reproduces the decision from the record's own ledger reads

@@ -165,6 +165,27 @@ def test_opt_out_and_opt_in() -> None:
     assert v.opted_out("marketing", "business_partner", "acme").value is False
 
 
+def test_a_marketing_consent_is_the_latest_word_on_the_opt_out_too() -> None:
+    """attperm: opted out in January, consented to one partner's offers in March: for that partner
+    she is no longer opted out (thisproduct 2.C's prior consent); a withdrawal later opts her out
+    again, and at a tie the opt-out wins. Unscoped or other-purpose consents say nothing of it."""
+    out = entry(FactType.MARKETING_OPT_OUT, 0)
+    grant = entry(G, 30, scope=Scope("marketing", recipient_id="acme"))
+    v = view(out, grant, minutes=31)
+    assert v.opted_out("marketing", "business_partner", "acme").value is False
+    assert v.opted_out("marketing", "business_partner", "acme").refs == (grant.ref,)
+    assert v.opted_out("marketing").value is True  # Inper's own marketing: the grant names acme
+    assert v.consent("marketing", "business_partner", "acme").value is True
+    withdrawn = entry(W, 40, scope=Scope("Marketing"))
+    assert view(out, grant, withdrawn, minutes=41).opted_out("marketing", "business_partner", "acme").value is True
+    assert view(grant, withdrawn, minutes=41).opted_out("marketing").value is True  # no opt-out fact at all
+    tie = entry(FactType.MARKETING_OPT_OUT, 30, scope=Scope("marketing"))
+    assert view(grant, tie, minutes=31).opted_out("marketing", "business_partner", "acme").value is True
+    for other in (entry(G, 30), entry(G, 30, scope=Scope("analytics")), entry(G, 30, scope=Scope(recipient_id="acme"))):
+        assert view(out, other, minutes=31).opted_out("marketing", "business_partner", "acme").value is True
+    assert view(entry(FactType.MARKETING_OPT_OUT, 0), minutes=1).consent("marketing").value is None
+
+
 def test_guardian_consent() -> None:
     g = entry(FactType.GUARDIAN_CONSENT_GRANTED, 0)
     w = entry(FactType.GUARDIAN_CONSENT_WITHDRAWN, 5)
@@ -295,8 +316,13 @@ def brute_force(entries: list[Entry], at_us: int) -> dict[Query, object]:
             services[e.service_id or ""] = (True, True, e.scope) if value else (False, started, scope)
         elif family in (Family.CONSENT, Family.OPT_OUT, Family.GUARDIAN_CONSENT):
             for q in UNIVERSE:
-                if q.family is family and (e.scope or Scope()).covers(q.purpose, q.recipient_type, q.recipient_id):
+                if not (e.scope or Scope()).covers(q.purpose, q.recipient_type, q.recipient_id):
+                    continue
+                if q.family is family:
                     state[q] = value
+                elif q.family is Family.OPT_OUT and family is Family.CONSENT and e.scope is not None \
+                        and e.scope.purpose == "marketing":
+                    state[q] = not value  # a marketing consent is the latest word on marketing too
         else:
             state[Query(family)] = e.birth_date if family is Family.BIRTH_DATE else value
     for q in UNIVERSE:
@@ -365,4 +391,6 @@ def test_every_answer_cites_facts_in_force_that_exist(history: list[Entry], seco
         assert (r.value is None) == (r.refs == ())
         for ref in r.refs:
             assert isinstance(ref, FactRef) and ref in refs and refs[ref].effective_us <= at_us
-            assert refs[ref].family is q.family
+            assert refs[ref].family is q.family or (
+                q.family is Family.OPT_OUT and refs[ref].family is Family.CONSENT
+                and refs[ref].scope is not None and refs[ref].scope.purpose == "marketing")

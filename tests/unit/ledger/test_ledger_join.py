@@ -154,3 +154,22 @@ def test_provenance_names_each_deciding_fact_once() -> None:
     lf = ledger_facts(view)
     assert lf.partition == 4 and [(r.question, r.fact_offsets) for r in lf.reads] == [("consent", (7,))]
     assert FactRef(4, 7) in RecordedView(lf, at(1)).consent("marketing").refs
+
+
+@pytest.mark.parametrize("pack,event_id", [("ipmart", "ipmart-mkt-noconsent")])
+def test_marketing_follows_the_subjects_latest_word_across_consent_and_opt_out(pack: str, event_id: str) -> None:
+    """attperm: consent and opt-out are one conversation about marketing. ipmart only honours an
+    opt-out: a withdrawn marketing consent on record is the subject saying no, so the alert is a
+    violation (it was ALLOW: the pack never reads consent). A consent given after an opt-out lifts it."""
+    out = entry("MARKETING_OPT_OUT", -600, offset=2)
+    grant = entry("CONSENT_GRANTED", -300, offset=5, scope=Scope("marketing"))
+    withdrawn = entry("CONSENT_WITHDRAWN", 0, offset=7, scope=Scope("marketing"))
+    e = replace(sample(pack, event_id), occurred_at=at(30))
+    assert judge(pack, e).decision.verdict is Verdict.ALLOW
+    assert judge(pack, e, out).decision.verdict is Verdict.VIOLATION
+    assert judge(pack, e, out, grant).decision.verdict is Verdict.ALLOW
+    j = judge(pack, e, out, grant, withdrawn)
+    assert j.decision.verdict is Verdict.VIOLATION
+    assert ("opt_out", "marketing", True, (7,)) in {(r.question, r.purpose, r.value, r.fact_offsets)
+                                                    for r in j.ledger.reads}
+    assert judge(pack, e, grant, withdrawn).decision.verdict is Verdict.VIOLATION

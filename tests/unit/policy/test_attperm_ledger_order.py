@@ -3,18 +3,17 @@ against the ledger, where consent and opt-out are facts with times (``auditor ch
 
 Seed 004, 2.C: "Or share information with partners so that they can send you information about their products
 and services (the latter requires your prior consent)." A consent given after an opt-out is the user's latest word
-and the prior consent 2.C asks for, but the ledger answers "opted out?" from the old opt-out: the event's claim of
-no opt-out is contradicted (the join's claims step, before attp too) and attp's constraint fails. Consent and
-opt-out are separate families each answered by its own latest fact; no pack test can order them. Engine/join
-limitation (ipasar's 2.7 "consent and no opt-out" has the same), reported, not patched in the pack."""
+and the prior consent 2.C asks for, but the ledger answered "opted out?" from the old opt-out: the event's claim of
+no opt-out was contradicted (the join's claims step) and attp's constraint failed. Consent and opt-out were separate
+families each answered by its own latest fact; the lead made a marketing-scoped consent answer the opt-out question
+too (auditor/ledger/asof.py, docs/ledger.md "one conversation"), so this test, xfail(strict) when attperm wrote it,
+now passes."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from auditor.events.codec import event_from_mapping
 from auditor.ledger.offline import OfflineLedger
@@ -47,9 +46,6 @@ def test_the_consent_alone_allows_the_partner_offers(tmp_path: Path) -> None:
     assert judged(tmp_path, _fact("c", "CONSENT_GRANTED", "2026-03-10T00:00:00Z")) is Verdict.ALLOW
 
 
-@pytest.mark.xfail(strict=True, reason="ledger join limitation: consent and opt-out are separate families, each "
-                   "answered by its own latest fact (claims step and pack alike); nothing says a consent granted after "
-                   "an opt-out lifts it (thisproduct 2.C, ipasar 2.7)")
 def test_a_consent_given_after_the_opt_out_is_the_prior_consent_2c_asks_for(tmp_path: Path) -> None:
     assert judged(tmp_path, _fact("o", "MARKETING_OPT_OUT", "2026-01-10T00:00:00Z"),
                   _fact("c", "CONSENT_GRANTED", "2026-03-10T00:00:00Z")) is Verdict.ALLOW
