@@ -8,9 +8,10 @@ then decides how the chain continues. Both reads are read_committed, outside the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -192,6 +193,28 @@ def _window(consumer: Consumer, topic: str, partition: int, start: int, end: int
         consumer.unassign()
 
 
+def _forward(consumer: Consumer, topic: str, partition: int, start: int, end: int,
+             timeout: float) -> Generator[Message, None, None]:
+    """The messages with a value in [start, end), one at a time."""
+    consumer.assign([TopicPartition(topic, partition, start)])
+    try:
+        while True:
+            msg = consumer.poll(timeout)
+            if msg is None:
+                raise BrokerError(f"timed out reading {topic}/{partition} from offset {start}")
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    return
+                raise BrokerError(f"reading {topic}/{partition}: {err}")
+            if (msg.offset() or 0) >= end:
+                return
+            if msg.value() is not None:
+                yield msg
+    finally:
+        consumer.unassign()
+
+
 def _weight(m: Message) -> int:
     """The bytes a kept message holds: its value, key and headers (each up to max.message.bytes)."""
     headers: list[tuple[str, bytes | None]] = m.headers() or []  # type: ignore[assignment]
@@ -214,25 +237,27 @@ def read_unsigned_chain(conf: dict[str, Any], topic: str, partition: int, chain_
                          "auto.offset.reset": "earliest"})
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
-        for start in range(low, high, WINDOW):
-            for m in _window(consumer, topic, partition, start, min(high, start + WINDOW), timeout)[0]:
-                value = m.value() or b""
-                where = f"{topic}/{partition}@{m.offset()}"
-                try:
-                    frame = next(iter_frames(value, 1))
-                except TrailCorruption:
-                    continue  # not a record (verify names it); it is no part of any chain
-                if frame.chain_id != chain_id:
-                    continue
-                head = log.head
-                if frame.seq != head.size or frame.prev_hash != head.head_hash or frame.end != len(value) \
-                        or hash_record_bytes(value[:-32]) != frame.record_hash:
-                    what = (f"seq {frame.seq} where seq {head.size} was due" if frame.seq != head.size
-                            else "a record that does not link to or hash as the chain before it")
-                    raise TrailCorruption(f"cannot adopt chain {chain_id}: {what} at {where}; only a whole chain "
-                                          "that verifies from genesis can be adopted", chain=chain_id, seq=frame.seq)
-                log.extend(frame.record_hash, frame.seq)
-                last = value
+        if high > low:  # read forward one message at a time: no window is kept (attops)
+            with contextlib.closing(_forward(consumer, topic, partition, low, high, timeout)) as messages:
+                for m in messages:
+                    value = m.value() or b""
+                    where = f"{topic}/{partition}@{m.offset()}"
+                    try:
+                        frame = next(iter_frames(value, 1))
+                    except TrailCorruption:
+                        continue  # not a record (verify names it); it is no part of any chain
+                    if frame.chain_id != chain_id:
+                        continue
+                    head = log.head
+                    if frame.seq != head.size or frame.prev_hash != head.head_hash or frame.end != len(value) \
+                            or hash_record_bytes(value[:-32]) != frame.record_hash:
+                        what = (f"seq {frame.seq} where seq {head.size} was due" if frame.seq != head.size
+                                else "a record that does not link to or hash as the chain before it")
+                        raise TrailCorruption(f"cannot adopt chain {chain_id}: {what} at {where}; only a whole "
+                                              "chain that verifies from genesis can be adopted", chain=chain_id,
+                                              seq=frame.seq)
+                    log.extend(frame.record_hash, frame.seq)
+                    last = value
     except KafkaException as exc:
         raise BrokerError(f"cannot read chain {chain_id} from {topic}/{partition}: {exc}") from exc
     finally:

@@ -9,6 +9,7 @@ by 123 and 133 MiB; 0 and 0 with the headers weighed.
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 from confluent_kafka import KafkaError
@@ -82,3 +83,37 @@ def test_the_scan_back_visits_every_message_once_from_the_end_whatever_the_windo
     seen: list[int] = []
     chainrestore._scan_back(Consumer(msgs), "t", 0, lambda m: seen.append(m.offset()), lambda: False, 1.0)
     assert seen == list(range(99, -1, -1))
+
+
+class LazyConsumer(Consumer):
+    """Makes each message's value when it is polled (the only reference is the caller's)."""
+
+    def __init__(self, n: int, size: int) -> None:
+        super().__init__([])
+        self.n, self.size = n, size
+
+    def poll(self, timeout: float) -> Msg:
+        if self.at >= self.n:
+            return Msg(self.at, None, error=Eof())
+        self.at += 1
+        return Msg(self.at - 1, (b"%06d" % self.at) * (self.size // 6))
+
+    def get_watermark_offsets(self, tp: Any, timeout: float, cached: bool) -> tuple[int, int]:
+        return 0, self.n
+
+    def close(self) -> None:
+        pass
+
+
+def test_adopting_an_unsigned_chain_reads_forward_without_keeping_a_window(monkeypatch):
+    """The upgrade path (read_unsigned_chain) kept windows of 2,000 messages too: 200 foreign messages of
+    256 KiB held 50 MiB at once; it now reads one message at a time."""
+    monkeypatch.setattr(chainrestore, "Consumer", lambda conf: LazyConsumer(200, 256 * 1024))
+    tracemalloc.start()
+    try:
+        log, offset = chainrestore.read_unsigned_chain({}, "audit", 0, "events/0")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert log.head.size == 0 and offset is None  # no record of the chain among them
+    assert peak < 4 * 2**20, f"{peak / 2**20:.1f} MiB traced"
