@@ -735,7 +735,7 @@ class LedgerFeed:
                 msgs = consumer.consume(count, 0.1)
                 if msgs:
                     last_progress = time.monotonic()
-                    largest = max([len(m.value() or b"") for m in msgs])
+                    largest = max([_weight(m) for m in msgs])
                     count = max(1, min(1000, SCAN_BYTES // max(largest, 1)))
                 for m in msgs:
                     err = m.error()
@@ -841,6 +841,12 @@ class LedgerFeed:
             if judged.decision.verdict is Verdict.VIOLATION:  # the violations topic hears of it too
                 out.outgoing.append(p._violation_message(judged.decision, record, seq, record_hash, old.source))
         return out, labels
+
+
+def _weight(m: Any) -> int:
+    """What a consumed message holds: its value, key and headers (each up to max.message.bytes)."""
+    headers: list[tuple[str, bytes | None]] = m.headers() or []
+    return len(m.value() or b"") + len(m.key() or b"") + sum([len(k) + len(v or b"") for k, v in headers])
 
 
 def _decide(evaluator: MemoEvaluator) -> Callable[[Event], Decision]:
