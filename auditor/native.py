@@ -30,10 +30,19 @@ import fastavro
 
 from auditor import _native
 from auditor.errors import DecodeError, SchemaError
-from auditor.events.codec import event_from_datum, event_schema, event_to_mapping, schema_path
+from auditor.events.codec import (
+    MAX_MICROS,
+    MAX_SUBJECT_ID,
+    MIN_MICROS,
+    event_from_datum,
+    event_schema,
+    event_to_mapping,
+    schema_path,
+)
 from auditor.events.model import Event
 from auditor.events.wire import DEFAULT_MAX_BYTES, SchemaAllowList
 from auditor.trail.chain import ChainHead
+from auditor.trail.record import MAX_TEXT
 
 Decoded = _native.Decoded
 Refused = _native.Refused
@@ -137,6 +146,45 @@ class NativeEventDecoder:
         if isinstance(result, DecodeError):
             raise result
         return result
+
+
+class FactMemo:
+    """A shadow of the decision memo in compiled code (``native/src/shadow.rs``): events whose
+    decision the memo holds are decoded, decided and their record bodies built in one call per
+    batch (:meth:`decide`), without a Python object per event but the hit tuple. It only knows
+    what Python teaches it (:meth:`learn`); the caller drops it (:meth:`reset`) whenever the memo
+    it mirrors is dropped."""
+
+    def __init__(self, decoder: NativeEventDecoder) -> None:
+        self.decoder = decoder
+        self._memo = _native.FactMemo(decoder._codec, MIN_MICROS, MAX_MICROS, MAX_TEXT, MAX_SUBJECT_ID)
+
+    def set_key(self, key: bytes | None) -> None:
+        """The key of the pseudonyms (HMAC-SHA256, hex of its first 16 bytes); None: decide nothing."""
+        self._memo.set_key(key)
+
+    def reset(self) -> None:
+        self._memo.reset()
+
+    def __len__(self) -> int:
+        return len(self._memo)
+
+    def take_hits(self) -> list[int]:
+        """Events decided per owner (the numbers given to :meth:`learn`) since the last call."""
+        return list(self._memo.take_hits())
+
+    def learn(self, value: bytes, facts: Sequence[str], minor_age: int, owner: int, handle: Any,
+              decision: bytes) -> bool:
+        """The memo decides the event ``value`` as ``decision`` (encoded as the record's field):
+        its plan's memo key reads ``facts`` (``key_of.facts``). False: not mirrored here."""
+        return bool(self._memo.learn(self.decoder._codec, value, list(facts), minor_age, owner, handle, decision))
+
+    def decide(self, sealer: NativeSealer, layout: int, values: list[bytes | None], messages: list[Any],
+               batch: tuple[Any, ...]) -> list[Any]:
+        """Per value: a hit ``(record body, chain id, partition, occurred_at seconds, handle, message,
+        value)`` or what :meth:`NativeEventDecoder.decode_facts` gives (``Decoded`` or ``Refused``)."""
+        results = self._memo.decide(self.decoder._codec, sealer._sealer, layout, values, messages, batch)
+        return self.decoder._resolve_ids(values, results, False)
 
 
 class NativeSealer:

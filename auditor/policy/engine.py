@@ -186,6 +186,8 @@ class CompiledPack:
     plan_bytes: int = 0
     memo_hits: int = 0
     memo_misses: int = 0
+    #: counts the times the memo was dropped (a shadow of it, stream/factpath.py, drops its copy then)
+    memo_epoch: int = 0
     #: compiled allow tests by the plan's candidate rules (and which already failed on the key)
     _allow: dict[tuple[object, ...], _AllowCode] = field(default_factory=dict)
     #: reasons already written per test (see reason): by id, with the test kept alive alongside
@@ -246,6 +248,7 @@ class CompiledPack:
                 if len(self._plans) >= _CACHE_MAX or self.plan_bytes + size > self.plan_budget:
                     self._plans.clear()
                     self.memo_bytes = self.plan_bytes = 0
+                    self.memo_epoch += 1
                 self.plan_bytes += size
                 if self.memo_budget > 0 and hit.key_of is not None:
                     hit.memo = {}
@@ -447,6 +450,7 @@ class CompiledPack:
             if plan.memo is not None:
                 plan.memo.clear()
         self.memo_bytes = 0
+        self.memo_epoch += 1
 
 
 def compile_pack(pack: Pack, memo_bytes: int = MEMO_BYTES, plan_bytes: int = PLAN_BYTES) -> CompiledPack:

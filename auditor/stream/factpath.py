@@ -115,15 +115,17 @@ class FactPath:
         hit = self.lookup(t)
         if hit is None:
             return None
-        template, evaluator = hit
+        template, evaluator, _ = hit
         eid = t[self._id]
         if template.event_id == eid:
             return template, template, evaluator
         return Decision(eid, *template[1:]), template, evaluator
 
-    def lookup(self, t: tuple[Any, ...]) -> tuple[Decision, MemoEvaluator] | None:
-        """(template, evaluator) the memo holds for these facts, else None. The event's decision is
-        the template with the event's id (:meth:`decide` builds it; the sealer does not need it)."""
+    def lookup(self, t: tuple[Any, ...]) -> tuple[Decision, MemoEvaluator, Any] | None:
+        """(template, evaluator, the plan's key function) the memo holds for these facts, else None.
+        The event's decision is the template with the event's id (:meth:`decide` builds it; the
+        sealer does not need it). The key function's ``facts`` are what a shadow of the memo keys
+        on (:class:`~auditor.native.FactMemo`)."""
         policy, kind, rtype, purpose, cats, eid, system, aid, sid, age, when, rid = self._read(t)
         evaluator = self.evaluators.get(policy)
         if evaluator is None or not _plain(eid, policy, system, purpose, aid, sid, cats, age, when, kind, rtype, rid):
@@ -142,7 +144,7 @@ class FactPath:
             return None
         compiled.memo_hits += 1
         self.hits += 1
-        return template, evaluator
+        return template, evaluator, plan.key_of
 
     def _plain(self, t: tuple[Any, ...]) -> bool:
         """What event_from_datum checks before it builds an Event (else its slow path names the field)."""

@@ -35,7 +35,7 @@ from auditor.ledger.late import DecisionReads
 from auditor.ledger.model import to_us
 from auditor.logging import get_logger
 from auditor.memo import BytesMemo
-from auditor.native import Decoded, NativeEventDecoder, NativeSealer, SealedBytes
+from auditor.native import Decoded, FactMemo, NativeEventDecoder, NativeSealer, SealedBytes
 from auditor.policy import CompiledPack, Decision, Verdict
 from auditor.policy.decision import decision_to_dict
 from auditor.policy.engine import MemoEvaluator
@@ -55,6 +55,7 @@ from auditor.stream.hotpath import DecodeResult, NativePath, SealResult, hot_pat
 from auditor.trail import chainid
 from auditor.trail.canonical import record_from_bytes
 from auditor.trail.chain import ChainHead, SealedBatch, seal_bytes
+from auditor.trail.keys import Pseudonymizer
 from auditor.trail.record import (
     MAX_TEXT,
     AuditRecord,
@@ -153,6 +154,17 @@ class BatchProcessor:
         self._layout: tuple[int, tuple[str, str]] | None = None
         self._chains: dict[tuple[str, int], str] = {}
         self._timed = 0
+        #: a shadow of the decision memo in compiled code (made on first use), and what it mirrors now
+        self._shadow: FactMemo | None = None
+        self._shadow_for: tuple[Any, ...] | None = None
+        #: the compiled packs, numbered (the shadow counts its hits per number)
+        self._owners: list[CompiledPack] = [e.compiled for e in self.evaluators.values()]
+        self._owner_of = {id(c): i for i, c in enumerate(self._owners)}
+        self._chain_keys: dict[str, bytes] = {}
+        #: decision seconds per event of the last batch the shadow decided in, and the ids of the
+        #: batch's hit tuples whose decision is observed (one decision in DECISION_TIMING_SAMPLE)
+        self._hit_seconds = 0.0
+        self._sampled: set[int] = set()
         self.pseudonymizer = pseudonymizer
         self.routing = routing
         self.instance_id = instance_id
@@ -218,7 +230,7 @@ class BatchProcessor:
         with its lookups bound once per batch: it runs once per event of every batch."""
         items: list[_Item | None] = []
         rest: list[int] = []
-        lookup, actor_at, subject_at = facts.lookup, facts.actor_at, facts.subject_at
+        lookup, actor_at, subject_at, kind_at = facts.lookup, facts.actor_at, facts.subject_at, facts.kind_at
         chains, chain_of = self._chains, self._chain_of
         decided_memo, template_of = self._decided.data, self._template
         pseudonymize = self.pseudonymizer
@@ -226,8 +238,31 @@ class BatchProcessor:
         if known is None:  # a pseudonymizer without a memo to read
             known = {}
         perf_counter = time.perf_counter
+        layout = self._fact_layout(hot)
+        shadow = self._shadow_ready(hot) if layout is not None else None
+        if shadow is not None:
+            assert layout is not None
+            start = perf_counter()
+            results = hot.decide(shadow, layout, values, batch, (now,))
+            hits = shadow.take_hits()
+            if any(hits):
+                for owner, n in enumerate(hits):
+                    self._owners[owner].memo_hits += n
+                facts.hits += sum(hits)
+                self._hit_seconds = (perf_counter() - start) / len(values)
+        else:
+            results = hot.decode_facts(values)
+        owner_of = self._owner_of
         timed = self._timed
-        for i, (msg, raw, result) in enumerate(zip(batch, values, hot.decode_facts(values), strict=True)):
+        sampled = self._sampled
+        sampled.clear()
+        for i, (msg, raw, result) in enumerate(zip(batch, values, results, strict=True)):
+            if type(result) is tuple:  # the shadow decided it and built its record's body
+                timed += 1
+                if timed % DECISION_TIMING_SAMPLE == 1:
+                    sampled.add(id(result))
+                items.append(result)
+                continue
             item = None
             if type(result) is Decoded and raw is not None and len(raw) <= MAX_TEXT:
                 try:
@@ -239,7 +274,7 @@ class BatchProcessor:
                         timed -= 1
                     else:
                         seconds = perf_counter() - t0 if t0 >= 0 else -1.0
-                        template, evaluator = hit
+                        template, evaluator, key_of = hit
                         topic, partition = msg.topic() or "", msg.partition() or 0
                         chain = chains.get((topic, partition)) or chain_of(topic, partition)
                         decided = decided_memo.get(id(template))
@@ -249,6 +284,11 @@ class BatchProcessor:
                         item = (t, chain, topic, partition, msg.offset() or 0, result.digest,
                                 known.get(actor) or pseudonymize(actor), known.get(subject) or pseudonymize(subject),
                                 decided.raw, msg, raw, decided, evaluator, seconds)
+                        if shadow is not None and not decided.violation:  # the shadow decides the next ones
+                            compiled = evaluator.compiled
+                            kind = t[kind_at]
+                            shadow.learn(raw, key_of.facts, compiled.pack.minor_age, owner_of[id(compiled)],
+                                         (decided.pack_id, kind, decided.verdict), decided.raw)
                 except Exception:  # noqa: BLE001 - the full path judges it again and names any failure
                     item = None
             if item is None:
@@ -260,6 +300,23 @@ class BatchProcessor:
             for i, d in zip(rest, decoded, strict=True):
                 items[i] = self._audit(batch[i], values[i], d, now)
         return items  # type: ignore[return-value]  # every None was replaced
+
+    def _shadow_ready(self, hot: NativePath) -> FactMemo | None:
+        """The shadow of the decision memo, mirroring the memo as it is now (None: no shadow for
+        this pseudonymizer). Dropped whole whenever a pack's memo was dropped (``memo_epoch``) or
+        the pseudonymizer changed: it never holds a decision the memo does not."""
+        p = self.pseudonymizer
+        if type(p).__call__ is not Pseudonymizer.__call__:  # pseudonyms of its own making: not mirrored
+            return None
+        shadow = self._shadow
+        if shadow is None:
+            shadow = self._shadow = FactMemo(hot.decoder)
+        made_for = (p, tuple(c.memo_epoch for c in self._owners))
+        if made_for != self._shadow_for:
+            shadow.reset()
+            shadow.set_key(p._key)
+            self._shadow_for = made_for
+        return shadow
 
     def _chain_of(self, topic: str, partition: int) -> str:
         if len(self._chains) > 10_000:
@@ -358,7 +415,14 @@ class BatchProcessor:
             place_fact, dead_letter = self._place_fact, self._dead_letter
             for i, (item, seal) in enumerate(zip(items, sealed, strict=True)):
                 reject: _Audit | _Reject | None
-                if type(item) is tuple:  # a _Fact
+                if type(item) is tuple and type(item[HIT_BODY]) is bytes:  # decided by the shadow
+                    assert now is not None
+                    if isinstance(seal, Exception):  # not sealed: decoded and audited the full way
+                        _drop_tracebacks(seal)
+                        reject = self._audit(item[HIT_MSG], item[HIT_RAW], self.hot.decode([item[HIT_RAW]])[0], now)
+                    else:
+                        reject = self._place_hit(out, item, seal, now)
+                elif type(item) is tuple:  # a _Fact
                     assert now is not None
                     if isinstance(seal, Exception):  # the compiled sealer could not build it: the full way
                         _drop_tracebacks(seal)  # its frames link back to these results: a reference cycle
@@ -445,6 +509,34 @@ class BatchProcessor:
             out.violations.extend(violation[1])
         if item[_SECONDS] >= 0:
             out.decision_seconds.append(item[_SECONDS])
+        return None
+
+    def _place_hit(self, out: BatchResult, item: _Hit, seal: tuple[bytes, int, bytes, bytes], now: datetime
+                   ) -> _Reject | None:
+        """:meth:`_place_fact` of a record the shadow of the memo built (never a violation), or the
+        rejection that replaces it."""
+        chain, data = item[HIT_CHAIN], seal[0]
+        key = self._chain_keys.get(chain)
+        if key is None:
+            if len(self._chain_keys) > 10_000:
+                self._chain_keys.clear()
+            key = self._chain_keys[chain] = chain.encode()
+        if len(data) + len(key) > self.budget.audit:
+            msg = item[HIT_MSG]
+            source = SourceRef(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+            try:
+                self._check_budget(data, key)
+            except DecodeError as exc:
+                return self._rejected(msg, source, item[HIT_RAW], exc.reason, str(exc), exc, "seal", now)
+        routing = self.routing
+        record: Any = LazyRecord(chain, data)
+        out.sealed.append((record, seal[1], seal[2], seal[3]))
+        out.outgoing.append(_outgoing(Outgoing, (routing.audit_topic, item[HIT_PARTITION] % routing.audit_partitions,
+                                                 key, data, ())))
+        out.audited.append(item[HIT_LABELS])
+        out.occurred_at.append(item[HIT_WHEN])
+        if id(item) in self._sampled:
+            out.decision_seconds.append(self._hit_seconds)
         return None
 
     def append_record(self, out: BatchResult, record: AuditRecord) -> tuple[int, bytes]:
@@ -751,8 +843,12 @@ class _Template:
 #: A plain tuple: the sealer reads it as it is, and no object per event is made besides it.
 _Fact = tuple[Any, ...]
 _MSG, _RAW, _DECIDED, _EVALUATOR, _SECONDS = range(ITEM_DECISION + 1, ITEM_DECISION + 6)
+#: One event the shadow of the memo decided (:meth:`auditor.native.FactMemo.decide`): its record's
+#: body, chain id, partition, occurred_at in seconds, audited labels (the learnt handle), message, value.
+_Hit = tuple[Any, ...]
+HIT_BODY, HIT_CHAIN, HIT_PARTITION, HIT_WHEN, HIT_LABELS, HIT_MSG, HIT_RAW = range(7)
 #: what the batch's audit holds per message, in order
-_Item = _Audit | _Reject | _Fact
+_Item = _Audit | _Reject | _Fact | _Hit
 #: the lists of a BatchResult (a batch sealed again takes back what its earlier round put in them)
 _RESULT_LISTS = ("outgoing", "sealed", "audited", "violations", "dead_letters", "decision_seconds", "occurred_at",
                  "ledger_reads")

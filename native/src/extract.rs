@@ -314,3 +314,105 @@ pub fn facts(
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------- facts without Python objects
+
+/// A fact as a plain Rust value borrowing the canonical bytes (and the schema's enum symbols):
+/// what [`value`] with `facts == true` would make a Python object of. Records, arrays and maps
+/// are all `Tuple`, as they are all Python tuples there (a map is a tuple of `(key, value)`
+/// pairs, each a 2-`Tuple`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val<'a> {
+    Null,
+    Bool(bool),
+    Long(i64),
+    Double(f64),
+    Str(&'a str),
+    Bytes(&'a [u8]),
+    Tuple(Vec<Val<'a>>),
+}
+
+/// One value as a [`Val`] (the shapes of `value(.., facts = true)`).
+pub fn val<'a>(s: &'a Schema, id: NodeId, cur: &mut Cursor<'a>) -> Result<Val<'a>, Fault> {
+    Ok(match s.node(id) {
+        Node::Null => Val::Null,
+        Node::Boolean => Val::Bool(cur.boolean()?),
+        Node::Int | Node::Long(_) => Val::Long(cur.long()?),
+        Node::Float => {
+            let b = cur.take(4)?;
+            Val::Double(f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        }
+        Node::Double => Val::Double(f64::from_le_bytes(cur.take(8)?.try_into().expect("8 bytes"))),
+        Node::Bytes => Val::Bytes(cur.bytes()?),
+        Node::Fixed { size, .. } => Val::Bytes(cur.take(*size)?),
+        Node::String => Val::Str(cur.string()?),
+        Node::Enum { symbols, .. } => {
+            let i = cur.long()?;
+            Val::Str(usize::try_from(i).ok().and_then(|i| symbols.get(i)).ok_or(Fault::BadEnum(i))?.as_str())
+        }
+        Node::Union(b) => {
+            let i = cur.long()?;
+            let b = *usize::try_from(i).ok().and_then(|i| b.get(i)).ok_or(Fault::BadUnion(i))?;
+            val(s, b, cur)?
+        }
+        Node::Record { fields, .. } => {
+            let mut items = Vec::with_capacity(fields.len());
+            for f in fields {
+                items.push(val(s, f.ty, cur)?);
+            }
+            Val::Tuple(items)
+        }
+        Node::Array(item) => {
+            let mut items = Vec::new();
+            val_blocks(cur, |cur| {
+                items.push(val(s, *item, cur)?);
+                Ok(())
+            })?;
+            Val::Tuple(items)
+        }
+        Node::Map(v) => {
+            let mut items = Vec::new();
+            val_blocks(cur, |cur| {
+                let k = Val::Str(cur.string()?);
+                items.push(Val::Tuple(vec![k, val(s, *v, cur)?]));
+                Ok(())
+            })?;
+            Val::Tuple(items)
+        }
+    })
+}
+
+fn val_blocks<'a>(cur: &mut Cursor<'a>, mut each: impl FnMut(&mut Cursor<'a>) -> Result<(), Fault>) -> Result<(), Fault> {
+    loop {
+        let mut n = cur.long()?;
+        if n == 0 {
+            return Ok(());
+        }
+        if n < 0 {
+            n = n.checked_neg().ok_or(Fault::CountTooLarge)?;
+            cur.long()?;
+        }
+        for _ in 0..n {
+            each(cur)?;
+        }
+    }
+}
+
+/// Fill `slots` with the facts `plan` takes from one value, as [`Val`]s (as [`facts`] does).
+pub fn fact_vals<'a>(s: &'a Schema, plan: &Plan, cur: &mut Cursor<'a>, slots: &mut [Val<'a>]) -> Result<(), Fault> {
+    match plan {
+        Plan::Skip(id) => skip(s, *id, cur)?,
+        Plan::Take(slot, id) => slots[*slot] = val(s, *id, cur)?,
+        Plan::Record(fields) => {
+            for p in fields {
+                fact_vals(s, p, cur, slots)?;
+            }
+        }
+        Plan::Optional(branch, inner) => {
+            if cur.long()? == *branch {
+                fact_vals(s, inner, cur, slots)?;
+            }
+        }
+    }
+    Ok(())
+}

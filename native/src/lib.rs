@@ -12,6 +12,7 @@ mod extract;
 mod merkle;
 mod record;
 mod schema;
+mod shadow;
 mod trail;
 mod wire;
 
@@ -108,6 +109,17 @@ impl EventCodec {
         program.canonicalize(body, arena).map_err(|e| refuse(e.fault.reason(), e.message()))?;
         let digest: [u8; 32] = Sha256::digest(&arena[start..]).into();
         Ok((start, arena.len(), digest))
+    }
+}
+
+impl EventCodec {
+    /// The `Decoded` of one event: its canonical bytes, digest and facts tuple.
+    fn decoded(&self, py: Python<'_>, canonical: &[u8], digest: &[u8; 32], slots: &mut [Option<Py<PyAny>>]) -> PyResult<Py<Decoded>> {
+        slots.iter_mut().for_each(|s| *s = None);
+        let mut cur = wire::Cursor::new(canonical);
+        extract::facts(py, &self.reader, &self.sym, &self.plan, &mut cur, slots)?;
+        let facts = PyTuple::new(py, slots.iter_mut().map(|s| s.take().unwrap_or_else(|| py.None())))?.into_any().unbind();
+        Py::new(py, Decoded { canonical: PyBytes::new(py, canonical).unbind(), digest: PyBytes::new(py, digest).unbind(), facts })
     }
 }
 
@@ -280,14 +292,21 @@ impl RecordSealer {
         let mut data = Vec::with_capacity(1024);
         for r in records.try_iter()? {
             let r = r?;
-            let item = match &layout {
-                Some(l) if r.is_exact_instance_of::<PyTuple>() => Some((l, r.cast::<PyTuple>()?.clone())),
+            // a plain tuple whose first element is bytes: (record body, chain_id, ...), built by FactMemo.decide
+            let built = match r.cast::<PyTuple>() {
+                Ok(t) if r.is_exact_instance_of::<PyTuple>() => t.get_item(0)?.cast_into::<PyBytes>().ok(),
                 _ => None,
             };
-            let chain = match &item {
-                Some((_, t)) => t.get_item(1)?.cast_into::<PyString>()
+            let item = match &layout {
+                Some(l) if built.is_none() && r.is_exact_instance_of::<PyTuple>() => Some((l, r.cast::<PyTuple>()?.clone())),
+                _ => None,
+            };
+            let chain = match (&item, &built) {
+                (Some((_, t)), _) => t.get_item(1)?.cast_into::<PyString>()
                     .map_err(|_| PyTypeError::new_err("an item's second element is its chain id"))?.to_str()?.to_string(),
-                None => self.enc.chain_id(&r)?,
+                (None, Some(_)) => r.cast::<PyTuple>()?.get_item(1)?.cast_into::<PyString>()
+                    .map_err(|_| PyTypeError::new_err("an item's second element is its chain id"))?.to_str()?.to_string(),
+                (None, None) => self.enc.chain_id(&r)?,
             };
             let (seq, prev, prev_py) = match work.remove(&chain) {
                 Some(h) => h,
@@ -300,9 +319,10 @@ impl RecordSealer {
                 },
             };
             body.clear();
-            match &item {
-                Some((l, t)) => self.enc.encode_item(l, &batch_values, t, &mut body)?,
-                None => self.enc.encode_body(&r, &mut body)?,
+            match (&item, &built) {
+                (Some((l, t)), _) => self.enc.encode_item(l, &batch_values, t, &mut body)?,
+                (None, Some(b)) => body.extend_from_slice(b.as_bytes()),
+                (None, None) => self.enc.encode_body(&r, &mut body)?,
             }
             data.clear();
             let digest = record::seal(&chain, seq, &prev, &body, &mut data);
@@ -330,6 +350,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Decoded>()?;
     m.add_class::<Refused>()?;
     m.add_class::<RecordSealer>()?;
+    m.add_class::<shadow::FactMemo>()?;
     m.add_function(wrap_pyfunction!(genesis_hash, m)?)?;
     m.add_function(wrap_pyfunction!(merkle::merkle_extend, m)?)?;
     m.add_function(wrap_pyfunction!(merkle::merkle_root, m)?)?;

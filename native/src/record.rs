@@ -552,3 +552,132 @@ impl RecordEncoder {
         Ok(out)
     }
 }
+
+// ---------------------------------------------------------------- records from facts without Python objects
+
+use crate::extract::Val;
+
+/// What an item's element `k` is, for a record built in Rust (see `shadow.rs`): the same values,
+/// at the same positions, as the Python item of `auditor.stream.factpath` (ITEM_*).
+pub struct ValItem<'a, 'b> {
+    pub facts: &'b [Val<'a>],
+    /// ITEM_CHAIN .. ITEM_SUBJECT (positions 1..=7); position 0 is `facts`
+    pub items: [Val<'b>; 8],
+    /// ITEM_DECISION: the decision field, already encoded
+    pub decision: &'b [u8],
+}
+
+pub const VAL_ITEM_DECISION: usize = 8;
+
+impl RecordEncoder {
+    /// `accepts` for a [`Val`]: the branch a union takes for the Python object the value would be.
+    fn accepts_val(&self, id: NodeId, v: &Val<'_>) -> bool {
+        match self.schema.node(id) {
+            Node::Null => matches!(v, Val::Null),
+            Node::Boolean => matches!(v, Val::Bool(_)),
+            Node::Int | Node::Long(_) => matches!(v, Val::Long(_)),
+            Node::Float | Node::Double => matches!(v, Val::Double(_) | Val::Long(_)),
+            Node::String => matches!(v, Val::Str(_)),
+            Node::Bytes => matches!(v, Val::Bytes(_)),
+            Node::Fixed { size, .. } => matches!(v, Val::Bytes(b) if b.len() == *size),
+            Node::Enum { symbols, .. } => matches!(v, Val::Str(s) if symbols.iter().any(|x| x == s)),
+            Node::Array(_) | Node::Map(_) => matches!(v, Val::Tuple(_)),
+            Node::Record { .. } => matches!(v, Val::Double(_) | Val::Tuple(_)),
+            Node::Union(_) => false,
+        }
+    }
+
+    /// `encode` for a [`Val`]: the bytes `encode` writes for the Python object the value would be.
+    /// Err where `encode` would raise (the caller then leaves the event to Python).
+    pub fn encode_val(&self, id: NodeId, v: &Val<'_>, out: &mut Vec<u8>, depth: u32) -> Result<(), ()> {
+        if depth > MAX_DEPTH {
+            return Err(());
+        }
+        match (self.schema.node(id), v) {
+            (Node::Null, Val::Null) => {}
+            (Node::Boolean, Val::Bool(b)) => out.push(u8::from(*b)),
+            (Node::Int, Val::Long(n)) => put_long(out, i64::from(i32::try_from(*n).map_err(|_| ())?)),
+            (Node::Long(_), Val::Long(n)) => put_long(out, *n),
+            (Node::Float, Val::Double(x)) => out.extend_from_slice(&(*x as f32).to_le_bytes()),
+            (Node::Float, Val::Long(n)) => out.extend_from_slice(&(*n as f64 as f32).to_le_bytes()),
+            (Node::Double, Val::Double(x)) => out.extend_from_slice(&x.to_le_bytes()),
+            (Node::String, Val::Str(s)) => put_bytes(out, s.as_bytes()),
+            (Node::Bytes, Val::Bytes(b)) => put_bytes(out, b),
+            (Node::Fixed { size, .. }, Val::Bytes(b)) if b.len() == *size => out.extend_from_slice(b),
+            (Node::Enum { symbols, .. }, Val::Str(s)) => {
+                let i = symbols.iter().position(|x| x == s).ok_or(())?;
+                put_long(out, i as i64)
+            }
+            (Node::Array(item), Val::Tuple(xs)) => {
+                if !xs.is_empty() {
+                    put_long(out, xs.len() as i64);
+                    for x in xs {
+                        self.encode_val(*item, x, out, depth + 1)?;
+                    }
+                }
+                out.push(0)
+            }
+            (Node::Map(val), Val::Tuple(pairs)) => {
+                if !pairs.is_empty() {
+                    put_long(out, pairs.len() as i64);
+                    for p in pairs {
+                        let Val::Tuple(kv) = p else { return Err(()) };
+                        let [Val::Str(k), x] = kv.as_slice() else { return Err(()) };
+                        put_bytes(out, k.as_bytes());
+                        self.encode_val(*val, x, out, depth + 1)?;
+                    }
+                }
+                out.push(0)
+            }
+            (Node::Union(branches), _) => {
+                let (i, b) = branches.iter().enumerate().find(|(_, b)| self.accepts_val(**b, v)).ok_or(())?;
+                put_long(out, i as i64);
+                self.encode_val(*b, v, out, depth + 1)?;
+            }
+            // a plain tuple as a record (no field names), a float as a double's int...: leave it to Python
+            _ => return Err(()),
+        }
+        Ok(())
+    }
+
+    /// [`encode_item`](RecordEncoder::encode_item) from Rust values.
+    pub fn encode_val_item(&self, layout: &Layout, batch: &[Vec<u8>], item: &ValItem<'_, '_>, out: &mut Vec<u8>) -> Result<(), ()> {
+        for f in &layout.fields {
+            self.encode_val_source(f, batch, item, out)?;
+        }
+        Ok(())
+    }
+
+    fn val_of<'v>(&self, src: &Source, item: &'v ValItem<'_, '_>) -> Result<&'v Val<'v>, ()> {
+        match src {
+            Source::Item(k) if (1..VAL_ITEM_DECISION).contains(k) => Ok(&item.items[*k]),
+            Source::Fact(i) => item.facts.get(*i).ok_or(()),
+            _ => Err(()),
+        }
+    }
+
+    fn encode_val_source(&self, f: &LayoutField, batch: &[Vec<u8>], item: &ValItem<'_, '_>, out: &mut Vec<u8>) -> Result<(), ()> {
+        match &f.src {
+            Source::Const(b) => out.extend_from_slice(b),
+            Source::Batch(u) => out.extend_from_slice(&batch[*u]),
+            Source::Item(_) | Source::Fact(_) => self.encode_val(f.ty, self.val_of(&f.src, item)?, out, 1)?,
+            Source::Raw(k) if *k == VAL_ITEM_DECISION => out.extend_from_slice(item.decision),
+            Source::Raw(_) => return Err(()),
+            Source::Record { branch, unless, fields } => {
+                if let (Some((null, _)), Some(u)) = (branch, unless) {
+                    if matches!(self.val_of(u, item)?, Val::Null) {
+                        put_long(out, *null);
+                        return Ok(());
+                    }
+                }
+                if let Some((_, rec)) = branch {
+                    put_long(out, *rec);
+                }
+                for sub in fields {
+                    self.encode_val_source(sub, batch, item, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
