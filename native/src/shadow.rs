@@ -300,7 +300,11 @@ impl FactMemo {
     }
 }
 
-fn opt_str<'py>(v: &Bound<'py, PyAny>) -> Option<String> {
+fn call<'py>(msg: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> Option<Bound<'py, PyAny>> {
+    msg.call_method0(name).ok()
+}
+
+fn opt_str(v: &Bound<'_, PyAny>) -> Option<String> {
     if v.is_none() {
         return Some(String::new());
     }
@@ -567,9 +571,10 @@ impl FactMemo {
         }
         let (Val::Str(aid), Val::Str(sid)) = (slots[self.at.aid].clone(), slots[self.at.sid].clone()) else { return Ok(None) };
         let (Some(actor), Some(subject)) = (self.pseudonym(aid), self.pseudonym(sid)) else { return Ok(None) };
-        let Some(topic) = opt_str(&msg.call_method0(intern!(py, "topic"))?) else { return Ok(None) };
-        let Some(partition) = opt_int(&msg.call_method0(intern!(py, "partition"))?) else { return Ok(None) };
-        let Some(offset) = opt_int(&msg.call_method0(intern!(py, "offset"))?) else { return Ok(None) };
+        // a message whose methods fail or answer oddly: Python asks it again, and judges
+        let Some(topic) = call(msg, intern!(py, "topic")).as_ref().and_then(opt_str) else { return Ok(None) };
+        let Some(partition) = call(msg, intern!(py, "partition")).as_ref().and_then(opt_int) else { return Ok(None) };
+        let Some(offset) = call(msg, intern!(py, "offset")).as_ref().and_then(opt_int) else { return Ok(None) };
         let key = (topic, partition);
         let chain = match self.chains.get(&key) {
             Some(c) => c.clone_ref(py),
