@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from streamkit import NOW, PACK_IDS, TOPIC, StubMessage, compliant, messages, packs, processor, wire
@@ -183,3 +184,34 @@ def test_two_partitions_and_refusals_between_shadow_hits_keep_each_chain_in_orde
         batch = [StubMessage(TOPIC, i % 2, 100 * k + i, v) for i, v in enumerate(values)]
         same(ref, p, batch)
     assert decided[0] >= len(base)
+
+
+class _Partition(int):
+    """An int of another type (as a client library might return): not mirrored by the shadow."""
+
+
+class OddMessage(StubMessage):
+    def partition(self) -> int | None:
+        return _Partition(self._partition)
+
+    def offset(self) -> int | None:
+        if self._offset == 3:
+            raise ValueError("offset unreadable")  # raised again where Python asks (the batch fails)
+        return self._offset
+
+
+def test_messages_the_shadow_does_not_mirror_are_left_to_python():
+    values = [wire(replace(compliant(p, i), event_id=f"m{i}")) for p in PACK_IDS for i in range(3)]
+    ref, (p, decided) = reference(), shadowed()
+    for k in range(3):
+        same(ref, p, [StubMessage(TOPIC, 1, 100 * k + i, v) for i, v in enumerate(values)])
+    before, hits = decided[0], p.facts.hits if p.facts is not None else 0
+    same(ref, p, [OddMessage(TOPIC, 1, 400 + i, v) for i, v in enumerate(values)])
+    assert decided[0] == before  # nothing decided by the shadow
+    assert p.facts is not None and p.facts.hits - hits == len(values)  # the fact path's, counted once
+    batch = [OddMessage(TOPIC, 1, i, v) for i, v in enumerate(values)]
+    with pytest.raises(ValueError, match="offset unreadable"):
+        ref.process(batch)
+    with pytest.raises(ValueError, match="offset unreadable"):
+        p.process(batch)
+    assert decided[0] == before
