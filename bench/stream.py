@@ -16,7 +16,7 @@ One run, on a local broker started from the Apache Kafka jars unless --bootstrap
    ~/.cache/auditor, made on first use) on the same topic, doing a simpler job exactly-once:
    fastavro decode, one lookup, a small JSON verdict to an output topic; events/s;
 4. (b) the daemon (``python -m auditor run --processes N`` subprocess for each N of --processes,
-   shipped defaults: batches of 1000/100 ms, exactly-once transactions, no file copy unless
+   shipped defaults: batches of up to 5000 events/100 ms, exactly-once transactions, no file copy unless
    --trail, each run with its own group and output topics) from start until its
    auditor_events_consumed_total (summed over the processes) reaches M (incremented only after a
    batch's transaction committed, so the audit topic then holds M records); events/s, and the
@@ -654,7 +654,7 @@ def main() -> int:
     ap.add_argument("--bootstrap", help="use this broker instead of starting a local one")
     ap.add_argument("--latency-seconds", type=float, default=None, help="paced phase length (default 25, quick 15)")
     ap.add_argument("--trail", action="store_true", help="the daemon also keeps the file copy of the trail")
-    ap.add_argument("--batch", type=int, help="batch.max_events for the daemon (default: shipped 1000)")
+    ap.add_argument("--batch", type=int, help="batch.max_events for the daemon (default: shipped 5000)")
     ap.add_argument("--processes", default="1,2", metavar="N[,N...]",
                     help="run the daemon phase with each of these --processes values (default 1,2); the "
                          "latency phase uses the first")

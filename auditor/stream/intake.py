@@ -7,8 +7,9 @@ all of them at once (Kafka Streams' ``RecordQueue``/``PartitionGroup``). The que
 a partition whose queue holds ``high`` messages is paused (librdkafka then drops what it prefetched
 for it and fetches it again on resume) and resumed once its queue is down to ``low``; since the
 queue still holds its next events, a pause costs a refetch but never a stall. Bounds, in messages:
-``PAUSE_BATCHES``/``RESUME_BATCHES`` batches per partition, ``TOTAL_BATCHES`` over all of them,
-and ``TOTAL_BYTES`` of payload over all of them (beyond that, librdkafka's own queue holds the rest).
+``PAUSE_BATCHES``/``RESUME_BATCHES`` batches per partition, ``TOTAL_BATCHES`` over all of them
+(batches of ``batch.max_events`` up to ``BOUND_BATCH``), and ``TOTAL_BYTES`` of payload over all
+of them (beyond that, librdkafka's own queue holds the rest).
 
 Never every partition at once: one restored partition is always left fetching, held back by the
 total bounds alone. librdkafka does not wake its broker thread for a resume (the resume is handled
@@ -61,6 +62,9 @@ class Consumer(Protocol):
     def resume(self, partitions: list[TopicPartition]) -> None: ...
 
 
+#: the bounds below count batches of this many events at most (batch.max_events beyond it, for fewer
+#: transactions in a backlog, does not buffer more)
+BOUND_BATCH = 1000
 #: a partition is paused when its queue holds this many batches, resumed when down to RESUME_BATCHES
 PAUSE_BATCHES = 8
 RESUME_BATCHES = 3
@@ -83,10 +87,10 @@ class Intake:
         self.consumer: Consumer | None = None  # the daemon's, as given to take()
         #: the partitions whose messages may be processed (ownership.restored)
         self.restored = restored
-        self.chunk = max_events
-        self.high = high if high is not None else PAUSE_BATCHES * max_events
-        self.low = low if low is not None else RESUME_BATCHES * max_events
-        self.total = total if total is not None else TOTAL_BATCHES * max_events
+        self.chunk = unit = min(max_events, BOUND_BATCH)
+        self.high = high if high is not None else PAUSE_BATCHES * unit
+        self.low = low if low is not None else RESUME_BATCHES * unit
+        self.total = total if total is not None else TOTAL_BATCHES * unit
         self.total_bytes = total_bytes
         self.buffers = PartitionBuffers(payload_bytes)
         #: partitions this intake paused because their queue was full

@@ -187,3 +187,8 @@ def test_run_warns_when_instance_id_is_generated(tmp_path):
                        timeout=120, cwd=tmp_path)
     assert "instance_id is not set" in p.stderr and "fencing" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_a_batch_holds_up_to_5000_events_by_default():
+    # one transaction per 5,000 events of a backlog rather than per 1,000 (auditor/config.py BatchConfig)
+    assert load_config(env={}).batch_max_events == 5000

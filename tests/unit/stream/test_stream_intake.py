@@ -293,6 +293,23 @@ def test_a_drained_partition_is_resumed_and_batches_never_stall():
     assert sum(c.fetched.values()) < 1.25 * 100_000  # what a pause dropped, fetched again: little
 
 
+def test_big_batches_are_taken_whole_without_buffering_more():
+    # batch.max_events 5,000 (fewer transactions in a backlog) buffers no more than 1,000 did
+    assert (Intake(lambda: keys(0), 5000).high, Intake(lambda: keys(0), 5000).total) == \
+        (Intake(lambda: keys(0), 1000).high, Intake(lambda: keys(0), 1000).total)
+    c = FakeConsumer({0: 30_000, 1: 30_000, 2: 30_000}, fetch=3000)
+    it = intake(c, keys(0, 1, 2), max_events=5000)
+    sizes, most = [], 0
+    while True:
+        batch, _ = it.take(c, 5000, 0.1)
+        if not batch:
+            break
+        sizes.append(len(batch))
+        most = max(most, len(it.buffers))
+    assert sizes == [5000] * 18
+    assert most <= it.total + 3 * 3000  # the total bound, overshot by at most one fetch of each partition
+
+
 def test_the_total_buffered_is_bounded_over_many_partitions():
     c = FakeConsumer({p: 20_000 for p in range(12)}, fetch=2000)
     it = intake(c, keys(*range(12)), max_events=100, high=800, low=200, total=3000)
