@@ -46,6 +46,8 @@ from auditor.trail.record import MAX_TEXT
 
 Decoded = _native.Decoded
 Refused = _native.Refused
+#: whether the compiled module has :class:`FactMemo` (an install built from an older native/ has not)
+FACT_MEMO_BUILT = hasattr(_native, "FactMemo")
 
 
 class EventDecoded(NamedTuple):

@@ -35,7 +35,7 @@ from auditor.ledger.late import DecisionReads
 from auditor.ledger.model import to_us
 from auditor.logging import get_logger
 from auditor.memo import BytesMemo
-from auditor.native import Decoded, FactMemo, NativeEventDecoder, NativeSealer, SealedBytes
+from auditor.native import FACT_MEMO_BUILT, Decoded, FactMemo, NativeEventDecoder, NativeSealer, SealedBytes
 from auditor.policy import CompiledPack, Decision, Verdict
 from auditor.policy.decision import decision_to_dict
 from auditor.policy.engine import MemoEvaluator
@@ -307,6 +307,8 @@ class BatchProcessor:
         the pseudonymizer changed: it never holds a decision the memo does not."""
         p = self.pseudonymizer
         if type(p).__call__ is not Pseudonymizer.__call__:  # pseudonyms of its own making: not mirrored
+            return None
+        if not FACT_MEMO_BUILT:  # a compiled module built before the shadow existed: the fact path alone
             return None
         shadow = self._shadow
         if shadow is None:
