@@ -27,7 +27,11 @@ Precedence (one rule for every family):
   marketing, whether or not the pack asks for consent at all (ipmart's and inper's marketing is
   opt-out). An unscoped consent, or one scoped to another purpose, says nothing about marketing;
   a ``MARKETING_OPT_OUT`` does not answer the consent question (a pack that needs consent reads
-  both);
+  both). But a marketing grant says "not opted out" only until a withdrawal that covers the
+  question takes effect at or after it (attled): a later withdrawal of all consent, or of all
+  consent to a partner, ends the grant on the consent question and answers "opted out" (an old,
+  narrow grant never survives a later, broad withdrawal, on either question); such a withdrawal
+  alone, with no marketing grant before it, still says nothing of marketing;
 * services: each ``service_id`` is running or ended by its own latest fact; a question about a
   service is answered True when any running service covers it, False when services covered it
   but all have ended, and None when none ever did;
@@ -48,6 +52,7 @@ from auditor.ledger.model import (
     RESTRICTIVE,
     UNKNOWN,
     Entry,
+    FactType,
     Family,
     Provenance,
     Query,
@@ -98,7 +103,27 @@ def answer(history: tuple[Entry, ...], at_us: int, q: Query) -> Reading:
         elif value is restrictive:  # same effective time: the restrictive fact wins
             best, said = e, value
             break
-    return UNKNOWN if best is None else Reading(said, (best.ref,), best.effective_us)
+    if best is None:
+        return UNKNOWN
+    if family is Family.OPT_OUT and said is False and best.family is Family.CONSENT:
+        ended = _withdrawn_since(history, at_us, best, q)
+        if ended is not None:
+            return Reading(True, (ended.ref,), ended.effective_us)
+    return Reading(said, (best.ref,), best.effective_us)
+
+
+def _withdrawn_since(history: tuple[Entry, ...], at_us: int, grant: Entry, q: Query) -> Entry | None:
+    """The latest consent withdrawal in force at ``at_us`` that covers ``q`` and takes effect at or after
+    ``grant`` (at the same effective time the withdrawal wins), if any (attled). A marketing grant says
+    "not opted out" only until then: a withdrawal of all consent, or of all consent to a partner, ends
+    the grant on the consent question and is the subject's latest word on marketing too."""
+    for e in reversed(history):
+        if e.effective_us < grant.effective_us:
+            return None
+        if e.effective_us <= at_us and e.type is FactType.CONSENT_WITHDRAWN \
+                and (e.scope is None or e.scope.covers(q.purpose, q.recipient_type, q.recipient_id)):
+            return e
+    return None
 
 
 def _marketing_consent(e: Entry) -> bool:

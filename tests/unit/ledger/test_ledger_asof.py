@@ -302,6 +302,7 @@ def brute_force(entries: list[Entry], at_us: int) -> dict[Query, object]:
             seen.add(e.fact_id)
             kept.append(e)
     state: dict[Query, object] = {}
+    by_grant: set[Query] = set()  # opt-out questions a marketing grant answers "not opted out"
     services: dict[str, tuple[bool, bool, Scope | None]] = {}  # id -> running, ever started, scope
     def precedence(e: Entry) -> tuple[int, bool, int, int, int]:  # at one effective time the restrictive fact last
         family, value = FACT_FAMILY[e.type]
@@ -320,9 +321,14 @@ def brute_force(entries: list[Entry], at_us: int) -> dict[Query, object]:
                     continue
                 if q.family is family:
                     state[q] = value
+                    by_grant.discard(q)
                 elif q.family is Family.OPT_OUT and family is Family.CONSENT and e.scope is not None \
                         and e.scope.purpose == "marketing":
                     state[q] = not value  # a marketing consent is the latest word on marketing too
+                    (by_grant.add if value else by_grant.discard)(q)
+                elif q.family is Family.OPT_OUT and family is Family.CONSENT and value is False and q in by_grant:
+                    state[q] = True  # attled: a later withdrawal that covers it ends the marketing grant
+                    by_grant.discard(q)
         else:
             state[Query(family)] = e.birth_date if family is Family.BIRTH_DATE else value
     for q in UNIVERSE:
@@ -393,4 +399,5 @@ def test_every_answer_cites_facts_in_force_that_exist(history: list[Entry], seco
             assert isinstance(ref, FactRef) and ref in refs and refs[ref].effective_us <= at_us
             assert refs[ref].family is q.family or (
                 q.family is Family.OPT_OUT and refs[ref].family is Family.CONSENT
-                and refs[ref].scope is not None and refs[ref].scope.purpose == "marketing")
+                and ((refs[ref].scope is not None and refs[ref].scope.purpose == "marketing")
+                     or refs[ref].type is FactType.CONSENT_WITHDRAWN))  # attled: one that ended a marketing grant
