@@ -98,3 +98,22 @@ def test_a_late_withdrawal_of_all_consent_corrects_the_opt_out_answer_of_a_decis
         changed = {ch.query.family: (ch.before, ch.after.value, ch.after.refs) for ch in c.changes}
         assert changed[Family.CONSENT] == (True, False, (FactRef(0, 1),))
         assert changed[Family.OPT_OUT] == (False, True, (FactRef(0, 1),))
+
+
+def test_a_grant_to_one_partner_or_one_recipient_type_lifts_the_opt_out_for_it_alone() -> None:
+    """Opted out of all marketing in January; in March a consent to travel-partner-cn's offers (its id spelled
+    otherwise than the events spell it), or to affiliates' offers. Neither lifts the opt-out for another
+    partner, another recipient type, or the company's own marketing (no recipient)."""
+    out = entry("MARKETING_OPT_OUT", -600)
+    to_x = entry(G, -300, scope=Scope("marketing", recipient_id="Travel_Partner_CN"))
+    v = view(out, to_x)
+    assert v.opted_out("marketing", "business_partner", "travel-partner-cn").value is False
+    assert v.opted_out("marketing", "affiliate", "TRAVEL PARTNER CN").value is False  # an id under any type
+    assert v.opted_out("marketing", "business_partner", "other-partner").value is True
+    assert v.opted_out("marketing", "business_partner", None).value is True
+    assert v.opted_out("marketing").value is True
+    to_affiliates = entry(G, -300, scope=Scope("Marketing", recipient_type="affiliate"))
+    v = view(out, to_affiliates)
+    assert v.opted_out("marketing", "Affiliate", "any").value is False
+    assert v.opted_out("marketing", "business_partner", "any").value is True
+    assert v.opted_out("marketing").value is True
