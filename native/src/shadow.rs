@@ -492,8 +492,12 @@ impl FactMemo {
             });
         }
         let total: usize = bytes.iter().map(|v| v.map_or(0, <[u8]>::len)).sum();
-        let mut arena = Vec::with_capacity(total + total / 4);
-        let decoded: Vec<_> = bytes.iter().map(|v| codec.decode_one(*v, &mut arena)).collect();
+        // the strict decoding and digests of the whole batch without the GIL (as decode_batch)
+        let (arena, decoded) = py.detach(|| {
+            let mut arena = Vec::with_capacity(total + total / 4);
+            let decoded: Vec<_> = bytes.iter().map(|v| codec.decode_one(*v, &mut arena)).collect();
+            (arena, decoded)
+        });
         let out = PyList::empty(py);
         let mut slots: Vec<Val<'_>> = Vec::with_capacity(self.n_facts);
         let mut pyslots: Vec<Option<Py<PyAny>>> = (0..self.n_facts).map(|_| None).collect();
