@@ -546,6 +546,14 @@ class Config:
             # the commit reads delivery reports only for the outputs the broker refused (a
             # transaction that lost any output fails at commit anyway): no report per output
             "delivery.report.only.error": True,
+            # No re-bootstrap (KIP-899, librdkafka's default since 2.10) when every known broker
+            # is down: it decommissions the known brokers, but the group coordinator stays cached
+            # as the dead handle, and send_offsets_to_transaction's TxnOffsetCommit then waits for
+            # that handle to come up, which it never does, past its own timeout (librdkafka
+            # #5511, #5456; 2.16.0 here). With the broker SIGKILLed 20 s and restarted, the daemon
+            # stood still until the watchdog ended it (exit 4), ~60 s after the broker was back.
+            # Without it the known broker reconnects by itself (tests/faults/test_faults_broker.py).
+            "metadata.recovery.strategy": "none",
         }
 
     def admin_conf(self) -> dict[str, Any]:

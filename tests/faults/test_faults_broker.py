@@ -72,6 +72,41 @@ def test_broker_sigkill_and_restart(own_broker, tmp_path):
     _run_fault(own_broker, tmp_path, 41, fault)
 
 
+def test_broker_down_20s_then_restarted_the_daemon_resumes_without_exiting(own_broker, tmp_path):
+    """attops: with the broker SIGKILLed for 20 s and restarted (same port and data), the producer
+    re-bootstrapped while no broker was up and its send_offsets_to_transaction then waited on the
+    decommissioned group coordinator (librdkafka #5511) past its own timeout (#5456), until the
+    watchdog ended the daemon (exit 4) ~60 s after the broker was back: ~90 s of audit lost per
+    broker restart. The same daemon must audit again within ``resume_s`` of the broker's return."""
+    bootstrap = own_broker.bootstrap_servers
+    setup = make_setup(tmp_path, bootstrap, partitions=3, trail=True, batch_max_events=200)
+    feed = PacedFeeder(Feeder(bootstrap, setup.events), iter(endless(44)), rate=200)
+    sup = Supervisor(setup, "broker-down")
+    resume_s = 30
+    try:
+        sup.current.wait_ready(90)
+        feed.start()
+        wait_audited(setup, 600, 90, "before the fault", describe=sup.describe)
+        own_broker.kill()
+        time.sleep(20)
+        own_broker.restart()
+        back = time.monotonic()
+        before = committed_count(bootstrap, setup.audit)
+        wait_audited(setup, before + 400, resume_s, "after the broker came back", describe=sup.describe)
+        print(f"resumed {time.monotonic() - back:.1f} s after the broker was back", flush=True)
+        assert sup.exits == [], f"the daemon exited after the broker came back: {sup.describe()}"
+        assert feed.flowing, "the feeder stopped before the audit moved again"
+        sent = feed.finish(timeout=120)
+        wait_audited(setup, len(sent), RECOVERY_S, "after the feeder stopped", describe=sup.describe)
+        assert sup.exits == [], f"the daemon exited after the broker came back: {sup.describe()}"
+        assert sup.stop(within=40) == 0, sup.describe()
+    finally:
+        feed.halt.set()
+        sup.kill_all()
+    assert sup.trail_dir is not None
+    assert_trail_intact(setup, Expect(sent, setup.events), file_copies=[sup.trail_dir])
+
+
 def test_broker_sigstop_then_sigcont(own_broker, tmp_path):
     """Past its session the broker is fenced by its own controller on SIGCONT, and its partitions move
     to a new leader epoch (when the controller's check runs before the broker's heartbeat). Before the
