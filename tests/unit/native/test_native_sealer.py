@@ -112,7 +112,7 @@ def test_merkle_root_over_native_record_hashes_matches_an_independent_rfc6962_tr
     other = pymerkle.InmemoryTree(algorithm="sha256")
     for s in sealed:
         other.append_entry(s.data[:-32])  # pymerkle hashes 0x00 || entry itself
-    assert other.get_state() == tree.root()
+    assert other.get_root() == tree.root()
 
 
 def test_a_bad_record_names_its_field_and_leaves_the_heads_alone(keys):
