@@ -111,13 +111,19 @@ class Intake:
         self.consumer = consumer
         errors: list[Any] = []
         self._resume_drained()
-        if not self._fill(errors) and wait_s > 0:
+        if not self._fill(errors) and wait_s > 0 and not self.full():
+            # (at the bounds, not even one more: in a backlog librdkafka always has one, and the daemon
+            # polls in slices while a commit is in flight, which grew the queues a message a slice)
             self._keep(consumer.consume(1, wait_s), errors, set())
             self._fill(errors)
         return errors
 
     def buffered(self) -> int:
         return len(self.buffers)
+
+    def full(self) -> bool:
+        """At the total bounds (messages or bytes): nothing more is taken from librdkafka until a batch is."""
+        return len(self.buffers) >= self.total or self.buffers.nbytes >= self.total_bytes
 
     def next_batch(self, max_events: int) -> list[Any]:
         """Up to ``max_events`` of what is buffered, every partition with something buffered getting its share."""
@@ -141,8 +147,7 @@ class Intake:
         assert self.consumer is not None
         full: set[Key] = set()
         got = 0
-        buffers = self.buffers
-        while len(buffers) < self.total and buffers.nbytes < self.total_bytes:
+        while not self.full():
             msgs = self.consumer.consume(self.chunk, 0)
             self._keep(msgs, errors, full)
             got += len(msgs)

@@ -322,7 +322,7 @@ class Daemon:
         future = inflight.future
         deadline = time.monotonic() + max_wait_s
         errors = intake.top_up(consumer)
-        while intake.buffered() < n and not future.done() and time.monotonic() < deadline:
+        while intake.buffered() < n and not intake.full() and not future.done() and time.monotonic() < deadline:
             errors += intake.top_up(consumer, IN_FLIGHT_POLL_S)
         if intake.buffered() < n and future.done():
             errors += intake.top_up(consumer)
