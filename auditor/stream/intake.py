@@ -135,6 +135,18 @@ class Intake:
         a revoked one is forgotten there (no longer restored)."""
         self.buffers.drop(keys)
 
+    def revoke(self, keys: Iterable[Key]) -> None:
+        """Ownership's on_revoke/on_lost, inside consume(), before librdkafka unassigns these: drop their
+        queues and, if the one left fetching is among them, resume a paused one now. A batch later
+        (the next :meth:`take`) is too late: the unassign wakes librdkafka's broker thread, which
+        then finds every partition paused and sleeps through the resume (see the module doc)."""
+        keys = set(keys)
+        self.buffers.drop(keys)
+        self.paused -= keys
+        left = self.restored() - keys
+        if self.consumer is not None and left and not left - self.paused:
+            self._pause_resume([min(left, key=lambda k: (self.buffers.count(k), k))], pause=False)
+
     # ------------------------------------------------------------------ inside
     def _fill(self, errors: list[Any]) -> int:
         """Move what librdkafka has queued into the partitions' queues, then pause the full ones;

@@ -112,7 +112,7 @@ class Daemon:
         self.ownership.checkpoints = checkpoints  # t11: restore from signed checkpoints
         #: per-partition queues between librdkafka and the batches (fair draining, auditor.stream.intake)
         self.intake = Intake(self.ownership.restored, cfg.batch_max_events)
-        self.ownership.on_drop = self.intake.drop  # a revoked or lost partition's queue goes with it
+        self.ownership.on_drop = self.intake.revoke  # a revoked or lost partition's queue goes with it
         #: the subject ledger (auditor.stream.ledgerfeed), set by build_daemon when ledger.dir is configured
         self.ledger: LedgerFeed | None = None
         #: batch.pipeline: the transaction on the commit worker, and one that aborted whose batch (with
