@@ -578,11 +578,11 @@ def endless(seed: int) -> Iterable[Any]:
 
 # ---------------------------------------------------------------- the daemon killed or frozen at a hook step
 
-def _hooked(kafka_bootstrap: str, tmp_path: Path, seed: int, rate: int
+def _hooked(kafka_bootstrap: str, tmp_path: Path, seed: int, rate: int, batch_max_events: int = 200
             ) -> tuple[Setup, Path, Feeder, Iterator[Any], PacedFeeder]:
     """The setup both hook scenarios run in (3 partitions, a file copy, batches of 200), the hook
     directory, and a paced feeder over ``endless(seed)`` (not started)."""
-    setup = make_setup(tmp_path, kafka_bootstrap, partitions=3, trail=True, batch_max_events=200)
+    setup = make_setup(tmp_path, kafka_bootstrap, partitions=3, trail=True, batch_max_events=batch_max_events)
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     feeder, items = Feeder(kafka_bootstrap, setup.events), iter(endless(seed))
@@ -591,12 +591,12 @@ def _hooked(kafka_bootstrap: str, tmp_path: Path, seed: int, rate: int
 
 def sigkill_at_hook_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path, step: str, *,
                                                  instance_id: str, seed: int, rate: int, reaching: str,
-                                                 backlog: int = 0) -> None:
+                                                 backlog: int = 0, batch_max_events: int = 200) -> None:
     """AUDITOR_TEST_HOOK ``<step>:kill:3``: the daemon is SIGKILLed the 3rd time it reaches ``step``
     while events flow at ``rate``/s (after ``backlog`` events sent at once, when not 0); the supervisor
     restarts it, the restarted daemon audits, then the whole trail is checked. ``reaching`` says what
     the daemon is waited for at the hook ("the daemon to <reaching>")."""
-    setup, hooks, feeder, items, feed = _hooked(kafka_bootstrap, tmp_path, seed, rate)
+    setup, hooks, feeder, items, feed = _hooked(kafka_bootstrap, tmp_path, seed, rate, batch_max_events)
     sup = Supervisor(setup, instance_id, {"AUDITOR_TEST_HOOK": f"{step}:kill:3", "AUDITOR_TEST_HOOK_DIR": str(hooks)})
     try:
         sup.current.wait_ready(90)
@@ -622,13 +622,13 @@ def sigkill_at_hook_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path:
 
 def zombie_frozen_at_hook_does_not_fork_the_chain(kafka_bootstrap: str, tmp_path: Path, step: str, *,
                                                   instance_id: str, seed: int, rate: int, freezing: str,
-                                                  backlog: int = 0) -> None:
+                                                  backlog: int = 0, batch_max_events: int = 200) -> None:
     """AUDITOR_TEST_HOOK ``<step>:stop:3``: A (``<instance_id>-a``) freezes the 3rd time it reaches
     ``step`` while events flow at ``rate``/s (after ``backlog`` events sent at once, when not 0), for
     25 s, past the session timeout (10 s) and within the transaction timeout (60 s); B takes its
     partitions; A wakes (SIGCONT); both stop and the whole trail is checked. ``freezing`` says where
     A is waited for ("A to freeze <freezing>")."""
-    setup, hooks, feeder, items, feed = _hooked(kafka_bootstrap, tmp_path, seed, rate)
+    setup, hooks, feeder, items, feed = _hooked(kafka_bootstrap, tmp_path, seed, rate, batch_max_events)
     a = Supervisor(setup, f"{instance_id}-a", {"AUDITOR_TEST_HOOK": f"{step}:stop:3",
                                                "AUDITOR_TEST_HOOK_DIR": str(hooks)})
     b: Supervisor | None = None
