@@ -451,6 +451,13 @@ impl FactMemo {
             plan.facts = spec;
             plan.memo.clear();
         }
+        if let Some(&known) = plan.memo.get(&mkey) {
+            // taught again (an event of a known key that `decide` left to Python: a time past
+            // 2**53 us, an odd message, a record it could not encode): one entry per key, else
+            // every such event would keep one more until MAX_ENTRIES
+            self.entries[known] = Entry { decision, handle, owner };
+            return Ok(true);
+        }
         self.entries.push(Entry { decision, handle, owner });
         plan.memo.insert(mkey, self.entries.len() - 1);
         Ok(true)
