@@ -55,6 +55,7 @@ from auditor.stream.hotpath import DecodeResult, NativePath, SealResult, hot_pat
 from auditor.trail import chainid
 from auditor.trail.canonical import record_from_bytes
 from auditor.trail.chain import ChainHead, SealedBatch, seal_bytes
+from auditor.trail.chainid import audit_partition as _audit_partition
 from auditor.trail.keys import Pseudonymizer
 from auditor.trail.record import (
     MAX_TEXT,
@@ -502,8 +503,8 @@ class BatchProcessor:
         routing = self.routing
         record: Any = LazyRecord(chain, data)
         out.sealed.append((record, seq, seal[2], seal[3]))
-        out.outgoing.append(_outgoing(Outgoing, (routing.audit_topic, (item[ITEM_PARTITION] or 0) %
-                                                 routing.audit_partitions, key, data, ())))
+        out.outgoing.append(_outgoing(Outgoing, (routing.audit_topic, _audit_partition(
+            item[ITEM_PARTITION], routing.audit_partitions), key, data, ())))
         out.audited.append(labels)
         out.occurred_at.append(when)
         if violation is not None:
@@ -533,8 +534,8 @@ class BatchProcessor:
         routing = self.routing
         record: Any = LazyRecord(chain, data)
         out.sealed.append((record, seal[1], seal[2], seal[3]))
-        out.outgoing.append(_outgoing(Outgoing, (routing.audit_topic, item[HIT_PARTITION] % routing.audit_partitions,
-                                                 key, data, ())))
+        out.outgoing.append(_outgoing(Outgoing, (routing.audit_topic, _audit_partition(
+            item[HIT_PARTITION], routing.audit_partitions), key, data, ())))
         out.audited.append(item[HIT_LABELS])
         out.occurred_at.append(item[HIT_WHEN])
         if id(item) in self._sampled:
