@@ -25,13 +25,19 @@ Precedence (one rule for every family):
   partner's offers in March gave, in March, the prior consent thisproduct 2.C asks for: her old
   opt-out no longer speaks for her; one who withdrew her marketing consent has said no to
   marketing, whether or not the pack asks for consent at all (ipmart's and inper's marketing is
-  opt-out). An unscoped consent, or one scoped to another purpose, says nothing about marketing;
+  opt-out). An unscoped consent, or one scoped to another purpose, is not by itself a word on
+  the opt-out question (it never lifts an opt-out);
   a ``MARKETING_OPT_OUT`` does not answer the consent question (a pack that needs consent reads
   both). But a marketing grant says "not opted out" only until a withdrawal that covers the
   question takes effect at or after it (attled): a later withdrawal of all consent, or of all
   consent to a partner, ends the grant on the consent question and answers "opted out" (an old,
   narrow grant never survives a later, broad withdrawal, on either question); such a withdrawal
-  alone, with no marketing grant before it, still says nothing of marketing;
+  alone, with no marketing grant before it, still says nothing of marketing. When the latest word
+  is a marketing consent fact, the opt-out answer is what the consent question says (attlg): a
+  later grant that covers marketing (all consent, all consent to partners) restores a grant that a
+  broad withdrawal ended, and lifts a withdrawn marketing consent, on both questions alike; it
+  still never lifts a ``MARKETING_OPT_OUT`` (an opt-out is answered by opt-out facts and marketing
+  consents only);
 * services: each ``service_id`` is running or ended by its own latest fact; a question about a
   service is answered True when any running service covers it, False when services covered it
   but all have ended, and None when none ever did;
@@ -52,7 +58,6 @@ from auditor.ledger.model import (
     RESTRICTIVE,
     UNKNOWN,
     Entry,
-    FactType,
     Family,
     Provenance,
     Query,
@@ -105,25 +110,22 @@ def answer(history: tuple[Entry, ...], at_us: int, q: Query) -> Reading:
             break
     if best is None:
         return UNKNOWN
-    if family is Family.OPT_OUT and said is False and best.family is Family.CONSENT:
-        ended = _withdrawn_since(history, at_us, best, q)
-        if ended is not None:
-            return Reading(True, (ended.ref,), ended.effective_us)
+    if family is Family.OPT_OUT and best.family is Family.CONSENT:
+        return _as_consent_says(history, at_us, best, q)
     return Reading(said, (best.ref,), best.effective_us)
 
 
-def _withdrawn_since(history: tuple[Entry, ...], at_us: int, grant: Entry, q: Query) -> Entry | None:
-    """The latest consent withdrawal in force at ``at_us`` that covers ``q`` and takes effect at or after
-    ``grant`` (at the same effective time the withdrawal wins), if any (attled). A marketing grant says
-    "not opted out" only until then: a withdrawal of all consent, or of all consent to a partner, ends
-    the grant on the consent question and is the subject's latest word on marketing too."""
-    for e in reversed(history):
-        if e.effective_us < grant.effective_us:
-            return None
-        if e.effective_us <= at_us and e.type is FactType.CONSENT_WITHDRAWN \
-                and (e.scope is None or e.scope.covers(q.purpose, q.recipient_type, q.recipient_id)):
-            return e
-    return None
+def _as_consent_says(history: tuple[Entry, ...], at_us: int, best: Entry, q: Query) -> Reading:
+    """The opt-out answer when the latest word on it is a marketing consent fact (``best``): what the
+    consent question now says, negated (attled, attlg). ``best`` covers that question, so the consent
+    answer is decided by ``best`` or by a consent fact at or after it: a later withdrawal of all consent
+    (or of all consent to a partner) ends a marketing grant on both questions, and a later grant that
+    covers marketing (all consent, or all consent to partners) restores it on both. Withdrawn: the
+    withdrawal is cited; granted: the marketing consent fact and, if another, the grant now in force."""
+    consent = answer(history, at_us, Query(Family.CONSENT, q.purpose, q.recipient_type, q.recipient_id))
+    if consent.value is False:
+        return Reading(True, consent.refs, consent.since_us)
+    return Reading(False, tuple(sorted({best.ref, *consent.refs})), consent.since_us)
 
 
 def _marketing_consent(e: Entry) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import date
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from auditor.ledger.asof import SubjectView, age_on, answer, normalise
@@ -302,7 +302,7 @@ def brute_force(entries: list[Entry], at_us: int) -> dict[Query, object]:
             seen.add(e.fact_id)
             kept.append(e)
     state: dict[Query, object] = {}
-    by_grant: set[Query] = set()  # opt-out questions a marketing grant answers "not opted out"
+    by_consent: set[Query] = set()  # opt-out questions whose latest word is a marketing consent fact
     services: dict[str, tuple[bool, bool, Scope | None]] = {}  # id -> running, ever started, scope
     def precedence(e: Entry) -> tuple[int, bool, int, int, int]:  # at one effective time the restrictive fact last
         family, value = FACT_FAMILY[e.type]
@@ -321,16 +321,14 @@ def brute_force(entries: list[Entry], at_us: int) -> dict[Query, object]:
                     continue
                 if q.family is family:
                     state[q] = value
-                    by_grant.discard(q)
+                    by_consent.discard(q)
                 elif q.family is Family.OPT_OUT and family is Family.CONSENT and e.scope is not None \
                         and e.scope.purpose == "marketing":
-                    state[q] = not value  # a marketing consent is the latest word on marketing too
-                    (by_grant.add if value else by_grant.discard)(q)
-                elif q.family is Family.OPT_OUT and family is Family.CONSENT and value is False and q in by_grant:
-                    state[q] = True  # attled: a later withdrawal that covers it ends the marketing grant
-                    by_grant.discard(q)
+                    by_consent.add(q)  # a marketing consent is the latest word on marketing too
         else:
             state[Query(family)] = e.birth_date if family is Family.BIRTH_DATE else value
+    for q in by_consent:  # attled, attlg: then the opt-out answer is what the consent question says
+        state[q] = not state[Query(Family.CONSENT, q.purpose, q.recipient_type, q.recipient_id)]
     for q in UNIVERSE:
         if q.family is Family.SERVICE_ACTIVE:
             covering = [running for running, started, scope in services.values()
@@ -365,8 +363,14 @@ def entries(draw: st.DrawFn) -> Entry:
 histories = st.lists(entries(), max_size=14, unique_by=lambda e: (e.partition, e.offset))
 
 
+def _e(ftype: FactType, second: int, offset: int, scope: Scope | None = None) -> Entry:
+    return Entry(second * 1_000_000, 0, 0, offset, f"x{offset}", ftype, "s", scope)
+
+
 @settings(max_examples=400, deadline=None)
 @given(histories, st.integers(-1, 7))
+@example([_e(G, 1, 1, Scope("marketing")), _e(W, 2, 2), _e(G, 3, 3)], 4)  # attlg: the re-grant restores it
+@example([_e(W, 1, 1, Scope("marketing")), _e(G, 2, 2, Scope(recipient_type="affiliate"))], 3)
 def test_as_of_answer_equals_a_brute_force_replay(history: list[Entry], second: int) -> None:
     at_us = second * 1_000_000
     expected = brute_force(history, at_us)
@@ -398,6 +402,5 @@ def test_every_answer_cites_facts_in_force_that_exist(history: list[Entry], seco
         for ref in r.refs:
             assert isinstance(ref, FactRef) and ref in refs and refs[ref].effective_us <= at_us
             assert refs[ref].family is q.family or (
-                q.family is Family.OPT_OUT and refs[ref].family is Family.CONSENT
-                and ((refs[ref].scope is not None and refs[ref].scope.purpose == "marketing")
-                     or refs[ref].type is FactType.CONSENT_WITHDRAWN))  # attled: one that ended a marketing grant
+                q.family is Family.OPT_OUT and refs[ref].family is Family.CONSENT  # attled, attlg: the consent
+                and (refs[ref].scope or Scope()).covers(q.purpose, q.recipient_type, q.recipient_id))  # answer's
