@@ -255,10 +255,12 @@ class DecisionIndex:
             late += sum(1 for a in facts if a.entry.effective_us <= max(_occurred(k) for k, _ in rows))
             history = store.history(partition, pseudonym)
             cause = tuple(sorted(a.entry.ref for a in facts))
+            new = set(cause)
+            seen = tuple(e for e in history if e.ref not in new)  # what the decisions could have read
             for key, raw in rows:
                 occurred = _occurred(key)
                 doc, payload = _unpack(raw)
-                changes = _changes(doc, history, occurred)
+                changes = _changes(doc, history, occurred, seen)
                 if changes:
                     relevant = tuple(r for r in cause if any(
                         a.entry.ref == r and a.entry.effective_us <= occurred for a in facts))
@@ -352,10 +354,11 @@ class DecisionIndex:
                 doc, payload = _unpack(raw)
                 if only is not None and (doc["c"], doc["s"]) not in only:
                     continue
-                changes = _changes(doc, history, occurred)
+                through = int(doc.get("t", -1))
+                seen = tuple(e for e in history if e.offset <= through) if through >= 0 else None
+                changes = _changes(doc, history, occurred, seen)
                 if not changes:
                     continue
-                through = int(doc.get("t", -1))
                 cause = tuple(sorted(e.ref for e in history if e.offset > through and e.effective_us <= occurred)) \
                     if through >= 0 else ()
                 cause = cause or tuple(sorted({r for ch in changes for r in ch.after.refs}))
@@ -369,15 +372,27 @@ class DecisionIndex:
             return int(txn.stat(self.store.decisions)["entries"])
 
 
-def _changes(doc: dict[str, Any], history: tuple[Entry, ...], occurred: int) -> list[Change]:
-    """The questions of an indexed decision whose answer ``history`` now gives differently."""
+def _changes(doc: dict[str, Any], history: tuple[Entry, ...], occurred: int,
+             seen: tuple[Entry, ...] | None = None) -> list[Change]:
+    """The questions of an indexed decision whose answer ``history`` now gives differently; none
+    unless a fact the decision had not read changes one of them (attlg).
+
+    ``seen`` is the history without the facts the decision had not read (the late ones). A question
+    whose answer those facts do not change (``seen`` and ``history`` agree) but which is now answered
+    otherwise than the decision recorded was read differently, not corrected by a late fact: an
+    upgrade that changed how a fact is read, or facts retention removed. That alone is no
+    correction: the record stands as the auditor decided it, and a correction would name as late
+    facts that were not. When a late fact does change an answer, every changed question is listed (the
+    correction is judged with the facts as they now stand)."""
     changes = []
+    caused = seen is None
     for family, purpose, rtype, rid, before in doc["r"]:
         q = Query(_FAMILIES[family], purpose, rtype, rid)
         now = answer(history, occurred, q)
         if _enc(now.value) != before:
             changes.append(Change(q, _dec(before), now))
-    return changes
+            caused = caused or answer(seen or (), occurred, q).value != now.value
+    return changes if caused else []
 
 
 def _chain_hash(chain_id: str) -> bytes:
