@@ -2,7 +2,14 @@
 
 Precedence (one rule for every family):
 
-* a fact is **in force at t** when its effective time is at or before t;
+* a fact is **in force at t** when its effective time is at or before t; a **permissive** fact (a
+  grant, an opt-in, a reopening, a cancelled deletion, a service started: the value that is not
+  :data:`~auditor.ledger.model.RESTRICTIVE`) only once it was also recorded, by t (attlg). Consent is
+  given before the processing it allows (thisproduct 2.C, 3.A "prior consent"; ipasar 2.7 "Obtain
+  your consent ... to be able to use"): a grant recorded after an event, whatever effective time its
+  producer gives it, cannot make the event consented to, nor correct its violation into an ALLOW. A
+  withdrawal binds from when the person made it, however late it was recorded (ipmart and inper: one
+  may unsubscribe "at all times", "at any time"). Birth dates are neither and are not held back;
 * among the facts in force that answer a question, the **latest** wins: the greatest by
   (effective time, recorded time, log position). A fact that says "withdrawn" after one that
   says "granted" ends the consent from its effective time on; a later grant restores it;
@@ -101,6 +108,8 @@ def answer(history: tuple[Entry, ...], at_us: int, q: Query) -> Reading:
             value = not value  # a marketing consent granted: not opted out; withdrawn: opted out
         if scoped and e.scope is not None and not e.scope.covers(q.purpose, q.recipient_type, q.recipient_id):
             continue
+        if e.recorded_us > at_us and restrictive is not None and value is not restrictive:
+            continue  # a permissive fact is in force only once recorded (attlg: no backdated consent)
         if best is None:
             best, said = e, value
             if restrictive is None or value is restrictive:
@@ -143,6 +152,8 @@ def _service(history: tuple[Entry, ...], at_us: int, q: Query) -> Reading:
     for e in reversed(history):
         if e.effective_us > at_us or e.family is not Family.SERVICE_ACTIVE:
             continue
+        if e.value is True and e.recorded_us > at_us:
+            continue  # a start is in force only once recorded (attlg); an end from its effective time
         sid = e.service_id or ""
         last = latest.get(sid)
         if last is None or (last.value is True and e.value is False and e.effective_us == last.effective_us):

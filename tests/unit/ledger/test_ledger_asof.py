@@ -312,6 +312,8 @@ def brute_force(entries: list[Entry], at_us: int) -> dict[Query, object]:
         if e.effective_us > at_us:
             break
         family, value = FACT_FAMILY[e.type]
+        if e.recorded_us > at_us and family in RESTRICTIVE and value is not RESTRICTIVE[family]:
+            continue  # attlg: a permissive fact is not in force before it was recorded
         if family is Family.SERVICE_ACTIVE:
             _, started, scope = services.get(e.service_id or "", (False, False, None))
             services[e.service_id or ""] = (True, True, e.scope) if value else (False, started, scope)
