@@ -57,9 +57,11 @@ class Member:
         self.proc.terminate()
         self.proc.wait(10)
 
-    def restart(self) -> None:
+    def restart(self, api: str) -> None:
         self.stop()
-        time.sleep(2.5)  # scrapes fail meanwhile: the series go stale
+        # a real gap: Prometheus scrapes it as down (and so writes the series' staleness markers) first
+        _until(lambda: _query(api, f'up{{instance="{self.instance}"}}') == {self.instance: "0"},
+               f"{self.instance} scraped as down")
         self.start()
 
     @property
@@ -111,7 +113,25 @@ def _until(check, what: str, timeout: float = 60.0) -> None:  # type: ignore[no-
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
+        time.sleep(0.2)
+
+
+def _evaluations(api: str, n: int) -> None:
+    """Wait until the group of AuditorInstanceRestarting has been evaluated ``n`` more times."""
+    def last() -> str:
+        with urllib.request.urlopen(f"{api}/api/v1/rules", timeout=5) as r:
+            groups = json.load(r)["data"]["groups"]
+        (group,) = [g for g in groups if any(x.get("name") == "AuditorInstanceRestarting" for x in g["rules"])]
+        return str(group["lastEvaluation"])
+
+    seen = [last()]
+
+    def evaluated() -> bool:
+        now = last()
+        if now != seen[-1]:
+            seen.append(now)
+        return len(seen) > n
+    _until(evaluated, f"{n} evaluations of the rules")
 
 
 def _changes(api: str) -> dict[str | None, str]:
@@ -120,13 +140,14 @@ def _changes(api: str) -> dict[str | None, str]:
 
 def test_the_third_restart_of_one_member_fires_for_it_alone(group: tuple[str, Member, Member]) -> None:
     api, a, b = group
-    a.restart()
-    b.restart()
+    a.restart(api)
+    b.restart(api)
     _until(lambda: _changes(api) == {a.instance: "1", b.instance: "1"}, "one change per member")
-    a.restart()
+    a.restart(api)
     _until(lambda: _changes(api) == {a.instance: "2", b.instance: "1"}, "a's second restart seen")
-    time.sleep(3)  # three evaluations
+    # the second of two evaluations that completed after the second change was seen started after it
+    _evaluations(api, 2)
     assert _firing(api) == set(), "two restarts of a, one of b"
-    a.restart()
+    a.restart(api)
     _until(lambda: _changes(api).get(a.instance) == "3", "a's third restart seen")
     _until(lambda: _firing(api) == {a.instance}, "AuditorInstanceRestarting for a only", timeout=15)
