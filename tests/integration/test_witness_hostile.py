@@ -168,7 +168,13 @@ def test_a_hostile_witness_does_not_starve_an_honest_one(kafka_bootstrap, tmp_pa
     try:
         cfg = setup.config(**{"trail.witnesses": [hostile.url, honest.url],
                               "trail.witness_keys": [str(honest.vkey), str(honest.vkey)]})
-        with InProcessDaemon(cfg) as daemon, TopicTail(setup.bootstrap, setup.audit) as tail:
+        daemon = InProcessDaemon(cfg)
+        pusher = daemon.daemon.checkpoints.witness
+        assert pusher is not None and pusher.clients[0].url == hostile.url
+        # the hostile exchange's bound (10 s by default) from 4 s: still twice the trickle's 2 s, so the
+        # per-read timeout is never reached and only the bound on the whole exchange frees the thread
+        pusher.clients[0].timeout = 4.0
+        with daemon, TopicTail(setup.bootstrap, setup.audit) as tail:
             items = events(200, seed=22)
             feed(setup, items)
             tail.wait_for(len(items), 60, "records")
