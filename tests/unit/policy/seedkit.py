@@ -1,5 +1,5 @@
 """The seed read of a round of adversarial examples (``<pack>-<tag>-*`` in tests/data/examples), shared
-by test_attp_seed_reads.py and test_attperm_seed_reads.py: each example's expected verdict and
+by test_seed_reads.py (one round a tag): each example's expected verdict and
 violated rules on every path that judges an event (the interpreted rules, the compiled plan, the memo:
 a second event with the same facts is a memo hit), and the daemon's fact path (the native processor
 auditing the events from their facts tuples) against the Python reference processor.
