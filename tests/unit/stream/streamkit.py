@@ -59,6 +59,31 @@ class StubMessage:
         return None if self._headers is None else list(self._headers)
 
 
+class Msg:
+    """A consumed message as the intake reads it (topic, partition, offset, value, error); slots keep a
+    fake backlog of many of them cheap."""
+
+    __slots__ = ("p", "o", "v")
+
+    def __init__(self, p: int, o: int, value: bytes = b"") -> None:
+        self.p, self.o, self.v = p, o, value
+
+    def topic(self) -> str:
+        return TOPIC
+
+    def partition(self) -> int:
+        return self.p
+
+    def offset(self) -> int:
+        return self.o
+
+    def value(self) -> bytes:
+        return self.v
+
+    def error(self) -> None:
+        return None
+
+
 class Clock:
     """A monotonic clock that moves only when the test moves it (``clock.now += 59``)."""
 

@@ -29,34 +29,13 @@ from auditor.metrics import build_metrics
 from auditor.stream.commit import InFlight
 from auditor.stream.intake import TOTAL_BYTES, Intake
 from auditor.stream.runner import Daemon
-from tests.unit.stream.streamkit import processor
+from tests.unit.stream.streamkit import Msg, processor
 
 T = "events"
 EVENT = b"x" * (250 * 1024)
 #: what librdkafka's queue holds at most (queued.max.messages.kbytes, 64 MiB) of these events
 QUEUED = 65536 * 1024 // len(EVENT)
 
-
-class Msg:
-    __slots__ = ("p", "o")
-
-    def __init__(self, p: int, o: int) -> None:
-        self.p, self.o = p, o
-
-    def topic(self) -> str:
-        return T
-
-    def partition(self) -> int:
-        return self.p
-
-    def offset(self) -> int:
-        return self.o
-
-    def value(self) -> bytes:
-        return EVENT
-
-    def error(self) -> None:
-        return None
 
 
 class Backlog:
@@ -73,7 +52,7 @@ class Backlog:
         out = []
         while len(out) < min(num_messages, QUEUED):
             p = live[len(out) % len(live)]
-            out.append(Msg(p, self.next[p]))
+            out.append(Msg(p, self.next[p], EVENT))
             self.next[p] += 1
         self.consumed += len(out)
         return out

@@ -32,33 +32,12 @@ from auditor.config import load_config
 from auditor.metrics import build_metrics
 from auditor.stream.intake import GC_THRESHOLD, Intake, settle_heap
 from auditor.stream.runner import Daemon
-from tests.unit.stream.streamkit import processor
+from tests.unit.stream.streamkit import Msg, processor
 
 T = "events"
 #: how long librdkafka's broker thread sleeps with nothing to fetch (rd_kafka_max_block_ms; a heartbeat may come sooner)
 WAKE_S = 1.0
 
-
-class Msg:
-    __slots__ = ("p", "o")
-
-    def __init__(self, p: int, o: int) -> None:
-        self.p, self.o = p, o
-
-    def topic(self) -> str:
-        return T
-
-    def partition(self) -> int:
-        return self.p
-
-    def offset(self) -> int:
-        return self.o
-
-    def value(self) -> bytes:
-        return b""
-
-    def error(self) -> None:
-        return None
 
 
 class FakeConsumer:
