@@ -20,6 +20,7 @@ from auditor.localkafka.broker import create_topics
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 T0 = datetime(2026, 2, 24, 18, 0, tzinfo=UTC)
+MARKETING = Scope("marketing")
 
 
 def ledger_setup(work: Path, bootstrap: str, *, partitions: int = 3, facts_partitions: int | None = None,
@@ -42,6 +43,11 @@ def marketing_event(event_id: str, subject: str, at: datetime) -> Event:
     return replace(e, event_id=event_id, occurred_at=at, subject=replace(e.subject, id=subject))
 
 
+def consent(fact_id: str, subject: str, ftype: FactType, at: datetime,
+            scope: Scope | None = MARKETING) -> SubjectFact:
+    """A consent fact from the consent platform, recorded 3 s after it took effect."""
+    return SubjectFact(fact_id, subject, ftype, at, at + timedelta(seconds=3), "consent-platform", scope)
+
+
 def withdrawal(fact_id: str, subject: str, at: datetime) -> SubjectFact:
-    return SubjectFact(fact_id, subject, FactType.CONSENT_WITHDRAWN, at, at + timedelta(seconds=3), "consent-platform",
-                       Scope("marketing"))
+    return consent(fact_id, subject, FactType.CONSENT_WITHDRAWN, at)

@@ -10,25 +10,21 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import structlog
-from daemonkit import InProcessDaemon, read_audit, wait_until
-from ledgerkit import DATA, T0, ledger_setup
+from daemonkit import (
+    InProcessDaemon,
+    logs_to_the_live_stdout,  # noqa: F401  (autouse fixture)
+    read_audit,
+    wait_until,
+)
+from ledgerkit import DATA, T0, consent, ledger_setup
 
 from auditor.events.codec import iter_event_file
 from auditor.events.model import Event
-from auditor.ledger.model import FactType, Scope, SubjectFact
+from auditor.ledger.model import FactType, Scope
 from auditor.stream.produce import produce
 from auditor.trail.record import RecordType
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _logs_to_the_live_stdout():
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
 
 
 def ipmart_send(event_id: str, subject: str) -> Event:
@@ -41,23 +37,18 @@ def ipmart_send(event_id: str, subject: str) -> Event:
     raise KeyError("ipmart-mkt-noconsent")
 
 
-def consent(fact_id: str, subject: str, ftype: FactType, hours: float, scope: Scope | None) -> SubjectFact:
-    at = T0 + timedelta(hours=hours)
-    return SubjectFact(fact_id, subject, ftype, at, at + timedelta(seconds=3), "consent-platform", scope)
-
-
 def test_a_late_consent_withdrawal_corrects_an_ipmart_marketing_send_through_the_opt_out(tmp_path, kafka_bootstrap):
     setup, facts = ledger_setup(tmp_path, kafka_bootstrap)
     # u-b: a marketing consent in January; both later withdraw, after their sends were audited
-    produce(kafka_bootstrap, facts, [consent("g-b", "u-b", FactType.CONSENT_GRANTED, -24 * 30, Scope("marketing"))])
+    produce(kafka_bootstrap, facts, [consent("g-b", "u-b", FactType.CONSENT_GRANTED, T0 - timedelta(days=30))])
     produce(kafka_bootstrap, setup.events, [ipmart_send("send-a", "u-a"), ipmart_send("send-b", "u-b")])
     with InProcessDaemon(setup.config(instance_id="one")) as d:
         wait_until(lambda: len(read_audit(kafka_bootstrap, setup.audit)) >= 2, 90, "two audit records")
         produce(kafka_bootstrap, facts, [
             # u-a withdraws her marketing consent (9272054: opted out of marketing)
-            consent("w-a", "u-a", FactType.CONSENT_WITHDRAWN, 1, Scope("Marketing")),
+            consent("w-a", "u-a", FactType.CONSENT_WITHDRAWN, T0 + timedelta(hours=1), Scope("Marketing")),
             # u-b withdraws all consent: it ends her January marketing grant (attled)
-            consent("w-b", "u-b", FactType.CONSENT_WITHDRAWN, 1, None)])
+            consent("w-b", "u-b", FactType.CONSENT_WITHDRAWN, T0 + timedelta(hours=1), None)])
         wait_until(lambda: len([e for e in read_audit(kafka_bootstrap, setup.audit)
                                 if e.record.record_type is RecordType.CORRECTION]) >= 2, 90, "two correction records")
         assert d.sample("auditor_ledger_corrections_total", {"pack": "ipmart", "verdict_changed": "true"}) == 2

@@ -11,8 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from daemonkit import Fleet, InProcessDaemon, Setup, read_audit, wait_until
+from daemonkit import (
+    Fleet,
+    InProcessDaemon,
+    Setup,
+    logs_to_the_live_stdout,  # noqa: F401  (autouse fixture)
+    read_audit,
+    wait_until,
+)
 from ledgerkit import T0, ledger_setup, marketing_event, withdrawal
 
 from auditor.cli import main as auditor_main
@@ -26,14 +32,6 @@ from auditor.stream.produce import produce
 from auditor.trail.record import AuditRecord, RecordType
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _logs_to_the_live_stdout():
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
 
 
 def decisions(records: list[AuditRecord]) -> dict[str, tuple[str, tuple[str, ...]]]:

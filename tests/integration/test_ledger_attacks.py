@@ -15,9 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from confluent_kafka import Producer
-from daemonkit import Fleet, InProcessDaemon, Setup, read_audit, read_topic, wait_until
+from daemonkit import (
+    Fleet,
+    InProcessDaemon,
+    Setup,
+    logs_to_the_live_stdout,  # noqa: F401  (autouse fixture)
+    read_audit,
+    read_topic,
+    wait_until,
+)
 from ledgerkit import T0, ledger_setup, marketing_event, withdrawal
 
 from auditor.cli import main as auditor_main
@@ -30,14 +37,6 @@ from auditor.trail.record import AuditRecord, CorrectedRecord, LedgerFacts, Ledg
 
 pytestmark = pytest.mark.kafka
 FORGER = "forger"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _logs_to_the_live_stdout():
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
 
 
 def consent_read(value: bool) -> LedgerRead:
