@@ -704,13 +704,18 @@ def _decide_interpreted(e: Event, compiled: CompiledPack, plan: _Plan) -> Decisi
                     pack.content_hash, tuple(held), considered)
 
 
+def _refused(e: Event, compiled: CompiledPack, plan: _Plan) -> Decision:
+    """The decision for an event whose plan refuses it before any rule: its undeclared names."""
+    pack = compiled.pack
+    return Decision(e.event_id, Verdict.VIOLATION, plan.undeclared, None, pack.id, pack.content_hash)
+
+
 def decide(e: Event, compiled: CompiledPack) -> Decision:
     """The decision for an event's facts, as remembered: shared by every event with the same facts
     (its ``event_id`` is the first such event's). :func:`evaluate` puts the event's own id on it."""
     plan = compiled.plan(e)
     if plan.undeclared:
-        pack = compiled.pack
-        return Decision(e.event_id, Verdict.VIOLATION, plan.undeclared, None, pack.id, pack.content_hash)
+        return _refused(e, compiled, plan)
     memo = plan.memo
     if memo is None:
         return _decide(e, compiled, plan)
@@ -741,8 +746,7 @@ def evaluate_plain(e: Event, compiled: CompiledPack) -> Decision:
     """Judge one event without the memo (benchmarks and differential tests)."""
     plan = compiled.plan(e)
     if plan.undeclared:
-        pack = compiled.pack
-        return Decision(e.event_id, Verdict.VIOLATION, plan.undeclared, None, pack.id, pack.content_hash)
+        return _refused(e, compiled, plan)
     return _decide(e, compiled, plan)
 
 
@@ -750,8 +754,7 @@ def evaluate_interpreted(e: Event, compiled: CompiledPack) -> Decision:
     """Judge one event without the memo and without the compiled tests (the differential tests)."""
     plan = compiled.plan(e)
     if plan.undeclared:
-        pack = compiled.pack
-        return Decision(e.event_id, Verdict.VIOLATION, plan.undeclared, None, pack.id, pack.content_hash)
+        return _refused(e, compiled, plan)
     return _decide_interpreted(e, compiled, plan)
 
 
