@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from auditor.config import Config
-from auditor.errors import BrokerError, ConfigError, PolicyError
+from auditor.errors import ConfigError, PolicyError
 from auditor.events.wire import EventDecoder, SchemaAllowList
 from auditor.metrics import Metrics, build_metrics
 from auditor.native import NativeEventDecoder
@@ -21,6 +22,7 @@ from auditor.stream.ledgerfeed import LedgerFeed, LedgerMetrics
 from auditor.stream.processor import BatchProcessor, BatchResult, Routing
 from auditor.stream.registry import REASONS as REGISTRY_ERRORS
 from auditor.stream.registry import ConfluentRegistry
+from auditor.stream.restore import read_forward
 from auditor.stream.runner import Daemon
 from auditor.trail import chainid
 from auditor.trail.canonical import iter_frames
@@ -97,20 +99,14 @@ def read_chain(cfg: Config, chain_id: str, first: int, stop: int, timeout: float
                          "isolation.level": "read_committed", "enable.partition.eof": True})
     out: list[bytes] = []
     try:
-        consumer.assign([TopicPartition(cfg.topics.audit, audit_partition, 0)])
-        while len(out) < stop - first:
-            msg = consumer.poll(timeout)
-            if msg is None:
-                raise BrokerError(f"timed out reading {cfg.topics.audit}/{audit_partition}")
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    break
-                raise BrokerError(str(err))
-            data = msg.value() or b""
-            (frame,) = iter_frames(data, 1)
-            if frame.chain_id == chain_id and first <= frame.seq < stop:
-                out.append(data)
+        with contextlib.closing(read_forward(consumer, cfg.topics.audit, audit_partition, 0, None, timeout)) as msgs:
+            for msg in msgs:  # the callers ask for stop > first
+                data = msg.value() or b""
+                (frame,) = iter_frames(data, 1)
+                if frame.chain_id == chain_id and first <= frame.seq < stop:
+                    out.append(data)
+                    if len(out) == stop - first:
+                        break
     finally:
         consumer.close()
     return out

@@ -11,15 +11,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections import deque
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from auditor.errors import BrokerError, TrailCorruption
 from auditor.logging import get_logger
 from auditor.metrics import Metrics
 from auditor.stream.checkpointing import Checkpointer, LastRecord, Restored, judge
+from auditor.stream.restore import read_forward
 from auditor.trail import chainid
 from auditor.trail.canonical import record_from_bytes
 from auditor.trail.chain import ChainHead
@@ -166,53 +167,17 @@ def _window(consumer: Consumer, topic: str, partition: int, start: int, end: int
             max_bytes: int | None = None) -> tuple[list[Message], int]:
     """The messages with a value in [start, end), and the offset they start from: ``start``, or later when
     they weigh more than ``max_bytes`` (the last ones are kept, at least one)."""
-    consumer.assign([TopicPartition(topic, partition, start)])
     out: deque[Message] = deque()
     held, cut = 0, start
-    try:
-        while True:
-            msg = consumer.poll(timeout)
-            if msg is None:
-                raise BrokerError(f"timed out reading {topic}/{partition} from offset {start}")
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    return list(out), cut
-                raise BrokerError(f"reading {topic}/{partition}: {err}")
-            if (msg.offset() or 0) >= end:
-                return list(out), cut
-            if msg.value() is not None:
-                out.append(msg)
-                if max_bytes is not None:
-                    held += _weight(msg)
-                    while held > max_bytes and len(out) > 1:
-                        gone = out.popleft()
-                        held -= _weight(gone)
-                        cut = (gone.offset() or 0) + 1
-    finally:
-        consumer.unassign()
-
-
-def _forward(consumer: Consumer, topic: str, partition: int, start: int, end: int,
-             timeout: float) -> Generator[Message, None, None]:
-    """The messages with a value in [start, end), one at a time."""
-    consumer.assign([TopicPartition(topic, partition, start)])
-    try:
-        while True:
-            msg = consumer.poll(timeout)
-            if msg is None:
-                raise BrokerError(f"timed out reading {topic}/{partition} from offset {start}")
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    return
-                raise BrokerError(f"reading {topic}/{partition}: {err}")
-            if (msg.offset() or 0) >= end:
-                return
-            if msg.value() is not None:
-                yield msg
-    finally:
-        consumer.unassign()
+    for msg in read_forward(consumer, topic, partition, start, end, timeout):
+        out.append(msg)
+        if max_bytes is not None:
+            held += _weight(msg)
+            while held > max_bytes and len(out) > 1:
+                gone = out.popleft()
+                held -= _weight(gone)
+                cut = (gone.offset() or 0) + 1
+    return list(out), cut
 
 
 def _weight(m: Message) -> int:
@@ -238,7 +203,7 @@ def read_unsigned_chain(conf: dict[str, Any], topic: str, partition: int, chain_
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
         if high > low:  # read forward one message at a time: no window is kept (attops)
-            with contextlib.closing(_forward(consumer, topic, partition, low, high, timeout)) as messages:
+            with contextlib.closing(read_forward(consumer, topic, partition, low, high, timeout)) as messages:
                 for m in messages:
                     value = m.value() or b""
                     where = f"{topic}/{partition}@{m.offset()}"

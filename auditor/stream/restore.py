@@ -1,10 +1,10 @@
-"""Restore chain heads from the audit topic: the last committed record of each chain.
+"""What the restores share: the restored head of a chain, whether the group's committed offset agrees
+with it, a partition's stable offsets, and the forward read of a partition (:func:`read_forward`).
 
-Runs for a newly assigned partition, before any of its messages is processed, with a
-read_committed consumer outside the group. It reads the audit partition backwards in windows
-from its end until it has seen the latest record of every chain it was asked for (or reached
-the start, meaning the chain is new). Never from memory: a partition that comes back to an
-instance is restored again.
+Chains are restored for a newly assigned partition, before any of its messages is processed, with a
+read_committed consumer outside the group (:mod:`auditor.stream.chainrestore`: from the last signed
+checkpoint, checked against the audit partition's tail). Never from memory: a partition that comes
+back to an instance is restored again.
 
 A restored head is trusted only when it agrees with the group's committed offset for the
 source partition (:func:`disagreement`): the head record's source offset must be the committed
@@ -14,19 +14,15 @@ they disagree (a previous owner's transaction still completing).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any
 
-from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from auditor.errors import BrokerError, TrailCorruption
+from auditor.errors import BrokerError
 from auditor.stream.offsets import list_offsets
-from auditor.trail.canonical import record_from_bytes
 from auditor.trail.chain import ChainHead
-
-WINDOW = 2000
 
 
 @dataclass(frozen=True)
@@ -74,64 +70,25 @@ def stable_offsets(admin: AdminClient, topic: str, partition: int, timeout: floa
     return lso, hwm
 
 
-def restore_heads(conf: dict[str, Any], audit_topic: str, partition: int, chain_ids: Iterable[str],
-                  timeout: float = 30.0) -> dict[str, Restored]:
-    """Latest committed head per chain in one audit partition (``Restored()``: no records)."""
-    wanted = set(chain_ids)
-    found: dict[str, Restored] = {}
-    consumer = Consumer({**conf, "group.id": "auditor-restore", "enable.auto.commit": False,
-                         "isolation.level": "read_committed", "enable.partition.eof": True,
-                         "auto.offset.reset": "earliest"})
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(audit_topic, partition),
-                                                   timeout=timeout, cached=False)
-        end = high
-        while wanted - found.keys() and end > low:
-            start = max(low, end - WINDOW)
-            latest = _read_window(consumer, audit_topic, partition, start, end, timeout)
-            for chain, head in latest.items():
-                if chain in wanted and chain not in found:
-                    found[chain] = head
-            end = start
-    except KafkaException as exc:
-        raise BrokerError(f"cannot restore chains from {audit_topic}/{partition}: {exc}") from exc
-    finally:
-        consumer.close()
-    for chain in wanted - found.keys():
-        found[chain] = Restored()
-    return found
-
-
-def _read_window(consumer: Consumer, topic: str, partition: int, start: int, end: int,
-                 timeout: float) -> dict[str, Restored]:
-    """Latest head per chain among committed records with offsets in [start, end)."""
+def read_forward(consumer: Consumer, topic: str, partition: int, start: int, end: int | None,
+                 timeout: float) -> Generator[Message, None, None]:
+    """The messages with a value of one partition from offset ``start`` to its end (or to ``end``, exclusive),
+    one at a time (none is kept here); the partition is unassigned when they are done, or when the generator is
+    closed early (``contextlib.closing``). What it sees is what ``consumer`` reads (the restores: read_committed)."""
     consumer.assign([TopicPartition(topic, partition, start)])
-    latest: dict[str, Restored] = {}
-    while True:
-        msg = consumer.poll(timeout)
-        if msg is None:
-            raise BrokerError(f"timed out reading {topic}/{partition} from offset {start}")
-        err = msg.error()
-        if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:
-                break
-            raise BrokerError(f"reading {topic}/{partition}: {err}")
-        offset = msg.offset() or 0
-        if offset >= end:
-            break
-        value = msg.value()
-        if value is None:
-            continue
-        try:
-            record = record_from_bytes(value)
-        except Exception as exc:
-            raise TrailCorruption(f"unreadable audit record at {topic}/{partition}@{offset}") from exc
-        previous = latest.get(record.chain_id)
-        if previous is not None and previous.head is not None and record.seq != previous.head.size:
-            raise TrailCorruption(f"chain {record.chain_id} jumps from seq {previous.head.size - 1} to "
-                                  f"{record.seq} at {topic}/{partition}@{offset}", chain=record.chain_id,
-                                  seq=record.seq)
-        latest[record.chain_id] = Restored(ChainHead.after(record), record.source.offset)
-    consumer.unassign()
-    return latest
-
+    try:
+        while True:
+            msg = consumer.poll(timeout)
+            if msg is None:
+                raise BrokerError(f"timed out reading {topic}/{partition} from offset {start}")
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    return
+                raise BrokerError(f"reading {topic}/{partition}: {err}")
+            if end is not None and (msg.offset() or 0) >= end:
+                return
+            if msg.value() is not None:
+                yield msg
+    finally:
+        consumer.unassign()
