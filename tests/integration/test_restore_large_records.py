@@ -11,12 +11,14 @@ logged one error per unreadable message. The windows are now bounded in bytes as
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 from daemonkit import (
     Feeder,
     InProcessDaemon,
+    Setup,
     TopicTail,
     logs_to_the_live_stdout,  # noqa: F401  (autouse fixture)
     make_setup,
@@ -35,16 +37,22 @@ pytestmark = pytest.mark.kafka
 JUNK, SIZE = 400, 256 * 1024
 
 
-def test_a_restore_past_large_foreign_messages_keeps_a_bounded_window_and_logs_once(tmp_path, kafka_bootstrap):
-    setup = make_setup(tmp_path, kafka_bootstrap, partitions=1, trail=False, batch_max_events=40)
+def audited_chain(tmp_path: Path, bootstrap: str, events: int, mixed: int, seed: int) -> tuple[Setup, str, str]:
+    """A one-partition setup whose chain holds ``events`` records (the first events of ``mixed_events(mixed,
+    seed)``), written by an in-process daemon (batches of 40): (setup, the chain, its checkpoint topic)."""
+    setup = make_setup(tmp_path, bootstrap, partitions=1, trail=False, batch_max_events=40)
     feeder = Feeder(setup.bootstrap, setup.events)
-    for e in [e for e in mixed_events(60, seed=11) if isinstance(e, Event)][:50]:
+    for e in [e for e in mixed_events(mixed, seed=seed) if isinstance(e, Event)][:events]:
         feeder.send(e, partition=0)
     feeder.flush()
     with InProcessDaemon(setup.config()) as d, TopicTail(setup.bootstrap, setup.audit) as tail:
-        tail.wait_for(50, 90, "(in-process daemon)")
+        tail.wait_for(events, 90, "(in-process daemon)")
     assert d.exit_code == 0
-    chain, checkpoints = f"{setup.events}/0", checkpoint_topic_of(setup.audit)
+    return setup, f"{setup.events}/0", checkpoint_topic_of(setup.audit)
+
+
+def test_a_restore_past_large_foreign_messages_keeps_a_bounded_window_and_logs_once(tmp_path, kafka_bootstrap):
+    setup, chain, checkpoints = audited_chain(tmp_path, kafka_bootstrap, 50, mixed=60, seed=11)
     p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20})
     for i in range(JUNK):  # not records (and not checkpoints): the restore passes them by
         junk = (b"%06d" % i) * (SIZE // 6)
@@ -71,15 +79,7 @@ def test_a_restore_past_large_foreign_messages_keeps_a_bounded_window_and_logs_o
 def test_forged_checkpoints_keyed_for_the_chain_are_logged_once_per_restore(tmp_path, kafka_bootstrap):
     """A checkpoint keyed with the chain's origin (public: the key name and the chain id) that does not
     open was logged as one error line each, at every restore: 500 forged, 500 lines."""
-    setup = make_setup(tmp_path, kafka_bootstrap, partitions=1, trail=False, batch_max_events=40)
-    feeder = Feeder(setup.bootstrap, setup.events)
-    for e in [e for e in mixed_events(30, seed=12) if isinstance(e, Event)][:20]:
-        feeder.send(e, partition=0)
-    feeder.flush()
-    with InProcessDaemon(setup.config()) as d, TopicTail(setup.bootstrap, setup.audit) as tail:
-        tail.wait_for(20, 90, "(in-process daemon)")
-    assert d.exit_code == 0
-    chain, checkpoints = f"{setup.events}/0", checkpoint_topic_of(setup.audit)
+    setup, chain, checkpoints = audited_chain(tmp_path, kafka_bootstrap, 20, mixed=30, seed=12)
     keys = KeyRing.load(setup.keys_dir)
     origin = origin_for(keys.signer.name, chain).encode()
     p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20})
