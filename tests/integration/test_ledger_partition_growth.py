@@ -25,12 +25,29 @@ from daemonkit import (
 )
 from ledgerkit import T0, ledger_setup, marketing_event, withdrawal
 
+from auditor.config import Config
 from auditor.errors import ConfigError
 from auditor.ledger.partitioning import subject_partition
 from auditor.stream import ledgerfeed
 from auditor.stream.produce import produce
 
 pytestmark = pytest.mark.kafka
+
+
+def raising_daemon(cfg: Config) -> tuple[InProcessDaemon, list[BaseException]]:
+    """An in-process daemon whose run() keeps what it raises (the list returned) instead of leaving it to
+    the thread's excepthook."""
+    d = InProcessDaemon(cfg)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            d.daemon.run()
+        except BaseException as exc:  # noqa: BLE001 - what the test looks at
+            raised.append(exc)
+
+    d.thread = threading.Thread(target=run, name="auditor-daemon", daemon=True)
+    return d, raised
 
 
 def test_a_partition_count_changed_under_the_recorded_facts_stops_the_daemon(tmp_path, kafka_bootstrap):
@@ -44,16 +61,7 @@ def test_a_partition_count_changed_under_the_recorded_facts_stops_the_daemon(tmp
     for fut in admin.create_partitions([NewPartitions(facts, 4), NewPartitions(setup.events, 4)]).values():
         fut.result(30)
     produce(kafka_bootstrap, setup.events, [marketing_event("after", subject, T0 + timedelta(hours=1))])
-    again = InProcessDaemon(setup.config(instance_id="a"))
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            again.daemon.run()
-        except BaseException as exc:  # noqa: BLE001 - what the test looks at
-            raised.append(exc)
-
-    again.thread = threading.Thread(target=run, name="auditor-daemon", daemon=True)
+    again, raised = raising_daemon(setup.config(instance_id="a"))
     with again:
         wait_until(lambda: not again.thread.is_alive() or read_audit(kafka_bootstrap, setup.audit), 90,
                    "the daemon stopped, or the event audited")
@@ -75,16 +83,7 @@ def test_a_facts_topic_grown_while_the_daemon_runs_stops_it(tmp_path, kafka_boot
     setup, facts = ledger_setup(tmp_path, kafka_bootstrap, partitions=2)
     subject = next(s for s in (f"u-{i}" for i in range(1000)) if subject_partition(s, 4) >= 2)
     produce(kafka_bootstrap, setup.events, [marketing_event("first", "u-other", T0)])
-    d = InProcessDaemon(setup.config(instance_id="a"))
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            d.daemon.run()
-        except BaseException as exc:  # noqa: BLE001 - what the test looks at
-            raised.append(exc)
-
-    d.thread = threading.Thread(target=run, name="auditor-daemon", daemon=True)
+    d, raised = raising_daemon(setup.config(instance_id="a"))
     with d:
         wait_until(lambda: len(read_audit(kafka_bootstrap, setup.audit)) == 1, 90, "the first event audited")
         admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
