@@ -12,6 +12,16 @@ A newly assigned partition is paused at once. Between batches the main loop call
    with the committed offset (:func:`auditor.stream.restore.disagreement`);
 4. then sets the head, catches the file copy up, seeks to the committed offset and resumes.
 
+A chain that ends before the committed offset while its audit partition holds a transaction open
+for longer than any transaction may last (``transaction_timeout_ms`` + ``restore.settle_timeout_s``)
+meets a hanging transaction: the broker completed a transaction of ours without writing its markers
+on that partition (Kafka's coordinator skips the partitions whose leader it cannot find, as after a
+broker restart; attx). Its records are in the log but no read_committed reader will ever see them,
+and the next marker of our producer there would decide their fate. The daemon closes it itself: a
+transaction of its own producer touches the audit and checkpoint partitions and aborts
+(:meth:`Ownership._close_hanging`); then the chain's visible end, not the committed offset, is
+where auditing resumes (the inputs after it are audited again).
+
 Anything else (a disagreement, a timeout, a damaged chain) leaves that partition paused and
 reported (``auditor_partition_blocked``, a log line, an alert) and is retried every
 ``restore.retry_s``; the other partitions go on. A partition that cannot make progress
@@ -70,6 +80,11 @@ class PartitionState:
     audit_high: int | None = None
     #: the same of the checkpoint partition (the chain's last signed checkpoint lies below it)
     checkpoint_high: int | None = None
+    #: attx: the audit partition's last stable offset while a transaction is open there, and since when
+    open_lso: int | None = None
+    open_since: float = 0.0
+    #: attx: the last stable offset at which this instance aborted a hanging transaction (once per offset)
+    closed_at: int | None = None
 
 
 class Ownership:
@@ -82,6 +97,9 @@ class Ownership:
         self.joined = False
         self.consumer: Any | None = None
         self.admin: AdminClient | None = None
+        #: the daemon's transactional producer (attx: closes a hanging transaction of ours); only used
+        #: between batches, when no transaction of the daemon is open
+        self.producer: Any | None = None
         #: waits until the daemon's in-flight transaction (batch.pipeline) committed or aborted
         self.settle_in_flight: Callable[[], None] = lambda: None
         #: told the partitions revoked or lost (the daemon drops what it buffered of them)
@@ -200,9 +218,13 @@ class Ownership:
                 why = None  # the head record is gone (retention): nothing left to compare, nothing to fork
             else:
                 why = disagreement(chain, committed, restored)
+            resume = committed
+            if why is not None and restored.source_offset is not None and committed > restored.source_offset + 1:
+                resume = self._behind(key, st, audit_partition, stable, restored.source_offset, why)
+                why = None
             if why is not None:
                 raise NotYet(why)
-            self._seek(key, committed)
+            self._seek(key, resume)
         except UnsignedChains:
             raise  # not a partition to retry: the daemon stops with exit 2 and the upgrade path
         except (NotYet, KafkaException, AuditorError, TimeoutError) as exc:  # TimeoutError: an admin future
@@ -249,10 +271,62 @@ class Ownership:
         if st.audit_high is None:
             st.audit_high = high
         gap = high - stable
+        if gap <= 0:
+            st.open_lso = None
+        elif st.open_lso != stable:  # attx: a transaction open since ``stable``, first seen now
+            st.open_lso, st.open_since = stable, self.clock()
         if gap > 0 and self.clock() - st.since < self.cfg.restore.settle_timeout_s:
             raise NotYet(f"audit partition {self.cfg.topics.audit}/{audit_partition} has an open transaction "
                          f"({gap} offsets above its last stable offset)")
         return stable
+
+    def _behind(self, key: Key, st: PartitionState, audit_partition: int, stable: int, end: int, why: str) -> int:
+        """attx: the chain ends at source offset ``end``, before the committed offset. Where to resume
+        (``end + 1``, once this instance aborted the hanging transaction that hid the rest), or NotYet."""
+        audit = f"{self.cfg.topics.audit}/{audit_partition}"
+        if st.open_lso is None:
+            if st.closed_at is not None:  # our abort closed it: what it hid is gone, audit it again
+                log.warning("hanging transaction aborted; auditing again from the chain's visible end",
+                            partition=f"{key[0]}/{key[1]}", audit_partition=audit, resume_offset=end + 1)
+                return end + 1
+            raise NotYet(why)
+        hanging_after = self.cfg.transaction_timeout_ms / 1000 + self.cfg.restore.settle_timeout_s
+        open_for = self.clock() - st.open_since
+        if open_for < hanging_after:
+            raise NotYet(f"{why}; a transaction is open on audit partition {audit} since offset {stable} "
+                         f"({open_for:.0f}s)")
+        hanging = (f"a transaction open on audit partition {audit} since offset {stable} for {open_for:.0f}s, longer "
+                   f"than any transaction lasts: a hanging transaction (its markers never written) hides the "
+                   f"chain's last records ({why.split(';')[0]})")
+        if st.closed_at == stable or self.producer is None:
+            raise NotYet(f"{hanging}. Aborting it from this instance's producer did not close it (another "
+                         "producer's, or its messages were not delivered); README 'Hanging transactions' says how "
+                         "to end it")
+        log.error("hanging transaction on the audit partition; aborting it", partition=f"{key[0]}/{key[1]}",
+                  reason=hanging)
+        self._close_hanging(audit_partition)
+        st.closed_at = stable
+        raise NotYet(f"{hanging}; aborted from this instance's producer, checking again")
+
+    def _close_hanging(self, audit_partition: int) -> None:
+        """A transaction of the daemon's producer that touches the audit partition and its checkpoint
+        partition, and aborts: its ABORT marker also ends the transaction of this producer left open
+        there (a marker closes whatever the producer has open on the partition). The messages it writes
+        are aborted: no read_committed reader sees them."""
+        producer, cp = self.producer, self.checkpoints
+        assert producer is not None and cp is not None
+        targets = [(self.cfg.topics.audit, audit_partition),
+                   (cp.topic, chainid.checkpoint_partition(audit_partition, cp.partitions))]
+        with self.watchdog.call("begin_transaction (hanging)", 5.0):
+            producer.begin_transaction()
+        try:
+            for topic, partition in targets:
+                producer.produce(topic, b"", b"auditor-close-hanging-transaction", partition)
+            with self.watchdog.call("flush (hanging)", 2 * CALL_TIMEOUT_S):
+                producer.flush(2 * CALL_TIMEOUT_S)  # delivered: the partitions are in the transaction
+        finally:
+            with self.watchdog.call("abort_transaction (hanging)", 3 * CALL_TIMEOUT_S):
+                producer.abort_transaction(3 * CALL_TIMEOUT_S)
 
     def _checkpoints_hidden(self, audit_partition: int, st: PartitionState) -> str | None:
         """Why the chain's signed checkpoints may be hidden now, or None: a transaction open on the

@@ -175,6 +175,7 @@ class Daemon:
         self.pipelined = self.cfg.batch.pipeline and self.ledger is None  # l12: the ledger path runs in turn
         self.committer._retry(lambda: producer.init_transactions(30), "init_transactions", 30)
         self.ownership.attach(self.consumer, admin)
+        self.ownership.producer = producer  # attx: closes a hanging transaction of ours (between batches)
         self.consumer.subscribe(list(cfg.topics.events), on_assign=self.ownership.on_assign,
                                 on_revoke=self.ownership.on_revoke, on_lost=self.ownership.on_lost)
         self.lag = LagMonitor(cfg.admin_conf(), cfg.kafka.group_id, self.ownership.restored, self.metrics,

@@ -1,0 +1,176 @@
+"""attx: a hanging transaction on the audit partition (the broker completed a transaction of ours
+without writing its markers there; Kafka 4.3.1's coordinator skips, as "likely deleted", every
+partition whose leader it cannot find, as right after a broker restart) hides the chain's last records
+while the group's committed offset is past them. Seen in test_broker_sigkill_and_restart: events/0
+paused for good, "chain ends at source offset 224 but the group committed offset 226".
+
+The restore must not wait for ever, nor continue from the committed offset (the hidden records
+would be lost, or exposed later by our next commit marker next to their successors: a fork). Past
+any transaction's lifetime it aborts the transaction from its own producer (the ABORT marker closes
+what the producer left open there) and audits again from the chain's visible end. A stand-in
+consumer, admin answers and producer; no broker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+from prometheus_client import CollectorRegistry
+
+import auditor.stream.ownership as ownership_mod
+from auditor.config import load_config
+from auditor.metrics import build_metrics
+from auditor.stream.checkpointing import Restored as SignedRestore
+from auditor.stream.ownership import Ownership
+from auditor.stream.watchdog import Watchdog
+from auditor.trail.chain import ChainHead
+from tests.unit.stream.streamkit import Clock, processor
+
+TOPIC = "events"
+CHAIN = "events/0"
+
+
+class _Consumer:
+    def __init__(self, committed: int) -> None:
+        self.committed_offset = committed
+        self.sought: list[int] = []
+        self.resumed: list[tuple[str, int]] = []
+
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        pass
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        pass
+
+    def committed(self, tps: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, self.committed_offset) for tp in tps]
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.sought.append(tp.offset)
+
+    def resume(self, tps: list[TopicPartition]) -> None:
+        self.resumed += [(tp.topic, tp.partition) for tp in tps]
+
+
+@dataclass
+class _Log:
+    head: ChainHead
+
+
+@dataclass
+class _Checkpoints:
+    topic: str = "audit.checkpoints"
+    partitions: int = 3
+    adopted: list[Any] = field(default_factory=list)
+
+    def adopt(self, log: Any) -> None:
+        self.adopted.append(log)
+
+    def forget(self, chains: object) -> None:
+        pass
+
+
+@dataclass
+class _Broker:
+    """The audit partition's last stable offset and high watermark; our producer's ABORT marker ends
+    the hanging transaction when it is ours."""
+
+    stable: int = 298
+    high: int = 299
+    ours: bool = True
+
+
+class _Producer:
+    def __init__(self, broker: _Broker) -> None:
+        self.broker = broker
+        self.calls: list[Any] = []
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    def produce(self, topic: str, value: bytes, key: bytes, partition: int) -> None:
+        self.calls.append((topic, partition))
+
+    def flush(self, timeout: float) -> int:
+        self.calls.append("flush")
+        return 0
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.calls.append("abort")
+        if self.broker.ours:  # the marker closes the hanging transaction, and our own aborted messages
+            self.broker.high += 3
+            self.broker.stable = self.broker.high
+
+
+def _ownership(monkeypatch: pytest.MonkeyPatch, broker: _Broker, *, chain_end: int = 224,
+               committed: int = 226) -> tuple[Ownership, _Consumer, _Producer, Clock]:
+    cfg = load_config(env={})  # transaction_timeout_ms 60 s, restore.settle_timeout_s 30 s
+    metrics = build_metrics(CollectorRegistry())
+    own = Ownership(cfg, processor(), metrics, Watchdog(300, 30, 30, lambda reason: None))
+    clock = own.clock = Clock()
+    consumer = _Consumer(committed)
+    own.attach(consumer, object())  # type: ignore[arg-type]
+    own.checkpoints = _Checkpoints()  # type: ignore[assignment]
+    producer = own.producer = _Producer(broker)
+    monkeypatch.setattr(ownership_mod, "stable_offsets", lambda admin, topic, p, timeout: (broker.stable, broker.high))
+    monkeypatch.setattr(Ownership, "_checkpoints_hidden", lambda self, ap, st: None)
+    head = ChainHead(CHAIN, chain_end + 1, b"h" * 32)
+    monkeypatch.setattr(Ownership, "_restore_signed",
+                        lambda self, chain, ap: SignedRestore(_Log(head), source_offset=chain_end))  # type: ignore[arg-type]
+    own.on_assign(consumer, [TopicPartition(TOPIC, 0)])
+    return own, consumer, producer, clock
+
+
+def _tick(own: Ownership, clock: Clock, seconds: float) -> None:
+    clock.now += seconds
+    own.restore_due()
+
+
+def test_a_hanging_transaction_of_ours_is_aborted_and_the_hidden_inputs_audited_again(monkeypatch):
+    broker = _Broker()
+    own, consumer, producer, clock = _ownership(monkeypatch, broker)
+    own.restore_due()
+    for _ in range(40):  # 80 s: within any transaction's lifetime (60 s) plus the settle time (30 s)
+        _tick(own, clock, 2)
+    assert own.restored() == frozenset() and producer.calls == [], "acted before the transaction could be hanging"
+    for _ in range(10):
+        _tick(own, clock, 2)
+    assert producer.calls == ["begin", (own.cfg.topics.audit, 0), ("audit.checkpoints", 0), "flush", "abort"]
+    assert own.restored() == {(TOPIC, 0)}, own.states[(TOPIC, 0)].reason
+    assert consumer.sought == [225], "audits again from the chain's visible end, not the committed offset 226"
+    assert consumer.resumed == [(TOPIC, 0)]
+
+
+def test_a_hanging_transaction_of_another_producer_leaves_the_partition_paused(monkeypatch):
+    broker = _Broker(ours=False)
+    own, consumer, producer, clock = _ownership(monkeypatch, broker)
+    for _ in range(120):
+        _tick(own, clock, 2)
+    assert producer.calls.count("abort") == 1, "one abort per hanging transaction, not one per retry"
+    assert own.restored() == frozenset() and consumer.sought == []
+    reason = own.states[(TOPIC, 0)].reason or ""
+    assert "hanging transaction" in reason and "did not close it" in reason, reason
+
+
+def test_a_chain_behind_the_committed_offset_with_no_open_transaction_is_not_audited_again(monkeypatch):
+    """Nothing of ours hid the records: the restore does not guess (it stays paused, as before)."""
+    broker = _Broker(stable=299, high=299)
+    own, consumer, producer, clock = _ownership(monkeypatch, broker)
+    for _ in range(120):
+        _tick(own, clock, 2)
+    assert producer.calls == [] and own.restored() == frozenset() and consumer.sought == []
+
+
+def test_a_transaction_that_ends_in_time_is_waited_for(monkeypatch):
+    """A previous owner's transaction (open, then committed within its lifetime) is not aborted."""
+    broker = _Broker()
+    own, consumer, producer, clock = _ownership(monkeypatch, broker)
+    for _ in range(20):
+        _tick(own, clock, 2)
+    broker.stable = broker.high = 300  # it committed: the chain's last records became visible
+    monkeypatch.setattr(Ownership, "_restore_signed", lambda self, chain, ap: SignedRestore(
+        _Log(ChainHead(CHAIN, 226, b"h" * 32)), source_offset=225))  # type: ignore[arg-type]
+    _tick(own, clock, 2)
+    assert producer.calls == [] and own.restored() == {(TOPIC, 0)} and consumer.sought == [226]
