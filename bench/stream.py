@@ -22,7 +22,9 @@ One run, on a local broker started from the Apache Kafka jars unless --bootstrap
    batch's transaction committed, so the audit topic then holds M records); events/s, and the
    ratios daemon/ceiling and daemon/peer. Rates are given from the first message/batch
    ("steady") and from process start ("wall", including group join and init_transactions);
-   RSS of the daemon processes right after the M events (VmRSS and peak VmHWM from /proc);
+   RSS of the daemon processes right after the M events (VmRSS and peak VmHWM from /proc); how the
+   daemon's main thread spent the steady phase (/proc/PID/schedstat): running, runnable but waiting for
+   a core (the machine's load), asleep (waiting in consume() or for a commit);
 5. latency at 50% of the first daemon run's max: fresh events produced at 0.5 x (b) for
    --latency-seconds. The load generator is kept cheap, since it shares the cores with what it
    measures: 20,000 events of the synthetic stream are encoded once before the phase, and each
@@ -48,6 +50,7 @@ with the broker and the producer. Prints a markdown table and writes bench/resul
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import dataclasses
 import io
@@ -327,9 +330,25 @@ class DaemonProc:
             self.proc.wait()
 
 
+def main_threads(pids: list[int]) -> tuple[float, float]:
+    """Seconds the main threads of these processes ran, and were runnable but not running
+    (/proc/PID/schedstat), summed."""
+    ran = waited = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+            ran, waited = ran + int(fields[0]) / 1e9, waited + int(fields[1]) / 1e9
+    return ran, waited
+
+
 def daemon_run(d: DaemonProc, m: int, started: float) -> dict[str, float]:
+    """Rates, and what the daemon's main threads did from the first batch to the last: running,
+    runnable but not running (the machine's load took the core), or asleep (waiting in consume or for
+    a commit): the split tells a run slowed by the machine from one slowed by the daemon's waits."""
     first = first_count = None
     count = 0.0
+    pids: list[int] = []
+    threads0 = (0.0, 0.0)
     while count < m:
         if d.proc.poll() is not None:
             raise RuntimeError(f"the daemon exited with {d.proc.returncode}; see its log")
@@ -337,14 +356,20 @@ def daemon_run(d: DaemonProc, m: int, started: float) -> dict[str, float]:
         now = time.perf_counter()
         if count > 0 and first is None:
             first, first_count = now, count
+            pids = d.pids()
+            threads0 = main_threads(pids)
         if now - started > 3600:
             raise RuntimeError(f"daemon: only {count:.0f} of {m} after 60 min")
         time.sleep(0.1 if m <= 200_000 else 0.25)
     end = time.perf_counter()
     assert first is not None and first_count is not None
     steady = (m - first_count) / (end - first) if end > first else float("nan")
+    ran, waited = main_threads(pids)
+    span = (end - first) * max(1, len(pids))
+    running, runnable = (ran - threads0[0]) / span, (waited - threads0[1]) / span
     return {"steady_eps": steady, "wall_eps": m / (end - started), "seconds": end - started,
-            "startup_s": first - started}
+            "startup_s": first - started, "main_running": running, "main_runnable": runnable,
+            "main_asleep": max(0.0, 1.0 - running - runnable)}
 
 
 # ---------------------------------------------------------------- (c) latency at half the max
@@ -750,6 +775,8 @@ def report(r: dict[str, Any]) -> str:
                      f"{d['steady_eps']:,.0f} events/s (wall {d['wall_eps']:,.0f}, startup {d['startup_s']:.1f} s; "
                      f"RSS {d['rss_after_bytes'] / mib:,.0f} MiB, peak {d['rss_peak_bytes'] / mib:,.0f}; "
                      f"{d['transactions']['commit']:.0f} commits, {d['transactions']['abort']:.0f} aborts; "
+                     f"main thread {d.get('main_running', 0.0):.0%} running, {d.get('main_runnable', 0.0):.0%} "
+                     f"runnable-waiting, {d.get('main_asleep', 0.0):.0%} asleep; "
                      f"SIGTERM exit {d['sigterm_exit']} in {d['sigterm_seconds']:.1f} s)"))
     rows.append(("daemon / ceiling (target >= 0.8)", f"{r['ratio_steady']:.2f} (wall {r['ratio_wall']:.2f})"))
     if "ratio_peer" in r:
