@@ -34,6 +34,25 @@ from auditor.trail.record import RecordType
 pytestmark = pytest.mark.kafka
 
 
+#: how long the partition must then stay paused and reported blocked (restore.retry_s 0.5: 16 more tries)
+HELD_S = 8.0
+
+
+def blocked_and_held(d: InProcessDaemon, topic: str, deadline_s: float) -> float:
+    """The most ``auditor_partition_blocked`` showed for ``topic``/0 while the daemon kept running, watched
+    until it has shown 1 for HELD_S (or ``deadline_s`` has passed): the partition waits, it does not go on."""
+    blocked, since = 0.0, None
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and d.thread.is_alive():
+        blocked = max(blocked, d.sample("auditor_partition_blocked", {"topic": topic, "partition": "0"}))
+        if blocked == 1 and since is None:
+            since = time.monotonic()
+        if since is not None and time.monotonic() - since >= HELD_S:
+            break
+        time.sleep(0.5)
+    return blocked
+
+
 def open_transaction(bootstrap: str, topic: str, partition: int) -> Producer:
     """A producer's transaction on ``topic`` with one junk record, left open (for up to two minutes)."""
     p = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"hostile-{uuid.uuid4().hex[:8]}",
@@ -57,11 +76,7 @@ def test_a_takeover_waits_for_a_head_record_an_open_transaction_hides(tmp_path, 
         produce(kafka_bootstrap, facts, [withdrawal("w-late", "u-victim", T0 + timedelta(hours=1))])
         produce(kafka_bootstrap, setup.events, [marketing_event("next", "u-other", T0)])
         with InProcessDaemon(setup.config(instance_id="b", **fast)) as b:  # another instance: indexed in full
-            blocked = 0.0
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                blocked = max(blocked, b.sample("auditor_partition_blocked", {"topic": setup.events, "partition": "0"}))
-                time.sleep(0.5)
+            blocked = blocked_and_held(b, setup.events, 60)
             hostile.abort_transaction(30)  # what the broker does at the transaction timeout
             hostile = None
 
@@ -96,11 +111,7 @@ def test_a_restart_waits_for_a_signed_checkpoint_an_open_transaction_hides(tmp_p
                        "the first decision committed")
         produce(kafka_bootstrap, setup.events, [marketing_event("second", "u-2", T0)])
         with InProcessDaemon(setup.config(instance_id="a", **fast)) as a:  # a restart
-            blocked = 0.0
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and a.thread.is_alive():
-                blocked = max(blocked, a.sample("auditor_partition_blocked", {"topic": setup.events, "partition": "0"}))
-                time.sleep(0.5)
+            blocked = blocked_and_held(a, setup.events, 60)
             assert a.thread.is_alive(), f"the daemon stopped with exit code {a.exit_code}"
             hostile.abort_transaction(30)
             hostile = None
