@@ -44,6 +44,13 @@ def _start() -> dict[str, tuple[Running, str]]:
     return _STARTED
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that read the waiting commands' results run last in the session, so that the
+    commands wait while the others run (tests/unit/cli comes first when tests/unit runs alone, as in
+    tests/run_all.sh)."""
+    items.sort(key=lambda item: "unreachable" in getattr(item, "fixturenames", ()))  # stable
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:
         return
