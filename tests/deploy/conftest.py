@@ -131,6 +131,12 @@ def amtool() -> str:
 
 
 @pytest.fixture(scope="session")
+def prometheus() -> str:
+    """The Prometheus server binary (test_restart_alert_prometheus.py)."""
+    return require_tool("prometheus")
+
+
+@pytest.fixture(scope="session")
 def rules() -> list[dict[str, Any]]:
     """Every alerting rule of deploy/prometheus/rules.yml."""
     doc = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())

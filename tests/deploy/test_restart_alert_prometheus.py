@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DEPLOY, require_tool
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 EXPORTER = """
 import signal, sys
@@ -70,8 +71,7 @@ class Member:
 
 
 @pytest.fixture
-def group(tmp_path: Path) -> Iterator[tuple[str, Member, Member]]:
-    prometheus = require_tool("prometheus")
+def group(tmp_path: Path, prometheus: str) -> Iterator[tuple[str, Member, Member]]:
     a, b = Member(tmp_path), Member(tmp_path)
     port = _free_port()
     (tmp_path / "prometheus.yml").write_text(json.dumps({
