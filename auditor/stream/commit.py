@@ -311,8 +311,29 @@ class BatchCommit:
         raise AssertionError("unreachable")
 
 
+def spans(batch: Sequence[MessageLike]) -> dict[tuple[str, int], tuple[int, int, int]] | None:
+    """Per partition (first offset, last offset, messages) of a batch the intake built
+    (:class:`~auditor.stream.fairness.Batch`), from its first and last message alone; None for any
+    other sequence (a split's half, a batch read again), or when those offsets cannot be the ends of
+    the partition's messages in offset order (an offset missing, or fewer offsets between them than
+    messages): the callers then look at every message."""
+    got = getattr(batch, "spans", None)
+    if got is None:
+        return None
+    out = {}
+    for key, (first, last, n) in got.items():
+        lo, hi = first.offset(), last.offset()
+        if lo is None or hi is None or hi - lo + 1 < n:
+            return None
+        out[key] = (lo, hi, n)
+    return out
+
+
 def next_offsets(batch: Sequence[MessageLike]) -> dict[tuple[str, int], int]:
     """Per partition, the offset to commit: one past the last message of the batch."""
+    ends = spans(batch)
+    if ends is not None:
+        return {key: hi + 1 for key, (_, hi, _) in ends.items()}
     offsets: dict[tuple[str, int], int] = {}
     for m in batch:
         key = (m.topic() or "", m.partition() or 0)
@@ -322,6 +343,9 @@ def next_offsets(batch: Sequence[MessageLike]) -> dict[tuple[str, int], int]:
 
 def first_offsets(batch: Sequence[MessageLike]) -> dict[tuple[str, int], int]:
     """Per partition, the first offset of the batch (where a rewind goes back to)."""
+    ends = spans(batch)
+    if ends is not None:
+        return {key: lo for key, (lo, _, _) in ends.items()}
     first: dict[tuple[str, int], int] = {}
     for m in batch:
         key, off = (m.topic() or "", m.partition() or 0), m.offset() or 0

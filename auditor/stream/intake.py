@@ -177,18 +177,10 @@ class Intake:
     def _keep(self, msgs: list[Any], errors: list[Any], full: set[Key]) -> None:
         if not msgs:
             return
-        restored = self.restored()  # after consume(): a rebalance callback may have run in it
         buffers, high = self.buffers, self.high
-        buffers.nbytes += payload_bytes(msgs)  # what is not kept is taken off again
-        for m in msgs:
-            if m.error() is not None:
-                errors.append(m)
-                buffers.nbytes -= payload_bytes((m,))
-                continue
-            key = (m.topic(), m.partition())
-            if key not in restored:
-                buffers.nbytes -= payload_bytes((m,))
-            elif buffers.add(key, m) >= high:
+        # the restored partitions after consume(): a rebalance callback may have run in it
+        for key in buffers.add_all(msgs, self.restored(), errors):
+            if buffers.count(key) >= high:
                 full.add(key)
 
     def _resume_drained(self) -> None:

@@ -61,7 +61,7 @@ from auditor.logging import get_logger
 from auditor.metrics import Metrics
 from auditor.stream.budget import read_budget
 from auditor.stream.checkpointing import Checkpointer
-from auditor.stream.commit import BatchCommit, Fatal, InFlight, first_offsets
+from auditor.stream.commit import BatchCommit, Fatal, InFlight, first_offsets, spans
 from auditor.stream.http import OpsServer
 from auditor.stream.intake import Intake
 from auditor.stream.lag import LagMonitor
@@ -451,8 +451,13 @@ class Daemon:
         m = self.metrics
         now = time.time()
         per_topic: dict[str, int] = defaultdict(int)
-        for msg in batch:
-            per_topic[msg.topic() or ""] += 1
+        ends = spans(batch)
+        if ends is not None:
+            for (topic, _), (_, _, n) in ends.items():
+                per_topic[topic] += n
+        else:
+            for msg in batch:
+                per_topic[msg.topic() or ""] += 1
         for topic, n in per_topic.items():
             m.consumed.labels(topic).inc(n)
             m.last_audit.labels(topic).set(now)
