@@ -46,8 +46,9 @@ from auditor.trail.record import MAX_TEXT
 
 Decoded = _native.Decoded
 Refused = _native.Refused
-#: whether the compiled module has :class:`FactMemo` (an install built from an older native/ has not)
-FACT_MEMO_BUILT = hasattr(_native, "FactMemo")
+#: whether the compiled module has :class:`FactMemo` and seals its hits (an install built from an
+#: older native/ has not: it runs without the shadow)
+FACT_MEMO_BUILT = hasattr(_native, "FactMemo") and hasattr(_native, "HitBatch")
 
 
 class EventDecoded(NamedTuple):
@@ -182,11 +183,39 @@ class FactMemo:
         return bool(self._memo.learn(self.decoder._codec, value, list(facts), minor_age, owner, handle, decision))
 
     def decide(self, sealer: NativeSealer, layout: int, values: list[bytes | None], messages: list[Any],
-               batch: tuple[Any, ...]) -> list[Any]:
-        """Per value: a hit ``(record body, chain id, partition, occurred_at seconds, handle, message,
-        value)`` or what :meth:`NativeEventDecoder.decode_facts` gives (``Decoded`` or ``Refused``)."""
-        results = self._memo.decide(self.decoder._codec, sealer._sealer, layout, values, messages, batch)
-        return self.decoder._resolve_ids(values, results, False)
+               batch: tuple[Any, ...]) -> tuple[list[int], list[Decoded | Refused], bytes, Any]:
+        """Decode the batch and decide what the memo holds, keeping the hits (their record bodies,
+        built as ``layout`` says from the batch values ``batch``) in compiled code:
+        ``(misses, results, teach, hits)``. ``misses``: the positions of the events not decided
+        here, ascending; ``results``: what :meth:`NativeEventDecoder.decode_facts` gives each of
+        them; ``teach``: per miss, whether teaching it (:meth:`learn`) could let the shadow decide
+        its key (0: it knows the key, or cannot mirror the event or its plan); ``hits``: the
+        decided events, for :meth:`seal`."""
+        misses, results, teach, hits = self._memo.decide_batch(self.decoder._codec, sealer._sealer, layout, values,
+                                                               messages, batch)
+        if misses:
+            results = self.decoder._resolve_ids([values[i] for i in misses], results, False)
+        return misses, results, teach, hits
+
+    @staticmethod
+    def seal(hits: Any, sealer: NativeSealer, layout: int | None, batch: tuple[Any, ...], misses: list[int],
+             records: list[Any], working: Mapping[str, ChainHead], heads: Mapping[str, ChainHead], audit_budget: int,
+             audit_topic: str, audit_partition: Any, outgoing: type, lazy: Any) -> tuple[Any, ...]:
+        """Seal the batch in input order: the hits of :meth:`decide` from their bodies, and at the
+        positions ``misses`` (ascending; a hit's position among them replaces the hit) the
+        ``records`` as :meth:`NativeSealer.seal_batch` seals them, each after its chain's head
+        (``working``, else ``heads``, else its genesis). Neither dict is changed.
+
+        Returns ``(seals, over, outgoing, sealed, labels, when, cuts, new_heads)``: per miss its
+        ``(data, seq, prev_hash, record_hash)`` or the exception that kept it from being sealed
+        (not placed); ``(position, record size)`` of each hit whose record and key are over
+        ``audit_budget`` bytes; per hit placed, in order, its audit message (an ``outgoing``
+        instance: ``audit_topic``, ``audit_partition(source partition)``, the chain id's bytes, the
+        record, no headers), its ``(lazy(chain_id, data), seq, prev_hash, record_hash)``, its
+        learnt handle and its occurred_at in seconds; per miss the number of hits placed before
+        it; and per chain sealed into, its new ``(size, head_hash)``."""
+        return tuple(hits.seal(sealer._sealer, layout, batch, misses, records, working, heads, audit_budget,
+                               audit_topic, audit_partition, outgoing, lazy))
 
 
 class NativeSealer:

@@ -121,11 +121,12 @@ class FactPath:
             return template, template, evaluator
         return Decision(eid, *template[1:]), template, evaluator
 
-    def lookup(self, t: tuple[Any, ...]) -> tuple[Decision, MemoEvaluator, Any] | None:
+    def lookup(self, t: tuple[Any, ...], count: bool = True) -> tuple[Decision, MemoEvaluator, Any] | None:
         """(template, evaluator, the plan's key function) the memo holds for these facts, else None.
         The event's decision is the template with the event's id (:meth:`decide` builds it; the
         sealer does not need it). The key function's ``facts`` are what a shadow of the memo keys
-        on (:class:`~auditor.native.FactMemo`)."""
+        on (:class:`~auditor.native.FactMemo`). ``count``: a hit counts as the memo's (False: a
+        look at what the memo holds, not a decision)."""
         policy, kind, rtype, purpose, cats, eid, system, aid, sid, age, when, rid = self._read(t)
         evaluator = self.evaluators.get(policy)
         if evaluator is None or not _plain(eid, policy, system, purpose, aid, sid, cats, age, when, kind, rtype, rid):
@@ -142,8 +143,9 @@ class FactPath:
         template = plan.memo.get(key_of(t))
         if template is None:
             return None
-        compiled.memo_hits += 1
-        self.hits += 1
+        if count:
+            compiled.memo_hits += 1
+            self.hits += 1
         return template, evaluator, plan.key_of
 
     def _plain(self, t: tuple[Any, ...]) -> bool:

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from auditor.errors import TransientError
 from auditor.events.wire import EventDecoder
-from auditor.native import Decoded, EventDecoded, FactMemo, NativeEventDecoder, NativeSealer, Refused, SealedBytes
+from auditor.native import Decoded, EventDecoded, NativeEventDecoder, NativeSealer, Refused, SealedBytes
 from auditor.trail.chain import ChainHead, seal_bytes
 from auditor.trail.record import AuditRecord
 
@@ -103,17 +103,6 @@ class NativePath:
         except Exception as exc:  # noqa: BLE001 - the full path decodes them again, one by one if need be
             # without its traceback: its frame (holding exc) links back to the batch, a reference cycle
             return [exc.with_traceback(None)] * len(values)
-
-    def decide(self, memo: FactMemo, layout: int, values: list[bytes | None], messages: list[Any],
-               batch: tuple[Any, ...]) -> list[Any]:
-        """:meth:`decode_facts`, with the events a shadow of the decision memo decides as hit tuples
-        (their record bodies built: :meth:`auditor.native.FactMemo.decide`)."""
-        try:
-            return memo.decide(self.sealer, layout, values, messages, batch)
-        except TransientError:
-            raise
-        except Exception:  # noqa: BLE001 - the facts tuples then, and the fact path decides
-            return self.decode_facts(values)
 
     def _decode_one(self, value: bytes | None) -> DecodeResult:
         try:

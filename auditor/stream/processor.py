@@ -17,6 +17,7 @@ current once the transaction that carries the records has committed, and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
 from auditor.errors import BrokerError, DecodeError, TransientError
@@ -161,11 +163,8 @@ class BatchProcessor:
         #: the compiled packs, numbered (the shadow counts its hits per number)
         self._owners: list[CompiledPack] = [e.compiled for e in self.evaluators.values()]
         self._owner_of = {id(c): i for i, c in enumerate(self._owners)}
-        self._chain_keys: dict[str, bytes] = {}
-        #: decision seconds per event of the last batch the shadow decided in, and the ids of the
-        #: batch's hit tuples whose decision is observed (one decision in DECISION_TIMING_SAMPLE)
+        #: decision seconds per event of the last batch the shadow decided in
         self._hit_seconds = 0.0
-        self._sampled: set[int] = set()
         self.pseudonymizer = pseudonymizer
         self.routing = routing
         self.instance_id = instance_id
@@ -214,24 +213,70 @@ class BatchProcessor:
         batch = list(messages)
         values = [m.value() for m in batch]
         if self.facts is not None and self.ledger is None and isinstance(self.hot, NativePath):
-            items = self._audit_facts(batch, values, self.hot, self.facts, now)
+            if self._shadowed(out, batch, values, self.hot, self.facts, now):
+                return out
+            items = self._audit_facts(batch, values, self.hot, self.facts, now, self.hot.decode_facts(values))
         else:
             audit = self._audit
             items = [audit(m, v, d, now) for m, v, d in zip(batch, values, self.hot.decode(values), strict=True)]
         self._seal_and_route(out, items, now)
         return out
 
+    def _shadowed(self, out: BatchResult, batch: list[MessageLike], values: list[bytes | None], hot: NativePath,
+                  facts: FactPath, now: datetime) -> bool:
+        """The batch through the shadow of the memo (False: there is none for it): the events it
+        decides are sealed and routed in compiled code, their outputs built there too, with the
+        records of the others (:meth:`_audit_facts`) in input order (:meth:`_seal_hits`)."""
+        layout = self._fact_layout(hot)
+        shadow = self._shadow_ready(hot) if layout is not None else None
+        if shadow is None:
+            return False
+        assert layout is not None
+        start = time.perf_counter()
+        try:
+            misses, results, teach, hits = shadow.decide(hot.sealer, layout, values, batch, (now,))
+        except TransientError:
+            raise
+        except Exception:  # noqa: BLE001 - the fact path alone decides this batch
+            return False
+        taken = shadow.take_hits()
+        if any(taken):
+            for owner, n in enumerate(taken):
+                self._owners[owner].memo_hits += n
+            facts.hits += sum(taken)
+            self._hit_seconds = (time.perf_counter() - start) / len(values)
+        sampled: list[int] = []
+        items = self._audit_facts(batch, values, hot, facts, now, results, misses, teach, shadow, sampled)
+        try:
+            rejected = self._seal_hits(out, shadow, hits, misses, items, batch, values, layout, now)
+        except _SealFailed as exc:  # a fault of the compiled call: this batch the fact path's way
+            log.error("sealing a batch with the memo's shadow failed; the batch is sealed without it",
+                      error_class=type(exc.__cause__).__name__)
+            return False
+        # the hits whose decision is timed (one decision in DECISION_TIMING_SAMPLE) and was placed
+        if sampled:
+            n = len(sampled) - (len(rejected.intersection(sampled)) if rejected else 0)
+            out.decision_seconds += [self._hit_seconds] * n
+        return True
+
     def _audit_facts(self, batch: list[MessageLike], values: list[bytes | None], hot: NativePath, facts: FactPath,
-                     now: datetime) -> list[_Item]:
-        """The batch as facts tuples (one call): what the memo already decided is audited from the
-        tuple (sealed by the compiled sealer from the tuple too); the rest is decoded into Events
-        (one more call) and audited the full way.
+                     now: datetime, results: list[Any], misses: list[int] | None = None, teach: bytes | None = None,
+                     shadow: FactMemo | None = None, sampled: list[int] | None = None) -> list[_Item]:
+        """The events at the positions ``misses`` (all without a shadow), whose facts tuples are
+        ``results``: what the memo already decided is audited from the tuple (sealed by the
+        compiled sealer from the tuple too); the rest is decoded into Events (one more call) and
+        audited the full way. The shadow learns each non-violation the memo decides, from its
+        first sighting (the full way) on, where ``teach`` says it could then decide its key.
+        The events between the misses are the shadow's hits: they count as decisions, in input
+        order with the fact path's, and ``sampled`` gets the positions of those whose decision is
+        timed (one decision in DECISION_TIMING_SAMPLE is).
 
         An event audited from its tuple becomes one :data:`_Fact` item. The loop is written out
         with its lookups bound once per batch: it runs once per event of every batch."""
         items: list[_Item | None] = []
         rest: list[int] = []
-        lookup, actor_at, subject_at, kind_at = facts.lookup, facts.actor_at, facts.subject_at, facts.kind_at
+        positions = range(len(values)) if misses is None else misses
+        lookup, actor_at, subject_at = facts.lookup, facts.actor_at, facts.subject_at
         chains, chain_of = self._chains, self._chain_of
         decided_memo, template_of = self._decided.data, self._template
         pseudonymize = self.pseudonymizer
@@ -239,31 +284,12 @@ class BatchProcessor:
         if known is None:  # a pseudonymizer without a memo to read
             known = {}
         perf_counter = time.perf_counter
-        layout = self._fact_layout(hot)
-        shadow = self._shadow_ready(hot) if layout is not None else None
-        if shadow is not None:
-            assert layout is not None
-            start = perf_counter()
-            results = hot.decide(shadow, layout, values, batch, (now,))
-            hits = shadow.take_hits()
-            if any(hits):
-                for owner, n in enumerate(hits):
-                    self._owners[owner].memo_hits += n
-                facts.hits += sum(hits)
-                self._hit_seconds = (perf_counter() - start) / len(values)
-        else:
-            results = hot.decode_facts(values)
-        owner_of = self._owner_of
-        timed = self._timed
-        sampled = self._sampled
-        sampled.clear()
-        for i, (msg, raw, result) in enumerate(zip(batch, values, results, strict=True)):
-            if type(result) is tuple:  # the shadow decided it and built its record's body
-                timed += 1
-                if timed % DECISION_TIMING_SAMPLE == 1:
-                    sampled.add(id(result))
-                items.append(result)
-                continue
+        timed, last = self._timed, -1
+        for k, (i, result) in enumerate(zip(positions, results, strict=True)):
+            if sampled is not None and i > last + 1:  # the hits since the last miss
+                timed = _count_hits(sampled, timed, last + 1, i)
+            last = i
+            msg, raw = batch[i], values[i]
             item = None
             if type(result) is Decoded and raw is not None and len(raw) <= MAX_TEXT:
                 try:
@@ -285,22 +311,51 @@ class BatchProcessor:
                         item = (t, chain, topic, partition, msg.offset() or 0, result.digest,
                                 known.get(actor) or pseudonymize(actor), known.get(subject) or pseudonymize(subject),
                                 decided.raw, msg, raw, decided, evaluator, seconds)
-                        if shadow is not None and not decided.violation:  # the shadow decides the next ones
-                            compiled = evaluator.compiled
-                            kind = t[kind_at]
-                            shadow.learn(raw, key_of.facts, compiled.pack.minor_age, owner_of[id(compiled)],
-                                         (decided.pack_id, kind, decided.verdict), decided.raw)
+                        if shadow is not None and teach is not None and teach[k] and not decided.violation:
+                            self._teach(shadow, raw, key_of, decided, evaluator, t)  # the shadow decides the next ones
                 except Exception:  # noqa: BLE001 - the full path judges it again and names any failure
                     item = None
             if item is None:
-                rest.append(i)
+                rest.append(k)
             items.append(item)
+        if sampled is not None and len(values) > last + 1:
+            timed = _count_hits(sampled, timed, last + 1, len(values))
         self._timed = timed
         if rest:
-            decoded = hot.decode([values[i] for i in rest])
-            for i, d in zip(rest, decoded, strict=True):
-                items[i] = self._audit(batch[i], values[i], d, now)
+            decoded = hot.decode([values[positions[k]] for k in rest])
+            for k, d in zip(rest, decoded, strict=True):
+                i = positions[k]
+                audited = items[k] = self._audit(batch[i], values[i], d, now)
+                if shadow is not None and teach is not None and teach[k] and type(audited) is _Audit:
+                    self._first_sighting(shadow, values[i], results[k], facts)
         return items  # type: ignore[return-value]  # every None was replaced
+
+    def _teach(self, shadow: FactMemo, raw: bytes, key_of: Any, decided: _Template, evaluator: MemoEvaluator,
+               t: tuple[Any, ...]) -> None:
+        """Teach the shadow that the memo decides ``raw`` (facts ``t``) as ``decided`` (a non-violation)."""
+        assert self.facts is not None
+        compiled = evaluator.compiled
+        shadow.learn(raw, key_of.facts, compiled.pack.minor_age, self._owner_of[id(compiled)],
+                     (decided.pack_id, t[self.facts.kind_at], decided.verdict), decided.raw)
+
+    def _first_sighting(self, shadow: FactMemo, raw: bytes | None, result: Any, facts: FactPath) -> None:
+        """An event audited the full way whose decision the memo now holds (it was its first
+        sighting): the shadow learns it now, as from the fact path's hit of the next one (the same
+        memo entry, so the same decision); it then decides the key from its second sighting on."""
+        if type(result) is not Decoded or raw is None or len(raw) > MAX_TEXT:
+            return
+        try:
+            hit = facts.lookup(result.facts, count=False)
+            if hit is None:
+                return
+            template, evaluator, key_of = hit
+            decided = self._decided.data.get(id(template))
+            if decided is None or decided.template is not template:
+                decided = self._template(template)
+            if not decided.violation:
+                self._teach(shadow, raw, key_of, decided, evaluator, result.facts)
+        except Exception:  # noqa: BLE001 - not taught: the fact path's next hit teaches it
+            return
 
     def _shadow_ready(self, hot: NativePath) -> FactMemo | None:
         """The shadow of the decision memo, mirroring the memo as it is now (None: no shadow for
@@ -415,37 +470,9 @@ class BatchProcessor:
             else:
                 sealed, new_heads = hot.seal(records, heads)
             replaced = False
-            place_fact, dead_letter = self._place_fact, self._dead_letter
+            route = self._route_one
             for i, (item, seal) in enumerate(zip(items, sealed, strict=True)):
-                reject: _Audit | _Reject | None
-                if type(item) is tuple and type(item[HIT_BODY]) is bytes:  # decided by the shadow
-                    assert now is not None
-                    if isinstance(seal, Exception):  # not sealed: decoded and audited the full way
-                        _drop_tracebacks(seal)
-                        reject = self._audit(item[HIT_MSG], item[HIT_RAW], self.hot.decode([item[HIT_RAW]])[0], now)
-                    else:
-                        reject = self._place_hit(out, item, seal, now)
-                elif type(item) is tuple:  # a _Fact
-                    assert now is not None
-                    if isinstance(seal, Exception):  # the compiled sealer could not build it: the full way
-                        _drop_tracebacks(seal)  # its frames link back to these results: a reference cycle
-                        reject = self._full_way(item, now)
-                    else:
-                        reject = place_fact(out, item, seal, now)
-                elif isinstance(item, _Reject):
-                    if isinstance(seal, Exception):
-                        raise seal  # a rejection that cannot be sealed: the batch fails (as it always did)
-                    out.sealed.append((item.record, seal[1], seal[2], seal[3]))
-                    dead_letter(out, item, seal[0], seal[1])
-                    continue
-                else:
-                    assert isinstance(item, _Audit)
-                    route = self._route(item, seal)
-                    if isinstance(route, _Reject):
-                        reject = route
-                    else:
-                        self._place(out, route)
-                        continue
+                reject = route(out, item, seal, now)
                 if reject is not None:
                     items[i], replaced = reject, True
             if not replaced:
@@ -453,6 +480,94 @@ class BatchProcessor:
             for name, n in zip(_RESULT_LISTS, mark, strict=True):
                 del getattr(out, name)[n:]
         self._working.update(new_heads)
+
+    def _route_one(self, out: BatchResult, item: _Item, seal: Any, now: datetime | None) -> _Audit | _Reject | None:
+        """Place one sealed record's outputs in ``out``, or return the item that replaces it (the
+        batch is then sealed again)."""
+        if type(item) is tuple:  # a _Fact
+            assert now is not None
+            if isinstance(seal, Exception):  # the compiled sealer could not build it: the full way
+                _drop_tracebacks(seal)  # its frames link back to these results: a reference cycle
+                return self._full_way(item, now)
+            return self._place_fact(out, item, seal, now)
+        if isinstance(item, _Reject):
+            if isinstance(seal, Exception):
+                raise seal  # a rejection that cannot be sealed: the batch fails (as it always did)
+            out.sealed.append((item.record, seal[1], seal[2], seal[3]))
+            self._dead_letter(out, item, seal[0], seal[1])
+            return None
+        assert isinstance(item, _Audit)
+        route = self._route(item, seal)
+        if isinstance(route, _Reject):
+            return route
+        self._place(out, route)
+        return None
+
+    def _seal_hits(self, out: BatchResult, shadow: FactMemo, hits: Any, misses: list[int], items: list[_Item],
+                   batch: list[MessageLike], values: list[bytes | None], layout: int, now: datetime) -> set[int]:
+        """:meth:`_seal_and_route` of a batch the shadow decided in: its hits are sealed with the
+        records of ``items`` (at the positions ``misses``) in input order, in one compiled call that
+        also builds the hits' outputs; only the misses are routed here, one by one.
+
+        The same records and outputs, in the same order, as every event's item through
+        :meth:`_seal_and_route`: a hit over the audit topic's budget becomes a rejection in its
+        place (``record_too_large``, stage ``seal``) and the batch is sealed again, as is a miss
+        that cannot be sealed or routed (and the records after it in its chain link to what
+        replaced it). Returns the positions of the hits rejected so."""
+        hot = self.hot
+        assert isinstance(hot, NativePath)
+        rejected: set[int] = set()
+        routing = self.routing
+        part = functools.partial(_audit_partition, audit_partitions=routing.audit_partitions)
+        mark = [len(getattr(out, name)) for name in _RESULT_LISTS]
+        while True:
+            records: list[Any] = [it if type(it) is tuple else it.record for it in items]  # type: ignore[union-attr]
+            try:
+                seals, over, hit_out, hit_sealed, labels, whens, cuts, new_heads = shadow.seal(
+                    hits, hot.sealer, layout, (now,), misses, records, self._working, self.heads, self.budget.audit,
+                    routing.audit_topic, part, Outgoing, LazyRecord)
+            except TransientError:
+                raise
+            except Exception as exc:
+                _drop_tracebacks(exc)
+                raise _SealFailed from exc
+            if over:  # each one's rejection at its place, and sealed again
+                rejected.update(i for i, _ in over)
+                pairs = [*zip(misses, items, strict=True),
+                         *((i, self._too_large(batch[i], values[i], size, now)) for i, size in over)]
+                pairs.sort(key=itemgetter(0))
+                misses, items = [i for i, _ in pairs], [it for _, it in pairs]
+                continue
+            replaced, done = False, 0
+            route = self._route_one
+            for k, (item, seal) in enumerate(zip(items, seals, strict=True)):
+                upto = cuts[k]
+                if upto > done:  # the hits before this miss, in order
+                    out.outgoing += hit_out[done:upto]
+                    out.sealed += hit_sealed[done:upto]
+                    out.audited += labels[done:upto]
+                    out.occurred_at += whens[done:upto]
+                    done = upto
+                reject = route(out, item, seal, now)
+                if reject is not None:
+                    items[k], replaced = reject, True
+            if done < len(hit_out):
+                out.outgoing += hit_out[done:]
+                out.sealed += hit_sealed[done:]
+                out.audited += labels[done:]
+                out.occurred_at += whens[done:]
+            if not replaced:
+                break
+            for name, n in zip(_RESULT_LISTS, mark, strict=True):
+                del getattr(out, name)[n:]
+        self._working.update({c: ChainHead(c, size, h) for c, (size, h) in new_heads.items()})
+        return rejected
+
+    def _too_large(self, msg: MessageLike, raw: bytes | None, size: int, now: datetime) -> _Reject:
+        """The rejection of an input whose audit record (``size`` bytes with its key) is over budget."""
+        source = SourceRef(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+        exc = self._over_budget(size)
+        return self._rejected(msg, source, raw, exc.reason, str(exc), exc, "seal", now)
 
     def _place(self, out: BatchResult, p: _Route) -> None:
         """The outputs of one sealed record into the batch's result."""
@@ -514,34 +629,6 @@ class BatchProcessor:
             out.decision_seconds.append(item[_SECONDS])
         return None
 
-    def _place_hit(self, out: BatchResult, item: _Hit, seal: tuple[bytes, int, bytes, bytes], now: datetime
-                   ) -> _Reject | None:
-        """:meth:`_place_fact` of a record the shadow of the memo built (never a violation), or the
-        rejection that replaces it."""
-        chain, data = item[HIT_CHAIN], seal[0]
-        key = self._chain_keys.get(chain)
-        if key is None:
-            if len(self._chain_keys) > 10_000:
-                self._chain_keys.clear()
-            key = self._chain_keys[chain] = chain.encode()
-        if len(data) + len(key) > self.budget.audit:
-            msg = item[HIT_MSG]
-            source = SourceRef(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
-            try:
-                self._check_budget(data, key)
-            except DecodeError as exc:
-                return self._rejected(msg, source, item[HIT_RAW], exc.reason, str(exc), exc, "seal", now)
-        routing = self.routing
-        record: Any = LazyRecord(chain, data)
-        out.sealed.append((record, seal[1], seal[2], seal[3]))
-        out.outgoing.append(_outgoing(Outgoing, (routing.audit_topic, _audit_partition(
-            item[HIT_PARTITION], routing.audit_partitions), key, data, ())))
-        out.audited.append(item[HIT_LABELS])
-        out.occurred_at.append(item[HIT_WHEN])
-        if id(item) in self._sampled:
-            out.decision_seconds.append(self._hit_seconds)
-        return None
-
     def append_record(self, out: BatchResult, record: AuditRecord) -> tuple[int, bytes]:
         """Seal ``record`` after its chain's working head and route it to the audit topic (a
         CORRECTION record, :mod:`auditor.stream.ledgerfeed`); returns its seq and hash."""
@@ -579,10 +666,13 @@ class BatchProcessor:
         return _Route(item, seal, key, labels, when, violation)
 
     def _check_budget(self, data: bytes, key: bytes) -> None:
-        audit_budget = self.budget.audit
-        if len(data) + len(key) > audit_budget:
-            raise DecodeError(f"the audit record would be {len(data)} bytes, over the audit topic's "
-                              f"budget of {audit_budget} bytes", reason="record_too_large")
+        if len(data) + len(key) > self.budget.audit:
+            raise self._over_budget(len(data))
+
+    def _over_budget(self, size: int) -> DecodeError:
+        """The error of an audit record of ``size`` bytes over the audit topic's budget."""
+        return DecodeError(f"the audit record would be {size} bytes, over the audit topic's "
+                           f"budget of {self.budget.audit} bytes", reason="record_too_large")
 
     def _violations(self, event: Any, decision: Decision, evaluator: MemoEvaluator,
                     record: AuditRecord, head: ChainHead, source: SourceRef,
@@ -780,6 +870,10 @@ class BatchProcessor:
         out.outgoing.append(Outgoing(self.routing.dead_letter_topic, None, key, value, headers))
 
 
+class _SealFailed(Exception):
+    """The compiled call that seals a batch with the shadow's hits failed as a whole (nothing placed)."""
+
+
 class _Audit(NamedTuple):
     """One event audited: its record, not sealed yet, and what routing it needs."""
 
@@ -846,12 +940,8 @@ class _Template:
 #: A plain tuple: the sealer reads it as it is, and no object per event is made besides it.
 _Fact = tuple[Any, ...]
 _MSG, _RAW, _DECIDED, _EVALUATOR, _SECONDS = range(ITEM_DECISION + 1, ITEM_DECISION + 6)
-#: One event the shadow of the memo decided (:meth:`auditor.native.FactMemo.decide`): its record's
-#: body, chain id, partition, occurred_at in seconds, audited labels (the learnt handle), message, value.
-_Hit = tuple[Any, ...]
-HIT_BODY, HIT_CHAIN, HIT_PARTITION, HIT_WHEN, HIT_LABELS, HIT_MSG, HIT_RAW = range(7)
 #: what the batch's audit holds per message, in order
-_Item = _Audit | _Reject | _Fact | _Hit
+_Item = _Audit | _Reject | _Fact
 #: the lists of a BatchResult (a batch sealed again takes back what its earlier round put in them)
 _RESULT_LISTS = ("outgoing", "sealed", "audited", "violations", "dead_letters", "decision_seconds", "occurred_at",
                  "ledger_reads")
@@ -892,6 +982,15 @@ _MESSAGE_SLOTS = ("event_id", "source", "chain_id", "seq", "record_hash", "kind"
                   "subject_pseudonym", "pseudonym_key_id", "occurred_at")
 _SLOT = re.compile(r'"\\u0000(\w+)\\u0000"')
 _json_str = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str
+
+
+def _count_hits(sampled: list[int], timed: int, start: int, stop: int) -> int:
+    """The hits at the positions ``start`` to ``stop`` counted as decisions after ``timed``: the
+    positions of those timed (the count at them is 1 modulo DECISION_TIMING_SAMPLE) go into
+    ``sampled``; returns the count after them."""
+    first = start + (-timed) % DECISION_TIMING_SAMPLE  # the count at position start + k is timed + 1 + k
+    sampled.extend(range(first, stop, DECISION_TIMING_SAMPLE))
+    return timed + stop - start
 
 
 def _drop_tracebacks(exc: BaseException) -> None:

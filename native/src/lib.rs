@@ -351,6 +351,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Refused>()?;
     m.add_class::<RecordSealer>()?;
     m.add_class::<shadow::FactMemo>()?;
+    m.add_class::<shadow::HitBatch>()?;
     m.add_function(wrap_pyfunction!(genesis_hash, m)?)?;
     m.add_function(wrap_pyfunction!(merkle::merkle_extend, m)?)?;
     m.add_function(wrap_pyfunction!(merkle::merkle_root, m)?)?;

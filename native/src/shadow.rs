@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use pyo3::ffi;
 use sha2::{Digest, Sha256};
 
 use crate::extract::{self, Val};
@@ -35,7 +36,8 @@ enum KeyFact {
 }
 
 struct PlanEntry {
-    facts: Vec<KeyFact>,
+    /// None: the plan's key reads a fact not mirrored here (its events are Python's)
+    facts: Option<Vec<KeyFact>>,
     /// memo key bytes -> entry index
     memo: HashMap<Vec<u8>, usize>,
 }
@@ -417,9 +419,11 @@ impl FactMemo {
     ) -> PyResult<bool> {
         let codec = codec.get();
         self.check_codec(codec)?;
-        let mut spec = Vec::with_capacity(facts.len());
+        // None: the plan reads a fact not mirrored here (remembered, so that `decide` does not
+        // ask Python to teach its events again and again)
+        let mut spec = Some(Vec::with_capacity(facts.len()));
         for f in &facts {
-            spec.push(match f.as_str() {
+            let k = match f.as_str() {
                 "actor.is_subject" => KeyFact::IsSubject,
                 "subject.minor" => KeyFact::Minor(minor_age),
                 "recipient.abroad" => KeyFact::Abroad,
@@ -427,10 +431,16 @@ impl FactMemo {
                     Some(name) => KeyFact::Attr(name.to_string()),
                     None => match self.names.get(f) {
                         Some(i) => KeyFact::Slot(*i),
-                        None => return Ok(false),
+                        None => {
+                            spec = None;
+                            break;
+                        }
                     },
                 },
-            });
+            };
+            if let Some(v) = spec.as_mut() {
+                v.push(k);
+            }
         }
         let mut arena = Vec::with_capacity(value.len() + 64);
         let Ok(_) = codec.decode_one(Some(value), &mut arena) else { return Ok(false) };
@@ -439,10 +449,15 @@ impl FactMemo {
             return Ok(false);
         }
         let (mut pkey, mut mkey) = (Vec::new(), Vec::new());
-        if self.plan_key(&slots, value.len(), &mut pkey).is_none() || self.memo_key(&spec, &slots, &mut mkey).is_none() {
+        if self.plan_key(&slots, value.len(), &mut pkey).is_none() {
             return Ok(false);
         }
-        if self.entries.len() >= MAX_ENTRIES {
+        if let Some(spec) = &spec {
+            if self.memo_key(spec, &slots, &mut mkey).is_none() {
+                return Ok(false);
+            }
+        }
+        if self.entries.len() >= MAX_ENTRIES || self.plans.len() >= MAX_ENTRIES {
             self.reset();
         }
         let plan = self.plans.entry(pkey).or_insert_with(|| PlanEntry { facts: spec.clone(), memo: HashMap::new() });
@@ -450,6 +465,9 @@ impl FactMemo {
             // the Python plan of this key reads other facts now: it is the one that counts
             plan.facts = spec;
             plan.memo.clear();
+        }
+        if plan.facts.is_none() {
+            return Ok(false);
         }
         if let Some(&known) = plan.memo.get(&mkey) {
             // taught again (an event of a known key that `decide` left to Python: a time past
@@ -463,14 +481,18 @@ impl FactMemo {
         Ok(true)
     }
 
-    /// Decode a batch (as `EventCodec.decode_batch`) and decide what the memo holds: per value, a
-    /// hit `(record body, chain id, partition, occurred_at in seconds, handle, message, value)` or
-    /// the `Decoded` / `Refused` of `decode_batch`. The body is the one `RecordSealer.seal_batch`
-    /// builds under `layout` from the Python item (`batch`: the layout's batch values); `messages`
-    /// give topic, partition and offset.
+    /// Decode a batch (as `EventCodec.decode_batch`) and decide what the memo holds, keeping the
+    /// hits in compiled code: returns `(misses, results, teach, hits)`. A hit's record body is
+    /// the one `RecordSealer.seal_batch` builds under `layout` from the Python item (`batch`: the
+    /// layout's batch values); `messages` give topic, partition and offset.
+    /// `misses`: the positions of the events not decided here, in order; `results`: what
+    /// `decode_batch` gives each of them (`Decoded` / `Refused`); `teach`: per miss, 1 where
+    /// teaching the event (`learn`) could make the shadow decide its key, 0 where it knows the
+    /// key already or cannot mirror the event or its plan; `hits`: the others, to be sealed
+    /// (`HitBatch.seal`) with the records of the misses.
     #[pyo3(signature = (codec, sealer, layout, values, messages, batch))]
-    #[allow(clippy::too_many_arguments)]
-    fn decide<'py>(
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn decide_batch<'py>(
         &mut self,
         py: Python<'py>,
         codec: &Bound<'py, EventCodec>,
@@ -479,7 +501,7 @@ impl FactMemo {
         values: &Bound<'py, PyList>,
         messages: &Bound<'py, PyList>,
         batch: &Bound<'py, PyTuple>,
-    ) -> PyResult<Bound<'py, PyList>> {
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyBytes>, Bound<'py, HitBatch>)> {
         let codec = codec.get();
         self.check_codec(codec)?;
         let sealer = sealer.get();
@@ -505,44 +527,55 @@ impl FactMemo {
             let decoded: Vec<_> = bytes.iter().map(|v| codec.decode_one(*v, &mut arena)).collect();
             (arena, decoded)
         });
-        let out = PyList::empty(py);
+        let (misses, results) = (PyList::empty(py), PyList::empty(py));
+        let mut teach: Vec<u8> = Vec::new();
+        let mut out = HitBatch { n: raws.len(), hits: Vec::new(), bodies: Vec::with_capacity(total * 2), chains: Vec::new() };
+        let mut chain_at: HashMap<String, usize> = HashMap::new();
         let mut slots: Vec<Val<'_>> = Vec::with_capacity(self.n_facts);
         let mut pyslots: Vec<Option<Py<PyAny>>> = (0..self.n_facts).map(|_| None).collect();
-        let (mut pkey, mut mkey, mut body) = (Vec::new(), Vec::new(), Vec::with_capacity(1024));
-        for (((raw, value), msg), result) in raws.iter().zip(&bytes).zip(messages.iter()).zip(decoded) {
+        let (mut pkey, mut mkey) = (Vec::new(), Vec::new());
+        for (index, ((value, msg), result)) in bytes.iter().zip(messages.iter()).zip(decoded).enumerate() {
             let (start, end, digest) = match result {
                 Ok(r) => r,
                 Err(e) => {
-                    out.append(Py::new(py, Refused { reason: e.reason, message: e.message, schema_id: e.schema_id })?)?;
+                    misses.append(index)?;
+                    results.append(Py::new(py, Refused { reason: e.reason, message: e.message, schema_id: e.schema_id })?)?;
+                    teach.push(0);
                     continue;
                 }
             };
             let canonical = &arena[start..end];
+            let body_start = out.bodies.len();
             let hit = self.hit(py, codec, &sealer.enc, &layout, &batch_values, canonical, &digest, value.map_or(0, <[u8]>::len),
-                               &msg, &mut slots, &mut pkey, &mut mkey, &mut body)?;
+                               &msg, &mut slots, &mut pkey, &mut mkey, &mut out.bodies)?;
             match hit {
-                Some((chain, partition, when, entry)) => {
+                Ok((chain, partition, when, entry)) => {
+                    let text = chain.bind(py).to_str()?;
+                    let at = match chain_at.get(text) {
+                        Some(&at) => at,
+                        None => {
+                            out.chains.push(ChainRef { text: text.to_string(), py: chain.clone_ref(py), partition });
+                            chain_at.insert(text.to_string(), out.chains.len() - 1);
+                            out.chains.len() - 1
+                        }
+                    };
                     let e = &self.entries[entry];
-                    let t = PyTuple::new(py, [
-                        PyBytes::new(py, &body).into_any(),
-                        chain.into_bound(py).into_any(),
-                        partition.into_pyobject(py)?.into_any(),
-                        PyFloat::new(py, when).into_any(),
-                        e.handle.bind(py).clone(),
-                        msg,
-                        raw.clone(),
-                    ])?;
+                    out.hits.push(HitRec { index, start: body_start, end: out.bodies.len(), chain: at, when, handle: e.handle.clone_ref(py) });
                     let owner = e.owner;
                     if self.hits.len() <= owner {
                         self.hits.resize(owner + 1, 0);
                     }
                     self.hits[owner] += 1;
-                    out.append(t)?;
                 }
-                None => out.append(codec.decoded(py, canonical, &digest, &mut pyslots)?)?,
+                Err(t) => {
+                    out.bodies.truncate(body_start);
+                    misses.append(index)?;
+                    results.append(codec.decoded(py, canonical, &digest, &mut pyslots)?)?;
+                    teach.push(u8::from(t));
+                }
             }
         }
-        Ok(out)
+        Ok((misses, results, PyBytes::new(py, &teach), Bound::new(py, out)?))
     }
 }
 
@@ -564,28 +597,33 @@ impl FactMemo {
         pkey: &mut Vec<u8>,
         mkey: &mut Vec<u8>,
         body: &mut Vec<u8>,
-    ) -> PyResult<Option<(Py<PyString>, i64, f64, usize)>> {
-        if self.hmac.is_none() || self.plans.is_empty() || !self.decode_vals(codec, canonical, slots) {
-            return Ok(None);
+    ) -> PyResult<Result<(Py<PyString>, i64, f64, usize), bool>> {
+        // Err(teach): not decided here; teach: whether learning this event could make the shadow
+        // decide its key (false: the shadow knows the key, or cannot mirror the event or its plan)
+        if self.hmac.is_none() || self.plans.is_empty() {
+            return Ok(Err(true));
         }
-        if self.plan_key(slots, raw_len, pkey).is_none() {
-            return Ok(None);
+        if !self.decode_vals(codec, canonical, slots) || self.plan_key(slots, raw_len, pkey).is_none() {
+            return Ok(Err(false));
         }
-        let Some(plan) = self.plans.get(pkey.as_slice()) else { return Ok(None) };
-        if self.memo_key(&plan.facts, slots, mkey).is_none() {
-            return Ok(None);
+        let Some(plan) = self.plans.get(pkey.as_slice()) else { return Ok(Err(true)) };
+        let Some(facts) = &plan.facts else { return Ok(Err(false)) };
+        if self.memo_key(facts, slots, mkey).is_none() {
+            return Ok(Err(false));
         }
-        let Some(&entry) = plan.memo.get(mkey.as_slice()) else { return Ok(None) };
-        let Val::Long(when) = slots[self.at.time] else { return Ok(None) };
+        let Some(&entry) = plan.memo.get(mkey.as_slice()) else { return Ok(Err(true)) };
+        let Val::Long(when) = slots[self.at.time] else { return Ok(Err(false)) };
         if !(-EXACT_F64..=EXACT_F64).contains(&when) {
-            return Ok(None);
+            return Ok(Err(false));
         }
-        let (Val::Str(aid), Val::Str(sid)) = (slots[self.at.aid].clone(), slots[self.at.sid].clone()) else { return Ok(None) };
-        let (Some(actor), Some(subject)) = (self.pseudonym(aid), self.pseudonym(sid)) else { return Ok(None) };
+        let (Val::Str(aid), Val::Str(sid)) = (slots[self.at.aid].clone(), slots[self.at.sid].clone()) else {
+            return Ok(Err(false));
+        };
+        let (Some(actor), Some(subject)) = (self.pseudonym(aid), self.pseudonym(sid)) else { return Ok(Err(false)) };
         // a message whose methods fail or answer oddly: Python asks it again, and judges
-        let Some(topic) = call(msg, intern!(py, "topic")).as_ref().and_then(opt_str) else { return Ok(None) };
-        let Some(partition) = call(msg, intern!(py, "partition")).as_ref().and_then(opt_int) else { return Ok(None) };
-        let Some(offset) = call(msg, intern!(py, "offset")).as_ref().and_then(opt_int) else { return Ok(None) };
+        let Some(topic) = call(msg, intern!(py, "topic")).as_ref().and_then(opt_str) else { return Ok(Err(false)) };
+        let Some(partition) = call(msg, intern!(py, "partition")).as_ref().and_then(opt_int) else { return Ok(Err(false)) };
+        let Some(offset) = call(msg, intern!(py, "offset")).as_ref().and_then(opt_int) else { return Ok(Err(false)) };
         let key = (topic, partition);
         let chain = match self.chains.get(&key) {
             Some(c) => c.clone_ref(py),
@@ -613,10 +651,274 @@ impl FactMemo {
             ],
             decision: &self.entries[entry].decision,
         };
-        body.clear();
+        let start = body.len();
         if enc.encode_val_item(layout, batch_values, &item, body).is_err() {
-            return Ok(None);
+            body.truncate(start);
+            return Ok(Err(false));
         }
-        Ok(Some((chain, partition, when as f64 / 1_000_000.0, entry)))
+        Ok(Ok((chain, partition, when as f64 / 1_000_000.0, entry)))
+    }
+}
+
+// ---------------------------------------------------------------- a batch's hits, sealed in compiled code
+
+/// One event `decide_batch` decided: where it is in the batch, its record body, its chain.
+struct HitRec {
+    index: usize,
+    start: usize,
+    end: usize,
+    chain: usize,
+    when: f64,
+    handle: Py<PyAny>,
+}
+
+/// A chain a batch's hits are in: its id, and the source partition it is of.
+struct ChainRef {
+    text: String,
+    py: Py<PyString>,
+    partition: i64,
+}
+
+/// The hits of one batch (`FactMemo.decide_batch`): their record bodies, kept here until
+/// `seal` seals them with the batch's other records, in input order.
+#[pyclass(module = "auditor._native")]
+pub struct HitBatch {
+    n: usize,
+    hits: Vec<HitRec>,
+    bodies: Vec<u8>,
+    chains: Vec<ChainRef>,
+}
+
+/// An instance of `ty`, a tuple subclass with no fields of its own (a NamedTuple), holding
+/// `items`: what `tuple.__new__(ty, items)` makes, without the temporary tuple.
+fn tuple_of<'py>(py: Python<'py>, ty: &Bound<'py, PyType>, items: [Bound<'py, PyAny>; 5]) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: `ty` was checked by `check_tuple_type` (a tuple subtype laid out as a tuple); this
+    // is what CPython's tuple_subtype_new does: tp_alloc, then each item set once.
+    unsafe {
+        let tp = ty.as_type_ptr();
+        let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+        let obj = alloc(tp, items.len() as ffi::Py_ssize_t);
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        for (i, it) in items.into_iter().enumerate() {
+            ffi::PyTuple_SET_ITEM(obj, i as ffi::Py_ssize_t, it.into_ptr());
+        }
+        Ok(Bound::from_owned_ptr(py, obj))
+    }
+}
+
+fn check_tuple_type(ty: &Bound<'_, PyType>) -> PyResult<()> {
+    // SAFETY: reading two fields of a live type object
+    let same_layout = unsafe {
+        let tp = ty.as_type_ptr();
+        let tuple = std::ptr::addr_of_mut!(ffi::PyTuple_Type);
+        (*tp).tp_basicsize == (*tuple).tp_basicsize && (*tp).tp_itemsize == (*tuple).tp_itemsize
+    };
+    if !ty.is_subclass_of::<PyTuple>()? || !same_layout {
+        return Err(PyTypeError::new_err("the outgoing type is a tuple subclass without fields of its own"));
+    }
+    Ok(())
+}
+
+/// A chain's head as the batch goes: next seq, head hash (and as Python bytes once made).
+struct Work {
+    seq: i64,
+    hash: [u8; 32],
+    hash_py: Option<Py<PyBytes>>,
+}
+
+fn head_of(chain: &str, working: &Bound<'_, PyDict>, heads: &Bound<'_, PyDict>) -> PyResult<Work> {
+    // `working.get(c) or heads.get(c) or ChainHead.genesis(c)` (a ChainHead is never false)
+    let head = match working.get_item(chain)? {
+        Some(h) if !h.is_none() => Some(h),
+        _ => heads.get_item(chain)?.filter(|h| !h.is_none()),
+    };
+    let Some(head) = head else { return Ok(Work { seq: 0, hash: crate::record::genesis(chain), hash_py: None }) };
+    let py = head.py();
+    let size: i64 = head.getattr(intern!(py, "size"))?.extract()?;
+    let hash_py = head.getattr(intern!(py, "head_hash"))?.cast_into::<PyBytes>()
+        .map_err(|_| PyTypeError::new_err("a chain head's hash is bytes"))?;
+    let hash: [u8; 32] = hash_py.as_bytes().try_into().map_err(|_| PyValueError::new_err("a head hash is 32 bytes"))?;
+    if size < 0 {
+        return Err(PyValueError::new_err("a chain size is not negative"));
+    }
+    Ok(Work { seq: size, hash, hash_py: Some(hash_py.unbind()) })
+}
+
+#[pymethods]
+impl HitBatch {
+    fn __len__(&self) -> usize {
+        self.hits.len()
+    }
+
+    /// The positions of the hits in the batch.
+    fn positions(&self) -> Vec<usize> {
+        self.hits.iter().map(|h| h.index).collect()
+    }
+
+    /// Seal the batch in input order: the hits from their bodies, and at the positions `misses`
+    /// (ascending; a hit's position among them replaces that hit) the records `records`, as
+    /// `RecordSealer.seal_batch` seals them (a record object, or under `layout` an item tuple),
+    /// each after its chain's head (`working`, else `heads`, else the chain's genesis).
+    ///
+    /// Returns `(seals, over, outgoing, sealed, labels, when, cuts, new_heads)`: per miss its
+    /// `(data, seq, prev_hash, record_hash)` or the exception that kept it from being sealed (it
+    /// is then not placed: the next record of its chain takes its seq); the positions of the hits
+    /// whose record with its key is over `audit_budget` bytes; per hit in order its audit message
+    /// (an `outgoing`: topic, partition, key, value, no headers), its `(LazyRecord, seq, prev_hash,
+    /// record_hash)` (`lazy(chain_id, data)`), its handle and occurred_at seconds; per miss the
+    /// number of hits before it; and per chain touched its new `(size, head_hash)`.
+    #[pyo3(signature = (sealer, layout, batch, misses, records, working, heads, audit_budget, audit_topic,
+                        audit_partition, outgoing, lazy))]
+    #[allow(clippy::too_many_arguments)]
+    fn seal<'py>(
+        &self,
+        py: Python<'py>,
+        sealer: &Bound<'py, RecordSealer>,
+        layout: Option<usize>,
+        batch: &Bound<'py, PyTuple>,
+        misses: Vec<usize>,
+        records: &Bound<'py, PyList>,
+        working: &Bound<'py, PyDict>,
+        heads: &Bound<'py, PyDict>,
+        audit_budget: usize,
+        audit_topic: &Bound<'py, PyString>,
+        audit_partition: &Bound<'py, PyAny>,
+        outgoing: &Bound<'py, PyType>,
+        lazy: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        check_tuple_type(outgoing)?;
+        if misses.len() != records.len() {
+            return Err(PyValueError::new_err("one record per miss"));
+        }
+        if misses.windows(2).any(|w| w[0] >= w[1]) || misses.last().is_some_and(|&m| m >= self.n) {
+            return Err(PyValueError::new_err("the misses are positions of the batch, ascending"));
+        }
+        let sealer = sealer.get();
+        let layout = match layout {
+            Some(i) => Some(sealer.layouts.read().expect("layouts lock").get(i).cloned()
+                .ok_or_else(|| PyValueError::new_err(format!("no layout {i}")))?),
+            None => None,
+        };
+        let batch_values = match &layout {
+            Some(l) => sealer.enc.batch_values(l, batch)?,
+            None => Vec::new(),
+        };
+        let mut work: HashMap<String, Work> = HashMap::new();
+        // per chain of the hits: its key (the chain id's bytes) and audit partition
+        let mut hit_chains: Vec<Option<(Bound<'py, PyBytes>, Bound<'py, PyAny>)>> = self.chains.iter().map(|_| None).collect();
+        let (seals, over) = (PyList::empty(py), PyList::empty(py));
+        let (outs, sealed, labels, whens, cuts) =
+            (PyList::empty(py), PyList::empty(py), PyList::empty(py), PyList::empty(py), PyList::empty(py));
+        let empty = PyTuple::empty(py);
+        let (mut body, mut data) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
+        let (mut h, mut m, mut placed) = (0usize, 0usize, 0usize);
+        loop {
+            let next_hit = self.hits.get(h).map(|x| x.index);
+            let next_miss = misses.get(m).copied();
+            match (next_hit, next_miss) {
+                (None, None) => break,
+                (Some(i), Some(j)) if i == j => h += 1, // a hit replaced by the record given for it
+                (Some(i), j) if j.is_none_or(|j| i < j) => {
+                    let hit = &self.hits[h];
+                    h += 1;
+                    let chain = &self.chains[hit.chain];
+                    let w = match work.get_mut(chain.text.as_str()) {
+                        Some(w) => w,
+                        None => work.entry(chain.text.clone()).or_insert(head_of(&chain.text, working, heads)?),
+                    };
+                    data.clear();
+                    let digest = crate::record::seal(&chain.text, w.seq, &w.hash, &self.bodies[hit.start..hit.end], &mut data);
+                    if data.len() + chain.text.len() > audit_budget {
+                        over.append((hit.index, data.len()))?;
+                    }
+                    let prev_py = match w.hash_py.take() {
+                        Some(p) => p,
+                        None => PyBytes::new(py, &w.hash).unbind(),
+                    };
+                    let digest_py = PyBytes::new(py, &digest);
+                    let data_py = PyBytes::new(py, &data);
+                    let (key, part) = match &hit_chains[hit.chain] {
+                        Some(kp) => kp.clone(),
+                        None => {
+                            let kp = (PyBytes::new(py, chain.text.as_bytes()), audit_partition.call1((chain.partition,))?);
+                            hit_chains[hit.chain] = Some(kp.clone());
+                            kp
+                        }
+                    };
+                    let record = lazy.call1((chain.py.bind(py), &data_py))?;
+                    outs.append(tuple_of(py, outgoing, [audit_topic.clone().into_any(), part, key.into_any(),
+                                                        data_py.into_any(), empty.clone().into_any()])?)?;
+                    sealed.append((record, w.seq, prev_py, &digest_py))?;
+                    labels.append(hit.handle.bind(py))?;
+                    whens.append(PyFloat::new(py, hit.when))?;
+                    w.seq += 1;
+                    w.hash = digest;
+                    w.hash_py = Some(digest_py.unbind());
+                    placed += 1;
+                }
+                (_, Some(_)) => {
+                    let r = records.get_item(m)?;
+                    m += 1;
+                    cuts.append(placed)?;
+                    let item = match &layout {
+                        Some(l) if r.is_exact_instance_of::<PyTuple>() => Some((l, r.cast::<PyTuple>()?.clone())),
+                        _ => None,
+                    };
+                    // as RecordSealer.seal_batch, one record at a time: one that fails is not placed
+                    let chain = match &item {
+                        Some((_, t)) => t.get_item(1).and_then(|c| Ok(c.cast_into::<PyString>()
+                            .map_err(|_| PyTypeError::new_err("an item's second element is its chain id"))?.to_str()?.to_string())),
+                        None => sealer.enc.chain_id(&r),
+                    };
+                    let chain = match chain {
+                        Ok(c) => c,
+                        Err(e) => {
+                            seals.append(e.into_value(py))?;
+                            continue;
+                        }
+                    };
+                    body.clear();
+                    let encoded = match &item {
+                        Some((l, t)) => sealer.enc.encode_item(l, &batch_values, t, &mut body),
+                        None => sealer.enc.encode_body(&r, &mut body),
+                    };
+                    if let Err(e) = encoded {
+                        seals.append(e.into_value(py))?;
+                        continue;
+                    }
+                    let w = match work.get_mut(chain.as_str()) {
+                        Some(w) => w,
+                        None => {
+                            let head = head_of(&chain, working, heads)?;
+                            work.entry(chain.clone()).or_insert(head)
+                        }
+                    };
+                    data.clear();
+                    let digest = crate::record::seal(&chain, w.seq, &w.hash, &body, &mut data);
+                    let prev_py = match w.hash_py.take() {
+                        Some(p) => p,
+                        None => PyBytes::new(py, &w.hash).unbind(),
+                    };
+                    let digest_py = PyBytes::new(py, &digest);
+                    seals.append((PyBytes::new(py, &data), w.seq, prev_py, &digest_py))?;
+                    w.seq += 1;
+                    w.hash = digest;
+                    w.hash_py = Some(digest_py.unbind());
+                }
+                (Some(_), None) => unreachable!("matched above"),
+            }
+        }
+        let new_heads = PyDict::new(py);
+        for (chain, w) in work {
+            let hash = match w.hash_py {
+                Some(p) => p.into_bound(py),
+                None => PyBytes::new(py, &w.hash),
+            };
+            new_heads.set_item(chain, (w.seq, hash))?;
+        }
+        PyTuple::new(py, [seals.into_any(), over.into_any(), outs.into_any(), sealed.into_any(), labels.into_any(),
+                          whens.into_any(), cuts.into_any(), new_heads.into_any()])
     }
 }

@@ -57,7 +57,7 @@ def test_an_event_the_shadow_leaves_to_python_is_kept_once_per_key(left):
     entries, +221 MiB RSS measured by teaching FactMemo.learn one key 10**6 times)."""
     base = [replace(compliant(p, 0), event_id=f"k-{p}") for p in PACK_IDS]
     ref, (p, decided) = reference(), shadowed()
-    for k in range(3):  # learnt: the shadow decides the ordinary ones from the third round
+    for k in range(3):  # learnt: the shadow decides the ordinary ones from the second round
         same(ref, p, [StubMessage(TOPIC, 0, 10 * k + i, wire(e)) for i, e in enumerate(base)])
     assert decided[0] > 0
     known = len(p._shadow or ())

@@ -31,14 +31,22 @@ def shadowed(key: bytes = b"k" * 32, pseudonymizer: Any = None) -> tuple[BatchPr
     p = BatchProcessor(NativeEventDecoder(), packs(), pseudonymizer or Pseudonymizer(key), processor().routing,
                        "unit-1", clock=lambda: NOW, sealer=NativeSealer())
     decided = [0]
-    real = p.hot.decide  # type: ignore[attr-defined]
+    ready = p._shadow_ready
 
-    def decide(*args: Any, **kwargs: Any) -> list[Any]:
-        results = real(*args, **kwargs)
-        decided[0] += sum(type(r) is tuple for r in results)
-        return results
+    def shadow_ready(hot: Any) -> Any:
+        shadow = ready(hot)
+        if shadow is not None and "decide" not in vars(shadow):
+            real = shadow.decide
 
-    p.hot.decide = decide  # type: ignore[attr-defined]
+            def decide(*args: Any, **kwargs: Any) -> Any:
+                misses, results, teach, hits = real(*args, **kwargs)
+                decided[0] += len(hits)
+                return misses, results, teach, hits
+
+            shadow.decide = decide  # type: ignore[method-assign]
+        return shadow
+
+    p._shadow_ready = shadow_ready  # type: ignore[method-assign]
     return p, decided
 
 

@@ -21,7 +21,7 @@ from auditor.errors import TransientError
 from auditor.events.codec import subject_id_edges_clean
 from auditor.events.model import ActorOrganisation, ConsentState, LegalRequest, LegalRequestType, Safeguard, Transfer
 from auditor.events.wire import encode_single_object
-from auditor.native import NativeEventDecoder, NativeSealer
+from auditor.native import FactMemo, NativeEventDecoder, NativeSealer
 from auditor.stream.budget import OutputBudget
 from auditor.stream.processor import BatchProcessor, BatchResult
 from auditor.trail.keys import Pseudonymizer
@@ -295,15 +295,19 @@ def test_a_batch_that_failed_mid_seal_gives_the_same_bytes_when_processed_again(
         p.commit_heads()
     fact = procs[2]
     sealer = fact.hot.sealer  # type: ignore[attr-defined]
-    real, calls = sealer.seal_batch, [0]
+    calls = [0]
 
-    def seal_batch(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        if calls[0] == 2:
-            raise TransientError("the sealer's dependency is down")
-        return real(*args, **kwargs)
+    def failing(real: Any) -> Any:
+        def seal_batch(*args: Any, **kwargs: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == 2:
+                raise TransientError("the sealer's dependency is down")
+            return real(*args, **kwargs)
+        return seal_batch
 
-    monkeypatch.setattr(sealer, "seal_batch", seal_batch)
+    monkeypatch.setattr(sealer, "seal_batch", failing(sealer.seal_batch))
+    # the shadow of the memo seals its batches (hits and the others) in one call of its own
+    monkeypatch.setattr(FactMemo, "seal", staticmethod(failing(FactMemo.seal)))
     heads, working = dict(fact.heads), dict(fact._working)
     again = messages(values, first_offset=len(values))
     with pytest.raises(TransientError):
