@@ -479,7 +479,7 @@ class LedgerFeed:
         if pending.applied:
             report = self.index.affected(pending.applied)
             self._count(report)
-            corrections = [c for c in report.corrections if _chain_key(c.chain_id) in self.indexed]
+            corrections = [c for c in report.corrections if chainid.source_of(c.chain_id) in self.indexed]
         if corrections and not self._correct(corrections, commit, pending.high):
             self.reader.rewind(pending.high)
             return False
@@ -853,6 +853,3 @@ def _decide(evaluator: MemoEvaluator) -> Callable[[Event], Decision]:
     return lambda e: evaluator(e)[0]
 
 
-def _chain_key(chain_id: str) -> tuple[str, int]:
-    topic, _, partition = chain_id.rpartition("/")
-    return topic, int(partition)

@@ -28,14 +28,19 @@ def is_file_chain(chain: str) -> bool:
     return chain.startswith(FILE_PREFIX)
 
 
-def source_partition(chain: str) -> int:
-    """The source partition a Kafka chain id names; ValueError for a file chain or a bad id."""
+def source_of(chain: str) -> tuple[str, int]:
+    """The (topic, partition) a Kafka chain id names; ValueError for a file chain or a bad id."""
     if is_file_chain(chain):
         raise ValueError(f"{chain} is a file chain, not a Kafka partition's")
     topic, sep, part = chain.rpartition("/")
     if not sep or not topic or not part.isdigit():
         raise ValueError(f"not a chain id of the form <topic>/<partition>: {chain!r}")
-    return int(part)
+    return topic, int(part)
+
+
+def source_partition(chain: str) -> int:
+    """The source partition a Kafka chain id names; ValueError for a file chain or a bad id."""
+    return source_of(chain)[1]
 
 
 def audit_partition(partition: int | None, audit_partitions: int) -> int:

@@ -631,7 +631,9 @@ impl FactMemo {
                 if self.chains.len() >= MAX_CHAINS {
                     self.chains.clear();
                 }
-                let c = PyString::new(py, &format!("{}/{}", key.0, key.1)).unbind();
+                // made by chainid.chain_id, the one place that decides chain ids (tests/unit/trail)
+                let made = py.import(intern!(py, "auditor.trail.chainid"))?.getattr(intern!(py, "chain_id"))?;
+                let c = made.call1((key.0.as_str(), key.1))?.cast_into::<PyString>()?.unbind();
                 self.chains.insert(key.clone(), c.clone_ref(py));
                 c
             }

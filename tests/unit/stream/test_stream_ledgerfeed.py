@@ -9,7 +9,8 @@ import pytest
 from auditor.config import load_config
 from auditor.errors import ConfigError
 from auditor.exitcodes import exit_code
-from auditor.stream.ledgerfeed import _chain_key, check_copartitioned, store_path
+from auditor.stream.ledgerfeed import check_copartitioned, store_path
+from auditor.trail import chainid
 from tests.unit.stream.streamkit import ledger_feed
 
 
@@ -43,7 +44,7 @@ def test_each_instance_has_a_store_of_its_own(tmp_path):
 
 
 def test_chain_ids_name_their_source_partition():
-    assert _chain_key("a/b-topic/12") == ("a/b-topic", 12)
+    assert chainid.source_of("a/b-topic/12") == ("a/b-topic", 12)  # what ledgerfeed reads them with
 
 
 # ---------------------------------------------------------------- corrections, without a broker
