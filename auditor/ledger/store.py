@@ -17,7 +17,7 @@ Layout (LMDB named databases):
 
 =============  ===========================================================  ==========================
 ``facts``      partition u32 | pseudonym 16 B | effective | recorded | offset   the fact, JSON list
-``meta``       ``format``, ``key_id``, ``partitions``, ``hw`` + partition u32  text
+``meta``       ``format``, ``key_id``, ``partitions``, ``topic_id``, ``hw`` + p.  text
 ``decisions``  see :mod:`auditor.ledger.late`
 =============  ===========================================================  ==========================
 """
@@ -185,6 +185,17 @@ class LedgerStore:
                 txn.put(b"partitions", str(count).encode())
                 return count
         return int(raw)
+
+    def topic_id(self, current: str) -> str:
+        """The id of the facts topic the store's facts were read from (a topic deleted and created again
+        under the same name has another id, and offsets that start again at 0): recorded as ``current``
+        when none is (a new or emptied store), else the recorded one."""
+        with self.env.begin(write=True, db=self.meta) as txn:
+            raw = txn.get(b"topic_id")
+            if raw is None:
+                txn.put(b"topic_id", current.encode())
+                return current
+        return bytes(raw).decode()
 
     def __enter__(self) -> LedgerStore:
         return self

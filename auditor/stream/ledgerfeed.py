@@ -52,7 +52,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -386,6 +386,7 @@ class LedgerFeed:
                 f"one and its new events on the new one, where they would be judged without them. Fix: recreate "
                 f"{t.facts} with {self.partitions} partition(s) and produce the facts again (auditor produce "
                 f"--facts), then delete {self.store.path} (it is rebuilt from the topic); or unset ledger.dir.")
+        self._check_topic_id(admin)
         self.reader = FactsReader(self.cfg, self.store, admin, self.decoder, self.metrics, self.pseudonymize)
         self.reader.partitions = self.partitions
         self.reader.vocabulary = UndeclaredScopes(self.processor.packs.values())
@@ -397,6 +398,27 @@ class LedgerFeed:
             self.reader.close()
             self.reader = None
         self.store.close()
+
+    def _check_topic_id(self, admin: AdminClient) -> None:
+        """The facts topic is still the one the store read its facts from (attrt). Deleted and created
+        again under the same name, with as many partitions: the store's positions are the old topic's
+        offsets, and the new topic's facts below them (a withdrawal produced again) would never be read,
+        nor at a restart once the new topic is longer than the old one was. Raises ConfigError (exit 2).
+        A broker that does not answer is asked again at the next check."""
+        topic = self.cfg.topics.facts
+        try:
+            found = admin.describe_topics(TopicCollection([topic]))[topic].result(CALL_TIMEOUT_S)
+        except (KafkaException, TimeoutError) as exc:
+            log.warning("the facts topic's id not checked this time", error=str(exc)[:300])
+            return
+        current = str(found.topic_id)
+        recorded = self.store.topic_id(current)
+        if recorded != current:
+            raise ConfigError(
+                f"the facts topic {topic} was deleted and created again (topic id {recorded} when the ledger "
+                f"store {self.store.path} read its facts, {current} now): the store's positions are offsets of "
+                f"the old topic, so the new topic's facts below them would never be read. Fix: delete "
+                f"{self.store.path} (it is rebuilt from the topic) and start again; or unset ledger.dir.")
 
     def _check_partitions(self) -> None:
         """Every ``PARTITIONS_CHECK_S``: the facts and event topics still have the partition count the
@@ -415,6 +437,7 @@ class LedgerFeed:
             log.warning("partition counts not checked this time", error=str(exc)[:300])
             return
         n = check_copartitioned(md, t.events, t.facts, self.cfg.kafka.bootstrap_servers)
+        self._check_topic_id(self.reader.admin)
         if n != self.partitions:
             raise ConfigError(
                 f"the facts topic {t.facts} and the event topics now have {n} partition(s); the daemon started "
@@ -851,5 +874,3 @@ def _weight(m: Any) -> int:
 
 def _decide(evaluator: MemoEvaluator) -> Callable[[Event], Decision]:
     return lambda e: evaluator(e)[0]
-
-
