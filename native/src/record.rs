@@ -28,10 +28,39 @@ use crate::wire::{put_bytes, put_long};
 pub const RECORD_PREFIX: u8 = 0x00;
 pub const GENESIS_PREFIX: u8 = 0x03;
 
-/// Per (record node, NamedTuple class): the tuple index of each schema field, or None when the
-/// class lacks one (then fields are read by name). The class is kept alive with its entry, so
-/// its address cannot be reused by another class.
-type Positions = HashMap<(NodeId, usize), (Py<PyType>, Option<Arc<Vec<usize>>>)>;
+/// Per (record node, tuple class): the tuple index of each schema field the class has (a field it
+/// lacks is read by name: the root record's chain fields, which an `AuditRecord` does not carry),
+/// or None when the class is not a NamedTuple. The class is kept alive with its entry, so its
+/// address cannot be reused by another class.
+type Positions = HashMap<(NodeId, usize), (Py<PyType>, Option<Arc<Vec<Option<usize>>>>), FastHash>;
+
+/// The positions cache's hasher: its keys are two small integers, so SipHash's cost (a large part
+/// of a lookup, made for every nested record of every record) buys nothing.
+#[derive(Default, Clone, Copy)]
+struct FastHash;
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(0)
+    }
+}
+
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0.rotate_left(5) ^ n as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
 
 pub struct RecordEncoder {
     pub schema: Schema,
@@ -132,11 +161,11 @@ impl RecordEncoder {
         let root_fields = fields.iter().map(|f| f.ty).collect::<Vec<_>>();
         let hash_index = root_fields.len() - 1;
         let sym = Symbols::new(py, &schema);
-        Ok(RecordEncoder { schema, positions: Mutex::new(HashMap::new()), sym, root_fields, body_start: 4, hash_index })
+        Ok(RecordEncoder { schema, positions: Mutex::new(HashMap::with_hasher(FastHash)), sym, root_fields, body_start: 4, hash_index })
     }
 
-    /// Tuple indexes of the record's fields when `obj` is a NamedTuple that has them all.
-    fn positions(&self, obj: &Bound<'_, PyAny>, record: NodeId) -> Option<Arc<Vec<usize>>> {
+    /// Tuple indexes of the record's fields when `obj` is a NamedTuple (None for a field it lacks).
+    fn positions(&self, obj: &Bound<'_, PyAny>, record: NodeId) -> Option<Arc<Vec<Option<usize>>>> {
         if !obj.is_instance_of::<PyTuple>() {
             return None;
         }
@@ -148,9 +177,7 @@ impl RecordEncoder {
         }
         let names: Option<Vec<String>> = ty.getattr("_fields").ok().and_then(|f| f.extract().ok());
         let Node::Record { fields, .. } = self.schema.node(record) else { return None };
-        let p = names.and_then(|names| {
-            fields.iter().map(|f| names.iter().position(|n| *n == f.name)).collect::<Option<Vec<usize>>>().map(Arc::new)
-        });
+        let p = names.map(|names| Arc::new(fields.iter().map(|f| names.iter().position(|n| *n == f.name)).collect()));
         cache.insert(key, (ty.unbind(), p.clone()));
         p
     }
@@ -236,30 +263,58 @@ impl RecordEncoder {
                 if v.is_instance_of::<PyString>() || v.is_instance_of::<PyBytes>() || v.is_instance_of::<PyDict>() {
                     return Err(wrong("a sequence"));
                 }
-                let n = v.len().map_err(|_| wrong("a sequence"))?;
-                if n > 0 {
-                    put_long(out, n as i64);
-                    for x in v.try_iter()? {
-                        self.encode(*item, &x?, out, depth + 1)?;
+                // a tuple or a list is read in place (most arrays of a record are tuples)
+                if let Ok(t) = v.cast::<PyTuple>() {
+                    if !t.is_empty() {
+                        put_long(out, t.len() as i64);
+                        for x in t.iter_borrowed() {
+                            self.encode(*item, &x, out, depth + 1)?;
+                        }
+                    }
+                } else if let Ok(l) = v.cast::<PyList>() {
+                    if !l.is_empty() {
+                        put_long(out, l.len() as i64);
+                        for x in l.iter() {
+                            self.encode(*item, &x, out, depth + 1)?;
+                        }
+                    }
+                } else {
+                    let n = v.len().map_err(|_| wrong("a sequence"))?;
+                    if n > 0 {
+                        put_long(out, n as i64);
+                        for x in v.try_iter()? {
+                            self.encode(*item, &x?, out, depth + 1)?;
+                        }
                     }
                 }
                 out.push(0)
             }
             Node::Map(val) => {
-                let pairs: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = if let Ok(d) = v.cast::<PyDict>() {
-                    d.iter().collect()
-                } else if v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>() {
-                    v.try_iter()?.map(|p| p?.extract()).collect::<PyResult<_>>().map_err(|_| wrong("(key, value) pairs"))?
+                if let Ok(d) = v.cast::<PyDict>() {
+                    if !d.is_empty() {
+                        self.encode_pairs(*val, d.iter(), d.len(), out, depth)?;
+                    }
+                } else if let Ok(t) = v.cast::<PyTuple>() {
+                    // (key, value) pairs, each a tuple of two: read in place, all checked before any is written
+                    if !t.iter_borrowed().all(|p| p.cast::<PyTuple>().is_ok_and(|p| p.len() == 2)) {
+                        return Err(wrong("(key, value) pairs"));
+                    }
+                    if !t.is_empty() {
+                        let pairs = t.iter_borrowed().map(|p| {
+                            let p = p.cast::<PyTuple>().expect("checked above");
+                            (p.get_item(0).expect("two items"), p.get_item(1).expect("two items"))
+                        });
+                        self.encode_pairs(*val, pairs, t.len(), out, depth)?;
+                    }
+                } else if v.is_instance_of::<PyList>() {
+                    let pairs: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> =
+                        v.try_iter()?.map(|p| p?.extract()).collect::<PyResult<_>>().map_err(|_| wrong("(key, value) pairs"))?;
+                    if !pairs.is_empty() {
+                        let n = pairs.len();
+                        self.encode_pairs(*val, pairs.into_iter(), n, out, depth)?;
+                    }
                 } else {
                     return Err(wrong("a dict or (key, value) pairs"));
-                };
-                if !pairs.is_empty() {
-                    put_long(out, pairs.len() as i64);
-                    for (k, x) in &pairs {
-                        let k = k.cast::<PyString>().map_err(|_| EncErr::new("map keys must be str".into()))?;
-                        put_bytes(out, k.to_str()?.as_bytes());
-                        self.encode(*val, x, out, depth + 1)?;
-                    }
                 }
                 out.push(0)
             }
@@ -269,8 +324,8 @@ impl RecordEncoder {
                 }
                 let positions = self.positions(v, id);
                 for (i, f) in fields.iter().enumerate() {
-                    let x = match (&positions, v.cast::<PyTuple>()) {
-                        (Some(p), Ok(t)) => t.get_item(p[i]),
+                    let x = match (positions.as_ref().and_then(|p| p[i]), v.cast::<PyTuple>()) {
+                        (Some(k), Ok(t)) => t.get_item(k),
                         _ => self.field(v, id, i),
                     };
                     let x = x.map_err(|e| EncErr::from(e).at(&f.name))?;
@@ -290,14 +345,32 @@ impl RecordEncoder {
         Ok(())
     }
 
+    /// A map's block of `n` (key, value) pairs (n > 0), without the final 0.
+    fn encode_pairs<'py>(
+        &self,
+        val: NodeId,
+        pairs: impl Iterator<Item = (Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+        n: usize,
+        out: &mut Vec<u8>,
+        depth: u32,
+    ) -> Result<(), EncErr> {
+        put_long(out, n as i64);
+        for (k, x) in pairs {
+            let k = k.cast::<PyString>().map_err(|_| EncErr::new("map keys must be str".into()))?;
+            put_bytes(out, k.to_str()?.as_bytes());
+            self.encode(val, &x, out, depth + 1)?;
+        }
+        Ok(())
+    }
+
     /// The body: every field between body_len and record_hash.
     pub fn encode_body(&self, record: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
         let Node::Record { fields, .. } = self.schema.node(self.schema.root) else { unreachable!() };
         let positions = self.positions(record, self.schema.root);
         for i in self.body_start..self.hash_index {
             let name = &fields[i].name;
-            let x = match (&positions, record.cast::<PyTuple>()) {
-                (Some(p), Ok(t)) => t.get_item(p[i]),
+            let x = match (positions.as_ref().and_then(|p| p[i]), record.cast::<PyTuple>()) {
+                (Some(k), Ok(t)) => t.get_item(k),
                 _ => self.field(record, self.schema.root, i),
             };
             let res = x
@@ -309,7 +382,11 @@ impl RecordEncoder {
     }
 
     pub fn chain_id(&self, record: &Bound<'_, PyAny>) -> PyResult<String> {
-        let v = self.field(record, self.schema.root, 0)?;
+        let positions = self.positions(record, self.schema.root);
+        let v = match (positions.as_ref().and_then(|p| p[0]), record.cast::<PyTuple>()) {
+            (Some(k), Ok(t)) => t.get_item(k)?,
+            _ => self.field(record, self.schema.root, 0)?,
+        };
         Ok(v.cast::<PyString>().map_err(|_| err_at("chain_id", "expected str".into()))?.to_str()?.to_string())
     }
 }
