@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 
 const NODE_PREFIX: u8 = 0x01;
 
-fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+/// RFC 6962 interior node: SHA-256(0x01 || left || right). The one definition (trail.rs uses it too).
+pub(crate) fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update([NODE_PREFIX]);
     h.update(left);
@@ -28,7 +29,7 @@ fn hashes(values: &[PyBackedBytes], what: &str) -> PyResult<Vec<[u8; 32]>> {
 }
 
 /// Append `leaf` to the compact range `stack` of `size` leaves (as `MerkleRange.append`).
-fn append(stack: &mut Vec<[u8; 32]>, size: &mut u64, leaf: [u8; 32]) {
+pub(crate) fn append(stack: &mut Vec<[u8; 32]>, size: &mut u64, leaf: [u8; 32]) {
     stack.push(leaf);
     let mut n = *size;
     while n & 1 == 1 {

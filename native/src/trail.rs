@@ -15,9 +15,8 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use sha2::{Digest, Sha256};
 
+use crate::merkle;
 use crate::record::{genesis, RECORD_PREFIX};
-
-const NODE_PREFIX: u8 = 0x01;
 
 /// A record located in its bytes: chain id, seq, links and where it ends.
 struct Frame<'a> {
@@ -72,14 +71,6 @@ fn leaf_hash(data: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([NODE_PREFIX]);
-    h.update(left);
-    h.update(right);
-    h.finalize().into()
-}
-
 /// One chain as the batch finds it and leaves it.
 struct Chain {
     id: String,
@@ -92,17 +83,9 @@ struct Chain {
 }
 
 impl Chain {
-    /// `MerkleRange.append`.
+    /// `MerkleRange.append`, and the leaf kept for the batch's result.
     fn append(&mut self, leaf: [u8; 32]) {
-        self.stack.push(leaf);
-        let mut n = self.range_size;
-        while n & 1 == 1 {
-            let right = self.stack.pop().expect("a subtree per one bit");
-            let left = self.stack.last_mut().expect("a subtree per one bit");
-            *left = node_hash(left, &right);
-            n >>= 1;
-        }
-        self.range_size += 1;
+        merkle::append(&mut self.stack, &mut self.range_size, leaf);
         self.leaves.push(leaf);
     }
 }
