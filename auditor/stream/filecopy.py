@@ -29,18 +29,41 @@ class FileCopy:
         self.backfill = backfill
 
     def append(self, encoded: Iterable[bytes]) -> None:
-        """Append audit-topic values (canonical record bytes) in chain order."""
-        for data in encoded:
-            (frame,) = iter_frames(data, 1)
-            size = self.writer.head(frame.chain_id).size
-            if frame.seq < size:
-                continue
-            if frame.seq > size:
-                missing = self.backfill(frame.chain_id, size, frame.seq)
-                log.warning("file copy behind the audit topic; backfilled", chain=frame.chain_id,
-                            records=len(missing))
-                self.writer.append_encoded(missing)
-            self.writer.append_encoded([data])
+        """Append audit-topic values (canonical record bytes) in chain order.
+
+        The records go to the writer in runs, one :meth:`TrailWriter.append_encoded` call per run
+        (one compiled call checks and chains a whole run): a run ends only where a gap must be
+        backfilled first, and at the end. The outcome is that of appending them one by one: a
+        replayed record is skipped, a gap is backfilled before the record after it, and a record
+        that does not frame, hash or link raises once every record before it is appended."""
+        run: list[bytes] = []
+        #: per chain the run touched: the size the file's chain has once the run is appended
+        sizes: dict[str, int] = {}
+
+        def flush() -> None:
+            nonlocal run
+            if run:
+                batch, run = run, []
+                self.writer.append_encoded(batch)
+
+        try:
+            for data in encoded:
+                (frame,) = iter_frames(data, 1)
+                chain = frame.chain_id
+                size = sizes.get(chain)
+                if size is None:
+                    size = self.writer.head(chain).size
+                if frame.seq < size:
+                    continue
+                if frame.seq > size:
+                    flush()
+                    missing = self.backfill(chain, size, frame.seq)
+                    log.warning("file copy behind the audit topic; backfilled", chain=chain, records=len(missing))
+                    self.writer.append_encoded(missing)
+                run.append(data)
+                sizes[chain] = frame.seq + 1
+        finally:
+            flush()  # what is before a record that raised is appended, as one by one
 
     def catch_up(self, chain_id: str, committed: int) -> None:
         """Backfill a chain whose committed size in the audit topic exceeds the file's.
