@@ -81,8 +81,14 @@ def header_bytes(index: int, sync: bytes) -> bytes:
 def block_bytes(records: list[bytes], sync: bytes, count: int | None = None) -> bytes:
     """One Avro block of ``records`` (each one record's bytes; or, given ``count``, chunks that
     hold ``count`` records in all)."""
+    return b"".join(block_parts(records, sync, count))
+
+
+def block_parts(records: list[bytes], sync: bytes, count: int | None = None) -> tuple[bytes, bytes, bytes]:
+    """:func:`block_bytes` as (count and size, records, sync marker), for a writer that writes them
+    one after the other instead of copying the records once more (a single chunk is not copied)."""
     data = b"".join(records)
-    return b"".join((enc_long(len(records) if count is None else count), enc_long(len(data)), data, sync))
+    return enc_long(len(records) if count is None else count) + enc_long(len(data)), data, sync
 
 
 @dataclass

@@ -44,7 +44,7 @@ from auditor.trail.note import Note
 from auditor.trail.record import AuditRecord
 from auditor.trail.segment import (
     SEGMENTS_DIR,
-    block_bytes,
+    block_parts,
     create_segment,
     fsync_dir,
     list_segments,
@@ -383,9 +383,9 @@ class TrailWriter:
             if st.first_at is None:
                 st.first_at = at
         self._pending_chains.clear()
-        block = block_bytes(self._pending, self._sync, self._pending_count)
-        self._fh.write(block)
-        self._segment_size += len(block)
+        for part in block_parts(self._pending, self._sync, self._pending_count):
+            self._fh.write(part)
+            self._segment_size += len(part)
         self._pending.clear()
         self._pending_count = 0
         self._pending_bytes = 0
