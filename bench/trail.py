@@ -11,12 +11,13 @@ pseudonymising is the caller's cost, reported separately as "build"); every 1,00
 is about the subject the replay looks for. Targets: append >= 100k/s, verify >= 200k/s,
 replay with a subject filter >= 100k/s, and flat memory from 1M to 10M records.
 
-"append (compiled)" is the file copy's way of writing (the daemon's FileCopy still calls
-append_encoded once per record, not per batch): the records are encoded and sealed
-by the compiled sealer (``NativeSealer.seal_batch``, one call per batch of 5,000) and appended as
-bytes (``TrailWriter.append_encoded``: one compiled call per batch checks each record's frame, hash
-and link and extends the Merkle ranges; then group commit), into a trail of its own. Its notes
-split the time between sealing and appending. The issue's target for it: >= 200,000 records/s.
+"append (compiled)" is the daemon's way of writing: the records are encoded and sealed by the
+compiled sealer as the daemon's processor seals them (``NativeSealer.seal_batch(..., tuples=True)``,
+one call per batch of 5,000, from the record objects) and appended as bytes the way the daemon's
+file copy appends the audit topic's values (``TrailWriter.append_encoded``: one compiled call per
+batch checks each record's frame, hash and link and extends the Merkle ranges; then group commit),
+into a trail of its own. Its notes split the time between sealing and appending. The issue's
+target for it: >= 200,000 records/s.
 
 "reopen" opens the closed trail for writing again: it restores every chain from its last signed
 checkpoint and compact range, so it reads only the blocks after the checkpoints (compare with
@@ -102,10 +103,10 @@ def work_append_native(trail: Path, keys_dir: Path, n: int) -> dict:
     with TrailWriter.open(trail, keys, checkpoint_every=100_000, checkpoint_seconds=3600) as w:
         for batch in _batches(pool, n):
             t = time.perf_counter()
-            sealed, new = sealer.seal_batch(batch, heads)
+            sealed, new = sealer.seal_batch(batch, heads, tuples=True)  # (data, seq, prev_hash, record_hash)
             sealing += time.perf_counter() - t
             heads.update(new)
-            w.append_encoded([s.data for s in sealed])
+            w.append_encoded([s[0] for s in sealed])
             w.commit()
     elapsed = time.perf_counter() - start
     shutil.rmtree(trail, ignore_errors=True)
