@@ -72,27 +72,33 @@ pub struct RecordEncoder {
     hash_index: usize,
 }
 
-/// An encoding error and the field path to it (innermost first, built while unwinding).
-pub struct EncErr {
+/// An encoding error and the field path to it (innermost first, built while unwinding). Boxed:
+/// every `encode` call returns a `Result<(), EncErr>`, which is then one word.
+pub struct EncErr(Box<EncErrInner>);
+
+struct EncErrInner {
     path: Vec<String>,
     msg: String,
     cause: Option<PyErr>,
 }
 
 impl EncErr {
+    #[cold]
     fn new(msg: String) -> EncErr {
-        EncErr { path: Vec::new(), msg, cause: None }
+        EncErr(Box::new(EncErrInner { path: Vec::new(), msg, cause: None }))
     }
 
+    #[cold]
     fn at(mut self, name: &str) -> EncErr {
-        self.path.push(name.to_string());
+        self.0.path.push(name.to_string());
         self
     }
 
     pub fn into_py(self) -> PyErr {
-        let path: Vec<&str> = self.path.iter().rev().map(String::as_str).collect();
-        let err = PyValueError::new_err(format!("cannot encode audit record field '{}': {}", path.join("."), self.msg));
-        if let Some(cause) = self.cause {
+        let EncErrInner { path, msg, cause } = *self.0;
+        let path: Vec<&str> = path.iter().rev().map(String::as_str).collect();
+        let err = PyValueError::new_err(format!("cannot encode audit record field '{}': {}", path.join("."), msg));
+        if let Some(cause) = cause {
             Python::attach(|py| err.set_cause(py, Some(cause)));
         }
         err
@@ -100,13 +106,39 @@ impl EncErr {
 }
 
 impl From<PyErr> for EncErr {
+    #[cold]
     fn from(e: PyErr) -> EncErr {
-        EncErr { path: Vec::new(), msg: e.to_string(), cause: Some(e) }
+        EncErr(Box::new(EncErrInner { path: Vec::new(), msg: e.to_string(), cause: Some(e) }))
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn too_deep() -> EncErr {
+    EncErr::new("nests too deeply".into())
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_type(v: &Bound<'_, PyAny>, what: &str) -> EncErr {
+    EncErr::new(format!("expected {what}, got {}", v.get_type().name().map(|n| n.to_string()).unwrap_or_default()))
+}
+
+/// `put_bytes` for the many short strings of a record: one capacity check, the length's varint
+/// written in place when it is one byte.
+#[inline(always)]
+fn put_str(out: &mut Vec<u8>, b: &[u8]) {
+    if b.len() < 64 {
+        out.reserve(1 + b.len());
+        out.push((b.len() as u8) << 1);
+        out.extend_from_slice(b);
+    } else {
+        put_bytes(out, b);
     }
 }
 
 fn err_at(path: &str, msg: String) -> PyErr {
-    EncErr { path: vec![path.to_string()], msg, cause: None }.into_py()
+    EncErr::new(msg).at(path).into_py()
 }
 
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
@@ -210,11 +242,25 @@ impl RecordEncoder {
 
     pub fn encode(&self, id: NodeId, v: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: u32) -> Result<(), EncErr> {
         if depth > MAX_DEPTH {
-            return Err(EncErr::new("nests too deeply".into()));
+            return Err(too_deep());
         }
-        let wrong = |what: &str| {
-            EncErr::new(format!("expected {what}, got {}", v.get_type().name().map(|n| n.to_string()).unwrap_or_default()))
-        };
+        let wrong = |what: &str| wrong_type(v, what);
+        // A union writes its branch index, then the value with the branch's type in this same call
+        // (one call per value, not two: most optional fields are unions with null).
+        let (mut id, mut depth) = (id, depth);
+        if let Node::Union(branches) = self.schema.node(id) {
+            let (i, b) = branches
+                .iter()
+                .enumerate()
+                .find(|(_, b)| self.accepts(**b, v))
+                .ok_or_else(|| wrong("a value of one of the union's branches"))?;
+            put_long(out, i as i64);
+            depth += 1;
+            if depth > MAX_DEPTH {
+                return Err(too_deep());
+            }
+            id = *b;
+        }
         match self.schema.node(id) {
             Node::Null => {
                 if !v.is_none() {
@@ -244,7 +290,7 @@ impl RecordEncoder {
             Node::Double => out.extend_from_slice(&v.extract::<f64>().map_err(|_| wrong("float"))?.to_le_bytes()),
             Node::String => {
                 let s = v.cast::<PyString>().map_err(|_| wrong("str"))?;
-                put_bytes(out, s.to_str()?.as_bytes())
+                put_str(out, s.to_str()?.as_bytes())
             }
             Node::Bytes => put_bytes(out, v.cast::<PyBytes>().map_err(|_| wrong("bytes"))?.as_bytes()),
             Node::Fixed { size, .. } => {
@@ -323,26 +369,42 @@ impl RecordEncoder {
                     return Err(wrong("a record"));
                 }
                 let positions = self.positions(v, id);
+                let tuple = v.cast::<PyTuple>().ok();
                 for (i, f) in fields.iter().enumerate() {
-                    let x = match (positions.as_ref().and_then(|p| p[i]), v.cast::<PyTuple>()) {
-                        (Some(k), Ok(t)) => t.get_item(k),
-                        _ => self.field(v, id, i),
-                    };
-                    let x = x.map_err(|e| EncErr::from(e).at(&f.name))?;
-                    self.encode(f.ty, &x, out, depth + 1).map_err(|e| e.at(&f.name))?;
+                    let k = positions.as_ref().and_then(|p| p[i]);
+                    self.encode_member(v, tuple, k, id, i, f.ty, out, depth + 1).map_err(|e| e.at(&f.name))?;
                 }
             }
-            Node::Union(branches) => {
-                let (i, b) = branches
-                    .iter()
-                    .enumerate()
-                    .find(|(_, b)| self.accepts(**b, v))
-                    .ok_or_else(|| wrong("a value of one of the union's branches"))?;
-                put_long(out, i as i64);
-                self.encode(*b, v, out, depth + 1)?;
-            }
+            // not reached: a union's branch that is a union is never taken (`accepts` refuses it)
+            Node::Union(_) => return Err(wrong("a value of one of the union's branches")),
         }
         Ok(())
+    }
+
+    /// Field `i` of record `record` read from `v` (item `k` of its tuple when the class has it,
+    /// else by name) and encoded with type `ty`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn encode_member(
+        &self,
+        v: &Bound<'_, PyAny>,
+        tuple: Option<&Bound<'_, PyTuple>>,
+        k: Option<usize>,
+        record: NodeId,
+        i: usize,
+        ty: NodeId,
+        out: &mut Vec<u8>,
+        depth: u32,
+    ) -> Result<(), EncErr> {
+        if let (Some(k), Some(t)) = (k, tuple) {
+            if k < t.len() {
+                // SAFETY: k is within the tuple, whose items cannot change; borrowed while `t` lives
+                let x = unsafe { t.get_borrowed_item_unchecked(k) };
+                return self.encode(ty, &x, out, depth);
+            }
+        }
+        let x = self.field(v, record, i)?;
+        self.encode(ty, &x, out, depth)
     }
 
     /// A map's block of `n` (key, value) pairs (n > 0), without the final 0.
@@ -367,16 +429,11 @@ impl RecordEncoder {
     pub fn encode_body(&self, record: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
         let Node::Record { fields, .. } = self.schema.node(self.schema.root) else { unreachable!() };
         let positions = self.positions(record, self.schema.root);
+        let tuple = record.cast::<PyTuple>().ok();
         for i in self.body_start..self.hash_index {
-            let name = &fields[i].name;
-            let x = match (positions.as_ref().and_then(|p| p[i]), record.cast::<PyTuple>()) {
-                (Some(k), Ok(t)) => t.get_item(k),
-                _ => self.field(record, self.schema.root, i),
-            };
-            let res = x
-                .map_err(EncErr::from)
-                .and_then(|x| self.encode(self.root_fields[i], &x, out, 1));
-            res.map_err(|e| e.at(name).into_py())?;
+            let k = positions.as_ref().and_then(|p| p[i]);
+            self.encode_member(record, tuple, k, self.schema.root, i, self.root_fields[i], out, 1)
+                .map_err(|e| e.at(&fields[i].name).into_py())?;
         }
         Ok(())
     }
