@@ -18,6 +18,11 @@ Which question each claim is:
 ``consent.marketing_opt_out``  (false, on an event whose purpose is ``marketing``) opted out
 ``subject.age``/``is_minor``   the subject is a minor by the ledger's birth date
 =============================  =================================================================
+
+One withdrawal is reported once where claims ask the same question: a withdrawn marketing consent
+that answers the opt-out question too is reported as the consent claim (9272054), and so is the
+sharing claim of a marketing disclosure, whose question (consent for marketing, to this recipient)
+is the marketing claim's (attlg).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import NamedTuple
 
 from auditor.events.model import Event
 from auditor.ledger.asof import MARKETING, SubjectView
-from auditor.ledger.model import FactRef
+from auditor.ledger.model import FactRef, same_name
 
 __all__ = ["MARKETING", "Contradiction", "contradicted_claims"]
 
@@ -69,7 +74,8 @@ def contradicted_claims(e: Event, view: SubjectView, minor_age: int) -> tuple[Co
             out.append(Contradiction("consent.marketing", True, False, r.refs, r.since_us))
     if c.third_party_sharing and e.recipient is not None:
         r = view.consent(e.purpose, rtype, rid)
-        if r.value is False:
+        if r.value is False and not (same_name(MARKETING, e.purpose) and any(  # the marketing question again
+                x.claim == "consent.marketing" and x.refs == r.refs for x in out)):
             out.append(Contradiction("consent.third_party_sharing", True, False, r.refs, r.since_us))
     if c.guardian:
         r = view.guardian_consent(e.purpose, rtype, rid)

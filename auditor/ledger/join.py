@@ -37,13 +37,13 @@ from dataclasses import replace
 from datetime import date
 from typing import NamedTuple
 
-from auditor.events.model import ConsentState, Event, EventKind
+from auditor.events.model import ConsentState, Event
 from auditor.ledger.asof import SubjectView
 from auditor.ledger.claims import MARKETING, Contradiction, contradicted_claims
 from auditor.ledger.model import UNKNOWN, FactRef, Family, Query, Reading
-from auditor.policy.conditions import Consent, FactIn, NotOptedOut
+from auditor.policy.conditions import Consent, Derived, FactIn, NotOptedOut, subject_minor
 from auditor.policy.decision import Decision, RuleRef, Verdict, Violation, ViolationKind
-from auditor.policy.engine import ANY, CompiledPack
+from auditor.policy.engine import CompiledPack
 from auditor.policy.model import Rule
 from auditor.trail.record import CorrectedRecord, LedgerFacts, LedgerRead
 
@@ -150,23 +150,40 @@ class PackJoin:
     def __init__(self, compiled: CompiledPack) -> None:
         self.compiled = compiled
         self.needs = needs_of(compiled)
-        self._cites: dict[tuple[object, ...], RuleRef] = {}
+        self._cites: dict[str, RuleRef] = {}                 # claim -> the pack's first rule reading it
+        self._reads_memo: dict[tuple[str, str], bool] = {}   # (rule id, claim) -> the rule reads it
 
     def cite(self, e: Event, claim: str) -> RuleRef:
-        pack = self.compiled.pack
-        rtype = e.recipient.type if e.recipient is not None and e.recipient.type in pack.recipients else ANY
-        purpose = e.purpose if e.purpose in pack.purposes else ANY   # undeclared: the candidates of any
-        key = (claim, e.kind, rtype, purpose)
-        hit = self._cites.get(key)
-        if hit is None:
-            hit = self._cites[key] = self._find(e.kind, rtype, purpose, claim)
-        return hit
-
-    def _find(self, kind: EventKind, rtype: str, purpose: str, claim: str) -> RuleRef:
-        permits, constraints = self.compiled.candidates(kind, rtype, purpose)
-        in_scope = [r for r in (*permits, *constraints) if _reads_claim(r, claim)]
+        """The clause a contradicted ``claim`` of ``e`` (the event as the pack judged it) cites: the most
+        specific rule whose whole scope holds for ``e`` that reads the claim; else the first rule of the
+        pack that reads it; else the pack's default clause. The whole scope (attlg): a rule indexed under
+        the event's kind, recipient type and purpose whose other tests fail (thisproduct 2.A's "after the
+        end of the service", for a service that has not ended) is not in scope."""
+        in_scope = [r for r in self._in_scope(e) if self._reads(r, claim)]
         if in_scope:
             return max(in_scope, key=lambda r: r.specificity).ref  # max keeps the first of equals
+        hit = self._cites.get(claim)
+        if hit is None:
+            hit = self._cites[claim] = self._first(claim)
+        return hit
+
+    def _in_scope(self, e: Event) -> list[Rule]:
+        """The rules whose scope holds for ``e``, as the engine decides it: its plan's entries (their
+        static tests held) whose tests left hold too."""
+        pack = self.compiled.pack
+        plan = self.compiled.plan(e)
+        x = Derived(plan.atoms, subject_minor(e.subject, pack.minor_age) if plan.needs_minor else None,
+                    pack.minor_age)
+        return [en.rule for en in (*plan.permits, *plan.constraints) if all(t.holds(e, x) for t in en.scope)]
+
+    def _reads(self, rule: Rule, claim: str) -> bool:
+        key = (rule.id, claim)
+        hit = self._reads_memo.get(key)
+        if hit is None:
+            hit = self._reads_memo[key] = _reads_claim(rule, claim)
+        return hit
+
+    def _first(self, claim: str) -> RuleRef:
         pack = self.compiled.pack
         for rule in pack.rules:
             if _reads_claim(rule, claim):
@@ -180,7 +197,7 @@ class PackJoin:
         decision = evaluate(judged)
         found = contradicted_claims(e, view, minor_age)
         if found:
-            extra = tuple(self._violation(e, c) for c in found)
+            extra = tuple(self._violation(judged, c) for c in found)  # cited by the event the pack judged
             decision = decision._replace(verdict=Verdict.VIOLATION, violations=decision.violations + extra)
         return Judged(decision, ledger_facts(view), tuple(view.reads), found)
 
