@@ -48,7 +48,8 @@ Precedence (one rule for every family):
 * services: each ``service_id`` is running or ended by its own latest fact; a question about a
   service is answered True when any running service covers it, False when services covered it
   but all have ended, and None when none ever did;
-* a repeated ``fact_id`` is applied once: the first in the log wins;
+* a fact repeated under its ``fact_id`` is applied once, the first in the log; a repeated id that
+  says something else is applied as a fact of its own (attlg);
 * no fact: the answer's value is None ("the ledger does not know"); what that means is for the
   policy to say.
 
@@ -78,12 +79,17 @@ MARKETING = "marketing"
 
 
 def normalise(entries: Iterable[Entry]) -> tuple[Entry, ...]:
-    """Entries in precedence order, each ``fact_id`` once (its first position in the log)."""
-    first: dict[str, Entry] = {}
+    """Entries in precedence order, each fact once: a repeat of a ``fact_id`` that says the same thing
+    (type, effective time, scope, birth date, service: a producer's retry, even restamped) at its first
+    position in the log. A repeated id that says something else is a fact of its own (attlg): two
+    systems of record may number their facts alike, and a fact published first under the id a consent
+    platform will give its next withdrawal must not make that withdrawal vanish."""
+    first: dict[tuple[object, ...], Entry] = {}
     for e in entries:
-        seen = first.get(e.fact_id)
+        key = (e.fact_id, e.type, e.effective_us, e.scope, e.birth_date, e.service_id)
+        seen = first.get(key)
         if seen is None or (e.partition, e.offset) < (seen.partition, seen.offset):
-            first[e.fact_id] = e
+            first[key] = e
     return tuple(sorted(first.values()))
 
 

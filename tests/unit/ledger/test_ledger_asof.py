@@ -97,10 +97,13 @@ def test_same_effective_time_the_restrictive_fact_wins_in_every_family() -> None
 
 def test_a_repeated_fact_id_is_applied_once_first_in_the_log_wins() -> None:
     first = entry(G, 10, offset=5, fact_id="dup")
-    again = entry(W, 20, offset=9, fact_id="dup")  # a producer retry that changed content
+    again = first._replace(offset=9, recorded_us=first.recorded_us + 1)  # a producer retry, restamped
     hist = normalise([again, first])
     assert hist == (first,)
-    assert answer(hist, us(30), Query(Family.CONSENT, "marketing")).value is True
+    other = entry(W, 20, offset=9, fact_id="dup")  # the same id saying something else (attlg): a fact too
+    hist = normalise([other, first])
+    assert hist == (first, other)
+    assert answer(hist, us(30), Query(Family.CONSENT, "marketing")).value is False
 
 
 # ---------------------------------------------------------------- scopes
@@ -295,11 +298,12 @@ UNSCOPED = [Query(Family.BIRTH_DATE), Query(Family.ACCOUNT_CLOSED), Query(Family
 def brute_force(entries: list[Entry], at_us: int) -> dict[Query, object]:
     """Replay facts forward, in log order for duplicates and precedence order for effect, into a
     materialised state over every question of a small universe, and read it at ``at_us``."""
-    seen: set[str] = set()
+    seen: set[tuple[object, ...]] = set()
     kept = []
     for e in sorted(entries, key=lambda e: (e.partition, e.offset)):
-        if e.fact_id not in seen:
-            seen.add(e.fact_id)
+        said = (e.fact_id, e.type, e.effective_us, e.scope, e.birth_date, e.service_id)  # attlg: what it says
+        if said not in seen:
+            seen.add(said)
             kept.append(e)
     state: dict[Query, object] = {}
     by_consent: set[Query] = set()  # opt-out questions whose latest word is a marketing consent fact
