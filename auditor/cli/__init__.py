@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -44,6 +45,25 @@ or authentication error, 4 the daemon's watchdog fired, 70 internal error (a bug
 #: Commands that run for long and log like a service: librdkafka's warnings are shown there.
 DAEMON_COMMANDS = {"run", "demo"}
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+#: Where neither ``--log-level`` nor ``AUDITOR_LOG_LEVEL`` says: the daemon logs its lifecycle
+#: (started, partitions assigned, chains restored, shutdown) at info; the other commands print
+#: their own output and log warnings only.
+DEFAULT_LOG_LEVEL = {"run": "info"}
+
+
+def log_level_of(command: str | None, flag: str | None, environ: dict[str, str] | os._Environ[str]) -> str:
+    """The log level: ``--log-level``, else ``AUDITOR_LOG_LEVEL``, else the command's default."""
+    if flag is not None:
+        return flag
+    env = environ.get("AUDITOR_LOG_LEVEL", "").strip().lower()
+    if env:
+        if env not in LOG_LEVELS:
+            raise ValueError(f"AUDITOR_LOG_LEVEL={env!r} is not a log level: use one of {', '.join(LOG_LEVELS)}")
+        return env
+    return DEFAULT_LOG_LEVEL.get(command or "", "warning")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -54,9 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"auditor {__version__}")
-    parser.add_argument("--log-level", default="warning",
-                        choices=["debug", "info", "warning", "error"],
-                        help="log verbosity on stderr (default: warning)")
+    parser.add_argument("--log-level", default=None, choices=LOG_LEVELS,
+                        help="log verbosity on stderr (default: $AUDITOR_LOG_LEVEL, else info for "
+                             "'run' and warning for the other commands)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -78,8 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from auditor.cli.boundary import run_command
     from auditor.logging import configure_logging
 
+    try:
+        level = log_level_of(args.command, args.log_level, os.environ)
+    except ValueError as exc:
+        parser.error(str(exc))
     daemon = args.command in DAEMON_COMMANDS
-    configure_logging(args.log_level, kafka_level=None if daemon or args.log_level == "debug" else "none")
+    configure_logging(level, kafka_level=None if daemon or level == "debug" else "none")
     return run_command(args.func, args)
 
 
