@@ -17,6 +17,15 @@ own names (``rdk:broker1``, ``rdk:main``).
 Load-independent counters of the window come from the daemon's metrics: transactions committed and
 events per transaction (the batch size the intake formed).
 
+The broker JVM's CPU is split the same way, by thread name with its numbers dropped
+(``data-plane-kafka-request-handler-0`` and ``-1`` are one line), so that the broker's own cost per
+event can be told from its JIT compiler's and its garbage collector's.
+
+``--broker-per-tree`` starts a broker from each tree too (``python -m auditor.localkafka run`` with
+that tree's code, so its JVM flags and server.properties) and produces the backlog to it, so that
+two trees differing in the bundled broker's settings are compared in pairs; the broker's CPU over
+the whole run (start, backlog, daemon) is reported as well as over the window.
+
 ``--trees`` runs the daemon from each of these source trees in turn (cwd and PYTHONPATH set to the
 tree, ``python -m`` puts the cwd first on sys.path), each with its own group and output topics on
 the same broker and backlog; ``--rounds`` repeats the sequence, so before/after are pairs run back
@@ -30,6 +39,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +60,25 @@ def children(pid: int) -> list[int]:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children, ...)."""
+    out, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+def jvm_threads(pid: int) -> dict[str, float]:
+    """CPU seconds per thread kind of a JVM: its threads' names without their numbers."""
+    out: dict[str, float] = {}
+    for (_, _, name), cpu in thread_cpu(pid).items():
+        kind = re.sub(r"[-#]?\d+", "", name).strip("-# ") or name
+        out[kind] = out.get(kind, 0.0) + cpu
+    return out
 
 
 def thread_cpu(pid: int) -> dict[tuple[int, int, str], float]:
@@ -119,12 +149,12 @@ def one_run(bootstrap: str, work: Path, names: dict[str, str], tree: Path, broke
             if time.monotonic() - started > 300:
                 raise RuntimeError(f"the daemon from {tree} audited under {warmup} events in 300 s")
             time.sleep(0.05)
-        broker = [broker_pid, *children(broker_pid)]
+        broker = [broker_pid, *descendants(broker_pid)]
         m0, t0 = d.metrics(), time.monotonic()
-        a, j0, w0 = thread_cpu(d.proc.pid), process_cpu(broker), waited(d.proc.pid)
+        a, j0, w0, k0 = thread_cpu(d.proc.pid), process_cpu(broker), waited(d.proc.pid), jvm_threads(broker_pid)
         time.sleep(window)
         m1, t1 = d.metrics(), time.monotonic()
-        b, j1, w1 = thread_cpu(d.proc.pid), process_cpu(broker), waited(d.proc.pid)
+        b, j1, w1, k1 = thread_cpu(d.proc.pid), process_cpu(broker), waited(d.proc.pid), jvm_threads(broker_pid)
         load = os.getloadavg()[0]
     finally:
         d.stop()
@@ -141,7 +171,8 @@ def one_run(bootstrap: str, work: Path, names: dict[str, str], tree: Path, broke
             "commits": commits, "events_per_commit": n / commits if commits else float("nan"),
             "main_waiting": (w1 - w0) / seconds,
             "threads": {k: v for k, v in by_name.items() if v > 0},
-            "broker_cpu": j1 - j0}
+            "broker_cpu": j1 - j0,
+            "broker_threads": {k: v - k0.get(k, 0.0) for k, v in k1.items() if v - k0.get(k, 0.0) > 0}}
 
 
 def report(r: dict[str, Any]) -> str:
@@ -156,7 +187,36 @@ def report(r: dict[str, Any]) -> str:
     lines.append(f"  {'daemon total':20s} {total * 1e6 / n:6.2f} us/event")
     lines.append(f"  {'broker (JVM)':20s} {r['broker_cpu'] * 1e6 / n:6.2f} us/event  "
                  f"{r['broker_cpu'] / s * 100:5.1f}% core")
+    for name, cpu in sorted(r.get("broker_threads", {}).items(), key=lambda kv: -kv[1]):
+        if cpu * 1e6 / n >= 0.05:
+            lines.append(f"    {name:34s} {cpu * 1e6 / n:6.2f} us/event")
+    lines.append(f"  {'daemon + broker':20s} {(total + r['broker_cpu']) * 1e6 / n:6.2f} us/event")
+    if "broker_run_cpu" in r:
+        lines.append(f"  broker (JVM) over the whole run (start, backlog, daemon): {r['broker_run_cpu']:.1f} s CPU")
     return "\n".join(lines)
+
+
+@contextmanager
+def tree_broker(tree: Path) -> Any:
+    """A broker started from ``tree``'s auditor.localkafka (its JVM flags and server.properties):
+    yields (bootstrap, the JVM's pid)."""
+    with in_tree(tree):
+        proc = subprocess.Popen([sys.executable, "-m", "auditor.localkafka", "run"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        bootstrap = proc.stdout.readline().strip()
+        jvm = children(proc.pid)
+        if not bootstrap or not jvm:
+            raise RuntimeError(f"no broker from {tree} (exit {proc.poll()})")
+        yield bootstrap, jvm[0]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def main() -> int:
@@ -167,27 +227,40 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1, help="repeat the sequence of trees this many times")
     ap.add_argument("--warmup", type=int, default=20_000, help="events audited before the window opens")
     ap.add_argument("--window", type=float, default=6.0, help="seconds measured")
+    ap.add_argument("--broker-per-tree", action="store_true", help="each run starts its own broker from its tree "
+                    "(and produces its own backlog) instead of sharing one broker started from this tree")
     args = ap.parse_args()
     trees = [Path(t).resolve() for t in args.trees.split(",")]
 
     from auditor.localkafka.broker import LocalKafka
 
-    runs = []
-    with ExitStack() as stack:
-        kafka = stack.enter_context(LocalKafka(progress=bs.log))
-        bootstrap = kafka.bootstrap_servers
-        broker_pid = kafka.pid
-        assert broker_pid is not None
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-threads-")))
+    def backlog(bootstrap: str, work: Path) -> dict[str, str]:
         names = bs.make_workdir(bootstrap, work, uuid.uuid4().hex[:6], False, None)
         bs.log(f"producing {args.events:,} events")
         bs.produce_backlog(bootstrap, names["events"], args.events)
+        return names
+
+    with ExitStack() as stack:
+        if not args.broker_per_tree:
+            kafka = stack.enter_context(LocalKafka(progress=bs.log))
+            assert kafka.pid is not None
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-threads-")))
+            shared = (kafka.bootstrap_servers, kafka.pid, work, backlog(kafka.bootstrap_servers, work))
         for _ in range(args.rounds):
             for tree in trees:
-                bs.log(f"daemon from {tree}")
-                r = one_run(bootstrap, work, names, tree, broker_pid, args.warmup, args.window)
+                with ExitStack() as run:
+                    if args.broker_per_tree:
+                        bs.log(f"broker from {tree}")
+                        bootstrap, pid = run.enter_context(tree_broker(tree))
+                        work = Path(run.enter_context(tempfile.TemporaryDirectory(prefix="bench-threads-")))
+                        bootstrap, pid, work, names = bootstrap, pid, work, backlog(bootstrap, work)
+                    else:
+                        bootstrap, pid, work, names = shared
+                    bs.log(f"daemon from {tree}")
+                    r = one_run(bootstrap, work, names, tree, pid, args.warmup, args.window)
+                    if args.broker_per_tree:
+                        r["broker_run_cpu"] = process_cpu([pid])
                 print(report(r), flush=True)
-                runs.append(r)
     return 0
 
 
