@@ -11,8 +11,10 @@ event's (policy, kind, purpose) on a small allow-list), and produce a small JSON
 
     python bench/quix_peer.py --bootstrap H:P --topic T --out T-quix --events M --schema schemas/privacy_event.avsc
 
-Prints one JSON line: events, steady_eps (from the first message), wall_eps (from process start,
-including the group join), malformed.
+Prints ``first`` on a line of its own when the first message arrives (bench/stream.py reads the
+broker's CPU then), and at the end one JSON line: events, steady_eps (from the first message),
+wall_eps (from process start, including the group join), malformed, cpu_s (CPU seconds of this
+process, every thread, from the first message to the end).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import time
 import uuid
 from typing import Any
@@ -49,11 +52,12 @@ def main() -> int:
     args = ap.parse_args()
     started = time.perf_counter()
     schema = fastavro.parse_schema(fastavro.schema.load_schema(args.schema))
-    state: dict[str, Any] = {"first": None, "bad": 0}
+    state: dict[str, Any] = {"first": None, "bad": 0, "cpu0": 0.0}
 
     def judge(value: bytes) -> dict[str, str]:
         if state["first"] is None:
-            state["first"] = time.perf_counter()
+            state["first"], state["cpu0"] = time.perf_counter(), time.process_time()
+            print("first", flush=True)
         try:
             ev = fastavro.schemaless_reader(io.BytesIO(value[HEADER:]), schema, None)
         except Exception:  # noqa: BLE001 - any malformed input is a REJECTED verdict, as in the auditor
@@ -68,10 +72,12 @@ def main() -> int:
     sink = app.topic(args.out, value_serializer="json")
     sdf = app.dataframe(source).apply(judge).to_topic(sink)
     app.run(sdf, count=args.events, collect=False)
-    end = time.perf_counter()
+    end, cpu = time.perf_counter(), time.process_time()
     first = state["first"] or end
     print(json.dumps({"events": args.events, "steady_eps": args.events / (end - first),
-                      "wall_eps": args.events / (end - started), "malformed": state["bad"]}))
+                      "wall_eps": args.events / (end - started), "malformed": state["bad"],
+                      "cpu_s": cpu - state["cpu0"]}), flush=True)
+    sys.stdout.flush()
     return 0
 
 

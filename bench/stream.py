@@ -164,9 +164,80 @@ def produce_backlog(bootstrap: str, topic: str, m: int) -> float:
     return m / (time.perf_counter() - start)
 
 
+# ---------------------------------------------------------------- where the CPU went
+
+#: /proc/stat's cpu line, in order (guest and guest_nice are already counted in user and nice)
+STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def parse_stat(text: str) -> dict[str, int]:
+    """The machine's CPU ticks since boot by kind, from /proc/stat's first (all CPUs) line."""
+    first = text.split("\n", 1)[0].split()
+    if not first or first[0] != "cpu":
+        raise ValueError("not /proc/stat: its first line is not the all-CPUs line")
+    values = [int(v) for v in first[1:1 + len(STAT_FIELDS)]]
+    return dict(zip(STAT_FIELDS, values + [0] * (len(STAT_FIELDS) - len(values)), strict=True))
+
+
+def process_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system, every thread) of these processes; a process gone counts 0."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuMark:
+    """What the machine, the broker JVM and the measured processes had used at one moment."""
+
+    stat: dict[str, int]
+    broker: float | None
+    measured: float
+
+    @classmethod
+    def now(cls, broker_pid: int | None, measured: list[int] | None = None, *, measured_cpu: float | None = None
+            ) -> CpuMark:
+        """``measured``: pids to read; or ``measured_cpu``, seconds the measured process reported itself."""
+        stat = parse_stat(Path("/proc/stat").read_text())
+        broker = process_cpu([broker_pid]) if broker_pid else None
+        own = measured_cpu if measured_cpu is not None else process_cpu(measured or [])
+        return cls(stat, broker, own)
+
+
+def cpu_per_event(a: CpuMark, b: CpuMark, events: float, hz: int | None = None) -> dict[str, float]:
+    """From mark ``a`` to ``b`` over ``events`` events: CPU microseconds per event of the measured
+    process(es), of the broker JVM and of the rest of the machine (everything else that ran: other
+    users, the bench itself; the broker too when its pid is not known), and the machine's shares
+    of all its CPU time: busy, iowait (idle with I/O outstanding) and steal (the hypervisor ran
+    something else on our virtual CPUs)."""
+    hz = hz or os.sysconf("SC_CLK_TCK")
+    ticks = {k: b.stat[k] - a.stat[k] for k in STAT_FIELDS}
+    total = sum(ticks.values()) or 1
+    busy = (ticks["user"] + ticks["nice"] + ticks["system"] + ticks["irq"] + ticks["softirq"]) / hz
+    measured = b.measured - a.measured
+    broker = (b.broker - a.broker) if a.broker is not None and b.broker is not None else None
+    per = 1e6 / events if events > 0 else float("nan")
+    out = {"measured_us": measured * per, "rest_us": (busy - measured - (broker or 0.0)) * per,
+           "busy_share": busy * hz / total, "iowait_share": ticks["iowait"] / total,
+           "steal_share": ticks["steal"] / total, "seconds_of_cpu": total / hz}
+    if broker is not None:
+        out["broker_us"] = broker * per
+    return out
+
+
+def cpu_line(c: dict[str, float], what: str) -> str:
+    """One report cell: where the CPU of a phase went, per event."""
+    broker = f"broker JVM {c['broker_us']:.1f} us, " if "broker_us" in c else ""
+    return (f"{what} {c['measured_us']:.1f} us, {broker}rest of the machine {c['rest_us']:.1f} us "
+            f"(machine {c['busy_share']:.0%} busy, iowait {c['iowait_share']:.1%}, steal {c['steal_share']:.1%})")
+
+
 # ---------------------------------------------------------------- (a) the ceiling
 
-def ceiling(cfg: Any, topic: str, m: int) -> dict[str, float]:
+def ceiling(cfg: Any, topic: str, m: int, broker_pid: int | None = None) -> dict[str, Any]:
     """The raw ceiling: the daemon's own consumer settings, consume() batches of 1000, and plain
     fastavro decoding of each body (no checks of ours: the bound any Python consumer starts from)."""
     import fastavro
@@ -179,11 +250,13 @@ def ceiling(cfg: Any, topic: str, m: int) -> dict[str, float]:
     start = time.perf_counter()
     first = None
     n = bad = 0
+    me = [os.getpid()]
     try:
         while n < m:
             msgs = consumer.consume(1000, 1.0)
             if msgs and first is None:
                 first = time.perf_counter()
+                mark0 = CpuMark.now(broker_pid, me)
             for msg in msgs:
                 if msg.error() is not None:
                     continue
@@ -194,12 +267,13 @@ def ceiling(cfg: Any, topic: str, m: int) -> dict[str, float]:
                     bad += 1
             if time.perf_counter() - start > 1800:
                 raise RuntimeError(f"ceiling: only {n} of {m} messages after 30 min")
+        mark1 = CpuMark.now(broker_pid, me)
     finally:
         consumer.close()
     end = time.perf_counter()
     assert first is not None
     return {"steady_eps": m / (end - first), "wall_eps": m / (end - start), "seconds": end - first,
-            "malformed": bad}
+            "malformed": bad, "cpu": cpu_per_event(mark0, mark1, m)}
 
 
 # ---------------------------------------------------------------- (p) the peer: Quix Streams
@@ -220,8 +294,10 @@ def quix_python() -> Path:
     return py
 
 
-def peer(bootstrap: str, topic: str, m: int) -> dict[str, float]:
-    """Quix Streams on the same topic, doing the simpler job of bench/quix_peer.py, exactly-once."""
+def peer(bootstrap: str, topic: str, m: int, broker_pid: int | None = None) -> dict[str, Any]:
+    """Quix Streams on the same topic, doing the simpler job of bench/quix_peer.py, exactly-once.
+    The machine's and the broker's CPU are read when the peer says it has its first message and
+    when it has printed its result; its own CPU over that span is what it reports."""
     from auditor.localkafka.broker import create_topics
 
     out = f"{topic}-quix"
@@ -229,10 +305,29 @@ def peer(bootstrap: str, topic: str, m: int) -> dict[str, float]:
     cmd = [str(quix_python()), str(Path(__file__).resolve().parent / "quix_peer.py"), "--bootstrap", bootstrap,
            "--topic", topic, "--out", out, "--events", str(m),
            "--schema", str(ROOT / "schemas" / "privacy_event.avsc")]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)
-    if r.returncode != 0:
-        raise RuntimeError(f"the Quix peer failed ({r.returncode}):\n{r.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(r.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True)
+        timer = threading.Timer(3600, proc.kill)
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            lines, mark0 = [], None
+            for line in proc.stdout:
+                if line.strip() == "first" and mark0 is None:
+                    mark0 = CpuMark.now(broker_pid)
+                else:
+                    lines.append(line)
+            mark1 = CpuMark.now(broker_pid)
+            rc = proc.wait()
+        finally:
+            timer.cancel()
+        if rc != 0 or not lines:
+            err.seek(0)
+            raise RuntimeError(f"the Quix peer failed ({rc}):\n{err.read().decode(errors='replace')[-3000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    if mark0 is not None and "cpu_s" in result:
+        mark1 = dataclasses.replace(mark1, measured=result["cpu_s"])
+        result["cpu"] = cpu_per_event(mark0, mark1, m)
     return result
 
 
@@ -341,7 +436,7 @@ def main_threads(pids: list[int]) -> tuple[float, float]:
     return ran, waited
 
 
-def daemon_run(d: DaemonProc, m: int, started: float) -> dict[str, float]:
+def daemon_run(d: DaemonProc, m: int, started: float, broker_pid: int | None = None) -> dict[str, Any]:
     """Rates, and what the daemon's main threads did from the first batch to the last: running,
     runnable but not running (the machine's load took the core), or asleep (waiting in consume or for
     a commit): the split tells a run slowed by the machine from one slowed by the daemon's waits."""
@@ -358,10 +453,11 @@ def daemon_run(d: DaemonProc, m: int, started: float) -> dict[str, float]:
             first, first_count = now, count
             pids = d.pids()
             threads0 = main_threads(pids)
+            mark0 = CpuMark.now(broker_pid, pids)
         if now - started > 3600:
             raise RuntimeError(f"daemon: only {count:.0f} of {m} after 60 min")
         time.sleep(0.1 if m <= 200_000 else 0.25)
-    end = time.perf_counter()
+    end, mark1 = time.perf_counter(), CpuMark.now(broker_pid, pids)
     assert first is not None and first_count is not None
     steady = (m - first_count) / (end - first) if end > first else float("nan")
     ran, waited = main_threads(pids)
@@ -369,7 +465,8 @@ def daemon_run(d: DaemonProc, m: int, started: float) -> dict[str, float]:
     running, runnable = (ran - threads0[0]) / span, (waited - threads0[1]) / span
     return {"steady_eps": steady, "wall_eps": m / (end - started), "seconds": end - started,
             "startup_s": first - started, "main_running": running, "main_runnable": runnable,
-            "main_asleep": max(0.0, 1.0 - running - runnable)}
+            "main_asleep": max(0.0, 1.0 - running - runnable),
+            "cpu": cpu_per_event(mark0, mark1, count - first_count)}
 
 
 # ---------------------------------------------------------------- (c) latency at half the max
@@ -655,12 +752,13 @@ def daemon_workdir(bootstrap: str, work: Path, names: dict[str, str], processes:
 
 
 def daemon_phase(bootstrap: str, work: Path, names: dict[str, str], m: int, processes: int,
-                 stack: ExitStack, native: bool = True) -> tuple[dict[str, Any], DaemonProc, dict[str, str]]:
+                 stack: ExitStack, native: bool = True, broker_pid: int | None = None
+                 ) -> tuple[dict[str, Any], DaemonProc, dict[str, str]]:
     config, run_names = daemon_workdir(bootstrap, work, names, processes, native)
     started = time.perf_counter()
     d = DaemonProc(work, f"bench-p{processes}", processes=processes, config=config)
     stack.callback(d.kill)
-    out: dict[str, Any] = daemon_run(d, m, started)
+    out: dict[str, Any] = daemon_run(d, m, started, broker_pid)
     rss = d.rss()
     out["rss_after_bytes"], out["rss_peak_bytes"] = rss["VmRSS"], rss["VmHWM"]
     metrics = d.metrics()
@@ -702,13 +800,14 @@ def main() -> int:
                                "when": datetime.now(UTC).isoformat(timespec="seconds"),
                                "load_before": os.getloadavg()[0]}
     with ExitStack() as stack:
+        broker_pid: int | None = None
         if args.bootstrap:
             bootstrap = args.bootstrap
         else:
             from auditor.localkafka.broker import LocalKafka
 
             kafka = stack.enter_context(LocalKafka(progress=log))
-            bootstrap = kafka.bootstrap_servers
+            bootstrap, broker_pid = kafka.bootstrap_servers, kafka.pid
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-stream-")))
         tag = uuid.uuid4().hex[:6]
         names = make_workdir(bootstrap, work, tag, args.trail, args.batch)
@@ -718,18 +817,18 @@ def main() -> int:
         results["produce_eps"] = produce_backlog(bootstrap, names["events"], m)
 
         log("(a) raw ceiling: consume + plain fastavro decode")
-        results["ceiling"] = ceiling(cfg, names["events"], m)
+        results["ceiling"] = ceiling(cfg, names["events"], m, broker_pid)
         log(f"    {results['ceiling']['steady_eps']:,.0f} events/s")
 
         if not args.no_peer:
             log(f"(p) peer: Quix Streams {QUIX_VERSION}, simpler job, exactly-once")
-            results["peer"] = peer(bootstrap, names["events"], m)
+            results["peer"] = peer(bootstrap, names["events"], m, broker_pid)
             log(f"    {results['peer']['steady_eps']:,.0f} events/s")
 
         results["daemons"] = []
         for i, (native, n) in enumerate((native, n) for native in natives for n in counts):
             log(f"(b) daemon end to end, exactly-once, --processes {n}, native {'on' if native else 'off'}")
-            out, d, run_names = daemon_phase(bootstrap, work, names, m, n, stack, native)
+            out, d, run_names = daemon_phase(bootstrap, work, names, m, n, stack, native, broker_pid)
             log(f"    {out['steady_eps']:,.0f} events/s")
             if i == 0:
                 rate = 0.5 * out["steady_eps"]
@@ -796,8 +895,24 @@ def report(r: dict[str, Any]) -> str:
         ("latency p50 / p99, metric", f"{lat['metric_p50_s'] * 1000:,.0f} / {lat['metric_p99_s'] * 1000:,.0f} ms"
                                       " (histogram buckets)"),
     ]
+    rows += cpu_rows(r)
     lines = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     return "\n".join(lines)
+
+
+def cpu_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """Where each phase's CPU went, per event (the phases that measured it): a slow run and a fast
+    one are told apart by which of these grew."""
+    rows = []
+    if "cpu" in r["ceiling"]:
+        rows.append(("CPU per event, (a) ceiling", cpu_line(r["ceiling"]["cpu"], "consumer (bench process)")))
+    if "cpu" in r.get("peer", {}):
+        rows.append(("CPU per event, (p) Quix Streams", cpu_line(r["peer"]["cpu"], "Quix process")))
+    for d in r["daemons"]:
+        if "cpu" in d:
+            rows.append((f"CPU per event, (b) daemon --processes {d['processes']}, native "
+                         f"{'on' if d.get('native', True) else 'off'}", cpu_line(d["cpu"], "daemon")))
+    return rows
 
 
 if __name__ == "__main__":
