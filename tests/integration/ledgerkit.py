@@ -4,6 +4,7 @@ marketing event for a subject, and a marketing-consent withdrawal."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from daemonkit import Setup, make_setup
+from daemonkit import InProcessDaemon, Setup, make_setup, read_audit, wait_until
 
+from auditor.config import Config
+from auditor.errors import ConfigError
 from auditor.events.codec import event_from_mapping
 from auditor.events.model import Event
 from auditor.ledger.model import FactType, Scope, SubjectFact
@@ -51,3 +54,33 @@ def consent(fact_id: str, subject: str, ftype: FactType, at: datetime,
 
 def withdrawal(fact_id: str, subject: str, at: datetime) -> SubjectFact:
     return consent(fact_id, subject, FactType.CONSENT_WITHDRAWN, at)
+
+
+def raising_daemon(cfg: Config) -> tuple[InProcessDaemon, list[BaseException]]:
+    """An in-process daemon whose run() keeps what it raises (the list returned) instead of leaving it to
+    the thread's excepthook."""
+    d = InProcessDaemon(cfg)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            d.daemon.run()
+        except BaseException as exc:  # noqa: BLE001 - what the test looks at
+            raised.append(exc)
+
+    d.thread = threading.Thread(target=run, name="auditor-daemon", daemon=True)
+    return d, raised
+
+
+def stops_before_auditing(setup: Setup, bootstrap: str, instance_id: str = "a") -> ConfigError:
+    """Start a daemon that must stop (exit 2) before it audits anything: wait until it stopped or
+    the audit topic holds a record; no record, and what it raised is a ConfigError (returned)."""
+    d, raised = raising_daemon(setup.config(instance_id=instance_id))
+    with d:
+        wait_until(lambda: not d.thread.is_alive() or read_audit(bootstrap, setup.audit), 90,
+                   "the daemon stopped, or the event audited")
+    records = [(e.record.event_id, e.record.record_type.value, e.record.decision.verdict.value if e.record.decision
+                else None) for e in read_audit(bootstrap, setup.audit)]
+    assert records == [], records
+    assert raised and isinstance(raised[0], ConfigError), raised
+    return raised[0]

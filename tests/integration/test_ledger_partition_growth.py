@@ -12,7 +12,6 @@ Real broker (the session's, tests/conftest.py).
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -23,31 +22,14 @@ from daemonkit import (
     read_audit,
     wait_until,
 )
-from ledgerkit import T0, ledger_setup, marketing_event, withdrawal
+from ledgerkit import T0, ledger_setup, marketing_event, raising_daemon, stops_before_auditing, withdrawal
 
-from auditor.config import Config
 from auditor.errors import ConfigError
 from auditor.ledger.partitioning import subject_partition
 from auditor.stream import ledgerfeed
 from auditor.stream.produce import produce
 
 pytestmark = pytest.mark.kafka
-
-
-def raising_daemon(cfg: Config) -> tuple[InProcessDaemon, list[BaseException]]:
-    """An in-process daemon whose run() keeps what it raises (the list returned) instead of leaving it to
-    the thread's excepthook."""
-    d = InProcessDaemon(cfg)
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            d.daemon.run()
-        except BaseException as exc:  # noqa: BLE001 - what the test looks at
-            raised.append(exc)
-
-    d.thread = threading.Thread(target=run, name="auditor-daemon", daemon=True)
-    return d, raised
 
 
 def test_a_partition_count_changed_under_the_recorded_facts_stops_the_daemon(tmp_path, kafka_bootstrap):
@@ -61,16 +43,10 @@ def test_a_partition_count_changed_under_the_recorded_facts_stops_the_daemon(tmp
     for fut in admin.create_partitions([NewPartitions(facts, 4), NewPartitions(setup.events, 4)]).values():
         fut.result(30)
     produce(kafka_bootstrap, setup.events, [marketing_event("after", subject, T0 + timedelta(hours=1))])
-    again, raised = raising_daemon(setup.config(instance_id="a"))
-    with again:
-        wait_until(lambda: not again.thread.is_alive() or read_audit(kafka_bootstrap, setup.audit), 90,
-                   "the daemon stopped, or the event audited")
-    records = [(e.record.event_id, e.record.record_type.value, e.record.decision.verdict.value if e.record.decision
-                else None) for e in read_audit(kafka_bootstrap, setup.audit)]
-    # before: [('after', 'DECISION', <not VIOLATION>)], the withdrawal on partition 0/1 never met
-    assert records == [], records
-    assert raised and isinstance(raised[0], ConfigError), raised
-    assert "2 partition" in str(raised[0]) and "4" in str(raised[0]), raised[0]
+    # before: the audit topic held [('after', 'DECISION', <not VIOLATION>)], the withdrawal on partition 0/1
+    # never met
+    err = stops_before_auditing(setup, kafka_bootstrap)
+    assert "2 partition" in str(err) and "4" in str(err), err
 
 
 def test_a_facts_topic_grown_while_the_daemon_runs_stops_it(tmp_path, kafka_bootstrap, monkeypatch):
