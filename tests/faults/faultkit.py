@@ -41,7 +41,17 @@ from typing import Any
 import fastavro
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from daemonkit import DaemonProcess, Feeder, PacedFeeder, Sent, Setup, make_setup, mixed_events, wait_until
+from daemonkit import (
+    DaemonProcess,
+    Feeder,
+    PacedFeeder,
+    Sent,
+    Setup,
+    make_setup,
+    mixed_events,
+    wait_progressing,
+    wait_until,
+)
 
 from auditor.events.model import Event
 from auditor.localkafka.tools import console_consume
@@ -424,8 +434,9 @@ def committed_count(bootstrap: str, topic: str) -> int:
 
 
 def wait_audited(setup: Setup, n: int, timeout: float, what: str, *,
-                 describe: Callable[[], str] = lambda: "") -> None:
-    """Until the audit topic holds at least ``n`` committed records."""
+                 describe: Callable[[], str] = lambda: "", progressing: bool = False) -> None:
+    """Until the audit topic holds at least ``n`` committed records. ``progressing``: ``timeout`` bounds
+    only how long the count may stay the same (a backlog drained at the machine's pace), not the wait."""
     seen: list[Any] = [0, ""]
 
     def enough() -> bool:
@@ -436,8 +447,13 @@ def wait_audited(setup: Setup, n: int, timeout: float, what: str, *,
             return False
         return bool(seen[0] >= n)
 
-    wait_until(enough, timeout, lambda: f"{n} committed audit records {what} (have {seen[0]}{seen[1]}) "
-               f"{describe()}", interval=1.0)
+    def waited() -> str:
+        return f"{n} committed audit records {what} (have {seen[0]}{seen[1]}) {describe()}"
+
+    if progressing:
+        wait_progressing(enough, lambda: seen[0], timeout, waited, interval=1.0)
+    else:
+        wait_until(enough, timeout, waited, interval=1.0)
 
 
 def stable_committed(bootstrap: str, group: str, topic: str, partitions: int,

@@ -100,7 +100,8 @@ def test_sigterm_with_a_commit_in_flight_exits_0_and_leaves_nothing_half_done(ka
             gens.append(Daemon(setup, "term", env))
             gens[-1].wait_ready(90)
         sent = feed.finish()
-        wait_audited(setup, len(sent), 150, "after the last restart", describe=gens[-1].describe)
+        # what was sent while the daemon restarted four times: more, the slower the machine
+        wait_audited(setup, len(sent), 120, "after the last restart", describe=gens[-1].describe, progressing=True)
         assert gens[-1].terminate(within=25) == 0, gens[-1].describe()
     finally:
         feed.halt.set()

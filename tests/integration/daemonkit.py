@@ -67,6 +67,23 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: Callable[[],
         time.sleep(interval)
 
 
+def wait_progressing(predicate: Callable[[], bool], progress: Callable[[], object], stall: float,
+                     what: Callable[[], str] | str, interval: float = 0.1) -> None:
+    """Until ``predicate()``, for as long as ``progress()`` keeps changing: fails once it has returned
+    the same value for ``stall`` seconds. For work whose length depends on the machine's load (a
+    backlog to audit, a partition to read back): a loaded machine does it slower, not never, and a
+    fixed deadline would fail it; a daemon that stopped making progress still fails."""
+    last, since = progress(), time.monotonic()
+    while not predicate():
+        now = progress()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since > stall:
+            raise AssertionError(f"no progress for {stall:.0f}s (still at {last!r}) waiting for "
+                                 f"{what() if callable(what) else what}")
+        time.sleep(interval)
+
+
 #: for the attack scenarios outside tests/faults that every CI run leaves out (a cheaper test guards
 #: the same behaviour there): they run with the full fault suite (AUDITOR_FAULTS=all, README "Fault
 #: suite"). Mark them ``faults`` as well.
