@@ -23,10 +23,12 @@ from daemonkit import (
     logs_to_the_live_stdout,  # noqa: F401  (autouse fixture)
     read_audit,
     read_topic,
+    wait_progressing,
     wait_until,
 )
 from ledgerkit import T0, ledger_setup, marketing_event, withdrawal
 
+from auditor.stream import chainrestore
 from auditor.stream.ledgerfeed import LedgerFeed
 from auditor.stream.produce import produce
 from auditor.trail.canonical import record_from_bytes
@@ -68,7 +70,8 @@ def read_back_peaks(bootstrap: str, setup: Setup, facts: str) -> list[int]:
     produce(bootstrap, facts, [withdrawal("w-late", "u-victim", T0 + timedelta(hours=1))])
     produce(bootstrap, setup.events, [marketing_event("next", "u-other", T0)])
     peaks: list[int] = []
-    original = LedgerFeed._read_back
+    scanned = [0]  # audit messages the chain restore and the read-backs went through: their progress
+    original, scan, window = LedgerFeed._read_back, LedgerFeed._scan, chainrestore._window
 
     def measured(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         tracemalloc.start()
@@ -78,12 +81,27 @@ def read_back_peaks(bootstrap: str, setup: Setup, facts: str) -> list[int]:
             peaks.append(tracemalloc.get_traced_memory()[1])
             tracemalloc.stop()
 
-    LedgerFeed._read_back = measured  # type: ignore[method-assign]
+    def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        for m in scan(self, *args, **kwargs):
+            scanned[0] += 1
+            yield m
+
+    def windowed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        got = window(*args, **kwargs)
+        scanned[0] += len(got[0])
+        return got
+
+    LedgerFeed._read_back, LedgerFeed._scan = measured, counted  # type: ignore[method-assign]
+    chainrestore._window = windowed
     try:
         with InProcessDaemon(setup.config(instance_id="b")) as b:
-            wait_until(lambda: b.daemon.batches >= 1 or not b.thread.is_alive(), 180, "the event after the takeover")
+            # restoring the chain and reading it back go through the flood (the read-back under tracemalloc):
+            # CPU work, 18-75 s on a shared machine, 219 s on 7% of a core; waited for while it moves on
+            wait_progressing(lambda: b.daemon.batches >= 1 or not b.thread.is_alive(),
+                             lambda: (scanned[0], len(peaks)), 120, "the event after the takeover")
     finally:
-        LedgerFeed._read_back = original  # type: ignore[method-assign]
+        LedgerFeed._read_back, LedgerFeed._scan = original, scan  # type: ignore[method-assign]
+        chainrestore._window = window
     return peaks
 
 
