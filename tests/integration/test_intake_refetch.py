@@ -69,11 +69,14 @@ class Watched:
         self.refetch: list[tuple[float, int, bool, float]] = []
         self.paused: set[int] = set()
         self.alone: dict[int, bool] = {}
+        self.idle = 0.0  # seconds inside consume() calls that handed over nothing
 
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
         start = time.monotonic()
         msgs = self.consumer.consume(num_messages, timeout)
         now = time.monotonic()
+        if not msgs:
+            self.idle += now - start
         for p in self.blocked:
             self.blocked[p] += now - start
         for m in msgs:
