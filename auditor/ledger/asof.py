@@ -9,7 +9,9 @@ Precedence (one rule for every family):
   your consent ... to be able to use"): a grant recorded after an event, whatever effective time its
   producer gives it, cannot make the event consented to, nor correct its violation into an ALLOW. A
   withdrawal binds from when the person made it, however late it was recorded (ipmart and inper: one
-  may unsubscribe "at all times", "at any time"). Birth dates are neither and are not held back;
+  may unsubscribe "at all times", "at any time"). Birth dates are neither and are not held back.
+  ``recorded_at`` is the producer's word: when the broker stamped the fact (``LogAppendTime``), a
+  permissive fact is in force no earlier than its log time less :data:`LOG_LAG_US` (:func:`known_us`);
 * among the facts in force that answer a question, the **latest** wins: the greatest by
   (effective time, recorded time, log position). A fact that says "withdrawn" after one that
   says "granted" ends the consent from its effective time on; a later grant restores it;
@@ -67,6 +69,7 @@ from auditor.ledger.model import (
     UNKNOWN,
     Entry,
     Family,
+    LogTime,
     Provenance,
     Query,
     Reading,
@@ -76,6 +79,23 @@ from auditor.ledger.model import (
 
 #: the purpose whose consent facts also answer the opt-out question
 MARKETING = "marketing"
+
+#: how long after its recorded time a fact may reach the facts log (the producing system's lag and
+#: the two clocks' skew): a permissive fact the broker stamped later than this is in force only from
+#: its log time less this
+LOG_LAG_US = 300 * 1_000_000
+
+
+def known_us(e: Entry) -> int:
+    """From when a permissive fact is in force (its effective time aside): its ``recorded_at``, the
+    producer's word; and when the broker stamped it (``LogAppendTime``), no earlier than its log time
+    less :data:`LOG_LAG_US`: a consent that reached the log a year after its stated record time was
+    not on record before it reached the log, whatever the producer says (ledger, session 9). A
+    ``CreateTime`` is the producing client's clock, a claim like ``recorded_at``: kept and compared
+    (the daemon counts a fact whose two times disagree), not trusted."""
+    if e.logged_by is LogTime.APPEND and e.logged_us - LOG_LAG_US > e.recorded_us:
+        return e.logged_us - LOG_LAG_US
+    return e.recorded_us
 
 
 def normalise(entries: Iterable[Entry]) -> tuple[Entry, ...]:
@@ -114,8 +134,8 @@ def answer(history: tuple[Entry, ...], at_us: int, q: Query) -> Reading:
             value = not value  # a marketing consent granted: not opted out; withdrawn: opted out
         if scoped and e.scope is not None and not e.scope.covers(q.purpose, q.recipient_type, q.recipient_id):
             continue
-        if e.recorded_us > at_us and restrictive is not None and value is not restrictive:
-            continue  # a permissive fact is in force only once recorded (attlg: no backdated consent)
+        if restrictive is not None and value is not restrictive and known_us(e) > at_us:
+            continue  # a permissive fact is in force only once recorded and logged (attlg, ledger)
         if best is None:
             best, said = e, value
             if restrictive is None or value is restrictive:
@@ -158,8 +178,8 @@ def _service(history: tuple[Entry, ...], at_us: int, q: Query) -> Reading:
     for e in reversed(history):
         if e.effective_us > at_us or e.family is not Family.SERVICE_ACTIVE:
             continue
-        if e.value is True and e.recorded_us > at_us:
-            continue  # a start is in force only once recorded (attlg); an end from its effective time
+        if e.value is True and known_us(e) > at_us:
+            continue  # a start is in force only once recorded and logged (attlg); an end from its effective time
         sid = e.service_id or ""
         last = latest.get(sid)
         if last is None or (last.value is True and e.value is False and e.effective_us == last.effective_us):

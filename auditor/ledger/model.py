@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import NamedTuple
 
 
@@ -159,10 +159,22 @@ class FactRef(NamedTuple):
         return f"{self.partition}@{self.offset}"
 
 
+class LogTime(IntEnum):
+    """Whose clock a fact's Kafka timestamp is (Kafka's own codes): none (a file), the producing
+    client's (``CreateTime``: a claim, like ``recorded_at``) or the broker's (``LogAppendTime``)."""
+
+    NONE = 0
+    CREATE = 1
+    APPEND = 2
+
+
 class Entry(NamedTuple):
     """A fact as the ledger keeps it: no subject id; ordered by its first four fields.
 
     Order (the precedence of facts): effective time, then recorded time, then log position.
+    ``logged_us`` is the fact's Kafka timestamp (-1: none, a file) and ``logged_by`` whose clock
+    it is (:class:`LogTime`): a permissive fact is in force only once the broker's clock says it
+    was in the log (:func:`auditor.ledger.asof.known_us`).
     """
 
     effective_us: int
@@ -175,6 +187,8 @@ class Entry(NamedTuple):
     scope: Scope | None = None
     birth_date: date | None = None
     service_id: str | None = None
+    logged_us: int = -1
+    logged_by: LogTime = LogTime.NONE
 
     @property
     def ref(self) -> FactRef:

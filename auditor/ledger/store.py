@@ -16,7 +16,7 @@ pages the kernel reclaims; the process keeps no per-subject state.
 Layout (LMDB named databases):
 
 =============  ===========================================================  ==========================
-``facts``      partition u32 | pseudonym 16 B | effective | recorded | offset   the fact, JSON list
+``facts``      partition u32 | pseudonym 16 B | effective | recorded | offset   the fact + log time, JSON
 ``meta``       ``format``, ``key_id``, ``partitions``, ``topic_id``, ``hw`` + p.  text
 ``decisions``  see :mod:`auditor.ledger.late`
 =============  ===========================================================  ==========================
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date, datetime, timedelta
 from hashlib import blake2b
 from pathlib import Path
@@ -36,15 +36,19 @@ import lmdb
 
 from auditor.errors import LedgerError
 from auditor.ledger.asof import SubjectView, normalise
-from auditor.ledger.model import Entry, FactRef, FactType, Scope, SubjectFact, to_us
+from auditor.ledger.model import Entry, FactRef, FactType, LogTime, Scope, SubjectFact, to_us
 
-FORMAT = b"1"
+FORMAT = b"2"  # 2: each fact keeps its Kafka timestamp and its type (ledger, session 9)
 DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as data is written
 _BIAS = 1 << 63
 _KEY = struct.Struct(">I16sQQQ")
 _PART = struct.Struct(">I")
 _EPOCH_DATE = date(1970, 1, 1)
 _TYPES = {t.value: t for t in FactType}
+_LOG_TIMES = {int(t): t for t in LogTime}
+#: a fact's Kafka timestamp: microseconds since the epoch and whose clock (none: a file)
+Logged = tuple[int, LogTime]
+NOT_LOGGED: Logged = (-1, LogTime.NONE)
 _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _unjson = json.JSONDecoder().decode
 
@@ -70,16 +74,18 @@ def encode_entry(pseudonym: bytes, e: Entry) -> tuple[bytes, bytes]:
     body = [e.fact_id, e.type.value, e.source_system,
             None if s is None else s.purpose, None if s is None else s.recipient_type,
             None if s is None else s.recipient_id,
-            None if e.birth_date is None else (e.birth_date - _EPOCH_DATE).days, e.service_id]
+            None if e.birth_date is None else (e.birth_date - _EPOCH_DATE).days, e.service_id,
+            e.logged_us, int(e.logged_by)]
     return key, _json(body).encode()
 
 
 def decode_entry(key: bytes, value: bytes) -> Entry:
     partition, _, eff, rec, offset = _KEY.unpack(key)
-    fact_id, ftype, source, purpose, rtype, rid, days, service = _unjson(bytes(value).decode())
+    fact_id, ftype, source, purpose, rtype, rid, days, service, logged_us, logged_by = _unjson(bytes(value).decode())
     scope = None if purpose is None and rtype is None and rid is None else Scope(purpose, rtype, rid)
     born = None if days is None else _EPOCH_DATE + timedelta(days=days)
-    return Entry(eff - _BIAS, rec - _BIAS, partition, offset, fact_id, _TYPES[ftype], source, scope, born, service)
+    return Entry(eff - _BIAS, rec - _BIAS, partition, offset, fact_id, _TYPES[ftype], source, scope, born, service,
+                 logged_us, _LOG_TIMES[logged_by])
 
 
 class IdHider:
@@ -98,11 +104,12 @@ class IdHider:
         return blake2b(value.encode(), key=self._key, digest_size=16).hexdigest()
 
 
-def stored_entry(fact: SubjectFact, ref: FactRef, hide: Callable[[str], str]) -> Entry:
-    """The entry the store keeps for ``fact``: its ids hidden by ``hide`` (an :class:`IdHider`)."""
+def stored_entry(fact: SubjectFact, ref: FactRef, hide: Callable[[str], str], logged: Logged = NOT_LOGGED) -> Entry:
+    """The entry the store keeps for ``fact``: its ids hidden by ``hide`` (an :class:`IdHider`), with
+    its Kafka timestamp ``logged``."""
     return Entry(to_us(fact.effective_at), to_us(fact.recorded_at), ref.partition, ref.offset, hide(fact.fact_id),
                  fact.type, fact.source_system, fact.scope, fact.birth_date,
-                 None if fact.service_id is None else hide(fact.service_id))
+                 None if fact.service_id is None else hide(fact.service_id), logged[0], logged[1])
 
 
 class Applied(NamedTuple):
@@ -233,10 +240,12 @@ class LedgerStore:
 
     # ------------------------------------------------------------------ writing
     def apply(self, partition: int, items: Iterable[tuple[int, SubjectFact]],
-              pseudonymize: Callable[[str], str], *, collect: bool = True, advance: bool = True) -> ApplyResult:
+              pseudonymize: Callable[[str], str], *, collect: bool = True, advance: bool = True,
+              logged: Mapping[int, Logged] | None = None) -> ApplyResult:
         """Apply facts read from ``partition`` (offset, fact), in one transaction with the new
         high offset. Facts at or below the stored high offset were applied before and are skipped,
-        so applying the same range twice changes nothing.
+        so applying the same range twice changes nothing. ``logged``: each offset's Kafka timestamp
+        (none for a file).
 
         With ``advance=False`` the facts are written but the stored high offset stays where it is
         until :meth:`confirm`: the daemon confirms only once the corrections the facts caused are
@@ -252,7 +261,8 @@ class LedgerStore:
                 skipped += 1
                 continue
             pseudonym = pseudonymize(fact.subject_id)
-            entry = stored_entry(fact, FactRef(partition, offset), hide)
+            entry = stored_entry(fact, FactRef(partition, offset), hide,
+                                 NOT_LOGGED if logged is None else logged.get(offset, NOT_LOGGED))
             staged.append(encode_entry(pseudonym_bytes(pseudonym), entry))
             if collect:
                 applied.append(Applied(pseudonym, entry))

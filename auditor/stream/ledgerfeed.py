@@ -59,13 +59,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from auditor.config import Config
 from auditor.errors import AuditorError, ConfigError, DecodeError, TransientError
 from auditor.events.model import Event
+from auditor.ledger.asof import LOG_LAG_US
 from auditor.ledger.codec import FactDecoder
 from auditor.ledger.join import Judged, RecordedView
 from auditor.ledger.judging import StoreJudge
 from auditor.ledger.late import Correction, DecisionIndex, DecisionReads, LateReport, Marker
-from auditor.ledger.model import Scope, SubjectFact, to_us
+from auditor.ledger.model import FACT_FAMILY, RESTRICTIVE, LogTime, Scope, SubjectFact, to_us
 from auditor.ledger.partitioning import subject_partition
-from auditor.ledger.store import Applied, LedgerStore, resume_from
+from auditor.ledger.store import Applied, LedgerStore, Logged, resume_from
 from auditor.ledger.vocabulary import UndeclaredScopes
 from auditor.logging import get_logger
 from auditor.policy import Decision, Verdict
@@ -145,6 +146,7 @@ class LedgerMetrics(NamedTuple):
     late: Counter
     beyond_window: Counter
     catch_up: Gauge
+    logged_late: Counter
 
     @classmethod
     def build(cls, r: CollectorRegistry, packs: Iterable[str] = ()) -> LedgerMetrics:
@@ -161,7 +163,13 @@ class LedgerMetrics(NamedTuple):
                                   "correction window's horizon: corrections for them may be missing", registry=r),
             catch_up=Gauge("auditor_ledger_catch_up_seconds", "Time the last read of the facts partitions to "
                            "their end took", registry=r),
+            logged_late=Counter("auditor_ledger_facts_logged_late", "Permissive facts (grants, opt-ins, ...) that "
+                                "reached the facts topic more than 5 minutes after their stated recorded_at, by whose "
+                                "clock stamped them (broker: in force only from the log time; producer: a claim, "
+                                "counted only)", ["clock"], registry=r),
         )
+        for clock in ("broker", "producer"):
+            m.logged_late.labels(clock)
         for pack in packs:
             for changed in ("true", "false"):
                 m.corrections.labels(pack, changed)
@@ -265,6 +273,7 @@ class FactsReader:
         last_progress = time.monotonic()
         read, limit = 0, limit or ROUND
         blocks: dict[int, list[tuple[int, SubjectFact]]] = {p: [] for p in todo}
+        stamps: dict[int, dict[int, Logged]] = {p: {} for p in todo}  # each fact's Kafka timestamp
         while todo and read < limit:
             if time.monotonic() - last_progress > timeout:
                 raise TransientError(f"the facts partitions {sorted(todo)} of {self.topic} made no progress towards "
@@ -300,26 +309,42 @@ class FactsReader:
                     continue
                 block = blocks.setdefault(p, [])
                 block.append((offset, fact))
+                stamps.setdefault(p, {})[offset] = self._logged(m, fact)
                 if len(block) >= CHUNK:
-                    self._apply(p, block, pending, collect)
+                    self._apply(p, block, pending, collect, stamps[p])
                     block.clear()
+                    stamps[p] = {}
                     beat()
             todo = {p for p in todo if self.next.get(p, 0) < ends[p]}
         for p, block in blocks.items():
             if block:
-                self._apply(p, block, pending, collect)
+                self._apply(p, block, pending, collect, stamps.get(p))
         for p in ends:
             if p in self.next and self.next[p] - 1 > self.store.high_offset(p):
                 pending.high[p] = max(pending.high.get(p, -1), self.next[p] - 1)
         return pending, not todo
 
+    def _logged(self, m: Any, fact: SubjectFact) -> Logged:
+        """The fact's Kafka timestamp, kept with it (a permissive fact is in force only from the broker's
+        time less :data:`LOG_LAG_US`: auditor.ledger.asof.known_us). A permissive fact stamped more than
+        that after its stated recorded_at is counted, by whose clock stamped it."""
+        kind, ms = m.timestamp()
+        if kind not in (LogTime.CREATE, LogTime.APPEND) or ms is None or ms < 0:
+            return -1, LogTime.NONE
+        logged = (ms * 1000, LogTime(kind))
+        family, value = FACT_FAMILY[fact.type]
+        restrictive = RESTRICTIVE.get(family)
+        if restrictive is not None and value is not restrictive and logged[0] - LOG_LAG_US > to_us(fact.recorded_at):
+            self.metrics.logged_late.labels("broker" if kind == LogTime.APPEND else "producer").inc()
+        return logged
+
     def _apply(self, p: int, block: list[tuple[int, SubjectFact]], pending: Pending,
-               collect: Callable[[int], bool]) -> None:
+               collect: Callable[[int], bool], logged: dict[int, Logged] | None = None) -> None:
         if self.vocabulary is not None:
             for offset, fact in block:
                 if fact.scope is not None and fact.scope not in self._declared:
                     self._note_scope(fact.scope, f"{self.topic}/{p}@{offset}")
-        result = self.store.apply(p, block, self.pseudonymize, collect=collect(p), advance=False)
+        result = self.store.apply(p, block, self.pseudonymize, collect=collect(p), advance=False, logged=logged)
         self.metrics.facts.inc(result.written)
         pending.applied.extend(result.applied)
 
