@@ -9,7 +9,10 @@ Precedence (one rule for every family):
   your consent ... to be able to use"): a grant recorded after an event, whatever effective time its
   producer gives it, cannot make the event consented to, nor correct its violation into an ALLOW. A
   withdrawal binds from when the person made it, however late it was recorded (ipmart and inper: one
-  may unsubscribe "at all times", "at any time"). Birth dates are neither and are not held back.
+  may unsubscribe "at all times", "at any time"). A **birth date** waits for its record too, in both
+  directions: the seeds' duties toward children are toward known minors (inper "We do not knowingly
+  collect personal data from children"; ipasar 5 and waimaotong F cannot tell ages), so what was on
+  record at t says whether the subject was a known minor at t, and a later record changes nothing before it.
   ``recorded_at`` is the producer's word: when the broker stamped the fact (``LogAppendTime``), a
   permissive fact is in force no earlier than its log time less :data:`LOG_LAG_US` (:func:`known_us`);
 * among the facts in force that answer a question, the **latest** wins: the greatest by
@@ -134,8 +137,8 @@ def answer(history: tuple[Entry, ...], at_us: int, q: Query) -> Reading:
             value = not value  # a marketing consent granted: not opted out; withdrawn: opted out
         if scoped and e.scope is not None and not e.scope.covers(q.purpose, q.recipient_type, q.recipient_id):
             continue
-        if restrictive is not None and value is not restrictive and known_us(e) > at_us:
-            continue  # a permissive fact is in force only once recorded and logged (attlg, ledger)
+        if value is not restrictive and known_us(e) > at_us:
+            continue  # a permissive fact or a birth date: in force only once recorded and logged (attlg, ledger)
         if best is None:
             best, said = e, value
             if restrictive is None or value is restrictive:

@@ -91,7 +91,9 @@ class Scope(NamedTuple):
     recipient; ``Scope(recipient_type="business_partner")`` covers disclosures to business
     partners for any purpose. A scope that names a recipient type or id covers disclosures only
     (processing by ourselves has no recipient to match). A scope naming a recipient id covers
-    that recipient under any type.
+    that recipient under any type. The purpose ``third_party_sharing`` (the packs' consent of that
+    name) covers every disclosure, whatever its purpose: ``Scope("third_party_sharing")`` is consent,
+    or its withdrawal, to disclosure to any third party.
     """
 
     purpose: str | None = None
@@ -103,11 +105,17 @@ class Scope(NamedTuple):
         ``Marketing`` or ``travel_partner_cn`` is not slipped past by an event's ``marketing`` or
         ``Travel-Partner-CN``. A scope naming a recipient id covers that recipient whatever type the
         event gives it (an event must not escape a withdrawal from partner X by calling X an affiliate)."""
-        if self.purpose is not None and not same_name(self.purpose, purpose):
-            return False
+        if self.purpose is not None and not same_name(self.purpose, purpose) and not (
+                (recipient_type is not None or recipient_id is not None) and _words(self.purpose) == _SHARING):
+            return False  # a purpose named third-party sharing covers every disclosure, whatever its purpose
         if self.recipient_id is not None:
             return same_name(self.recipient_id, recipient_id)
         return self.recipient_type is None or same_name(self.recipient_type, recipient_type)
+
+
+#: the scope purpose that means "disclosure to any third party" (the packs' consent flag third_party_sharing:
+#: inper bullet 8 "our disclosure of data to a third party"; thisproduct 3.A "disclosure to third parties")
+THIRD_PARTY_SHARING = "third_party_sharing"
 
 
 def same_name(fact: str, event: str | None) -> bool:
@@ -120,6 +128,9 @@ def same_name(fact: str, event: str | None) -> bool:
 
 def _words(name: str) -> str:
     return " ".join(name.casefold().replace("_", " ").replace("-", " ").split())
+
+
+_SHARING = _words(THIRD_PARTY_SHARING)
 
 
 def name_key(name: str) -> str:

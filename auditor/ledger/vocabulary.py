@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from auditor.ledger.claims import MARKETING
-from auditor.ledger.model import Scope, name_key
+from auditor.ledger.model import THIRD_PARTY_SHARING, Scope, name_key
 from auditor.policy.engine import CompiledPack
 
 #: distinct undeclared names kept (the rest are only counted)
@@ -37,8 +37,10 @@ class UndeclaredScopes:
 
     def __init__(self, packs: Iterable[CompiledPack]) -> None:
         compiled = list(packs)
-        # the join asks about marketing consent and opt-out whatever a pack calls its purposes
-        self.purposes = frozenset([name_key(MARKETING), *(name_key(p) for c in compiled for p in c.pack.purposes)])
+        # the join asks about marketing consent and opt-out whatever a pack calls its purposes, and a scope
+        # naming third-party sharing covers every disclosure (model.Scope.covers)
+        self.purposes = frozenset([name_key(MARKETING), name_key(THIRD_PARTY_SHARING),
+                                   *(name_key(p) for c in compiled for p in c.pack.purposes)])
         self.recipient_types = frozenset(name_key(r) for c in compiled for r in c.pack.recipients)
         self.packs = tuple(sorted(c.id for c in compiled))
         self._seen: dict[tuple[str, str], list[object]] = {}

@@ -8,7 +8,7 @@ from datetime import date
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from auditor.ledger.asof import SubjectView, age_on, answer, normalise
+from auditor.ledger.asof import LOG_LAG_US, SubjectView, age_on, answer, normalise
 from auditor.ledger.model import (
     FACT_FAMILY,
     RESTRICTIVE,
@@ -16,6 +16,7 @@ from auditor.ledger.model import (
     FactRef,
     FactType,
     Family,
+    LogTime,
     Query,
     Reading,
     Scope,
@@ -316,8 +317,10 @@ def brute_force(entries: list[Entry], at_us: int) -> dict[Query, object]:
         if e.effective_us > at_us:
             break
         family, value = FACT_FAMILY[e.type]
-        if e.recorded_us > at_us and family in RESTRICTIVE and value is not RESTRICTIVE[family]:
-            continue  # attlg: a permissive fact is not in force before it was recorded
+        known = e.recorded_us if e.logged_by is not LogTime.APPEND else max(e.recorded_us, e.logged_us - LOG_LAG_US)
+        waits = family is Family.BIRTH_DATE or (family in RESTRICTIVE and value is not RESTRICTIVE[family])
+        if known > at_us and waits:
+            continue  # attlg, ledger: a permissive fact or a birth date is not in force before recorded and logged
         if family is Family.SERVICE_ACTIVE:
             _, started, scope = services.get(e.service_id or "", (False, False, None))
             services[e.service_id or ""] = (True, True, e.scope) if value else (False, started, scope)
@@ -363,6 +366,8 @@ def entries(draw: st.DrawFn) -> Entry:
         scope=draw(scopes) if scoped else None,
         birth_date=draw(st.dates(date(1990, 1, 1), date(1990, 1, 3))) if ftype is FactType.BIRTH_DATE else None,
         service_id=draw(st.sampled_from(["s1", "s2"])) if family is Family.SERVICE_ACTIVE else None,
+        logged_us=LOG_LAG_US + draw(st.integers(-1, 7)) * 1_000_000,  # the broker's time less the lag: -1..7 s
+        logged_by=draw(st.sampled_from(list(LogTime))),
     )
 
 

@@ -105,7 +105,7 @@ def test_a_birth_date_correction_reaches_decisions_that_read_the_age(store: Ledg
     v = store.view(0, U1, us(0))
     assert v.minor(18).value is False
     index.record([DecisionReads(0, U1, v.at_us, "events/0", 1, "ev-1", tuple(v.reads))])
-    fix = fact("BIRTH_DATE", -10**6, recorded=1, born=date(2012, 1, 1))
+    fix = fact("BIRTH_DATE", -10**6, recorded=-1, born=date(2012, 1, 1))  # on record before the event, read late
     (c,) = index.affected(store.apply(0, [(1, fix)], KEY).applied).corrections
     assert c.changes[0].before == date(1990, 1, 1) and c.changes[0].after.value == date(2012, 1, 1)
 
