@@ -62,7 +62,7 @@ from auditor.events.model import Event
 from auditor.ledger.asof import LOG_LAG_US
 from auditor.ledger.codec import FactDecoder
 from auditor.ledger.join import Judged, RecordedView
-from auditor.ledger.judging import StoreJudge
+from auditor.ledger.judging import EVENT_LAG_US, StoreJudge, escaped
 from auditor.ledger.late import Correction, DecisionIndex, DecisionReads, LateReport, Marker
 from auditor.ledger.model import FACT_FAMILY, RESTRICTIVE, LogTime, Scope, SubjectFact, to_us
 from auditor.ledger.partitioning import subject_partition
@@ -147,6 +147,7 @@ class LedgerMetrics(NamedTuple):
     beyond_window: Counter
     catch_up: Gauge
     logged_late: Counter
+    predated: Counter
 
     @classmethod
     def build(cls, r: CollectorRegistry, packs: Iterable[str] = ()) -> LedgerMetrics:
@@ -167,9 +168,14 @@ class LedgerMetrics(NamedTuple):
                                 "reached the facts topic more than 5 minutes after their stated recorded_at, by whose "
                                 "clock stamped them (broker: in force only from the log time; producer: a claim, "
                                 "counted only)", ["clock"], registry=r),
+            predated=Counter("auditor_ledger_events_predated", "Events that reached their topic more than 5 minutes "
+                             "after their occurred_at and escape a restrictive fact (a withdrawal, an opt-out, ...) "
+                             "on record by then: judged at occurred_at, by whose clock stamped the event",
+                             ["clock"], registry=r),
         )
         for clock in ("broker", "producer"):
             m.logged_late.labels(clock)
+            m.predated.labels(clock)
         for pack in packs:
             for changed in ("true", "false"):
                 m.corrections.labels(pack, changed)
@@ -391,6 +397,8 @@ class LedgerFeed:
         self.indexed: set[tuple[str, int]] = set()
         #: decisions indexed from the audit topic since start (rebuilt or resumed chains)
         self.read_back = 0
+        #: events counted in auditor_ledger_events_predated_total (the first ten and every 1000th logged)
+        self.predated = 0
         #: chains resumed from their markers, not yet rechecked: the seqs indexed, the marker to set after
         self._resumed: dict[tuple[str, int], tuple[set[int], int]] = {}
         #: the CORRECTION records last sealed, by the (chain id, seq) they correct: their index payloads
@@ -472,14 +480,42 @@ class LedgerFeed:
                 f"{self.store.path} (it is rebuilt from the topic); or unset ledger.dir.")
 
     # ------------------------------------------------------------------ the join (processor)
-    def judge(self, event: Event, evaluator: MemoEvaluator, partition: int) -> Judged:
+    def judge(self, event: Event, evaluator: MemoEvaluator, partition: int, msg: Any = None) -> Judged:
         """``event`` judged with its subject's facts in ``partition``. An event on another partition
         than its subject id hashes to is refused (``misrouted``, a dead letter): its subject's facts
         are not there, and the producing system, the one audited, would choose which of them its
         events meet (attd)."""
         if self.partitions and partition != subject_partition(event.subject.id, self.partitions):
             raise DecodeError(MISROUTED.format(what="event", field="subject.id"), reason="misrouted")
-        return self.judging.judge(event, evaluator.compiled, partition, _decide(evaluator))
+        judged = self.judging.judge(event, evaluator.compiled, partition, _decide(evaluator))
+        if judged.reads and msg is not None:
+            self._check_predated(event, partition, msg, judged)
+        return judged
+
+    def _check_predated(self, event: Event, partition: int, msg: Any, judged: Judged) -> None:
+        """An event whose Kafka time is more than EVENT_LAG_US after its occurred_at, and whose subject had
+        a restrictive fact in force by then that its occurred_at escapes (judging.escaped): counted by
+        whose clock stamped the event, and logged (its position, never its payload). Its verdict stands:
+        a delayed event is not a violation, and the auditor cannot tell one from an event dated back."""
+        stamp = getattr(msg, "timestamp", None)
+        if stamp is None:
+            return
+        kind, ms = stamp()
+        if kind not in (LogTime.CREATE, LogTime.APPEND) or ms is None or ms * 1000 - EVENT_LAG_US <= to_us(
+                event.occurred_at):
+            return
+        families = escaped(self.store, partition, self.pseudonymize(event.subject.id), judged.reads,
+                           to_us(event.occurred_at), ms * 1000)
+        if not families:
+            return
+        clock = "broker" if kind == LogTime.APPEND else "producer"
+        self.metrics.predated.labels(clock).inc()
+        self.predated += 1
+        if self.predated <= 10 or self.predated % 1000 == 0:
+            log.warning("an event logged long after its occurred_at escapes a restrictive fact on record by then: "
+                        "judged at occurred_at", topic=msg.topic(), partition=partition, offset=msg.offset(),
+                        logged_after_s=round((ms * 1000 - to_us(event.occurred_at)) / 1e6), clock=clock,
+                        questions=[f.value for f in families], events=self.predated)
 
     # ------------------------------------------------------------------ before and after a batch
     def before_batch(self, restored: Iterable[tuple[str, int]], commit: Callable[[BatchResult], bool],

@@ -80,7 +80,7 @@ log = get_logger("auditor.stream")
 class LedgerJoin(Protocol):
     """The subject ledger as the processor uses it: judge an event as of its time."""
 
-    def judge(self, event: Event, evaluator: MemoEvaluator, partition: int) -> Judged: ...
+    def judge(self, event: Event, evaluator: MemoEvaluator, partition: int, msg: Any = None) -> Judged: ...
 
 
 class MessageLike(Protocol):
@@ -426,7 +426,7 @@ class BatchProcessor:
             t0 = time.perf_counter() if self._timed % DECISION_TIMING_SAMPLE == 1 else -1.0
             judged = None
             if self.ledger is not None:  # l12: judged with the subject's facts as of occurred_at
-                judged = self.ledger.judge(event, evaluator, partition)
+                judged = self.ledger.judge(event, evaluator, partition, msg)  # msg: its Kafka time (ledger)
                 decision = template = judged.decision
             else:
                 decision, template = evaluator(event)
