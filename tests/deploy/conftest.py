@@ -59,6 +59,8 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "auditor_ledger_late_facts_total": ("counter", ()),
     "auditor_ledger_catch_up_seconds": ("gauge", ()),
     "auditor_ledger_late_beyond_window_total": ("counter", ()),
+    "auditor_ledger_facts_logged_late_total": ("counter", ("clock",)),
+    "auditor_ledger_events_predated_total": ("counter", ("clock",)),
     "up": ("gauge", ()),
 }
 
