@@ -186,6 +186,44 @@ def _weight(m: Message) -> int:
     return len(m.value() or b"") + len(m.key() or b"") + sum([len(k) + len(v or b"") for k, v in headers])
 
 
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """attr: the last record of a chain in the audit partition's log, whether committed, aborted or open."""
+
+    offset: int
+    seq: int
+    source_offset: int | None
+
+
+def last_written(conf: dict[str, Any], topic: str, partition: int, chain_id: str,
+                 timeout: float = 30.0) -> Written | None:
+    """The chain's last record by offset as a read_uncommitted reader sees the partition (aborted records
+    included), CORRECTION records passed over (their source is an earlier input); None when it has none.
+
+    Read backwards from the partition's end until the first such record: after a hanging transaction
+    that was aborted, the hidden records are at the end of the chain's part of the log."""
+    found: list[Written] = []
+
+    def visit(m: Message) -> None:
+        try:
+            record = record_from_bytes(m.value() or b"")
+        except Exception:  # noqa: BLE001 - not a record (the aborted messages that closed a hanging transaction)
+            return
+        if record.chain_id == chain_id and record.record_type is not RecordType.CORRECTION:
+            found.append(Written(m.offset() or 0, record.seq, record.source.offset))
+
+    consumer = Consumer({**conf, "group.id": "auditor-restore-written", "enable.auto.commit": False,
+                         "isolation.level": "read_uncommitted", "enable.partition.eof": True,
+                         "auto.offset.reset": "earliest"})
+    try:
+        _scan_back(consumer, topic, partition, visit, lambda: bool(found), timeout)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read {topic}/{partition}: {exc}") from exc
+    finally:
+        consumer.close()
+    return found[0] if found else None
+
+
 def read_unsigned_chain(conf: dict[str, Any], topic: str, partition: int, chain_id: str,
                         timeout: float = 30.0) -> tuple[ChainLog, int | None]:
     """An unsigned chain (records, no signed checkpoint) read whole from the audit partition, every

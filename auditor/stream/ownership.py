@@ -20,7 +20,10 @@ broker restart; attx). Its records are in the log but no read_committed reader w
 and the next marker of our producer there would decide their fate. The daemon closes it itself: a
 transaction of its own producer touches the audit and checkpoint partitions and aborts
 (:meth:`Ownership._close_hanging`); then the chain's visible end, not the committed offset, is
-where auditing resumes (the inputs after it are audited again).
+where auditing resumes (the inputs after it are audited again), once the log proves them aborted
+(attr: :meth:`Ownership._behind`; a process that dies inside the abort leaves no memory of it).
+Pending offsets of ours hanging on the group's offsets partition (the committed-offset fetch never
+stable) are aborted the same way (attr: :meth:`Ownership._unstable`).
 
 Anything else (a disagreement, a timeout, a damaged chain) leaves that partition paused and
 reported (``auditor_partition_blocked``, a log line, an alert) and is retried every
@@ -39,18 +42,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from auditor.config import Config
 from auditor.errors import AuditorError, TrailCorruption
 from auditor.logging import get_logger
 from auditor.metrics import Metrics
-from auditor.stream.chainrestore import read_unsigned_chain, restore_chains
+from auditor.stream.chainrestore import Written, last_written, read_unsigned_chain, restore_chains
 from auditor.stream.checkpointing import Checkpointer, UnsignedChains
 from auditor.stream.checkpointing import Restored as SignedRestore
+from auditor.stream.commit import Fatal
 from auditor.stream.processor import BatchProcessor
 from auditor.stream.restore import Restored, disagreement, stable_offsets
+from auditor.stream.testhook import TestHook
 from auditor.stream.watchdog import Watchdog
 from auditor.trail import chainid
 
@@ -85,6 +90,10 @@ class PartitionState:
     open_since: float = 0.0
     #: attx: the last stable offset at which this instance aborted a hanging transaction (once per offset)
     closed_at: int | None = None
+    #: attr: since when the group's committed offset has not been stable (fetches failing), and when this
+    #: instance last aborted what may be its own pending offsets hanging there
+    unstable_since: float | None = None
+    offsets_closed_at: float | None = None
 
 
 class Ownership:
@@ -104,6 +113,8 @@ class Ownership:
         self.settle_in_flight: Callable[[], None] = lambda: None
         #: told the partitions revoked or lost (the daemon drops what it buffered of them)
         self.on_drop: Callable[[list[Key]], None] | None = None
+        #: AUDITOR_TEST_HOOK's ``in_close_hanging`` step (its own count of the rules; the runner's never reach it)
+        self.hook = TestHook.from_env()
 
     def attach(self, consumer: Any, admin: AdminClient) -> None:
         self.consumer, self.admin = consumer, admin
@@ -198,7 +209,7 @@ class Ownership:
         chain = chainid.chain_id(topic, partition)
         st.attempts += 1
         try:
-            committed = self._committed(key)
+            committed = self._committed(key, st)
             stable = self._settle(key, st)
             audit_partition = chainid.audit_partition(partition, self.processor.routing.audit_partitions)
             hidden = self._checkpoints_hidden(audit_partition, st)  # attd: before the read, not after
@@ -220,14 +231,25 @@ class Ownership:
                 why = disagreement(chain, committed, restored)
             resume = committed
             if why is not None and restored.source_offset is not None and committed > restored.source_offset + 1:
-                resume = self._behind(key, st, audit_partition, stable, restored.source_offset, why)
+                assert restored.head is not None
+                resume = self._behind(key, st, audit_partition, stable, restored.source_offset, why,
+                                      restored.head.size, committed)
                 why = None
             if why is not None:
                 raise NotYet(why)
             self._seek(key, resume)
         except UnsignedChains:
             raise  # not a partition to retry: the daemon stops with exit 2 and the upgrade path
-        except (NotYet, KafkaException, AuditorError, TimeoutError) as exc:  # TimeoutError: an admin future
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.fatal():
+                # attr: our producer fenced inside _close_hanging (a process of the same instance id took
+                # over while this one was frozen): a zombie that stays in the group would be assigned
+                # partitions it can never commit; exit 3 like any fenced transaction
+                raise Fatal.of(err) from exc
+            self._refused(key, st, str(exc) or "no answer from the broker in time")
+            return
+        except (NotYet, AuditorError, TimeoutError) as exc:  # TimeoutError: an admin future
             self._refused(key, st, str(exc) or "no answer from the broker in time")
             return
         if key not in self.states:  # revoked meanwhile (a rebalance callback in a client call)
@@ -243,17 +265,65 @@ class Ownership:
         log.info("chain restored", chain=chain, size=restored.head.size if restored.head else 0,
                  committed_offset=committed, attempts=st.attempts)
 
-    def _committed(self, key: Key) -> int:
+    def _committed(self, key: Key, st: PartitionState) -> int:
         assert self.consumer is not None
         try:
             with self.watchdog.call("committed offsets", COMMITTED_TIMEOUT_S):
                 (tp,) = self.consumer.committed([TopicPartition(*key)], timeout=COMMITTED_TIMEOUT_S)
         except KafkaException as exc:
-            raise NotYet(f"the committed offset of {key[0]}/{key[1]} is not stable yet (a previous owner's "
-                         f"transaction may still be open): {exc.args[0]}") from exc
+            why = (f"the committed offset of {key[0]}/{key[1]} is not stable yet (a previous owner's "
+                   f"transaction may still be open): {exc.args[0]}")
+            raise NotYet(self._unstable(key, st, why)) from exc
+        st.unstable_since = None
         if tp.error is not None:
             raise NotYet(f"the committed offset of {key[0]}/{key[1]} is not available: {tp.error}")
         return int(tp.offset)
+
+    def _hanging_after(self) -> float:
+        """Longer than any transaction lasts: the broker aborts one open this long (transaction_timeout_ms),
+        and restore.settle_timeout_s more for its markers."""
+        return self.cfg.transaction_timeout_ms / 1000 + self.cfg.restore.settle_timeout_s
+
+    def _unstable(self, key: Key, st: PartitionState, why: str) -> str:
+        """attr (gap a): the group's offset fetch keeps failing. Pending offsets of a transaction open longer
+        than any transaction lasts are those of a hanging one; when they are this instance's own (its
+        producer's) no later transaction of ours may ever close them (a daemon whose only partition this
+        is): abort them, with the outputs that transaction left open, from our producer (once per
+        ``_hanging_after``). Returns why the partition waits."""
+        now = self.clock()
+        if st.unstable_since is None:
+            st.unstable_since = now
+        open_for, hanging_after = now - st.unstable_since, self._hanging_after()
+        if open_for < hanging_after or self.producer is None:
+            return why
+        hanging = (f"{why}; for {open_for:.0f}s, longer than any transaction lasts: pending offsets of a hanging "
+                   "transaction (its markers never written)")
+        if st.offsets_closed_at is not None and now - st.offsets_closed_at < hanging_after:
+            return (f"{hanging}. Aborting it from this instance's producer did not end it (another producer's, or "
+                    "the broker did not answer); README 'Hanging transactions' says how to end it")
+        last = self._last_committed(key)
+        audit_partition = chainid.audit_partition(key[1], self.processor.routing.audit_partitions)
+        log.error("hanging transaction on the group's offsets; aborting it", partition=f"{key[0]}/{key[1]}",
+                  reason=hanging[:500])
+        st.offsets_closed_at = now
+        self._close_hanging(audit_partition, TopicPartition(key[0], key[1], last))
+        return f"{hanging}; aborted from this instance's producer, checking again"
+
+    def _last_committed(self, key: Key) -> int:
+        """The group's last committed offset of the partition, pending offsets not waited for (a consumer of
+        the group that never joins it, read_uncommitted); the earliest offset when it has none."""
+        conf = self.cfg.admin_conf()
+        reader = Consumer({**conf, "group.id": self.cfg.kafka.group_id, "enable.auto.commit": False,
+                           "isolation.level": "read_uncommitted"})
+        try:
+            with self.watchdog.call("committed offsets (not stable)", CALL_TIMEOUT_S):
+                (tp,) = reader.committed([TopicPartition(*key)], timeout=CALL_TIMEOUT_S)
+                if tp.error is None and tp.offset >= 0:
+                    return int(tp.offset)
+                low, _ = reader.get_watermark_offsets(TopicPartition(*key), timeout=CALL_TIMEOUT_S, cached=False)
+                return int(low)
+        finally:
+            reader.close()
 
     def _settle(self, key: Key, st: PartitionState) -> int:
         """The audit partition's last stable offset, once no transaction is open there or
@@ -280,17 +350,31 @@ class Ownership:
                          f"({gap} offsets above its last stable offset)")
         return stable
 
-    def _behind(self, key: Key, st: PartitionState, audit_partition: int, stable: int, end: int, why: str) -> int:
-        """attx: the chain ends at source offset ``end``, before the committed offset. Where to resume
-        (``end + 1``, once this instance aborted the hanging transaction that hid the rest), or NotYet."""
+    def _behind(self, key: Key, st: PartitionState, audit_partition: int, stable: int, end: int, why: str,
+                size: int, committed: int) -> int:
+        """attx: the chain (``size`` records) ends at source offset ``end``, before the committed offset.
+        Where to resume (``end + 1``, once the hanging transaction that hid the rest was aborted), or NotYet.
+
+        attr: the proof that it was aborted is in the log, not in this process's memory (a process killed
+        or fenced inside :meth:`_close_hanging` leaves the abort to the next one's init_transactions, which
+        knows nothing of it): no transaction open on the audit partition, and the chain's last record
+        there (read_uncommitted) lies past its visible end, below the last stable offset (so aborted),
+        for the input just before the committed offset (so the transaction that committed that offset
+        wrote it: every input after ``end`` was audited only in aborted transactions)."""
         audit = f"{self.cfg.topics.audit}/{audit_partition}"
         if st.open_lso is None:
-            if st.closed_at is not None:  # our abort closed it: what it hid is gone, audit it again
-                log.warning("hanging transaction aborted; auditing again from the chain's visible end",
-                            partition=f"{key[0]}/{key[1]}", audit_partition=audit, resume_offset=end + 1)
+            chain = chainid.chain_id(*key)
+            with self.watchdog.call("read the chain's last record (read_uncommitted)", 4 * CALL_TIMEOUT_S):
+                written = self._last_written(chain, audit_partition)
+            if written is not None and written.seq >= size and written.offset < stable \
+                    and written.source_offset == committed - 1:
+                log.warning("the chain's records past its visible end were aborted (a hanging transaction ended); "
+                            "auditing again from the chain's visible end", partition=f"{key[0]}/{key[1]}",
+                            audit_partition=audit, resume_offset=end + 1, aborted_through_seq=written.seq,
+                            aborted_at=f"{audit}@{written.offset}", closed_here=st.closed_at is not None)
                 return end + 1
             raise NotYet(why)
-        hanging_after = self.cfg.transaction_timeout_ms / 1000 + self.cfg.restore.settle_timeout_s
+        hanging_after = self._hanging_after()
         open_for = self.clock() - st.open_since
         if open_for < hanging_after:
             raise NotYet(f"{why}; a transaction is open on audit partition {audit} since offset {stable} "
@@ -308,15 +392,30 @@ class Ownership:
         st.closed_at = stable
         raise NotYet(f"{hanging}; aborted from this instance's producer, checking again")
 
-    def _close_hanging(self, audit_partition: int) -> None:
+    def _close_hanging(self, audit_partition: int, offsets: TopicPartition | None = None) -> None:
         """A transaction of the daemon's producer that touches the audit partition and its checkpoint
         partition, and aborts: its ABORT marker also ends the transaction of this producer left open
         there (a marker closes whatever the producer has open on the partition). The messages it writes
-        are aborted: no read_committed reader sees them."""
-        producer, cp = self.producer, self.checkpoints
-        assert producer is not None and cp is not None
+        are aborted: no read_committed reader sees them.
+
+        attr: it touches every partition of the violations and dead-letter topics too (gap b): the
+        hanging transaction left its violations and dead letters open there, and the inputs audited
+        again send theirs again; a partition that no later transaction of ours committed meanwhile
+        (none, when this chain was the daemon's only one) has them aborted here, not exposed next to
+        their second copies by the next commit marker. With ``offsets`` (gap a) it also sends that
+        offset to the transaction: the group's offsets partition joins it, and the ABORT marker there
+        ends the pending offsets our producer left hanging (the offset itself is aborted with it)."""
+        producer, cp, admin = self.producer, self.checkpoints, self.admin
+        assert producer is not None and cp is not None and admin is not None
         targets = [(self.cfg.topics.audit, audit_partition),
                    (cp.topic, chainid.checkpoint_partition(audit_partition, cp.partitions))]
+        outputs = (self.cfg.topics.violations, self.cfg.topics.dead_letter)
+        with self.watchdog.call("output partitions (hanging)", CALL_TIMEOUT_S):
+            md = admin.list_topics(timeout=CALL_TIMEOUT_S)
+        for topic in outputs:
+            meta = md.topics.get(topic)
+            if meta is not None and meta.error is None:
+                targets += [(topic, p) for p in sorted(meta.partitions)]
         with self.watchdog.call("begin_transaction (hanging)", 5.0):
             producer.begin_transaction()
         try:
@@ -324,9 +423,19 @@ class Ownership:
                 producer.produce(topic, b"", b"auditor-close-hanging-transaction", partition)
             with self.watchdog.call("flush (hanging)", 2 * CALL_TIMEOUT_S):
                 producer.flush(2 * CALL_TIMEOUT_S)  # delivered: the partitions are in the transaction
+            if offsets is not None:
+                assert self.consumer is not None
+                metadata = self.consumer.consumer_group_metadata()
+                with self.watchdog.call("send_offsets_to_transaction (hanging)", 3 * CALL_TIMEOUT_S):
+                    producer.send_offsets_to_transaction([offsets], metadata, 3 * CALL_TIMEOUT_S)
+            if self.hook:
+                self.hook("in_close_hanging")
         finally:
             with self.watchdog.call("abort_transaction (hanging)", 3 * CALL_TIMEOUT_S):
                 producer.abort_transaction(3 * CALL_TIMEOUT_S)
+
+    def _last_written(self, chain: str, audit_partition: int) -> Written | None:
+        return last_written(self.cfg.admin_conf(), self.cfg.topics.audit, audit_partition, chain, CALL_TIMEOUT_S)
 
     def _checkpoints_hidden(self, audit_partition: int, st: PartitionState) -> str | None:
         """Why the chain's signed checkpoints may be hidden now, or None: a transaction open on the

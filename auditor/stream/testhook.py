@@ -23,7 +23,10 @@ this transaction was on the worker, is processed (the transaction still running 
 full, else over and settled first), before that batch's own transaction begins. ``in_send_offsets``
 acts inside the watchdog's watch of the ``send_offsets_to_transaction`` call, before the client is
 called: ``hang`` there is a client call that outlives its own timeout (the watchdog's call rule);
-``hang`` after a step is a loop that makes no progress outside any call (its stall rule). Unset,
+``hang`` after a step is a loop that makes no progress outside any call (its stall rule).
+``in_close_hanging`` (attr) acts in :meth:`Ownership._close_hanging`, the transaction that aborts a
+hanging transaction of ours: after its messages were delivered (and its offsets sent), before its
+abort. Unset,
 the hook is ``None`` and the commit sequence does not call it.
 """
 
@@ -39,7 +42,7 @@ from pathlib import Path
 from auditor.errors import ConfigError
 
 STEPS = ("after_begin", "after_produce", "in_send_offsets", "after_send_offsets", "after_commit", "after_heads",
-         "next_processed")
+         "next_processed", "in_close_hanging")
 ACTIONS = ("stop", "kill", "hang")
 ENV, DIR_ENV = "AUDITOR_TEST_HOOK", "AUDITOR_TEST_HOOK_DIR"
 

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 import auditor.stream.ownership as ownership_mod
 from auditor.config import load_config
 from auditor.metrics import build_metrics
+from auditor.stream.chainrestore import Written
 from auditor.stream.checkpointing import Restored as SignedRestore
 from auditor.stream.ownership import Ownership
 from auditor.stream.watchdog import Watchdog
@@ -80,6 +81,22 @@ class _Broker:
     stable: int = 298
     high: int = 299
     ours: bool = True
+    #: attr: the chain's last record in the log, aborted ones included (Ownership._last_written)
+    written: Written | None = None
+    #: attr: the partitions of the violations and dead-letter topics (the abort touches them too)
+    outputs: int = 2
+
+
+class _Admin:
+    """list_topics: the violations and dead-letter topics with ``broker.outputs`` partitions each."""
+
+    def __init__(self, broker: _Broker) -> None:
+        self.broker = broker
+
+    def list_topics(self, timeout: float) -> Any:
+        from types import SimpleNamespace
+        meta = SimpleNamespace(error=None, partitions={p: None for p in range(self.broker.outputs)})
+        return SimpleNamespace(topics={"auditor.violations": meta, "auditor.dead-letter": meta})
 
 
 class _Producer:
@@ -102,6 +119,8 @@ class _Producer:
         if self.broker.ours:  # the marker closes the hanging transaction, and our own aborted messages
             self.broker.high += 3
             self.broker.stable = self.broker.high
+            # what the log then holds past the chain's visible end: the aborted records up to seq 225
+            self.broker.written = Written(offset=298, seq=225, source_offset=225)
 
 
 def _ownership(monkeypatch: pytest.MonkeyPatch, broker: _Broker, *, chain_end: int = 224,
@@ -111,11 +130,12 @@ def _ownership(monkeypatch: pytest.MonkeyPatch, broker: _Broker, *, chain_end: i
     own = Ownership(cfg, processor(), metrics, Watchdog(300, 30, 30, lambda reason: None))
     clock = own.clock = Clock()
     consumer = _Consumer(committed)
-    own.attach(consumer, object())  # type: ignore[arg-type]
+    own.attach(consumer, _Admin(broker))  # type: ignore[arg-type]
     own.checkpoints = _Checkpoints()  # type: ignore[assignment]
     producer = own.producer = _Producer(broker)
     monkeypatch.setattr(ownership_mod, "stable_offsets", lambda admin, topic, p, timeout: (broker.stable, broker.high))
     monkeypatch.setattr(Ownership, "_checkpoints_hidden", lambda self, ap, st: None)
+    monkeypatch.setattr(Ownership, "_last_written", lambda self, chain, ap: broker.written)
     head = ChainHead(CHAIN, chain_end + 1, b"h" * 32)
     monkeypatch.setattr(Ownership, "_restore_signed",
                         lambda self, chain, ap: SignedRestore(_Log(head), source_offset=chain_end))  # type: ignore[arg-type]
@@ -137,7 +157,8 @@ def test_a_hanging_transaction_of_ours_is_aborted_and_the_hidden_inputs_audited_
     assert own.restored() == frozenset() and producer.calls == [], "acted before the transaction could be hanging"
     for _ in range(10):
         _tick(own, clock, 2)
-    assert producer.calls == ["begin", (own.cfg.topics.audit, 0), ("audit.checkpoints", 0), "flush", "abort"]
+    outputs = [(t, p) for t in (own.cfg.topics.violations, own.cfg.topics.dead_letter) for p in (0, 1)]
+    assert producer.calls == ["begin", (own.cfg.topics.audit, 0), ("audit.checkpoints", 0), *outputs, "flush", "abort"]
     assert own.restored() == {(TOPIC, 0)}, own.states[(TOPIC, 0)].reason
     assert consumer.sought == [225], "audits again from the chain's visible end, not the committed offset 226"
     assert consumer.resumed == [(TOPIC, 0)]
