@@ -141,17 +141,27 @@ def _run_to_end(setup: Setup, feeder: Feeder, daemons: list[Daemon], more: int =
     wait_until(audited, 120, lambda: f"{total} inputs audited: " + "\n".join(d.describe() for d in daemons))
 
 
-def test_hanging_offsets_and_records_of_a_one_partition_daemon_are_aborted(own_broker, tmp_path):
+@pytest.mark.parametrize("killed", [False, True], ids=["once", "killed-inside-the-abort"])
+def test_hanging_offsets_and_records_of_a_one_partition_daemon_are_aborted(own_broker, tmp_path, killed):
     """Gap (a): the pending offsets hang too, and no later transaction of ours closes them (one
     partition): the restore must not wait on "not stable" for ever. Gap (b): the violations and dead
-    letters of the hidden inputs are aborted with them, so the inputs audited again have theirs once."""
+    letters of the hidden inputs are aborted with them, so the inputs audited again have theirs once.
+    ``killed``: B is SIGKILLed inside that abort (offsets sent, not aborted); C's init_transactions ends
+    it, and with it the hanging offsets and records (the same producer's ABORT markers)."""
     setup, feeder = make_hanging(own_broker, tmp_path, partitions=1, revert=(*OUTPUTS, "__consumer_offsets"))
-    b = Daemon(setup, "hang", {**FAST, "AUDITOR_TRAIL_DIR": str(tmp_path / "trail-b")})
+    hooks = tmp_path / "hooks-b"
+    hook = {"AUDITOR_TEST_HOOK": "in_close_hanging:kill", "AUDITOR_TEST_HOOK_DIR": str(hooks)} if killed else {}
+    b = Daemon(setup, "hang", {**FAST, **hook, "AUDITOR_TRAIL_DIR": str(tmp_path / "trail-b")})
+    daemons = [b]
     try:
-        _run_to_end(setup, feeder, [b])
-        assert b.terminate(30) == 0, b.describe()
+        if killed:
+            assert b.wait_exit(90, "B killed inside its abort") == -signal.SIGKILL, b.describe()
+            daemons.append(Daemon(setup, "hang", {**FAST, "AUDITOR_TRAIL_DIR": str(tmp_path / "trail-c")}))
+        _run_to_end(setup, feeder, daemons)
+        assert daemons[-1].terminate(30) == 0, daemons[-1].describe()
     finally:
-        b.kill()
+        for d in daemons:
+            d.kill()
     assert_trail_intact(setup, Expect(feeder.sent, setup.events), console=False)
     violations_seen_once(setup)
 
