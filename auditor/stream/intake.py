@@ -75,9 +75,14 @@ TOTAL_BATCHES = 32
 #: batches of 1,000 events of up to max.message.bytes each)
 TOTAL_BYTES = 64 * 1024 * 1024
 
-#: allocations between two young collections (CPython's default is 700): a batch of 1,000 events
-#: allocates tens of thousands of short-lived objects, most gone before a collection would see them
-GC_THRESHOLD = (10_000, 10, 10)
+#: allocations (net of what was freed) between two young collections (CPython's default is 700). A
+#: batch of 5,000 events (batch.max_events' default) allocates ~30,000 objects the collector tracks
+#: (messages, the sealer's tuples, outputs) that live until the batch after it committed, next to up to
+#: TOTAL_BATCHES of buffered messages: 60,000-100,000 at once in the daemon (gc.get_count() sampled
+#: while it drained a backlog). All of them die by reference count; below that a young collection ran
+#: every batch and traversed them for nothing (~10% of the main thread). Above it only what outlives
+#: a batch (memo entries, queues that grow) brings a collection, and cyclic garbage is bounded by it.
+GC_THRESHOLD = (200_000, 10, 10)
 
 
 class Intake:
