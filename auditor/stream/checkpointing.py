@@ -27,9 +27,11 @@ signs it in its next transaction (metric ``auditor_trail_adopted_unsigned_total`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import groupby
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from auditor.config import Config
@@ -40,9 +42,13 @@ from auditor.trail import chainid
 from auditor.trail.chainlog import ChainLog, checkpoint_message
 from auditor.trail.checkpoint import SignedCheckpoint, StoredCheckpoint
 from auditor.trail.keys import KeyRing, Signer, Verifier
+from auditor.trail.record import AuditRecord
 
 if TYPE_CHECKING:
     from auditor.stream.witnessing import WitnessPusher
+
+
+_CHAIN_ID = attrgetter("chain_id")
 
 
 def audit_partition_of(chain_id: str, audit_partitions: int) -> int:
@@ -99,11 +105,68 @@ class Checkpointer:
     # ------------------------------------------------------------------ one transaction
     def seal(self, result: BatchResult) -> list[Outgoing]:
         """Follow the batch's sealed records; the checkpoint messages that cover them."""
+        touched = self._follow(result.sealed)
+        for chain in sorted(self.unsigned - touched.keys()):
+            if chain in self.logs:
+                self._saved[chain] = self.logs[chain].copy()
+                touched[chain] = self.logs[chain]
+        now = self.clock()
+        out = []
+        for chain, log in touched.items():
+            prev_roots, leaves = log.cp_roots, tuple(log.since)
+            stored = log.checkpoint(now, self.signer)
+            if self.witness is not None:
+                self._pending.append(Pending(chain, stored, prev_roots, leaves, self.partition_of(chain)))
+            key, value, headers = checkpoint_message(stored)
+            out.append(Outgoing(self.topic, self.partition_of(chain), key, value, tuple(headers)))
+        return out
+
+    def _follow(self, sealed: Sequence[tuple[AuditRecord, int, bytes, bytes]]) -> dict[str, ChainLog]:
+        """Check that the sealed records continue their chains exactly (each record's seq the next one,
+        its prev hash the hash before it), then extend each chain's log by them; returns the logs touched,
+        in the order the batch first touches them. The checks run per run of one chain's records (a batch
+        comes a partition at a time) over columns of the batch, with no Python code per record; a batch
+        that fails them is followed record by record (:meth:`_follow_each`) to name the first record wrong."""
+        if not sealed:
+            return {}
+        records, seqs, prevs, digests = zip(*sealed, strict=True)
+        logs = self.logs
+        fresh: dict[str, ChainLog] = {}
+        #: per chain touched: (next seq, head hash) as the batch goes, and where its runs are
+        heads: dict[str, tuple[int, bytes]] = {}
+        runs: dict[str, list[tuple[int, int]]] = {}
+        i = 0
+        for chain, run in groupby(map(_CHAIN_ID, records)):
+            j = i + len(list(run))
+            head = heads.get(chain)
+            if head is None:
+                log = logs.get(chain) or fresh.setdefault(chain, ChainLog.genesis(chain))
+                head = (log.head.size, log.head.head_hash)
+                runs[chain] = []
+            seq = head[0]
+            if prevs[i] != head[1] or prevs[i + 1:j] != digests[i:j - 1] or seqs[i:j] != tuple(range(seq, seq + j - i)):
+                return self._follow_each(sealed)  # raises TrailCorruption, naming the record
+            heads[chain] = (seq + j - i, digests[j - 1])
+            runs[chain].append((i, j))
+            i = j
+        touched: dict[str, ChainLog] = {}
+        for chain, spans in runs.items():
+            log = logs.get(chain) or fresh[chain]
+            self._saved[chain] = log.copy()
+            logs[chain] = touched[chain] = log
+            hashes = list(digests[spans[0][0]:spans[0][1]])
+            for a, b in spans[1:]:
+                hashes += digests[a:b]
+            log.extend_many(log.head.size, hashes)  # the Merkle range of each chain in one step
+        return touched
+
+    def _follow_each(self, sealed: Sequence[tuple[AuditRecord, int, bytes, bytes]]) -> dict[str, ChainLog]:
+        """:meth:`_follow`, one record at a time: the first record that does not continue its chain raises."""
         touched: dict[str, ChainLog] = {}
         #: per chain touched: (next seq, head hash) as the batch goes, and the batch's record hashes
         heads: dict[str, tuple[int, bytes]] = {}
         added: dict[str, list[bytes]] = {}
-        for record, seq, prev, digest in result.sealed:
+        for record, seq, prev, digest in sealed:
             chain = record.chain_id
             head = heads.get(chain)
             if head is None:
@@ -121,20 +184,7 @@ class Checkpointer:
         for chain, hashes in added.items():  # the Merkle range of each chain in one step
             log = touched[chain]
             log.extend_many(log.head.size, hashes)
-        for chain in sorted(self.unsigned - touched.keys()):
-            if chain in self.logs:
-                self._saved[chain] = self.logs[chain].copy()
-                touched[chain] = self.logs[chain]
-        now = self.clock()
-        out = []
-        for chain, log in touched.items():
-            prev_roots, leaves = log.cp_roots, tuple(log.since)
-            stored = log.checkpoint(now, self.signer)
-            if self.witness is not None:
-                self._pending.append(Pending(chain, stored, prev_roots, leaves, self.partition_of(chain)))
-            key, value, headers = checkpoint_message(stored)
-            out.append(Outgoing(self.topic, self.partition_of(chain), key, value, tuple(headers)))
-        return out
+        return touched
 
     def commit(self) -> None:
         """The transaction committed: keep the logs, hand the checkpoints to the witness thread."""
