@@ -10,10 +10,12 @@ from __future__ import annotations
 import platform
 import threading
 from bisect import bisect_left
+from collections import Counter as CountOf
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import repeat
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
@@ -48,11 +50,11 @@ class BatchHistogram:
 
     def observe_many(self, values: Iterable[float]) -> None:
         values = list(values)
-        slots = [bisect_left(self.bounds, v) for v in values]  # first bucket whose bound >= v
+        slots = CountOf(map(bisect_left, repeat(self.bounds), values))  # first bucket whose bound >= v
         with self.lock:
             counts = self.counts
-            for i in slots:
-                counts[i] += 1
+            for i, n in slots.items():
+                counts[i] += n
             self.total += sum(values)
 
     def describe(self) -> Iterator[HistogramMetricFamily]:
@@ -75,7 +77,7 @@ class Metrics:
     audited: Counter
     violations: Counter
     dead_letters: Counter
-    decision_latency: Histogram
+    decision_latency: BatchHistogram
     end_to_end_latency: BatchHistogram
     consumer_lag: Gauge
     transactions: Counter
@@ -112,9 +114,9 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
                            ["pack", "rule", "severity", "recipient_type", "purpose"], registry=r),
         dead_letters=Counter("auditor_dead_letters", "Inputs set aside on the dead-letter topic",
                              ["reason"], registry=r),
-        decision_latency=Histogram("auditor_decision_latency_seconds",
-                                   "Policy evaluation time per event (one evaluation in 16 is timed)",
-                                   buckets=DECISION_BUCKETS, registry=r),
+        decision_latency=BatchHistogram("auditor_decision_latency_seconds",
+                                        "Policy evaluation time per event (one evaluation in 16 is timed)",
+                                        DECISION_BUCKETS, r),
         end_to_end_latency=BatchHistogram("auditor_end_to_end_latency_seconds",
                                           "From the event's occurred_at to the commit of its audit record",
                                           LATENCY_BUCKETS, r),

@@ -201,15 +201,14 @@ class BatchCommit:
             hook("after_begin")
         signed = self.checkpoints.seal(result) if self.checkpoints is not None else []
         produce = producer.produce
-        for o in result.outgoing:
-            topic, partition, key, value, headers = o
+        for topic, partition, key, value, headers in result.outgoing:  # one call per output: unpacked in the loop
             try:
                 if headers:
                     produce(topic, value, key, -1 if partition is None else partition, headers=list(headers))
                 else:
                     produce(topic, value, key, -1 if partition is None else partition)
             except BufferError:
-                self._produce(o)
+                self._produce(Outgoing(topic, partition, key, value, headers))
         for o in signed:
             self._produce(o)
         if hook:
