@@ -42,6 +42,15 @@ One run, on a local broker started from the Apache Kafka jars unless --bootstrap
      after the commit), the delta over this phase, percentiles interpolated in its buckets
      (coarse: 50/100/250/500 ms bounds).
 
+6. where the CPU went in each of (a), (p) and (b): CPU microseconds per event of the measured
+   process(es), of the broker JVM (the local broker only) and of the rest of the machine
+   (/proc/PID/stat, /proc/stat), the machine's busy, iowait and steal shares over the phase, and
+   a reference loop's CPU nanoseconds per iteration taken just before and just after the phase
+   (the same fixed pure-Python work: slower when the host runs the machine slower, say a
+   neighbour on the other hyperthread, which no counter of ours shows). A slow run and a fast one
+   are told apart by which of these moved: the measured process's own cost per event, the
+   broker's, other work on the machine, steal, or the reference loop.
+
 Everything shares the machine's cores with the broker: on a 2-core machine --processes 2 competes
 with the broker and the producer. Prints a markdown table and writes bench/results/stream.json
 (and stream.prof with --profile).
@@ -228,11 +237,36 @@ def cpu_per_event(a: CpuMark, b: CpuMark, events: float, hz: int | None = None) 
     return out
 
 
-def cpu_line(c: dict[str, float], what: str) -> str:
+def speed_probe(rounds: int = 7, n: int = 40_000) -> float:
+    """CPU nanoseconds (this thread's, so not the time spent waiting for a core) per iteration of a
+    fixed pure-Python loop, median of ``rounds``: how fast the machine runs interpreter-bound code
+    right now. On a virtual machine a neighbour on the host's other hyperthread, or a lower clock,
+    slows every process alike without showing as steal; this shows it."""
+    times = []
+    for _ in range(rounds):
+        d: dict[int, int] = {}
+        t0 = time.thread_time_ns()
+        for i in range(n):
+            d[i & 255] = (i * 7) ^ (i >> 3)
+        times.append((time.thread_time_ns() - t0) / n)
+    return sorted(times)[len(times) // 2]
+
+
+def probed(phase: dict[str, Any], before: float) -> dict[str, Any]:
+    """``phase`` with the speed probe taken before it and one taken now, in its cpu dict."""
+    if "cpu" in phase:
+        phase["cpu"]["probe_ns"] = [before, speed_probe()]
+    return phase
+
+
+def cpu_line(c: dict[str, Any], what: str) -> str:
     """One report cell: where the CPU of a phase went, per event."""
     broker = f"broker JVM {c['broker_us']:.1f} us, " if "broker_us" in c else ""
+    probe = (f"; reference loop {c['probe_ns'][0]:.0f} -> {c['probe_ns'][1]:.0f} ns/iteration"
+             if "probe_ns" in c else "")
     return (f"{what} {c['measured_us']:.1f} us, {broker}rest of the machine {c['rest_us']:.1f} us "
-            f"(machine {c['busy_share']:.0%} busy, iowait {c['iowait_share']:.1%}, steal {c['steal_share']:.1%})")
+            f"(machine {c['busy_share']:.0%} busy, iowait {c['iowait_share']:.1%}, steal {c['steal_share']:.1%}"
+            f"{probe})")
 
 
 # ---------------------------------------------------------------- (a) the ceiling
@@ -817,18 +851,22 @@ def main() -> int:
         results["produce_eps"] = produce_backlog(bootstrap, names["events"], m)
 
         log("(a) raw ceiling: consume + plain fastavro decode")
-        results["ceiling"] = ceiling(cfg, names["events"], m, broker_pid)
+        probe = speed_probe()
+        results["ceiling"] = probed(ceiling(cfg, names["events"], m, broker_pid), probe)
         log(f"    {results['ceiling']['steady_eps']:,.0f} events/s")
 
         if not args.no_peer:
             log(f"(p) peer: Quix Streams {QUIX_VERSION}, simpler job, exactly-once")
-            results["peer"] = peer(bootstrap, names["events"], m, broker_pid)
+            probe = speed_probe()
+            results["peer"] = probed(peer(bootstrap, names["events"], m, broker_pid), probe)
             log(f"    {results['peer']['steady_eps']:,.0f} events/s")
 
         results["daemons"] = []
         for i, (native, n) in enumerate((native, n) for native in natives for n in counts):
             log(f"(b) daemon end to end, exactly-once, --processes {n}, native {'on' if native else 'off'}")
+            probe = speed_probe()
             out, d, run_names = daemon_phase(bootstrap, work, names, m, n, stack, native, broker_pid)
+            probed(out, probe)
             log(f"    {out['steady_eps']:,.0f} events/s")
             if i == 0:
                 rate = 0.5 * out["steady_eps"]

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bench.stream import CpuMark, cpu_line, cpu_per_event, cpu_rows, parse_stat, report
+from bench.stream import CpuMark, cpu_line, cpu_per_event, cpu_rows, parse_stat, probed, report, speed_probe
 
 STAT = """cpu  1666129 3138050 547496 3579861 9585 0 37592 9870 0 0
 cpu0 833064 1569025 273748 1789930 4792 0 18796 4935 0 0
@@ -69,6 +69,21 @@ def test_a_mark_reads_this_process_and_the_machine() -> None:
     assert 0.2e6 <= c["measured_us"] <= 2e6
     assert c["broker_us"] == pytest.approx(c["measured_us"], abs=0.05e6)  # the same process, read twice
     assert sum(b.stat.values()) > sum(a.stat.values())
+
+
+def test_the_reference_loop_is_timed_in_cpu_nanoseconds_per_iteration() -> None:
+    ns = speed_probe(rounds=3, n=20_000)
+    assert 1 < ns < 5_000  # ~50 ns on the project's machine, loaded
+
+
+def test_a_phase_gets_the_probe_before_and_after_it_and_the_row_shows_them() -> None:
+    c = {"measured_us": 10.0, "rest_us": 1.0, "busy_share": 0.9, "iowait_share": 0.0, "steal_share": 0.0}
+    phase = probed({"cpu": c}, 41.0)
+    before, after = phase["cpu"]["probe_ns"]
+    assert before == 41.0 and 1 < after < 5_000
+    assert cpu_line({**c, "probe_ns": [41.2, 43.6]}, "daemon").endswith(
+        "steal 0.0%; reference loop 41 -> 44 ns/iteration)")
+    assert probed({"steady_eps": 1.0}, 41.0) == {"steady_eps": 1.0}  # no cpu dict: nothing to add to
 
 
 def result(cpu: bool) -> dict[str, object]:
