@@ -24,6 +24,8 @@ _DEFAULT_HEAP = "512m"
 
 # JVM flags for a small, quick-starting JVM on a 2-core machine.  C1-only JIT and
 # the serial collector cut startup time and CPU use; throughput is ample for tests.
+# Also for bench/stream.py: with the full JIT, C2 was still compiling 700,000 events into
+# a daemon run and the broker used more CPU over the run, not less (README, "The bundled broker").
 _COMMON_JVM_FLAGS: tuple[str, ...] = (
     "-XX:+UseSerialGC",
     "-XX:TieredStopAtLevel=1",
