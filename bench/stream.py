@@ -345,13 +345,15 @@ def peer(bootstrap: str, topic: str, m: int, broker_pid: int | None = None) -> d
         timer.start()
         try:
             assert proc.stdout is not None
-            lines, mark0 = [], None
+            lines, mark0, mark1 = [], None, None
             for line in proc.stdout:
                 if line.strip() == "first" and mark0 is None:
                     mark0 = CpuMark.now(broker_pid)
-                else:
-                    lines.append(line)
-            mark1 = CpuMark.now(broker_pid)
+                    continue
+                if line.startswith("{"):  # the result line: read before the peer's shutdown
+                    mark1 = CpuMark.now(broker_pid)
+                lines.append(line)
+            mark1 = mark1 or CpuMark.now(broker_pid)
             rc = proc.wait()
         finally:
             timer.cancel()
