@@ -161,7 +161,9 @@ def _name_beside(path: Path) -> str | None:
     return name if isinstance(name, str) and valid_key_name(name) else None
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """A new file (never over an existing one) only its owner may read and write (0600 whatever the
+    umask), written through to the disk. The trail's and the witness's key files."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
@@ -218,16 +220,16 @@ class KeyRing:
         os.chmod(out_dir, 0o700)
         private = Ed25519PrivateKey.generate()
         hkey = secrets.token_bytes(32)
-        _write_private(out_dir / SIGNING_KEY, private.private_bytes(
+        write_private(out_dir / SIGNING_KEY, private.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-        _write_private(out_dir / SIGNING_PUB, private.public_key().public_bytes(
+        write_private(out_dir / SIGNING_PUB, private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-        _write_private(out_dir / PSEUDONYM_KEY, hkey.hex().encode() + b"\n")
+        write_private(out_dir / PSEUDONYM_KEY, hkey.hex().encode() + b"\n")
         signer = Signer(private, name)
-        _write_private(out_dir / SIGNING_VKEY, signer.note_signer.verifier.vkey().encode() + b"\n")
+        write_private(out_dir / SIGNING_VKEY, signer.note_signer.verifier.vkey().encode() + b"\n")
         ids = {"signing_key_id": public_key_id(private.public_key()), "signing_key_name": signer.name,
                "pseudonym_key_id": pseudonym_key_id(hkey)}
-        _write_private(out_dir / KEYS_JSON, json.dumps(ids, indent=2).encode() + b"\n")
+        write_private(out_dir / KEYS_JSON, json.dumps(ids, indent=2).encode() + b"\n")
         return cls.load(out_dir)
 
     @classmethod

@@ -15,17 +15,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditor.errors import ConfigError
+from auditor.trail.keys import write_private
 from auditor.trail.note import NoteSigner, valid_key_name
 
 KEY, VKEY, META = "witness.key", "witness.vkey", "witness.json"
-
-
-def _write(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def generate(out_dir: Path, name: str) -> NoteSigner:
@@ -38,11 +31,11 @@ def generate(out_dir: Path, name: str) -> NoteSigner:
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(out_dir, 0o700)
     private = Ed25519PrivateKey.generate()
-    _write(out_dir / KEY, private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    write_private(out_dir / KEY, private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                 serialization.NoEncryption()))
     signer = NoteSigner(name, private, cosign=True)
-    _write(out_dir / VKEY, signer.verifier.vkey().encode() + b"\n")
-    _write(out_dir / META, json.dumps({"name": name}).encode() + b"\n")
+    write_private(out_dir / VKEY, signer.verifier.vkey().encode() + b"\n")
+    write_private(out_dir / META, json.dumps({"name": name}).encode() + b"\n")
     return signer
 
 
