@@ -456,6 +456,16 @@ def wait_audited(setup: Setup, n: int, timeout: float, what: str, *,
         wait_until(enough, timeout, waited, interval=1.0)
 
 
+def drain_and_stop(setup: Setup, feed: PacedFeeder, sup: Supervisor, within: float, *,
+                   what: str = "after the feeder stopped", stop_within: float = 40.0) -> list[Sent]:
+    """The feeder stops; everything it sent is audited within ``within`` seconds; the supervisor's
+    current daemon stops on SIGTERM with exit 0 within ``stop_within``. Returns what was sent."""
+    sent = feed.finish(timeout=120)
+    wait_audited(setup, len(sent), within, what, describe=sup.describe)
+    assert sup.stop(within=stop_within) == 0, sup.describe()
+    return sent
+
+
 def stable_committed(bootstrap: str, group: str, topic: str, partitions: int,
                      timeout: float = 150.0) -> dict[int, int]:
     """partition -> the group's committed offset, once no open transaction holds offsets for it.
@@ -626,9 +636,7 @@ def sigkill_at_hook_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path:
         before = committed_count(setup.bootstrap, setup.audit)
         wait_audited(setup, before + 300, 90, "from the restarted daemon", describe=sup.describe)
         assert feed.flowing, "the feeder stopped before the restarted daemon audited anything"
-        sent = feed.finish()
-        wait_audited(setup, len(sent), 120, "after the feeder stopped", describe=sup.describe)
-        assert sup.stop(within=30) == 0, sup.describe()
+        sent = drain_and_stop(setup, feed, sup, 120, stop_within=30)
         assert sup.exits[1:] == [], f"the restarted daemon exited by itself: {sup.describe()}"
     finally:
         feed.halt.set()

@@ -18,7 +18,16 @@ import time
 
 import pytest
 from daemonkit import Feeder, PacedFeeder, make_setup
-from faultkit import Expect, Supervisor, assert_trail_intact, committed_count, configure, endless, wait_audited
+from faultkit import (
+    Expect,
+    Supervisor,
+    assert_trail_intact,
+    committed_count,
+    configure,
+    drain_and_stop,
+    endless,
+    wait_audited,
+)
 
 from auditor.localkafka.net import _free_port, _properties_text
 
@@ -125,9 +134,7 @@ def test_broker_back_at_another_port_behind_the_same_bootstrap_address(own_broke
         print(f"audit moved again {time.monotonic() - back:.1f} s after the broker was back; exits {sup.exits}",
               flush=True)
         assert feed.flowing, "the feeder stopped before the audit moved again"
-        sent = feed.finish(timeout=120)
-        wait_audited(setup, len(sent), RECOVERY_S, "after the feeder stopped", describe=sup.describe)
-        assert sup.stop(within=40) == 0, sup.describe()
+        sent = drain_and_stop(setup, feed, sup, RECOVERY_S)
         sup.assert_exits_documented()
     finally:
         feed.halt.set()

@@ -12,7 +12,16 @@ from pathlib import Path
 import daemonkit
 import pytest
 from daemonkit import Feeder, PacedFeeder, Setup, make_setup, wait_until
-from faultkit import Expect, Supervisor, assert_trail_intact, committed_count, count_audit, endless, wait_audited
+from faultkit import (
+    Expect,
+    Supervisor,
+    assert_trail_intact,
+    committed_count,
+    count_audit,
+    drain_and_stop,
+    endless,
+    wait_audited,
+)
 
 from auditor.localkafka.cluster import LocalKafkaCluster
 
@@ -49,9 +58,7 @@ def _kill_and_restart(three_brokers: LocalKafkaCluster, tmp_path: Path, seed: in
         before = committed_count(setup.bootstrap, setup.audit)
         wait_audited(setup, before + 300, RECOVERY_S, "after the node came back", describe=sup.describe)
         assert feed.flowing
-        sent = feed.finish(timeout=120)
-        wait_audited(setup, len(sent), RECOVERY_S, "after the feeder stopped", describe=sup.describe)
-        assert sup.stop(within=40) == 0, sup.describe()
+        sent = drain_and_stop(setup, feed, sup, RECOVERY_S)
         sup.assert_exits_documented()
     finally:
         feed.halt.set()
@@ -98,9 +105,7 @@ def test_scale_one_to_three_to_one_while_events_flow(kafka_bootstrap, tmp_path):
         before = committed_count(setup.bootstrap, setup.audit)
         wait_audited(setup, before + 500, 90, "with instance a alone again", describe=fleet[0].describe)
         assert feed.flowing
-        sent = feed.finish(timeout=120)
-        wait_audited(setup, len(sent), 120, "after the feeder stopped", describe=fleet[0].describe)
-        assert fleet[0].stop(within=40) == 0, fleet[0].describe()
+        sent = drain_and_stop(setup, feed, fleet[0], 120)
         for s in fleet:
             s.assert_exits_documented()
     finally:

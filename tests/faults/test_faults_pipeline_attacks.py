@@ -23,6 +23,7 @@ from faultkit import (
     Supervisor,
     assert_trail_intact,
     count_audit,
+    drain_and_stop,
     endless,
     stable_committed,
     wait_audited,
@@ -134,9 +135,7 @@ def test_members_joining_and_leaving_while_commits_are_in_flight_fork_nothing(ka
                 assert b.current.terminate(within=25) == 0, b.describe()
         time.sleep(12)  # B's session (10 s) ends; A takes its partitions back
         assert feed.flowing
-        sent = feed.finish()
-        wait_audited(setup, len(sent), 180, "after the churn", describe=a.describe)
-        assert a.stop(within=30) == 0, a.describe()
+        sent = drain_and_stop(setup, feed, a, 180, what="after the churn", stop_within=30)
         for sup in (a, *bs):
             sup.assert_exits_documented()
     finally:

@@ -17,6 +17,7 @@ from faultkit import (
     assert_trail_intact,
     committed_count,
     configure,
+    drain_and_stop,
     endless,
     reached,
     sigkill_at_hook_loses_and_duplicates_nothing,
@@ -72,9 +73,7 @@ def test_main_loop_wedged_in_c_after_send_offsets_is_restarted_by_the_watchdog(k
         sup.current.wait_ready(90)
         before = committed_count(setup.bootstrap, setup.audit)
         wait_audited(setup, before + 300, 90, "from the restarted daemon", describe=sup.describe)
-        sent = feed.finish()
-        wait_audited(setup, len(sent), 120, "after the feeder stopped", describe=sup.describe)
-        assert sup.stop(within=30) == 0, sup.describe()
+        sent = drain_and_stop(setup, feed, sup, 120, stop_within=30)
         sup.assert_exits_documented()
     finally:
         feed.halt.set()
