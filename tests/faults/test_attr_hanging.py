@@ -84,18 +84,31 @@ def make_hanging(broker: Any, tmp_path: Path, *, partitions: int, revert: tuple[
     """A setup whose instance ``instance_id`` left a transaction hanging on the partitions of ``revert``
     (its records there open for good, the coordinator done with it). The broker is running again."""
     bootstrap = broker.bootstrap_servers
-    setup = make_setup(tmp_path, bootstrap, partitions=partitions, trail=True, batch_max_events=40)
-    configure(setup, {"batch": {"pipeline": False}})
-    hooks = tmp_path / "hooks"
-    feeder = Feeder(bootstrap, setup.events)
-    feeder.send_all(mixed_events(400, seed=71))
-    a = Daemon(setup, instance_id, {"AUDITOR_TEST_HOOK": "after_send_offsets:stop:4,after_commit:kill:4",
-                                    "AUDITOR_TEST_HOOK_DIR": str(hooks), "AUDITOR_TRAIL_DIR": str(tmp_path / "trail-a"),
-                                    "AUDITOR_TRANSACTION_TIMEOUT_MS": "300000"})
+    for attempt in range(1, 4):
+        # A's records are sent by librdkafka's own thread; on a loaded machine send_offsets can return
+        # (and the hook freeze the whole process) before they reach the broker: then they never will
+        # while A is frozen, and the attempt starts again with fresh topics (seen 1 in 5 at load ~18)
+        work = tmp_path / f"attempt-{attempt}"
+        work.mkdir()
+        setup = make_setup(work, bootstrap, partitions=partitions, trail=True, batch_max_events=40)
+        configure(setup, {"batch": {"pipeline": False}})
+        hooks = work / "hooks"
+        feeder = Feeder(bootstrap, setup.events)
+        feeder.send_all(mixed_events(400, seed=71))
+        a = Daemon(setup, instance_id, {"AUDITOR_TEST_HOOK": "after_send_offsets:stop:4,after_commit:kill:4",
+                                        "AUDITOR_TEST_HOOK_DIR": str(hooks), "AUDITOR_TRAIL_DIR": str(work / "trail-a"),
+                                        "AUDITOR_TRANSACTION_TIMEOUT_MS": "300000"})
+        wait_until(lambda h=hooks: reached(h, "after_send_offsets"), 90,
+                   lambda d=a: f"A to freeze: {d.describe()}")
+        try:
+            wait_until(lambda s=setup: any(_open_gaps(s, partitions).values()), 20,
+                       "the frozen transaction's records on an audit partition")
+            break
+        except AssertionError:
+            a.kill()
+            if attempt == 3:
+                raise
     try:
-        wait_until(lambda: reached(hooks, "after_send_offsets"), 90, lambda: f"A to freeze: {a.describe()}")
-        wait_until(lambda: any(_open_gaps(setup, partitions).values()), 30,
-                   "the frozen transaction's records on an audit partition")
         data = Path(broker.work_dir) / "data"
         _stop_cleanly(broker)
         snapshot = tmp_path / "snapshot"
