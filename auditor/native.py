@@ -49,6 +49,8 @@ Refused = _native.Refused
 #: whether the compiled module has :class:`FactMemo` and seals its hits (an install built from an
 #: older native/ has not: it runs without the shadow)
 FACT_MEMO_BUILT = hasattr(_native, "FactMemo") and hasattr(_native, "HitBatch")
+#: the compiled LazyRecord (None: a module built before it; the processor then uses its Python form)
+NativeLazyRecord: Any = getattr(_native, "LazyRecord", None)
 
 
 class EventDecoded(NamedTuple):

@@ -37,7 +37,15 @@ from auditor.ledger.late import DecisionReads
 from auditor.ledger.model import to_us
 from auditor.logging import get_logger
 from auditor.memo import BytesMemo
-from auditor.native import FACT_MEMO_BUILT, Decoded, FactMemo, NativeEventDecoder, NativeSealer, SealedBytes
+from auditor.native import (
+    FACT_MEMO_BUILT,
+    Decoded,
+    FactMemo,
+    NativeEventDecoder,
+    NativeLazyRecord,
+    NativeSealer,
+    SealedBytes,
+)
 from auditor.policy import CompiledPack, Decision, Verdict
 from auditor.policy.decision import decision_to_dict
 from auditor.policy.engine import MemoEvaluator
@@ -948,9 +956,11 @@ _RESULT_LISTS = ("outgoing", "sealed", "audited", "violations", "dead_letters", 
 _outgoing = tuple.__new__  # Outgoing(...) without the NamedTuple's Python-level __new__
 
 
-class LazyRecord:
+class PyLazyRecord:
     """The unsealed :class:`AuditRecord` of a record the compiled sealer built from a facts tuple:
-    built from the record's bytes on first use (few callers ever look at it; the chain id is at hand)."""
+    built from the record's bytes on first use (few callers ever look at it; the chain id is at hand).
+    The reference of the compiled ``LazyRecord`` (:data:`LazyRecord`), which the memo's shadow
+    makes without a Python call and untracked by the garbage collector."""
 
     __slots__ = ("chain_id", "_data", "_record")
 
@@ -968,13 +978,18 @@ class LazyRecord:
         return getattr(self.record(), name)
 
     def __eq__(self, other: object) -> bool:
-        return self.record() == (other.record() if isinstance(other, LazyRecord) else other)
+        return self.record() == (other.record() if isinstance(other, PyLazyRecord | LazyRecord) else other)
 
     def __hash__(self) -> int:
         return hash(self.record())
 
     def __repr__(self) -> str:
         return f"LazyRecord({self.record()!r})"
+
+
+#: what BatchResult.sealed holds for a record sealed from its facts tuple: the compiled form where
+#: the module has it (the same equality, hash, attributes and repr as :class:`PyLazyRecord`)
+LazyRecord: Any = NativeLazyRecord if NativeLazyRecord is not None else PyLazyRecord
 
 
 #: the per-event values of a violation message (:meth:`BatchProcessor._violation_message`)

@@ -9,6 +9,7 @@
 
 mod codec;
 mod extract;
+mod lazy;
 mod merkle;
 mod record;
 mod schema;
@@ -328,7 +329,7 @@ impl RecordSealer {
             let digest = record::seal(&chain, seq, &prev, &body, &mut data);
             let prev_py = prev_py.unwrap_or_else(|| PyBytes::new(py, &prev).unbind());
             let digest_py = PyBytes::new(py, &digest).unbind();
-            out.append((PyBytes::new(py, &data), seq, prev_py, digest_py.clone_ref(py)))?;
+            out.append(lazy::untracked((PyBytes::new(py, &data), seq, prev_py, digest_py.clone_ref(py)).into_pyobject(py)?))?;
             work.insert(chain, (seq + 1, digest, Some(digest_py)));
         }
         for (chain, (size, _, hash)) in work {
@@ -352,6 +353,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RecordSealer>()?;
     m.add_class::<shadow::FactMemo>()?;
     m.add_class::<shadow::HitBatch>()?;
+    m.add_class::<lazy::LazyRecord>()?;
     m.add_function(wrap_pyfunction!(genesis_hash, m)?)?;
     m.add_function(wrap_pyfunction!(merkle::merkle_extend, m)?)?;
     m.add_function(wrap_pyfunction!(merkle::merkle_root, m)?)?;

@@ -21,6 +21,7 @@ use pyo3::ffi;
 use sha2::{Digest, Sha256};
 
 use crate::extract::{self, Val};
+use crate::lazy::{untracked, LazyRecord};
 use crate::record::ValItem;
 use crate::wire::Cursor;
 use crate::{EventCodec, RecordSealer, Refused};
@@ -814,6 +815,7 @@ impl HitBatch {
         let (outs, sealed, labels, whens, cuts) =
             (PyList::empty(py), PyList::empty(py), PyList::empty(py), PyList::empty(py), PyList::empty(py));
         let empty = PyTuple::empty(py);
+        let native_lazy = lazy.is(py.get_type::<LazyRecord>());
         let (mut body, mut data) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
         let (mut h, mut m, mut placed) = (0usize, 0usize, 0usize);
         loop {
@@ -849,10 +851,14 @@ impl HitBatch {
                             kp
                         }
                     };
-                    let record = lazy.call1((chain.py.bind(py), &data_py))?;
-                    outs.append(tuple_of(py, outgoing, [audit_topic.clone().into_any(), part, key.into_any(),
-                                                        data_py.into_any(), empty.clone().into_any()])?)?;
-                    sealed.append((record, w.seq, prev_py, &digest_py))?;
+                    let record = if native_lazy {
+                        LazyRecord::untracked(py, chain.py.clone_ref(py), data_py.clone().unbind())?.into_any()
+                    } else {
+                        lazy.call1((chain.py.bind(py), &data_py))?
+                    };
+                    outs.append(untracked(tuple_of(py, outgoing, [audit_topic.clone().into_any(), part, key.into_any(),
+                                                                  data_py.into_any(), empty.clone().into_any()])?))?;
+                    sealed.append(untracked((record, w.seq, prev_py, &digest_py).into_pyobject(py)?))?;
                     labels.append(hit.handle.bind(py))?;
                     whens.append(PyFloat::new(py, hit.when))?;
                     w.seq += 1;
@@ -904,7 +910,7 @@ impl HitBatch {
                         None => PyBytes::new(py, &w.hash).unbind(),
                     };
                     let digest_py = PyBytes::new(py, &digest);
-                    seals.append((PyBytes::new(py, &data), w.seq, prev_py, &digest_py))?;
+                    seals.append(untracked((PyBytes::new(py, &data), w.seq, prev_py, &digest_py).into_pyobject(py)?))?;
                     w.seq += 1;
                     w.hash = digest;
                     w.hash_py = Some(digest_py.unbind());
