@@ -31,7 +31,7 @@ from auditor.events.codec import _EPOCH, MAX_MICROS, MIN_MICROS, subject_id_edge
 from auditor.events.model import ActorOrganisation, ActorType, EventKind, Identifiability, LegalRequestType, Safeguard
 from auditor.policy import Decision
 from auditor.policy.conditions import recipient_abroad, subject_minor
-from auditor.policy.engine import ANY, MemoEvaluator
+from auditor.policy.engine import ANY, MemoEvaluator, _refused, _undeclared
 from auditor.trail.record import AuditRecord, DecisionFacts, Facts, RecipientFacts, RecordType, SourceRef
 
 _KINDS = {k.value: k for k in EventKind}
@@ -58,6 +58,29 @@ class _Event(NamedTuple):  # what recipient_abroad reads
 
 class _Region(NamedTuple):
     region: str | None
+
+
+class _Names(NamedTuple):  # what the engine's _undeclared reads of an event
+    data_categories: tuple[str, ...]
+    purpose: str
+    recipient: _Type | None
+
+
+class _Type(NamedTuple):
+    type: str
+
+
+class _Refusal(NamedTuple):  # what the engine's _refused reads of an event and of its plan
+    event_id: str
+    undeclared: tuple[Any, ...]
+
+
+#: the refusals kept (per policy, recipient type, purpose and categories: what they are a function of)
+REFUSALS_MAX = 4096
+#: the refusals of names longer than this (in all) are not kept: such events go the full way, as before
+REFUSAL_MAX_TEXT = 1024
+#: nor those of more categories than this
+REFUSAL_MAX_CATEGORIES = 16
 
 
 #: what an item of :meth:`FactPath.layout` holds, by position: the sealer builds the record from it
@@ -90,6 +113,8 @@ class FactPath:
         #: events audited from their tuple (tests and benchmarks read it)
         self.hits = 0
         self._keys: dict[int, tuple[object, Callable[[tuple[Any, ...]], tuple[object, ...]]]] = {}
+        #: the decision of an event naming what its policy does not declare, by those names (bounded)
+        self._refusals: dict[tuple[Any, ...], Decision | None] = {}
         at = self.at
         (self._id, self._time, self._kind, self._policy, self._system, self._atype, self._aid, self._role,
          self._sid, self._age, self._minor, self._region, self._cats, self._purpose, self._rtype, self._rid,
@@ -133,7 +158,14 @@ class FactPath:
             return None
         compiled = evaluator.compiled
         plan = compiled._plans.get((kind, ANY if rtype is None else rtype, purpose, cats))
-        if plan is None or plan.memo is None or plan.key_of is None:
+        if plan is None:  # not planned yet, or never planned: it names what its policy does not declare
+            template = self._refusal(policy, evaluator, rtype, purpose, cats, eid)
+            if template is None:
+                return None
+            if count:
+                self.hits += 1  # not the memo's: the engine keeps no plan or memo for these
+            return template, evaluator, None
+        if plan.memo is None or plan.key_of is None:
             return None
         hit = self._keys.get(id(plan.key_of))
         key_of = hit[1] if hit is not None and hit[0] is plan.key_of else \
@@ -147,6 +179,29 @@ class FactPath:
             compiled.memo_hits += 1
             self.hits += 1
         return template, evaluator, plan.key_of
+
+    def _refusal(self, policy: str, evaluator: MemoEvaluator, rtype: str | None, purpose: str,
+                 cats: tuple[str, ...], eid: str) -> Decision | None:
+        """The engine's decision for an event that names a category, purpose or recipient type its
+        policy does not declare (``_refused``): a function of those names alone, so kept here by
+        them (the engine plans and memoises no such event: each went the full way). None: the
+        event names nothing undeclared (its plan is made the full way), or its names are too long
+        to keep (the full way, as before)."""
+        key = (policy, rtype, purpose, cats)
+        if key in self._refusals:
+            return self._refusals[key]
+        if len(cats) > REFUSAL_MAX_CATEGORIES or \
+                sum(map(len, cats)) + len(purpose) + len(rtype or "") > REFUSAL_MAX_TEXT:
+            return None
+        compiled = evaluator.compiled
+        names = _Names(cats, purpose, None if rtype is None else _Type(rtype))
+        undeclared = tuple(_undeclared(names, compiled.pack))  # type: ignore[arg-type]
+        refusal: Any = _Refusal(eid, undeclared)  # the event and the plan, as _refused reads them
+        template = _refused(refusal, compiled, refusal) if undeclared else None
+        if len(self._refusals) >= REFUSALS_MAX:
+            self._refusals.clear()
+        self._refusals[key] = template
+        return template
 
     def _plain(self, t: tuple[Any, ...]) -> bool:
         """What event_from_datum checks before it builds an Event (else its slow path names the field)."""

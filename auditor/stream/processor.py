@@ -734,7 +734,8 @@ class BatchProcessor:
         rtype, purpose = t[facts.rtype_at], t[facts.purpose_at]
         labels = decided.labels.get((rtype, purpose))
         if labels is None:
-            r = "none" if rtype is None else rtype if rtype in pack.pack.recipients else UNDECLARED
+            # as _violations: a recipient type that reads "none" is "none", declared or not
+            r = "none" if rtype is None or rtype == "none" else rtype if rtype in pack.pack.recipients else UNDECLARED
             p = purpose if purpose in pack.pack.purposes else UNDECLARED
             labels = decided.labels[(rtype, purpose)] = [
                 (pack.id, v.rule_id, v.rule.severity, r, p) for v in decided.template.violations]

@@ -19,6 +19,7 @@ from streamkit import NOW, PACK_IDS, TOPIC, StubMessage, compliant, packs, proce
 from test_factpath_rounds import POOL, outputs
 
 from auditor.native import FACT_MEMO_BUILT, FactMemo, NativeEventDecoder, NativeSealer
+from auditor.stream import factpath
 from auditor.stream.budget import OutputBudget
 from auditor.stream.checkpointing import Checkpointer
 from auditor.stream.processor import BatchProcessor, BatchResult
@@ -189,6 +190,9 @@ def test_a_hit_over_the_audit_budget_between_others_is_rejected_in_its_place(tmp
 def test_a_miss_that_faults_between_hits_is_rejected_and_its_chain_relinked(monkeypatch: pytest.MonkeyPatch):
     """A fault routing an event audited the full way, between hits of its chain: its rejection
     (route_failed) takes its place, the batch is sealed again, the hits after it link to it."""
+    # violating(p, 0) names what its pack does not declare: kept from the fact path (its refusal
+    # not kept), so that it is audited the full way here (rust, session 9)
+    monkeypatch.setattr(factpath, "REFUSAL_MAX_TEXT", 0)
     procs = trio()
     offsets: dict[int, int] = {}
     values: list[bytes | None] = [wire(violating(p, 0, event_id=f"v-{p}")) for p in PACK_IDS]
