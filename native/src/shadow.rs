@@ -724,6 +724,37 @@ fn check_tuple_type(ty: &Bound<'_, PyType>) -> PyResult<()> {
     Ok(())
 }
 
+/// A chain `HitBatch.seal` seals into: its id, and its head as the batch goes (the hash as
+/// Python bytes too, when the head came from Python).
+struct Chain {
+    text: String,
+    seq: i64,
+    hash: [u8; 32],
+    hash_py: Option<Py<PyBytes>>,
+}
+
+/// One record `HitBatch.seal` seals: its chain, its body (in the hits' bodies, or the misses'),
+/// and once sealed its place, previous hash, hash and bytes (in the batch's data).
+#[derive(Default)]
+struct Job {
+    chain: usize,
+    hit: bool,
+    start: usize,
+    end: usize,
+    seq: i64,
+    prev: [u8; 32],
+    digest: [u8; 32],
+    data: (usize, usize),
+}
+
+/// What `HitBatch.seal` does at each position, in input order: a hit (its index, its job), a
+/// miss (its job), or a miss that could not be encoded (its exception: not placed).
+enum Step {
+    Hit(usize, usize),
+    Miss(usize),
+    Failed(PyErr),
+}
+
 /// A chain's head as the batch goes: next seq, head hash (and as Python bytes once made).
 struct Work {
     seq: i64,
@@ -808,16 +839,24 @@ impl HitBatch {
             Some(l) => sealer.enc.batch_values(l, batch)?,
             None => Vec::new(),
         };
-        let mut work: HashMap<String, Work> = HashMap::new();
-        // per chain of the hits: its key (the chain id's bytes) and audit partition
-        let mut hit_chains: Vec<Option<(Bound<'py, PyBytes>, Bound<'py, PyAny>)>> = self.chains.iter().map(|_| None).collect();
-        let (seals, over) = (PyList::empty(py), PyList::empty(py));
-        let (outs, sealed, labels, whens, cuts) =
-            (PyList::empty(py), PyList::empty(py), PyList::empty(py), PyList::empty(py), PyList::empty(py));
-        let empty = PyTuple::empty(py);
-        let native_lazy = lazy.is(py.get_type::<LazyRecord>());
-        let (mut body, mut data) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
-        let (mut h, mut m, mut placed) = (0usize, 0usize, 0usize);
+        // 1. (with the GIL) in input order: each record's chain (its head read once) and body; the
+        //    misses' bodies encoded from their Python objects
+        let mut chains: Vec<Chain> = Vec::new();
+        let mut chain_at: HashMap<String, usize> = HashMap::new();
+        let mut of_hit_chain: Vec<Option<usize>> = self.chains.iter().map(|_| None).collect();
+        let mut jobs: Vec<Job> = Vec::with_capacity(self.n);
+        let mut steps: Vec<Step> = Vec::with_capacity(self.n);
+        let mut miss_bodies: Vec<u8> = Vec::new();
+        let mut chain_of = |text: &str, chains: &mut Vec<Chain>| -> PyResult<usize> {
+            if let Some(&at) = chain_at.get(text) {
+                return Ok(at);
+            }
+            let w = head_of(text, working, heads)?;
+            chains.push(Chain { text: text.to_string(), seq: w.seq, hash: w.hash, hash_py: w.hash_py });
+            chain_at.insert(text.to_string(), chains.len() - 1);
+            Ok(chains.len() - 1)
+        };
+        let (mut h, mut m) = (0usize, 0usize);
         loop {
             let next_hit = self.hits.get(h).map(|x| x.index);
             let next_miss = misses.get(m).copied();
@@ -826,23 +865,101 @@ impl HitBatch {
                 (Some(i), Some(j)) if i == j => h += 1, // a hit replaced by the record given for it
                 (Some(i), j) if j.is_none_or(|j| i < j) => {
                     let hit = &self.hits[h];
+                    let chain = match of_hit_chain[hit.chain] {
+                        Some(c) => c,
+                        None => {
+                            let c = chain_of(&self.chains[hit.chain].text, &mut chains)?;
+                            of_hit_chain[hit.chain] = Some(c);
+                            c
+                        }
+                    };
+                    jobs.push(Job { chain, hit: true, start: hit.start, end: hit.end, ..Job::default() });
+                    steps.push(Step::Hit(h, jobs.len() - 1));
                     h += 1;
-                    let chain = &self.chains[hit.chain];
-                    let w = match work.get_mut(chain.text.as_str()) {
-                        Some(w) => w,
-                        None => work.entry(chain.text.clone()).or_insert(head_of(&chain.text, working, heads)?),
+                }
+                (_, Some(_)) => {
+                    let r = records.get_item(m)?;
+                    m += 1;
+                    let item = match &layout {
+                        Some(l) if r.is_exact_instance_of::<PyTuple>() => Some((l, r.cast::<PyTuple>()?.clone())),
+                        _ => None,
                     };
-                    data.clear();
-                    let digest = crate::record::seal(&chain.text, w.seq, &w.hash, &self.bodies[hit.start..hit.end], &mut data);
-                    if data.len() + chain.text.len() > audit_budget {
-                        over.append((hit.index, data.len()))?;
+                    // as RecordSealer.seal_batch, one record at a time: one that fails is not placed
+                    let text = match &item {
+                        Some((_, t)) => t.get_item(1).and_then(|c| Ok(c.cast_into::<PyString>()
+                            .map_err(|_| PyTypeError::new_err("an item's second element is its chain id"))?.to_str()?.to_string())),
+                        None => sealer.enc.chain_id(&r),
+                    };
+                    let text = match text {
+                        Ok(c) => c,
+                        Err(e) => {
+                            steps.push(Step::Failed(e));
+                            continue;
+                        }
+                    };
+                    let start = miss_bodies.len();
+                    let encoded = match &item {
+                        Some((l, t)) => sealer.enc.encode_item(l, &batch_values, t, &mut miss_bodies),
+                        None => sealer.enc.encode_body(&r, &mut miss_bodies),
+                    };
+                    if let Err(e) = encoded {
+                        miss_bodies.truncate(start);
+                        steps.push(Step::Failed(e));
+                        continue;
                     }
-                    let prev_py = match w.hash_py.take() {
+                    let chain = chain_of(&text, &mut chains)?;
+                    jobs.push(Job { chain, hit: false, start, end: miss_bodies.len(), ..Job::default() });
+                    steps.push(Step::Miss(jobs.len() - 1));
+                }
+                (Some(_), None) => unreachable!("matched above"),
+            }
+        }
+        // per chain: the hash of its last record as Python bytes (the next record's prev_hash)
+        let mut last_py: Vec<Option<Py<PyBytes>>> = chains.iter_mut().map(|c| c.hash_py.take()).collect();
+        // 2. (without the GIL) every record sealed in its chain, in order: framing and SHA-256
+        let bodies = self.bodies.as_slice();
+        let mut heads_now: Vec<(&str, i64, [u8; 32])> = chains.iter().map(|c| (c.text.as_str(), c.seq, c.hash)).collect();
+        let data = py.detach(|| {
+            let total: usize = jobs.iter().map(|j| j.end - j.start + 128).sum::<usize>()
+                + jobs.iter().map(|j| heads_now[j.chain].0.len()).sum::<usize>();
+            let mut data: Vec<u8> = Vec::with_capacity(total);
+            for job in jobs.iter_mut() {
+                let (text, seq, hash) = &mut heads_now[job.chain];
+                let body = if job.hit { &bodies[job.start..job.end] } else { &miss_bodies[job.start..job.end] };
+                job.seq = *seq;
+                job.prev = *hash;
+                let at = data.len();
+                job.digest = crate::record::seal(text, *seq, hash, body, &mut data);
+                job.data = (at, data.len());
+                *seq += 1;
+                *hash = job.digest;
+            }
+            data
+        });
+        // 3. (with the GIL) the Python objects, in input order
+        let (seals, over) = (PyList::empty(py), PyList::empty(py));
+        let (outs, sealed, labels, whens, cuts) =
+            (PyList::empty(py), PyList::empty(py), PyList::empty(py), PyList::empty(py), PyList::empty(py));
+        let empty = PyTuple::empty(py);
+        let native_lazy = lazy.is(py.get_type::<LazyRecord>());
+        // per chain of the hits: its key (the chain id's bytes) and audit partition
+        let mut hit_chains: Vec<Option<(Bound<'py, PyBytes>, Bound<'py, PyAny>)>> = self.chains.iter().map(|_| None).collect();
+        let mut placed = 0usize;
+        for step in steps {
+            match step {
+                Step::Hit(h, j) => {
+                    let (hit, job) = (&self.hits[h], &jobs[j]);
+                    let chain = &self.chains[hit.chain];
+                    let record_data = &data[job.data.0..job.data.1];
+                    if record_data.len() + chain.text.len() > audit_budget {
+                        over.append((hit.index, record_data.len()))?;
+                    }
+                    let prev_py = match last_py[job.chain].take() {
                         Some(p) => p,
-                        None => PyBytes::new(py, &w.hash).unbind(),
+                        None => PyBytes::new(py, &job.prev).unbind(),
                     };
-                    let digest_py = PyBytes::new(py, &digest);
-                    let data_py = PyBytes::new(py, &data);
+                    let digest_py = PyBytes::new(py, &job.digest);
+                    let data_py = PyBytes::new(py, record_data);
                     let (key, part) = match &hit_chains[hit.chain] {
                         Some(kp) => kp.clone(),
                         None => {
@@ -858,73 +975,37 @@ impl HitBatch {
                     };
                     outs.append(untracked(tuple_of(py, outgoing, [audit_topic.clone().into_any(), part, key.into_any(),
                                                                   data_py.into_any(), empty.clone().into_any()])?))?;
-                    sealed.append(untracked((record, w.seq, prev_py, &digest_py).into_pyobject(py)?))?;
+                    sealed.append(untracked((record, job.seq, prev_py, &digest_py).into_pyobject(py)?))?;
                     labels.append(hit.handle.bind(py))?;
                     whens.append(PyFloat::new(py, hit.when))?;
-                    w.seq += 1;
-                    w.hash = digest;
-                    w.hash_py = Some(digest_py.unbind());
+                    last_py[job.chain] = Some(digest_py.unbind());
                     placed += 1;
                 }
-                (_, Some(_)) => {
-                    let r = records.get_item(m)?;
-                    m += 1;
+                Step::Miss(j) => {
                     cuts.append(placed)?;
-                    let item = match &layout {
-                        Some(l) if r.is_exact_instance_of::<PyTuple>() => Some((l, r.cast::<PyTuple>()?.clone())),
-                        _ => None,
-                    };
-                    // as RecordSealer.seal_batch, one record at a time: one that fails is not placed
-                    let chain = match &item {
-                        Some((_, t)) => t.get_item(1).and_then(|c| Ok(c.cast_into::<PyString>()
-                            .map_err(|_| PyTypeError::new_err("an item's second element is its chain id"))?.to_str()?.to_string())),
-                        None => sealer.enc.chain_id(&r),
-                    };
-                    let chain = match chain {
-                        Ok(c) => c,
-                        Err(e) => {
-                            seals.append(e.into_value(py))?;
-                            continue;
-                        }
-                    };
-                    body.clear();
-                    let encoded = match &item {
-                        Some((l, t)) => sealer.enc.encode_item(l, &batch_values, t, &mut body),
-                        None => sealer.enc.encode_body(&r, &mut body),
-                    };
-                    if let Err(e) = encoded {
-                        seals.append(e.into_value(py))?;
-                        continue;
-                    }
-                    let w = match work.get_mut(chain.as_str()) {
-                        Some(w) => w,
-                        None => {
-                            let head = head_of(&chain, working, heads)?;
-                            work.entry(chain.clone()).or_insert(head)
-                        }
-                    };
-                    data.clear();
-                    let digest = crate::record::seal(&chain, w.seq, &w.hash, &body, &mut data);
-                    let prev_py = match w.hash_py.take() {
+                    let job = &jobs[j];
+                    let prev_py = match last_py[job.chain].take() {
                         Some(p) => p,
-                        None => PyBytes::new(py, &w.hash).unbind(),
+                        None => PyBytes::new(py, &job.prev).unbind(),
                     };
-                    let digest_py = PyBytes::new(py, &digest);
-                    seals.append(untracked((PyBytes::new(py, &data), w.seq, prev_py, &digest_py).into_pyobject(py)?))?;
-                    w.seq += 1;
-                    w.hash = digest;
-                    w.hash_py = Some(digest_py.unbind());
+                    let digest_py = PyBytes::new(py, &job.digest);
+                    let record_data = PyBytes::new(py, &data[job.data.0..job.data.1]);
+                    seals.append(untracked((record_data, job.seq, prev_py, &digest_py).into_pyobject(py)?))?;
+                    last_py[job.chain] = Some(digest_py.unbind());
                 }
-                (Some(_), None) => unreachable!("matched above"),
+                Step::Failed(e) => {
+                    cuts.append(placed)?;
+                    seals.append(e.into_value(py))?;
+                }
             }
         }
         let new_heads = PyDict::new(py);
-        for (chain, w) in work {
-            let hash = match w.hash_py {
+        for ((text, seq, hash), last) in heads_now.iter().zip(last_py) {
+            let hash = match last {
                 Some(p) => p.into_bound(py),
-                None => PyBytes::new(py, &w.hash),
+                None => PyBytes::new(py, hash),
             };
-            new_heads.set_item(chain, (w.seq, hash))?;
+            new_heads.set_item(*text, (*seq, hash))?;
         }
         PyTuple::new(py, [seals.into_any(), over.into_any(), outs.into_any(), sealed.into_any(), labels.into_any(),
                           whens.into_any(), cuts.into_any(), new_heads.into_any()])
