@@ -222,9 +222,13 @@ class LocalKafka:
             "num.partitions": "1",
             "auto.create.topics.enable": "true",
             "group.initial.rebalance.delay.ms": "0",
-            # Keep a small footprint on a 2-core machine.
-            "num.network.threads": "2",
-            "num.io.threads": "4",
+            # Keep a small footprint on a 2-core machine: one network thread and two request handlers
+            # (Kafka's defaults 3 and 8; we had 2 and 4). With the daemon on a backlog beside it, the
+            # broker's CPU per event was 3.55-4.68 us against 4.87-5.55 us with 2 and 4 (three pairs,
+            # bench/threads.py --broker-per-tree, load 4-12), librdkafka's broker thread's 1.62-2.18
+            # against 2.17-2.47: fewer threads to hand each request between on two cores.
+            "num.network.threads": "1",
+            "num.io.threads": "2",
             "background.threads": "2",
             "num.recovery.threads.per.data.dir": "1",
             "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
