@@ -203,15 +203,34 @@ impl RecordEncoder {
         }
         let ty = obj.get_type();
         let key = (record, ty.as_ptr() as usize);
-        let mut cache = self.positions.lock().expect("positions lock");
-        if let Some((_, p)) = cache.get(&key) {
+        if let Some((_, p)) = self.positions.lock().expect("positions lock").get(&key) {
             return p.clone();
         }
-        let names: Option<Vec<String>> = ty.getattr("_fields").ok().and_then(|f| f.extract().ok());
+        // asked without the lock held: Python code may run here (a metaclass), even this encoder again
+        let p = self.class_positions(&ty, record);
+        let mut cache = self.positions.lock().expect("positions lock");
+        cache.entry(key).or_insert((ty.unbind(), p)).1.clone()
+    }
+
+    /// A field is read by position only where the class's attribute of its name is the NamedTuple
+    /// accessor of that position (`_collections._tuplegetter`); else by name, as the reference
+    /// reads it (a subclass may override a field with a property, a `_fields` may lie).
+    fn class_positions(&self, ty: &Bound<'_, PyType>, record: NodeId) -> Option<Arc<Vec<Option<usize>>>> {
+        let names: Vec<String> = ty.getattr("_fields").ok().and_then(|f| f.extract().ok())?;
         let Node::Record { fields, .. } = self.schema.node(record) else { return None };
-        let p = names.map(|names| Arc::new(fields.iter().map(|f| names.iter().position(|n| *n == f.name)).collect()));
-        cache.insert(key, (ty.unbind(), p.clone()));
-        p
+        let getter = ty.py().import("_collections").and_then(|m| m.getattr("_tuplegetter")).ok()?;
+        let accessor_of = |name: &str, k: usize| -> bool {
+            let Ok(attr) = ty.getattr(name) else { return false };
+            if !attr.get_type().is(&getter) {
+                return false;
+            }
+            // _tuplegetter.__reduce__() is (type, (index, doc))
+            let index = attr.call_method0("__reduce__").and_then(|r| r.get_item(1)?.get_item(0)?.extract::<usize>());
+            index.is_ok_and(|i| i == k)
+        };
+        Some(Arc::new(
+            fields.iter().map(|f| names.iter().position(|n| *n == f.name).filter(|&k| accessor_of(&f.name, k))).collect(),
+        ))
     }
 
     fn field<'py>(&self, obj: &Bound<'py, PyAny>, record: NodeId, i: usize) -> PyResult<Bound<'py, PyAny>> {
@@ -318,18 +337,32 @@ impl RecordEncoder {
                         }
                     }
                 } else if let Ok(l) = v.cast::<PyList>() {
-                    if !l.is_empty() {
-                        put_long(out, l.len() as i64);
-                        for x in l.iter() {
-                            self.encode(*item, &x, out, depth + 1)?;
+                    // by index, and the length checked after: an item's encoding may run Python code
+                    // that changes the list, and the block's count must be the items written
+                    let n = l.len();
+                    if n > 0 {
+                        put_long(out, n as i64);
+                        for i in 0..n {
+                            self.encode(*item, &l.get_item(i)?, out, depth + 1)?;
+                        }
+                        if l.len() != n {
+                            return Err(EncErr::new("the list changed size while it was encoded".into()));
                         }
                     }
                 } else {
                     let n = v.len().map_err(|_| wrong("a sequence"))?;
                     if n > 0 {
                         put_long(out, n as i64);
-                        for x in v.try_iter()? {
+                        let mut seen = 0usize;
+                        for x in v.try_iter()?.take(n + 1) {
+                            seen += 1;
+                            if seen > n {
+                                break;
+                            }
                             self.encode(*item, &x?, out, depth + 1)?;
+                        }
+                        if seen != n {
+                            return Err(EncErr::new(format!("the sequence's length is {n}, it holds {seen} or more")));
                         }
                     }
                 }
@@ -337,8 +370,19 @@ impl RecordEncoder {
             }
             Node::Map(val) => {
                 if let Ok(d) = v.cast::<PyDict>() {
-                    if !d.is_empty() {
-                        self.encode_pairs(*val, d.iter(), d.len(), out, depth)?;
+                    let n = d.len();
+                    if n > 0 {
+                        // from a snapshot of its items (PyO3's dict iterator panics if a value's
+                        // encoding changes the dict's size), and refused if it did change
+                        let items = d.items();
+                        let pairs = items.iter().map(|p| {
+                            let p = p.cast_into::<PyTuple>().expect("dict items are pairs");
+                            (p.get_item(0).expect("two items"), p.get_item(1).expect("two items"))
+                        });
+                        self.encode_pairs(*val, pairs, n, out, depth)?;
+                        if d.len() != n {
+                            return Err(EncErr::new("the dict changed size while it was encoded".into()));
+                        }
                     }
                 } else if let Ok(t) = v.cast::<PyTuple>() {
                     // (key, value) pairs, each a tuple of two: read in place, all checked before any is written
