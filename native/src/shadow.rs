@@ -721,6 +721,11 @@ fn check_tuple_type(ty: &Bound<'_, PyType>) -> PyResult<()> {
     if !ty.is_subclass_of::<PyTuple>()? || !same_layout {
         return Err(PyTypeError::new_err("the outgoing type is a tuple subclass without fields of its own"));
     }
+    // the same sizes are not the same layout: a struct sequence (os.stat_result) frees more items
+    // than the five written. CPython's own check refuses `tuple.__new__` of such a type.
+    let py = ty.py();
+    py.get_type::<PyTuple>().call_method1(intern!(py, "__new__"), (ty, PyTuple::empty(py)))
+        .map_err(|_| PyTypeError::new_err("the outgoing type is a tuple subclass that tuple.__new__ may make"))?;
     Ok(())
 }
 
