@@ -513,6 +513,8 @@ impl FactMemo {
             return Err(PyValueError::new_err("one message per value"));
         }
         let raws: Vec<Bound<'py, PyAny>> = values.iter().collect();
+        // the messages as they are now: a message's methods (Python code, called below) may change the list
+        let msgs: Vec<Bound<'py, PyAny>> = messages.iter().collect();
         let mut bytes: Vec<Option<&[u8]>> = Vec::with_capacity(raws.len());
         for raw in &raws {
             bytes.push(if raw.is_none() {
@@ -535,7 +537,7 @@ impl FactMemo {
         let mut slots: Vec<Val<'_>> = Vec::with_capacity(self.n_facts);
         let mut pyslots: Vec<Option<Py<PyAny>>> = (0..self.n_facts).map(|_| None).collect();
         let (mut pkey, mut mkey) = (Vec::new(), Vec::new());
-        for (index, ((value, msg), result)) in bytes.iter().zip(messages.iter()).zip(decoded).enumerate() {
+        for (index, ((value, msg), result)) in bytes.iter().zip(msgs.iter()).zip(decoded).enumerate() {
             let (start, end, digest) = match result {
                 Ok(r) => r,
                 Err(e) => {
@@ -548,7 +550,7 @@ impl FactMemo {
             let canonical = &arena[start..end];
             let body_start = out.bodies.len();
             let hit = self.hit(py, codec, &sealer.enc, &layout, &batch_values, canonical, &digest, value.map_or(0, <[u8]>::len),
-                               &msg, &mut slots, &mut pkey, &mut mkey, &mut out.bodies)?;
+                               msg, &mut slots, &mut pkey, &mut mkey, &mut out.bodies)?;
             match hit {
                 Ok((chain, partition, when, entry)) => {
                     let text = chain.bind(py).to_str()?;

@@ -146,3 +146,27 @@ def test_misses_whose_records_vanish_while_sealing_are_refused(hits):
     with pytest.raises(IndexError):
         hits.seal(misses=[len(VALUES) - 2, len(VALUES) - 1], records=records, lazy=lazy)
     time.sleep(0)
+
+
+def test_a_message_that_empties_the_batch_list_loses_no_event(hits):
+    """FactMemo.decide calls each message's topic(), partition() and offset(): Python code that may
+    change the list of messages. Every position must still come back as a miss or a hit. Before:
+    the compiled loop read the list as it went, so a message that empties it made the rest of the
+    batch vanish from both (29 of 30 events neither decided nor left to Python: no record)."""
+    from streamkit import StubMessage
+
+    p = hits.p
+    shadow = p._shadow_ready(p.hot)
+    assert shadow is not None
+    batch = batch_of(VALUES, [0, 1], {0: 1000, 1: 1000})
+
+    class Clearing(StubMessage):
+        def topic(self) -> str | None:
+            batch.clear()
+            return super().topic()
+
+    first = batch[0]
+    batch[0] = Clearing(first._topic, first._partition, first._offset, first._value)
+    values = [m.value() for m in batch]
+    misses, _, _, got = shadow.decide(hits.sealer, hits.layout, values, batch, (NOW,))
+    assert sorted([*misses, *got.positions()]) == list(range(len(values)))
