@@ -106,7 +106,15 @@ fn load_chain(id: &str, heads: &Bound<'_, PyDict>, ranges: &Bound<'_, PyDict>) -
         Some(r) => {
             let roots = r.getattr("subtree_roots")?;
             let stack = roots.try_iter()?.map(|x| hash32(&x?, "a subtree root")).collect::<PyResult<Vec<_>>>()?;
-            (r.getattr("size")?.extract::<u64>()?, stack)
+            let size = r.getattr("size")?.extract::<u64>()?;
+            // merkle::append expects one root per one bit of the size (else it panics)
+            if stack.len() != size.count_ones() as usize {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "{} subtree roots cannot be a range of {size} leaves",
+                    stack.len()
+                )));
+            }
+            (size, stack)
         }
         None => (0, Vec::new()),
     };
