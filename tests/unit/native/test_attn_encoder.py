@@ -267,7 +267,7 @@ def test_a_class_whose_fields_run_the_encoder_again_does_not_hang(tmp_path):
     script.write_text(_REENTRANT)
     trail = str(Path(__file__).resolve().parents[1] / "trail")
     try:
-        done = subprocess.run([sys.executable, str(script), trail], capture_output=True, text=True, timeout=20)
+        done = subprocess.run([sys.executable, str(script), trail], capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
         pytest.fail("the nested encode call never returned (deadlock)")
     assert done.returncode == 0, done.stderr[-2000:]

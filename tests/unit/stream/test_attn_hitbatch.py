@@ -9,7 +9,6 @@ import functools
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -136,16 +135,19 @@ def test_callbacks_that_raise_or_change_the_records_are_refused(hits):
 
 def test_misses_whose_records_vanish_while_sealing_are_refused(hits):
     """``lazy`` (called for each hit) empties the records list before the misses after the hits
-    are read: an IndexError, not a read past the list."""
+    are read: an IndexError, or the records as they were when the call read them; not a read past
+    the list."""
     records: list[Any] = [None, None]
 
     def lazy(chain: str, data: bytes) -> Any:
         records.clear()
         return LazyRecord(chain, data)
 
-    with pytest.raises(IndexError):
-        hits.seal(misses=[len(VALUES) - 2, len(VALUES) - 1], records=records, lazy=lazy)
-    time.sleep(0)
+    try:
+        out = hits.seal(misses=[len(VALUES) - 2, len(VALUES) - 1], records=records, lazy=lazy)
+    except IndexError:
+        return
+    assert len(out[0]) == 2 and all(isinstance(s, Exception) for s in out[0])  # None is no record
 
 
 def test_a_message_that_empties_the_batch_list_loses_no_event(hits):
