@@ -118,6 +118,18 @@ def processor(allow: SchemaAllowList | None = None, routing: Routing = ROUTING) 
                           clock=lambda: NOW)
 
 
+def native(shadow: bool) -> BatchProcessor:
+    """The compiled path's processor on the same packs and key as :func:`processor`; without the
+    memo's shadow when ``shadow`` is false."""
+    from auditor.native import NativeEventDecoder, NativeSealer
+
+    p = BatchProcessor(NativeEventDecoder(), packs(), Pseudonymizer(b"k" * 32), ROUTING, "unit-1",
+                       clock=lambda: NOW, sealer=NativeSealer())
+    if not shadow:
+        p._shadow_ready = lambda hot: None  # type: ignore[method-assign]
+    return p
+
+
 def messages(values: list[bytes | None], partition: int = 0, first_offset: int = 0,
              topic: str = TOPIC) -> list[StubMessage]:
     return [StubMessage(topic, partition, first_offset + i, v) for i, v in enumerate(values)]

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from streamkit import NOW, PACK_IDS, compliant, wire
-from test_sealhits import batch_of, native
+from streamkit import NOW, PACK_IDS, compliant, native, wire
+from test_sealhits import batch_of
 
 from auditor.native import FACT_MEMO_BUILT
 from auditor.stream.processor import LazyRecord, Outgoing

@@ -11,22 +11,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from streamkit import NOW, PACK_IDS, messages, packs, processor, violating, wire
+from streamkit import PACK_IDS, messages, native, processor, violating, wire
 from test_stream_native import outputs
 
 from auditor.events.model import Event
-from auditor.native import NativeEventDecoder, NativeSealer
 from auditor.stream import factpath
-from auditor.stream.processor import BatchProcessor
-from auditor.trail.keys import Pseudonymizer
-
-
-def native(shadow: bool) -> BatchProcessor:
-    p = BatchProcessor(NativeEventDecoder(), packs(), Pseudonymizer(b"k" * 32), processor().routing, "unit-1",
-                       clock=lambda: NOW, sealer=NativeSealer())
-    if not shadow:
-        p._shadow_ready = lambda hot: None  # type: ignore[method-assign]
-    return p
 
 
 def _recipient(e: Event, rtype: str) -> Event:

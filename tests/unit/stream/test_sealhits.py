@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from streamkit import NOW, PACK_IDS, TOPIC, StubMessage, compliant, packs, processor, violating, wire
+from streamkit import NOW, PACK_IDS, TOPIC, StubMessage, compliant, native, processor, violating, wire
 from test_factpath_rounds import POOL, outputs
 
-from auditor.native import FACT_MEMO_BUILT, FactMemo, NativeEventDecoder, NativeSealer
+from auditor.native import FACT_MEMO_BUILT, FactMemo
 from auditor.stream import factpath
 from auditor.stream.budget import OutputBudget
 from auditor.stream.checkpointing import Checkpointer
 from auditor.stream.processor import BatchProcessor, BatchResult
-from auditor.trail.keys import KeyRing, Pseudonymizer
+from auditor.trail.keys import KeyRing
 
 pytestmark = pytest.mark.skipif(not FACT_MEMO_BUILT, reason="auditor._native was built before FactMemo: rebuild it")
 
@@ -32,14 +32,6 @@ PARTITIONS = 3
 SEEN: Counter[str] = Counter()
 #: 2300-01-01: past 2**53 microseconds (the shadow knows such an event's key but leaves it to Python)
 FAR = datetime(2300, 1, 1, tzinfo=UTC)
-
-
-def native(shadow: bool) -> BatchProcessor:
-    p = BatchProcessor(NativeEventDecoder(), packs(), Pseudonymizer(b"k" * 32), processor().routing, "unit-1",
-                       clock=lambda: NOW, sealer=NativeSealer())
-    if not shadow:
-        p._shadow_ready = lambda hot: None  # type: ignore[method-assign]
-    return p
 
 
 @pytest.fixture(autouse=True)
