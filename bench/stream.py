@@ -1,12 +1,28 @@
 """Benchmark the daemon end to end on a real Kafka broker, against the raw ceiling and a peer.
 
-    python bench/stream.py                      # 1,000,000 events (several minutes)
-    python bench/stream.py --quick              # 100,000 events
+    python bench/stream.py                      # 1,000,000 events, 3 rounds (about 4 minutes)
+    python bench/stream.py --quick              # 100,000 events, 2 rounds
+    python bench/stream.py --rounds 5           # more rounds: a steadier median
     python bench/stream.py --events 300000 --bootstrap localhost:9092
     python bench/stream.py --quick --processes 1 --no-peer --profile   # also cProfile the daemon
     python bench/stream.py --quick --processes 1 --no-peer --native on,off   # compiled vs Python path
 
-One run, on a local broker started from the Apache Kafka jars unless --bootstrap is given:
+One run, on a local broker started from the Apache Kafka jars unless --bootstrap is given. It
+prints first issue 14's "Must show" lines this bench measures, each met / not met / reported with
+its figures, then a table of the rounds, then the details.
+
+Why rounds: the host can run this virtual machine slower for tens of seconds without any steal
+showing (a fixed reference loop went 52 -> 95 ns/iteration mid-run; a neighbour on the same
+physical core does not count as steal), so a ratio of two phases run once each depends on which
+phase the slowdown lands in. Steps 2-4 are therefore run as --rounds rounds on the same backlog,
+the daemon in the middle of each round (next to both phases it is compared with) and the other two
+swapped every round: (peer, daemon, ceiling), (ceiling, daemon, peer), ... Each round gives its
+own ratios daemon/ceiling and daemon/peer, of phases run back to back; the verdict is the median
+of those pairs, printed with every pair's value, the min and how many pairs met the target alone.
+Each phase gets the reference loop before and after it (the bench, between phases) and every
+0.5 s during it (a sampler process); a phase whose before, after or mean-during reading is more
+than 10% above the run's fastest before/after reading is marked (!) and its pair named in the
+verdict, with the median of the unflagged pairs beside it: flagged, not dropped.
 
 1. pre-produce M events to a 3-partition topic: the synthetic mixed stream (mostly compliant,
    ~8% violations, ~1% malformed), a pool of 50,000 distinct encoded messages cycled to M;
@@ -15,7 +31,8 @@ One run, on a local broker started from the Apache Kafka jars unless --bootstrap
 3. (p) the peer: Quix Streams (bench/quix_peer.py, in its own virtualenv under
    ~/.cache/auditor, made on first use) on the same topic, doing a simpler job exactly-once:
    fastavro decode, one lookup, a small JSON verdict to an output topic; events/s;
-4. (b) the daemon (``python -m auditor run --processes N`` subprocess for each N of --processes,
+4. (b) the daemon (``python -m auditor run --processes N`` subprocess; in the rounds the first N of
+   --processes and the first --native value, each other combination once after the latency phase,
    shipped defaults: batches of up to 5000 events/100 ms, exactly-once transactions, no file copy unless
    --trail, each run with its own group and output topics) from start until its
    auditor_events_consumed_total (summed over the processes) reaches M (incremented only after a
@@ -25,8 +42,9 @@ One run, on a local broker started from the Apache Kafka jars unless --bootstrap
    RSS of the daemon processes right after the M events (VmRSS and peak VmHWM from /proc); how the
    daemon's main thread spent the steady phase (/proc/PID/schedstat): running, runnable but waiting for
    a core (the machine's load), asleep (waiting in consume() or for a commit);
-5. latency at 50% of the first daemon run's max: fresh events produced at 0.5 x (b) for
-   --latency-seconds. The load generator is kept cheap, since it shares the cores with what it
+5. latency at 50% of the daemon's max (the median of the rounds' daemon rates), on the last round's
+   daemon (kept running, idle, through the rest of its round): fresh events produced at that rate
+   for --latency-seconds. The load generator is kept cheap, since it shares the cores with what it
    measures: 20,000 events of the synthetic stream are encoded once before the phase, and each
    is sent with occurred_at = the time it is handed to the producer, patched into its bytes
    (a few microseconds per event; building and encoding each in Python took ~50 us, most of a
@@ -69,6 +87,7 @@ import os
 import pstats
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -252,18 +271,76 @@ def speed_probe(rounds: int = 7, n: int = 40_000) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def probed(phase: dict[str, Any], before: float) -> dict[str, Any]:
-    """``phase`` with the speed probe taken before it and one taken now, in its cpu dict."""
-    if "cpu" in phase:
-        phase["cpu"]["probe_ns"] = [before, speed_probe()]
+def probed(phase: dict[str, Any], before: float, during: list[float] | None = None) -> dict[str, Any]:
+    """``phase`` with the speed probe taken before it, the sampler's readings during it and one taken
+    now: in its cpu dict if it has one, else in the phase."""
+    where = phase.get("cpu", phase)
+    where["probe_ns"] = [before, speed_probe()]
+    if during is not None:
+        where["probe_during_ns"] = list(during)
     return phase
+
+
+def loop_text(probe: list[float], during: list[float]) -> str:
+    """Reference-loop readings as shown: before -> after, and the mean and range of those taken during."""
+    shown = " -> ".join(f"{v:.0f}" for v in probe)
+    if during:
+        shown += f" (during: mean {statistics.fmean(during):.0f}, {min(during):.0f}-{max(during):.0f})"
+    return shown
+
+
+def loop_cell(probe: list[float], during: list[float]) -> str:
+    """The same, short, for the rounds table: before -> after, and the mean during."""
+    shown = " -> ".join(f"{v:.0f}" for v in probe) or "-"
+    return shown + (f" ({statistics.fmean(during):.0f})" if during else "")
+
+
+def probe_sampler(conn: Any, interval: float) -> None:
+    """Child process: a short speed probe every ``interval`` seconds, sent as (monotonic time, ns)
+    until the parent says stop or is gone (its cost: ~3 ms of CPU per reading)."""
+    while True:
+        ns = speed_probe(rounds=3, n=20_000)
+        try:
+            conn.send((time.monotonic(), ns))
+            if conn.poll(interval):
+                return
+        except (BrokenPipeError, EOFError, OSError):
+            return
+
+
+class ProbeSampler:
+    """The reference loop read in a separate process every ``interval`` seconds while the phases
+    run, so a slowdown that comes and goes inside a phase shows (the before/after probes miss it)."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=probe_sampler, args=(child, interval), daemon=True)
+        self._proc.start()
+        child.close()
+        self._samples: list[tuple[float, float]] = []
+
+    def between(self, t0: float, t1: float) -> list[float]:
+        """Readings taken between these time.monotonic() times."""
+        with contextlib.suppress(EOFError, OSError):
+            while self._conn.poll():
+                self._samples.append(self._conn.recv())
+        return [ns for t, ns in self._samples if t0 <= t <= t1]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send("stop")
+        self._proc.join(5)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5)
 
 
 def cpu_line(c: dict[str, Any], what: str) -> str:
     """One report cell: where the CPU of a phase went, per event."""
     broker = f"broker JVM {c['broker_us']:.1f} us, " if "broker_us" in c else ""
-    probe = (f"; reference loop {c['probe_ns'][0]:.0f} -> {c['probe_ns'][1]:.0f} ns/iteration"
-             if "probe_ns" in c else "")
+    loop = loop_text(c.get("probe_ns", []), c.get("probe_during_ns", []))
+    probe = f"; reference loop {loop} ns/iteration" if loop else ""
     return (f"{what} {c['measured_us']:.1f} us, {broker}rest of the machine {c['rest_us']:.1f} us "
             f"(machine {c['busy_share']:.0%} busy, iowait {c['iowait_share']:.1%}, steal {c['steal_share']:.1%}"
             f"{probe})")
@@ -329,12 +406,13 @@ def quix_python() -> Path:
 
 
 def peer(bootstrap: str, topic: str, m: int, broker_pid: int | None = None) -> dict[str, Any]:
-    """Quix Streams on the same topic, doing the simpler job of bench/quix_peer.py, exactly-once.
+    """Quix Streams on the same topic, doing the simpler job of bench/quix_peer.py, exactly-once,
+    with its own group and output topic (so it can run more than once on the same backlog).
     The machine's and the broker's CPU are read when the peer says it has its first message and
     when it has printed its result; its own CPU over that span is what it reports."""
     from auditor.localkafka.broker import create_topics
 
-    out = f"{topic}-quix"
+    out = f"{topic}-quix-{uuid.uuid4().hex[:6]}"
     create_topics(bootstrap, [out], PARTITIONS)
     cmd = [str(quix_python()), str(Path(__file__).resolve().parent / "quix_peer.py"), "--bootstrap", bootstrap,
            "--topic", topic, "--out", out, "--events", str(m),
@@ -806,35 +884,175 @@ def daemon_phase(bootstrap: str, work: Path, names: dict[str, str], m: int, proc
     return out, d, run_names
 
 
+# ---------------------------------------------------------------- rounds: a fair comparison in one run
+
+#: a phase whose slowest reference-loop reading is this much above the run's fastest is flagged
+PROBE_TOLERANCE = 0.10
+#: the phases of a round, by key: what they are called in the report
+PHASES = {"ceiling": "(a) ceiling", "peer": "(p) Quix", "daemon": "(b) daemon"}
+#: seconds between the sampler's reference-loop readings during the phases
+SAMPLE_INTERVAL = 0.5
+
+
+def round_orders(rounds: int, with_peer: bool) -> list[tuple[str, ...]]:
+    """The phases of each round, in order. The daemon runs in the middle, next to both phases it
+    is compared with; the other two swap places every round (peer, daemon, ceiling), (ceiling,
+    daemon, peer), ..., so that a machine getting slower (or faster) over the run favours neither
+    side of a ratio. Without the peer: (ceiling, daemon), (daemon, ceiling), ..."""
+    if rounds < 1:
+        raise ValueError("at least one round")
+    first: tuple[str, ...] = ("peer", "daemon", "ceiling") if with_peer else ("ceiling", "daemon")
+    return [first if i % 2 == 0 else first[::-1] for i in range(rounds)]
+
+
+def readings(phase: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """The reference loop's readings (ns/iteration) for a phase: [before, after] (each the median of
+    7 probes by the bench between phases), and those the sampler took during it."""
+    where = phase.get("cpu", phase)
+    return [float(v) for v in where.get("probe_ns", [])], [float(v) for v in where.get("probe_during_ns", [])]
+
+
+def slow_flag(probe: list[float], during: list[float], fastest: float,
+              tolerance: float = PROBE_TOLERANCE) -> str | None:
+    """Why a phase's figures are suspect, or None: the reference loop before it, after it or on
+    average during it was more than ``tolerance`` above the run's fastest before/after reading (the
+    machine ran the phase slower, as a host slowdown does without any steal). The mean of the
+    readings during the phase, not their max: it is what weighs on the phase's rate, and one
+    reading is noisy."""
+    levels = [(f"{which} {v:.0f}", v) for which, v in zip(("before", "after"), probe, strict=False)]
+    if during:
+        levels.append((f"mean during {statistics.fmean(during):.0f}", statistics.fmean(during)))
+    if not levels or fastest <= 0:
+        return None
+    which, worst = max(levels, key=lambda kv: kv[1])
+    if worst <= fastest * (1 + tolerance):
+        return None
+    return (f"reference loop {loop_text(probe, during)} ns/iteration: {which} is {worst / fastest - 1:+.0%} over "
+            f"the run's fastest reading, {fastest:.0f}")
+
+
+def flag_phases(phases: list[dict[str, Any]], tolerance: float = PROBE_TOLERANCE) -> None:
+    """Set each phase's ``flag`` (``slow_flag`` against the fastest before/after reading of all these
+    phases)."""
+    every = [v for ph in phases for v in readings(ph)[0]]
+    fastest = min(every) if every else 0.0
+    for ph in phases:
+        ph["flag"] = slow_flag(*readings(ph), fastest, tolerance)
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """n, median, min and max of a figure over the rounds (each value kept)."""
+    if not values:
+        return {"n": 0, "values": []}
+    return {"n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values),
+            "values": list(values)}
+
+
+def round_ratios(rnd: dict[str, Any]) -> dict[str, Any]:
+    """A round with its ratios daemon/ceiling and daemon/peer (steady rates of back-to-back phases)."""
+    d = rnd["daemon"]["steady_eps"]
+    rnd["ratio_ceiling"] = d / rnd["ceiling"]["steady_eps"]
+    if "peer" in rnd:
+        rnd["ratio_peer"] = d / rnd["peer"]["steady_eps"]
+    return rnd
+
+
+def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each rate and ratio over the rounds: median, min, max, and every value."""
+    out = {f"{k}_eps": spread([r[k]["steady_eps"] for r in rounds if k in r]) for k in PHASES}
+    for k in ("ratio_ceiling", "ratio_peer"):
+        out[k] = spread([r[k] for r in rounds if k in r])
+        clean = [r[k] for r in rounds if k in r and not any(r[ph].get("flag") for ph in PHASES if ph in r)]
+        out[k]["unflagged"] = spread(clean)
+    return out
+
+
+def ratio_verdict(what: str, target: float, s: dict[str, Any], flagged: list[int]) -> str:
+    """One "Must show" line for a ratio over the rounds: met or not by the median of the pairs, with
+    every pair's value, how many pairs met it alone, and which pairs had a flagged phase."""
+    if not s.get("n"):
+        return f"{what}: NOT MEASURED"
+    met = "MET" if s["median"] >= target else "NOT MET"
+    each = ", ".join(f"{v:.2f}" for v in s["values"])
+    alone = sum(v >= target for v in s["values"])
+    line = (f"{what}: {met}, median {s['median']:.2f} of {s['n']} back-to-back pairs ({each}; min {s['min']:.2f}); "
+            f"{alone} of {s['n']} pairs >= {target:g} alone")
+    if flagged:
+        u = s.get("unflagged", {})
+        clean = (f"median of the {u['n']} unflagged {u['median']:.2f} ({'met' if u['median'] >= target else 'not met'})"
+                 if u.get("n") else "no pair unflagged: the verdict rests on phases the machine ran slower")
+        line += f"; pair(s) {', '.join(map(str, flagged))} flagged (a phase ran on a slower machine): {clean}"
+    return line
+
+
+def verdicts(r: dict[str, Any]) -> list[str]:
+    """Issue 14's "Must show" lines this bench measures, each met / not met / reported, with the figures."""
+    rounds, s = r["rounds"], r["summary"]
+
+    def flagged(keys: tuple[str, ...]) -> list[int]:
+        return [x["round"] for x in rounds if any(x.get(k, {}).get("flag") for k in keys)]
+
+    lines = [ratio_verdict("daemon >= 2x Quix Streams", 2.0, s["ratio_peer"], flagged(("daemon", "peer")))
+             if s["ratio_peer"]["n"] else "daemon >= 2x Quix Streams: NOT MEASURED (--no-peer)",
+             ratio_verdict("daemon >= 0.8x the raw ceiling", 0.8, s["ratio_ceiling"], flagged(("daemon", "ceiling")))]
+    lat = r.get("latency")
+    if lat:
+        p99 = lat["observed_p99_s"] * 1000
+        met = "MET" if p99 < 250 else "NOT MET"
+        line = (f"p99 event -> visible audit record < 250 ms at half rate: {met}, p99 {p99:,.0f} ms (p50 "
+                f"{lat['observed_p50_s'] * 1000:,.0f}) at {lat['rate_sent_eps']:,.0f} events/s = 0.5 x the median "
+                f"daemon rate {s['daemon_eps']['median']:,.0f}/s; one paced phase of {lat['seconds']:.0f} s")
+        if lat.get("flag"):
+            line += f"; flagged: {lat['flag']}"
+        lines.append(line)
+    p1 = s["daemon_eps"].get("median")
+    for d in r.get("daemons", []):
+        what = f"--processes {d['processes']}, native {'on' if d.get('native', True) else 'off'}"
+        line = (f"{what} vs the rounds' daemon ({r['rounds_daemon']}): reported, {d['steady_eps']:,.0f} events/s "
+                f"in one run = {d['steady_eps'] / p1:.2f}x their median {p1:,.0f}")
+        if s["peer_eps"].get("n"):
+            line += f", {d['steady_eps'] / s['peer_eps']['median']:.2f}x the median Quix"
+        if d.get("flag"):
+            line += f"; flagged: {d['flag']}"
+        lines.append(line)
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--quick", action="store_true", help="100,000 events, 15 s latency phase")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="rounds of (ceiling, Quix, daemon) on the same backlog (default 3, quick 2)")
     ap.add_argument("--bootstrap", help="use this broker instead of starting a local one")
     ap.add_argument("--latency-seconds", type=float, default=None, help="paced phase length (default 25, quick 15)")
     ap.add_argument("--trail", action="store_true", help="the daemon also keeps the file copy of the trail")
     ap.add_argument("--batch", type=int, help="batch.max_events for the daemon (default: shipped 5000)")
     ap.add_argument("--processes", default="1,2", metavar="N[,N...]",
-                    help="run the daemon phase with each of these --processes values (default 1,2); the "
-                         "latency phase uses the first")
+                    help="the rounds' daemon runs with the first of these --processes values, each other value "
+                         "once after the rounds (default 1,2); the latency phase uses the first")
     ap.add_argument("--native", default="on", metavar="on|off|on,off",
                     help="the daemon's hot path: compiled (on, the default), the Python reference (off), or "
-                         "both, one daemon run each on the same backlog")
+                         "both (the rounds use the first; the other runs once after them)")
     ap.add_argument("--no-peer", action="store_true", help="skip Quix Streams (it needs its own virtualenv)")
-    ap.add_argument("--profile", action="store_true", help="always cProfile the daemon (also done when b/a < 0.5)")
+    ap.add_argument("--profile", action="store_true", help="also cProfile the daemon in-process")
     ap.add_argument("--profile-events", type=int, default=200_000)
     args = ap.parse_args()
     m = 100_000 if args.quick else args.events
     latency_s = args.latency_seconds or (15.0 if args.quick else 25.0)
     counts = [int(n) for n in args.processes.split(",")]
     natives = [{"on": True, "off": False}[v.strip()] for v in args.native.split(",")]
+    combos = [(native, n) for native in natives for n in counts]
+    orders = round_orders(args.rounds or (2 if args.quick else 3), not args.no_peer)
 
     from auditor.config import load_config
 
     results: dict[str, Any] = {"events": m, "partitions": PARTITIONS, "cpus": os.cpu_count(),
                                "python": sys.version.split()[0], "trail_file_copy": args.trail,
                                "when": datetime.now(UTC).isoformat(timespec="seconds"),
-                               "load_before": os.getloadavg()[0]}
+                               "load_before": os.getloadavg()[0],
+                               "rounds_daemon": f"--processes {combos[0][1]}, native "
+                                                f"{'on' if combos[0][0] else 'off'}"}
     with ExitStack() as stack:
         broker_pid: int | None = None
         if args.bootstrap:
@@ -852,41 +1070,70 @@ def main() -> int:
         log(f"producing {m:,} events to {names['events']} ({PARTITIONS} partitions)")
         results["produce_eps"] = produce_backlog(bootstrap, names["events"], m)
 
-        log("(a) raw ceiling: consume + plain fastavro decode")
-        probe = speed_probe()
-        results["ceiling"] = probed(ceiling(cfg, names["events"], m, broker_pid), probe)
-        log(f"    {results['ceiling']['steady_eps']:,.0f} events/s")
+        sampler = ProbeSampler(SAMPLE_INTERVAL)
+        stack.callback(sampler.close)
+        kept: dict[str, Any] = {}
 
-        if not args.no_peer:
-            log(f"(p) peer: Quix Streams {QUIX_VERSION}, simpler job, exactly-once")
-            probe = speed_probe()
-            results["peer"] = probed(peer(bootstrap, names["events"], m, broker_pid), probe)
-            log(f"    {results['peer']['steady_eps']:,.0f} events/s")
+        def measured(run_it: Any) -> dict[str, Any]:
+            """run_it(), with the reference loop before it, sampled during it and after it."""
+            t0, before = time.monotonic(), speed_probe()
+            out: dict[str, Any] = run_it()
+            return probed(out, before, sampler.between(t0, time.monotonic()))
+
+        def stop(d: DaemonProc, out: dict[str, Any]) -> None:
+            out["sigterm_exit"], out["sigterm_seconds"] = d.stop()
+
+        def run(phase: str, last_round: bool) -> dict[str, Any]:
+            if phase == "ceiling":
+                return ceiling(cfg, names["events"], m, broker_pid)
+            if phase == "peer":
+                return peer(bootstrap, names["events"], m, broker_pid)
+            native, n = combos[0]
+            out, d, run_names = daemon_phase(bootstrap, work, names, m, n, stack, native, broker_pid)
+            if last_round:  # kept (idle: its backlog is done) for the latency phase after the round
+                kept.update(d=d, out=out, names=run_names, cpu0=process_cpu(d.pids()), t0=time.perf_counter())
+            else:
+                stop(d, out)
+            return out
+
+        results["rounds"] = []
+        for i, order in enumerate(orders):
+            rnd: dict[str, Any] = {"round": i + 1, "order": list(order)}
+            for phase in order:
+                log(f"round {i + 1}/{len(orders)}: {PHASES[phase]}")
+                rnd[phase] = measured(lambda: run(phase, i == len(orders) - 1))  # noqa: B023 - called at once
+                log(f"    {rnd[phase]['steady_eps']:,.0f} events/s")
+            results["rounds"].append(round_ratios(rnd))
+        results["summary"] = summarize(results["rounds"])
+
+        d, out = kept["d"], kept["out"]
+        out["idle_cpu_s"] = process_cpu(d.pids()) - kept["cpu0"]
+        out["idle_seconds"] = time.perf_counter() - kept["t0"]
+        rate = 0.5 * results["summary"]["daemon_eps"]["median"]
+        log(f"(c) latency at {rate:,.0f} events/s (half the rounds' median daemon rate) for {latency_s:.0f}s")
+        results["latency"] = measured(lambda: paced_latency(bootstrap, kept["names"], d, rate, latency_s, already=m))
+        stop(d, out)
 
         results["daemons"] = []
-        for i, (native, n) in enumerate((native, n) for native in natives for n in counts):
+        for native, n in combos[1:]:
             log(f"(b) daemon end to end, exactly-once, --processes {n}, native {'on' if native else 'off'}")
-            probe = speed_probe()
-            out, d, run_names = daemon_phase(bootstrap, work, names, m, n, stack, native, broker_pid)
-            probed(out, probe)
+            t0, before = time.monotonic(), speed_probe()
+            out, d, _ = daemon_phase(bootstrap, work, names, m, n, stack, native, broker_pid)
+            probed(out, before, sampler.between(t0, time.monotonic()))
+            stop(d, out)
             log(f"    {out['steady_eps']:,.0f} events/s")
-            if i == 0:
-                rate = 0.5 * out["steady_eps"]
-                log(f"(c) latency at {rate:,.0f} events/s for {latency_s:.0f}s")
-                results["latency"] = paced_latency(bootstrap, run_names, d, rate, latency_s, already=m)
-            rc, stop_s = d.stop()
-            out["sigterm_exit"], out["sigterm_seconds"] = rc, stop_s
             results["daemons"].append(out)
-        results["daemon"] = results["daemons"][0]
-        results["ratio_steady"] = results["daemon"]["steady_eps"] / results["ceiling"]["steady_eps"]
-        results["ratio_wall"] = results["daemon"]["wall_eps"] / results["ceiling"]["wall_eps"]
-        if "peer" in results:
-            results["ratio_peer"] = results["daemon"]["steady_eps"] / results["peer"]["steady_eps"]
+
+        phases = [x[k] for x in results["rounds"] for k in PHASES if k in x]
+        flag_phases([*phases, results["latency"], *results["daemons"]])
+        results["summary"] = summarize(results["rounds"])  # again: the unflagged medians need the flags
+        results["verdicts"] = verdicts(results)
 
         if args.profile:
             log("profiling the daemon in-process (cProfile)")
             results["profile_top"] = profile_in_process(bootstrap, work, names, min(m, args.profile_events))
 
+    results["load_after"] = os.getloadavg()[0]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "stream.json").write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
@@ -895,34 +1142,67 @@ def main() -> int:
     return 0
 
 
+def fmt_eps(phase: dict[str, Any] | None) -> str:
+    if phase is None:
+        return "-"
+    return f"{phase['steady_eps']:,.0f}" + (" (!)" if phase.get("flag") else "")
+
+
+def rounds_table(r: dict[str, Any]) -> list[str]:
+    """One line per round (its phases in the order they ran, back to back on the same backlog), then
+    the median and the min of each column; a phase marked (!) ran on a slower machine (see below)."""
+    with_peer = any("peer" in x for x in r["rounds"])
+    head = "| round | order | (a) ceiling | " + ("(p) Quix | " if with_peer else "") + \
+        "(b) daemon | daemon / ceiling | " + ("daemon / Quix | " if with_peer else "") + \
+        "reference loop ns: before -> after (mean during), a" + (" / p" if with_peer else "") + " / b |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    keys = ("ceiling", "peer", "daemon") if with_peer else ("ceiling", "daemon")
+    for x in r["rounds"]:
+        loops = " / ".join(loop_cell(*readings(x[k])) for k in keys)
+        cells = [str(x["round"]), " ".join(k[0] for k in x["order"]).replace("c", "a").replace("d", "b")]
+        cells += [fmt_eps(x.get(k)) for k in keys]
+        cells += [f"{x['ratio_ceiling']:.2f}"] + ([f"{x['ratio_peer']:.2f}"] if with_peer else []) + [loops]
+        lines.append("| " + " | ".join(cells) + " |")
+    s = r["summary"]
+    for stat in ("median", "min"):
+        cells = [f"{stat} of {len(r['rounds'])}", ""]
+        cells += [f"{s[k + '_eps'][stat]:,.0f}" for k in keys]
+        cells += [f"{s['ratio_ceiling'][stat]:.2f}"] + ([f"{s['ratio_peer'][stat]:.2f}"] if with_peer else []) + [""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def report(r: dict[str, Any]) -> str:
-    a, b, lat = r["ceiling"], r["daemon"], r["latency"]
+    lat = r["latency"]
     mib = 1024 * 1024
+    out = ["Must show (issue 14), this run:"] + [f"- {v}" for v in r["verdicts"]] + [""]
+    out += [f"Rounds on the same backlog ({r['events']:,} events; daemon {r['rounds_daemon']}); each ratio is "
+            "of phases run back to back; (!) = a phase the machine ran slower (its reference loop more than "
+            f"{PROBE_TOLERANCE:.0%} over the run's fastest reading):", ""]
+    out += rounds_table(r)
+    flags = [(f"round {x['round']} {PHASES[k]}", x[k]["flag"]) for x in r["rounds"] for k in PHASES
+             if k in x and x[k].get("flag")]
+    flags += [("latency phase", lat["flag"])] if lat.get("flag") else []
+    flags += [(f"daemon --processes {d['processes']}", d["flag"]) for d in r["daemons"] if d.get("flag")]
+    out += [""] + [f"(!) {what}: {why}" for what, why in flags] + ([""] if flags else [])
     rows = [
         ("events", f"{r['events']:,} ({r['partitions']} partitions, {r['cpus']} CPUs, load {r['load_before']:.1f} "
-                   "before)"),
+                   f"before, {r.get('load_after', float('nan')):.1f} after)"),
         ("pre-produce", f"{r['produce_eps']:,.0f} events/s"),
-        ("(a) raw ceiling: consume + plain fastavro", f"{a['steady_eps']:,.0f} events/s (wall {a['wall_eps']:,.0f})"),
     ]
-    if "peer" in r:
-        p = r["peer"]
-        rows.append((f"(p) Quix Streams {QUIX_VERSION}, simpler job, exactly-once",
-                     f"{p['steady_eps']:,.0f} events/s (wall {p['wall_eps']:,.0f})"))
+    for x in r["rounds"]:
+        if "peer" in x:
+            rows.append((f"round {x['round']} (p) Quix Streams {QUIX_VERSION}, simpler job, exactly-once",
+                         f"{x['peer']['steady_eps']:,.0f} events/s (wall {x['peer']['wall_eps']:,.0f})"))
+        rows.append((f"round {x['round']} (a) raw ceiling: consume + plain fastavro",
+                     f"{x['ceiling']['steady_eps']:,.0f} events/s (wall {x['ceiling']['wall_eps']:,.0f})"))
+        rows.append((f"round {x['round']} (b) daemon {r['rounds_daemon']}", daemon_cell(x["daemon"], mib)))
     for d in r["daemons"]:
-        rows.append((f"(b) daemon --processes {d['processes']}, native {'on' if d.get('native', True) else 'off'}, "
-                     f"exactly-once (load {d.get('load_after', 0.0):.1f} after)",
-                     f"{d['steady_eps']:,.0f} events/s (wall {d['wall_eps']:,.0f}, startup {d['startup_s']:.1f} s; "
-                     f"RSS {d['rss_after_bytes'] / mib:,.0f} MiB, peak {d['rss_peak_bytes'] / mib:,.0f}; "
-                     f"{d['transactions']['commit']:.0f} commits, {d['transactions']['abort']:.0f} aborts; "
-                     f"main thread {d.get('main_running', 0.0):.0%} running, {d.get('main_runnable', 0.0):.0%} "
-                     f"runnable-waiting, {d.get('main_asleep', 0.0):.0%} asleep; "
-                     f"SIGTERM exit {d['sigterm_exit']} in {d['sigterm_seconds']:.1f} s)"))
-    rows.append(("daemon / ceiling (target >= 0.8)", f"{r['ratio_steady']:.2f} (wall {r['ratio_wall']:.2f})"))
-    if "ratio_peer" in r:
-        rows.append(("daemon / Quix (target >= 2)", f"{r['ratio_peer']:.2f}"))
+        rows.append((f"(b) daemon --processes {d['processes']}, native {'on' if d.get('native', True) else 'off'}",
+                     daemon_cell(d, mib)))
     rows += [
-        ("paced rate (0.5 x b, --processes " + str(b["processes"]) + ")",
-         f"{lat['rate_sent_eps']:,.0f} events/s for {lat['seconds']:.0f} s"),
+        (f"paced rate (0.5 x the rounds' median daemon rate, {r['rounds_daemon']})",
+         f"{lat['rate_sent_eps']:,.0f} events/s for {lat['seconds']:.0f} s on round {len(r['rounds'])}'s daemon"),
         ("latency p50 / p99, observed", f"{lat['observed_p50_s'] * 1000:,.0f} / {lat['observed_p99_s'] * 1000:,.0f} ms"
                                         f" ({lat['sampled']:,} samples)"),
         ("  occurred_at -> record produced by the daemon (p50 / p99)",
@@ -936,18 +1216,31 @@ def report(r: dict[str, Any]) -> str:
                                       " (histogram buckets)"),
     ]
     rows += cpu_rows(r)
-    lines = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
-    return "\n".join(lines)
+    out += ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(out)
+
+
+def daemon_cell(d: dict[str, Any], mib: int) -> str:
+    idle = (f"; then idle {d['idle_seconds']:.0f} s until the paced phase, {d['idle_cpu_s']:.1f} s CPU"
+            if "idle_cpu_s" in d else "")
+    return (f"{d['steady_eps']:,.0f} events/s (wall {d['wall_eps']:,.0f}, startup {d['startup_s']:.1f} s; "
+            f"RSS {d['rss_after_bytes'] / mib:,.0f} MiB, peak {d['rss_peak_bytes'] / mib:,.0f}; "
+            f"{d['transactions']['commit']:.0f} commits, {d['transactions']['abort']:.0f} aborts; "
+            f"main thread {d.get('main_running', 0.0):.0%} running, {d.get('main_runnable', 0.0):.0%} "
+            f"runnable-waiting, {d.get('main_asleep', 0.0):.0%} asleep; "
+            f"SIGTERM exit {d['sigterm_exit']} in {d['sigterm_seconds']:.1f} s; load {d.get('load_after', 0.0):.1f} "
+            f"after{idle})")
 
 
 def cpu_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     """Where each phase's CPU went, per event (the phases that measured it): a slow run and a fast
     one are told apart by which of these grew."""
+    what = {"ceiling": "consumer (bench process)", "peer": "Quix process", "daemon": "daemon"}
     rows = []
-    if "cpu" in r["ceiling"]:
-        rows.append(("CPU per event, (a) ceiling", cpu_line(r["ceiling"]["cpu"], "consumer (bench process)")))
-    if "cpu" in r.get("peer", {}):
-        rows.append(("CPU per event, (p) Quix Streams", cpu_line(r["peer"]["cpu"], "Quix process")))
+    for x in r["rounds"]:
+        for k in x["order"]:
+            if "cpu" in x[k]:
+                rows.append((f"CPU per event, round {x['round']} {PHASES[k]}", cpu_line(x[k]["cpu"], what[k])))
     for d in r["daemons"]:
         if "cpu" in d:
             rows.append((f"CPU per event, (b) daemon --processes {d['processes']}, native "

@@ -6,10 +6,23 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import pytest
 
-from bench.stream import CpuMark, cpu_line, cpu_per_event, cpu_rows, parse_stat, probed, report, speed_probe
+from bench.stream import (
+    CpuMark,
+    cpu_line,
+    cpu_per_event,
+    cpu_rows,
+    parse_stat,
+    probed,
+    report,
+    round_ratios,
+    speed_probe,
+    summarize,
+    verdicts,
+)
 
 STAT = """cpu  1666129 3138050 547496 3579861 9585 0 37592 9870 0 0
 cpu0 833064 1569025 273748 1789930 4792 0 18796 4935 0 0
@@ -83,10 +96,13 @@ def test_a_phase_gets_the_probe_before_and_after_it_and_the_row_shows_them() -> 
     assert before == 41.0 and 1 < after < 5_000
     assert cpu_line({**c, "probe_ns": [41.2, 43.6]}, "daemon").endswith(
         "steal 0.0%; reference loop 41 -> 44 ns/iteration)")
-    assert probed({"steady_eps": 1.0}, 41.0) == {"steady_eps": 1.0}  # no cpu dict: nothing to add to
+    assert cpu_line({**c, "probe_ns": [41.2, 43.6], "probe_during_ns": [40.0, 95.4, 50.0]}, "daemon").endswith(
+        "steal 0.0%; reference loop 41 -> 44 (during: mean 62, 40-95) ns/iteration)")
+    bare = probed({"steady_eps": 1.0}, 41.0, [42.0, 43.0])  # no cpu dict (the paced phase): in the phase
+    assert bare["probe_ns"][0] == 41.0 and bare["probe_during_ns"] == [42.0, 43.0]
 
 
-def result(cpu: bool) -> dict[str, object]:
+def result(cpu: bool) -> dict[str, Any]:
     c = {"measured_us": 10.0, "broker_us": 5.0, "rest_us": 1.0, "busy_share": 0.9, "iowait_share": 0.0,
          "steal_share": 0.01}
     extra = {"cpu": c} if cpu else {}
@@ -97,11 +113,15 @@ def result(cpu: bool) -> dict[str, object]:
            "sampled": 1000, "to_produced_p50_s": 0.03, "to_produced_p99_s": 0.1, "produced_to_visible_p50_s": 0.02,
            "produced_to_visible_p99_s": 0.05, "bench_cpu_share": 0.2, "daemon_cpu_share": 0.5,
            "machine_busy_share": 0.7, "metric_p50_s": 0.05, "metric_p99_s": 0.2}
-    return {"events": 1_000_000, "partitions": 3, "cpus": 2, "load_before": 0.5, "produce_eps": 200_000.0,
-            "ceiling": {"steady_eps": 95_000.0, "wall_eps": 90_000.0, **extra},
-            "peer": {"steady_eps": 45_000.0, "wall_eps": 40_000.0, **extra},
-            "daemons": [daemon], "daemon": daemon, "latency": lat, "ratio_steady": 0.95, "ratio_wall": 0.9,
-            "ratio_peer": 2.0}
+    rnd = {"round": 1, "order": ["peer", "daemon", "ceiling"], "daemon": daemon,
+           "ceiling": {"steady_eps": 95_000.0, "wall_eps": 90_000.0, **extra},
+           "peer": {"steady_eps": 45_000.0, "wall_eps": 40_000.0, **extra}}
+    r: dict[str, Any] = {"events": 1_000_000, "partitions": 3, "cpus": 2, "load_before": 0.5,
+                         "produce_eps": 200_000.0, "rounds": [round_ratios(rnd)], "daemons": [], "latency": lat,
+                         "rounds_daemon": "--processes 1, native on"}
+    r["summary"] = summarize(r["rounds"])
+    r["verdicts"] = verdicts(r)
+    return r
 
 
 def test_the_report_keeps_its_lines_and_adds_one_cpu_row_per_phase() -> None:
@@ -110,7 +130,7 @@ def test_the_report_keeps_its_lines_and_adds_one_cpu_row_per_phase() -> None:
     assert after[: len(before)] == before
     added = after[len(before):]
     assert [row.split(" | ")[0] for row in added] == [
-        "| CPU per event, (a) ceiling", "| CPU per event, (p) Quix Streams",
-        "| CPU per event, (b) daemon --processes 1, native on"]
-    assert "broker JVM 5.0 us" in added[2] and "steal 1.0%" in added[2]
+        "| CPU per event, round 1 (p) Quix", "| CPU per event, round 1 (b) daemon",
+        "| CPU per event, round 1 (a) ceiling"]
+    assert "broker JVM 5.0 us" in added[1] and "steal 1.0%" in added[1]
     assert cpu_rows(result(cpu=False)) == []
