@@ -11,6 +11,7 @@ import pytest
 
 from bench.stream import (
     ProbeSampler,
+    cpu_summary,
     flag_phases,
     loop_cell,
     loop_text,
@@ -44,7 +45,7 @@ def test_readings_are_before_and_after_then_during() -> None:
 def test_a_phase_more_than_ten_percent_over_the_runs_fastest_reading_is_flagged() -> None:
     assert slow_flag([52.0, 57.0], [], fastest=52.0) is None  # +9.6%
     assert slow_flag([52.0, 95.0], [], fastest=52.0) == (
-        "reference loop 52 -> 95 ns/iteration: after 95 is +83% over the run's fastest reading, 52")
+        "reference loop 52 -> 95 ns/iteration: after 95 is +83% over the run's fastest reading between phases, 52")
     # slowed throughout: the loop did not move during the phase, but the machine was slower than at its best
     assert slow_flag([95.0, 99.0], [], fastest=52.0) is not None
     assert slow_flag([], [], fastest=52.0) is None
@@ -53,11 +54,15 @@ def test_a_phase_more_than_ten_percent_over_the_runs_fastest_reading_is_flagged(
 
 def test_a_slowdown_inside_the_phase_is_flagged_by_the_mean_of_the_readings_during_it() -> None:
     # it came and went: before and after are fast, half the readings during it slow
-    assert slow_flag([52.0, 53.0], [52.0, 97.0, 95.0, 53.0], fastest=52.0) == (
-        "reference loop 52 -> 53 (during: mean 74, 52-97) ns/iteration: mean during 74 is +43% over the run's "
-        "fastest reading, 52")
+    assert slow_flag([52.0, 53.0], [52.0, 97.0, 95.0, 53.0], fastest=52.0, fastest_during=55.0) == (
+        "reference loop 52 -> 53 (during: mean 74, 52-97) ns/iteration: mean during 74 is +35% over the run's "
+        "lowest mean during a phase, 55")
     # one noisy reading among many does not flag a phase
-    assert slow_flag([52.0, 53.0], [52.0] * 19 + [97.0], fastest=52.0) is None
+    assert slow_flag([52.0, 53.0], [55.0] * 19 + [97.0], fastest=52.0, fastest_during=55.0) is None
+    # readings during a phase are compared with their own kind: +8% over the idle probes, none over 55
+    assert slow_flag([52.0, 53.0], [56.0, 57.0], fastest=52.0, fastest_during=55.0) is None
+    # the worst excess is named
+    assert "mean during 80 is +45%" in str(slow_flag([52.0, 60.0], [80.0], fastest=52.0, fastest_during=55.0))
 
 
 def test_loop_text_shows_before_after_and_the_mean_and_range_during() -> None:
@@ -83,13 +88,16 @@ def test_the_sampler_reads_the_loop_while_the_phases_run_and_stops() -> None:
     assert not sampler._proc.is_alive()
 
 
-def test_flags_are_against_the_fastest_before_or_after_reading_of_every_phase() -> None:
-    fast = {"cpu": {"probe_ns": [52.0, 53.0], "probe_during_ns": [40.0, 56.0]}}  # during: not the baseline
-    slow = {"cpu": {"probe_ns": [52.0, 95.0]}}
+def test_flags_are_against_the_fastest_before_or_after_reading_and_the_lowest_mean_during() -> None:
+    fast = {"cpu": {"probe_ns": [52.0, 53.0], "probe_during_ns": [40.0, 70.0]}}  # mean during 55
+    slow = {"cpu": {"probe_ns": [52.0, 95.0], "probe_during_ns": [57.0, 59.0]}}
+    inside = {"cpu": {"probe_ns": [52.0, 52.0], "probe_during_ns": [60.0, 62.0]}}  # +11% over 55
     later = {"probe_ns": [95.0, 99.0]}
-    flag_phases([fast, slow, later])
+    flag_phases([fast, slow, inside, later])
     assert fast["flag"] is None
-    assert "52 -> 95" in slow["flag"] and "95 -> 99" in later["flag"] and later["flag"].endswith("reading, 52")
+    assert "52 -> 95" in slow["flag"] and "95 -> 99" in later["flag"]
+    assert later["flag"].endswith("fastest reading between phases, 52")  # the sampler's 40 is not a baseline
+    assert inside["flag"].endswith("mean during 61 is +11% over the run's lowest mean during a phase, 55")
 
 
 def test_spread_keeps_every_value_and_gives_median_and_min() -> None:
@@ -195,7 +203,7 @@ def test_a_p99_over_250_ms_is_not_met_and_a_slow_paced_phase_is_flagged() -> Non
     p99 = verdicts(r)[2]
     assert p99.startswith("p99 event -> visible audit record < 250 ms at half rate: NOT MET, p99 274 ms")
     assert p99.endswith("flagged: reference loop 52 -> 70 ns/iteration: after 70 is +35% over the run's fastest "
-                        "reading, 52")
+                        "reading between phases, 52")
 
 
 def test_without_the_peer_its_line_says_not_measured() -> None:
@@ -220,9 +228,50 @@ def test_the_report_puts_the_verdicts_first_then_every_round_with_its_flags() ->
     assert table[4] == "| median of 2 |  | 88,000 | 42,500 | 95,000 | 1.08 | 2.25 |  |"
     assert table[5] == "| min of 2 |  | 88,000 | 40,000 | 90,000 | 1.02 | 2.00 |  |"
     assert ("(!) round 2 (p) Quix: reference loop 52 -> 95 ns/iteration: after 95 is +83% over the run's fastest "
-            "reading, 52") in text
+            "reading between phases, 52") in text
     cpu = [line.split(" | ")[0] for line in text if line.startswith("| CPU per event")]
     assert cpu == ["| CPU per event, round 1 (p) Quix", "| CPU per event, round 1 (b) daemon",
                    "| CPU per event, round 1 (a) ceiling", "| CPU per event, round 2 (a) ceiling",
                    "| CPU per event, round 2 (b) daemon", "| CPU per event, round 2 (p) Quix",
                    "| CPU per event, (b) daemon --processes 2, native on"]
+
+
+def test_the_cpu_summary_gives_each_phases_own_and_the_brokers_cpu_per_event_over_the_rounds() -> None:
+    rounds = [rnd(1, 88_000.0, 45_000.0, 90_000.0), rnd(2, 88_000.0, 40_000.0, 100_000.0),
+              rnd(3, 90_000.0, 50_000.0, 95_000.0)]
+    for x, (own, broker) in zip(rounds, [(9.0, 3.0), (12.0, 4.5), (10.0, 2.0)], strict=True):
+        x["daemon"]["cpu"].update(measured_us=own, broker_us=broker)
+        x["peer"]["cpu"].update(measured_us=own * 2.5)
+    assert cpu_summary(rounds) == ("CPU per event, median of 3 rounds (the phase's own process): (a) ceiling 10.0 us, "
+                                   "(p) Quix 25.0 us, (b) daemon 10.0 + broker JVM 3.0 us")
+    assert cpu_summary([{"round": 1, "ceiling": {"steady_eps": 1.0}, "daemon": {"steady_eps": 1.0}}]) is None
+    again = rerun(4, 2, 88_000.0, 40_000.0, 100_000.0)
+    again["daemon"]["cpu"].update(measured_us=30.0, broker_us=30.0)
+    assert cpu_summary([*rounds, again]) == cpu_summary(rounds)  # a re-run is not one of the rounds
+
+
+def rerun(i: int, of: int, ceiling: float, quix: float, daemon: float) -> dict[str, Any]:
+    x = rnd(of, ceiling, quix, daemon)
+    return {**x, "round": i, "rerun_of": of}
+
+
+def test_a_rerun_is_kept_out_of_the_verdicts_median_and_joins_the_unflagged_one() -> None:
+    rounds = [rnd(1, 88_000.0, 45_000.0, 90_000.0), rnd(2, 88_000.0, 40_000.0, 100_000.0, slow="peer"),
+              rnd(3, 90_000.0, 50_000.0, 95_000.0), rerun(4, 2, 88_000.0, 48_000.0, 96_000.0)]
+    flag_phases([r[k] for r in rounds for k in ("ceiling", "peer", "daemon")])
+    s = summarize(rounds)
+    assert s["ratio_peer"]["values"] == pytest.approx([2.0, 2.5, 1.9])  # the first three rounds only
+    assert s["daemon_eps"]["n"] == 3
+    assert s["ratio_peer"]["unflagged"]["values"] == pytest.approx([2.0, 1.9, 2.0])
+    assert s["ratio_peer"]["unflagged"]["reruns"] == 1
+    r = result(rounds)
+    assert r["verdicts"][0].endswith("pair(s) 2 flagged (a phase ran on a slower machine): median of the 3 "
+                                     "unflagged 2.00 (met, 1 of them re-run)")
+    table = rounds_table(r)
+    assert table[5].startswith("| 4 (re-run of 2) | a b p | 88,000 | 48,000 | 96,000 |")
+    assert table[6].startswith("| median of 3 (re-runs left out) |  | 88,000 | 45,000 | 95,000 |")
+    # a re-run slowed again is not one of the pairs the verdict rests on
+    again = rerun(4, 2, 88_000.0, 48_000.0, 96_000.0)
+    again["daemon"]["cpu"]["probe_ns"] = [52.0, 99.0]
+    r = result([*rounds[:3], again])
+    assert "pair(s) 2 flagged" in r["verdicts"][0] and "median of the 2 unflagged" in r["verdicts"][0]
