@@ -4,6 +4,10 @@ For each wanted chain: its last valid signed checkpoint (read backwards from the
 chain's checkpoint partition, in windows, signature and compact range checked), and its last
 record in the audit partition (also read backwards). :func:`auditor.stream.checkpointing.judge`
 then decides how the chain continues. Both reads are read_committed, outside the group.
+
+Every read back reports each window it read to ``progress`` (the daemon passes
+:meth:`~auditor.stream.watchdog.Watchdog.progress`): the watched call's timeout then bounds one
+window, not a whole partition, however long a flood made it (atx).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from auditor.trail.record import RecordType
 log = get_logger("auditor.restore")
 
 WINDOW = 2000
+#: told after each window read (the daemon: the watchdog's :meth:`~auditor.stream.watchdog.Watchdog.progress`)
+Progress = Callable[[], None]
 #: ... and at most this many bytes of message values and keys (anyone who may write to the audit topic can
 #: append messages up to its max.message.bytes: 2,000 of 1 MiB kept 2 GiB at every restore, attops)
 WINDOW_BYTES = 16 * 1024 * 1024
@@ -39,16 +45,18 @@ WINDOW_BYTES = 16 * 1024 * 1024
 
 def restore_chains(conf: dict[str, Any], audit_topic: str, audit_partition: int, checkpoint_topic: str,
                    checkpoint_partition: int, chain_ids: Iterable[str], key_name: str, verifier: Verifier,
-                   timeout: float = 30.0) -> dict[str, Restored]:
+                   timeout: float = 30.0, progress: Progress | None = None) -> dict[str, Restored]:
     wanted = list(chain_ids)
     origins = {origin_for(key_name, c): c for c in wanted}
     consumer = Consumer({**conf, "group.id": "auditor-restore", "enable.auto.commit": False,
                          "isolation.level": "read_committed", "enable.partition.eof": True,
                          "auto.offset.reset": "earliest"})
     try:
-        checkpoints = _last_checkpoints(consumer, checkpoint_topic, checkpoint_partition, origins, verifier, timeout)
+        checkpoints = _last_checkpoints(consumer, checkpoint_topic, checkpoint_partition, origins, verifier, timeout,
+                                        progress)
         heads = {c: (signed.size, signed.head.head_hash) for c, (signed, _) in checkpoints.items()}
-        records, offsets = _last_records(consumer, audit_topic, audit_partition, set(wanted), heads, timeout)
+        records, offsets = _last_records(consumer, audit_topic, audit_partition, set(wanted), heads, timeout,
+                                         progress)
     except KafkaException as exc:
         raise BrokerError(f"cannot restore chains from {audit_topic}/{audit_partition} and "
                           f"{checkpoint_topic}/{checkpoint_partition}: {exc}") from exc
@@ -62,7 +70,8 @@ def restore_chains(conf: dict[str, Any], audit_topic: str, audit_partition: int,
 
 
 def _last_checkpoints(consumer: Consumer, topic: str, partition: int, origins: dict[str, str], verifier: Verifier,
-                      timeout: float) -> dict[str, tuple[SignedCheckpoint, StoredCheckpoint]]:
+                      timeout: float, progress: Progress | None = None
+                      ) -> dict[str, tuple[SignedCheckpoint, StoredCheckpoint]]:
     found: dict[str, tuple[SignedCheckpoint, StoredCheckpoint]] = {}
     #: checkpoints keyed for a wanted chain that are not used: logged once per restore, counted (the key is
     #: public, so anyone who may write to the topic could make one error line each, at every restore)
@@ -86,7 +95,7 @@ def _last_checkpoints(consumer: Consumer, topic: str, partition: int, origins: d
         found[chain] = (signed, stored)
 
     try:
-        _scan_back(consumer, topic, partition, visit, lambda: len(found) == len(origins), timeout)
+        _scan_back(consumer, topic, partition, visit, lambda: len(found) == len(origins), timeout, progress)
     finally:
         if invalid:
             (first, error), (last, _) = min(invalid), max(invalid)
@@ -96,8 +105,8 @@ def _last_checkpoints(consumer: Consumer, topic: str, partition: int, origins: d
 
 
 def _last_records(consumer: Consumer, topic: str, partition: int, wanted: set[str],
-                  heads: dict[str, tuple[int, bytes]], timeout: float) -> tuple[dict[str, LastRecord],
-                                                                                dict[str, int | None]]:
+                  heads: dict[str, tuple[int, bytes]], timeout: float, progress: Progress | None = None
+                  ) -> tuple[dict[str, LastRecord], dict[str, int | None]]:
     """Per chain: its last record (by offset), and the source offset of the record its checkpoint
     signs as head (None: gone). Reading back stops for a chain at a record older than its head."""
     found: dict[str, LastRecord] = {}
@@ -135,7 +144,7 @@ def _last_records(consumer: Consumer, topic: str, partition: int, wanted: set[st
 
     try:
         _scan_back(consumer, topic, partition, visit,
-                   lambda: len(found) == len(wanted) and len(offsets) == len(wanted), timeout)
+                   lambda: len(found) == len(wanted) and len(offsets) == len(wanted), timeout, progress)
     finally:
         if unreadable:
             log.error("unreadable bytes in the audit topic (not written by the auditor)", messages=len(unreadable),
@@ -146,8 +155,9 @@ def _last_records(consumer: Consumer, topic: str, partition: int, wanted: set[st
 
 
 def _scan_back(consumer: Consumer, topic: str, partition: int, visit: Callable[[Message], None],
-               done: Callable[[], bool], timeout: float) -> None:
-    """Visit committed messages from the partition's end backwards, window by window, until done()."""
+               done: Callable[[], bool], timeout: float, progress: Progress | None = None) -> None:
+    """Visit committed messages from the partition's end backwards, window by window, until done();
+    ``progress`` is called after each window (atx: a watched call's timeout then bounds one window)."""
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
     end, size = high, WINDOW
     while not done() and end > low:
@@ -158,6 +168,8 @@ def _scan_back(consumer: Consumer, topic: str, partition: int, visit: Callable[[
             if done():
                 return
         window.clear()  # before the next window is read
+        if progress is not None:
+            progress()
         # Large messages: only those from ``cut`` on fitted; the next window ends there, no wider than that
         size = max(1, end - cut) if cut > start else min(WINDOW, 2 * size)
         end = cut
@@ -196,7 +208,7 @@ class Written:
 
 
 def last_written(conf: dict[str, Any], topic: str, partition: int, chain_id: str,
-                 timeout: float = 30.0) -> Written | None:
+                 timeout: float = 30.0, progress: Progress | None = None) -> Written | None:
     """The chain's last record by offset as a read_uncommitted reader sees the partition (aborted records
     included), CORRECTION records passed over (their source is an earlier input); None when it has none.
 
@@ -216,7 +228,7 @@ def last_written(conf: dict[str, Any], topic: str, partition: int, chain_id: str
                          "isolation.level": "read_uncommitted", "enable.partition.eof": True,
                          "auto.offset.reset": "earliest"})
     try:
-        _scan_back(consumer, topic, partition, visit, lambda: bool(found), timeout)
+        _scan_back(consumer, topic, partition, visit, lambda: bool(found), timeout, progress)
     except KafkaException as exc:
         raise BrokerError(f"cannot read {topic}/{partition}: {exc}") from exc
     finally:
@@ -225,7 +237,7 @@ def last_written(conf: dict[str, Any], topic: str, partition: int, chain_id: str
 
 
 def read_unsigned_chain(conf: dict[str, Any], topic: str, partition: int, chain_id: str,
-                        timeout: float = 30.0) -> tuple[ChainLog, int | None]:
+                        timeout: float = 30.0, progress: Progress | None = None) -> tuple[ChainLog, int | None]:
     """An unsigned chain (records, no signed checkpoint) read whole from the audit partition, every
     record hash recomputed and every link checked from genesis: its log (to sign) and the source
     offset of its last record. Raises TrailCorruption naming the first record that does not follow
@@ -242,7 +254,9 @@ def read_unsigned_chain(conf: dict[str, Any], topic: str, partition: int, chain_
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
         if high > low:  # read forward one message at a time: no window is kept (attops)
             with contextlib.closing(read_forward(consumer, topic, partition, low, high, timeout)) as messages:
-                for m in messages:
+                for i, m in enumerate(messages, 1):
+                    if progress is not None and i % WINDOW == 0:
+                        progress()
                     value = m.value() or b""
                     where = f"{topic}/{partition}@{m.offset()}"
                     try:

@@ -435,7 +435,8 @@ class Ownership:
                 producer.abort_transaction(3 * CALL_TIMEOUT_S)
 
     def _last_written(self, chain: str, audit_partition: int) -> Written | None:
-        return last_written(self.cfg.admin_conf(), self.cfg.topics.audit, audit_partition, chain, CALL_TIMEOUT_S)
+        return last_written(self.cfg.admin_conf(), self.cfg.topics.audit, audit_partition, chain, CALL_TIMEOUT_S,
+                            self.watchdog.progress)
 
     def _checkpoints_hidden(self, audit_partition: int, st: PartitionState) -> str | None:
         """Why the chain's signed checkpoints may be hidden now, or None: a transaction open on the
@@ -478,7 +479,7 @@ class Ownership:
         return restore_chains(self.cfg.admin_conf(), self.cfg.topics.audit, audit_partition, cp.topic,
                               chainid.checkpoint_partition(audit_partition, cp.partitions), [chain],
                               cp.signer.name, cp.verifier,
-                              CALL_TIMEOUT_S)[chain]
+                              CALL_TIMEOUT_S, self.watchdog.progress)[chain]
 
     def _unsigned(self, chain: str, audit_partition: int, signed: SignedRestore) -> SignedRestore:
         """A chain with records but no signed checkpoint: refuse, or (trail.adopt_unsigned_chains) read it
@@ -489,7 +490,7 @@ class Ownership:
         try:
             with self.watchdog.call("read an unsigned chain", 60 * CALL_TIMEOUT_S):
                 log_, offset = read_unsigned_chain(self.cfg.admin_conf(), self.cfg.topics.audit, audit_partition,
-                                                   chain, CALL_TIMEOUT_S)
+                                                   chain, CALL_TIMEOUT_S, self.watchdog.progress)
         except TrailCorruption as exc:  # not a partition to retry either: someone has to look at the chain
             raise UnsignedChains(chain, signed.problem, detail=f"{exc}. `auditor verify kafka://HOST:PORT/"
                                  "AUDIT_TOPIC --config ...` names every damaged record") from exc

@@ -7,7 +7,9 @@ current call: with ``batch.pipeline`` the commit worker runs a transaction's
 processes the next batch. The watchdog thread, started at start-up, fires when
 
 - a call, in any thread, has run longer than its own timeout plus ``call_margin_s`` (librdkafka
-  2.16 can block in ``send_offsets_to_transaction`` far past its timeout after a broker restart), or
+  2.16 can block in ``send_offsets_to_transaction`` far past its timeout after a broker restart),
+  counted from the call's last report of progress (:meth:`Watchdog.progress`: a chain restore
+  reading a long audit partition back window by window; atx), or
 - the loop has made no progress for ``stall_timeout_s`` while it had work (every transaction
   aborting, a call retried without end, every owned partition paused); a call in progress is
   judged by its own timeout, so this counts up to the start of the oldest call in progress (a
@@ -43,6 +45,12 @@ class _Call:
     name: str
     started: float
     timeout: float
+    #: when the call last reported progress (:meth:`Watchdog.progress`; its start until then): its own
+    #: timeout counts from there
+    progressed: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.progressed = max(self.progressed, self.started)
 
 
 class Watchdog:
@@ -81,6 +89,16 @@ class Watchdog:
         finally:
             self._restore(me, outer)  # a call that returned is not progress by itself
 
+    def progress(self) -> None:
+        """The current thread's call has made progress that its timeout does not foresee (atx: the chain
+        restore read one more window of an audit partition that a flood made long; at 7% of a core a
+        200,000-record flood kept "restore chain head" past its 40 s + 30 s and every restart exited 4).
+        The call's own timeout counts again from now. It is no progress of the loop: the stall rule still
+        counts from the call's start. Outside a call it does nothing."""
+        call = self._calls.get(threading.get_ident())
+        if call is not None:
+            call.progressed = self.clock()
+
     @contextmanager
     def outside_call(self) -> Iterator[None]:
         """The current thread waits for work watched in another thread (the in-flight commit, from a
@@ -114,9 +132,10 @@ class Watchdog:
         calls = sorted(self._calls.values(), key=lambda c: c.started)
         idle = now - self.last_beat
         for call in calls:
-            ran = now - call.started
+            ran = now - call.progressed
             if ran > call.timeout + self.call_margin_s:
-                return (f"the Kafka client call {call.name} has run {ran:.0f}s, past its own "
+                since = f", {ran:.0f}s since its last progress" if call.progressed > call.started else ""
+                return (f"the Kafka client call {call.name} has run {now - call.started:.0f}s{since}, past its own "
                         f"{call.timeout:g}s timeout plus watchdog.call_margin_s={self.call_margin_s:g}s")
         if calls:
             # a call is judged by its own timeout, but a loop that was already without progress when it
