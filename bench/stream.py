@@ -21,9 +21,10 @@ swapped every round: (peer, daemon, ceiling), (ceiling, daemon, peer), ... Each 
 own ratios daemon/ceiling and daemon/peer, of phases run back to back; the verdict is the median
 of those pairs, printed with every pair's value, the min and how many pairs met the target alone.
 Each phase gets the reference loop before and after it (the bench, between phases) and every
-0.5 s during it (a sampler process); a phase whose before, after or mean-during reading is more
-than 10% above the run's fastest before/after reading is marked (!) and its pair named in the
-verdict, with the median of the unflagged pairs beside it: flagged, not dropped. With
+0.5 s during it (a sampler process). A phase whose mean reading during it is more than 10% above
+the lowest such mean of the run's phases (or, for a phase too short for 3 readings, whose before
+or after reading is more than 10% above the run's fastest one) is marked (!) and its pair named in
+the verdict, with the median of the unflagged pairs beside it: flagged, not dropped. With
 --rerun-flagged each such round is run once more at the end and shown as "k (re-run of j)"; the
 verdict stays on the first rounds, the re-runs join only the unflagged median.
 
@@ -893,8 +894,12 @@ def daemon_phase(bootstrap: str, work: Path, names: dict[str, str], m: int, proc
 PROBE_TOLERANCE = 0.10
 #: the phases of a round, by key: what they are called in the report
 PHASES = {"ceiling": "(a) ceiling", "peer": "(p) Quix", "daemon": "(b) daemon"}
+#: each ratio of a round, and the phases it is of (a flag on either puts the pair aside)
+RATIOS = {"ratio_ceiling": ("daemon", "ceiling"), "ratio_peer": ("daemon", "peer")}
 #: seconds between the sampler's reference-loop readings during the phases
 SAMPLE_INTERVAL = 0.5
+#: a phase with at least this many readings during it is judged by them, not by the probes around it
+MIN_DURING = 3
 
 
 def round_orders(rounds: int, with_peer: bool) -> list[tuple[str, ...]]:
@@ -918,17 +923,19 @@ def readings(phase: dict[str, Any]) -> tuple[list[float], list[float]]:
 def slow_flag(probe: list[float], during: list[float], fastest: float, fastest_during: float | None = None,
               tolerance: float = PROBE_TOLERANCE) -> str | None:
     """Why a phase's figures are suspect, or None: the machine ran it slower, as a host slowdown does
-    without any steal. Flagged when the reference loop before or after it (the bench's probe, taken
-    between phases) was more than ``tolerance`` above the run's fastest such reading, or the mean of
-    the sampler's readings during it more than ``tolerance`` above the lowest such mean of the run's
-    phases (readings taken during a phase run a few % slower than between phases from the machine's
-    own load, so they are compared with their own kind). The mean, not the max: it is what weighs on
-    the phase's rate, and one reading is noisy."""
-    levels = [(f"{which} {v:.0f}", v, fastest, "fastest reading between phases")
-              for which, v in zip(("before", "after"), probe, strict=False)]
-    if during and fastest_during:
+    without any steal. A phase with at least MIN_DURING readings from the sampler is judged by their
+    mean against the lowest such mean of the run's phases (the mean, not the max: it is what weighs on
+    the phase's rate, and one reading is noisy; readings taken during a phase run a few % slower than
+    between phases from the machine's own load, so they are compared with their own kind). A phase
+    with fewer is judged by the bench's probes just before and after it against the run's fastest
+    such reading (a probe at the boundary only tells about that moment, so it does not overrule the
+    readings during the phase). Flagged when more than ``tolerance`` over."""
+    if len(during) >= MIN_DURING and fastest_during:
         mean = statistics.fmean(during)
-        levels.append((f"mean during {mean:.0f}", mean, fastest_during, "lowest mean during a phase"))
+        levels = [(f"mean during {mean:.0f}", mean, fastest_during, "lowest mean during a phase")]
+    else:
+        levels = [(f"{which} {v:.0f}", v, fastest, "fastest reading between phases")
+                  for which, v in zip(("before", "after"), probe, strict=False)]
     over = [(which, v / base - 1, base, what) for which, v, base, what in levels
             if base > 0 and v > base * (1 + tolerance)]
     if not over:
@@ -942,7 +949,7 @@ def flag_phases(phases: list[dict[str, Any]], tolerance: float = PROBE_TOLERANCE
     """Set each phase's ``flag``: ``slow_flag`` against the fastest before/after reading of all these
     phases and the lowest mean of the readings during one."""
     every = [v for ph in phases for v in readings(ph)[0]]
-    means = [statistics.fmean(d) for ph in phases if (d := readings(ph)[1])]
+    means = [statistics.fmean(d) for ph in phases if len(d := readings(ph)[1]) >= MIN_DURING]
     fastest, fastest_during = (min(every) if every else 0.0), (min(means) if means else None)
     for ph in phases:
         ph["flag"] = slow_flag(*readings(ph), fastest, fastest_during, tolerance)
@@ -970,9 +977,9 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     and every value; and each ratio over the unflagged rounds, re-runs included."""
     first = [r for r in rounds if "rerun_of" not in r]
     out = {f"{k}_eps": spread([r[k]["steady_eps"] for r in first if k in r]) for k in PHASES}
-    for k in ("ratio_ceiling", "ratio_peer"):
+    for k, of in RATIOS.items():
         out[k] = spread([r[k] for r in first if k in r])
-        clean = [r for r in rounds if k in r and not any(r[ph].get("flag") for ph in PHASES if ph in r)]
+        clean = [r for r in rounds if k in r and not any(r[ph].get("flag") for ph in of)]
         out[k]["unflagged"] = {**spread([r[k] for r in clean]), "reruns": sum("rerun_of" in r for r in clean)}
     return out
 
@@ -1005,9 +1012,9 @@ def verdicts(r: dict[str, Any]) -> list[str]:
     def flagged(keys: tuple[str, ...]) -> list[int]:
         return [x["round"] for x in rounds if "rerun_of" not in x and any(x.get(k, {}).get("flag") for k in keys)]
 
-    lines = [ratio_verdict("daemon >= 2x Quix Streams", 2.0, s["ratio_peer"], flagged(("daemon", "peer")))
+    lines = [ratio_verdict("daemon >= 2x Quix Streams", 2.0, s["ratio_peer"], flagged(RATIOS["ratio_peer"]))
              if s["ratio_peer"]["n"] else "daemon >= 2x Quix Streams: NOT MEASURED (--no-peer)",
-             ratio_verdict("daemon >= 0.8x the raw ceiling", 0.8, s["ratio_ceiling"], flagged(("daemon", "ceiling")))]
+             ratio_verdict("daemon >= 0.8x the raw ceiling", 0.8, s["ratio_ceiling"], flagged(RATIOS["ratio_ceiling"]))]
     lat = r.get("latency")
     if lat:
         p99 = lat["observed_p99_s"] * 1000
@@ -1228,7 +1235,7 @@ def report(r: dict[str, Any]) -> str:
     out = ["Must show (issue 14), this run:"] + [f"- {v}" for v in r["verdicts"]] + [""]
     out += [f"Rounds on the same backlog ({r['events']:,} events; daemon {r['rounds_daemon']}); each ratio is "
             "of phases run back to back; (!) = a phase the machine ran slower (its reference loop more than "
-            f"{PROBE_TOLERANCE:.0%} over the run's fastest reading):", ""]
+            f"{PROBE_TOLERANCE:.0%} over the run's best, see below):", ""]
     out += rounds_table(r)
     cpu = cpu_summary(r["rounds"])
     out += ["", cpu] if cpu else []

@@ -60,9 +60,16 @@ def test_a_slowdown_inside_the_phase_is_flagged_by_the_mean_of_the_readings_duri
     # one noisy reading among many does not flag a phase
     assert slow_flag([52.0, 53.0], [55.0] * 19 + [97.0], fastest=52.0, fastest_during=55.0) is None
     # readings during a phase are compared with their own kind: +8% over the idle probes, none over 55
-    assert slow_flag([52.0, 53.0], [56.0, 57.0], fastest=52.0, fastest_during=55.0) is None
-    # the worst excess is named
-    assert "mean during 80 is +45%" in str(slow_flag([52.0, 60.0], [80.0], fastest=52.0, fastest_during=55.0))
+    assert slow_flag([52.0, 53.0], [56.0, 57.0, 56.0], fastest=52.0, fastest_during=55.0) is None
+
+
+def test_a_probe_at_the_boundary_does_not_overrule_the_readings_during_the_phase() -> None:
+    assert slow_flag([52.0, 101.0], [55.0, 56.0, 54.0, 55.0], fastest=52.0, fastest_during=55.0) is None
+    # too few readings during it (a short phase): the probes around it decide, the worst one named
+    assert slow_flag([60.0, 70.0], [80.0], fastest=52.0, fastest_during=55.0) == (
+        "reference loop 60 -> 70 (during: mean 80, 80-80) ns/iteration: after 70 is +35% over the run's fastest "
+        "reading between phases, 52")
+    assert slow_flag([70.0, 60.0], [], fastest=52.0).startswith("reference loop 70 -> 60 ns/iteration: before 70")
 
 
 def test_loop_text_shows_before_after_and_the_mean_and_range_during() -> None:
@@ -89,15 +96,16 @@ def test_the_sampler_reads_the_loop_while_the_phases_run_and_stops() -> None:
 
 
 def test_flags_are_against_the_fastest_before_or_after_reading_and_the_lowest_mean_during() -> None:
-    fast = {"cpu": {"probe_ns": [52.0, 53.0], "probe_during_ns": [40.0, 70.0]}}  # mean during 55
-    slow = {"cpu": {"probe_ns": [52.0, 95.0], "probe_during_ns": [57.0, 59.0]}}
-    inside = {"cpu": {"probe_ns": [52.0, 52.0], "probe_during_ns": [60.0, 62.0]}}  # +11% over 55
+    fast = {"cpu": {"probe_ns": [52.0, 53.0], "probe_during_ns": [40.0, 70.0, 55.0]}}  # mean during 55
+    slow = {"cpu": {"probe_ns": [52.0, 95.0], "probe_during_ns": [57.0, 50.0]}}  # 2 during: judged by its probes
+    inside = {"cpu": {"probe_ns": [52.0, 52.0], "probe_during_ns": [60.0, 62.0, 61.0]}}  # +11% over 55
     later = {"probe_ns": [95.0, 99.0]}
     flag_phases([fast, slow, inside, later])
     assert fast["flag"] is None
     assert "52 -> 95" in slow["flag"] and "95 -> 99" in later["flag"]
     assert later["flag"].endswith("fastest reading between phases, 52")  # the sampler's 40 is not a baseline
     assert inside["flag"].endswith("mean during 61 is +11% over the run's lowest mean during a phase, 55")
+    # 2 readings during a phase do not make a baseline either (slow's mean 53.5 would)
 
 
 def test_spread_keeps_every_value_and_gives_median_and_min() -> None:
@@ -137,7 +145,10 @@ def test_the_summary_gives_each_rate_and_ratio_over_the_rounds_and_the_unflagged
     assert s["ratio_peer"]["values"] == pytest.approx([2.0, 2.5, 1.9])
     assert s["ratio_peer"]["median"] == pytest.approx(2.0)
     assert s["ratio_peer"]["unflagged"]["values"] == pytest.approx([2.0, 1.9])  # round 2's Quix was flagged
-    assert s["ratio_ceiling"]["unflagged"]["n"] == 2  # a flagged phase marks its whole round
+    assert s["ratio_ceiling"]["unflagged"]["n"] == 3  # a flagged Quix phase does not touch daemon/ceiling
+    rounds[0]["daemon"]["flag"] = "slow"  # a flagged daemon phase puts both of its pairs aside
+    s = summarize(rounds)
+    assert s["ratio_ceiling"]["unflagged"]["n"] == 2 and s["ratio_peer"]["unflagged"]["n"] == 1
 
 
 def test_a_ratio_verdict_is_by_the_median_and_says_how_many_pairs_met_it_alone() -> None:
