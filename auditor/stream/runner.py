@@ -47,6 +47,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import wait as wait_futures
 from itertools import repeat
 from operator import lt, sub
 from types import FrameType
@@ -78,7 +79,8 @@ from auditor.stream.watchdog import SignalThread, Watchdog
 log = get_logger("auditor.stream")
 
 EXIT_OK, EXIT_FATAL, EXIT_SHUTDOWN_TIMEOUT = ExitCode.OK, ExitCode.BROKER, ExitCode.WATCHDOG
-#: while a transaction is in flight, the consumer is polled for the next batch in slices this long
+#: while a transaction is in flight, librdkafka's queue is drained into the intake every this long (the
+#: wait itself ends the moment the transaction is over: Daemon._take waits on its future)
 IN_FLIGHT_POLL_S = 0.005
 
 
@@ -317,7 +319,13 @@ class Daemon:
         Intake.take gathers it then), or a full batch at once: processing overlaps the commit when
         there is a backlog, and a batch is not cut short at lower rates (smaller transactions, and
         events arriving meanwhile would wait for two commits). At most ``max_wait_s`` (then an empty
-        poll settles the in-flight transaction at once, not ``batch.max_ms`` later)."""
+        poll settles the in-flight transaction at once, not ``batch.max_ms`` later).
+
+        librdkafka fetches on its own threads meanwhile, so the wait is on the transaction's future
+        (woken the moment the worker is done), draining librdkafka's queue every ``IN_FLIGHT_POLL_S``
+        without waiting in consume(): waiting in ``consume(1, IN_FLIGHT_POLL_S)`` noticed the commit
+        only at the next fetched message or the slice's end, 2.5 ms after it at the median (bench/tail.py's
+        trace at half the daemon's rate), which every event of the batch waited for."""
         assert self.consumer is not None
         inflight, consumer, n, intake = self._inflight, self.consumer, self.cfg.batch_max_events, self.intake
         if inflight is None or inflight.future is None:
@@ -325,8 +333,12 @@ class Daemon:
         future = inflight.future
         deadline = time.monotonic() + max_wait_s
         errors = intake.top_up(consumer)
-        while intake.buffered() < n and not intake.full() and not future.done() and time.monotonic() < deadline:
-            errors += intake.top_up(consumer, IN_FLIGHT_POLL_S)
+        while intake.buffered() < n and not intake.full() and not future.done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            wait_futures((future,), min(IN_FLIGHT_POLL_S, left))
+            errors += intake.top_up(consumer)
         if intake.buffered() < n and future.done():
             errors += intake.top_up(consumer)
         return intake.next_batch(n), errors
