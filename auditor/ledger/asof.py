@@ -87,6 +87,8 @@ MARKETING = "marketing"
 #: the two clocks' skew): a permissive fact the broker stamped later than this is in force only from
 #: its log time less this
 LOG_LAG_US = 300 * 1_000_000
+#: whose times bound when a fact was logged: the broker's, or the daemon's bound from the log's order
+_LOGGED = (LogTime.APPEND, LogTime.BOUND)
 
 
 def known_us(e: Entry) -> int:
@@ -95,8 +97,10 @@ def known_us(e: Entry) -> int:
     less :data:`LOG_LAG_US`: a consent that reached the log a year after its stated record time was
     not on record before it reached the log, whatever the producer says (ledger, session 9). A
     ``CreateTime`` is the producing client's clock, a claim like ``recorded_at``: kept and compared
-    (the daemon counts a fact whose two times disagree), not trusted."""
-    if e.logged_by is LogTime.APPEND and e.logged_us - LOG_LAG_US > e.recorded_us:
+    (the daemon counts a fact whose two times disagree), not trusted, unless broker-stamped facts
+    precede it in its partition: then its time is a lower bound of when it was logged (``BOUND``, the
+    daemon's: the log's order and its own reads, atl) and counts like the broker's."""
+    if e.logged_by in _LOGGED and e.logged_us - LOG_LAG_US > e.recorded_us:
         return e.logged_us - LOG_LAG_US
     return e.recorded_us
 

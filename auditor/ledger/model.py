@@ -172,11 +172,15 @@ class FactRef(NamedTuple):
 
 class LogTime(IntEnum):
     """Whose clock a fact's Kafka timestamp is (Kafka's own codes): none (a file), the producing
-    client's (``CreateTime``: a claim, like ``recorded_at``) or the broker's (``LogAppendTime``)."""
+    client's (``CreateTime``: a claim, like ``recorded_at``) or the broker's (``LogAppendTime``).
+    ``BOUND`` is ours: a producer-stamped fact logged after broker-stamped ones in its partition (the
+    topic's timestamp type was changed back for it); its time is a lower bound of when it was logged,
+    from the log's order and the auditor's own reads (:class:`auditor.ledger.store.LogBound`)."""
 
     NONE = 0
     CREATE = 1
     APPEND = 2
+    BOUND = 3
 
 
 class Entry(NamedTuple):

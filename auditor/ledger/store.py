@@ -18,6 +18,7 @@ Layout (LMDB named databases):
 =============  ===========================================================  ==========================
 ``facts``      partition u32 | pseudonym 16 B | effective | recorded | offset   the fact + log time, JSON
 ``meta``       ``format``, ``key_id``, ``partitions``, ``topic_id``, ``hw`` + p.  text
+               ``lb`` + p.: the partition's :class:`LogBound`                JSON
 ``decisions``  see :mod:`auditor.ledger.late`
 =============  ===========================================================  ==========================
 """
@@ -110,6 +111,45 @@ def stored_entry(fact: SubjectFact, ref: FactRef, hide: Callable[[str], str], lo
     return Entry(to_us(fact.effective_at), to_us(fact.recorded_at), ref.partition, ref.offset, hide(fact.fact_id),
                  fact.type, fact.source_system, fact.scope, fact.birth_date,
                  None if fact.service_id is None else hide(fact.service_id), logged[0], logged[1])
+
+
+class LogBound(NamedTuple):
+    """What bounds from below when a partition's next facts were logged (atl). Kafka appends a partition
+    in order, so a fact was logged no earlier than any fact before it; and a fact at or past the stable
+    end the auditor saw at some time was not readable before that time (a record in a transaction left
+    open is stamped when written but read only once committed).
+
+    ``broker_us``: the latest broker time (``LogAppendTime``) of the facts read so far (-1: none; then the
+    partition is producer-stamped and its facts are taken on their ``recorded_at``, the README's
+    ``CreateTime`` mode). ``seen``: (stable end, the auditor's clock when it last saw that end), ends
+    increasing; a fact at offset o was logged no earlier than the time of the greatest end <= o."""
+
+    broker_us: int = -1
+    seen: tuple[tuple[int, int], ...] = ()
+
+    def seen_floor(self, offset: int) -> int:
+        """The auditor's time when it last saw the partition's stable end at or below ``offset`` (-1: never)."""
+        for end, t in reversed(self.seen):
+            if end <= offset:
+                return t
+        return -1
+
+    def observed(self, end: int, now_us: int) -> LogBound:
+        """After the auditor saw the partition's stable end at ``end`` at ``now_us``."""
+        seen = list(self.seen)
+        if seen and seen[-1][0] == end:
+            seen[-1] = (end, max(seen[-1][1], now_us))
+        elif not seen or end > seen[-1][0]:
+            seen.append((end, now_us))
+        return self._replace(seen=tuple(seen))
+
+    def pruned(self, high: int) -> LogBound:
+        """Without the ends no fact past ``high`` (confirmed) needs: all below ``high + 1`` but the last."""
+        keep = [i for i, (end, _) in enumerate(self.seen) if end <= high + 1]
+        return self._replace(seen=self.seen[keep[-1]:] if keep else self.seen)
+
+
+NO_BOUND = LogBound()
 
 
 class Applied(NamedTuple):
@@ -237,6 +277,7 @@ class LedgerStore:
             _delete_matching(txn, self.decisions_by_time, lambda k: k[8:12] == prefix)
             _delete_prefix(txn, self.meta, b"ixm" + prefix)  # the chain markers (auditor.ledger.late)
             txn.delete(b"hw" + prefix, db=self.meta)
+            txn.delete(b"lb" + prefix, db=self.meta)
 
     # ------------------------------------------------------------------ writing
     def apply(self, partition: int, items: Iterable[tuple[int, SubjectFact]],
@@ -272,10 +313,26 @@ class LedgerStore:
             self._write(lambda txn: self._put_all(txn, partition, staged, high if advance else None))
         return ApplyResult(tuple(applied), len(staged), skipped, high)
 
-    def confirm(self, partition: int, offset: int) -> None:
-        """Record ``offset`` as applied in ``partition`` (after facts applied with ``advance=False``)."""
-        if offset > self.high_offset(partition):
-            self._write(lambda txn: txn.put(b"hw" + _PART.pack(partition), str(offset).encode(), db=self.meta))
+    def confirm(self, partition: int, offset: int, bound: LogBound | None = None) -> None:
+        """Record ``offset`` as applied in ``partition`` (after facts applied with ``advance=False``), and
+        what bounds the log time of the facts after it (:class:`LogBound`), in one transaction."""
+        if offset <= self.high_offset(partition):
+            return
+
+        def put(txn: Any) -> None:
+            txn.put(b"hw" + _PART.pack(partition), str(offset).encode(), db=self.meta)
+            if bound is not None:
+                txn.put(b"lb" + _PART.pack(partition), _json([bound.broker_us, bound.seen]).encode(), db=self.meta)
+        self._write(put)
+
+    def log_bound(self, partition: int) -> LogBound:
+        """What bounds the log time of the facts after the partition's confirmed offset (as confirmed)."""
+        with self.env.begin(db=self.meta) as txn:
+            raw = txn.get(b"lb" + _PART.pack(partition))
+        if raw is None:
+            return NO_BOUND
+        broker_us, seen = _unjson(bytes(raw).decode())
+        return LogBound(int(broker_us), tuple((int(e), int(t)) for e, t in seen))
 
     def _put_all(self, txn: Any, partition: int, staged: list[tuple[bytes, bytes]], high: int | None) -> None:
         cur = txn.cursor(db=self.facts)

@@ -66,7 +66,7 @@ from auditor.ledger.judging import EVENT_LAG_US, StoreJudge, escaped
 from auditor.ledger.late import Correction, DecisionIndex, DecisionReads, LateReport, Marker
 from auditor.ledger.model import FACT_FAMILY, RESTRICTIVE, LogTime, Scope, SubjectFact, to_us
 from auditor.ledger.partitioning import subject_partition
-from auditor.ledger.store import Applied, LedgerStore, Logged, resume_from
+from auditor.ledger.store import NO_BOUND, NOT_LOGGED, Applied, LedgerStore, LogBound, Logged, resume_from
 from auditor.ledger.vocabulary import UndeclaredScopes
 from auditor.logging import get_logger
 from auditor.policy import Decision, Verdict
@@ -187,10 +187,15 @@ class LedgerMetrics(NamedTuple):
 # ---------------------------------------------------------------- reading the facts topic
 
 class Pending(NamedTuple):
-    """Facts applied to the store but not yet confirmed: partition -> (highest offset, applied)."""
+    """Facts applied to the store but not yet confirmed: partition -> highest offset, the facts applied,
+    the clocks of the permissive facts among them logged late (counted once confirmed: a fact read again
+    after a rewind or a restart is counted once) and, per partition, what bounds the log time of the
+    facts after them (confirmed with them)."""
 
     high: dict[int, int]
     applied: list[Applied]
+    logged_late: list[str]
+    bounds: dict[int, LogBound]
 
 
 class FactsReader:
@@ -213,6 +218,12 @@ class FactsReader:
         #: facts scoped to names no loaded pack declares: logged once per name (auditor.ledger.vocabulary)
         self.vocabulary: UndeclaredScopes | None = None
         self._declared: set[Scope] = set()  # scopes seen whose names are all declared (bounded)
+        #: per assigned partition, what bounds its next facts' log time from below (LogBound)
+        self.bounds: dict[int, LogBound] = {}
+        #: the auditor's clock (microseconds since the epoch): when it saw a partition's stable end
+        self.now_us: Callable[[], int] = lambda: time.time_ns() // 1000
+        #: producer-stamped facts read after broker-stamped ones in their partition (logged: first 10, every 1000th)
+        self.relabelled = 0
 
     def _note_scope(self, scope: Scope, where: str) -> None:
         assert self.vocabulary is not None
@@ -231,6 +242,7 @@ class FactsReader:
             self.consumer.incremental_unassign([TopicPartition(self.topic, p) for p in gone])
             for p in gone:
                 del self.next[p]
+                self.bounds.pop(p, None)
         new = sorted(p for p in partitions if p not in self.next)
         tps = []
         for p in new:
@@ -243,6 +255,7 @@ class FactsReader:
                 self.store.drop_partition(p)
                 start = low
             self.next[p] = start
+            self.bounds[p] = self.store.log_bound(p)
             tps.append(TopicPartition(self.topic, p, start))
         if tps:
             self.consumer.incremental_assign(tps)
@@ -253,6 +266,8 @@ class FactsReader:
         for p in partitions:
             start = self.store.high_offset(p) + 1
             self.next[p] = start
+            # the broker time as confirmed; what the auditor saw of the partition's end stays true
+            self.bounds[p] = self.store.log_bound(p)._replace(seen=self.bounds.get(p, NO_BOUND).seen)
             self.consumer.seek(TopicPartition(self.topic, p, start))
 
     def ends(self) -> dict[int, int]:
@@ -272,10 +287,30 @@ class FactsReader:
         confirmed on its own). True when every partition is at its end. A read that makes no
         progress for ``timeout`` seconds raises :class:`TransientError`."""
         ends = self.ends()
-        pending = Pending({}, [])
+        now = self.now_us()
+        for p, end in ends.items():
+            if p in self.bounds:
+                self.bounds[p] = self.bounds[p].observed(end, now)
+        pending = Pending({}, [], [], {})
         todo = {p for p, end in ends.items() if self.next.get(p, end) < end}
         if not todo:
             return pending, True
+        try:
+            todo = self._read(ends, todo, timeout, pending, collect, beat, limit)
+        except Exception:
+            # facts applied but not confirmed are read (and checked for late effects) again: the reader's
+            # position goes back to the store's (before, the next round confirmed them unchecked, atl)
+            self.rewind([p for p in ends if p in self.next])
+            raise
+        for p in ends:
+            if p in self.next and self.next[p] - 1 > self.store.high_offset(p):
+                pending.high[p] = max(pending.high.get(p, -1), self.next[p] - 1)
+                self.bounds[p] = pending.bounds[p] = self.bounds[p].pruned(pending.high[p])
+        return pending, not todo
+
+    def _read(self, ends: dict[int, int], todo: set[int], timeout: float, pending: Pending,
+              collect: Callable[[int], bool], beat: Callable[[], None], limit: int | None) -> set[int]:
+        """read_some's loop: the partitions still short of their end when it stopped."""
         last_progress = time.monotonic()
         read, limit = 0, limit or ROUND
         blocks: dict[int, list[tuple[int, SubjectFact]]] = {p: [] for p in todo}
@@ -315,7 +350,7 @@ class FactsReader:
                     continue
                 block = blocks.setdefault(p, [])
                 block.append((offset, fact))
-                stamps.setdefault(p, {})[offset] = self._logged(m, fact)
+                stamps.setdefault(p, {})[offset] = self._logged(m, p, offset, fact, pending)
                 if len(block) >= CHUNK:
                     self._apply(p, block, pending, collect, stamps[p])
                     block.clear()
@@ -325,23 +360,39 @@ class FactsReader:
         for p, block in blocks.items():
             if block:
                 self._apply(p, block, pending, collect, stamps.get(p))
-        for p in ends:
-            if p in self.next and self.next[p] - 1 > self.store.high_offset(p):
-                pending.high[p] = max(pending.high.get(p, -1), self.next[p] - 1)
-        return pending, not todo
+        return todo
 
-    def _logged(self, m: Any, fact: SubjectFact) -> Logged:
-        """The fact's Kafka timestamp, kept with it (a permissive fact is in force only from the broker's
-        time less :data:`LOG_LAG_US`: auditor.ledger.asof.known_us). A permissive fact stamped more than
-        that after its stated recorded_at is counted, by whose clock stamped it."""
+    def _logged(self, m: Any, p: int, offset: int, fact: SubjectFact, pending: Pending) -> Logged:
+        """The fact's Kafka timestamp, kept with it: a permissive fact is in force only from the broker's
+        time less :data:`LOG_LAG_US` (auditor.ledger.asof.known_us). The broker's time is raised to when
+        the auditor last saw the partition's stable end at or below the fact (a record written in a
+        transaction left open is stamped when written, readable only once committed). A producer's time
+        (``CreateTime``) after broker-stamped facts in the partition (the topic's timestamp type was set
+        back for it) is replaced by that bound and the latest broker time before it (``LogTime.BOUND``).
+        A permissive fact logged more than the lag after its stated recorded_at is counted, by whose clock
+        bounds it, once confirmed."""
         kind, ms = m.timestamp()
-        if kind not in (LogTime.CREATE, LogTime.APPEND) or ms is None or ms < 0:
-            return -1, LogTime.NONE
-        logged = (ms * 1000, LogTime(kind))
+        bound = self.bounds.get(p, NO_BOUND)
+        stamped = ms is not None and ms >= 0 and kind in (LogTime.CREATE, LogTime.APPEND)
+        logged: Logged
+        if stamped and kind == LogTime.APPEND:
+            self.bounds[p] = bound = bound._replace(broker_us=max(bound.broker_us, ms * 1000))
+            logged = (max(ms * 1000, bound.seen_floor(offset)), LogTime.APPEND)
+        elif bound.broker_us >= 0:
+            logged = (max(bound.broker_us, bound.seen_floor(offset)), LogTime.BOUND)
+            self.relabelled += 1
+            if self.relabelled <= 10 or self.relabelled % 1000 == 0:
+                log.error("a subject fact stamped by its producer's clock follows facts the broker stamped: the facts "
+                          "topic's message.timestamp.type was changed; it counts as logged no earlier than the facts "
+                          "before it", topic=self.topic, partition=p, offset=offset, facts=self.relabelled)
+        elif stamped:
+            logged = (ms * 1000, LogTime(kind))
+        else:
+            return NOT_LOGGED
         family, value = FACT_FAMILY[fact.type]
         restrictive = RESTRICTIVE.get(family)
         if restrictive is not None and value is not restrictive and logged[0] - LOG_LAG_US > to_us(fact.recorded_at):
-            self.metrics.logged_late.labels("broker" if kind == LogTime.APPEND else "producer").inc()
+            pending.logged_late.append("producer" if logged[1] is LogTime.CREATE else "broker")
         return logged
 
     def _apply(self, p: int, block: list[tuple[int, SubjectFact]], pending: Pending,
@@ -422,6 +473,7 @@ class LedgerFeed:
         self._check_topic_id(admin)
         self.reader = FactsReader(self.cfg, self.store, admin, self.decoder, self.metrics, self.pseudonymize)
         self.reader.partitions = self.partitions
+        self.reader.now_us = lambda: to_us(self.clock())
         self.reader.vocabulary = UndeclaredScopes(self.processor.packs.values())
         log.info("subject ledger on", facts_topic=t.facts, partitions=self.partitions, store=str(self.store.path),
                  positions=self.store.positions())
@@ -568,7 +620,9 @@ class LedgerFeed:
             self.reader.rewind(pending.high)
             return False
         for p, high in pending.high.items():
-            self.store.confirm(p, high)
+            self.store.confirm(p, high, pending.bounds.get(p))
+        for clock in pending.logged_late:
+            self.metrics.logged_late.labels(clock).inc()
         return True
 
     def _correct(self, corrections: list[Correction], commit: Callable[[BatchResult], bool],

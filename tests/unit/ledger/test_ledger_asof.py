@@ -317,7 +317,9 @@ def brute_force(entries: list[Entry], at_us: int) -> dict[Query, object]:
         if e.effective_us > at_us:
             break
         family, value = FACT_FAMILY[e.type]
-        known = e.recorded_us if e.logged_by is not LogTime.APPEND else max(e.recorded_us, e.logged_us - LOG_LAG_US)
+        # the broker's time, or the daemon's bound from the log's order (atl): a lower bound of the log time
+        broker = e.logged_by in (LogTime.APPEND, LogTime.BOUND)
+        known = max(e.recorded_us, e.logged_us - LOG_LAG_US) if broker else e.recorded_us
         waits = family is Family.BIRTH_DATE or (family in RESTRICTIVE and value is not RESTRICTIVE[family])
         if known > at_us and waits:
             continue  # attlg, ledger: a permissive fact or a birth date is not in force before recorded and logged
