@@ -115,6 +115,7 @@ def read_chain(cfg: Config, chain_id: str, first: int, stop: int, timeout: float
 def create_topics(cfg: Config, partitions: int = 3, *, timeout: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet (audit partitioned like the input; the audit and
     checkpoint topics with infinite retention: :mod:`auditor.stream.topics`)."""
-    facts = [cfg.topics.facts] if cfg.ledger.dir is not None else []  # co-partitioned with the events
+    facts = cfg.topics.facts if cfg.ledger.dir is not None else None  # co-partitioned with the events
     return topics.create_topics(cfg.admin_conf(), cfg.topics.events, cfg.topics.audit,
-                                [cfg.topics.violations, cfg.topics.dead_letter, *facts], partitions, timeout=timeout)
+                                [cfg.topics.violations, cfg.topics.dead_letter], partitions, facts=facts,
+                                timeout=timeout)

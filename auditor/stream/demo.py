@@ -131,6 +131,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from auditor.stream.app import build_daemon, create_topics
     from auditor.stream.generate import ledger_stream, stream
     from auditor.stream.produce import produce
+    from auditor.stream.topics import set_config
     from auditor.trail.keys import KeyRing
 
     if args.events < 1:
@@ -165,6 +166,9 @@ def run_demo(args: argparse.Namespace) -> int:
             "topics.facts": f"demo.subject-facts.{suffix}", "ledger.dir": str(run_dir / "ledger"),
         })
         create_topics(cfg, 3)
+        # the demo's facts are a made-up history produced now: taken on their recorded_at (CreateTime), not
+        # from when the broker logged them (what `auditor topics create` sets: LogAppendTime)
+        set_config(cfg.admin_conf(), cfg.topics.facts, {"message.timestamp.type": "CreateTime"})
         say(f"topics: {cfg.topics.events[0]} -> {cfg.topics.audit}, {cfg.topics.violations}, "
             f"{cfg.topics.dead_letter} (3 partitions)")
         packs = [load_pack(p) for p in cfg.packs]

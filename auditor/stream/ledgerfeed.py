@@ -57,7 +57,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from auditor.config import Config
-from auditor.errors import AuditorError, ConfigError, DecodeError, TransientError
+from auditor.errors import AuditorError, BrokerError, ConfigError, DecodeError, TransientError
 from auditor.events.model import Event
 from auditor.ledger.asof import LOG_LAG_US
 from auditor.ledger.codec import FactDecoder
@@ -73,6 +73,7 @@ from auditor.policy import Decision, Verdict
 from auditor.policy.engine import MemoEvaluator
 from auditor.stream.processor import BatchProcessor, BatchResult
 from auditor.stream.restore import stable_offsets
+from auditor.stream.topics import describe, facts_findings, facts_fix_command
 from auditor.trail import chainid
 from auditor.trail.canonical import iter_frames, record_from_bytes
 from auditor.trail.chain import hash_record_bytes
@@ -254,6 +255,10 @@ class FactsReader:
                             partition=p, stored=self.store.high_offset(p), low=low, high=high)
                 self.store.drop_partition(p)
                 start = low
+            if low > 0 and self.store.high_offset(p) < 0:  # restored from a topic that lost its first facts
+                log.error("the facts partition no longer holds its first facts (retention or deleted records): the "
+                          "ledger restored from it lacks them, their withdrawals, opt-outs and birth dates included",
+                          topic=self.topic, partition=p, first_offset=low)
             self.next[p] = start
             self.bounds[p] = self.store.log_bound(p)
             tps.append(TopicPartition(self.topic, p, start))
@@ -471,6 +476,7 @@ class LedgerFeed:
                 f"{t.facts} with {self.partitions} partition(s) and produce the facts again (auditor produce "
                 f"--facts), then delete {self.store.path} (it is rebuilt from the topic); or unset ledger.dir.")
         self._check_topic_id(admin)
+        self._check_facts_config(admin)
         self.reader = FactsReader(self.cfg, self.store, admin, self.decoder, self.metrics, self.pseudonymize)
         self.reader.partitions = self.partitions
         self.reader.now_us = lambda: to_us(self.clock())
@@ -483,6 +489,21 @@ class LedgerFeed:
             self.reader.close()
             self.reader = None
         self.store.close()
+
+    def _check_facts_config(self, admin: AdminClient) -> None:
+        """At start: warn when the facts topic lacks what ``auditor topics create`` gives it (atl): the
+        broker's log time (else a grant dated back in both its times is taken on its recorded_at) and
+        infinite retention (else a store rebuilt from the topic misses the withdrawals Kafka deleted)."""
+        topic = self.cfg.topics.facts
+        try:
+            conf = describe(admin, [topic], CALL_TIMEOUT_S).get(topic, {})
+        except BrokerError as exc:
+            log.warning("the facts topic's configuration not checked", error=str(exc)[:300])
+            return
+        lacks = facts_findings(topic, conf)
+        if lacks:
+            log.warning("the facts topic lacks what `auditor topics create` sets", findings=lacks,
+                        fix=facts_fix_command(topic, self.cfg.kafka.bootstrap_servers))
 
     def _check_topic_id(self, admin: AdminClient) -> None:
         """The facts topic is still the one the store read its facts from (attrt). Deleted and created

@@ -7,6 +7,13 @@ reads both topics' configuration (:func:`retention_findings`) and refuses finite
 the exact command that fixes it, unless ``trail.accept_finite_retention`` is set (then the
 ``auditor_trail_retention_finite`` metric is 1 and an alert fires).
 
+The facts topic (``topics.facts``, with ``ledger.dir``) is the subject ledger's source of truth: it is
+created with ``message.timestamp.type=LogAppendTime`` (the broker stamps each fact's log time; a grant is
+in force no earlier than it, less 5 minutes: :func:`auditor.ledger.asof.known_us`) and infinite retention
+(a store rebuilt from the topic, or an instance that takes a partition over, reads every withdrawal
+again; what Kafka deleted it never sees). An existing facts topic is left as it is: ``auditor topics
+create`` and the daemon at start say what it lacks, with the command that sets it (:func:`facts_findings`).
+
 The pure part (what is wrong and how to fix it) is separate from the admin calls.
 """
 
@@ -17,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
 from auditor.config import Config
 from auditor.errors import BrokerError, ConfigError
@@ -29,6 +36,9 @@ log = get_logger("auditor.topics")
 #: configuration of the trail topics (audit and checkpoints)
 TRAIL_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
 RETENTION_KEYS = ("retention.ms", "retention.bytes")
+#: configuration of the facts topic (atl): the broker's log time, kept forever
+FACTS_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime", "retention.ms": "-1", "retention.bytes": "-1"}
+FACTS_SHOWN_KEYS = ("message.timestamp.type", "retention.ms", "retention.bytes", "cleanup.policy")
 
 
 def checkpoint_topic_of(audit_topic: str) -> str:
@@ -88,6 +98,31 @@ def refusal_message(findings: list[RetentionFinding], bootstrap: str) -> str:
     return "\n".join(lines)
 
 
+def facts_findings(topic: str, conf: Mapping[str, str]) -> list[str]:
+    """Pure: what the facts topic ``topic`` with configuration ``conf`` lacks, each with why it matters."""
+    out = []
+    if conf.get("message.timestamp.type", "CreateTime").strip() != "LogAppendTime":
+        out.append(f"{topic} has message.timestamp.type={conf.get('message.timestamp.type', 'CreateTime')}: "
+                   "facts carry their producer's clock, so a grant dated back in both its times is taken on its "
+                   "recorded_at (with LogAppendTime it is in force no earlier than 5 minutes before it was logged)")
+    finite = [f"{k}={conf[k]}" for k in RETENTION_KEYS if conf.get(k) is not None and conf[k].strip() != "-1"]
+    if "compact" in conf.get("cleanup.policy", "delete"):
+        finite.append(f"cleanup.policy={conf['cleanup.policy']}")
+    if finite:
+        out.append(f"{topic} has {', '.join(finite)}: Kafka deletes facts, and a ledger store rebuilt from the topic "
+                   "(a new instance, a partition taken over, a changed pseudonym key) never sees them: a deleted "
+                   "withdrawal, opt-out or birth date is silently gone")
+    return out
+
+
+def facts_fix_command(topic: str, bootstrap: str) -> str:
+    """The kafka-configs command that gives an existing facts topic :data:`FACTS_TOPIC_CONFIG`. Facts logged
+    before keep the timestamp type they were logged with (history: taken on their recorded_at)."""
+    conf = ",".join(f"{k}={v}" for k, v in FACTS_TOPIC_CONFIG.items()) + ",cleanup.policy=delete"
+    return (f"kafka-configs.sh --bootstrap-server {bootstrap} --alter --entity-type topics "
+            f"--entity-name {topic} --add-config {conf}")
+
+
 # ---------------------------------------------------------------- admin calls
 
 def describe(admin: AdminClient, topics: Iterable[str], timeout: float = 30.0) -> dict[str, dict[str, str]]:
@@ -112,9 +147,10 @@ def broker_count(admin: AdminClient, timeout: float = 30.0) -> int:
 
 
 def create_topics(conf: dict[str, Any], events: Iterable[str], audit: str, others: Iterable[str],
-                  partitions: int = 3, *, timeout: float = 30.0) -> list[str]:
+                  partitions: int = 3, *, facts: str | None = None, timeout: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet: events and ``others`` with the broker's defaults, the
-    audit and checkpoint topics with infinite retention. Returns the names created."""
+    audit and checkpoint topics with infinite retention, the ``facts`` topic (if given) with
+    :data:`FACTS_TOPIC_CONFIG`. Returns the names created."""
     admin = AdminClient(conf)
     md = admin.list_topics(timeout=timeout)
     existing, brokers = md.topics, len(md.brokers)
@@ -124,6 +160,9 @@ def create_topics(conf: dict[str, Any], events: Iterable[str], audit: str, other
            if t not in existing]
     new += [NewTopic(t, num_partitions=partitions, replication_factor=replication, config=trail_conf)
             for t in (audit, checkpoint_topic_of(audit)) if t not in existing]
+    if facts is not None and facts not in existing:
+        new.append(NewTopic(facts, num_partitions=partitions, replication_factor=replication,
+                            config=dict(FACTS_TOPIC_CONFIG)))
     if new:
         for topic, fut in admin.create_topics(new, operation_timeout=timeout).items():
             try:
@@ -161,10 +200,20 @@ SHOWN_KEYS = ("retention.ms", "retention.bytes", "cleanup.policy", "min.insync.r
 def check_created(cfg: Config, timeout: float = 30.0) -> list[str]:
     """After ``auditor topics create``: the trail topics' effective configuration, one line each.
     Raises ConfigError with the fix commands when Kafka would delete either (as the daemon does at
-    start), unless ``trail.accept_finite_retention`` accepts it (then a warning line says so)."""
+    start), unless ``trail.accept_finite_retention`` accepts it (then a warning line says so). With
+    ``ledger.dir``, the facts topic's line too, and a warning line with the command that sets what an
+    existing facts topic lacks (:func:`facts_findings`)."""
     topics = [cfg.topics.audit, cfg.checkpoint_topic]
-    configs = describe(AdminClient(cfg.admin_conf()), topics, timeout)
+    facts = cfg.topics.facts if cfg.ledger.dir is not None else None
+    configs = describe(AdminClient(cfg.admin_conf()), [*topics, *([facts] if facts else [])], timeout)
     lines = [f"{t}: " + " ".join(f"{k}={configs.get(t, {}).get(k, '?')}" for k in SHOWN_KEYS) for t in topics]
+    if facts is not None:
+        lines.append(f"{facts}: " + " ".join(f"{k}={configs.get(facts, {}).get(k, '?')}" for k in FACTS_SHOWN_KEYS))
+        lacks = facts_findings(facts, configs.get(facts, {}))
+        if lacks:
+            lines += [f"warning: {line}" for line in lacks]
+            lines.append(f"  fix: {facts_fix_command(facts, cfg.kafka.bootstrap_servers)}")
+    configs = {t: configs[t] for t in topics if t in configs}
     findings = findings_of(configs)
     if findings and not cfg.trail.accept_finite_retention:
         raise ConfigError("\n".join(lines) + "\n" + refusal_message(findings, cfg.kafka.bootstrap_servers))
@@ -172,3 +221,15 @@ def check_created(cfg: Config, timeout: float = 30.0) -> list[str]:
         lines.append("warning: " + "; ".join(map(str, findings)) + " (accepted by trail.accept_finite_retention: "
                      "the daemon runs, auditor_trail_retention_finite is 1 and an alert fires)")
     return lines
+
+
+def set_config(conf: dict[str, Any], topic: str, values: Mapping[str, str], timeout: float = 30.0) -> None:
+    """Set configuration keys of an existing topic (incremental: the other keys stay)."""
+    entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in values.items()]
+    admin = AdminClient(conf)
+    try:
+        for fut in admin.incremental_alter_configs(
+                [ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)]).values():
+            fut.result(timeout)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot set {', '.join(values)} of {topic}: {exc}") from exc
