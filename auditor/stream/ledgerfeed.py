@@ -455,6 +455,9 @@ class LedgerFeed:
         self.read_back = 0
         #: events counted in auditor_ledger_events_predated_total (the first ten and every 1000th logged)
         self.predated = 0
+        #: the highest offset counted as predated per event topic and partition: a batch judged again (its
+        #: transaction aborted) counts none of its events twice
+        self._predated_at: dict[tuple[str, int], int] = {}
         #: chains resumed from their markers, not yet rechecked: the seqs indexed, the marker to set after
         self._resumed: dict[tuple[str, int], tuple[set[int], int]] = {}
         #: the CORRECTION records last sealed, by the (chain id, seq) they correct: their index payloads
@@ -581,6 +584,11 @@ class LedgerFeed:
                            to_us(event.occurred_at), ms * 1000)
         if not families:
             return
+        where, offset = (msg.topic(), partition), msg.offset()
+        if offset is not None:
+            if offset <= self._predated_at.get(where, -1):
+                return  # counted when this batch was judged before
+            self._predated_at[where] = offset
         clock = "broker" if kind == LogTime.APPEND else "producer"
         self.metrics.predated.labels(clock).inc()
         self.predated += 1

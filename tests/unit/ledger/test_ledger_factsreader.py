@@ -259,3 +259,42 @@ def test_facts_applied_before_a_stall_are_checked_for_late_effects_before_they_a
     pending = read(feed, collect=True)
     assert sorted(a.entry.offset for a in pending.applied) == [0, 1, 2, 3, 4]
     assert pending.high == {0: 4}
+
+
+# ---------------------------------------------------------------- an event counted once as predated
+
+class EventMessage:
+    """An event's message as the processor hands it to the join: its position and Kafka timestamp."""
+
+    def __init__(self, offset: int, logged_us: int) -> None:
+        self._offset, self._logged_us = offset, logged_us
+
+    def topic(self) -> str:
+        return "events"
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return int(LogTime.APPEND), self._logged_us // 1000
+
+
+def test_an_event_judged_again_after_an_abort_is_counted_once_as_predated(feed: LedgerFeed, log: StubLog) -> None:
+    """auditor_ledger_events_predated_total counted each judging: a batch judged again after its transaction
+    aborted (or read again after a restart before its commit) counted its predated events again."""
+    import json
+    from dataclasses import replace
+
+    from auditor.events.codec import event_from_mapping
+
+    log.append(fact(W, 0, scope=MKT), LogTime.APPEND, to_us(at(0)))
+    settle(feed, read(feed))
+    line = next(raw for raw in (Path(__file__).resolve().parents[2] / "data" / "events" / "ipasar.jsonl")
+                .read_text().splitlines() if '"event_id":"ipasar-mkt-consent"' in raw.replace(" ", ""))
+    e = event_from_mapping(json.loads(line))
+    event = replace(e, occurred_at=at(-60), subject=replace(e.subject, id="u-1"))  # dated before the withdrawal
+    evaluator = feed.processor.evaluators["ipasar"]
+    for _ in range(2):  # judged, the transaction aborts, judged again
+        feed.judge(event, evaluator, 0, EventMessage(7, to_us(at(30))))
+    feed.judge(event, evaluator, 0, EventMessage(8, to_us(at(30))))  # another event: counted
+    assert feed.metrics.predated.labels("broker")._value.get() == 2
