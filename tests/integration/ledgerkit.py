@@ -1,11 +1,14 @@
 """The subject ledger's real-broker tests' shared setup: a daemon with the ledger on, ipasar's
-marketing event for a subject, and a marketing-consent withdrawal."""
+marketing event for a subject, a marketing-consent withdrawal, a daemon run until it audited so many
+events, and what the audit topic holds per event."""
 
 from __future__ import annotations
 
 import json
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -84,3 +87,21 @@ def stops_before_auditing(setup: Setup, bootstrap: str, instance_id: str = "a") 
     assert records == [], records
     assert raised and isinstance(raised[0], ConfigError), raised
     return raised[0]
+
+
+@contextmanager
+def audited(setup: Setup, bootstrap: str, records: int, instance_id: str = "one") -> Iterator[InProcessDaemon]:
+    """An in-process daemon, entered once the audit topic holds ``records`` records (90 s at most)."""
+    with InProcessDaemon(setup.config(instance_id=instance_id)) as d:
+        wait_until(lambda: len(read_audit(bootstrap, setup.audit)) >= records, 90, f"{records} audit record(s)")
+        yield d
+
+
+def records_by_event(bootstrap: str, audit: str) -> dict[str, list[tuple[str, str]]]:
+    """event id -> [(record type, verdict)] of its records in the audit topic, in the topic's order."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for e in read_audit(bootstrap, audit):
+        r = e.record
+        assert r.event_id is not None and r.decision is not None
+        out.setdefault(r.event_id, []).append((r.record_type.value, r.decision.verdict.value))
+    return out

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 from daemonkit import (
-    InProcessDaemon,
     logs_to_the_live_stdout,  # noqa: F401  (autouse fixture)
     read_audit,
     set_topic_config,
     wait_until,
 )
-from ledgerkit import T0, consent, ledger_setup, marketing_event, withdrawal
+from ledgerkit import T0, audited, consent, ledger_setup, marketing_event, records_by_event, withdrawal
 
 from auditor.ledger.model import FactType
 from auditor.stream.produce import produce
@@ -43,8 +42,7 @@ def _run(tmp_path: Path, bootstrap: str, *, broker_time: bool, grant_recorded: t
     produce(bootstrap, facts, [withdrawal("w-victim", "u-victim", T0)])
     produce(bootstrap, setup.events, [marketing_event("victim-send", "u-victim", T0 + timedelta(hours=2)),
                                       marketing_event("control-send", "u-control", T0 + timedelta(hours=2))])
-    with InProcessDaemon(setup.config(instance_id="one")) as d:
-        wait_until(lambda: len(read_audit(bootstrap, setup.audit)) >= 2, 90, "two audit records")
+    with audited(setup, bootstrap, 2) as d:
         grant = replace(consent("g-backdated", "u-victim", FactType.CONSENT_GRANTED, T0 + timedelta(hours=1)),
                         recorded_at=T0 + grant_recorded)
         produce(bootstrap, facts, [grant])
@@ -52,12 +50,7 @@ def _run(tmp_path: Path, bootstrap: str, *, broker_time: bool, grant_recorded: t
         wait_until(lambda: any(e.record.record_type is RecordType.CORRECTION and e.record.event_id == "control-send"
                                for e in read_audit(bootstrap, setup.audit)), 90, "the control's correction")
         late = d.sample("auditor_ledger_facts_logged_late_total", {"clock": "broker"})
-    out: dict[str, list[tuple[str, str]]] = {}
-    for e in read_audit(bootstrap, setup.audit):
-        r = e.record
-        assert r.event_id is not None and r.decision is not None
-        out.setdefault(r.event_id, []).append((r.record_type.value, r.decision.verdict.value))
-    return out, late
+    return records_by_event(bootstrap, setup.audit), late
 
 
 def test_a_grant_recorded_after_the_audited_event_does_not_correct_it_to_allow(tmp_path, kafka_bootstrap):

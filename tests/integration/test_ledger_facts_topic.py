@@ -17,13 +17,8 @@ import pytest
 import structlog
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
-from daemonkit import (
-    InProcessDaemon,
-    logs_to_the_live_stdout,  # noqa: F401  (autouse fixture)
-    read_audit,
-    wait_until,
-)
-from ledgerkit import T0, ledger_setup, marketing_event, withdrawal
+from daemonkit import logs_to_the_live_stdout  # noqa: F401  (autouse fixture)
+from ledgerkit import T0, audited, ledger_setup, marketing_event, records_by_event, withdrawal
 
 from auditor.cli import main
 from auditor.stream.produce import produce
@@ -79,10 +74,9 @@ def test_a_store_restored_from_a_facts_topic_that_lost_its_first_facts_says_so(t
     for fut in admin.delete_records([TopicPartition(facts, 0, 1)]).values():
         fut.result(30)
     produce(kafka_bootstrap, setup.events, [marketing_event("send-1", "u-1", T0.replace(hour=20))])
-    with structlog.testing.capture_logs() as logs, InProcessDaemon(setup.config(instance_id="one")):
-        wait_until(lambda: read_audit(kafka_bootstrap, setup.audit), 90, "the event audited")
-    (record,) = [e.record for e in read_audit(kafka_bootstrap, setup.audit)]
-    assert record.decision is not None and record.decision.verdict.value == "ALLOW"
+    with structlog.testing.capture_logs() as logs, audited(setup, kafka_bootstrap, 1):
+        pass
+    assert records_by_event(kafka_bootstrap, setup.audit) == {"send-1": [("DECISION", "ALLOW")]}
     lost = [e for e in logs if "no longer holds its first facts" in e["event"]]
     assert lost and lost[0]["partition"] == 0 and lost[0]["first_offset"] == 1, [e["event"] for e in logs]
     lacks = [e for e in logs if "lacks what `auditor topics create` sets" in e["event"]]

@@ -17,13 +17,12 @@ from datetime import timedelta
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from daemonkit import (
-    InProcessDaemon,
     logs_to_the_live_stdout,  # noqa: F401  (autouse fixture)
     read_audit,
     set_topic_config,
     wait_until,
 )
-from ledgerkit import T0, consent, ledger_setup, marketing_event, withdrawal
+from ledgerkit import T0, audited, consent, ledger_setup, marketing_event, records_by_event, withdrawal
 
 from auditor.ledger.model import FactType, LogTime
 from auditor.stream.produce import produce
@@ -56,8 +55,7 @@ def test_a_grant_produced_while_the_topic_was_set_back_to_create_time_does_not_c
     produce(kafka_bootstrap, facts, [withdrawal("w-victim", "u-victim", T0)])
     produce(kafka_bootstrap, setup.events, [marketing_event("victim-send", "u-victim", T0 + timedelta(hours=2)),
                                             marketing_event("control-send", "u-control", T0 + timedelta(hours=2))])
-    with InProcessDaemon(setup.config(instance_id="one")) as d:
-        wait_until(lambda: len(read_audit(kafka_bootstrap, setup.audit)) >= 2, 90, "two audit records")
+    with audited(setup, kafka_bootstrap, 2) as d:
         set_topic_config(kafka_bootstrap, facts, "message.timestamp.type", "CreateTime")
         grant = replace(consent("g-flip", "u-victim", FactType.CONSENT_GRANTED, T0 + timedelta(hours=1)),
                         recorded_at=T0 + timedelta(hours=1))
@@ -68,11 +66,7 @@ def test_a_grant_produced_while_the_topic_was_set_back_to_create_time_does_not_c
                                for e in read_audit(kafka_bootstrap, setup.audit)), 90, "the control's correction")
         late = d.sample("auditor_ledger_facts_logged_late_total", {"clock": "broker"})
     assert _timestamp_types(kafka_bootstrap, facts, 3) == [LogTime.APPEND, LogTime.CREATE, LogTime.APPEND]
-    out: dict[str, list[tuple[str, str]]] = {}
-    for e in read_audit(kafka_bootstrap, setup.audit):
-        r = e.record
-        assert r.event_id is not None and r.decision is not None
-        out.setdefault(r.event_id, []).append((r.record_type.value, r.decision.verdict.value))
+    out = records_by_event(kafka_bootstrap, setup.audit)
     assert out["victim-send"] == [("DECISION", "VIOLATION")]
     assert out["control-send"] == [("DECISION", "ALLOW"), ("CORRECTION", "VIOLATION")]
     assert late == 1  # the grant, bounded by the broker's time before it
