@@ -180,6 +180,39 @@ def test_producer_stamped_history_before_the_first_broker_stamped_fact_keeps_its
     assert feed.store.view(0, feed.pseudonymize("u-1"), at(120)).consent("marketing").value is True
 
 
+def test_a_known_minors_birth_date_changed_to_an_adults_while_the_topic_was_relabelled_changes_nothing_before(
+        feed: LedgerFeed, log: StubLog) -> None:
+    """Minors: u-1's birth date (a minor) is on record, broker-stamped at T0, and the partition is quiet:
+    the broker's time before the next fact is T0. A second birth date (an adult), effective and recorded
+    as early, is produced at T0+3h while the topic is set to CreateTime. The auditor had read the partition
+    to its end at T0+3h without it: not known before then, so u-1 stays a known minor at T0+2h."""
+    from datetime import date
+
+    minor, adult = date(2012, 5, 1), date(1980, 5, 1)
+    log.append(fact(FactType.BIRTH_DATE, 0, born=minor), LogTime.APPEND, to_us(at(0)) + 1_000_000)
+    assert feed.reader is not None
+    feed.reader.now_us = lambda: to_us(at(180))
+    settle(feed, read(feed))
+    log.append(fact(FactType.BIRTH_DATE, 0, born=adult, recorded=1), LogTime.CREATE, to_us(at(1)))
+    feed.reader.now_us = lambda: to_us(at(181))
+    settle(feed, read(feed))
+    assert feed.store.view(0, feed.pseudonymize("u-1"), at(120)).minor(18).value is True
+
+
+def test_a_tombstone_for_a_subject_removes_none_of_its_facts_from_the_store(feed: LedgerFeed, log: StubLog) -> None:
+    """Minors, removed: a record with no value keyed by the subject (what deletes a key on a compacted
+    topic) is refused as undecodable; the birth date on record stays (held: before and after). What
+    compaction or retention deletes from the topic is gone from a store rebuilt from it: topics create
+    and the daemon now say so (test_ledger_facts_topic.py)."""
+    from datetime import date
+
+    log.append(fact(FactType.BIRTH_DATE, 0, born=date(2012, 5, 1)), LogTime.APPEND, to_us(at(0)))
+    log.messages.append(Stamped(1, b"", (int(LogTime.APPEND), to_us(at(1)) // 1000)))
+    settle(feed, read(feed))
+    assert feed.metrics.rejected.labels("undecodable")._value.get() == 1
+    assert feed.store.view(0, feed.pseudonymize("u-1"), at(120)).minor(18).value is True
+
+
 # ---------------------------------------------------------------- a grant held in an open transaction
 
 def test_a_grant_hidden_in_an_open_transaction_is_not_in_force_before_the_auditor_could_read_it(
