@@ -291,8 +291,8 @@ class FactsReader:
         time, until the end or about ``limit`` facts (a long restore goes in rounds, each
         confirmed on its own). True when every partition is at its end. A read that makes no
         progress for ``timeout`` seconds raises :class:`TransientError`."""
+        now = self.now_us()  # before the ends are asked: no later than the moment the broker gave each
         ends = self.ends()
-        now = self.now_us()
         for p, end in ends.items():
             if p in self.bounds:
                 self.bounds[p] = self.bounds[p].observed(end, now)
