@@ -64,7 +64,7 @@ from auditor.ledger.codec import FactDecoder
 from auditor.ledger.join import Judged, RecordedView
 from auditor.ledger.judging import EVENT_LAG_US, StoreJudge, escaped
 from auditor.ledger.late import Correction, DecisionIndex, DecisionReads, LateReport, Marker
-from auditor.ledger.model import FACT_FAMILY, RESTRICTIVE, LogTime, Scope, SubjectFact, to_us
+from auditor.ledger.model import FACT_FAMILY, RESTRICTIVE, Family, LogTime, Scope, SubjectFact, to_us
 from auditor.ledger.partitioning import subject_partition
 from auditor.ledger.store import NO_BOUND, NOT_LOGGED, Applied, LedgerStore, LogBound, Logged, resume_from
 from auditor.ledger.vocabulary import UndeclaredScopes
@@ -99,6 +99,10 @@ SCAN_BYTES = 8 * 1024 * 1024
 #: are their producers' clocks: instances whose clocks differ by more may be missed)
 RESUME_SKEW_MS = 300_000
 
+
+#: the families whose restrictive facts are a person's own instruction (withdrawn, opted out, deletion
+#: requested: "at all times", "at any time"), unlike an account closed or a service ended on a date agreed
+INSTRUCTIONS = frozenset({Family.CONSENT, Family.OPT_OUT, Family.GUARDIAN_CONSENT, Family.DELETION_REQUESTED})
 
 MISROUTED = ("the {what} is on another partition than its {field} hashes to (murmur2 of the id, as Java clients "
              "and `auditor produce` partition): the subject's facts and events must be keyed by the subject id and "
@@ -225,6 +229,8 @@ class FactsReader:
         self.now_us: Callable[[], int] = lambda: time.time_ns() // 1000
         #: producer-stamped facts read after broker-stamped ones in their partition (logged: first 10, every 1000th)
         self.relabelled = 0
+        #: a person's withdrawals dated to take effect well after they were recorded (logged: first 10, every 1000th)
+        self.dated_forward = 0
 
     def _note_scope(self, scope: Scope, where: str) -> None:
         assert self.vocabulary is not None
@@ -398,7 +404,27 @@ class FactsReader:
         restrictive = RESTRICTIVE.get(family)
         if restrictive is not None and value is not restrictive and logged[0] - LOG_LAG_US > to_us(fact.recorded_at):
             pending.logged_late.append("producer" if logged[1] is LogTime.CREATE else "broker")
+        elif value is restrictive and family in INSTRUCTIONS:
+            self._dated_forward(p, offset, fact, logged)
         return logged
+
+    def _dated_forward(self, p: int, offset: int, fact: SubjectFact, logged: Logged) -> None:
+        """A person's withdrawal, opt-out or deletion request whose effective_at is more than the lag after
+        the earliest time it is known to have existed (its recorded_at, or its log time when the broker's):
+        it binds from that later effective_at (README: what the person asked for, or a date moved forward;
+        the auditor cannot tell them apart), and is logged for an investigator (atl): first 10, every 1000th."""
+        known = to_us(fact.recorded_at)
+        if logged[1] in (LogTime.APPEND, LogTime.BOUND):
+            known = min(known, logged[0])
+        ahead = to_us(fact.effective_at) - known
+        if ahead <= LOG_LAG_US:
+            return
+        self.dated_forward += 1
+        if self.dated_forward <= 10 or self.dated_forward % 1000 == 0:
+            log.warning("a withdrawal, opt-out or deletion request takes effect well after it was recorded or logged: "
+                        "it binds from its effective_at (what the person asked for, or a date moved forward)",
+                        topic=self.topic, partition=p, offset=offset, type=fact.type.value,
+                        ahead_s=ahead // 1_000_000, facts=self.dated_forward)
 
     def _apply(self, p: int, block: list[tuple[int, SubjectFact]], pending: Pending,
                collect: Callable[[int], bool], logged: dict[int, Logged] | None = None) -> None:

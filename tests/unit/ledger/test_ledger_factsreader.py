@@ -331,3 +331,23 @@ def test_an_event_judged_again_after_an_abort_is_counted_once_as_predated(feed: 
         feed.judge(event, evaluator, 0, EventMessage(7, to_us(at(30))))
     feed.judge(event, evaluator, 0, EventMessage(8, to_us(at(30))))  # another event: counted
     assert feed.metrics.predated.labels("broker")._value.get() == 2
+
+
+# ---------------------------------------------------------------- a withdrawal dated forward
+
+def test_a_withdrawal_dated_forward_binds_from_its_effective_at_and_is_logged(feed: LedgerFeed, log: StubLog) -> None:
+    """The audited system publishes the person's withdrawal made at T0 as taking effect 30 days later (its
+    recorded_at moved too; the broker logged it at T0). It binds from its effective_at, as the README decided
+    (the auditor cannot tell a date the person asked for from one moved forward), and is now logged with its
+    position for an investigator. A withdrawal in time, and a service ended on a date agreed, are not."""
+    from structlog.testing import capture_logs
+
+    month = 30 * 24 * 60
+    log.append(fact(W, month, scope=MKT, recorded=month), LogTime.APPEND, to_us(at(0)))
+    log.append(fact(W, 1, scope=MKT, subject="u-2"), LogTime.APPEND, to_us(at(1)))
+    log.append(fact(FactType.SERVICE_ENDED, month, subject="u-3", service="joint"), LogTime.APPEND, to_us(at(2)))
+    with capture_logs() as logs:
+        settle(feed, read(feed))
+    forward = [e for e in logs if "takes effect well after" in e["event"]]
+    assert [(e["offset"], e["type"], e["ahead_s"]) for e in forward] == [(0, "CONSENT_WITHDRAWN", month * 60)]
+    assert feed.store.view(0, feed.pseudonymize("u-1"), at(120)).consent("marketing").value is None
