@@ -330,9 +330,25 @@ class LedgerStore:
         with self.env.begin(db=self.meta) as txn:
             raw = txn.get(b"lb" + _PART.pack(partition))
         if raw is None:
-            return NO_BOUND
+            return self._migrated_bound(partition)
         broker_us, seen = _unjson(bytes(raw).decode())
         return LogBound(int(broker_us), tuple((int(e), int(t)) for e, t in seen))
+
+    def _migrated_bound(self, partition: int) -> LogBound:
+        """A partition confirmed before the store kept its LogBound (an upgrade): the latest broker time
+        among its confirmed facts, found once by a scan of its facts and kept."""
+        high = self.high_offset(partition)
+        if high < 0:
+            return NO_BOUND
+        latest = -1
+        with self.env.begin(db=self.facts) as txn:
+            for key, value in _scan(txn.cursor(), _PART.pack(partition)):
+                body = _unjson(bytes(value).decode())
+                if body[9] == LogTime.APPEND and _KEY.unpack(key)[4] <= high:
+                    latest = max(latest, int(body[8]))
+        bound = LogBound(latest)
+        self._write(lambda txn: txn.put(b"lb" + _PART.pack(partition), _json([latest, ()]).encode(), db=self.meta))
+        return bound
 
     def _put_all(self, txn: Any, partition: int, staged: list[tuple[bytes, bytes]], high: int | None) -> None:
         cur = txn.cursor(db=self.facts)

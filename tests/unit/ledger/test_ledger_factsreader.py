@@ -93,6 +93,9 @@ class StubLog:
     def incremental_assign(self, tps: list[TopicPartition]) -> None:
         self.position = tps[0].offset
 
+    def incremental_unassign(self, tps: list[TopicPartition]) -> None:
+        pass
+
     def get_watermark_offsets(self, tp: TopicPartition, **_: Any) -> tuple[int, int]:
         return 0, self.end()
 
@@ -165,6 +168,21 @@ def test_the_bound_from_the_logs_order_outlives_a_restart(feed: LedgerFeed, log:
     reader.now_us = lambda: NOW_US
     reader.assign({0})
     feed.reader = reader
+    settle(feed, read(feed))
+    grant = next(e for e in stored(feed) if e.type is G)
+    assert known_us(grant) >= NOW_US - LOG_LAG_US
+
+
+def test_a_store_confirmed_before_it_kept_the_bound_finds_the_broker_time_in_its_facts(
+        feed: LedgerFeed, log: StubLog) -> None:
+    """A store written by the code before (facts confirmed, no bound kept: an upgrade). The reader resumes
+    past the broker-stamped facts, so it never reads them again: the bound comes from the store's facts."""
+    log.append(fact(W, 0, scope=MKT), LogTime.APPEND, NOW_US)
+    feed.store.apply(0, [(0, fact(W, 0, scope=MKT))], feed.pseudonymize, logged={0: (NOW_US, LogTime.APPEND)})
+    assert feed.reader is not None
+    feed.reader.assign(set())
+    feed.reader.assign({0})  # the store now holds offset 0: resumes at 1
+    log.append(fact(G, 60, scope=MKT), LogTime.CREATE, to_us(at(60)))
     settle(feed, read(feed))
     grant = next(e for e in stored(feed) if e.type is G)
     assert known_us(grant) >= NOW_US - LOG_LAG_US
