@@ -219,10 +219,10 @@ def tail_report(parts: Sequence[dict[str, float]], gcs: Sequence[tuple[float, fl
 # ---------------------------------------------------------------- the run
 
 def reader(bootstrap: str, topic: str, starts: dict[int, int], stop: Any, out: Any, batch: int = 1000,
-           timeout: float = 0.05) -> None:
-    """Child process: bench/stream.py's latency reader (``consume(1000, 0.05)``), keeping the receive
+           timeout: float = 0.005) -> None:
+    """Child process: bench/stream.py's latency reader (``consume(1000, 0.005)``), keeping the receive
     time of each sample. consume() returns once ``batch`` messages are queued or after ``timeout``: at
-    15,000 records/s the reader's default takes the full 50 ms, which every record then waits for."""
+    15,000 records/s a 50 ms timeout is taken in full, and every record of the call waits for it."""
     from confluent_kafka import Consumer, TopicPartition
 
     from auditor.trail.canonical import record_from_bytes
@@ -295,7 +295,7 @@ def main() -> int:
     ap.add_argument("--half", action="store_true", help="pace at half the daemon's steady rate on the backlog")
     ap.add_argument("--events", type=int, default=100_000, help="the backlog drained before the paced phase")
     ap.add_argument("--seconds", type=float, default=25.0)
-    ap.add_argument("--reader", default="1000,0.05", metavar="N,TIMEOUT",
+    ap.add_argument("--reader", default="1000,0.005", metavar="N,TIMEOUT",
                     help="the reader's consume(N, TIMEOUT) (default bench/stream.py's); several, separated by "
                          "'/', alternate paced phases on the same daemon (e.g. 1000,0.05/1000,0.005/1000,0.05)")
     args = ap.parse_args()
