@@ -231,6 +231,8 @@ class FactsReader:
         self.relabelled = 0
         #: a person's withdrawals dated to take effect well after they were recorded (logged: first 10, every 1000th)
         self.dated_forward = 0
+        #: the facts topic was seen configured LogAppendTime (LedgerFeed._check_facts_config)
+        self.broker_stamped = False
 
     def _note_scope(self, scope: Scope, where: str) -> None:
         assert self.vocabulary is not None
@@ -389,7 +391,7 @@ class FactsReader:
         if stamped and kind == LogTime.APPEND:
             self.bounds[p] = bound = bound._replace(broker_us=max(bound.broker_us, ms * 1000))
             logged = (max(ms * 1000, bound.seen_floor(offset)), LogTime.APPEND)
-        elif bound.broker_us >= 0:
+        elif bound.broker_us >= 0 or (self.broker_stamped and bound.seen_floor(offset) >= 0):
             logged = (max(bound.broker_us, bound.seen_floor(offset)), LogTime.BOUND)
             self.relabelled += 1
             if self.relabelled <= 10 or self.relabelled % 1000 == 0:
@@ -490,6 +492,8 @@ class LedgerFeed:
         self._written: dict[tuple[str, int], bytes] = {}
         processor.ledger = self
         self._partitions_checked = time.monotonic()  # checked at start
+        #: the facts topic was seen configured LogAppendTime (at start or a partition check; never unset)
+        self.broker_stamped = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, admin: AdminClient, md: Any) -> None:
@@ -509,6 +513,7 @@ class LedgerFeed:
         self.reader = FactsReader(self.cfg, self.store, admin, self.decoder, self.metrics, self.pseudonymize)
         self.reader.partitions = self.partitions
         self.reader.now_us = lambda: to_us(self.clock())
+        self.reader.broker_stamped = self.broker_stamped
         self.reader.vocabulary = UndeclaredScopes(self.processor.packs.values())
         log.info("subject ledger on", facts_topic=t.facts, partitions=self.partitions, store=str(self.store.path),
                  positions=self.store.positions())
@@ -519,18 +524,27 @@ class LedgerFeed:
             self.reader = None
         self.store.close()
 
-    def _check_facts_config(self, admin: AdminClient) -> None:
-        """At start: warn when the facts topic lacks what ``auditor topics create`` gives it (atl): the
-        broker's log time (else a grant dated back in both its times is taken on its recorded_at) and
-        infinite retention (else a store rebuilt from the topic misses the withdrawals Kafka deleted)."""
+    def _check_facts_config(self, admin: AdminClient, *, warn: bool = True) -> None:
+        """At start (``warn``): warn when the facts topic lacks what ``auditor topics create`` gives it
+        (atl): the broker's log time (else a grant dated back in both its times is taken on its
+        recorded_at) and infinite retention (else a store rebuilt from the topic misses the withdrawals
+        Kafka deleted). At start and at each partition check: once the topic is seen configured
+        ``LogAppendTime``, the reader counts a producer-stamped fact as logged no earlier than when it
+        last saw its partition's stable end below it, even in a partition with no broker-stamped fact yet
+        (the topic set back to CreateTime for it)."""
         topic = self.cfg.topics.facts
         try:
             conf = describe(admin, [topic], CALL_TIMEOUT_S).get(topic, {})
         except BrokerError as exc:
-            log.warning("the facts topic's configuration not checked", error=str(exc)[:300])
+            if warn:
+                log.warning("the facts topic's configuration not checked", error=str(exc)[:300])
             return
+        if conf.get("message.timestamp.type", "").strip() == "LogAppendTime":
+            self.broker_stamped = True  # never unset: a producer's clock after it is a claim to bound
+            if self.reader is not None:
+                self.reader.broker_stamped = True
         lacks = facts_findings(topic, conf)
-        if lacks:
+        if warn and lacks:
             log.warning("the facts topic lacks what `auditor topics create` sets", findings=lacks,
                         fix=facts_fix_command(topic, self.cfg.kafka.bootstrap_servers))
 
@@ -573,6 +587,7 @@ class LedgerFeed:
             return
         n = check_copartitioned(md, t.events, t.facts, self.cfg.kafka.bootstrap_servers)
         self._check_topic_id(self.reader.admin)
+        self._check_facts_config(self.reader.admin, warn=False)
         if n != self.partitions:
             raise ConfigError(
                 f"the facts topic {t.facts} and the event topics now have {n} partition(s); the daemon started "

@@ -45,28 +45,49 @@ def _timestamp_types(bootstrap: str, topic: str, n: int) -> list[int]:
         c.close()
 
 
-def test_a_grant_produced_while_the_topic_was_set_back_to_create_time_does_not_correct_a_violation(
-        tmp_path, kafka_bootstrap):
-    """u-victim withdrew at T0 (logged by the broker); her marketing send at T0+2h is a VIOLATION. The topic
-    is set to CreateTime, a grant effective and recorded at T0+1h is produced, the topic is set back. A
-    control's withdrawal effective at T0+1h, produced after, proves the daemon read past the grant."""
-    setup, facts = ledger_setup(tmp_path, kafka_bootstrap, partitions=1)
-    set_topic_config(kafka_bootstrap, facts, "message.timestamp.type", "LogAppendTime")
-    produce(kafka_bootstrap, facts, [withdrawal("w-victim", "u-victim", T0)])
-    produce(kafka_bootstrap, setup.events, [marketing_event("victim-send", "u-victim", T0 + timedelta(hours=2)),
-                                            marketing_event("control-send", "u-control", T0 + timedelta(hours=2))])
-    with audited(setup, kafka_bootstrap, 2) as d:
-        set_topic_config(kafka_bootstrap, facts, "message.timestamp.type", "CreateTime")
+def _flip(tmp_path, bootstrap: str, *, withdrawal_before_the_switch: bool) -> tuple[dict, list[int], float]:
+    """u-victim withdrew at T0; her marketing send at T0+2h is a VIOLATION. The topic is set to CreateTime,
+    a grant effective and recorded at T0+1h is produced, the topic is set back. A control's withdrawal
+    effective at T0+1h, produced after, proves the daemon read past the grant. Returns the records by
+    event, the facts' timestamp types and the broker-clock count of permissive facts logged late."""
+    setup, facts = ledger_setup(tmp_path, bootstrap, partitions=1)
+    if withdrawal_before_the_switch:
+        produce(bootstrap, facts, [withdrawal("w-victim", "u-victim", T0)])
+    set_topic_config(bootstrap, facts, "message.timestamp.type", "LogAppendTime")
+    if not withdrawal_before_the_switch:
+        produce(bootstrap, facts, [withdrawal("w-victim", "u-victim", T0)])
+    produce(bootstrap, setup.events, [marketing_event("victim-send", "u-victim", T0 + timedelta(hours=2)),
+                                      marketing_event("control-send", "u-control", T0 + timedelta(hours=2))])
+    with audited(setup, bootstrap, 2) as d:
+        set_topic_config(bootstrap, facts, "message.timestamp.type", "CreateTime")
         grant = replace(consent("g-flip", "u-victim", FactType.CONSENT_GRANTED, T0 + timedelta(hours=1)),
                         recorded_at=T0 + timedelta(hours=1))
-        produce(kafka_bootstrap, facts, [grant])
-        set_topic_config(kafka_bootstrap, facts, "message.timestamp.type", "LogAppendTime")
-        produce(kafka_bootstrap, facts, [withdrawal("w-control", "u-control", T0 + timedelta(hours=1))])
+        produce(bootstrap, facts, [grant])
+        set_topic_config(bootstrap, facts, "message.timestamp.type", "LogAppendTime")
+        produce(bootstrap, facts, [withdrawal("w-control", "u-control", T0 + timedelta(hours=1))])
         wait_until(lambda: any(e.record.record_type is RecordType.CORRECTION and e.record.event_id == "control-send"
-                               for e in read_audit(kafka_bootstrap, setup.audit)), 90, "the control's correction")
+                               for e in read_audit(bootstrap, setup.audit)), 90, "the control's correction")
         late = d.sample("auditor_ledger_facts_logged_late_total", {"clock": "broker"})
-    assert _timestamp_types(kafka_bootstrap, facts, 3) == [LogTime.APPEND, LogTime.CREATE, LogTime.APPEND]
-    out = records_by_event(kafka_bootstrap, setup.audit)
+    return records_by_event(bootstrap, setup.audit), _timestamp_types(bootstrap, facts, 3), late
+
+
+def test_a_grant_produced_while_the_topic_was_set_back_to_create_time_does_not_correct_a_violation(
+        tmp_path, kafka_bootstrap):
+    """Bounded by the broker's time of the withdrawal before it."""
+    out, types, late = _flip(tmp_path, kafka_bootstrap, withdrawal_before_the_switch=False)
+    assert types == [LogTime.APPEND, LogTime.CREATE, LogTime.APPEND]
     assert out["victim-send"] == [("DECISION", "VIOLATION")]
     assert out["control-send"] == [("DECISION", "ALLOW"), ("CORRECTION", "VIOLATION")]
-    assert late == 1  # the grant, bounded by the broker's time before it
+    assert late == 1  # the grant, bounded
+
+
+def test_the_same_in_a_partition_with_no_broker_stamped_fact_yet(tmp_path, kafka_bootstrap):
+    """The withdrawal was logged before the topic was switched to LogAppendTime (CreateTime: history), so the
+    partition holds no broker time before the grant. The daemon saw the topic configured LogAppendTime at
+    start, and had read the partition's end without the grant: bounded by that read (without the topic's
+    setting read by the daemon, the victim gets ('CORRECTION', 'ALLOW'))."""
+    out, types, late = _flip(tmp_path, kafka_bootstrap, withdrawal_before_the_switch=True)
+    assert types == [LogTime.CREATE, LogTime.CREATE, LogTime.APPEND]
+    assert out["victim-send"] == [("DECISION", "VIOLATION")]
+    assert out["control-send"] == [("DECISION", "ALLOW"), ("CORRECTION", "VIOLATION")]
+    assert late == 1

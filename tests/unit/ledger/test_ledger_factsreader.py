@@ -231,6 +231,26 @@ def test_a_tombstone_for_a_subject_removes_none_of_its_facts_from_the_store(feed
     assert feed.store.view(0, feed.pseudonymize("u-1"), at(120)).minor(18).value is True
 
 
+def test_a_producer_stamped_grant_in_a_quiet_partition_of_a_log_append_time_topic_is_bounded_by_the_auditors_read(
+        feed: LedgerFeed, log: StubLog) -> None:
+    """The topic was switched to LogAppendTime (the daemon saw it so), and this partition has had no fact
+    since: no broker time in it. The insider sets the topic back to CreateTime for one grant dated back.
+    The daemon had read the partition's end at T0+3h without it: not in force before then (less the lag)."""
+    log.append(fact(W, 0, scope=MKT), LogTime.CREATE, to_us(at(0)))  # history, before the switch
+    assert feed.reader is not None
+    feed.reader.broker_stamped = True  # LedgerFeed._check_facts_config saw LogAppendTime
+    feed.reader.now_us = lambda: to_us(at(180))
+    settle(feed, read(feed))
+    log.append(fact(G, 60, scope=MKT), LogTime.CREATE, to_us(at(60)))
+    feed.reader.now_us = lambda: to_us(at(181))
+    settle(feed, read(feed))
+    grant = next(e for e in stored(feed) if e.type is G)
+    assert (grant.logged_by, known_us(grant)) == (LogTime.BOUND, to_us(at(180)) - LOG_LAG_US)
+    assert feed.store.view(0, feed.pseudonymize("u-1"), at(120)).consent("marketing").value is False
+    withdrawal = next(e for e in stored(feed) if e.type is W)
+    assert withdrawal.logged_by is LogTime.CREATE  # read before the daemon's first look: history
+
+
 # ---------------------------------------------------------------- a grant held in an open transaction
 
 def test_a_grant_hidden_in_an_open_transaction_is_not_in_force_before_the_auditor_could_read_it(
