@@ -325,6 +325,16 @@ class LedgerStore:
                 txn.put(b"lb" + _PART.pack(partition), _json([bound.broker_us, bound.seen]).encode(), db=self.meta)
         self._write(put)
 
+    def keep_seen(self, partition: int, seen: tuple[tuple[int, int], ...]) -> None:
+        """Keep the auditor's later reads of the partition's end with its bound as confirmed (at a stop or
+        when the partition leaves: no fact was confirmed since them)."""
+        confirmed = self.log_bound(partition)
+        merged = LogBound(confirmed.broker_us, confirmed.seen)
+        for end, t in seen:
+            merged = merged.observed(end, t)
+        self._write(lambda txn: txn.put(b"lb" + _PART.pack(partition),
+                                        _json([merged.broker_us, merged.seen]).encode(), db=self.meta))
+
     def log_bound(self, partition: int) -> LogBound:
         """What bounds the log time of the facts after the partition's confirmed offset (as confirmed)."""
         with self.env.begin(db=self.meta) as txn:

@@ -249,6 +249,7 @@ class FactsReader:
         gone = [p for p in self.next if p not in partitions]
         if gone:
             self.consumer.incremental_unassign([TopicPartition(self.topic, p) for p in gone])
+            self.keep_seen(gone)
             for p in gone:
                 del self.next[p]
                 self.bounds.pop(p, None)
@@ -438,7 +439,20 @@ class FactsReader:
         self.metrics.facts.inc(result.written)
         pending.applied.extend(result.applied)
 
+    def keep_seen(self, partitions: Iterable[int]) -> None:
+        """Keep in the store what the auditor last saw of these partitions' ends, though no fact came since
+        the last confirmed: a grant held in a transaction across a restart or a rebalance is bounded by the
+        last read before it, not by the last read that found a fact."""
+        for p in partitions:
+            bound = self.bounds.get(p)
+            if bound is not None:
+                self.store.keep_seen(p, bound.pruned(self.store.high_offset(p)).seen)
+
     def close(self) -> None:
+        try:
+            self.keep_seen(list(self.next))
+        except AuditorError as exc:
+            log.warning("the facts partitions' last reads not kept", error=str(exc)[:300])
         try:
             self.consumer.close()
         except (KafkaException, RuntimeError) as exc:

@@ -274,6 +274,32 @@ def test_a_grant_hidden_in_an_open_transaction_is_not_in_force_before_the_audito
     assert feed.store.view(0, feed.pseudonymize("u-1"), at(120)).consent("marketing").value is None
 
 
+def test_the_last_read_before_a_stop_bounds_a_grant_committed_while_the_daemon_was_down(
+        feed: LedgerFeed, log: StubLog) -> None:
+    """The open transaction across a restart: the daemon read the partition's end below the grant at T0+3h
+    (no fact since the last confirmed, at T0) and stopped; the grant was committed while it was down. The
+    new reader bounds it by that last read, kept at the stop."""
+    log.append(fact(W, 0, scope=MKT, subject="u-2"), LogTime.APPEND, to_us(at(0)))
+    log.append(fact(G, 60, scope=MKT), LogTime.APPEND, to_us(at(60)))
+    log.stable = 1
+    assert feed.reader is not None
+    feed.reader.now_us = lambda: to_us(at(1))
+    settle(feed, read(feed))  # the withdrawal, confirmed at T0+1m
+    feed.reader.now_us = lambda: to_us(at(180))
+    settle(feed, read(feed))  # nothing new: the end still below the grant at T0+3h
+    feed.reader.close()  # the daemon stops
+    log.stable = None  # committed while it was down
+    reader = FactsReader(feed.cfg, feed.store, None, feed.decoder, feed.metrics,  # type: ignore[arg-type]
+                         feed.pseudonymize)
+    reader.ends = lambda: {p: log.end() for p in reader.next}  # type: ignore[method-assign]
+    reader.now_us = lambda: to_us(at(240))
+    reader.assign({0})
+    feed.reader = reader
+    settle(feed, read(feed))
+    grant = next(e for e in stored(feed) if e.type is G)
+    assert known_us(grant) == to_us(at(180)) - LOG_LAG_US
+
+
 def test_a_grant_committed_within_the_lag_still_counts_from_its_recorded_at(feed: LedgerFeed, log: StubLog) -> None:
     """The platform's ordinary lag (held: passes before and after): logged a second after it was recorded,
     read a minute later; in force from its recorded_at."""
