@@ -314,7 +314,11 @@ class FactsReader:
         except Exception:
             # facts applied but not confirmed are read (and checked for late effects) again: the reader's
             # position goes back to the store's (before, the next round confirmed them unchecked, atl)
-            self.rewind([p for p in ends if p in self.next])
+            try:
+                self.rewind([p for p in ends if p in self.next])
+            except KafkaException as exc:  # not seekable now: assigned again from the store's position
+                log.warning("facts partitions not rewound; assigned again", error=str(exc)[:300])
+                self.assign(set())
             raise
         for p in ends:
             if p in self.next and self.next[p] - 1 > self.store.high_offset(p):

@@ -358,6 +358,38 @@ def test_facts_applied_before_a_stall_are_checked_for_late_effects_before_they_a
     assert pending.high == {0: 4}
 
 
+def test_a_stall_whose_partitions_cannot_be_rewound_assigns_them_again_from_the_store(
+        feed: LedgerFeed, log: StubLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same stall, and the consumer refuses the seek (a partition not fetching yet): the partitions are
+    unassigned, and the next round (before_batch assigns the owned partitions first) reads from the store's
+    position, so the applied facts are handed over again."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    monkeypatch.setattr(ledgerfeed, "CHUNK", 3)
+    for i in range(5):
+        log.append(fact(W, i, scope=MKT, subject=f"u-{i}"), LogTime.APPEND, NOW_US)
+    real = log.consume
+
+    def stall_after_three(n: int, timeout: float) -> list[Stamped]:
+        if log.position >= 3:
+            log.stalled = True
+        return real(min(n, 3 - log.position) if log.position < 3 else n, timeout)
+
+    def refuse(tp: TopicPartition) -> None:
+        raise KafkaException(KafkaError(KafkaError._STATE))
+
+    log.consume = stall_after_three  # type: ignore[method-assign]
+    log.seek = refuse  # type: ignore[method-assign]
+    with pytest.raises(TransientError):
+        read(feed, collect=True)
+    log.stalled = False
+    log.consume = real  # type: ignore[method-assign]
+    assert feed.reader is not None
+    feed.reader.assign({0})
+    pending = read(feed, collect=True)
+    assert sorted(a.entry.offset for a in pending.applied) == [0, 1, 2, 3, 4]
+
+
 # ---------------------------------------------------------------- an event counted once as predated
 
 class EventMessage:
