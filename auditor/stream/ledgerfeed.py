@@ -95,6 +95,9 @@ WALK_WINDOW = 2_000
 #: about the bytes of messages one consume() of a read-back hands over (held at once): it takes as many as
 #: the largest of its last batch allows, up to 1,000 (at first 16: large foreign messages, attops)
 SCAN_BYTES = 8 * 1024 * 1024
+#: how long a facts partition's last stable offset may stay below its end (a transaction open on the facts
+#: topic holds back every fact after its first record) before it is logged: the lag a grant is allowed
+HELD_BACK_S = LOG_LAG_US / 1_000_000
 #: a resumed chain is read back from this long before its marker was written (records' timestamps
 #: are their producers' clocks: instances whose clocks differ by more may be missed)
 RESUME_SKEW_MS = 300_000
@@ -512,6 +515,8 @@ class LedgerFeed:
         self._partitions_checked = time.monotonic()  # checked at start
         #: the facts topic was seen configured LogAppendTime (at start or a partition check; never unset)
         self.broker_stamped = False
+        #: facts partitions whose stable offset is below their end: (stable offset, since (monotonic), logged)
+        self._held_back: dict[int, tuple[int, float, bool]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, admin: AdminClient, md: Any) -> None:
@@ -606,6 +611,7 @@ class LedgerFeed:
         n = check_copartitioned(md, t.events, t.facts, self.cfg.kafka.bootstrap_servers)
         self._check_topic_id(self.reader.admin)
         self._check_facts_config(self.reader.admin, warn=False)
+        self._check_held_back(now)
         if n != self.partitions:
             raise ConfigError(
                 f"the facts topic {t.facts} and the event topics now have {n} partition(s); the daemon started "
@@ -613,6 +619,39 @@ class LedgerFeed:
                 f"hashes to another partition has its older facts on the old one. Fix: recreate {t.facts} with "
                 f"{n} partition(s) and produce the facts again (auditor produce --facts), then delete "
                 f"{self.store.path} (it is rebuilt from the topic); or unset ledger.dir.")
+
+    def _check_held_back(self, now: float) -> None:
+        """At each partition check: a facts partition whose last stable offset has stayed below its end, at
+        the same offset, for more than HELD_BACK_S is logged (once per stall): a transaction open on the facts
+        topic holds back every fact after its first record, withdrawals included (read_committed), and the
+        grants behind it count only from when they are readable (atl). Kafka aborts it after the producer's
+        transaction.timeout.ms (at most the broker's transaction.max.timeout.ms, 15 minutes by default)."""
+        assert self.reader is not None
+        if not self.reader.next:
+            return
+        tps = {TopicPartition(self.cfg.topics.facts, p): p for p in self.reader.next}
+        try:
+            ends = {}
+            for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED):
+                futures = self.reader.admin.list_offsets({tp: OffsetSpec.latest() for tp in tps},
+                                                         isolation_level=level, request_timeout=CALL_TIMEOUT_S)
+                ends[level] = {tps[tp]: fut.result(CALL_TIMEOUT_S).offset for tp, fut in futures.items()}
+        except (KafkaException, TimeoutError) as exc:
+            log.warning("the facts partitions' stable offsets not checked this time", error=str(exc)[:300])
+            return
+        for p, stable in ends[IsolationLevel.READ_COMMITTED].items():
+            high = ends[IsolationLevel.READ_UNCOMMITTED].get(p, stable)
+            held = self._held_back.get(p)
+            if stable >= high:
+                self._held_back.pop(p, None)
+            elif held is None or held[0] != stable:
+                self._held_back[p] = (stable, now, False)
+            elif not held[2] and now - held[1] > HELD_BACK_S:
+                self._held_back[p] = (stable, held[1], True)
+                log.warning("a transaction open on the facts topic holds back the facts after it: withdrawals are read "
+                            "late (then corrected) and grants count only from when they are readable",
+                            topic=self.cfg.topics.facts, partition=p, stable_offset=stable, end=high,
+                            held_s=round(now - held[1]))
 
     # ------------------------------------------------------------------ the join (processor)
     def judge(self, event: Event, evaluator: MemoEvaluator, partition: int, msg: Any = None) -> Judged:

@@ -63,3 +63,30 @@ def test_a_grant_committed_after_the_event_was_audited_does_not_correct_it(tmp_p
     out = records_by_event(kafka_bootstrap, setup.audit)
     assert out["control-send"] == [("DECISION", "ALLOW"), ("CORRECTION", "VIOLATION")]
     assert out["victim-send"] == [("DECISION", "VIOLATION")]  # before: then ("CORRECTION", "ALLOW")
+
+
+def test_a_transaction_holding_the_facts_back_is_logged(tmp_path, kafka_bootstrap, monkeypatch):
+    """The same open transaction delays every fact after its first record, withdrawals included: the daemon
+    logs a partition whose stable offset stays below its end for longer than the lag (1 s here; checked
+    every 0.5 s). Before: nothing said (the withdrawals' corrections came late, unexplained)."""
+    import structlog
+
+    from auditor.stream import ledgerfeed
+
+    monkeypatch.setattr(ledgerfeed, "PARTITIONS_CHECK_S", 0.5)
+    monkeypatch.setattr(ledgerfeed, "HELD_BACK_S", 1.0)
+    setup, facts = ledger_setup(tmp_path, kafka_bootstrap, partitions=1)
+    produce(kafka_bootstrap, facts, [withdrawal("w-1", "u-1", datetime.now(UTC))])
+    produce(kafka_bootstrap, setup.events, [marketing_event("send", "u-2", datetime.now(UTC))])
+    insider = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": f"insider-{facts}",
+                        "transaction.timeout.ms": 300_000})
+    insider.init_transactions(30)
+    insider.begin_transaction()
+    insider.produce(facts, encode_fact_single_object(withdrawal("w-2", "u-2", datetime.now(UTC))), key=b"u-2",
+                    partition=0)
+    assert insider.flush(30) == 0
+    with structlog.testing.capture_logs() as logs, audited(setup, kafka_bootstrap, 1):
+        wait_until(lambda: any("holds back the facts" in e["event"] for e in logs), 60, "the stall logged")
+    insider.abort_transaction(30)
+    (held,) = [e for e in logs if "holds back the facts" in e["event"]]
+    assert (held["partition"], held["stable_offset"], held["end"]) == (0, 1, 2), held
