@@ -179,10 +179,14 @@ class FactMemo:
         return list(self._memo.take_hits())
 
     def learn(self, value: bytes, facts: Sequence[str], minor_age: int, owner: int, handle: Any,
-              decision: bytes) -> bool:
+              decision: bytes, violation: tuple[list[str], list[str], tuple[Any, ...]] | None = None) -> bool:
         """The memo decides the event ``value`` as ``decision`` (encoded as the record's field):
-        its plan's memo key reads ``facts`` (``key_of.facts``). False: not mirrored here."""
-        return bool(self._memo.learn(self.decoder._codec, value, list(facts), minor_age, owner, handle, decision))
+        its plan's memo key reads ``facts`` (``key_of.facts``). A violation also gives its message
+        cut at the per-event values, whole and truncated (``[text, slot name, text, ..., text]``,
+        the slots of ``_MESSAGE_SLOTS`` in auditor/stream/processor.py), and its events' violation
+        labels. False: not mirrored here."""
+        return bool(self._memo.learn(self.decoder._codec, value, list(facts), minor_age, owner, handle, decision,
+                                     violation))
 
     def decide(self, sealer: NativeSealer, layout: int, values: list[bytes | None], messages: list[Any],
                batch: tuple[Any, ...]) -> tuple[list[int], list[Decoded | Refused], bytes, Any]:
@@ -202,7 +206,8 @@ class FactMemo:
     @staticmethod
     def seal(hits: Any, sealer: NativeSealer, layout: int | None, batch: tuple[Any, ...], misses: list[int],
              records: list[Any], working: Mapping[str, ChainHead], heads: Mapping[str, ChainHead], audit_budget: int,
-             audit_topic: str, audit_partition: Any, outgoing: type, lazy: Any) -> tuple[Any, ...]:
+             audit_topic: str, audit_partition: Any, outgoing: type, lazy: Any, violations_topic: str | None = None,
+             violations_budget: int = 0, key_id: str | None = None) -> tuple[Any, ...]:
         """Seal the batch in input order: the hits of :meth:`decide` from their bodies, and at the
         positions ``misses`` (ascending; a hit's position among them replaces the hit) the
         ``records`` as :meth:`NativeSealer.seal_batch` seals them, each after its chain's head
@@ -215,9 +220,16 @@ class FactMemo:
         instance: ``audit_topic``, ``audit_partition(source partition)``, the chain id's bytes, the
         record, no headers), its ``(lazy(chain_id, data), seq, prev_hash, record_hash)``, its
         learnt handle and its occurred_at in seconds; per miss the number of hits placed before
-        it; and per chain sealed into, its new ``(size, head_hash)``."""
+        it; and per chain sealed into, its new ``(size, head_hash)``. Then ``(out_cuts,
+        violations, violation_cuts)``: a hit of a violation has its violation message (an
+        ``outgoing``: ``violations_topic``, no partition, the event id's bytes, the message as
+        ``BatchProcessor._fact_violation`` makes it, truncated when over ``violations_budget``
+        with its key; ``key_id``: the pseudonym key id as the message's JSON text) right after its
+        audit message, and its labels in ``violations``; per miss, the lengths of ``outgoing`` and
+        ``violations`` before it."""
         return tuple(hits.seal(sealer._sealer, layout, batch, misses, records, working, heads, audit_budget,
-                               audit_topic, audit_partition, outgoing, lazy))
+                               audit_topic, audit_partition, outgoing, lazy, violations_topic, violations_budget,
+                               key_id))
 
 
 class NativeSealer:

@@ -115,6 +115,8 @@ class FactPath:
         self._keys: dict[int, tuple[object, Callable[[tuple[Any, ...]], tuple[object, ...]]]] = {}
         #: the decision of an event naming what its policy does not declare, by those names (bounded)
         self._refusals: dict[tuple[Any, ...], Decision | None] = {}
+        #: how many times the refusals kept were dropped (a shadow that mirrors them drops them too)
+        self.refusal_epoch = 0
         at = self.at
         (self._id, self._time, self._kind, self._policy, self._system, self._atype, self._aid, self._role,
          self._sid, self._age, self._minor, self._region, self._cats, self._purpose, self._rtype, self._rid,
@@ -200,6 +202,7 @@ class FactPath:
         template = _refused(refusal, compiled, refusal) if undeclared else None
         if len(self._refusals) >= REFUSALS_MAX:
             self._refusals.clear()
+            self.refusal_epoch += 1
         self._refusals[key] = template
         return template
 

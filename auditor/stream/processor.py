@@ -59,6 +59,7 @@ from auditor.stream.factpath import (
     ITEM_PARTITION,
     ITEM_SUBJECT,
     ITEM_TOPIC,
+    REFUSALS_MAX,
     FactPath,
 )
 from auditor.stream.hotpath import DecodeResult, NativePath, SealResult, hot_path
@@ -173,6 +174,8 @@ class BatchProcessor:
         self._owner_of = {id(c): i for i, c in enumerate(self._owners)}
         #: decision seconds per event of the last batch the shadow decided in
         self._hit_seconds = 0.0
+        #: the fact path's refusals the shadow holds (at most REFUSALS_MAX; none after a reset)
+        self._refusals_taught = 0
         self.pseudonymizer = pseudonymizer
         self.routing = routing
         self.instance_id = instance_id
@@ -183,6 +186,9 @@ class BatchProcessor:
         self.budget = budget or OutputBudget.stock()
         #: the subject ledger's join (auditor.stream.ledgerfeed.LedgerFeed), None without a ledger
         self.ledger: LedgerJoin | None = None
+        #: violation messages of events audited from their facts tuple built here, in Python (the
+        #: memo's shadow builds those of its hits in compiled code)
+        self.python_violations = 0
 
     # ------------------------------------------------------------------ chains
     def set_head(self, chain_id: str, head: ChainHead | None) -> None:
@@ -250,7 +256,8 @@ class BatchProcessor:
         taken = shadow.take_hits()
         if any(taken):
             for owner, n in enumerate(taken):
-                self._owners[owner].memo_hits += n
+                if owner < len(self._owners):  # else the fact path's refusals (_teach)
+                    self._owners[owner].memo_hits += n
             facts.hits += sum(taken)
             self._hit_seconds = (time.perf_counter() - start) / len(values)
         sampled: list[int] = []
@@ -319,7 +326,7 @@ class BatchProcessor:
                         item = (t, chain, topic, partition, msg.offset() or 0, result.digest,
                                 known.get(actor) or pseudonymize(actor), known.get(subject) or pseudonymize(subject),
                                 decided.raw, msg, raw, decided, evaluator, seconds)
-                        if shadow is not None and teach is not None and teach[k] and not decided.violation:
+                        if shadow is not None and teach is not None and teach[k]:
                             self._teach(shadow, raw, key_of, decided, evaluator, t)  # the shadow decides the next ones
                 except Exception:  # noqa: BLE001 - the full path judges it again and names any failure
                     item = None
@@ -340,11 +347,28 @@ class BatchProcessor:
 
     def _teach(self, shadow: FactMemo, raw: bytes, key_of: Any, decided: _Template, evaluator: MemoEvaluator,
                t: tuple[Any, ...]) -> None:
-        """Teach the shadow that the memo decides ``raw`` (facts ``t``) as ``decided`` (a non-violation)."""
-        assert self.facts is not None
+        """Teach the shadow that the memo decides ``raw`` (facts ``t``) as ``decided``, or the fact
+        path's refusal of the names it gives (``key_of`` None: the shadow's plan key holds those
+        names; at most REFUSALS_MAX of them between resets); a violation with its message's parts
+        (whole and truncated) and its labels, which the shadow's hits of it then place as
+        :meth:`_fact_violation` would (the same bytes)."""
+        facts = self.facts
+        assert facts is not None
         compiled = evaluator.compiled
-        shadow.learn(raw, key_of.facts, compiled.pack.minor_age, self._owner_of[id(compiled)],
-                     (decided.pack_id, t[self.facts.kind_at], decided.verdict), decided.raw)
+        # key_of None: the engine's refusal of the names the event gives (FactPath.lookup), which
+        # its plan's key holds: no fact more is read; its hits are the fact path's, not the memo's
+        if key_of is None and self._refusals_taught >= REFUSALS_MAX:
+            return
+        read, owner = (key_of.facts, self._owner_of[id(compiled)]) if key_of is not None else ((), len(self._owners))
+        violation = None
+        if decided.violation:
+            labels = self._violation_labels(decided, compiled, t[facts.rtype_at], t[facts.purpose_at])
+            parts = decided.parts or self._message_parts(decided)
+            assert decided.cut is not None
+            violation = (parts, decided.cut, tuple(labels))
+        if shadow.learn(raw, read, compiled.pack.minor_age, owner, (decided.pack_id, t[facts.kind_at], decided.verdict),
+                        decided.raw, violation) and key_of is None:
+            self._refusals_taught += 1
 
     def _first_sighting(self, shadow: FactMemo, raw: bytes | None, result: Any, facts: FactPath) -> None:
         """An event audited the full way whose decision the memo now holds (it was its first
@@ -360,8 +384,7 @@ class BatchProcessor:
             decided = self._decided.data.get(id(template))
             if decided is None or decided.template is not template:
                 decided = self._template(template)
-            if not decided.violation:
-                self._teach(shadow, raw, key_of, decided, evaluator, result.facts)
+            self._teach(shadow, raw, key_of, decided, evaluator, result.facts)
         except Exception:  # noqa: BLE001 - not taught: the fact path's next hit teaches it
             return
 
@@ -377,9 +400,10 @@ class BatchProcessor:
         shadow = self._shadow
         if shadow is None:
             shadow = self._shadow = FactMemo(hot.decoder)
-        made_for = (p, tuple(c.memo_epoch for c in self._owners))
+        made_for = (p, tuple(c.memo_epoch for c in self._owners), self.facts.refusal_epoch if self.facts else 0)
         if made_for != self._shadow_for:
             shadow.reset()
+            self._refusals_taught = 0
             shadow.set_key(p._key)
             self._shadow_for = made_for
         return shadow
@@ -531,9 +555,11 @@ class BatchProcessor:
         while True:
             records: list[Any] = [it if type(it) is tuple else it.record for it in items]  # type: ignore[union-attr]
             try:
-                seals, over, hit_out, hit_sealed, labels, whens, cuts, new_heads = shadow.seal(
+                (seals, over, hit_out, hit_sealed, labels, whens, cuts, new_heads, out_cuts, hit_violations,
+                 violation_cuts) = shadow.seal(
                     hits, hot.sealer, layout, (now,), misses, records, self._working, self.heads, self.budget.audit,
-                    routing.audit_topic, part, Outgoing, LazyRecord)
+                    routing.audit_topic, part, Outgoing, LazyRecord, routing.violations_topic,
+                    self.budget.violations, _slot_text(self.pseudonymizer.key_id))
             except TransientError:
                 raise
             except Exception as exc:
@@ -546,24 +572,28 @@ class BatchProcessor:
                 pairs.sort(key=itemgetter(0))
                 misses, items = [i for i, _ in pairs], [it for _, it in pairs]
                 continue
-            replaced, done = False, 0
+            replaced, done, done_out, done_v = False, 0, 0, 0
             route = self._route_one
             for k, (item, seal) in enumerate(zip(items, seals, strict=True)):
                 upto = cuts[k]
                 if upto > done:  # the hits before this miss, in order
-                    out.outgoing += hit_out[done:upto]
+                    upto_out, upto_v = out_cuts[k], violation_cuts[k]
+                    out.outgoing += hit_out[done_out:upto_out]
                     out.sealed += hit_sealed[done:upto]
                     out.audited += labels[done:upto]
                     out.occurred_at += whens[done:upto]
-                    done = upto
+                    if upto_v > done_v:
+                        out.violations += hit_violations[done_v:upto_v]
+                    done, done_out, done_v = upto, upto_out, upto_v
                 reject = route(out, item, seal, now)
                 if reject is not None:
                     items[k], replaced = reject, True
-            if done < len(hit_out):
-                out.outgoing += hit_out[done:]
+            if done < len(hit_sealed):
+                out.outgoing += hit_out[done_out:]
                 out.sealed += hit_sealed[done:]
                 out.audited += labels[done:]
                 out.occurred_at += whens[done:]
+                out.violations += hit_violations[done_v:]
             if not replaced:
                 break
             for name, n in zip(_RESULT_LISTS, mark, strict=True):
@@ -730,15 +760,8 @@ class BatchProcessor:
         assert facts is not None
         decided: _Template = it[_DECIDED]
         t = it[ITEM_FACTS]
-        pack = it[_EVALUATOR].compiled
         rtype, purpose = t[facts.rtype_at], t[facts.purpose_at]
-        labels = decided.labels.get((rtype, purpose))
-        if labels is None:
-            # as _violations: a recipient type that reads "none" is "none", declared or not
-            r = "none" if rtype is None or rtype == "none" else rtype if rtype in pack.pack.recipients else UNDECLARED
-            p = purpose if purpose in pack.pack.purposes else UNDECLARED
-            labels = decided.labels[(rtype, purpose)] = [
-                (pack.id, v.rule_id, v.rule.severity, r, p) for v in decided.template.violations]
+        labels = self._violation_labels(decided, it[_EVALUATOR].compiled, rtype, purpose)
         parts = decided.parts or self._message_parts(decided)
         topic, partition, offset, eid = it[ITEM_TOPIC], it[ITEM_PARTITION], it[ITEM_OFFSET], t[facts.id_at]
         occurred = (_EPOCH + timedelta(microseconds=t[facts.time_at])).isoformat()
@@ -748,22 +771,38 @@ class BatchProcessor:
                  "pseudonym_key_id": self.pseudonymizer.key_id, "occurred_at": occurred}
         text = [parts[0]]
         for k in range(1, len(parts), 2):
-            v = slots[parts[k]]
-            text.append(_json_str(v) if type(v) is str else "null" if v is None else str(v))
+            text.append(_slot_text(slots[parts[k]]))
             text.append(parts[k + 1])
         key = (eid or "").encode()
         value = "".join(text).encode()
         if message_size(value, key) > self.budget.violations:
             value = self._truncated(json.loads(value), decided.template)
+        self.python_violations += 1
         return Outgoing(self.routing.violations_topic, None, key, value), labels
+
+    @staticmethod
+    def _violation_labels(decided: _Template, pack: CompiledPack, rtype: str | None, purpose: str
+                          ) -> list[tuple[str, str, str, str, str]]:
+        """The violation metric labels of an event decided as ``decided`` (one per violation), by
+        its recipient type and purpose (kept per pair in the template)."""
+        labels = decided.labels.get((rtype, purpose))
+        if labels is None:
+            # as _violations: a recipient type that reads "none" is "none", declared or not
+            r = "none" if rtype is None or rtype == "none" else rtype if rtype in pack.pack.recipients else UNDECLARED
+            p = purpose if purpose in pack.pack.purposes else UNDECLARED
+            labels = decided.labels[(rtype, purpose)] = [
+                (pack.id, v.rule_id, v.rule.severity, r, p) for v in decided.template.violations]
+        return labels
 
     @staticmethod
     def _message_parts(decided: _Template) -> list[str]:
         """The violation message of a template as JSON text cut at each per-event value:
-        ``[text, slot name, text, slot name, ..., text]``."""
+        ``[text, slot name, text, slot name, ..., text]`` (and in ``decided.cut`` its truncated
+        form, :meth:`_truncated`, cut the same way: what the compiled path fills in)."""
         doc: dict[str, Any] = decision_to_dict(decided.template)
         doc.update({name: f"\0{name}\0" for name in _MESSAGE_SLOTS})
         decided.parts = _SLOT.split(json.dumps(doc, separators=(",", ":")))
+        decided.cut = _SLOT.split(BatchProcessor._truncated(doc, decided.template).decode())
         return decided.parts
 
     def _seal_after(self, record: AuditRecord) -> tuple[bytes, bytes, ChainHead]:
@@ -927,7 +966,7 @@ class _Route(NamedTuple):
 class _Template:
     """What is built once per memoised decision template (:meth:`BatchProcessor._template`)."""
 
-    __slots__ = ("template", "facts", "raw", "parts", "labels", "verdict", "violation", "pack_id", "audited")
+    __slots__ = ("template", "facts", "raw", "parts", "cut", "labels", "verdict", "violation", "pack_id", "audited")
 
     def __init__(self, template: Decision, facts: DecisionFacts, raw: bytes) -> None:
         self.template = template
@@ -938,6 +977,8 @@ class _Template:
         self.facts, self.raw = facts, raw
         #: the violation message cut at its per-event values (made on the first violation)
         self.parts: list[str] | None = None
+        #: the truncated violation message, cut the same way (made with ``parts``)
+        self.cut: list[str] | None = None
         #: violation metric labels per (recipient type, purpose)
         self.labels: dict[tuple[str | None, str], list[tuple[str, str, str, str, str]]] = {}
         #: audited metric labels (pack, kind, verdict) per event kind
@@ -998,6 +1039,11 @@ _MESSAGE_SLOTS = ("event_id", "source", "chain_id", "seq", "record_hash", "kind"
                   "subject_pseudonym", "pseudonym_key_id", "occurred_at")
 _SLOT = re.compile(r'"\\u0000(\w+)\\u0000"')
 _json_str = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str
+
+
+def _slot_text(v: Any) -> str:
+    """A per-event value of a violation message as JSON text (a str, None or an int)."""
+    return _json_str(v) if type(v) is str else "null" if v is None else str(v)
 
 
 def _count_hits(sampled: list[int], timed: int, start: int, stop: int) -> int:

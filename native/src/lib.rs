@@ -15,6 +15,7 @@ mod record;
 mod schema;
 mod shadow;
 mod trail;
+mod violation;
 mod wire;
 
 use std::collections::HashMap;
@@ -355,6 +356,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<shadow::HitBatch>()?;
     m.add_class::<lazy::LazyRecord>()?;
     m.add_function(wrap_pyfunction!(genesis_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(violation::json_ascii, m)?)?;
+    m.add_function(wrap_pyfunction!(violation::iso_micros, m)?)?;
     m.add_function(wrap_pyfunction!(merkle::merkle_extend, m)?)?;
     m.add_function(wrap_pyfunction!(merkle::merkle_root, m)?)?;
     m.add_function(wrap_pyfunction!(trail::chain_encoded, m)?)?;

@@ -12,6 +12,7 @@
 //! record encoder would refuse, a time Python divides differently) is left to Python.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
@@ -23,6 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::extract::{self, Val};
 use crate::lazy::{untracked, LazyRecord};
 use crate::record::ValItem;
+use crate::violation::{self, Messages, Template, Values, Violation};
 use crate::wire::Cursor;
 use crate::{EventCodec, RecordSealer, Refused};
 
@@ -47,6 +49,8 @@ struct Entry {
     decision: Vec<u8>,
     handle: Py<PyAny>,
     owner: usize,
+    /// a violating decision: its message and labels (None: not a violation)
+    violation: Option<Arc<Violation>>,
 }
 
 /// Where the facts `decide` reads are in the facts tuple.
@@ -69,11 +73,15 @@ struct At {
     attrs: usize,
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
 /// An upper bound on the entries kept (Python's memo is bounded in bytes; this only guards memory).
 const MAX_ENTRIES: usize = 1 << 20;
 const MAX_PSEUDONYMS: usize = 1 << 16;
 const MAX_PSEUDONYM_ID: usize = 256;
 const MAX_CHAINS: usize = 10_000;
+/// What the violating entries may hold (their decisions and messages): past it, `learn` refuses
+/// violations until the next reset (Python's memo is bounded in bytes, its copies here are too).
+const MAX_VIOLATION_BYTES: usize = 64 << 20;
 /// Python divides an int by 1_000_000 exactly as f64 / f64 only below 2**53.
 const EXACT_F64: i64 = 1 << 53;
 
@@ -93,6 +101,10 @@ pub struct FactMemo {
     entries: Vec<Entry>,
     hits: Vec<u64>,
     chains: HashMap<(String, i64), Py<PyString>>,
+    /// violation messages by the Python list of their whole form (shared by the entries taught it)
+    messages: HashMap<usize, Arc<Messages>>,
+    /// what the violating entries hold, in bytes (bounded by MAX_VIOLATION_BYTES)
+    violation_bytes: usize,
 }
 
 fn tag_str(out: &mut Vec<u8>, s: &str) {
@@ -367,6 +379,8 @@ impl FactMemo {
             entries: Vec::new(),
             hits: Vec::new(),
             chains: HashMap::new(),
+            messages: HashMap::new(),
+            violation_bytes: 0,
         })
     }
 
@@ -392,6 +406,8 @@ impl FactMemo {
     fn reset(&mut self) {
         self.plans.clear();
         self.entries.clear();
+        self.messages.clear();
+        self.violation_bytes = 0;
     }
 
     fn __len__(&self) -> usize {
@@ -406,8 +422,12 @@ impl FactMemo {
     /// Remember that the memo decides the event `value` as `decision` (the record's decision
     /// field, encoded): its plan's memo key reads `facts` (`key_of.facts`; `minor_age` the
     /// pack's). `handle` is what `decide` gives back for the events it decides so, `owner` whose
-    /// hits they count as. False when the event or a fact of the key is not mirrored here.
-    #[allow(clippy::too_many_arguments)]
+    /// hits they count as. A violating decision also gives `violation`: its message cut at the
+    /// per-event values (`[text, slot name, text, ..., text]`), whole and truncated, and its
+    /// events' violation labels (what `HitBatch.seal` places after each one's record). False when
+    /// the event, a fact of the key or the message is not mirrored here.
+    #[pyo3(signature = (codec, value, facts, minor_age, owner, handle, decision, violation=None))]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn learn(
         &mut self,
         codec: &Bound<'_, EventCodec>,
@@ -417,7 +437,33 @@ impl FactMemo {
         owner: usize,
         handle: Py<PyAny>,
         decision: Vec<u8>,
+        violation: Option<(Bound<'_, PyList>, Bound<'_, PyList>, Py<PyTuple>)>,
     ) -> PyResult<bool> {
+        let violation = match violation {
+            None => None,
+            Some((full, cut, labels)) => {
+                let at = full.as_ptr() as usize;
+                let known = self.messages.get(&at).filter(|m| m.lists.1.is(&cut)).cloned();
+                let messages = match known {
+                    Some(m) => m,
+                    None => {
+                        let (Ok(f), Ok(c)) = (full.extract::<Vec<String>>(), cut.extract::<Vec<String>>()) else {
+                            return Ok(false);
+                        };
+                        let (Some(f), Some(c)) = (Template::new(&f), Template::new(&c)) else { return Ok(false) };
+                        let m = Arc::new(Messages { full: f, cut: c, lists: (full.clone().into_any().unbind(), cut.into_any().unbind()) });
+                        self.violation_bytes += m.size();
+                        m
+                    }
+                };
+                self.violation_bytes += decision.len() + 64;
+                if self.violation_bytes > MAX_VIOLATION_BYTES {
+                    return Ok(false);
+                }
+                self.messages.insert(at, messages.clone());
+                Some(Arc::new(Violation { messages, labels }))
+            }
+        };
         let codec = codec.get();
         self.check_codec(codec)?;
         // None: the plan reads a fact not mirrored here (remembered, so that `decide` does not
@@ -474,10 +520,10 @@ impl FactMemo {
             // taught again (an event of a known key that `decide` left to Python: a time past
             // 2**53 us, an odd message, a record it could not encode): one entry per key, else
             // every such event would keep one more until MAX_ENTRIES
-            self.entries[known] = Entry { decision, handle, owner };
+            self.entries[known] = Entry { decision, handle, owner, violation };
             return Ok(true);
         }
-        self.entries.push(Entry { decision, handle, owner });
+        self.entries.push(Entry { decision, handle, owner, violation });
         plan.memo.insert(mkey, self.entries.len() - 1);
         Ok(true)
     }
@@ -552,7 +598,7 @@ impl FactMemo {
             let hit = self.hit(py, codec, &sealer.enc, &layout, &batch_values, canonical, &digest, value.map_or(0, <[u8]>::len),
                                msg, &mut slots, &mut pkey, &mut mkey, &mut out.bodies)?;
             match hit {
-                Ok((chain, partition, when, entry)) => {
+                Ok((chain, partition, when, entry, values)) => {
                     let text = chain.bind(py).to_str()?;
                     let at = match chain_at.get(text) {
                         Some(&at) => at,
@@ -563,7 +609,12 @@ impl FactMemo {
                         }
                     };
                     let e = &self.entries[entry];
-                    out.hits.push(HitRec { index, start: body_start, end: out.bodies.len(), chain: at, when, handle: e.handle.clone_ref(py) });
+                    let viol = match (&e.violation, values) {
+                        (Some(v), Some(values)) => Some((v.clone(), values)),
+                        _ => None,
+                    };
+                    out.hits.push(HitRec { index, start: body_start, end: out.bodies.len(), chain: at, when,
+                                           handle: e.handle.clone_ref(py), viol });
                     let owner = e.owner;
                     if self.hits.len() <= owner {
                         self.hits.resize(owner + 1, 0);
@@ -583,7 +634,8 @@ impl FactMemo {
 }
 
 impl FactMemo {
-    /// The record body of a decided event in `body`, and (chain, partition, seconds, entry); None: Python's.
+    /// The record body of a decided event in `body`, and (chain, partition, seconds, entry, the
+    /// values of its violation message when the decision is a violation); Err: Python's.
     #[allow(clippy::too_many_arguments)]
     fn hit<'a>(
         &mut self,
@@ -600,7 +652,7 @@ impl FactMemo {
         pkey: &mut Vec<u8>,
         mkey: &mut Vec<u8>,
         body: &mut Vec<u8>,
-    ) -> PyResult<Result<(Py<PyString>, i64, f64, usize), bool>> {
+    ) -> PyResult<Result<Decided, bool>> {
         // Err(teach): not decided here; teach: whether learning this event could make the shadow
         // decide its key (false: the shadow knows the key, or cannot mirror the event or its plan)
         if self.hmac.is_none() || self.plans.is_empty() {
@@ -661,9 +713,49 @@ impl FactMemo {
             body.truncate(start);
             return Ok(Err(false));
         }
-        Ok(Ok((chain, partition, when as f64 / 1_000_000.0, entry)))
+        let values = match self.entries[entry].violation {
+            None => None,
+            Some(_) => match self.violation_values(slots, &key.0, partition, offset, &chain_text, &subject, when) {
+                Some(v) => Some(v),
+                None => {
+                    body.truncate(start);
+                    return Ok(Err(false));
+                }
+            },
+        };
+        Ok(Ok((chain, partition, when as f64 / 1_000_000.0, entry, values)))
+    }
+
+    /// The values of a violation message but seq, record hash and key id (`_fact_violation`'s
+    /// slots), as JSON text. None: a value written otherwise there (not mirrored here).
+    #[allow(clippy::too_many_arguments)]
+    fn violation_values(&self, f: &[Val<'_>], topic: &str, partition: i64, offset: i64, chain: &str,
+                        subject: &[u8; 32], when: i64) -> Option<Box<Values>> {
+        let a = &self.at;
+        let text = |v: &Val<'_>| -> Option<Option<String>> {
+            match v {
+                Val::Null => Some(None),
+                Val::Str(s) => Some(Some((*s).to_string())),
+                _ => None,
+            }
+        };
+        let Val::Str(eid) = f[a.id] else { return None };
+        let mut v = Box::new(Values::new(eid));
+        v.set(0, Some(eid));
+        v.set(1, Some(&format!("{topic}/{partition}@{offset}")));
+        v.set(2, Some(chain));
+        v.set(5, text(&f[a.kind])?.as_deref());
+        v.set(6, text(&f[a.purpose])?.as_deref());
+        v.set(7, text(&f[a.rtype])?.as_deref());
+        v.set(8, Some(std::str::from_utf8(subject).ok()?));
+        v.set(10, Some(&violation::isoformat(when)?));
+        Some(v)
     }
 }
+
+/// What `FactMemo::hit` gives an event it decides: its chain and partition, occurred_at in
+/// seconds, its entry, and the values of its violation message when the decision is a violation.
+type Decided = (Py<PyString>, i64, f64, usize, Option<Box<Values>>);
 
 // ---------------------------------------------------------------- a batch's hits, sealed in compiled code
 
@@ -675,6 +767,8 @@ struct HitRec {
     chain: usize,
     when: f64,
     handle: Py<PyAny>,
+    /// a violation: what its message is made of, and its values
+    viol: Option<(Arc<Violation>, Box<Values>)>,
 }
 
 /// A chain a batch's hits are in: its id, and the source partition it is of.
@@ -809,9 +903,14 @@ impl HitBatch {
     /// whose record with its key is over `audit_budget` bytes; per hit in order its audit message
     /// (an `outgoing`: topic, partition, key, value, no headers), its `(LazyRecord, seq, prev_hash,
     /// record_hash)` (`lazy(chain_id, data)`), its handle and occurred_at seconds; per miss the
-    /// number of hits before it; and per chain touched its new `(size, head_hash)`.
+    /// number of hits before it; and per chain touched its new `(size, head_hash)`. Then
+    /// `(out_cuts, violations, violation_cuts)`: a violating hit's violation message follows its
+    /// audit message in `outgoing` (`violations_topic`, no partition, the event id's bytes, the
+    /// message: truncated when over `violations_budget` with its key; `key_id`: the pseudonym key
+    /// id as JSON text) and its labels go into `violations`; per miss, the lengths of `outgoing`
+    /// and `violations` before it.
     #[pyo3(signature = (sealer, layout, batch, misses, records, working, heads, audit_budget, audit_topic,
-                        audit_partition, outgoing, lazy))]
+                        audit_partition, outgoing, lazy, violations_topic=None, violations_budget=0, key_id=None))]
     #[allow(clippy::too_many_arguments)]
     fn seal<'py>(
         &self,
@@ -828,8 +927,14 @@ impl HitBatch {
         audit_partition: &Bound<'py, PyAny>,
         outgoing: &Bound<'py, PyType>,
         lazy: &Bound<'py, PyAny>,
+        violations_topic: Option<Bound<'py, PyString>>,
+        violations_budget: usize,
+        key_id: Option<String>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         check_tuple_type(outgoing)?;
+        if self.hits.iter().any(|h| h.viol.is_some()) && (violations_topic.is_none() || key_id.is_none()) {
+            return Err(PyValueError::new_err("a batch with violations needs the violations topic and the key id"));
+        }
         if misses.len() != records.len() {
             return Err(PyValueError::new_err("one record per miss"));
         }
@@ -947,6 +1052,8 @@ impl HitBatch {
         let (seals, over) = (PyList::empty(py), PyList::empty(py));
         let (outs, sealed, labels, whens, cuts) =
             (PyList::empty(py), PyList::empty(py), PyList::empty(py), PyList::empty(py), PyList::empty(py));
+        let (ocuts, viols, vcuts) = (PyList::empty(py), PyList::empty(py), PyList::empty(py));
+        let mut message: Vec<u8> = Vec::new();
         let empty = PyTuple::empty(py);
         let native_lazy = lazy.is(py.get_type::<LazyRecord>());
         // per chain of the hits: its key (the chain id's bytes) and audit partition
@@ -985,11 +1092,41 @@ impl HitBatch {
                     sealed.append(untracked((record, job.seq, prev_py, &digest_py).into_pyobject(py)?))?;
                     labels.append(hit.handle.bind(py))?;
                     whens.append(PyFloat::new(py, hit.when))?;
+                    if let Some((v, values)) = &hit.viol {
+                        let (Some(topic), Some(key_id)) = (&violations_topic, &key_id) else { unreachable!("checked above") };
+                        let seq = job.seq.to_string();
+                        let mut hash = Vec::with_capacity(66);
+                        hash.push(b'"');
+                        hash.extend(job.digest.iter().flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]));
+                        hash.push(b'"');
+                        let get = |slot: usize| -> &[u8] {
+                            match slot {
+                                violation::SEQ => seq.as_bytes(),
+                                violation::RECORD_HASH => &hash,
+                                violation::KEY_ID => key_id.as_bytes(),
+                                _ => values.get(slot),
+                            }
+                        };
+                        message.clear();
+                        v.messages.full.render(get, &mut message);
+                        if message.len() + values.key.len() > violations_budget {
+                            message.clear();
+                            v.messages.cut.render(get, &mut message);
+                        }
+                        outs.append(tuple_of(py, outgoing, [topic.clone().into_any(), py.None().into_bound(py),
+                                                             PyBytes::new(py, &values.key).into_any(),
+                                                             PyBytes::new(py, &message).into_any(), empty.clone().into_any()])?)?;
+                        for label in v.labels.bind(py).iter() {
+                            viols.append(label)?;
+                        }
+                    }
                     last_py[job.chain] = Some(digest_py.unbind());
                     placed += 1;
                 }
                 Step::Miss(j) => {
                     cuts.append(placed)?;
+                    ocuts.append(outs.len())?;
+                    vcuts.append(viols.len())?;
                     let job = &jobs[j];
                     let prev_py = match last_py[job.chain].take() {
                         Some(p) => p,
@@ -1002,6 +1139,8 @@ impl HitBatch {
                 }
                 Step::Failed(e) => {
                     cuts.append(placed)?;
+                    ocuts.append(outs.len())?;
+                    vcuts.append(viols.len())?;
                     seals.append(e.into_value(py))?;
                 }
             }
@@ -1015,6 +1154,7 @@ impl HitBatch {
             new_heads.set_item(*text, (*seq, hash))?;
         }
         PyTuple::new(py, [seals.into_any(), over.into_any(), outs.into_any(), sealed.into_any(), labels.into_any(),
-                          whens.into_any(), cuts.into_any(), new_heads.into_any()])
+                          whens.into_any(), cuts.into_any(), new_heads.into_any(), ocuts.into_any(), viols.into_any(),
+                          vcuts.into_any()])
     }
 }

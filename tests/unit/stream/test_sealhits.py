@@ -163,7 +163,8 @@ def keys(tmp_path_factory: Any) -> KeyRing:
 
 def test_a_hit_over_the_audit_budget_between_others_is_rejected_in_its_place(tmp_path_factory):
     """A hit whose record is over the audit budget, between hits and violations of its chain: its
-    rejection takes its place and the records after it link to the rejection."""
+    rejection takes its place and the records after it link to the rejection. The violations are
+    hits too (rust2): each record over the budget was a hit."""
     procs = trio()
     cps = checkpointers(keys(tmp_path_factory), len(procs))
     offsets: dict[int, int] = {}
@@ -175,8 +176,9 @@ def test_a_hit_over_the_audit_budget_between_others_is_rejected_in_its_place(tmp
     set_budget(procs, 900)
     before = SEEN.copy()
     r = same(procs, batch_of(values, [0], offsets), cps)[-1]
-    assert SEEN["over"] - before["over"] == 5 and SEEN["hits"] - before["hits"] >= 15
-    assert r.dead_letters.count("record_too_large") >= 5
+    over = SEEN["over"] - before["over"]
+    assert over >= 5 and SEEN["hits"] - before["hits"] >= 20
+    assert r.dead_letters.count("record_too_large") == over
 
 
 def test_a_miss_that_faults_between_hits_is_rejected_and_its_chain_relinked(monkeypatch: pytest.MonkeyPatch):
@@ -211,10 +213,11 @@ def test_a_miss_that_faults_between_hits_is_rejected_and_its_chain_relinked(monk
 
 def test_a_miss_the_compiled_sealer_cannot_build_is_audited_the_full_way(monkeypatch: pytest.MonkeyPatch):
     """An item of the fact path the compiled call cannot encode (as a layout bug would): that record
-    alone is built in Python and sealed again, between the hits."""
+    alone is built in Python and sealed again, between the hits. (Violations past 2**53 us: the
+    shadow leaves them to the fact path; other violations are its hits, rust2.)"""
     procs = trio()
     offsets: dict[int, int] = {}
-    values: list[bytes | None] = [wire(violating(p, i)) for p in PACK_IDS for i in range(2)]
+    values: list[bytes | None] = [wire(replace(violating(p, i), occurred_at=FAR)) for p in PACK_IDS for i in range(2)]
     values += [wire(compliant(p, i)) for p in PACK_IDS for i in range(3)]
     for _ in range(2):
         same(procs, batch_of(values, [0, 1, 2], offsets))
