@@ -79,6 +79,8 @@ const MAX_ENTRIES: usize = 1 << 20;
 const MAX_PSEUDONYMS: usize = 1 << 16;
 const MAX_PSEUDONYM_ID: usize = 256;
 const MAX_CHAINS: usize = 10_000;
+/// Source partitions whose chain is found by comparing (a batch has a few)
+const RECENT_CHAINS: usize = 16;
 /// What the violating entries may hold (their decisions and messages): past it, `learn` refuses
 /// violations until the next reset (Python's memo is bounded in bytes, its copies here are too).
 const MAX_VIOLATION_BYTES: usize = 64 << 20;
@@ -100,7 +102,11 @@ pub struct FactMemo {
     plans: HashMap<Vec<u8>, PlanEntry>,
     entries: Vec<Entry>,
     hits: Vec<u64>,
-    chains: HashMap<(String, i64), Py<PyString>>,
+    /// chain ids by source (topic, partition), as indices into `chain_list`; the last few looked
+    /// up in `recent` (compared, not hashed); all dropped between batches past MAX_CHAINS
+    chains: HashMap<(String, i64), usize>,
+    chain_list: Vec<(Py<PyString>, String)>,
+    recent: Vec<(i64, String, usize)>,
     /// violation messages by the Python list of their whole form (shared by the entries taught it)
     messages: HashMap<usize, Arc<Messages>>,
     /// what the violating entries hold, in bytes (bounded by MAX_VIOLATION_BYTES)
@@ -319,12 +325,12 @@ fn call<'py>(msg: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> Option<Bou
     msg.call_method0(name).ok()
 }
 
-fn opt_str(v: &Bound<'_, PyAny>) -> Option<String> {
+/// `x or ""` for a str or None (a str Rust cannot hold, lone surrogates: not mirrored here).
+fn opt_str<'a>(v: &'a Bound<'_, PyAny>) -> Option<&'a str> {
     if v.is_none() {
-        return Some(String::new());
+        return Some("");
     }
-    let s = v.cast::<PyString>().ok()?.to_str().ok()?;
-    Some(s.to_string())
+    v.cast::<PyString>().ok()?.to_str().ok()
 }
 
 /// `x or 0` for an exact int or None (anything else: not mirrored here).
@@ -379,6 +385,8 @@ impl FactMemo {
             entries: Vec::new(),
             hits: Vec::new(),
             chains: HashMap::new(),
+            chain_list: Vec::new(),
+            recent: Vec::new(),
             messages: HashMap::new(),
             violation_bytes: 0,
         })
@@ -579,7 +587,14 @@ impl FactMemo {
         let (misses, results) = (PyList::empty(py), PyList::empty(py));
         let mut teach: Vec<u8> = Vec::new();
         let mut out = HitBatch { n: raws.len(), hits: Vec::new(), bodies: Vec::with_capacity(total * 2), chains: Vec::new() };
-        let mut chain_at: HashMap<String, usize> = HashMap::new();
+        if self.chain_list.len() >= MAX_CHAINS {
+            // between batches only: a hit of this batch keeps its chain's index until it is placed
+            self.chains.clear();
+            self.chain_list.clear();
+            self.recent.clear();
+        }
+        // per chain of `chain_list`: its place in `out.chains` (usize::MAX: none yet)
+        let mut chain_at: Vec<usize> = Vec::new();
         let mut slots: Vec<Val<'_>> = Vec::with_capacity(self.n_facts);
         let mut pyslots: Vec<Option<Py<PyAny>>> = (0..self.n_facts).map(|_| None).collect();
         let (mut pkey, mut mkey) = (Vec::new(), Vec::new());
@@ -599,15 +614,15 @@ impl FactMemo {
                                msg, &mut slots, &mut pkey, &mut mkey, &mut out.bodies)?;
             match hit {
                 Ok((chain, partition, when, entry, values)) => {
-                    let text = chain.bind(py).to_str()?;
-                    let at = match chain_at.get(text) {
-                        Some(&at) => at,
-                        None => {
-                            out.chains.push(ChainRef { text: text.to_string(), py: chain.clone_ref(py), partition });
-                            chain_at.insert(text.to_string(), out.chains.len() - 1);
-                            out.chains.len() - 1
-                        }
-                    };
+                    if chain_at.len() <= chain {
+                        chain_at.resize(self.chain_list.len(), usize::MAX);
+                    }
+                    if chain_at[chain] == usize::MAX {
+                        let (made, text) = &self.chain_list[chain];
+                        out.chains.push(ChainRef { text: text.clone(), py: made.clone_ref(py), partition });
+                        chain_at[chain] = out.chains.len() - 1;
+                    }
+                    let at = chain_at[chain];
                     let e = &self.entries[entry];
                     let viol = match (&e.violation, values) {
                         (Some(v), Some(values)) => Some((v.clone(), values)),
@@ -634,7 +649,7 @@ impl FactMemo {
 }
 
 impl FactMemo {
-    /// The record body of a decided event in `body`, and (chain, partition, seconds, entry, the
+    /// The record body of a decided event in `body`, and (chain index, partition, seconds, entry, the
     /// values of its violation message when the decision is a violation); Err: Python's.
     #[allow(clippy::too_many_arguments)]
     fn hit<'a>(
@@ -676,30 +691,18 @@ impl FactMemo {
         };
         let (Some(actor), Some(subject)) = (self.pseudonym(aid), self.pseudonym(sid)) else { return Ok(Err(false)) };
         // a message whose methods fail or answer oddly: Python asks it again, and judges
-        let Some(topic) = call(msg, intern!(py, "topic")).as_ref().and_then(opt_str) else { return Ok(Err(false)) };
+        let Some(topic_obj) = call(msg, intern!(py, "topic")) else { return Ok(Err(false)) };
+        let Some(topic) = opt_str(&topic_obj) else { return Ok(Err(false)) };
         let Some(partition) = call(msg, intern!(py, "partition")).as_ref().and_then(opt_int) else { return Ok(Err(false)) };
         let Some(offset) = call(msg, intern!(py, "offset")).as_ref().and_then(opt_int) else { return Ok(Err(false)) };
-        let key = (topic, partition);
-        let chain = match self.chains.get(&key) {
-            Some(c) => c.clone_ref(py),
-            None => {
-                if self.chains.len() >= MAX_CHAINS {
-                    self.chains.clear();
-                }
-                // made by chainid.chain_id, the one place that decides chain ids (tests/unit/trail)
-                let made = py.import(intern!(py, "auditor.trail.chainid"))?.getattr(intern!(py, "chain_id"))?;
-                let c = made.call1((key.0.as_str(), key.1))?.cast_into::<PyString>()?.unbind();
-                self.chains.insert(key.clone(), c.clone_ref(py));
-                c
-            }
-        };
-        let chain_text = chain.bind(py).to_str()?.to_string();
+        let chain = self.chain_of(py, topic, partition)?;
+        let chain_text = self.chain_list[chain].1.as_str();
         let item = ValItem {
             facts: slots,
             items: [
                 Val::Null,
-                Val::Str(&chain_text),
-                Val::Str(&key.0),
+                Val::Str(chain_text),
+                Val::Str(topic),
                 Val::Long(partition),
                 Val::Long(offset),
                 Val::Bytes(digest),
@@ -715,7 +718,7 @@ impl FactMemo {
         }
         let values = match self.entries[entry].violation {
             None => None,
-            Some(_) => match self.violation_values(slots, &key.0, partition, offset, &chain_text, &subject, when) {
+            Some(_) => match self.violation_values(slots, topic, partition, offset, chain_text, &subject, when) {
                 Some(v) => Some(v),
                 None => {
                     body.truncate(start);
@@ -724,6 +727,31 @@ impl FactMemo {
             },
         };
         Ok(Ok((chain, partition, when as f64 / 1_000_000.0, entry, values)))
+    }
+
+    /// The chain of a source partition, as an index into `chain_list`.
+    fn chain_of(&mut self, py: Python<'_>, topic: &str, partition: i64) -> PyResult<usize> {
+        if let Some((_, _, at)) = self.recent.iter().find(|(p, t, _)| *p == partition && t == topic) {
+            return Ok(*at);
+        }
+        let key = (topic.to_string(), partition);
+        let at = match self.chains.get(&key) {
+            Some(&at) => at,
+            None => {
+                // made by chainid.chain_id, the one place that decides chain ids (tests/unit/trail)
+                let made = py.import(intern!(py, "auditor.trail.chainid"))?.getattr(intern!(py, "chain_id"))?;
+                let c = made.call1((topic, partition))?.cast_into::<PyString>()?;
+                let text = c.to_str()?.to_string();
+                self.chain_list.push((c.unbind(), text));
+                self.chains.insert(key.clone(), self.chain_list.len() - 1);
+                self.chain_list.len() - 1
+            }
+        };
+        if self.recent.len() >= RECENT_CHAINS {
+            self.recent.clear();
+        }
+        self.recent.push((partition, key.0, at));
+        Ok(at)
     }
 
     /// The values of a violation message but seq, record hash and key id (`_fact_violation`'s
@@ -753,9 +781,9 @@ impl FactMemo {
     }
 }
 
-/// What `FactMemo::hit` gives an event it decides: its chain and partition, occurred_at in
+/// What `FactMemo::hit` gives an event it decides: its chain (in `chain_list`) and partition, occurred_at in
 /// seconds, its entry, and the values of its violation message when the decision is a violation.
-type Decided = (Py<PyString>, i64, f64, usize, Option<Box<Values>>);
+type Decided = (usize, i64, f64, usize, Option<Box<Values>>);
 
 // ---------------------------------------------------------------- a batch's hits, sealed in compiled code
 

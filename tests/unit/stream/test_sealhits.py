@@ -264,6 +264,32 @@ def learnt(p: BatchProcessor) -> Counter[bool]:
     return taught
 
 
+def test_hits_of_many_source_partitions_and_two_topics_keep_their_chains():
+    """One batch over two topics and 20 partitions each (more source partitions than the shadow
+    compares before it hashes, rust2): every hit is sealed into the chain of its own topic and
+    partition, as without the shadow."""
+    procs = trio()
+    values: list[bytes | None] = [wire(compliant(p, i)) for p in PACK_IDS for i in range(2)]
+    values += [wire(violating(p, i)) for p in PACK_IDS for i in range(2)]
+    offsets: dict[tuple[str, int], int] = {}
+
+    def batch(k: int) -> list[StubMessage]:
+        out = []
+        for part in range(20):
+            for topic in (TOPIC, TOPIC + "-b"):
+                v = values[(part + k) % len(values)]
+                at = offsets.get((topic, part), 0)
+                out.append(StubMessage(topic, part, at, v))
+                offsets[(topic, part)] = at + 1
+        return out
+
+    before = SEEN.copy()
+    for k in range(4):
+        r = same(procs, batch(k))[-1]
+        assert len({rec.chain_id for rec, *_ in r.sealed}) == 40
+    assert SEEN["hits"] - before["hits"] >= 40
+
+
 def test_the_shadow_decides_a_key_from_its_second_sighting():
     """Each key is learnt from the event audited the full way (its first sighting): the second
     batch is decided by the shadow (before: it learnt from the fact path's hit, the second
