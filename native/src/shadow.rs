@@ -1141,9 +1141,10 @@ impl HitBatch {
                             message.clear();
                             v.messages.cut.render(get, &mut message);
                         }
-                        outs.append(tuple_of(py, outgoing, [topic.clone().into_any(), py.None().into_bound(py),
-                                                             PyBytes::new(py, &values.key).into_any(),
-                                                             PyBytes::new(py, &message).into_any(), empty.clone().into_any()])?)?;
+                        outs.append(untracked(tuple_of(py, outgoing, [topic.clone().into_any(), py.None().into_bound(py),
+                                                                       PyBytes::new(py, &values.key).into_any(),
+                                                                       PyBytes::new(py, &message).into_any(),
+                                                                       empty.clone().into_any()])?))?;
                         for label in v.labels.bind(py).iter() {
                             viols.append(label)?;
                         }

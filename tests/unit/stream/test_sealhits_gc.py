@@ -13,7 +13,7 @@ import gc
 from typing import Any
 
 import pytest
-from streamkit import NOW, PACK_IDS, TOPIC, StubMessage, compliant, packs, processor, wire
+from streamkit import NOW, PACK_IDS, TOPIC, StubMessage, compliant, packs, processor, violating, wire
 
 from auditor import _native
 from auditor.native import FACT_MEMO_BUILT, NativeEventDecoder, NativeSealer
@@ -55,6 +55,19 @@ def test_the_shadows_outputs_and_sealed_records_are_not_tracked_by_the_collector
     assert not any(gc.is_tracked(o) for o in result.outgoing)
     assert not any(gc.is_tracked(s) for s in result.sealed)
     assert not any(gc.is_tracked(s[0]) for s in result.sealed)
+
+
+def test_the_violation_messages_of_the_shadows_hits_are_not_tracked_by_the_collector():
+    """rust2: a violation the shadow decides has its message built in HitBatch.seal: that Outgoing
+    is untracked too (checked failing without the untracking in shadow.rs)."""
+    p = shadowed()
+    values = [wire(violating(pk, i)) for pk in PACK_IDS for i in range(3)]
+    for k in range(2):
+        result = p.process([StubMessage(TOPIC, 0, k * len(values) + i, v) for i, v in enumerate(values)])
+        p.commit_heads()
+    messages = [o for o in result.outgoing if o.topic == p.routing.violations_topic]
+    assert len(messages) == len(values) and p.python_violations == len(values)  # all the second time by the shadow
+    assert not any(gc.is_tracked(o) for o in messages)
 
 
 def test_an_untracked_lazy_record_read_later_holds_its_record():
