@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))  # 
 from auditor.localkafka.broker import LocalKafka  # noqa: E402
 from auditor.localkafka.cluster import LocalKafkaCluster  # noqa: E402
 
-pytest.register_assert_rewrite("faultkit")  # the scenarios' checks assert there (assert_trail_intact, ...)
+pytest.register_assert_rewrite("faultkit", "hangkit")  # the scenarios' checks assert there (assert_trail_intact, ...)
 
 
 def _progress(message: str) -> None:
