@@ -23,7 +23,10 @@ transaction of its own producer touches the audit and checkpoint partitions and 
 where auditing resumes (the inputs after it are audited again), once the log proves them aborted
 (attr: :meth:`Ownership._behind`; a process that dies inside the abort leaves no memory of it).
 Pending offsets of ours hanging on the group's offsets partition (the committed-offset fetch never
-stable) are aborted the same way (attr: :meth:`Ownership._unstable`).
+stable) are aborted the same way (attr: :meth:`Ownership._unstable`), or, when the log shows that
+their transaction's audit records committed (partial markers: no transaction open on the audit and
+checkpoint partitions, the chain signed past the group's last committed offset), ended by a commit
+of the offset after the chain's signed end (atx: :meth:`Ownership._past_committed_end`).
 
 Anything else (a disagreement, a timeout, a damaged chain) leaves that partition paused and
 reported (``auditor_partition_blocked``, a log line, an alert) and is retried every
@@ -299,15 +302,73 @@ class Ownership:
         hanging = (f"{why}; for {open_for:.0f}s, longer than any transaction lasts: pending offsets of a hanging "
                    "transaction (its markers never written)")
         if st.offsets_closed_at is not None and now - st.offsets_closed_at < hanging_after:
-            return (f"{hanging}. Aborting it from this instance's producer did not end it (another producer's, or "
-                    "the broker did not answer); README 'Hanging transactions' says how to end it")
+            return (f"{hanging}. Ending it from this instance's producer (abort, or commit past the chain's signed "
+                    "end) did not end it (another producer's, or the broker did not answer); README 'Hanging "
+                    "transactions' says how to end it")
         last = self._last_committed(key)
         audit_partition = chainid.audit_partition(key[1], self.processor.routing.audit_partitions)
+        after = self._past_committed_end(key, audit_partition, last)  # atx: its records committed
+        st.offsets_closed_at = now
+        if after is not None:
+            log.error("hanging transaction on the group's offsets, its records committed; committing the offset "
+                      "after the chain's signed end", partition=f"{key[0]}/{key[1]}", last_committed=last,
+                      offset=after, reason=hanging[:500])
+            self._commit_offset(TopicPartition(key[0], key[1], after))
+            return (f"{hanging}; its audit records are committed (the chain's signed end is input {after - 1}, the "
+                    f"group's last committed offset {last}): offset {after} committed from this instance's producer, "
+                    "checking again")
         log.error("hanging transaction on the group's offsets; aborting it", partition=f"{key[0]}/{key[1]}",
                   reason=hanging[:500])
-        st.offsets_closed_at = now
         self._close_hanging(audit_partition, TopicPartition(key[0], key[1], last))
         return f"{hanging}; aborted from this instance's producer, checking again"
+
+    def _past_committed_end(self, key: Key, audit_partition: int, last: int) -> int | None:
+        """atx (partial markers: a broker back without some of a commit's markers): the transaction whose
+        offsets hang committed its audit records. Then aborting the offsets (gap a) leaves the chain ahead
+        of the group's offset for good. Returns the offset after the chain's signed end when the log shows
+        that: no transaction open on the audit partition nor on its checkpoint partition, and the chain's
+        last signed checkpoint signs a head record for an input at or past ``last`` (the group's last
+        committed offset): those inputs were audited in committed transactions. None otherwise (the
+        records hidden too, an unsigned or forged tail, nothing past ``last``): the abort, as before."""
+        cp = self.checkpoints
+        assert cp is not None and self.admin is not None
+        with self.watchdog.call("audit and checkpoint partition offsets (hanging offsets)", 2 * CALL_TIMEOUT_S):
+            stable, high = stable_offsets(self.admin, self.cfg.topics.audit, audit_partition, CALL_TIMEOUT_S)
+            cp_stable, cp_high = stable_offsets(self.admin, cp.topic,
+                                                chainid.checkpoint_partition(audit_partition, cp.partitions),
+                                                CALL_TIMEOUT_S)
+        if stable < high or cp_stable < cp_high:
+            return None
+        with self.watchdog.call("restore chain head (hanging offsets)", 4 * CALL_TIMEOUT_S):
+            signed = self._restore_signed(chainid.chain_id(*key), audit_partition)
+        if signed.unsigned or signed.forged or signed.source_offset is None or signed.source_offset < last:
+            return None
+        return signed.source_offset + 1
+
+    def _commit_offset(self, offsets: TopicPartition) -> None:
+        """atx: a transaction of the daemon's producer that sends ``offsets`` and commits, nothing else: its
+        COMMIT marker on the group's offsets partition ends the pending offsets our producer left hanging
+        there (committed, as the coordinator had decided) and commits ``offsets`` after them. A process that
+        dies inside it leaves the abort to the next one's init_transactions: the hanging offsets end aborted,
+        the chain ahead of the group's offset, and the partition paused with that reason (README 'Hanging
+        transactions' says how to end it by hand)."""
+        producer, consumer = self.producer, self.consumer
+        assert producer is not None and consumer is not None
+        with self.watchdog.call("begin_transaction (hanging offsets)", 5.0):
+            producer.begin_transaction()
+        try:
+            metadata = consumer.consumer_group_metadata()
+            with self.watchdog.call("send_offsets_to_transaction (hanging offsets)", 3 * CALL_TIMEOUT_S):
+                producer.send_offsets_to_transaction([offsets], metadata, 3 * CALL_TIMEOUT_S)
+            if self.hook:
+                self.hook("in_close_hanging")
+            with self.watchdog.call("commit_transaction (hanging offsets)", 3 * CALL_TIMEOUT_S):
+                producer.commit_transaction(3 * CALL_TIMEOUT_S)
+        except KafkaException as exc:
+            if not (isinstance(exc.args[0], KafkaError) and exc.args[0].fatal()):
+                with self.watchdog.call("abort_transaction (hanging offsets)", 3 * CALL_TIMEOUT_S):
+                    producer.abort_transaction(3 * CALL_TIMEOUT_S)
+            raise
 
     def _last_committed(self, key: Key) -> int:
         """The group's last committed offset of the partition, pending offsets not waited for (a consumer of

@@ -195,3 +195,82 @@ def test_a_transaction_that_ends_in_time_is_waited_for(monkeypatch):
         _Log(ChainHead(CHAIN, 226, b"h" * 32)), source_offset=225))  # type: ignore[arg-type]
     _tick(own, clock, 2)
     assert producer.calls == [] and own.restored() == {(TOPIC, 0)} and consumer.sought == [226]
+
+
+class _HangingOffsets(_Consumer):
+    """atx (partial markers): the group's committed-offset fetch times out while pending offsets of ours
+    hang; a transaction of our producer that sent offsets ends them: committed (its offset after them),
+    or aborted (the last committed offset stays)."""
+
+    def __init__(self, committed: int) -> None:
+        super().__init__(committed)
+        self.hanging = True
+
+    def committed(self, tps: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        from confluent_kafka import KafkaError, KafkaException
+
+        if self.hanging:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to get committed offsets"))
+        return super().committed(tps, timeout)
+
+    def consumer_group_metadata(self) -> str:
+        return "group-metadata"
+
+
+def _hanging_offsets(monkeypatch: pytest.MonkeyPatch, broker: _Broker, last: int, chain_end: int
+                     ) -> tuple[Ownership, _HangingOffsets, _Producer, Clock, list[Any]]:
+    own, _, producer, clock = _ownership(monkeypatch, broker, chain_end=chain_end, committed=last)
+    consumer = own.consumer = _HangingOffsets(last)
+    monkeypatch.setattr(Ownership, "_last_committed", lambda self, key: last)
+    sent: list[Any] = []
+
+    def send_offsets(tps: list[TopicPartition], metadata: Any, timeout: float) -> None:
+        producer.calls.append("send_offsets")
+        sent.append([(tp.topic, tp.partition, tp.offset) for tp in tps])
+
+    def commit(timeout: float) -> None:
+        producer.calls.append("commit")
+        consumer.hanging, consumer.committed_offset = False, sent[-1][0][2]
+
+    def abort(timeout: float) -> None:
+        producer.calls.append("abort")
+        if sent:
+            consumer.hanging = False  # ended aborted: the last committed offset stays
+
+    producer.send_offsets_to_transaction = send_offsets  # type: ignore[attr-defined]
+    producer.commit_transaction = commit  # type: ignore[attr-defined]
+    producer.abort_transaction = abort  # type: ignore[method-assign]
+    return own, consumer, producer, clock, sent
+
+
+def test_hanging_offsets_of_a_transaction_whose_records_committed_are_committed_past_the_chain(monkeypatch):
+    """Partial markers (made on a broker: tests/faults/test_atx_hanging_attacks.py, only the group's offsets
+    partition put back): the transaction's records (inputs ..225) are committed and signed, its offsets
+    (226) hang; the group's last committed offset is 200. Aborting them (main) left the chain ahead of
+    the committed offset: "chain ends at source offset 225 but the group committed offset 200", paused
+    for good. Now: a transaction that sends offset 226 and commits; then the chain and the offset agree."""
+    broker = _Broker(stable=299, high=299)  # no transaction open on the audit partition
+    own, consumer, producer, clock, sent = _hanging_offsets(monkeypatch, broker, last=200, chain_end=225)
+    for _ in range(40):  # 80 s < 60 s + 30 s: a transaction that may still end by itself
+        _tick(own, clock, 2)
+    assert producer.calls == [] and own.restored() == frozenset()
+    for _ in range(10):
+        _tick(own, clock, 2)
+    assert producer.calls == ["begin", "send_offsets", "commit"], "offsets only: no message of ours becomes visible"
+    assert sent == [[(TOPIC, 0, 226)]]
+    assert own.restored() == {(TOPIC, 0)}, own.states[(TOPIC, 0)].reason
+    assert consumer.sought == [226]
+
+
+@pytest.mark.parametrize("case", ["records hidden too", "chain not past the offset", "forged tail"])
+def test_hanging_offsets_are_aborted_as_before_without_proof_that_their_records_committed(monkeypatch, case):
+    broker = _Broker(stable=298 if case == "records hidden too" else 299, high=299)
+    last = 226 if case == "chain not past the offset" else 200
+    own, _, producer, clock, _ = _hanging_offsets(monkeypatch, broker, last=last, chain_end=225)
+    if case == "forged tail":
+        head = ChainHead(CHAIN, 226, b"h" * 32)
+        monkeypatch.setattr(Ownership, "_restore_signed", lambda self, chain, ap: SignedRestore(
+            _Log(head), source_offset=225, forged=True))  # type: ignore[arg-type]
+    for _ in range(50):
+        _tick(own, clock, 2)
+    assert "commit" not in producer.calls and "abort" in producer.calls, producer.calls
