@@ -49,6 +49,9 @@ Refused = _native.Refused
 #: whether the compiled module has :class:`FactMemo` and seals its hits (an install built from an
 #: older native/ has not: it runs without the shadow)
 FACT_MEMO_BUILT = hasattr(_native, "FactMemo") and hasattr(_native, "HitBatch")
+#: whether the shadow builds the violation messages of its hits (a module built before it does not:
+#: it is taught no violation, and seals as before)
+SHADOW_VIOLATIONS = FACT_MEMO_BUILT and hasattr(_native, "json_ascii")
 #: the compiled LazyRecord (None: a module built before it; the processor then uses its Python form)
 NativeLazyRecord: Any = getattr(_native, "LazyRecord", None)
 
@@ -184,7 +187,11 @@ class FactMemo:
         its plan's memo key reads ``facts`` (``key_of.facts``). A violation also gives its message
         cut at the per-event values, whole and truncated (``[text, slot name, text, ..., text]``,
         the slots of ``_MESSAGE_SLOTS`` in auditor/stream/processor.py), and its events' violation
-        labels. False: not mirrored here."""
+        labels. False: not mirrored here (a violation, by a module built before SHADOW_VIOLATIONS)."""
+        if violation is None:
+            return bool(self._memo.learn(self.decoder._codec, value, list(facts), minor_age, owner, handle, decision))
+        if not SHADOW_VIOLATIONS:
+            return False
         return bool(self._memo.learn(self.decoder._codec, value, list(facts), minor_age, owner, handle, decision,
                                      violation))
 
@@ -227,6 +234,10 @@ class FactMemo:
         with its key; ``key_id``: the pseudonym key id as the message's JSON text) right after its
         audit message, and its labels in ``violations``; per miss, the lengths of ``outgoing`` and
         ``violations`` before it."""
+        if not SHADOW_VIOLATIONS:  # no violation among the hits: their outgoing and violations as before
+            got = tuple(hits.seal(sealer._sealer, layout, batch, misses, records, working, heads, audit_budget,
+                                  audit_topic, audit_partition, outgoing, lazy))
+            return (*got[:8], list(got[6]), [], [0] * len(got[6]))
         return tuple(hits.seal(sealer._sealer, layout, batch, misses, records, working, heads, audit_budget,
                                audit_topic, audit_partition, outgoing, lazy, violations_topic, violations_budget,
                                key_id))

@@ -20,20 +20,22 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from streamkit import PACK_IDS, TOPIC, StubMessage, native, packs, processor, violating, wire
+from streamkit import PACK_IDS, TOPIC, StubMessage, compliant, native, packs, processor, violating, wire
+from structlog.testing import capture_logs
 from test_factpath_rounds import outputs
 
 from auditor import _native
+from auditor import native as native_module
 from auditor.events.codec import _EPOCH, MAX_MICROS, MIN_MICROS
 from auditor.events.model import Recipient
-from auditor.native import FACT_MEMO_BUILT
+from auditor.native import SHADOW_VIOLATIONS
 from auditor.policy.decision import Verdict
 from auditor.policy.examples import load_examples
 from auditor.stream.budget import OutputBudget
 from auditor.stream.processor import BatchProcessor, BatchResult
 from auditor.trail.record import MAX_TEXT, AuditRecord
 
-pytestmark = pytest.mark.skipif(not FACT_MEMO_BUILT or not hasattr(_native, "json_ascii"),
+pytestmark = pytest.mark.skipif(not SHADOW_VIOLATIONS,
                                 reason="auditor._native was built before the shadow built violations: rebuild it")
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "tests" / "data" / "examples"
@@ -202,3 +204,20 @@ def test_the_shadow_builds_the_violations_of_a_steady_stream():
         if k:
             assert shadowed.python_violations == before
             assert built_by_shadow(shadowed, r, before) == sum(o.topic == "violations" for o in r.outgoing) > 0
+
+
+def test_a_module_built_before_violation_hits_leaves_violations_to_python(monkeypatch: pytest.MonkeyPatch):
+    """Python with a compiled module of an older build (SHADOW_VIOLATIONS false): no violation is
+    taught, seal is called as before; the same outputs, every violation message built in Python."""
+    monkeypatch.setattr(native_module, "SHADOW_VIOLATIONS", False)
+    procs = trio()
+    values = [wire(violating(p, i, event_id=f"o{p}{i}")) for p in PACK_IDS for i in range(2)]
+    values += [wire(compliant(p, i)) for p in PACK_IDS for i in range(2)]
+    shadowed = procs[2]
+    for k in range(3):
+        before = shadowed.python_violations
+        with capture_logs() as logs:
+            r = same(procs, [StubMessage(TOPIC, i % 2, k * len(values) + i, v) for i, v in enumerate(values)])
+        assert shadowed.python_violations - before == sum(o.topic == "violations" for o in r.outgoing) > 0
+        assert not [e for e in logs if e["log_level"] == "error"]  # the shadow's seal did not fail
+    assert shadowed._shadow is not None and len(shadowed._shadow) > 0  # the compliant ones it decides

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from streamkit import NOW, PACK_IDS, TOPIC, StubMessage, compliant, native, processor, violating, wire
 from test_factpath_rounds import POOL, outputs
 
-from auditor.native import FACT_MEMO_BUILT, FactMemo
+from auditor.native import FACT_MEMO_BUILT, SHADOW_VIOLATIONS, FactMemo
 from auditor.stream import factpath
 from auditor.stream.budget import OutputBudget
 from auditor.stream.checkpointing import Checkpointer
@@ -161,6 +161,7 @@ def keys(tmp_path_factory: Any) -> KeyRing:
     return _KEYS[0]
 
 
+@pytest.mark.skipif(not SHADOW_VIOLATIONS, reason="auditor._native was built before the shadow decided violations")
 def test_a_hit_over_the_audit_budget_between_others_is_rejected_in_its_place(tmp_path_factory):
     """A hit whose record is over the audit budget, between hits and violations of its chain: its
     rejection takes its place and the records after it link to the rejection. The violations are
