@@ -265,6 +265,9 @@ class Ownership:
         self.consumer.resume([TopicPartition(topic, partition)])
         st.restored, st.reason = True, None
         self.metrics.partition_blocked.labels(topic, str(partition)).set(0)
+        # atx: a restored chain is progress of the loop (a partition it can audit again): several partitions
+        # restored in turn, each through a long read back, are not a stall
+        self.watchdog.beat()
         log.info("chain restored", chain=chain, size=restored.head.size if restored.head else 0,
                  committed_offset=committed, attempts=st.attempts)
 

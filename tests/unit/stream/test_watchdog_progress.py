@@ -224,3 +224,29 @@ def test_a_window_that_takes_longer_than_the_call_may_still_fires(monkeypatch):
     with watchdog.call("read the chain's last record (read_uncommitted)", 40):
         chainrestore.last_written({}, "audit", 0, "events/0", 10.0, watchdog.progress)
     assert partitions.reasons, "a window of 72 s went unnoticed"
+
+
+def test_several_flooded_partitions_restored_in_turn_are_no_stall(monkeypatch, keys):
+    """Three partitions assigned at once, each chain read back through its own flood (200 s by the clock):
+    restore_due restores them one after the other. Each restored chain is progress of the loop: the third
+    restore starts 400 s after the start, past the stall rule's 300 s, and must not be taken for a stall."""
+    cfg = load_config(env={})  # watchdog.stall_timeout_s 300 s
+    clock = Clock()
+    watchdog = Watchdog(cfg.watchdog.stall_timeout_s, cfg.watchdog.call_margin_s, 30, lambda reason: None, clock=clock)
+    own = Ownership(cfg, processor(), build_metrics(CollectorRegistry()), watchdog, clock=clock)
+    own.checkpoints = Checkpointer(keys.signer, keys.verifier, cfg.checkpoint_topic)
+    flood = [b"not a record %06d" % i for i in range(FLOOD)]
+    partitions = _Partitions(clock, watchdog, {cfg.topics.audit: flood, cfg.checkpoint_topic: []})
+    monkeypatch.setattr(chainrestore, "Consumer", partitions.consumer)
+    monkeypatch.setattr(ownership_mod, "stable_offsets", lambda admin, topic, p, timeout: (FLOOD, FLOOD))
+    monkeypatch.setattr(Ownership, "_checkpoints_hidden", lambda self, ap, st: None)
+    consumer = _GroupConsumer()
+    own.attach(consumer, object())  # type: ignore[arg-type]
+    watchdog.beat()
+    own.on_assign(consumer, [TopicPartition(TOPIC, p) for p in range(3)])
+
+    own.restore_due()
+
+    assert clock.now - 1000 > 3 * FLOOD * PER_MESSAGE
+    assert partitions.reasons == [], partitions.reasons[0]
+    assert own.restored() == {(TOPIC, p) for p in range(3)}
