@@ -225,9 +225,12 @@ class Daemon:
             return EXIT_OK
         except Fatal as exc:
             if exc.fenced:
-                log.error("fenced: another instance with the same instance id took over, exiting", error=str(exc),
+                log.error("fenced: this process no longer owns its transactions, exiting", error=str(exc),
                           exit_code=int(EXIT_FATAL),
-                          hint="give every instance its own instance_id; a restarted instance fences the old one")
+                          hint="either another process started with the same instance_id (give every instance its "
+                               "own; a restarted instance fences the old one), or the broker aborted a transaction "
+                               "this process left open past transaction.timeout.ms (it was frozen or starved of CPU); "
+                               "a restart resumes from the last commit")
             else:
                 log.error("fatal Kafka error, exiting", error=str(exc), exit_code=int(EXIT_FATAL))
             self.healthy = False
