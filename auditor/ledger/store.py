@@ -19,6 +19,7 @@ Layout (LMDB named databases):
 ``facts``      partition u32 | pseudonym 16 B | effective | recorded | offset   the fact + log time, JSON
 ``meta``       ``format``, ``key_id``, ``partitions``, ``topic_id``, ``hw`` + p.  text
                ``lb`` + p.: the partition's :class:`LogBound`                JSON
+               ``stamped``: the facts topic was seen ``LogAppendTime``      ``1``
 ``decisions``  see :mod:`auditor.ledger.late`
 =============  ===========================================================  ==========================
 """
@@ -325,15 +326,35 @@ class LedgerStore:
                 txn.put(b"lb" + _PART.pack(partition), _json([bound.broker_us, bound.seen]).encode(), db=self.meta)
         self._write(put)
 
-    def keep_seen(self, partition: int, seen: tuple[tuple[int, int], ...]) -> None:
-        """Keep the auditor's later reads of the partition's end with its bound as confirmed (at a stop or
-        when the partition leaves: no fact was confirmed since them)."""
-        confirmed = self.log_bound(partition)
-        merged = LogBound(confirmed.broker_us, confirmed.seen)
-        for end, t in seen:
-            merged = merged.observed(end, t)
-        self._write(lambda txn: txn.put(b"lb" + _PART.pack(partition),
-                                        _json([merged.broker_us, merged.seen]).encode(), db=self.meta))
+    def keep_seen(self, seen: Mapping[int, tuple[tuple[int, int], ...]]) -> None:
+        """Keep the auditor's later reads of these partitions' ends with their bounds as confirmed, in one
+        transaction: at a stop or when a partition leaves (no fact was confirmed since them), and while it
+        runs, before the facts read after them are applied (a kill -9 before the confirm kept them in
+        memory only, atl2)."""
+        merged: dict[int, LogBound] = {}
+        for partition, reads in seen.items():
+            bound = self.log_bound(partition)
+            for end, t in reads:
+                bound = bound.observed(end, t)
+            merged[partition] = bound
+
+        def put(txn: Any) -> None:
+            for partition, bound in merged.items():
+                txn.put(b"lb" + _PART.pack(partition), _json([bound.broker_us, bound.seen]).encode(), db=self.meta)
+        if merged:
+            self._write(put)
+
+    def broker_stamped(self, seen: bool = False) -> bool:
+        """Whether the daemon has ever seen the facts topic configured ``LogAppendTime`` (``seen``: it
+        just did; kept, never unset but with the store): a restart while the topic is set back to
+        ``CreateTime`` does not forget it (atl2)."""
+        if seen:
+            with self.env.begin(write=True, db=self.meta) as txn:
+                if txn.get(b"stamped") is None:
+                    txn.put(b"stamped", b"1")
+            return True
+        with self.env.begin(db=self.meta) as txn:
+            return txn.get(b"stamped") is not None
 
     def log_bound(self, partition: int) -> LogBound:
         """What bounds the log time of the facts after the partition's confirmed offset (as confirmed)."""

@@ -98,6 +98,9 @@ SCAN_BYTES = 8 * 1024 * 1024
 #: how long a facts partition's last stable offset may stay below its end (a transaction open on the facts
 #: topic holds back every fact after its first record) before it is logged: the lag a grant is allowed
 HELD_BACK_S = LOG_LAG_US / 1_000_000
+#: how often the auditor's reads of the facts partitions' ends are kept in the store (microseconds): at most what
+#: a kill -9 loses of them
+KEEP_READS_US = 10 * 1_000_000
 #: a resumed chain is read back from this long before its marker was written (records' timestamps
 #: are their producers' clocks: instances whose clocks differ by more may be missed)
 RESUME_SKEW_MS = 300_000
@@ -236,6 +239,8 @@ class FactsReader:
         self.dated_forward = 0
         #: the facts topic was seen configured LogAppendTime (LedgerFeed._check_facts_config)
         self.broker_stamped = False
+        #: per partition, the auditor's clock when its reads of the partition's end were last kept in the store
+        self._kept: dict[int, int] = {}
 
     def _note_scope(self, scope: Scope, where: str) -> None:
         assert self.vocabulary is not None
@@ -310,6 +315,14 @@ class FactsReader:
                 self.bounds[p] = self.bounds[p].observed(end, now)
         pending = Pending({}, [], [], {})
         todo = {p for p, end in ends.items() if self.next.get(p, end) < end}
+        # the reads kept in the store every KEEP_READS_US (atl2): kept only with a confirm or at a stop, a kill -9
+        # lost them (the reads of a stalled end since the last confirm), and a grant held in an open transaction
+        # then counted from its broker time
+        keep = [p for p in ends if p in self.bounds and now - self._kept.get(p, -1) >= KEEP_READS_US]
+        if keep:
+            self.keep_seen(keep)
+            for p in keep:
+                self._kept[p] = now
         if not todo:
             return pending, True
         try:
@@ -450,10 +463,8 @@ class FactsReader:
         """Keep in the store what the auditor last saw of these partitions' ends, though no fact came since
         the last confirmed: a grant held in a transaction across a restart or a rebalance is bounded by the
         last read before it, not by the last read that found a fact."""
-        for p in partitions:
-            bound = self.bounds.get(p)
-            if bound is not None:
-                self.store.keep_seen(p, bound.pruned(self.store.high_offset(p)).seen)
+        self.store.keep_seen({p: bound.pruned(self.store.high_offset(p)).seen
+                              for p in partitions if (bound := self.bounds.get(p)) is not None})
 
     def close(self) -> None:
         try:
@@ -556,14 +567,17 @@ class LedgerFeed:
         last saw its partition's stable end below it, even in a partition with no broker-stamped fact yet
         (the topic set back to CreateTime for it)."""
         topic = self.cfg.topics.facts
+        self.broker_stamped = self.broker_stamped or self.store.broker_stamped()  # seen before (even if not now)
         try:
             conf = describe(admin, [topic], CALL_TIMEOUT_S).get(topic, {})
         except BrokerError as exc:
             if warn:
                 log.warning("the facts topic's configuration not checked", error=str(exc)[:300])
             return
-        if conf.get("message.timestamp.type", "").strip() == "LogAppendTime":
-            self.broker_stamped = True  # never unset: a producer's clock after it is a claim to bound
+        if self.store.broker_stamped(conf.get("message.timestamp.type", "").strip() == "LogAppendTime"):
+            # never unset, kept in the store (atl2: a restart while the topic is set back to CreateTime does not
+            # forget it): a producer's clock after it is a claim to bound
+            self.broker_stamped = True
             if self.reader is not None:
                 self.reader.broker_stamped = True
         lacks = facts_findings(topic, conf)
