@@ -239,6 +239,8 @@ class FactsReader:
         self.dated_forward = 0
         #: the facts topic was seen configured LogAppendTime (LedgerFeed._check_facts_config)
         self.broker_stamped = False
+        #: broker-stamped facts whose log time the auditor's reads raised by more than the lag (logged)
+        self.read_late = 0
         #: per partition, the auditor's clock when its reads of the partition's end were last kept in the store
         self._kept: dict[int, int] = {}
 
@@ -412,6 +414,8 @@ class FactsReader:
         if stamped and kind == LogTime.APPEND:
             self.bounds[p] = bound = bound._replace(broker_us=max(bound.broker_us, ms * 1000))
             logged = (max(ms * 1000, bound.seen_floor(offset)), LogTime.APPEND)
+            if logged[0] - ms * 1000 > LOG_LAG_US:
+                self._read_late(p, offset, logged[0] - ms * 1000)
         elif bound.broker_us >= 0 or (self.broker_stamped and bound.seen_floor(offset) >= 0):
             logged = (max(bound.broker_us, bound.seen_floor(offset)), LogTime.BOUND)
             self.relabelled += 1
@@ -430,6 +434,19 @@ class FactsReader:
         elif value is restrictive and family in INSTRUCTIONS:
             self._dated_forward(p, offset, fact, logged)
         return logged
+
+    def _read_late(self, p: int, offset: int, behind_us: int) -> None:
+        """A fact the broker stamped more than the lag before the auditor last read its partition's end
+        below it (atl2): it was held in a transaction (LedgerFeed._check_held_back), or the auditor's clock
+        is ahead of the broker's, and then genuine grants are judged out of force: the auditor's clock
+        shares the lag a grant is allowed. Logged: first 10, every 1000th."""
+        self.read_late += 1
+        if self.read_late <= 10 or self.read_late % 1000 == 0:
+            log.error("a fact the broker stamped counts as logged only from the auditor's read of its partition's "
+                      "end below it, well after its broker time: it was held in a transaction, or the auditor's "
+                      "clock is ahead of the broker's (then synchronise them: genuine grants are judged out of force)",
+                      topic=self.topic, partition=p, offset=offset, behind_s=behind_us // 1_000_000,
+                      facts=self.read_late)
 
     def _dated_forward(self, p: int, offset: int, fact: SubjectFact, logged: Logged) -> None:
         """A person's withdrawal, opt-out or deletion request whose effective_at is more than the lag after

@@ -112,3 +112,31 @@ def test_the_topic_seen_log_append_time_is_remembered_across_a_restart(
     grant = next(e for e in stored(feed) if e.type is G)
     assert (grant.logged_by, known_us(grant)) == (LogTime.BOUND, to_us(at(180)) - LOG_LAG_US)
     assert feed.store.view(0, feed.pseudonymize("u-1"), at(120)).consent("marketing").value is False
+
+
+def test_a_broker_stamped_fact_read_well_after_the_end_below_it_was_read_is_logged(
+        feed: LedgerFeed, log: StubLog) -> None:
+    """The auditor's clock 10 minutes ahead of the broker's (or a transaction held open): a grant the broker
+    stamped at T0+1h, read after the auditor saw the end below it at (its clock) T0+1h10m, counts from
+    then. A genuine grant is then out of force for events within 5 minutes after it: said, with its position
+    (before: nothing). A fact read within the lag is not logged."""
+    from structlog.testing import capture_logs
+
+    assert feed.reader is not None
+    feed.reader.now_us = lambda: to_us(at(61))
+    settle(feed, read(feed))  # the empty partition read at (the auditor's) T0+1h01m
+    log.append(fact(G, 60, scope=MKT, subject="u-2"), LogTime.APPEND, to_us(at(60)))  # stamped at T0+1h
+    feed.reader.now_us = lambda: to_us(at(62))
+    with capture_logs() as quiet:
+        settle(feed, read(feed))
+    feed.reader.now_us = lambda: to_us(at(70))
+    settle(feed, read(feed))  # the end below the next grant, at (the auditor's) T0+1h10m
+    log.append(fact(G, 60, scope=MKT), LogTime.APPEND, to_us(at(60)))  # the broker's T0+1h
+    feed.reader.now_us = lambda: to_us(at(71))
+    with capture_logs() as logs:
+        settle(feed, read(feed))
+    assert not [e for e in quiet if "well after its broker time" in e["event"]]
+    (said,) = [e for e in logs if "well after its broker time" in e["event"]]
+    assert (said["partition"], said["offset"], said["behind_s"]) == (0, 1, 600)
+    grant = next(e for e in stored(feed) if e.type is G)
+    assert known_us(grant) == to_us(at(70)) - LOG_LAG_US
