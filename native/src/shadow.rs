@@ -325,12 +325,13 @@ fn call<'py>(msg: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> Option<Bou
     msg.call_method0(name).ok()
 }
 
-/// `x or ""` for a str or None (a str Rust cannot hold, lone surrogates: not mirrored here).
+/// `x or ""` for an exact str or None (a str Rust cannot hold, lone surrogates, or a str subclass,
+/// whose `__format__` Python's f-strings of the chain id and source call: not mirrored here).
 fn opt_str<'a>(v: &'a Bound<'_, PyAny>) -> Option<&'a str> {
     if v.is_none() {
         return Some("");
     }
-    v.cast::<PyString>().ok()?.to_str().ok()
+    v.cast_exact::<PyString>().ok()?.to_str().ok()
 }
 
 /// `x or 0` for an exact int or None (anything else: not mirrored here).
