@@ -72,6 +72,7 @@ def main() -> None:
     step("chain_encoded flips", lambda: sum(_native.chain_encoded([d[:i] + bytes([d[i] ^ 0xFF]) + d[i + 1:]], {}, {})[3]
                                             == 0 for i in range(0, len(d), 3)))
     hits_steps()
+    violations_steps()
     decoder_steps()
 
 
@@ -105,6 +106,48 @@ def hits_steps() -> None:
         picks = [(i, "events" if i % 3 else "events-b", i % 4, (i + k) % 16) for i in range(len(ATTN_POOL))]
         step(f"processor round {k}", lambda picks=picks: len(p.process(make_batch(picks, offsets)).sealed))
         p.commit_heads()
+
+
+def violations_steps() -> None:
+    """Violations the shadow decides (HitBatch.seal builds their messages; atv, session 10): hostile
+    values, a budget that truncates, many source partitions, the collector run inside seal."""
+    import gc
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from streamkit import PACK_IDS, StubMessage, violating, wire
+    from test_atv_violations import EDGE_TIMES, TOPICS, events, trio
+
+    from auditor.events.codec import _EPOCH
+    from auditor.stream import processor as pm
+
+    hostile = ["", "\x00\x1f\x7f\u2028\U0001f600\\\"", "x" * 5000]
+    for budget in (None, 300, 1):
+        procs = trio(budget)
+        for k in range(3):
+            vals = events(k) + [wire(replace(violating(p, 1, event_id=f"{h}{k}"), purpose=h or "p",
+                                             occurred_at=_EPOCH + timedelta(microseconds=us)))
+                                for p in PACK_IDS for h in hostile for us in EDGE_TIMES[:10]]
+            batch = [StubMessage(TOPICS[j % len(TOPICS)], j % 5, 1000 * k + j, v) for j, v in enumerate(vals)]
+            step(f"violations budget {budget} round {k}", lambda batch=batch, procs=procs: sum(
+                o.topic == "violations" for p in procs for o in p.process(batch).outgoing))
+            for p in procs:
+                p.commit_heads()
+    real = pm._audit_partition
+
+    def collecting(*args: Any, **kw: Any) -> Any:
+        gc.collect()
+        return real(*args, **kw)
+
+    pm._audit_partition = collecting  # type: ignore[assignment]
+    try:
+        procs = trio()
+        for k in range(3):
+            batch = [StubMessage(TOPICS[j % 3], j % 4, 100 * k + j, v) for j, v in enumerate(events(k))]
+            step(f"violations gc round {k}", lambda batch=batch, procs=procs: len(procs[2].process(batch).outgoing))
+            procs[2].commit_heads()
+    finally:
+        pm._audit_partition = real  # type: ignore[assignment]
 
 
 def decoder_steps() -> None:
