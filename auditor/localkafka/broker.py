@@ -49,6 +49,7 @@ from auditor.localkafka.jvm import (
     _java_cmd,
     _tail,
     _tools_log4j,
+    broker_jvm_options,
     default_cache_dir,
     ensure_jars,
     find_java,
@@ -322,7 +323,7 @@ class LocalKafka:
                 lib,
                 "kafka.Kafka",
                 heap=self.heap,
-                extra=[*log_props, *self._jvm_options],
+                extra=[*log_props, *broker_jvm_options(self._jvm_options)],
             )
             + [str(props_path)]
         )

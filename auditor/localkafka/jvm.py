@@ -1,4 +1,31 @@
-"""Apache Kafka jars from Maven, and the Java command lines that run them."""
+"""Apache Kafka jars from Maven, and the Java command lines that run them.
+
+The JVM options.  Every JVM (the broker, StorageTool, ConsoleConsumer) gets :data:`_COMMON_JVM_FLAGS`:
+the serial collector and the C1 JIT only (``-XX:TieredStopAtLevel=1``), for a quick start and little
+CPU; with the full JIT, C2 was still compiling 700,000 events into a daemon run and the broker used more
+CPU over the run, not less (README, "The bundled broker").  The broker adds :data:`_BROKER_JVM_FLAGS`,
+then the caller's ``jvm_options``, then ``$AUDITOR_KAFKA_JVM_OPTS`` (:data:`BROKER_JVM_OPTS_ENV`), later
+ones winning; a collector named later replaces the default one.
+
+The broker's collector is the parallel one (``-XX:+UseParallelGC``; 2 GC threads on 2 cores).  Its
+young collections stop the broker every 1.5-2.5 s at 20,000 events/s (bench/tail.py's paced phase on
+bench/stream.py's setup, the GC logged with ``AUDITOR_KAFKA_JVM_OPTS=-Xlog:gc*``).  With the serial
+collector a pause runs on one thread, which on a loaded 2-core machine waits for a core.  Five pairs
+alternated (2026-12-05 12:32-12:54, 20,000 events/s for 25 s, load 3-12): pauses in all per 25 s
+387-568 ms serial against 154-220 ms parallel, median pause 24-53 against 10-18 ms, GC CPU 180-280
+against 110-170 ms; the event -> audit record p99 lower with the parallel collector in 4 of the 5
+pairs (100-244 against 255-482 ms; at load 11-12, 708 against 575 ms); the broker's CPU per event
+the same within the noise (17.0-25.0 against 18.3-26.4 us, the whole paced phase); its resident
+memory ~40 MB more (322-341 against 285-304 MB: its adaptive sizing grows the young generation).
+Tried in the same rounds (two runs each, load 3-8) and not kept: G1 with Kafka's own
+``MaxGCPauseMillis=20 InitiatingHeapOccupancyPercent=35`` (41-55 pauses per 25 s, 330-460 ms of GC
+CPU, p99 676-1,179 ms: its concurrent threads compete for the 2 cores); the serial collector with
+``-Xmn48m`` (35 pauses, 568-661 ms in all) or ``-Xmn256m`` (7-8 pauses, 264-430 ms in all, median
+30-60 ms, a larger resident heap); the parallel collector on one thread (344 and 167 ms in all) or with
+``-Xmn128m`` (19-20 pauses, 219-338 ms).  Not tried: ``-XX:+AlwaysPreTouch`` (it makes the whole initial
+heap resident from the start, memory the tests and the memory bench would pay, for page faults that
+only the first pass over the heap takes).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +37,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 KAFKA_VERSION = "4.3.1"
@@ -22,10 +49,7 @@ _MARKER = ".complete"
 _MVN_TIMEOUT_S = 900.0
 _DEFAULT_HEAP = "512m"
 
-# JVM flags for a small, quick-starting JVM on a 2-core machine.  C1-only JIT and
-# the serial collector cut startup time and CPU use; throughput is ample for tests.
-# Also for bench/stream.py: with the full JIT, C2 was still compiling 700,000 events into
-# a daemon run and the broker used more CPU over the run, not less (README, "The bundled broker").
+# JVM flags for a small, quick-starting JVM on a 2-core machine (see the module docstring).
 _COMMON_JVM_FLAGS: tuple[str, ...] = (
     "-XX:+UseSerialGC",
     "-XX:TieredStopAtLevel=1",
@@ -34,6 +58,9 @@ _COMMON_JVM_FLAGS: tuple[str, ...] = (
     "-Djava.awt.headless=true",
     "-Djava.net.preferIPv4Stack=true",
 )
+
+# The broker's own flags, after the common ones: its young pauses on 2 threads (module docstring).
+_BROKER_JVM_FLAGS: tuple[str, ...] = ("-XX:+UseParallelGC",)
 
 _BROKER_LOG4J2 = """\
 # Written by auditor.localkafka: broker logging to stdout (redirected to broker.log).
@@ -251,12 +278,29 @@ def _tools_log4j(lib: Path) -> Path:
     return path
 
 
+#: Environment variable holding JVM options for the bundled broker (whitespace-separated), put after
+#: the defaults and ``jvm_options`` so they win (``-Xmx1g``, ``-XX:MaxGCPauseMillis=50``); one naming a
+#: collector (``-XX:+UseG1GC``) replaces the default collector (the JVM refuses two).
+BROKER_JVM_OPTS_ENV = "AUDITOR_KAFKA_JVM_OPTS"
+
+_GC_SELECT = re.compile(r"^-XX:\+Use\w*GC$")
+
+
+def broker_jvm_options(jvm_options: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> list[str]:
+    """The broker JVM's own options, later ones winning: its defaults, ``jvm_options``, then those of
+    :data:`BROKER_JVM_OPTS_ENV`."""
+    env = os.environ if environ is None else environ
+    return [*_BROKER_JVM_FLAGS, *jvm_options, *env.get(BROKER_JVM_OPTS_ENV, "").split()]
+
+
 def _java_cmd(lib: Path, main_class: str, *, heap: str, extra: Sequence[str] = ()) -> list[str]:
+    opts = [*_COMMON_JVM_FLAGS, *extra]
+    collectors = [i for i, opt in enumerate(opts) if _GC_SELECT.match(opt)]
+    drop = set(collectors[:-1])  # the last collector named wins: the JVM refuses two
     return [
         find_java(),
         f"-Xmx{heap}",
-        *_COMMON_JVM_FLAGS,
-        *extra,
+        *(opt for i, opt in enumerate(opts) if i not in drop),
         "-cp",
         str(lib / "*"),
         main_class,

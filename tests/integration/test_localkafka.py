@@ -7,13 +7,16 @@ records.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from auditor.localkafka.broker import console_consume, create_topics
+from auditor.localkafka.broker import LocalKafka, console_consume, create_topics
+from auditor.localkafka.jvm import BROKER_JVM_OPTS_ENV
 
 pytestmark = pytest.mark.kafka
 
@@ -108,3 +111,12 @@ def test_transactions_read_committed(kafka_bootstrap: str) -> None:
     assert sorted(line.split("\t", 1)[1] for line in lines) == expected
     partitions = {line.split("\t", 1)[0] for line in lines}
     assert partitions == {f"Partition:{p}" for p in range(PARTITIONS)}
+
+
+def test_the_session_broker_runs_with_the_default_jvm_options(local_kafka: LocalKafka | None) -> None:
+    if local_kafka is None or local_kafka.pid is None:
+        pytest.skip("the session's broker is not a LocalKafka")
+    cmdline = Path(f"/proc/{local_kafka.pid}/cmdline").read_bytes().decode().split("\0")
+    if os.environ.get(BROKER_JVM_OPTS_ENV):
+        pytest.skip(f"{BROKER_JVM_OPTS_ENV} is set")
+    assert [opt for opt in cmdline if opt.startswith("-XX:+Use") and opt.endswith("GC")] == ["-XX:+UseParallelGC"]
